@@ -1,0 +1,46 @@
+# Mirage Explorer — set-up and entry points.
+# `make demo` and `make test` each bootstrap everything on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TORCH_PIN := torch==2.13.0
+DEMO_OUT ?= out/walkthrough
+
+# Debian packages: EGL/Mesa for headless moderngl, Xvfb + xcb libraries for Qt GL widgets under test.
+APT_GL := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0
+APT_X := xvfb xauth libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
+         libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 \
+         libxkbcommon0 libfontconfig1 libdbus-1-3
+
+.PHONY: demo test venv system-deps clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned, so CPU machines take the local CPU build and nothing pulls another one
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev]' $(TORCH_PIN)
+	touch $(STAMP)
+
+# Installs missing Debian packages when running as root with apt; otherwise only reports what is missing.
+system-deps:
+	@missing=""; for p in $(APT_GL) $(APT_X); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "warning: missing system packages:$$missing (install them with your package manager)"; fi
+
+demo: $(STAMP) system-deps
+	$(PY) main.py walkthrough --out $(DEMO_OUT)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) out tests/artifacts
