@@ -235,23 +235,29 @@ def project_points(points_world: torch.Tensor, w2c: torch.Tensor, K: torch.Tenso
 
 
 def unproject_depth(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> torch.Tensor:
-    """Back-project the centre of every cell of a depth map into world space.
+    """Back-project the centre of every cell of depth maps into world space.
 
     Args:
-        depth: ``[h, w]`` z-depth in metres.
-        K: ``[3, 3]`` intrinsics of the ``h x w`` grid. c2w: ``[4, 4]`` camera-to-world pose.
+        depth: ``[..., h, w]`` z-depth in metres.
+        K: ``[..., 3, 3]`` intrinsics of the ``h x w`` grid (broadcast over the leading dims).
+        c2w: ``[..., 4, 4]`` camera-to-world poses.
 
     Returns:
-        points_world: ``[h, w, 3]`` metres (meaningless where depth is invalid).
+        points_world: ``[..., h, w, 3]`` metres (meaningless where depth is invalid).
+
+    Example:
+        >>> K = torch.tensor([[1.0, 0, 1], [0, 1.0, 1], [0, 0, 1]], dtype=torch.float64)
+        >>> unproject_depth(torch.ones(2, 2, dtype=torch.float64), K, torch.eye(4, dtype=torch.float64))[0, 0].tolist()
+        [-0.5, -0.5, 1.0]
     """
-    h, w = depth.shape
+    h, w = depth.shape[-2:]
     uv = pixel_centers(h, w, dtype=depth.dtype, device=depth.device)
-    K = K.to(depth.dtype)
-    x = (uv[..., 0] - K[0, 2]) / K[0, 0] * depth
-    y = (uv[..., 1] - K[1, 2]) / K[1, 1] * depth
+    K = K.to(depth.dtype)[..., None, None, :, :]
+    x = (uv[..., 0] - K[..., 0, 2]) / K[..., 0, 0] * depth
+    y = (uv[..., 1] - K[..., 1, 2]) / K[..., 1, 1] * depth
     points_cam = torch.stack([x, y, depth], dim=-1)
-    c2w = c2w.to(depth.dtype)
-    return points_cam @ c2w[:3, :3].T + c2w[:3, 3]
+    c2w = c2w.to(depth.dtype)[..., None, None, :, :]
+    return (c2w[..., :3, :3] @ points_cam.unsqueeze(-1)).squeeze(-1) + c2w[..., :3, 3]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,320 @@
+"""Tests of the latent spatial memory on synthetic tensors (scene-based checks: test_memory_scenes.py)."""
+
+import math
+
+import pytest
+import torch
+
+from model.camera import closed_loop, intrinsics_from_fov, orbit, project_points, scale_intrinsics, yaw_pan
+from model.memory import (
+    CellLabel,
+    LatentSpatialMemory,
+    MemoryConfig,
+    downsample_depth,
+    voxel_keys,
+    zbuffer_project,
+)
+
+H, W, h, w, C = 64, 96, 16, 24, 48
+
+
+def smooth_depth(seed: int = 0, n: int = 1) -> torch.Tensor:
+    """``[n, H, W]`` smooth positive depth between ~2 and ~4 metres."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = 2.0 + 2.0 * torch.rand(n, 1, 4, 6, generator=g, dtype=torch.float64)
+    return torch.nn.functional.interpolate(coarse, size=(H, W), mode="bicubic", align_corners=True)[:, 0].clamp(min=1.5)
+
+
+def fp16_latents(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, C, h, w, generator=g).half().float()
+
+
+@pytest.fixture
+def K() -> torch.Tensor:
+    return intrinsics_from_fov(60.0, W, H)
+
+
+def test_identity_readout_returns_source_latents_exactly(K):
+    latent = fp16_latents(1)[0]
+    depth = smooth_depth()[0]
+    mem = LatentSpatialMemory()
+    mem.initialize(latent, depth, K, torch.eye(4))
+    out = mem.readout(torch.eye(4), K, h, w, image_hw=(H, W))
+    assert out.visible.all(), "every cell with valid depth must see its own point"
+    assert torch.equal(out.latent[0].float(), latent)
+    expected_depth = downsample_depth(depth[None], h, w)[0].float()
+    assert torch.allclose(out.depth[0], expected_depth, rtol=1e-5)
+
+
+def test_invalid_depth_and_keep_mask_drop_cells(K):
+    depth = smooth_depth()[0]
+    depth[:16, :] = torch.inf  # sky band: the top 4 latent rows
+    depth[40:44, 40:44] = 0.0  # a hole
+    keep = torch.ones(h, w, dtype=torch.bool)
+    keep[:, :3] = False
+    mem = LatentSpatialMemory()
+    mem.initialize(fp16_latents(1)[0], depth, K, torch.eye(4), keep=keep)
+    visible = mem.readout(torch.eye(4), K, h, w, image_hw=(H, W)).visible[0]
+    assert not visible[:4].any()
+    assert not visible[:, :3].any()
+    # bilinear sampling at cell centres reads pixels 41-42 for cell 10: the hole's cell only
+    assert not visible[10, 10] and visible[9, 9] and visible[11, 11]
+    assert visible[8:, 3:].sum() >= (h - 8) * (w - 3) - 4
+    labels = mem.rejected_labels
+    assert (labels == CellLabel.INVALID).sum() >= 4 * w
+    assert (labels == CellLabel.DYNAMIC).sum() > 0
+    assert len(mem) + len(labels) == h * w
+
+
+def brute_force_zbuffer(points, w2c, K, h, w, near):
+    """Reference z-buffer in float64 with explicit per-cell minimisation."""
+    uv, z = project_points(points.double(), w2c.double(), K.double())
+    index = torch.full((len(w2c), h, w), -1, dtype=torch.int64)
+    best = torch.full((len(w2c), h, w), math.inf, dtype=torch.float64)
+    for f in range(len(w2c)):
+        for i in range(len(points)):
+            zi = float(z[f, i])
+            if zi <= near:
+                continue
+            u, v = math.floor(float(uv[f, i, 0])), math.floor(float(uv[f, i, 1]))
+            if 0 <= u < w and 0 <= v < h and zi < best[f, v, u]:
+                best[f, v, u], index[f, v, u] = zi, i
+    return index, best
+
+
+def test_zbuffer_matches_brute_force_on_random_clouds():
+    g = torch.Generator().manual_seed(3)
+    points = torch.randn(3000, 3, generator=g) * torch.tensor([2.0, 1.5, 3.0]) + torch.tensor([0.0, 0.0, 2.0])
+    K_grid = scale_intrinsics(intrinsics_from_fov(70.0, W, H), (H, W), (h, w))
+    w2c = orbit(3, 1.0, 40.0).float()
+    index, depth = zbuffer_project(points, w2c, K_grid, h, w, near=0.05)
+    ref_index, ref_depth = brute_force_zbuffer(points, w2c, K_grid, h, w, near=0.05)
+    same = index == ref_index
+    assert same.float().mean() > 0.995, "float32 vs float64 may flip only rare boundary cases"
+    assert (index >= 0).sum() > 0.5 * index.numel()
+    # where they disagree, the two winners must be (numerically) tied in depth or on a cell border
+    agree_visible = (index >= 0) == (ref_index >= 0)
+    assert agree_visible.float().mean() > 0.995
+    both = (index >= 0) & (ref_index >= 0)
+    assert torch.allclose(depth[both].double(), ref_depth[both], rtol=2e-3)
+
+
+def test_zbuffer_nearest_point_wins_and_ties_go_to_lower_index():
+    K_grid = torch.tensor([[2.0, 0, 2.0], [0, 2.0, 2.0], [0, 0, 1]])
+    # three points on the optical ray of cell (2, 2): far, near, and a copy of the near one
+    points = torch.tensor([[0.1, 0.1, 5.0], [0.05, 0.05, 2.0], [0.05, 0.05, 2.0]])
+    index, depth = zbuffer_project(points, torch.eye(4)[None], K_grid, 4, 4)
+    assert index[0, 2, 2] == 1
+    assert depth[0, 2, 2] == pytest.approx(2.0)
+    assert (index[0] >= 0).sum() == 1
+    # reversed insertion order: the near pair is now indices 0 and 1, lower index still wins
+    index2, _ = zbuffer_project(points.flip(0), torch.eye(4)[None], K_grid, 4, 4)
+    assert index2[0, 2, 2] == 0
+
+
+def test_front_surface_occludes_back_surface(K):
+    mem = LatentSpatialMemory()
+    back = fp16_latents(1, seed=1)
+    front = fp16_latents(1, seed=2)
+    mem.update(back, torch.full((1, H, W), 6.0), torch.eye(4)[None], K)
+    # a front wall seen from 1 m to the side covers the middle of the view
+    mem.update(front, torch.full((1, H, W), 2.0), yaw_pan(2, 0.0)[1:], K)
+    out = mem.readout(torch.eye(4), K, h, w, image_hw=(H, W))
+    assert torch.equal(out.latent[0].float(), front[0])
+    assert torch.allclose(out.depth[0], torch.full((h, w), 2.0), atol=1e-5)
+
+
+def test_readout_is_deterministic_and_batch_independent(K):
+    mem = LatentSpatialMemory()
+    poses = orbit(4, 2.0, 30.0)
+    mem.update(fp16_latents(4), smooth_depth(n=4), poses, K)
+    targets = yaw_pan(5, 25.0)
+    a = mem.readout(targets, K, h, w, image_hw=(H, W))
+    b = mem.readout(targets, K, h, w, image_hw=(H, W))
+    assert torch.equal(a.latent, b.latent) and torch.equal(a.index, b.index) and torch.equal(a.depth, b.depth)
+    for f in range(len(targets)):
+        single = mem.readout(targets[f], K, h, w, image_hw=(H, W))
+        assert torch.equal(single.latent[0], a.latent[f]) and torch.equal(single.index[0], a.index[f])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_readout_identical_on_cpu_and_cuda(K):
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(4), smooth_depth(n=4), orbit(4, 2.0, 30.0), K)
+    targets = orbit(6, 2.0, 40.0)
+    cpu = mem.readout(targets, K, h, w, image_hw=(H, W))
+    gpu = mem.clone().to("cuda").readout(targets, K, h, w, image_hw=(H, W))
+    assert torch.equal(cpu.index, gpu.index.cpu()) and torch.equal(cpu.latent, gpu.latent.cpu())
+
+
+def test_closed_loop_mirrored_readouts_are_identical(K):
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(3), smooth_depth(n=3), orbit(3, 2.0, 20.0), K)
+    path = closed_loop(orbit(7, 2.0, 50.0))
+    out = mem.readout(path, K, h, w, image_hw=(H, W))
+    n = len(path)
+    for i in range(n // 2):
+        assert torch.equal(out.latent[i], out.latent[n - 1 - i])
+        assert torch.equal(out.visible[i], out.visible[n - 1 - i])
+    assert not torch.equal(out.visible[0], out.visible[n // 2 - 1]), "the loop must actually move"
+
+
+def test_revisiting_the_same_views_does_not_grow_the_cache(K):
+    mem = LatentSpatialMemory()
+    poses = orbit(5, 2.0, 30.0)
+    depth = smooth_depth(n=5)
+    mem.update(fp16_latents(5), depth, poses, K)
+    first = len(mem)
+    mem.update(fp16_latents(5, seed=9), depth, poses, K)
+    assert len(mem) == first
+
+
+def test_voxel_policies(K):
+    depth = torch.full((1, H, W), 3.0)
+    old, new = fp16_latents(1, seed=1), fp16_latents(1, seed=2)
+    keep_first = LatentSpatialMemory(MemoryConfig(voxel_policy="first"))
+    newest = LatentSpatialMemory(MemoryConfig(voxel_policy="newest"))
+    for mem in (keep_first, newest):
+        mem.update(old, depth, torch.eye(4)[None], K)
+        mem.update(new, depth, torch.eye(4)[None], K)
+    assert len(keep_first) == len(newest)
+    read = lambda m: m.readout(torch.eye(4), K, h, w, image_hw=(H, W)).latent[0].float()  # noqa: E731
+    assert torch.equal(read(keep_first), old[0])
+    assert torch.equal(read(newest), new[0])
+    assert (newest.segments == 1).all() and (keep_first.segments == 0).all()
+
+
+def test_dedup_within_one_write_keeps_one_point_per_voxel(K):
+    mem = LatentSpatialMemory(MemoryConfig(voxel_size=0.5))
+    mem.update(fp16_latents(1), torch.full((1, H, W), 3.0), torch.eye(4)[None], K)
+    keys, _ = voxel_keys(mem.positions, 0.5)
+    assert len(torch.unique(keys)) == len(mem)
+    assert len(mem) < h * w
+
+
+def test_update_records_labels_colours_and_provenance(K):
+    mem = LatentSpatialMemory(MemoryConfig(voxel_size=1e-3))  # no de-duplication between the two views
+    depth = smooth_depth(n=2)
+    depth[1, :, :8] = torch.inf  # latent columns 0-1
+    depth[0, 60:, 60:] = torch.inf  # bottom-right latent cell (15, 15..23) without a label: INVALID
+    keep = torch.ones(2, h, w, dtype=torch.bool)
+    keep[0, 5:8, 5:8] = False
+    labels = torch.zeros(2, h, w, dtype=torch.uint8)
+    labels[0, 5:8, 5:8] = CellLabel.DYNAMIC
+    labels[1, :, 2:] = CellLabel.STATIC
+    labels[1, :, :2] = CellLabel.SKY
+    keep[1, :, :2] = False
+    frames = torch.zeros(2, H, W, 3, dtype=torch.uint8)
+    frames[..., 0] = 200
+    frames[:, :2, :2, 1] = 255  # a quarter of cell (0, 0)'s 4x4 patch is bright green
+    mem.update(fp16_latents(2), depth, orbit(2, 2.0, 10.0), K, keep=keep, labels=labels, frames=frames, frame_ids=[40, 44])
+    counts = torch.bincount(mem.rejected_labels.long(), minlength=4)
+    assert counts[CellLabel.DYNAMIC] == 9 and counts[CellLabel.SKY] == 2 * h and counts[CellLabel.INVALID] == 9
+    assert mem.stats().points == len(mem) == int(keep.sum()) - 9
+    assert torch.isnan(mem.rejected_positions[mem.rejected_labels == CellLabel.SKY]).all()
+    assert torch.isfinite(mem.rejected_positions[mem.rejected_labels == CellLabel.DYNAMIC]).all()
+    assert set(mem.frames.tolist()) == {40, 44}
+    assert (mem.colors[:, 0] == 200).all()
+    assert mem.colors[0].tolist() == [200, 64, 0]  # mean of 4 bright pixels in a 16-pixel patch, rounded
+
+
+def test_bad_input_raises_and_leaves_memory_unchanged(K):
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(2), smooth_depth(n=2), orbit(2, 2.0, 10.0), K)
+    before = mem.clone()
+    bad_pose = torch.eye(4)[None].clone()
+    bad_pose[0, 0, 3] = torch.nan
+    cases = [
+        (dict(latents=fp16_latents(1)[0], depth=smooth_depth(n=1), w2c=torch.eye(4)[None], K=K), "latents"),
+        (dict(latents=fp16_latents(1), depth=smooth_depth(n=1), w2c=bad_pose, K=K), "NaN"),
+        (dict(latents=fp16_latents(1), depth=smooth_depth(n=2), w2c=torch.eye(4)[None], K=K), "depth"),
+        (dict(latents=fp16_latents(1), depth=smooth_depth(n=1), w2c=torch.eye(4)[None] * 2, K=K), "w2c"),
+        (dict(latents=fp16_latents(1), depth=smooth_depth(n=1), w2c=torch.eye(4)[None], K=-K), "K"),
+        (dict(latents=fp16_latents(1)[:, :7], depth=smooth_depth(n=1), w2c=torch.eye(4)[None], K=K), "channel"),
+        (dict(latents=fp16_latents(1) * torch.nan, depth=smooth_depth(n=1), w2c=torch.eye(4)[None], K=K), "NaN"),
+    ]
+    for kwargs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            mem.update(**kwargs)
+    for name in ("positions", "features", "colors", "segments", "frames"):
+        assert torch.equal(getattr(mem, name), getattr(before, name))
+    assert mem.next_segment == before.next_segment
+    with pytest.raises(ValueError, match="w2c"):
+        mem.readout(torch.eye(3), K, h, w)
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path, K):
+    for dtype in ("float16", "bfloat16"):
+        mem = LatentSpatialMemory(MemoryConfig(feature_dtype=dtype, voxel_size=0.03))
+        depth = smooth_depth(n=3)
+        depth[2, :8] = torch.inf
+        mem.update(fp16_latents(3), depth, orbit(3, 2.0, 20.0), K)
+        path = tmp_path / f"mem-{dtype}.safetensors"
+        mem.save(path)
+        loaded = LatentSpatialMemory.load(path)
+        assert loaded.config == mem.config and loaded.next_segment == mem.next_segment and loaded.channels == C
+        for name in ("positions", "features", "colors", "segments", "frames", "rejected_labels"):
+            assert torch.equal(getattr(loaded, name), getattr(mem, name)), name
+        assert torch.equal(torch.isnan(loaded.rejected_positions), torch.isnan(mem.rejected_positions))
+        targets = orbit(3, 2.0, 25.0)
+        assert torch.equal(loaded.readout(targets, K, h, w, (H, W)).latent, mem.readout(targets, K, h, w, (H, W)).latent)
+        assert not list(tmp_path.glob(".*")), "no temporary files left behind"
+
+
+def _rewrite(src, dst, tensors_fn=None, metadata_fn=None):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(src))
+    with safe_open(str(src), framework="pt") as f:
+        metadata = dict(f.metadata())
+    if tensors_fn:
+        tensors_fn(tensors)
+    if metadata_fn:
+        metadata_fn(metadata)
+    save_file(tensors, str(dst), metadata=metadata)
+
+
+def test_load_rejects_malformed_files(tmp_path, K):
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(1), smooth_depth(n=1), torch.eye(4)[None], K)
+    good = tmp_path / "good.safetensors"
+    mem.save(good)
+    cases = {
+        "version": dict(metadata_fn=lambda m: m.update(version="99")),
+        "format": dict(metadata_fn=lambda m: m.update(format="something-else")),
+        "features": dict(tensors_fn=lambda t: t.update(features=t["features"].float())),
+        "positions": dict(tensors_fn=lambda t: t.update(positions=t["positions"][:-1])),
+        "missing": dict(tensors_fn=lambda t: t.pop("colors")),
+        "NaN": dict(tensors_fn=lambda t: t["positions"].__setitem__((0, 0), torch.nan)),
+    }
+    for match, kw in cases.items():
+        bad = tmp_path / f"bad-{match}.safetensors"
+        _rewrite(good, bad, **kw)
+        with pytest.raises(ValueError, match=str(bad.name)):
+            LatentSpatialMemory.load(bad)
+        with pytest.raises(ValueError, match=match):
+            LatentSpatialMemory.load(bad)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x80\x04not a safetensors file")
+    with pytest.raises(ValueError, match="garbage.safetensors"):
+        LatentSpatialMemory.load(garbage)
+    with pytest.raises(ValueError, match="missing.safetensors"):
+        LatentSpatialMemory.load(tmp_path / "missing.safetensors")
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="voxel_policy"):
+        MemoryConfig(voxel_policy="mean")
+    with pytest.raises(ValueError, match="feature_dtype"):
+        MemoryConfig(feature_dtype="float32")
+    with pytest.raises(ValueError, match="voxel_size"):
+        MemoryConfig(voxel_size=0.0)
+
+
+def test_empty_memory_reads_out_nothing(K):
+    mem = LatentSpatialMemory()
+    mem.initialize(fp16_latents(1)[0], torch.full((H, W), torch.inf), K, torch.eye(4))
+    out = mem.readout(orbit(2, 2.0, 10.0), K, h, w, image_hw=(H, W))
+    assert len(mem) == 0 and not out.visible.any() and out.latent.shape == (2, C, h, w) and (out.latent == 0).all()
