@@ -18,12 +18,23 @@ Design decisions (see also ``DESIGN.md``):
   ``scatter_reduce(amin)`` over int64 keys ``quantised_depth << 32 | point_index``, so the nearest
   point wins and ties (within ``depth_quantum``) go to the lower index. Integer ``amin`` does not
   depend on the order of the scatter, so the result is identical on CPU and CUDA.
-* **De-duplication.** Positions are hashed into voxels of ``voxel_size`` metres. With the default
-  policy ``"first"`` a voxel keeps its first observation and later writes only fill empty voxels:
-  the memory stays anchored to the input photo and to the earliest generated view of a place, and
-  a camera that loops back reads exactly what it saw (no drift through repeated rewrites). With
-  ``"newest"`` the newest observation replaces the old one. Running means are not offered: an
-  average of latent tokens is not a token the VAE produced.
+* **De-duplication** (``config.dedup``), so that revisiting seen space does not grow the cache:
+
+  - ``"view"`` (default): frames are written one by one; a cell is already known when the memory's
+    own z-buffer at the writing camera shows a point in that cell whose depth agrees within
+    ``view_tolerance`` (relative). It works at the latent resolution itself, so it needs no metric
+    voxel size, never merges neighbouring cells of one view (the writer's view keeps every cell),
+    and a revisit adds exactly the cells the memory could not show.
+  - ``"voxel"``: positions are hashed into voxels of ``voxel_size`` metres, one point per voxel.
+    A fixed metric voxel is either finer than a latent cell's footprint (far surfaces: several
+    points per cell-area after a segment's nine overlapping frames) or coarser (near surfaces:
+    neighbouring cells merge, holes at the writer's view); ``benchmarks/memory_ops.py`` measures both.
+
+  With ``voxel_policy="first"`` (default) a known place keeps its first observation: the memory
+  stays anchored to the input photo and the earliest generated view of a place, and a camera that
+  loops back reads exactly what it saw (no drift through repeated rewrites). With ``"newest"`` the
+  newest observation replaces it. Running means are not offered: an average of latent tokens is
+  not a token the VAE produced.
 * **Display data.** Each point carries a display colour (uint8 RGB, mean of its pixel patch when
   frames are given, grey otherwise) and provenance (segment, frame). They are for viewing only and
   never enter conditioning. The last write's rejected cells are kept with their label.
@@ -36,6 +47,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from enum import IntEnum
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +80,10 @@ class CellLabel(IntEnum):
 class MemoryConfig:
     """Settings of a :class:`LatentSpatialMemory`."""
 
-    voxel_size: float = 0.05  # metres; edge of the de-duplication voxel grid (about one latent cell at 3 m, 704x1280)
-    voxel_policy: str = "first"  # "first": a voxel keeps its first observation; "newest": the newest replaces it
+    dedup: str = "view"  # "view": a cell the memory already shows at that depth is a duplicate; "voxel": one point per voxel
+    voxel_size: float = 0.05  # metres; voxel edge of the "voxel" de-duplication
+    view_tolerance: float = 0.05  # "view" de-duplication: relative depth difference under which a cell counts as seen
+    voxel_policy: str = "first"  # "first": a seen place keeps its first observation; "newest": the newest replaces it
     feature_dtype: str = "float16"  # storage dtype of latent features: "float16" or "bfloat16"
     near: float = 0.05  # metres; points closer to the camera than this are never read out
     depth_quantum: float = 1e-4  # metres; z-buffer depth resolution, ties within it go to the lower index
@@ -77,6 +91,10 @@ class MemoryConfig:
     def __post_init__(self) -> None:
         if not (self.voxel_size > 0):
             raise ValueError(f"voxel_size must be > 0 metres, got {self.voxel_size}")
+        if self.dedup not in ("view", "voxel"):
+            raise ValueError(f"dedup must be 'view' or 'voxel', got {self.dedup!r}")
+        if not (self.view_tolerance > 0):
+            raise ValueError(f"view_tolerance must be > 0, got {self.view_tolerance}")
         if self.voxel_policy not in ("first", "newest"):
             raise ValueError(f"voxel_policy must be 'first' or 'newest', got {self.voxel_policy!r}")
         if self.feature_dtype not in _FEATURE_DTYPES:
@@ -223,6 +241,32 @@ def zbuffer_project(
 # --------------------------------------------------------------------------------------------
 # The memory
 # --------------------------------------------------------------------------------------------
+
+
+class _Points(NamedTuple):
+    """Per-point fields, stored (``[N, ...]``) or per cell (``[T, h, w, ...]``)."""
+
+    positions: torch.Tensor  # float32 metres, [..., 3]
+    features: torch.Tensor  # fp16/bf16, [..., C]
+    colors: torch.Tensor  # uint8 RGB, [..., 3]
+    segments: torch.Tensor  # int32
+    frames: torch.Tensor  # int32
+
+    def select(self, index: torch.Tensor) -> _Points:
+        return _Points(*(t[index] for t in self))
+
+    def frame(self, t: int) -> _Points:
+        return _Points(*(x[t] for x in self))
+
+    def cat(self, other: _Points) -> _Points:
+        return _Points(*(torch.cat([a, b]) for a, b in zip(self, other)))
+
+    def replace(self, index: torch.Tensor, other: _Points) -> _Points:
+        """A copy with rows ``index`` replaced by ``other``'s rows."""
+        out = [a.clone() for a in self]
+        for a, b in zip(out, other):
+            a[index] = b
+        return _Points(*out)
 
 
 class LatentSpatialMemory:
@@ -377,16 +421,24 @@ class LatentSpatialMemory:
         write = cell_labels == CellLabel.STATIC
         rejected = ~write
         rejected_positions = torch.where(valid[..., None], points, torch.nan)[rejected]
-        # 3. candidate points in (frame, row, column) order
-        flat = write.view(-1)
-        new_pos = points.view(-1, 3)[flat]
-        new_feat = latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1])[flat].to(self.feature_dtype)
+        # 3. candidates per cell, then de-duplicate within the write and against the memory
         colors = patch_colors(frames, h, w) if frames is not None else torch.full((n_frames, h, w, 3), _DEFAULT_COLOR, dtype=torch.uint8, device=self.device)
-        new_col = colors.view(-1, 3)[flat]
-        new_frame = frame_ids[:, None, None].expand(n_frames, h, w).reshape(-1)[flat].to(torch.int32)
-        new_keys = keys[flat]
-        # 4. de-duplicate within the write and against the memory, then commit
-        self._commit(new_pos, new_feat, new_col, new_frame, new_keys)
+        cells = _Points(
+            points,
+            latents.permute(0, 2, 3, 1).to(self.feature_dtype),
+            colors,
+            torch.full((n_frames, h, w), self.next_segment, dtype=torch.int32, device=self.device),
+            frame_ids[:, None, None].expand(n_frames, h, w).to(torch.int32),
+        )
+        store = _Points(self.positions, self.features, self.colors, self.segments, self.frames)
+        if self.config.dedup == "voxel":
+            store = self._merge_voxels(store, cells.select(write), keys.view(n_frames, h, w)[write])
+        else:
+            K_grid = K_cells.to(torch.float32).expand(n_frames, 3, 3)
+            for t in range(n_frames):
+                store = self._merge_view(store, cells.frame(t), write[t], depth_cells[t], w2c[t], K_grid[t])
+        # 4. commit (nothing above touched the stored tensors)
+        self.positions, self.features, self.colors, self.segments, self.frames = store
         self.rejected_positions = rejected_positions
         self.rejected_labels = cell_labels[rejected]
         self.next_segment += 1
@@ -441,31 +493,39 @@ class LatentSpatialMemory:
             self.features = self.features.new_zeros(0, channels)
         return latents, depth, w2c, K, keep, labels, frames, frame_ids
 
-    def _commit(self, pos, feat, col, frame, keys) -> None:
-        """Merge de-duplicated candidates into the stored tensors (policy: ``config.voxel_policy``)."""
+    def _merge_voxels(self, store: _Points, new: _Points, keys: torch.Tensor) -> _Points:
+        """Voxel-hash de-duplication: at most one point per voxel (first or newest in write order)."""
         newest = self.config.voxel_policy == "newest"
-        # one candidate per voxel: the first in write order, or the last for "newest"
         uniq, inverse = torch.unique(keys, return_inverse=True)
         order = torch.arange(len(keys), device=self.device)
         pick = torch.full((len(uniq),), -1 if newest else len(keys), dtype=torch.int64, device=self.device)
         pick.scatter_reduce_(0, inverse, order, reduce="amax" if newest else "amin", include_self=True)
-        pos, feat, col, frame, keys = pos[pick], feat[pick], col[pick], frame[pick], keys[pick]
-        seg = torch.full((len(pick),), self.next_segment, dtype=torch.int32, device=self.device)
-        # match against the voxels already filled
-        old_keys, _ = voxel_keys(self.positions, self.config.voxel_size)
+        new, keys = new.select(pick), keys[pick]
+        old_keys, _ = voxel_keys(store.positions, self.config.voxel_size)
         sorted_keys, sort_idx = torch.sort(old_keys)
         slot = torch.searchsorted(sorted_keys, keys).clamp_(max=max(len(sorted_keys) - 1, 0))
         hit = sorted_keys[slot] == keys if len(sorted_keys) else torch.zeros_like(keys, dtype=torch.bool)
-        if newest and hit.any():
-            target = sort_idx[slot[hit]]
-            self.positions[target], self.features[target], self.colors[target] = pos[hit], feat[hit], col[hit]
-            self.segments[target], self.frames[target] = seg[hit], frame[hit]
-        fresh = ~hit
-        self.positions = torch.cat([self.positions, pos[fresh]])
-        self.features = torch.cat([self.features, feat[fresh]])
-        self.colors = torch.cat([self.colors, col[fresh]])
-        self.segments = torch.cat([self.segments, seg[fresh]])
-        self.frames = torch.cat([self.frames, frame[fresh]])
+        if newest:
+            store = store.replace(sort_idx[slot[hit]], new.select(hit))
+        return store.cat(new.select(~hit))
+
+    def _merge_view(self, store: _Points, new: _Points, write: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K_grid: torch.Tensor) -> _Points:
+        """View de-duplication of one frame: a cell is already known when the memory's z-buffer at this
+        camera shows a point there whose depth agrees within ``view_tolerance`` (relative).
+
+        Args:
+            new: the frame's cells (``[h, w, ...]`` fields). write: ``[h, w]`` cells to write.
+            depth: ``[h, w]`` the cells' depth. w2c: ``[4, 4]``. K_grid: ``[3, 3]`` grid intrinsics.
+        """
+        h, w = write.shape
+        if len(store.positions):
+            index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_quantum)
+            index, seen_depth = index[0], seen_depth[0]
+            known = (index >= 0) & ((seen_depth - depth).abs() <= self.config.view_tolerance * depth)
+            if self.config.voxel_policy == "newest":
+                store = store.replace(index[write & known], new.select(write & known))
+            write = write & ~known
+        return store.cat(new.select(write))
 
     # ---- reading -------------------------------------------------------------------------
 

@@ -160,21 +160,53 @@ def test_closed_loop_mirrored_readouts_are_identical(K):
     assert not torch.equal(out.visible[0], out.visible[n // 2 - 1]), "the loop must actually move"
 
 
-def test_revisiting_the_same_views_does_not_grow_the_cache(K):
-    mem = LatentSpatialMemory()
+def plane_depth(w2c: torch.Tensor, K: torch.Tensor, distance: float = 4.0) -> torch.Tensor:
+    """Exact z-depth ``[F, H, W]`` of the world plane ``z = distance`` seen by cameras ``w2c``."""
+    from model.camera import invert_pose, pixel_centers
+
+    c2w = invert_pose(w2c.double())
+    uv = pixel_centers(H, W, dtype=torch.float64)
+    rays = torch.stack([(uv[..., 0] - K[0, 2]) / K[0, 0], (uv[..., 1] - K[1, 2]) / K[1, 1], torch.ones(H, W, dtype=torch.float64)], -1)
+    dirs_z = torch.einsum("hwc,fc->fhw", rays, c2w[:, 2, :3])  # world z of each ray direction
+    return ((distance - c2w[:, 2, 3, None, None]) / dirs_z).float()
+
+
+@pytest.mark.parametrize("dedup", ["view", "voxel"])
+def test_revisiting_the_same_views_does_not_grow_the_cache(K, dedup):
+    mem = LatentSpatialMemory(MemoryConfig(dedup=dedup))
     poses = orbit(5, 2.0, 30.0)
-    depth = smooth_depth(n=5)
+    depth = plane_depth(poses, K)
     mem.update(fp16_latents(5), depth, poses, K)
     first = len(mem)
     mem.update(fp16_latents(5, seed=9), depth, poses, K)
-    assert len(mem) == first
+    assert first > h * w and len(mem) == first
 
 
-def test_voxel_policies(K):
+def test_view_dedup_writes_only_unseen_cells(K):
+    mem = LatentSpatialMemory(MemoryConfig(dedup="view"))
+    pose = torch.eye(4)[None]
+    mem.update(fp16_latents(1), plane_depth(pose, K), pose, K)
+    assert len(mem) == h * w, "a single view keeps every cell (no holes at the writer's view)"
+    # two identical frames in one write: the second is entirely known
+    mem2 = LatentSpatialMemory(MemoryConfig(dedup="view"))
+    mem2.update(fp16_latents(2), plane_depth(pose.expand(2, 4, 4), K), pose.expand(2, 4, 4), K)
+    assert len(mem2) == h * w
+    # a pan adds roughly the newly seen part of the wall, not a whole frame
+    pan = yaw_pan(2, 20.0)[1:]
+    mem.update(fp16_latents(1, seed=4), plane_depth(pan, K), pan, K)
+    added = len(mem) - h * w
+    assert 0.1 * h * w < added < 0.6 * h * w
+    # something new in front of a known wall is written even where the wall was seen
+    mem.update(fp16_latents(1, seed=5), torch.full((1, H, W), 2.0), pose, K)
+    assert len(mem) >= h * w + added + h * w - 2
+
+
+@pytest.mark.parametrize("dedup", ["view", "voxel"])
+def test_voxel_policies(K, dedup):
     depth = torch.full((1, H, W), 3.0)
     old, new = fp16_latents(1, seed=1), fp16_latents(1, seed=2)
-    keep_first = LatentSpatialMemory(MemoryConfig(voxel_policy="first"))
-    newest = LatentSpatialMemory(MemoryConfig(voxel_policy="newest"))
+    keep_first = LatentSpatialMemory(MemoryConfig(dedup=dedup, voxel_policy="first"))
+    newest = LatentSpatialMemory(MemoryConfig(dedup=dedup, voxel_policy="newest"))
     for mem in (keep_first, newest):
         mem.update(old, depth, torch.eye(4)[None], K)
         mem.update(new, depth, torch.eye(4)[None], K)
@@ -186,7 +218,7 @@ def test_voxel_policies(K):
 
 
 def test_dedup_within_one_write_keeps_one_point_per_voxel(K):
-    mem = LatentSpatialMemory(MemoryConfig(voxel_size=0.5))
+    mem = LatentSpatialMemory(MemoryConfig(dedup="voxel", voxel_size=0.5))
     mem.update(fp16_latents(1), torch.full((1, H, W), 3.0), torch.eye(4)[None], K)
     keys, _ = voxel_keys(mem.positions, 0.5)
     assert len(torch.unique(keys)) == len(mem)
@@ -194,7 +226,7 @@ def test_dedup_within_one_write_keeps_one_point_per_voxel(K):
 
 
 def test_update_records_labels_colours_and_provenance(K):
-    mem = LatentSpatialMemory(MemoryConfig(voxel_size=1e-3))  # no de-duplication between the two views
+    mem = LatentSpatialMemory(MemoryConfig(dedup="voxel", voxel_size=1e-3))  # no de-duplication between the two views
     depth = smooth_depth(n=2)
     depth[1, :, :8] = torch.inf  # latent columns 0-1
     depth[0, 60:, 60:] = torch.inf  # bottom-right latent cell (15, 15..23) without a label: INVALID
@@ -311,6 +343,8 @@ def test_config_validation():
         MemoryConfig(feature_dtype="float32")
     with pytest.raises(ValueError, match="voxel_size"):
         MemoryConfig(voxel_size=0.0)
+    with pytest.raises(ValueError, match="dedup"):
+        MemoryConfig(dedup="hash")
 
 
 def test_empty_memory_reads_out_nothing(K):
