@@ -22,9 +22,11 @@ Design decisions (see also ``DESIGN.md``):
 
   - ``"view"`` (default): frames are written one by one; a cell is already known when the memory's
     own z-buffer at the writing camera shows a point in that cell whose depth agrees within
-    ``view_tolerance`` (relative). It works at the latent resolution itself, so it needs no metric
-    voxel size, never merges neighbouring cells of one view (the writer's view keeps every cell),
-    and a revisit adds exactly the cells the memory could not show.
+    ``view_tolerance`` (relative) plus the cell's own depth spread (grazing surfaces). A 1-cell gap
+    between known cells is a sampling hole of the latent z-buffer, not unseen space, and is not
+    written. This works at the latent resolution itself, so it needs no metric voxel size, never
+    merges neighbouring cells of one view (the writer's view keeps every cell), and a revisit adds
+    only what the memory could not show.
   - ``"voxel"``: positions are hashed into voxels of ``voxel_size`` metres, one point per voxel.
     A fixed metric voxel is either finer than a latent cell's footprint (far surfaces: several
     points per cell-area after a segment's nine overlapping frames) or coarser (near surfaces:
@@ -165,6 +167,27 @@ def downsample_depth(depth: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.where(v > 1.0 - 1e-5, d, torch.inf)
 
 
+def depth_spread(depth: torch.Tensor) -> torch.Tensor:
+    """Largest depth difference of each cell to its 4 neighbours, ``[..., h, w]`` metres (0 next to invalid cells).
+
+    On a surface seen at a grazing angle, one cell spans about this much depth, so the nearest memory
+    point in the cell may lie this much in front of the cell centre.
+    """
+    padded = F.pad(depth[None], (1, 1, 1, 1), mode="replicate")[0]
+    centre = padded[..., 1:-1, 1:-1]
+    neighbours = (padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2], padded[..., 1:-1, 2:])
+    spread = torch.stack([(n - centre).abs() for n in neighbours]).amax(0)
+    return torch.where(torch.isfinite(spread), spread, 0.0)
+
+
+def fills_gap(mask: torch.Tensor) -> torch.Tensor:
+    """Cells ``[h, w]`` whose left and right, or upper and lower, neighbours are both set in ``mask``."""
+    padded = F.pad(mask[None, None].to(torch.float32), (1, 1, 1, 1))[0, 0] > 0
+    horizontal = padded[1:-1, :-2] & padded[1:-1, 2:]
+    vertical = padded[:-2, 1:-1] & padded[2:, 1:-1]
+    return horizontal | vertical
+
+
 def cell_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Sample a boolean mask ``[T, H, W]`` (or already ``[T, h, w]``) at the centres of an ``h x w`` grid (nearest)."""
     if mask.shape[-2:] == (h, w):
@@ -289,6 +312,37 @@ class LatentSpatialMemory:
         self.channels: int | None = None
         self.next_segment = 0
         self._set_empty()
+
+    @classmethod
+    def from_points(
+        cls,
+        positions: torch.Tensor,
+        features: torch.Tensor,
+        colors: torch.Tensor | None = None,
+        config: MemoryConfig | None = None,
+        device: str | torch.device = "cpu",
+    ) -> LatentSpatialMemory:
+        """A memory holding given points (segment 0, frame 0).
+
+        Args:
+            positions: ``[N, 3]`` world positions in metres. features: ``[N, C]``.
+            colors: optional ``[N, 3]`` uint8 display colours (grey by default).
+        """
+        positions = torch.as_tensor(positions)
+        features = torch.as_tensor(features)
+        if positions.ndim != 2 or positions.shape[1] != 3 or features.ndim != 2 or features.shape[0] != positions.shape[0]:
+            raise ValueError(f"from_points: expected positions [N,3] and features [N,C], got {list(positions.shape)} and {list(features.shape)}")
+        if not torch.isfinite(positions).all() or not torch.isfinite(features).all():
+            raise ValueError("from_points: positions and features must be finite")
+        memory = cls(config, device)
+        n = positions.shape[0]
+        memory.channels, memory.next_segment = int(features.shape[1]), 1
+        memory.positions = positions.to(memory.device, torch.float32).contiguous()
+        memory.features = features.to(memory.device, memory.feature_dtype).contiguous()
+        memory.colors = (torch.full((n, 3), _DEFAULT_COLOR, dtype=torch.uint8) if colors is None else torch.as_tensor(colors, dtype=torch.uint8)).to(memory.device)
+        memory.segments = torch.zeros(n, dtype=torch.int32, device=memory.device)
+        memory.frames = torch.zeros(n, dtype=torch.int32, device=memory.device)
+        return memory
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -521,7 +575,8 @@ class LatentSpatialMemory:
         if len(store.positions):
             index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_quantum)
             index, seen_depth = index[0], seen_depth[0]
-            known = (index >= 0) & ((seen_depth - depth).abs() <= self.config.view_tolerance * depth)
+            known = (index >= 0) & ((seen_depth - depth).abs() <= self.config.view_tolerance * depth + depth_spread(depth))
+            known |= (index < 0) & fills_gap(known)  # a 1-cell sampling hole of the z-buffer, not unseen space
             if self.config.voxel_policy == "newest":
                 store = store.replace(index[write & known], new.select(write & known))
             write = write & ~known
