@@ -1,0 +1,218 @@
+"""Tests of the camera model, trajectory builders and camera file formats."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from model.camera import (
+    Trajectory,
+    closed_loop,
+    forward_dolly,
+    intrinsics_from_fov,
+    invert_pose,
+    look_around,
+    look_at,
+    orbit,
+    pixel_centers,
+    project_points,
+    read_camera_path_json,
+    read_re10k,
+    scale_intrinsics,
+    unproject_depth,
+    validate_poses,
+    write_camera_path_json,
+    write_re10k,
+    yaw_pan,
+)
+
+
+def camera_centres(w2c):
+    return invert_pose(w2c)[:, :3, 3]
+
+
+def test_pixel_centres_and_latent_intrinsics_map_cells_onto_pixel_patches():
+    K = intrinsics_from_fov(60.0, 1280, 704)
+    K_lat = scale_intrinsics(K, (704, 1280), (44, 80))
+    assert K_lat[0, 0] == pytest.approx(K[0, 0] / 16) and K_lat[1, 2] == pytest.approx(22.0)
+    # the centre of latent cell (u, v) back-projects onto the centre of its 16x16 pixel patch
+    point = unproject_depth(torch.full((44, 80), 3.0, dtype=torch.float64), K_lat, torch.eye(4, dtype=torch.float64))[5, 7]
+    uv, z = project_points(point[None], torch.eye(4, dtype=torch.float64)[None], K)
+    assert uv[0, 0].tolist() == pytest.approx([7 * 16 + 8, 5 * 16 + 8])
+    assert pixel_centers(2, 3)[1, 2].tolist() == [2.5, 1.5]
+
+
+def test_unproject_then_project_round_trip_at_a_random_pose():
+    g = torch.Generator().manual_seed(0)
+    K = intrinsics_from_fov(50.0, 64, 48)
+    w2c = look_at([0.3, -0.2, -1.0], [0.0, 0.1, 2.0])
+    depth = 1.0 + 3.0 * torch.rand(48, 64, generator=g, dtype=torch.float64)
+    points = unproject_depth(depth, K, invert_pose(w2c)).reshape(-1, 3)
+    uv, z = project_points(points, w2c[None], K)
+    assert torch.allclose(uv[0], pixel_centers(48, 64, dtype=torch.float64).reshape(-1, 2), atol=1e-9)
+    assert torch.allclose(z[0], depth.reshape(-1), atol=1e-9)
+
+
+def test_look_at_uses_opencv_axes():
+    w2c = look_at([0.0, 0.0, 0.0], [1.0, 0.0, 0.0])  # looking along +x, world up is -y
+    c2w = invert_pose(w2c)
+    assert torch.allclose(c2w[:3, 2], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))  # z forward
+    assert torch.allclose(c2w[:3, 1], torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))  # y down
+    with pytest.raises(ValueError, match="parallel"):
+        look_at([0, 0, 0], [0, -1, 0])
+
+
+def test_orbit_keeps_its_target_centred_and_distance_constant():
+    path = orbit(9, radius=2.0, degrees=90.0)
+    target = torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.float64)
+    uv, z = project_points(target, path, intrinsics_from_fov(60.0, 64, 64))
+    assert torch.allclose(uv, torch.full_like(uv, 32.0), atol=1e-9)
+    assert torch.allclose(z, torch.full_like(z, 2.0), atol=1e-9)
+    assert torch.allclose(path[0], torch.eye(4, dtype=torch.float64))
+    assert camera_centres(path)[-1, 0] == pytest.approx(-2.0)  # positive degrees move the camera left
+
+
+def test_builders_rotate_and_move_as_documented():
+    pan = yaw_pan(5, 90.0)
+    assert torch.allclose(camera_centres(pan), torch.zeros(5, 3, dtype=torch.float64))
+    assert torch.allclose(invert_pose(pan)[-1, :3, 2], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), atol=1e-12)  # turned right
+    dolly = forward_dolly(3, 1.5)
+    assert torch.allclose(camera_centres(dolly)[:, 2], torch.tensor([0.0, 0.75, 1.5], dtype=torch.float64))
+    look = look_around(17, yaw_deg=30.0, pitch_deg=10.0)
+    assert torch.allclose(look[0], look[-1], atol=1e-12)
+    forward = invert_pose(look)[:, :3, 2]
+    assert math.degrees(math.atan2(float(forward[4, 0]), float(forward[4, 2]))) == pytest.approx(30.0, abs=1e-6)
+    start = look_at([1.0, 0.0, 0.0], [1.0, 0.0, 5.0])
+    moved = forward_dolly(2, 1.0, start_w2c=start)
+    assert camera_centres(moved)[-1].tolist() == pytest.approx([1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="n_frames"):
+        orbit(0)
+
+
+def test_closed_loop_mirrors_the_path():
+    path = orbit(6, 2.0, 45.0)
+    loop = closed_loop(path)
+    assert len(loop) == 12
+    for i in range(12):
+        assert torch.equal(loop[i], loop[11 - i])
+    with pytest.raises(ValueError):
+        closed_loop(torch.zeros(0, 4, 4))
+
+
+def test_validate_poses_rejects_nan_and_non_rotations():
+    good = orbit(3)
+    assert validate_poses(good) is not None
+    bad = good.clone()
+    bad[1, 0, 0] = math.nan
+    with pytest.raises(ValueError, match="NaN"):
+        validate_poses(bad)
+    mirrored = good.clone()
+    mirrored[2, :3, 0] *= -1  # det -1
+    with pytest.raises(ValueError, match="frame 2"):
+        validate_poses(mirrored)
+    with pytest.raises(ValueError, match="shape"):
+        validate_poses(torch.eye(3))
+
+
+def test_re10k_round_trip(tmp_path):
+    K = intrinsics_from_fov(55.0, 640, 352)
+    K[0, 2] = 330.0
+    path = orbit(5, 2.0, 30.0)
+    file = tmp_path / "cams.txt"
+    write_re10k(file, path, K, 640, 352, fps=16.0, url="https://example.org/v")
+    cams = read_re10k(file)
+    assert cams.url == "https://example.org/v"
+    assert torch.allclose(cams.w2c, path, atol=1e-12)
+    assert torch.allclose(cams.K(640, 352)[0], K, atol=1e-9)
+    assert cams.timestamps_us.tolist() == [0, 62500, 125000, 187500, 250000]
+    traj = cams.trajectory(640, 352)
+    assert traj.fps == pytest.approx(16.0) and len(traj) == 5
+
+
+def write_lines(tmp_path, name, lines):
+    file = tmp_path / name
+    file.write_text("".join(line + "\n" for line in lines))
+    return file
+
+
+GOOD_LINE = "0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0"
+
+
+@pytest.mark.parametrize(
+    "lines, match",
+    [
+        (["url", GOOD_LINE, "33 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1"], r":3: expected 19 columns, got 18"),
+        (["url", GOOD_LINE.replace("0.9", "nan")], r":2: NaN or Inf"),
+        (["url", GOOD_LINE.replace("0.9", "inf")], r":2: NaN or Inf"),
+        (["url", "0 0.5 0.9 0.5 0.5 0 0 2 0 0 0 0 1 0 0 0 0 1 0"], r":2: rotation"),
+        (["url", "0 0.5 0.9 0.5 0.5 0 0 -1 0 0 0 0 1 0 0 0 0 1 0"], r":2: rotation"),
+        (["url", GOOD_LINE.replace("0.9", "abc")], r":2: not a number"),
+        (["url"], "no camera frames"),
+        ([], "empty file"),
+    ],
+)
+def test_re10k_malformed_files_name_file_and_line(tmp_path, lines, match):
+    file = write_lines(tmp_path, "bad.txt", lines)
+    with pytest.raises(ValueError, match="bad.txt" + (match if match.startswith(":") else ".*" + match)):
+        read_re10k(file)
+
+
+def test_re10k_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="nope.txt"):
+        read_re10k(tmp_path / "nope.txt")
+
+
+def test_camera_path_json_round_trip(tmp_path):
+    K = intrinsics_from_fov(60.0, 320, 176)
+    traj = Trajectory(look_around(7, 20.0, 5.0), K, 320, 176, fps=12.0)
+    file = tmp_path / "path.json"
+    write_camera_path_json(file, traj)
+    back = read_camera_path_json(file)
+    assert torch.allclose(back.w2c, traj.w2c, atol=1e-12)
+    assert torch.allclose(back.K, K) and back.fps == 12.0 and (back.width, back.height) == (320, 176)
+
+
+def test_camera_path_json_reads_nerfstudio_opengl_files(tmp_path):
+    # nerfstudio: OpenGL camera axes (y up, looking down -z); this camera looks along world +x
+    c2w_gl = [[0, 0, -1, 0.5], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
+    data = {"render_width": 64, "render_height": 32, "fps": 24, "camera_path": [{"camera_to_world": sum(c2w_gl, []), "fov": 45.0, "aspect": 2.0}]}
+    file = tmp_path / "ns.json"
+    file.write_text(json.dumps(data))
+    traj = read_camera_path_json(file)
+    c2w = traj.c2w[0]
+    assert torch.allclose(c2w[:3, 2], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64))  # OpenCV z forward = GL -z
+    assert torch.allclose(c2w[:3, 1], torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64))  # OpenCV y down = GL -y
+    assert traj.fov_y_deg == pytest.approx(45.0)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d.update(camera_path=[]), "no frames"),
+        (lambda d: d["camera_path"][1].update(camera_to_world=[1.0] * 15), r"camera_path\[1\].*16"),
+        (lambda d: d["camera_path"][1]["camera_to_world"].__setitem__(3, float("nan")), r"camera_path\[1\].*NaN"),
+        (lambda d: d["camera_path"][0]["camera_to_world"].__setitem__(0, 3.0), r"camera_path\[0\].*rotation"),
+        (lambda d: d.pop("render_width"), "render_width"),
+        (lambda d: d.update(camera_convention="blender"), "camera_convention"),
+    ],
+)
+def test_camera_path_json_malformed(tmp_path, mutate, match):
+    traj = Trajectory(orbit(3), intrinsics_from_fov(60.0, 64, 32), 64, 32)
+    file = tmp_path / "bad.json"
+    write_camera_path_json(file, traj)
+    data = json.loads(file.read_text())
+    mutate(data)
+    file.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="bad.json.*" + match):
+        read_camera_path_json(file)
+
+
+def test_trajectory_validation():
+    K = intrinsics_from_fov(60.0, 64, 32)
+    with pytest.raises(ValueError, match="no frames"):
+        Trajectory(torch.zeros(0, 4, 4), K, 64, 32)
+    with pytest.raises(ValueError, match="fps"):
+        Trajectory(orbit(2), K, 64, 32, fps=0.0)
+    with pytest.raises(ValueError, match="fov"):
+        intrinsics_from_fov(180.0, 64, 32)
