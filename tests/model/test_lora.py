@@ -1,0 +1,196 @@
+"""Tests of the backbone LoRA and the branch + LoRA memory-weights folder (tiny transformers, CPU)."""
+
+import json
+
+import pytest
+import safetensors.torch
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from model.lora import (
+    BRANCH_FILE,
+    LORA_FILE,
+    MANIFEST_FILE,
+    LoraSettings,
+    add_lora,
+    load_memory_weights,
+    lora_targets,
+    save_memory_weights,
+)
+from model.memory_branch import MemoryBranch, MemoryBranchConfig
+# A sibling test module: importable by its name in pytest's default (prepend) import mode.
+from test_memory_branch import LAYERS, condition, forward, inputs, perturb, tiny_transformer
+
+SETTINGS = LoraSettings(rank=4, alpha=8, dropout=0.0)
+
+
+def adapted_modules(transformer) -> list[str]:
+    return sorted(name for name, m in transformer.named_modules() if isinstance(m, BaseTunerLayer))
+
+
+def randomize_lora(transformer, seed: int = 5) -> None:
+    """Give the LoRA B matrices (zero at init) random values so the adapter changes the output."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.1)
+
+
+def trained_pair(num_layers: int = 4):
+    """A transformer with a random-valued branch attached and a random-valued LoRA."""
+    transformer = tiny_transformer(num_layers)
+    branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS))
+    perturb(branch)
+    add_lora(transformer, SETTINGS)
+    randomize_lora(transformer)
+    branch.attach(transformer)
+    return transformer, branch
+
+
+def test_default_targets_hit_only_self_attention():
+    transformer = tiny_transformer()
+    names = add_lora(transformer)
+    assert names == adapted_modules(transformer)
+    assert len(names) == 4 * transformer.config.num_layers
+    assert all(".attn1." in n for n in names)
+    assert {n.split(".attn1.")[1] for n in names} == {"to_q", "to_k", "to_v", "to_out.0"}
+    config = transformer.peft_config["memory"]
+    assert (config.r, config.lora_alpha, config.lora_dropout) == (64, 64, 0.05)
+
+
+def test_fresh_lora_is_identity_and_trained_lora_is_not():
+    kwargs = inputs()
+    reference = forward(tiny_transformer(), kwargs)
+    transformer = tiny_transformer()
+    add_lora(transformer, SETTINGS)
+    assert torch.equal(forward(transformer, kwargs), reference)
+    randomize_lora(transformer)
+    assert not torch.allclose(forward(transformer, kwargs), reference, atol=1e-3)
+
+
+def test_lora_targets_errors():
+    transformer = tiny_transformer()
+    with pytest.raises(ValueError, match="match no layer"):
+        lora_targets(transformer, LoraSettings(target_modules=("attn3.to_q",)))
+    with pytest.raises(ValueError, match="only nn.Linear"):
+        lora_targets(transformer, LoraSettings(target_modules=("patch_embedding",)))
+
+
+def test_memory_weights_round_trip_into_fresh_transformer(tmp_path):
+    transformer, branch = trained_pair()
+    kwargs, cond = inputs(), condition()
+    expected = forward(transformer, kwargs, branch, cond)
+    folder = tmp_path / "weights"
+    save_memory_weights(folder, transformer, branch, SETTINGS)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([BRANCH_FILE, LORA_FILE, MANIFEST_FILE])
+    assert not [p for p in tmp_path.iterdir() if p.name != "weights"]  # no temporary leftovers
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert manifest["backbone"]["num_layers"] == 4 and manifest["lora"]["rank"] == 4
+    assert all(k.startswith("transformer.blocks.") for k in safetensors.torch.load_file(folder / LORA_FILE))
+
+    fresh = tiny_transformer()
+    loaded = load_memory_weights(folder, fresh)
+    assert loaded.attached
+    assert adapted_modules(fresh) == adapted_modules(transformer)
+    assert torch.equal(forward(fresh, kwargs, loaded, cond), expected)
+
+
+def test_save_replaces_previous_weights(tmp_path):
+    transformer, branch = trained_pair()
+    folder = tmp_path / "weights"
+    save_memory_weights(folder, transformer, branch, SETTINGS)
+    perturb(branch, seed=11)
+    kwargs, cond = inputs(), condition()
+    expected = forward(transformer, kwargs, branch, cond)
+    save_memory_weights(folder, transformer, branch, SETTINGS)
+    fresh = tiny_transformer()
+    assert torch.equal(forward(fresh, kwargs, load_memory_weights(folder, fresh), cond), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
+
+
+def test_save_refuses_foreign_folder_and_wrong_settings(tmp_path):
+    transformer, branch = trained_pair()
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="notes.txt"):
+        save_memory_weights(tmp_path, transformer, branch, SETTINGS)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    with pytest.raises(ValueError, match="differ from adapter"):
+        save_memory_weights(tmp_path / "w", transformer, branch, LoraSettings())
+    with pytest.raises(ValueError, match="no LoRA adapter 'other'"):
+        save_memory_weights(tmp_path / "w", transformer, branch, SETTINGS, adapter_name="other")
+    assert not (tmp_path / "w").exists()
+
+
+def test_load_into_other_size_fails_clearly(tmp_path):
+    transformer, branch = trained_pair()
+    save_memory_weights(tmp_path / "w", transformer, branch, SETTINGS)
+    other = tiny_transformer(num_layers=6)
+    with pytest.raises(ValueError, match=r"memory_weights.json.*another backbone.*num_layers 4 != 6"):
+        load_memory_weights(tmp_path / "w", other)
+    assert adapted_modules(other) == []
+
+
+@pytest.fixture
+def saved(tmp_path):
+    transformer, branch = trained_pair()
+    folder = tmp_path / "w"
+    save_memory_weights(folder, transformer, branch, SETTINGS)
+    return folder
+
+
+@pytest.mark.parametrize("name", [BRANCH_FILE, LORA_FILE, MANIFEST_FILE])
+def test_missing_file_is_named(saved, name):
+    (saved / name).unlink()
+    with pytest.raises(FileNotFoundError, match=name):
+        load_memory_weights(saved, tiny_transformer())
+
+
+@pytest.mark.parametrize("name", [BRANCH_FILE, LORA_FILE, MANIFEST_FILE])
+def test_corrupted_file_is_named_and_nothing_is_added(saved, name):
+    path = saved / name
+    path.write_bytes(path.read_bytes()[:64])
+    fresh = tiny_transformer()
+    with pytest.raises(ValueError, match=name):
+        load_memory_weights(saved, fresh)
+    assert adapted_modules(fresh) == [] and not fresh.blocks[0]._forward_pre_hooks
+
+
+def test_lora_file_with_missing_tensor_is_refused(saved):
+    path = saved / LORA_FILE
+    tensors = safetensors.torch.load_file(path)
+    with safetensors.safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    del tensors["transformer.blocks.3.attn1.to_v.lora_B.weight"]
+    safetensors.torch.save_file(tensors, path, metadata)
+    with pytest.raises(ValueError, match=f"{LORA_FILE}.*missing LoRA tensors.*blocks.3.attn1.to_v"):
+        load_memory_weights(saved, tiny_transformer())
+
+
+def test_manifest_version_and_adapter_clash(saved):
+    fresh = tiny_transformer()
+    add_lora(fresh, SETTINGS)
+    with pytest.raises(ValueError, match="already has a LoRA adapter named 'memory'"):
+        load_memory_weights(saved, fresh)
+    manifest = json.loads((saved / MANIFEST_FILE).read_text())
+    (saved / MANIFEST_FILE).write_text(json.dumps(dict(manifest, format_version=2)))
+    with pytest.raises(ValueError, match=f"{MANIFEST_FILE}.*format version 2"):
+        load_memory_weights(saved, tiny_transformer())
+
+
+def test_stage_two_training_reaches_only_lora_under_checkpointing():
+    """Frozen backbone and branch, LoRA trainable, gradient checkpointing on (training stage 2)."""
+    transformer, branch = trained_pair()
+    transformer.requires_grad_(False)
+    branch.requires_grad_(False)
+    lora = {n: p for n, p in transformer.named_parameters() if "lora_" in n}
+    for p in lora.values():
+        p.requires_grad_(True)
+    transformer.enable_gradient_checkpointing()
+    transformer.train()
+    with branch.condition(*condition()):
+        out = transformer(**inputs()).sample
+    out.square().mean().backward()
+    assert {n for n, p in transformer.named_parameters() if p.grad is not None} == set(lora)
+    assert all(p.grad.abs().sum() > 0 for p in lora.values())
+    assert all(p.grad is None for p in branch.parameters())
