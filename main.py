@@ -25,6 +25,45 @@ def _walkthrough(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from explorer.generate import GenerateArgs, run_generate
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    report = run_generate(GenerateArgs(**fields))
+    last = report["segments"][-1]
+    print(f"wrote {args.out} ({report['trajectory']['frames']} frames), {args.out[:-4]}.json, {args.out[:-4]}.cameras.txt; "
+          f"memory {report['memory']['points']} points; last segment {last['seconds_per_frame']:.2f} s/frame")
+    return 0
+
+
+def _add_generate(sub) -> None:
+    from explorer.generate import TRAJECTORIES
+
+    gen = sub.add_parser("generate", help="headless: a photo and a camera path in, OUT.mp4 + OUT.json + OUT.cameras.txt out")
+    gen.add_argument("--out", required=True, help="output video OUT.mp4 (OUT.json and OUT.cameras.txt go beside it)")
+    gen.add_argument("--image", help="photo (default: the bundled sample scene with its exact depth)")
+    gen.add_argument("--trajectory", default="orbit", help=f"{' | '.join(TRAJECTORIES)} | a RealEstate10K .txt | a camera-path .json")
+    gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")
+    gen.add_argument("--backend", choices=("tiny", "wan"), default="tiny")
+    gen.add_argument("--model", help="Wan2.2-TI2V-5B diffusers folder (backend wan)")
+    gen.add_argument("--memory-weights", dest="memory_weights", help="trained memory branch + LoRA folder (mode branch)")
+    gen.add_argument("--mode", choices=("inpaint", "branch"), default="inpaint")
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--height", type=int, help="frame height (default 704 wan / 176 tiny)")
+    gen.add_argument("--width", type=int, help="frame width (default 1280 wan / 320 tiny)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--prompt", default="")
+    gen.add_argument("--depth", help="depth file for the photo (.png 16-bit mm or .npy metres)")
+    gen.add_argument("--depth-model", dest="depth_model", help="transformers depth-estimation model folder")
+    gen.add_argument("--offload", choices=("none", "model", "group"), default="none")
+    gen.add_argument("--device", help="torch device (default: cuda when available)")
+    gen.add_argument("--inpaint-fraction", dest="inpaint_fraction", type=float, default=0.6)
+    gen.add_argument("--save-memory", dest="save_memory", help="write the final memory (.safetensors)")
+    gen.add_argument("--load-memory", dest="load_memory", help="start from a saved memory")
+    gen.add_argument("--fps", type=float, default=16.0)
+    gen.set_defaults(run=_generate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="Mirage Explorer: fly through a photo with a video world model.")
     sub = parser.add_subparsers(dest="command")
@@ -35,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     walk.add_argument("--degrees", type=float, default=40.0, help="orbit sweep in degrees")
     walk.add_argument("--fps", type=float, default=16.0, help="frames per second of the preview")
     walk.set_defaults(run=_walkthrough)
+    _add_generate(sub)
     return parser
 
 

@@ -1,0 +1,623 @@
+"""Generation backbones behind one interface: Wan2.2-TI2V-5B from a local folder, or a tiny stand-in.
+
+Backends:
+
+* ``wan``: the real Wan2.2-TI2V-5B in diffusers format, read from a local folder laid out like
+  ``Wan-AI/Wan2.2-TI2V-5B-Diffusers`` (``model_index.json``, ``scheduler/``, ``text_encoder/``
+  (UMT5), ``tokenizer/``, ``transformer/``, ``vae/``). Transformer and text encoder in bf16, VAE in
+  fp32 with tiling. The folder is checked first (:func:`validate_wan_folder`), so a bad folder gets
+  one error listing every problem before anything heavy loads.
+* ``tiny``: the same diffusers classes with tiny configs and seeded random weights, an in-code
+  word-level tokenizer and either the exact :class:`~model.patch_vae.PatchVAE` (default) or a tiny
+  random ``AutoencoderKLWan`` shaped like Wan2.2's. Runs on the CPU in tests and the demo.
+
+Both give a :class:`Backbone`: an unmodified ``WanTransformer3DModel`` (others attach forward hooks
+and peft LoRA to it), a :class:`~model.patch_vae.VideoVAE`, ``encode_prompt`` and ``make_scheduler``.
+
+Nothing here touches the network: the Hub is switched to offline mode when this module is imported
+and again on every load, and every ``from_pretrained`` passes ``local_files_only=True``.
+
+Example:
+    >>> backbone = load_backbone(BackboneConfig(backend="tiny", device="cpu"))  # doctest: +SKIP
+    >>> backbone.encode_prompt("a red room").shape  # doctest: +SKIP
+    torch.Size([1, 32, 32])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import huggingface_hub.constants
+import torch
+from accelerate import cpu_offload_with_hook
+from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+from diffusers.hooks import apply_group_offloading
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+
+from model.patch_vae import PatchVAE, VideoVAE, check_frames, check_latents
+
+BACKENDS = ("wan", "tiny")
+OFFLOADS = ("none", "model", "group")
+TINY_VAES = ("patch", "wan")
+DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+#: Scheduler of Wan2.2-TI2V-5B (diffusers' converter); the ``wan`` backend reads it from the folder.
+TI2V_SCHEDULER = dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0, num_train_timesteps=1000)
+#: Latent channels of Wan2.2-TI2V-5B (transformer in/out channels, VAE ``z_dim``).
+WAN22_LATENT_CHANNELS = 48
+#: Default prompt length in tokens per backend (the Wan pipelines use 512).
+DEFAULT_MAX_SEQUENCE_LENGTH = {"wan": 512, "tiny": 32}
+#: Vocabulary of the tiny backend's word-level tokenizer, after ``<pad>`` (0), ``</s>`` (1), ``<unk>`` (2).
+TINY_WORDS = (
+    "a an the of in on at with and to from by near under over behind through along "
+    "room kitchen hall corridor stairs door window wall floor ceiling table chair bed sofa lamp shelf "
+    "house street road bridge city village garden park forest tree trees grass field hill mountain "
+    "river lake sea beach sand rock cave sky cloud clouds sun moon night day morning evening snow rain "
+    "red orange yellow green blue purple white black grey brown dark bright old new wooden stone "
+    "walk walking fly flying move moving turn look camera view scene photo realistic cinematic"
+).split()
+#: Blocks per group when the text encoder is group-offloaded (diffusers' Wan docs use 4).
+TEXT_ENCODER_BLOCKS_PER_GROUP = 4
+
+StatusCallback = Callable[[str], None]
+
+
+def force_offline() -> None:
+    """Put this process's Hugging Face libraries in offline mode.
+
+    Sets ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` / ``HF_DATASETS_OFFLINE`` and the flag that
+    ``huggingface_hub`` derived from them at import time (setting the variables alone is too late
+    once it has been imported).
+    """
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ[name] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
+force_offline()
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BackboneConfig:
+    """What backbone to build and where it runs. Invalid values raise ``ValueError`` naming the field."""
+
+    # "wan" (Wan2.2-TI2V-5B from model_dir) or "tiny" (seeded random weights, CPU-friendly)
+    backend: str = "tiny"
+    # local diffusers folder of Wan2.2-TI2V-5B (required for, and only used by, backend "wan")
+    model_dir: str | None = None
+    # VAE of the tiny backend: "patch" (exact 4x4 pixel patches) or "wan" (tiny random AutoencoderKLWan, stride 16)
+    tiny_vae: str = "patch"
+    # memory profile: "none" (all on device), "model" (whole-model CPU offload), "group" (group offload, 24 GB cards)
+    offload: str = "none"
+    # torch device, e.g. "cuda", "cuda:1", "cpu"; None picks "cuda" when available, else "cpu"
+    device: str | None = None
+    # transformer and text encoder dtype, "bfloat16" or "float32"; None: bfloat16 for wan, float32 for tiny
+    dtype: str | None = None
+    # seed of the tiny backend's random weights (same seed, same weights, in any process)
+    seed: int = 0
+    # tiny transformer depth (number of blocks a memory branch can hook)
+    tiny_num_layers: int = 4
+    # tiny transformer attention heads
+    tiny_num_heads: int = 2
+    # tiny transformer width per head (even, >= 6 for Wan's 3-axis RoPE); inner dim = heads x head_dim
+    tiny_head_dim: int = 16
+    # tiny transformer feed-forward width
+    tiny_ffn_dim: int = 64
+    # prompt length in tokens after padding / truncation; None: 512 for wan, 32 for tiny
+    max_sequence_length: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("offload", self.offload, OFFLOADS)
+        _check_choice("tiny_vae", self.tiny_vae, TINY_VAES)
+        if self.dtype is not None:
+            _check_choice("dtype", self.dtype, tuple(DTYPES))
+        if self.backend == "wan" and not self.model_dir:
+            raise ValueError("model_dir is required for backend 'wan' (a local Wan2.2-TI2V-5B diffusers folder)")
+        if self.device is not None:
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as error:
+                raise ValueError(f"device {self.device!r} is not a torch device: {error}") from error
+        for name in ("tiny_num_layers", "tiny_num_heads", "tiny_head_dim", "tiny_ffn_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.tiny_head_dim < 6 or self.tiny_head_dim % 2:
+            raise ValueError(f"tiny_head_dim must be even and >= 6 (RoPE over t, h, w), got {self.tiny_head_dim}")
+        if self.max_sequence_length is not None and self.max_sequence_length < 1:
+            raise ValueError(f"max_sequence_length must be >= 1, got {self.max_sequence_length}")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Wan folder validation
+# --------------------------------------------------------------------------------------------
+
+
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded; ``problems`` lists every missing or wrong piece."""
+
+    def __init__(self, model_dir: Path, problems: list[str]) -> None:
+        self.model_dir = model_dir
+        self.problems = problems
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"{model_dir} is not a usable Wan2.2-TI2V-5B diffusers folder:\n{listing}")
+
+
+def validate_wan_folder(model_dir: str | os.PathLike) -> Path:
+    """Check a local Wan2.2-TI2V-5B diffusers folder without loading any weights.
+
+    Checks that every config / tokenizer file exists and parses, that ``text_encoder/``,
+    ``transformer/`` and ``vae/`` hold safetensors weights (every shard a ``*.index.json`` lists
+    included), and that the transformer and VAE have Wan2.2's 48 latent channels.
+
+    Returns:
+        The folder as a ``Path``.
+
+    Raises:
+        ModelFolderError: (a ``ValueError``) listing all problems found, e.g.
+            ``".../transformer/config.json missing"``, ``"no weight files in .../vae ..."``.
+    """
+    root = Path(model_dir).expanduser()
+    if not root.is_dir():
+        raise ModelFolderError(root, [f"{root} does not exist or is not a folder"])
+    problems: list[str] = []
+    _read_json(root / "model_index.json", problems)
+    _read_json(root / "scheduler" / "scheduler_config.json", problems)
+    _check_tokenizer_folder(root / "tokenizer", problems)
+    configs = {name: _check_weight_folder(root / name, problems) for name in ("text_encoder", "transformer", "vae")}
+    _check_latent_channels(root, configs, problems)
+    if problems:
+        raise ModelFolderError(root, problems)
+    return root
+
+
+def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` after appending why it cannot be read to ``problems``."""
+    if not path.is_file():
+        problems.append(f"{path} missing")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        problems.append(f"{path} is not valid JSON ({error})")
+        return None
+    if not isinstance(data, dict):
+        problems.append(f"{path} does not hold a JSON object")
+        return None
+    return data
+
+
+def _check_tokenizer_folder(folder: Path, problems: list[str]) -> None:
+    if not folder.is_dir():
+        problems.append(f"{folder} missing (tokenizer files)")
+        return
+    _read_json(folder / "tokenizer_config.json", problems)
+    if not (folder / "tokenizer.json").is_file() and not (folder / "spiece.model").is_file():
+        problems.append(f"{folder / 'tokenizer.json'} missing (or spiece.model)")
+
+
+def _check_weight_folder(folder: Path, problems: list[str]) -> dict[str, Any] | None:
+    """Check ``config.json`` and safetensors weights of one model folder; return the config."""
+    if not folder.is_dir():
+        problems.append(f"{folder} missing (config.json and *.safetensors weights)")
+        return None
+    config = _read_json(folder / "config.json", problems)
+    for index_path in sorted(folder.glob("*.safetensors.index.json")):
+        index = _read_json(index_path, problems) or {}
+        for shard in sorted(set(index.get("weight_map", {}).values())):
+            if not (folder / shard).is_file():
+                problems.append(f"{folder / shard} missing (listed in {index_path.name})")
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        why = f"only pickle files {', '.join(pickles)}, never loaded" if pickles else "expected *.safetensors"
+        problems.append(f"no weight files in {folder} ({why})")
+    return config
+
+
+def _check_latent_channels(root: Path, configs: dict[str, dict | None], problems: list[str]) -> None:
+    """Reject transformers / VAEs of other Wan models (Wan2.1 and Wan2.2-A14B use 16 channels)."""
+    expected = {"transformer": ("in_channels", WanTransformer3DModel), "vae": ("z_dim", AutoencoderKLWan)}
+    for name, (key, cls) in expected.items():
+        config = configs[name]
+        if config is None:
+            continue
+        path = root / name / "config.json"
+        if config.get("_class_name") != cls.__name__:
+            problems.append(f"{path}: _class_name is {config.get('_class_name')!r}, expected {cls.__name__!r}")
+        elif config.get(key) != WAN22_LATENT_CHANNELS:
+            problems.append(
+                f"{path}: {key} is {config.get(key)!r}, expected {WAN22_LATENT_CHANNELS} (not Wan2.2-TI2V-5B)"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# VAE wrapper
+# --------------------------------------------------------------------------------------------
+
+
+class WanVideoVAE:
+    """:class:`~model.patch_vae.VideoVAE` over a diffusers ``AutoencoderKLWan``.
+
+    Adds and removes the batch dimension and the ``[B, C, T, H, W]`` layout, casts to the VAE's dtype,
+    and normalises latents as the Wan pipelines do: ``(z - latents_mean) / latents_std`` on the
+    posterior mode when encoding, the inverse before decoding. Runs without autograd.
+
+    Args:
+        vae: the autoencoder (Wan2.2: ``z_dim=48``, ``scale_factor_spatial=16``).
+        device: where inputs go and outputs come back; under model offload this is the execution
+            device, not where the weights rest.
+    """
+
+    def __init__(self, vae: AutoencoderKLWan, device: str | torch.device) -> None:
+        self.module = vae
+        self.device = torch.device(device)
+        self.latent_channels = int(vae.config.z_dim)
+        self.spatial_stride = int(vae.config.scale_factor_spatial)
+        self.temporal_stride = int(vae.config.scale_factor_temporal)
+        shape = (1, self.latent_channels, 1, 1, 1)
+        self._mean = torch.tensor(vae.config.latents_mean, dtype=torch.float32, device=self.device).view(shape)
+        self._inv_std = 1.0 / torch.tensor(vae.config.latents_std, dtype=torch.float32, device=self.device).view(shape)
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[T, 3, H, W]`` in ``[-1, 1]`` (T = 4k+1) -> normalised latents ``[k+1, C, H/16, W/16]`` float32."""
+        check_frames(frames, self.spatial_stride, self.temporal_stride)
+        video = frames.to(self.device, self.module.dtype).movedim(0, 1).unsqueeze(0)  # [1, 3, T, H, W]
+        z = self.module.encode(video).latent_dist.mode().float()  # [1, C, F, h, w]
+        return ((z - self._mean) * self._inv_std)[0].movedim(1, 0).contiguous()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents ``[F, C, h, w]`` -> frames ``[4(F-1)+1, 3, 16h, 16w]`` float32 in ``[-1, 1]``."""
+        check_latents(latents, self.latent_channels)
+        z = latents.to(self.device, torch.float32).movedim(0, 1).unsqueeze(0) / self._inv_std + self._mean
+        video = self.module.decode(z.to(self.module.dtype)).sample  # [1, 3, T, H, W]
+        return video[0].movedim(1, 0).float().contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# The backbone
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(eq=False, repr=False)
+class Backbone:
+    """A loaded backbone: transformer, VAE, text encoding and scheduler factory.
+
+    Attributes:
+        config: the configuration it was built from.
+        transformer: an unmodified diffusers ``WanTransformer3DModel`` (48 latent channels in and
+            out, patch ``(1, 2, 2)``); ``forward`` accepts per-token timesteps ``[B, L]``.
+        vae: the :class:`~model.patch_vae.VideoVAE` for frames <-> normalised latents.
+        tokenizer, text_encoder: UMT5 tokenizer and encoder behind :meth:`encode_prompt`.
+        scheduler_config: config of the ``UniPCMultistepScheduler`` that :meth:`make_scheduler` builds.
+        device: the execution device (inputs go here, also under offload).
+        dtype: compute dtype of the transformer (latents and prompt embeddings are cast to it).
+        max_sequence_length: prompt length ``L`` in tokens.
+    """
+
+    config: BackboneConfig
+    transformer: WanTransformer3DModel
+    vae: VideoVAE
+    tokenizer: PreTrainedTokenizerBase
+    text_encoder: UMT5EncoderModel
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+    max_sequence_length: int
+    _prompt_pipeline: WanPipeline = field(init=False, repr=False)
+    _offload_applied: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # a text-only pipeline, so prompts are cleaned, padded and zeroed exactly as diffusers does
+        self._prompt_pipeline = WanPipeline(
+            tokenizer=self.tokenizer, text_encoder=self.text_encoder, vae=None, scheduler=None
+        )
+
+    @property
+    def text_dim(self) -> int:
+        """Width of the prompt embeddings (4096 for UMT5-XXL, 32 for tiny)."""
+        return int(self.transformer.config.text_dim)
+
+    @property
+    def expected_image_multiple(self) -> int:
+        """Image height and width must be multiples of this (VAE stride x transformer patch): 32 for Wan2.2."""
+        return self.vae.spatial_stride * int(self.transformer.config.patch_size[1])
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """Text embeddings of one prompt as the Wan pipelines compute them.
+
+        The prompt is cleaned, tokenised, padded / truncated to ``max_sequence_length`` and encoded;
+        embeddings past the prompt's real length (its ``</s>`` included) are zeros.
+
+        Returns:
+            ``[1, max_sequence_length, text_dim]`` in ``self.dtype`` on ``self.device``.
+        """
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        embeds, _ = self._prompt_pipeline.encode_prompt(
+            prompt,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        return embeds
+
+    def make_scheduler(self) -> UniPCMultistepScheduler:
+        """A fresh flow-matching UniPC scheduler (schedulers are stateful: one per denoising run)."""
+        return UniPCMultistepScheduler.from_config(self.scheduler_config)
+
+    def apply_offload(self) -> None:
+        """Place the models according to ``config.offload`` (``load_backbone`` does this by default).
+
+        Call it yourself after ``load_backbone(..., apply_offload=False)`` when LoRA adapters or other
+        submodules must be attached first: group offloading only manages the modules present when it
+        is applied.
+        """
+        if self._offload_applied:
+            raise RuntimeError("apply_offload() was already called on this backbone")
+        vae_module = self.vae.module if isinstance(self.vae, WanVideoVAE) else None
+        place = {"none": _place_on_device, "model": _offload_model, "group": _offload_group}[self.config.offload]
+        place(self.text_encoder, self.transformer, vae_module, self.device)
+        self._offload_applied = True
+
+    def __repr__(self) -> str:
+        return f"Backbone({self.describe()})"
+
+    def describe(self) -> str:
+        """One line for the UI / JSON reports: backend, device, offload, parameters and dtypes."""
+        if isinstance(self.vae, WanVideoVAE):
+            vae_kind = f"AutoencoderKLWan {_count(self.vae.module)} params float32"
+        else:
+            vae_kind = f"{type(self.vae).__name__} (no weights)"
+        s, t = self.vae.spatial_stride, self.vae.temporal_stride
+        return (
+            f"{self.config.backend} backbone on {self.device} (offload {self.config.offload}); "
+            f"transformer {len(self.transformer.blocks)} blocks {_count(self.transformer)} params "
+            f"{_dtype_name(self.dtype)}; "
+            f"text encoder {_count(self.text_encoder)} params {_dtype_name(self.text_encoder.dtype)}, "
+            f"{self.max_sequence_length} tokens x {self.text_dim}; "
+            f"VAE {vae_kind}, stride {s}x{s} px x {t} frames, {self.vae.latent_channels} channels"
+        )
+
+
+def _count(module: torch.nn.Module) -> str:
+    """Parameter count as ``"5.00B"``, ``"704.7M"``, ``"34.6k"``."""
+    n = sum(p.numel() for p in module.parameters())
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.{2 if suffix == 'B' else 1}f}{suffix}"
+    return str(n)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _place_on_device(text_encoder, transformer, vae_module, device: torch.device) -> None:
+    """Offload ``none``: every model on ``device``."""
+    for module in (text_encoder, transformer, vae_module):
+        if module is not None:
+            module.to(device)
+
+
+def _offload_model(text_encoder, transformer, vae_module, device: torch.device) -> None:
+    """Offload ``model``: weights rest on the CPU; each model moves to ``device`` when called and
+    pushes the previous one of the chain text_encoder -> transformer -> vae back to the CPU (as
+    diffusers' ``enable_model_cpu_offload``; the VAE's ``encode`` / ``decode`` fire the hook too)."""
+    hook = None
+    for module in (text_encoder, transformer, vae_module):
+        if module is not None:
+            module.to("cpu")
+            _, hook = cpu_offload_with_hook(module, device, prev_module_hook=hook)
+
+
+def _offload_group(text_encoder, transformer, vae_module, device: torch.device) -> None:
+    """Offload ``group``: text encoder in groups of blocks, transformer leaf by leaf (prefetched on a
+    CUDA stream), VAE resident on ``device``; fits Wan2.2-TI2V-5B on a 24 GB card."""
+    for module in (text_encoder, transformer):
+        module.to("cpu")
+    apply_group_offloading(
+        text_encoder,
+        onload_device=device,
+        offload_type="block_level",
+        num_blocks_per_group=TEXT_ENCODER_BLOCKS_PER_GROUP,
+    )
+    transformer.enable_group_offload(onload_device=device, offload_type="leaf_level", use_stream=device.type == "cuda")
+    if vae_module is not None:
+        vae_module.to(device)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+class _Parts(NamedTuple):
+    tokenizer: PreTrainedTokenizerBase
+    text_encoder: UMT5EncoderModel
+    transformer: WanTransformer3DModel
+    vae: VideoVAE
+    scheduler_config: dict[str, Any]
+
+
+def load_backbone(
+    config: BackboneConfig, on_status: StatusCallback | None = None, *, apply_offload: bool = True
+) -> Backbone:
+    """Build the backbone that ``config`` describes.
+
+    Args:
+        config: backend, folder, device, offload profile, tiny sizes.
+        on_status: called with a short message at each stage ("Loading transformer…").
+        apply_offload: place the models per ``config.offload`` now; pass ``False`` to attach LoRA
+            adapters first and then call :meth:`Backbone.apply_offload`.
+
+    Raises:
+        ModelFolderError: the ``wan`` folder is incomplete or wrong (before any weight is read).
+    """
+    force_offline()
+    status = on_status or (lambda message: None)
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = DTYPES[config.dtype or ("bfloat16" if config.backend == "wan" else "float32")]
+    build = _load_wan_parts if config.backend == "wan" else _build_tiny_parts
+    parts = build(config, dtype, device, status)
+    backbone = Backbone(
+        config=config,
+        transformer=parts.transformer,
+        vae=parts.vae,
+        tokenizer=parts.tokenizer,
+        text_encoder=parts.text_encoder,
+        scheduler_config=parts.scheduler_config,
+        device=device,
+        dtype=dtype,
+        max_sequence_length=config.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH[config.backend],
+    )
+    if apply_offload:
+        status(f"Placing models on {device} (offload {config.offload})…")
+        backbone.apply_offload()
+    status("Backbone ready")
+    return backbone
+
+
+def _load_wan_parts(
+    config: BackboneConfig, dtype: torch.dtype, device: torch.device, status: StatusCallback
+) -> _Parts:
+    """Read Wan2.2-TI2V-5B from ``config.model_dir`` (validated first) onto the CPU."""
+    status("Checking model folder…")
+    root = validate_wan_folder(config.model_dir)
+    local = dict(local_files_only=True)
+    status("Loading tokenizer…")
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer", **local)
+    status("Loading text encoder…")
+    text_encoder = UMT5EncoderModel.from_pretrained(root / "text_encoder", dtype=dtype, use_safetensors=True, **local)
+    status("Loading transformer…")
+    transformer = WanTransformer3DModel.from_pretrained(
+        root, subfolder="transformer", torch_dtype=dtype, use_safetensors=True, **local
+    )
+    status("Loading VAE…")
+    vae = AutoencoderKLWan.from_pretrained(
+        root, subfolder="vae", torch_dtype=torch.float32, use_safetensors=True, **local
+    )
+    vae.enable_tiling()
+    scheduler_config = dict(UniPCMultistepScheduler.load_config(root / "scheduler", **local))
+    return _Parts(tokenizer, text_encoder.eval(), transformer.eval(), WanVideoVAE(vae.eval(), device), scheduler_config)
+
+
+def _build_tiny_parts(
+    config: BackboneConfig, dtype: torch.dtype, device: torch.device, status: StatusCallback
+) -> _Parts:
+    """Tiny models with weights drawn from ``config.seed`` (each model from its own derived seed)."""
+    status(f"Building tiny models (seed {config.seed})…")
+    tokenizer = tiny_tokenizer()
+    text_encoder = _seeded(config.seed, lambda: tiny_text_encoder(len(tokenizer)))
+    transformer = _seeded(config.seed + 1, lambda: tiny_transformer(config, text_encoder.config.d_model))
+    if config.tiny_vae == "wan":
+        vae: VideoVAE = WanVideoVAE(_seeded(config.seed + 2, tiny_wan_vae).eval(), device)
+    else:
+        vae = PatchVAE(device)
+    scheduler_config = dict(UniPCMultistepScheduler(**TI2V_SCHEDULER).config)
+    _cast_like_from_pretrained(transformer, dtype)
+    return _Parts(tokenizer, text_encoder.to(dtype).eval(), transformer.eval(), vae, scheduler_config)
+
+
+def _cast_like_from_pretrained(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast parameters to ``dtype`` in place, except those of the model's ``_keep_in_fp32_modules``
+    (as ``from_pretrained(torch_dtype=...)`` does; a plain ``.to(dtype)`` would cast them too)."""
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, param in model.named_parameters():
+        if keep.isdisjoint(name.split(".")):
+            param.data = param.data.to(dtype)
+
+
+def _seeded(seed: int, factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """``factory()`` with torch's CPU RNG seeded to ``seed``; the caller's RNG state is left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """Word-level tokenizer built in code: lower-cased whitespace words from :data:`TINY_WORDS`,
+    others ``<unk>``; ``</s>`` appended; ids ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2."""
+    vocab = {token: i for i, token in enumerate(("<pad>", "</s>", "<unk>", *dict.fromkeys(TINY_WORDS)))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_text_encoder(vocab_size: int) -> UMT5EncoderModel:
+    """UMT5 encoder with ``d_model`` 32, 2 layers (random weights from the current RNG)."""
+    return UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=vocab_size,
+            d_model=32,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+
+
+def tiny_transformer(config: BackboneConfig, text_dim: int) -> WanTransformer3DModel:
+    """TI2V-5B-shaped transformer (48 channels, patch 1x2x2) with the tiny sizes of ``config``.
+
+    ``rope_max_seq_len`` keeps the real model's 1024, so any token grid up to 1024 per axis works.
+    """
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=config.tiny_num_heads,
+        attention_head_dim=config.tiny_head_dim,
+        in_channels=WAN22_LATENT_CHANNELS,
+        out_channels=WAN22_LATENT_CHANNELS,
+        text_dim=text_dim,
+        freq_dim=256,
+        ffn_dim=config.tiny_ffn_dim,
+        num_layers=config.tiny_num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=1024,
+    )
+
+
+def tiny_wan_vae() -> AutoencoderKLWan:
+    """Wan2.2-shaped ``AutoencoderKLWan`` from diffusers' own tests (48 channels, stride 16 x 4)."""
+    return AutoencoderKLWan(
+        base_dim=3,
+        z_dim=WAN22_LATENT_CHANNELS,
+        in_channels=12,
+        out_channels=12,
+        is_residual=True,
+        patch_size=2,
+        latents_mean=[0.0] * WAN22_LATENT_CHANNELS,
+        latents_std=[1.0] * WAN22_LATENT_CHANNELS,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+        temperal_downsample=[False, True, True],
+    )

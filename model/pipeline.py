@@ -1,0 +1,377 @@
+"""The Mirage segment pipeline: image + camera trajectory (+ prompt) -> video, segment by segment.
+
+One segment is ``segment_frames`` RGB frames (33 = 9 latent frames); consecutive segments share
+one frame (the last frame of a segment is the first of the next). Per segment:
+
+1. read the memory out at each target latent frame's pose (latent frame ``k`` <-> RGB frame ``4k``);
+2. encode the segment's first RGB frame as a single image: the clean latent frame 0 (timestep 0);
+3. denoise the other latent frames with UniPC flow matching and per-token timesteps ``(B, L)``,
+   conditioned on the readout either by the trained memory branch (``branch``) or, training-free,
+   by replacing visible tokens with the readout noised to the current sigma (``inpaint``);
+4. decode the latents to RGB frames;
+5. estimate depth of the written latent frames and build the write masks (sky, dynamic, user);
+6. write the latents (or re-encoded decoded frames) back into the memory.
+
+The memory is only touched in step 6 and ``update`` is all-or-nothing, so a segment cancelled
+between denoising steps (:class:`GenerationCancelled`) leaves the memory and the pipeline state
+exactly as they were before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from model.backbone import Backbone
+from model.camera import validate_intrinsics, validate_poses
+from model.frames import frames_to_tensor, tensor_to_frames
+from model.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, dynamic_mask, write_masks
+from model.memory import LatentSpatialMemory, MemoryConfig
+from model.memory_branch import MemoryBranch
+
+MODES = ("inpaint", "branch")
+WRITE_PATHS = ("latents", "reencode")
+
+
+class GenerationCancelled(Exception):
+    """Raised between denoising steps when the cancel check says so; nothing was written."""
+
+
+class DepthSource(Protocol):
+    """Metric depth of generated frames, for the memory write-back."""
+
+    def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        """``frames [T, H, W, 3]`` uint8, ``w2c [T, 4, 4]``, ``K [3, 3]`` pixels -> ``[T, H, W]`` metres (+inf invalid)."""
+
+
+def estimator_depth(estimator) -> DepthSource:
+    """Adapt a :class:`model.depth.DepthEstimator` (depth from pixels only) to a :class:`DepthSource`."""
+
+    def depth(frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        return estimator.estimate(frames).depth
+
+    depth.name = estimator.name  # type: ignore[attr-defined]
+    return depth
+
+
+@dataclass
+class PipelineConfig:
+    """Settings of :class:`MiragePipeline` (CLI flags map onto these)."""
+
+    segment_frames: int = 33  # RGB frames per segment, 4k+1; consecutive segments share one frame
+    steps: int = 20  # denoising steps per segment (UniPC flow matching)
+    mode: str = "inpaint"  # "branch": trained memory branch + LoRA; "inpaint": training-free token replacement
+    inpaint_fraction: float = 0.6  # inpaint: share of the steps during which visible tokens follow the readout
+    write_path: str = "latents"  # "latents": write denoised latents; "reencode": VAE-encode decoded frames (paper)
+    seed: int = 0  # seeds the noise of every segment (segment s uses seed * 1_000_003 + s)
+    sky_far_m: float = DEFAULT_SKY_FAR_M  # depth beyond which a cell is sky and never written, metres
+    dynamic_threshold: float = DEFAULT_DYNAMIC_THRESHOLD  # change score above which a visible cell is dynamic
+    memory: MemoryConfig = field(default_factory=MemoryConfig)  # latent memory settings
+
+    def __post_init__(self) -> None:
+        if self.segment_frames < 5 or (self.segment_frames - 1) % 4:
+            raise ValueError(f"segment_frames must be 4k+1 with k >= 1, got {self.segment_frames}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not 0.0 <= self.inpaint_fraction <= 1.0:
+            raise ValueError(f"inpaint_fraction must be in [0, 1], got {self.inpaint_fraction}")
+        if self.write_path not in WRITE_PATHS:
+            raise ValueError(f"write_path must be one of {WRITE_PATHS}, got {self.write_path!r}")
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.segment_frames - 1) // 4 + 1
+
+
+@dataclass
+class SegmentResult:
+    """One generated segment, yielded as soon as it exists.
+
+    Attributes:
+        index: segment number (0-based).
+        frames: ``[T, H, W, 3]`` uint8, all ``segment_frames`` frames (frame 0 repeats the previous last frame).
+        frame_ids: ``[T]`` global RGB frame numbers of ``frames``.
+        w2c: ``[T, 4, 4]`` poses of ``frames``.
+        latents: ``[F, C, h, w]`` denoised latents (frame 0 is the clean conditioning frame).
+        visible: ``[F, h, w]`` memory readout visibility per latent frame.
+        labels: ``[F-1, h, w]`` :class:`~model.memory.CellLabel` of the written latent frames 1..F-1.
+        timings: seconds per stage (readout, encode, denoise, decode, depth, masks, update, total).
+        memory_points, memory_bytes: memory size after the write.
+    """
+
+    index: int
+    frames: np.ndarray
+    frame_ids: np.ndarray
+    w2c: torch.Tensor
+    latents: torch.Tensor
+    visible: torch.Tensor
+    labels: torch.Tensor
+    timings: dict[str, float]
+    memory_points: int
+    memory_bytes: int
+
+
+StepCallback = Callable[[int, int, int], None]  # (segment, step, steps)
+
+
+class MiragePipeline:
+    """Image + trajectory (+ prompt) -> video with a latent spatial memory.
+
+    Example:
+        >>> pipe = MiragePipeline(load_backbone(BackboneConfig()), PipelineConfig(steps=4))  # doctest: +SKIP
+        >>> pipe.start(image, depth, K, w2c0, prompt="a room")  # doctest: +SKIP
+        >>> for segment in pipe.generate(trajectory_w2c, depth_source):  # doctest: +SKIP
+        ...     show(segment.frames)
+    """
+
+    def __init__(self, backbone: Backbone, config: PipelineConfig | None = None, branch: MemoryBranch | None = None) -> None:
+        self.backbone = backbone
+        self.config = config or PipelineConfig()
+        if self.config.mode == "branch" and branch is None:
+            raise ValueError("mode 'branch' needs trained memory weights (--memory-weights DIR); use mode 'inpaint' with stock weights")
+        self.branch = branch
+        self.memory = LatentSpatialMemory(self.config.memory, backbone.device)
+        self.segments_done = 0
+        self._last_frame: np.ndarray | None = None
+        self._prompt_embeds: torch.Tensor | None = None
+        self._K: torch.Tensor | None = None
+        self._size: tuple[int, int] | None = None
+
+    # ---- set-up --------------------------------------------------------------------------
+
+    def start(self, image: np.ndarray, depth: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor | None = None, prompt: str = "", keep=None) -> None:
+        """Reset and build the memory from the first frame.
+
+        Args:
+            image: ``[H, W, 3]`` uint8, already at the generation size (multiples of
+                ``backbone.expected_image_multiple``).
+            depth: ``[H, W]`` metres (+inf invalid). K: ``[3, 3]`` pixels. w2c: ``[4, 4]`` (identity by default).
+            prompt: text prompt. keep: optional ``[H, W]`` bool pixels allowed into the memory.
+        """
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image: expected uint8 [H,W,3], got {image.dtype} {list(image.shape)}")
+        height, width = image.shape[:2]
+        multiple = self.backbone.expected_image_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(f"image size {width}x{height} must be a multiple of {multiple} for this backbone")
+        depth = torch.as_tensor(depth, dtype=torch.float32)
+        if depth.shape != (height, width):
+            raise ValueError(f"depth: expected [{height},{width}], got {list(depth.shape)}")
+        K = validate_intrinsics(torch.as_tensor(K, dtype=torch.float64), "K")
+        w2c = validate_poses(torch.eye(4, dtype=torch.float64) if w2c is None else torch.as_tensor(w2c, dtype=torch.float64), "w2c")
+        latent = self.backbone.vae.encode(frames_to_tensor(image, self.backbone.device))[0]
+        self.memory = LatentSpatialMemory(self.config.memory, self.backbone.device)
+        self.memory.initialize(latent, depth, K, w2c, keep=keep, image=torch.from_numpy(image))
+        self._prompt_embeds = self.backbone.encode_prompt(prompt)
+        self._last_frame, self._K, self._size = image, K, (height, width)
+        self.segments_done = 0
+
+    def load_memory(self, memory: LatentSpatialMemory) -> None:
+        """Continue from a saved memory (call after :meth:`start`, which sets image, K and prompt)."""
+        if memory.channels not in (None, self.backbone.vae.latent_channels):
+            raise ValueError(f"memory holds {memory.channels}-channel features, the backbone's latent has {self.backbone.vae.latent_channels}")
+        self.memory = memory.to(self.backbone.device)
+
+    @property
+    def K(self) -> torch.Tensor:
+        """``[3, 3]`` pixel intrinsics of the generated frames."""
+        self._require_started()
+        return self._K
+
+    @property
+    def latent_hw(self) -> tuple[int, int]:
+        height, width = self._require_started()
+        stride = self.backbone.vae.spatial_stride
+        return height // stride, width // stride
+
+    def _require_started(self) -> tuple[int, int]:
+        if self._size is None:
+            raise RuntimeError("call start(image, depth, K) first")
+        return self._size
+
+    # ---- generation ----------------------------------------------------------------------
+
+    def segment_count(self, n_frames: int) -> int:
+        """Whole segments in a trajectory of ``n_frames`` frames (frame 0 is the start image)."""
+        return (n_frames - 1) // (self.config.segment_frames - 1)
+
+    def generate(
+        self,
+        w2c: torch.Tensor,
+        depth_source: DepthSource,
+        segments: int | None = None,
+        on_step: StepCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        user_mask: torch.Tensor | None = None,
+    ) -> Iterator[SegmentResult]:
+        """Generate the video of a trajectory, yielding each segment as soon as it exists.
+
+        Args:
+            w2c: ``[T, 4, 4]`` poses of every RGB frame; frame 0 is the start image's pose. Needs at
+                least one segment: ``T >= segment_frames``.
+            depth_source: depth of generated frames for the write-back.
+            segments: how many segments to generate (default: all whole segments of the trajectory).
+            on_step: called after every denoising step with ``(segment, step, steps)``.
+            should_cancel: polled between steps; True raises :class:`GenerationCancelled`.
+            user_mask: optional ``[H, W]`` bool pixels never written to the memory.
+        """
+        self._require_started()
+        w2c = validate_poses(torch.as_tensor(w2c, dtype=torch.float64), "trajectory")
+        if w2c.ndim != 3 or len(w2c) < self.config.segment_frames:
+            raise ValueError(
+                f"trajectory has {len(w2c) if w2c.ndim == 3 else 1} frames, shorter than one segment "
+                f"({self.config.segment_frames} frames)"
+            )
+        available = self.segment_count(len(w2c))
+        segments = available if segments is None else segments
+        if not 1 <= segments <= available:
+            raise ValueError(f"segments must be in 1..{available} for a trajectory of {len(w2c)} frames, got {segments}")
+        stride = self.config.segment_frames - 1
+        for s in range(segments):
+            yield self.run_segment(w2c[s * stride : s * stride + self.config.segment_frames], depth_source, on_step, should_cancel, user_mask)
+
+    def run_segment(
+        self,
+        w2c: torch.Tensor,
+        depth_source: DepthSource,
+        on_step: StepCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        user_mask: torch.Tensor | None = None,
+    ) -> SegmentResult:
+        """Generate the next segment along ``w2c`` (``[segment_frames, 4, 4]``; frame 0 = the last frame so far)."""
+        height, width = self._require_started()
+        cfg, vae, device = self.config, self.backbone.vae, self.backbone.device
+        w2c = validate_poses(torch.as_tensor(w2c, dtype=torch.float64), "segment poses")
+        if w2c.shape != (cfg.segment_frames, 4, 4):
+            raise ValueError(f"segment poses: expected [{cfg.segment_frames},4,4], got {list(w2c.shape)}")
+        h, w = self.latent_hw
+        key_poses = w2c[::4]  # latent frame k <-> RGB frame 4k
+        timings: dict[str, float] = {}
+        clock = _Clock(timings, device)
+
+        # 1. memory readout at every target latent frame's pose
+        with clock("readout"):
+            readout = self.memory.readout(key_poses, self._K, h, w, image_hw=(height, width))
+            readout_latent = readout.latent.to(torch.float32)
+        # 2. clean latent frame 0 from the segment's first RGB frame (a single image)
+        with clock("encode"):
+            first = vae.encode(frames_to_tensor(self._last_frame, device))
+        # 3. denoising with per-token timesteps
+        with clock("denoise"):
+            latents = self._denoise(first[0], readout_latent, readout.visible, on_step, should_cancel)
+        # 4. decode
+        with clock("decode"):
+            frames = tensor_to_frames(vae.decode(latents))
+            frames[0] = self._last_frame  # frame 0 is the conditioning frame itself, not its VAE round trip
+        # 5. depth of the written latent frames, then the write masks
+        written = slice(1, None)
+        key_frames = frames[::4][written]
+        with clock("depth"):
+            depth = torch.as_tensor(depth_source(key_frames, key_poses[written], self._K), dtype=torch.float32)
+        with clock("masks"):
+            write_latents = latents[written] if cfg.write_path == "latents" else vae.encode(frames_to_tensor(frames, device))[written]
+            moving = dynamic_mask(write_latents.cpu(), readout_latent[written].cpu(), readout.visible[written].cpu(), cfg.dynamic_threshold)
+            keep, labels = write_masks(depth, (h, w), far_m=cfg.sky_far_m, dynamic=moving, user_mask=user_mask)
+        # 6. write back (all-or-nothing)
+        frame_ids = self.segments_done * (cfg.segment_frames - 1) + np.arange(cfg.segment_frames)
+        with clock("update"):
+            stats = self.memory.update(write_latents, depth, key_poses[written], self._K, keep=keep, labels=labels, frames=torch.from_numpy(key_frames), frame_ids=torch.as_tensor(frame_ids[::4][written]))
+        timings["total"] = sum(timings.values())
+        result = SegmentResult(self.segments_done, frames, frame_ids, w2c, latents.cpu(), readout.visible.cpu(), labels.cpu(), timings, stats.points, stats.bytes)
+        self._last_frame = frames[-1]
+        self.segments_done += 1
+        return result
+
+    def _denoise(self, first: torch.Tensor, readout: torch.Tensor, visible: torch.Tensor, on_step, should_cancel) -> torch.Tensor:
+        """Denoise one segment's latents ``[F, C, h, w]`` (frame 0 clean and fixed)."""
+        cfg, backbone = self.config, self.backbone
+        n_latent = cfg.latent_frames
+        channels, h, w = first.shape
+        device, dtype = backbone.device, backbone.dtype
+        generator = torch.Generator("cpu").manual_seed(cfg.seed * 1_000_003 + self.segments_done)
+        noise = torch.randn(1, channels, n_latent, h, w, generator=generator).to(device)
+        first = first.to(device, torch.float32)[None, :, None]  # [1, C, 1, h, w]
+        target = readout.permute(1, 0, 2, 3)[None].to(device)  # [1, C, F, h, w]
+        follow = visible.to(device)[None, None].clone()  # [1, 1, F, h, w]
+        follow[:, :, 0] = False  # frame 0 is the clean image anyway
+        scheduler = backbone.make_scheduler()
+        scheduler.set_timesteps(cfg.steps, device=device)
+        sigmas = scheduler.sigmas.to(device, torch.float32)
+        n_follow = round(cfg.inpaint_fraction * cfg.steps) if cfg.mode == "inpaint" else 0
+        patch_h, patch_w = backbone.transformer.config.patch_size[1:]
+        tokens_per_frame = (h // patch_h) * (w // patch_w)
+        frame_is_noisy = torch.ones(n_latent, device=device)
+        frame_is_noisy[0] = 0.0
+        token_mask = frame_is_noisy.repeat_interleave(tokens_per_frame)[None]  # [1, L]: 0 for frame-0 tokens
+
+        latents = noise.clone()
+        if n_follow:
+            latents = torch.where(follow, (1 - sigmas[0]) * target + sigmas[0] * noise, latents)
+        condition = self._branch_condition(target, visible)
+        for i, t in enumerate(scheduler.timesteps):
+            if should_cancel is not None and should_cancel():
+                raise GenerationCancelled(f"segment {self.segments_done} cancelled at step {i}/{cfg.steps}")
+            model_input = torch.cat([first, latents[:, :, 1:]], dim=2)
+            timestep = token_mask * t.to(device, torch.float32)
+            with condition, torch.no_grad():
+                velocity = backbone.transformer(
+                    hidden_states=model_input.to(dtype), timestep=timestep, encoder_hidden_states=self._prompt_embeds, return_dict=False
+                )[0]
+            latents = scheduler.step(velocity.float(), t, latents, return_dict=False)[0]
+            if i < n_follow:  # RePaint-style: visible tokens follow the readout at the next noise level
+                sigma = sigmas[i + 1]
+                latents = torch.where(follow, (1 - sigma) * target + sigma * noise, latents)
+            if on_step is not None:
+                on_step(self.segments_done, i + 1, cfg.steps)
+        latents = torch.cat([first, latents[:, :, 1:]], dim=2)
+        return latents[0].permute(1, 0, 2, 3).contiguous()  # [F, C, h, w]
+
+    def _branch_condition(self, target: torch.Tensor, visible: torch.Tensor):
+        """The memory branch's condition for one segment (a no-op context in inpaint mode)."""
+        if self.config.mode != "branch":
+            return contextlib.nullcontext()
+        return _Reusable(lambda: self.branch.condition(target.to(self.backbone.dtype), visible[None].to(target.device)))
+
+    def describe(self) -> dict:
+        """Settings for reports and session files."""
+        return {"pipeline": asdict(self.config), "backbone": self.backbone.describe(), "branch": self.branch is not None}
+
+
+class _Reusable:
+    """A context manager that builds a fresh inner context on every ``with`` (one per denoising step)."""
+
+    def __init__(self, factory) -> None:
+        self._factory, self._inner = factory, None
+
+    def __enter__(self):
+        self._inner = self._factory()
+        return self._inner.__enter__()
+
+    def __exit__(self, *exc):
+        return self._inner.__exit__(*exc)
+
+
+class _Clock:
+    """Adds the wall time of ``with clock(name):`` blocks to ``timings[name]`` (CUDA-synchronised)."""
+
+    def __init__(self, timings: dict[str, float], device: torch.device) -> None:
+        self.timings, self.device = timings, device
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
