@@ -178,7 +178,7 @@ def _positive_float(value) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def _open_checked(path: Path) -> Image.Image:
+def _open_checked(path: Path, min_side: int) -> Image.Image:
     """Open ``path`` lazily and check its size from the header; the caller closes the image."""
     if not path.exists():
         raise ImageLoadError(f"{path}: file not found")
@@ -198,10 +198,30 @@ def _open_checked(path: Path) -> Image.Image:
     if width * height > MAX_PIXELS:
         img.close()
         raise ImageLoadError(f"{path}: image is too large ({width}x{height} = {width * height:,} pixels, limit {MAX_PIXELS:,})")
-    if min(width, height) < MIN_SIDE_PX:
+    if min(width, height) < min_side:
         img.close()
-        raise ImageLoadError(f"{path}: image is too small ({width}x{height}); the shorter side must be at least {MIN_SIDE_PX} px")
+        raise ImageLoadError(f"{path}: image is too small ({width}x{height}); the shorter side must be at least {min_side} px")
     return img
+
+
+def _decode_oriented(path: Path, min_side: int = 1) -> tuple[np.ndarray, float | None, float | None]:
+    """Fully decode ``path``: EXIF-oriented ``[H, W, 3]`` uint8 RGB and the EXIF focal lengths (35 mm, pixels)."""
+    with _open_checked(path, min_side) as img:
+        try:
+            img.load()  # full decode: a truncated file fails here
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ImageLoadError(f"{path}: image data is truncated or corrupt: {exc}") from exc
+        focal_35mm, focal_px = _exif_focal(img)
+        return to_rgb8(ImageOps.exif_transpose(img)), focal_35mm, focal_px
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Load an image at its own size as ``[H, W, 3]`` uint8 RGB (EXIF-oriented; any PIL mode).
+
+    Raises:
+        ImageLoadError: naming the file, as :func:`load_photo`.
+    """
+    return _decode_oriented(Path(path))[0]
 
 
 def load_photo(path: str | os.PathLike, height: int, width: int) -> Photo:
@@ -221,14 +241,7 @@ def load_photo(path: str | os.PathLike, height: int, width: int) -> Photo:
     if height <= 0 or width <= 0:
         raise ValueError(f"output size must be positive, got {width}x{height}")
     path = Path(path)
-    with _open_checked(path) as img:
-        try:
-            img.load()  # full decode: a truncated file fails here
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ImageLoadError(f"{path}: image data is truncated or corrupt: {exc}") from exc
-        focal_35mm, focal_px = _exif_focal(img)
-        oriented = ImageOps.exif_transpose(img)
-        rgb = to_rgb8(oriented)
+    rgb, focal_35mm, focal_px = _decode_oriented(path, MIN_SIDE_PX)
     src_hw = (int(rgb.shape[0]), int(rgb.shape[1]))
     box = center_crop_box(src_hw, (height, width))
     out = Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS, box=box)

@@ -170,7 +170,7 @@ class MiragePipeline:
         w2c = validate_poses(torch.eye(4, dtype=torch.float64) if w2c is None else torch.as_tensor(w2c, dtype=torch.float64), "w2c")
         latent = self.backbone.vae.encode(frames_to_tensor(image, self.backbone.device))[0]
         self.memory = LatentSpatialMemory(self.config.memory, self.backbone.device)
-        self.memory.initialize(latent, depth, K, w2c, keep=keep, image=torch.from_numpy(image))
+        self.memory.initialize(latent, depth, K, w2c, keep=keep, image=torch.from_numpy(image.copy()))
         self._prompt_embeds = self.backbone.encode_prompt(prompt)
         self._last_frame, self._K, self._size = image, K, (height, width)
         self.segments_done = 0

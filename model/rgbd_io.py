@@ -29,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from model.atomic import atomic_path, write_json_atomic
 from model.camera import validate_poses
+from model.image_io import load_image, save_png
 
 #: The sample scene bundled with the application (independent of the working directory).
 SAMPLE_SCENE_DIR = Path(__file__).resolve().parent.parent / "resources" / "sample_scene"
@@ -40,7 +41,6 @@ CAMERA_FILE = "camera.json"
 #: Depth unit of 16-bit depth PNGs unless ``camera.json`` says otherwise: millimetres.
 DEFAULT_DEPTH_UNIT_M = 0.001
 
-_IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P")
 _DEPTH_PNG_MODES = ("I;16", "I;16B", "I")
 
 
@@ -74,19 +74,6 @@ class RGBDView:
 # --------------------------------------------------------------------------------------------
 # Single files
 # --------------------------------------------------------------------------------------------
-
-
-def load_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8-bit image as ``[H, W, 3]`` uint8 RGB.
-
-    Raises:
-        ValueError: naming the file, when it is missing, not a readable image, or not 8-bit.
-    """
-    path = Path(path)
-    with _open_image(path) as img:
-        if img.mode not in _IMAGE_MODES:
-            raise ValueError(f"{path}: expected an 8-bit RGB image, got PIL mode {img.mode}")
-        return np.array(img.convert("RGB"), dtype=np.uint8)
 
 
 def load_depth_file(path: str | os.PathLike, png_unit_m: float = DEFAULT_DEPTH_UNIT_M) -> np.ndarray:
@@ -131,15 +118,6 @@ def write_depth_png(path: str | os.PathLike, depth: np.ndarray, unit_m: float = 
         Image.fromarray(counts.astype(np.uint16)).save(tmp, format="PNG")
 
 
-def write_image_png(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Write ``[H, W, 3]`` uint8 RGB as a PNG (atomically)."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{path}: image must be [H, W, 3] uint8, got {image.dtype} {list(image.shape)}")
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-
-
 # --------------------------------------------------------------------------------------------
 # Folders
 # --------------------------------------------------------------------------------------------
@@ -164,7 +142,7 @@ def load_rgbd_folder(path: str | os.PathLike) -> RGBDView:
     camera_path = folder / CAMERA_FILE
     camera = _read_camera_json(camera_path)
     image_path = folder / IMAGE_FILE
-    image = load_image_file(image_path)
+    image = load_image(image_path)
     expected = (camera["height"], camera["width"])
     if image.shape[:2] != expected:
         raise ValueError(
@@ -190,7 +168,7 @@ def write_rgbd_folder(path: str | os.PathLike, view: RGBDView, depth_unit_m: flo
         raise ValueError(f"{folder}: depth shape {list(view.depth.shape)} does not match image {list(view.image.shape[:2])}")
     K = np.asarray(view.K, dtype=np.float64)
     w2c = validate_poses(torch.as_tensor(view.w2c, dtype=torch.float64), "w2c").numpy()
-    write_image_png(folder / IMAGE_FILE, view.image)
+    save_png(folder / IMAGE_FILE, view.image)
     write_depth_png(folder / DEPTH_PNG_FILE, view.depth, depth_unit_m)
     write_json_atomic(
         folder / CAMERA_FILE,

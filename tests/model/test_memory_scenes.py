@@ -6,15 +6,9 @@ import torch
 
 from model.camera import closed_loop, intrinsics_from_fov, look_at, orbit
 from model.memory import LatentSpatialMemory, MemoryConfig
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.scenes import ProceduralScene, SceneConfig
 
 H, W = 176, 320
-
-
-@pytest.fixture(scope="module")
-def renderer():
-    with SceneRenderer() as r:
-        yield r
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,10 @@ from model.camera import intrinsics_from_fov, orbit
 from model.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
 from model.memory_branch import MemoryBranch, MemoryBranchConfig
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.scenes import ProceduralScene, SceneConfig
 
 H, W = 64, 128
 SEGMENT = 33
-
-
-@pytest.fixture(scope="module")
-def renderer():
-    with SceneRenderer() as r:
-        yield r
 
 
 @pytest.fixture(scope="module")

@@ -153,7 +153,7 @@ MALFORMED = {
     "missing depth": (lambda f: (f / DEPTH_PNG_FILE).unlink(), DEPTH_PNG_FILE, "not found"),
     "missing image": (lambda f: (f / IMAGE_FILE).unlink(), IMAGE_FILE, "not found"),
     "missing camera": (lambda f: (f / CAMERA_FILE).unlink(), CAMERA_FILE, "not found"),
-    "corrupt image": (lambda f: (f / IMAGE_FILE).write_bytes(b"\x89PNG\r\n\x1a\n broken"), IMAGE_FILE, "readable"),
+    "corrupt image": (lambda f: (f / IMAGE_FILE).write_bytes(b"\x89PNG\r\n\x1a\n broken"), IMAGE_FILE, "not an image"),
     "truncated depth": (truncate(DEPTH_PNG_FILE), DEPTH_PNG_FILE, "readable"),
     "image size mismatch": (resize_png(IMAGE_FILE, (21, 12)), IMAGE_FILE, "21x12"),
     "depth size mismatch": (resize_png(DEPTH_PNG_FILE, (20, 11)), DEPTH_PNG_FILE, "20x11"),
