@@ -57,7 +57,8 @@ def _add_generate(sub) -> None:
     gen.add_argument("--depth-model", dest="depth_model", help="transformers depth-estimation model folder")
     gen.add_argument("--offload", choices=("none", "model", "group"), default="none")
     gen.add_argument("--device", help="torch device (default: cuda when available)")
-    gen.add_argument("--inpaint-fraction", dest="inpaint_fraction", type=float, default=0.6)
+    gen.add_argument("--inpaint-fraction", dest="inpaint_fraction", type=float, default=None,
+                     help="inpaint mode: share of the steps during which visible tokens follow the memory (default 1.0 tiny, 0.6 wan)")
     gen.add_argument("--save-memory", dest="save_memory", help="write the final memory (.safetensors)")
     gen.add_argument("--load-memory", dest="load_memory", help="start from a saved memory")
     gen.add_argument("--fps", type=float, default=16.0)

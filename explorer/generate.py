@@ -39,6 +39,10 @@ from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
 DEFAULT_SIZE = {"wan": (704, 1280), "tiny": (176, 320)}
+# The tiny backbone has random weights: once tokens stop following the readout it turns them into
+# noise, so on tiny they follow it to the end and frames show what the memory holds. Wan refines
+# the last 40 % of the schedule freely to blend the memory's content with what it generates.
+DEFAULT_INPAINT_FRACTION = {"wan": 0.6, "tiny": 1.0}
 
 
 @dataclass
@@ -62,7 +66,7 @@ class GenerateArgs:
     depth_model: str | None = None  # transformers depth-estimation model folder
     offload: str = "none"  # none | model | group
     device: str | None = None  # torch device (default: cuda when available)
-    inpaint_fraction: float = 0.6  # inpaint mode: share of steps that follow the memory readout
+    inpaint_fraction: float | None = None  # inpaint: share of steps following the readout (None: 1.0 tiny, 0.6 wan)
     save_memory: str | None = None  # write the final memory here (.safetensors)
     load_memory: str | None = None  # start from this saved memory instead of the photo alone
     fps: float = 16.0  # frames per second of the video
@@ -132,7 +136,8 @@ def run_generate(args: GenerateArgs) -> dict:
     if args.segments < 1:
         raise ValueError(f"--segments must be >= 1, got {args.segments}")
     height, width = (args.height or DEFAULT_SIZE[args.backend][0]), (args.width or DEFAULT_SIZE[args.backend][1])
-    config = PipelineConfig(steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=args.inpaint_fraction)
+    fraction = args.inpaint_fraction if args.inpaint_fraction is not None else DEFAULT_INPAINT_FRACTION[args.backend]
+    config = PipelineConfig(steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction)
     if args.mode == "branch" and not args.memory_weights:
         raise ValueError("--mode branch needs --memory-weights DIR (a trained memory branch + LoRA); use --mode inpaint with stock weights")
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
