@@ -44,7 +44,8 @@ def _features(seed: int = 0, frames: int = 2, channels: int = 48, h: int = 12, w
 def test_dynamic_mask_flags_the_perturbed_region_only():
     readout = _features()
     latents = readout + 0.05 * _features(seed=1)  # faithful regeneration with a little noise
-    latents[1, :, 4:7, 5:9] = _features(seed=2)[1, :, 4:7, 5:9]  # something else appears there
+    obj = 3.0 * torch.randn(48, generator=torch.Generator().manual_seed(2))
+    latents[1, :, 4:7, 5:9] = obj[:, None, None]  # an object of another "colour" appears there
     visible = torch.ones(2, 12, 16, dtype=torch.bool)
     mask = dynamic_mask(latents, readout, visible)
     expected = torch.zeros(2, 12, 16, dtype=torch.bool)
@@ -52,15 +53,29 @@ def test_dynamic_mask_flags_the_perturbed_region_only():
     assert torch.equal(mask, expected)
 
 
+def test_change_score_needs_both_no_matching_neighbour_and_a_changed_context():
+    readout = _features(frames=1)
+    visible = torch.ones(1, 12, 16, dtype=torch.bool)
+    obj = 3.0 * torch.randn(48, generator=torch.Generator().manual_seed(3))
+    single = readout.clone()
+    single[0, :, 6, 6] = obj  # one odd cell: nothing nearby matches it, but its context barely moves
+    block = readout.clone()
+    block[0, :, 6:8, 6:8] = obj[:, None, None]  # a 2x2 object
+    assert change_score(single, readout, visible)[0, 6, 6] < 0.5 < change_score(block, readout, visible)[0, 6:8, 6:8].min()
+    # the match term alone would have flagged the single cell: its best neighbour is far off
+    best_match = (single[0, :, 6, 6, None, None] - readout[0, :, 5:8, 5:8]).square().mean(0).sqrt().min()
+    assert best_match > 2.0 * readout[0].std()
+
+
 def test_change_score_is_scale_and_offset_free_and_tolerates_one_cell_shift():
     readout = _features()
     latents = readout.clone()
-    latents[0, :, 3, 3] += 3.0
+    latents[0, :, 3:5, 3:5] += 3.0
     visible = torch.ones(2, 12, 16, dtype=torch.bool)
     score = change_score(latents, readout, visible)
     offset = torch.linspace(-5, 5, 48).view(1, 48, 1, 1)
     torch.testing.assert_close(change_score(7.0 * latents + offset, 7.0 * readout + offset, visible), score, rtol=1e-4, atol=1e-4)
-    assert score[0, 3, 3] > 1.0 and score[1].max() == 0.0
+    assert score[0, 3:5, 3:5].min() > 1.0 and score[1].max() == 0.0
     shifted = torch.roll(readout, shifts=1, dims=3)  # reprojection off by one cell
     assert change_score(shifted, readout, visible)[:, :, 1:].max() < 1e-6
 
@@ -75,7 +90,7 @@ def test_confident_cells_need_a_fully_visible_neighbourhood():
     assert conf[0, 0, 0]  # the grid border is not a hole
 
 
-def test_dynamic_mask_ignores_changes_next_to_holes():
+def test_confident_only_ignores_changes_next_to_holes():
     readout = _features(frames=1)
     visible = torch.ones(1, 12, 16, dtype=torch.bool)
     visible[0, 5, 5] = False
@@ -84,8 +99,11 @@ def test_dynamic_mask_ignores_changes_next_to_holes():
     latents[0, :, 5, 6] = 10.0  # next to the hole: not confident
     latents[0, :, 5, 5] = 10.0  # the hole itself: new content, never dynamic
     latents[0, :, 9, 12] = 10.0  # a confident cell
-    mask = dynamic_mask(latents, readout, visible)
+    assert change_score(latents, readout, visible)[0, 5, 6] > 1.0  # changed, yet not flagged
+    mask = dynamic_mask(latents, readout, visible, confident_only=True)
     assert mask[0, 9, 12] and not mask[0, 5, 6] and not mask[0, 5, 5] and int(mask.sum()) == 1
+    default = dynamic_mask(latents, readout, visible)  # by default any visible cell may be flagged
+    assert default[0, 9, 12] and default[0, 5, 6] and not default[0, 5, 5]
 
 
 def test_dynamic_mask_checks_shapes_and_threshold():
@@ -193,7 +211,7 @@ def _save_tiny_segformer(folder, labels: dict[int, str]) -> None:
 
 
 def test_sky_label_ids():
-    assert sky_label_ids({0: "wall", 1: "building", 2: "Sky", 3: "skyscraper"}) == [2, 3]
+    assert sky_label_ids({0: "wall", 1: "building", 2: "Sky", 3: "skyscraper", 4: "sky, heaven"}) == [2, 4]
     assert sky_label_ids({"0": "wall"}) == []
 
 
@@ -208,5 +226,5 @@ def test_semantic_sky_segmenter_runs_on_a_tiny_segformer(tmp_path):
 
 def test_semantic_sky_segmenter_without_a_sky_class(tmp_path):
     _save_tiny_segformer(tmp_path, {0: "wall", 1: "floor"})
-    with pytest.raises(ModelFolderError, match="no class whose label contains 'sky'"):
+    with pytest.raises(ModelFolderError, match="no class labelled 'sky'"):
         SemanticSkySegmenter(tmp_path)
