@@ -36,8 +36,13 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "warning: missing system packages:$$missing (install them with your package manager)"; fi
 
+# The explorer on the bundled scene (tiny backend unless a Wan model folder is configured in the
+# settings); without a display main.py exits 3 and the headless walkthrough runs instead.
 demo: $(STAMP) system-deps
-	$(PY) main.py walkthrough --out $(DEMO_OUT)
+	@$(PY) main.py; code=$$?; \
+	if [ $$code -eq 3 ]; then echo "no display: running the headless walkthrough instead (writes $(DEMO_OUT)/)"; \
+	  $(PY) main.py walkthrough --out $(DEMO_OUT); \
+	else exit $$code; fi
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest

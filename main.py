@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ui.launch import add_gui_arguments
+
 
 def _walkthrough(args: argparse.Namespace) -> int:
     from explorer.walkthrough import WalkthroughConfig, run_walkthrough
@@ -28,7 +30,7 @@ def _walkthrough(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from explorer.generate import GenerateArgs, run_generate
 
-    fields = {k: v for k, v in vars(args).items() if k not in ("command", "run")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "run") and not k.startswith("gui_")}
     report = run_generate(GenerateArgs(**fields))
     last = report["segments"][-1]
     print(f"wrote {args.out} ({report['trajectory']['frames']} frames), {args.out[:-4]}.json, {args.out[:-4]}.cameras.txt; "
@@ -62,11 +64,47 @@ def _add_generate(sub) -> None:
     gen.add_argument("--save-memory", dest="save_memory", help="write the final memory (.safetensors)")
     gen.add_argument("--load-memory", dest="load_memory", help="start from a saved memory")
     gen.add_argument("--fps", type=float, default=16.0)
+    gen.add_argument("--memory", choices=("latent", "rgb"), default="latent", help="latent memory, or the pixel-space RGB point-cloud baseline")
     gen.set_defaults(run=_generate)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from explorer.evaluate import format_table, run_eval
+
+    metrics, out = run_eval(args.run_path, stride=args.stride)
+    print(format_table(metrics))
+    print(f"wrote {out}")
+    return 0
+
+
+def _export_worldscore(args: argparse.Namespace) -> int:
+    from explorer.evaluate import export_worldscore
+
+    data = export_worldscore(args.run_path, args.out)
+    print(f"wrote {args.out}: frames/000.png..{data['frames'] - 1:03d}.png, input_image.png, camera_data.json")
+    return 0
+
+
+def _add_eval(sub) -> None:
+    ev = sub.add_parser("eval", help="consistency metrics of a generate run; writes OUT.metrics.json")
+    ev.add_argument("run_path", metavar="RUN", help="a generate run: OUT.mp4 (with OUT.json, OUT.cameras.txt) or a folder holding one")
+    ev.add_argument("--stride", type=int, default=4, help="frame step of the camera-error and reprojection pairs")
+    ev.set_defaults(run=_eval)
+    ws = sub.add_parser("export-worldscore", help="a generate run as WorldScore input: OUT/frames/000.png.. + OUT/camera_data.json")
+    ws.add_argument("run_path", metavar="RUN", help="a generate run: OUT.mp4 or a folder holding one")
+    ws.add_argument("out", metavar="OUT", help="output folder (new, empty, or an earlier export)")
+    ws.set_defaults(run=_export_worldscore)
+
+
+def _add_train(sub) -> None:
+    from model.training.cli import add_train_arguments
+
+    add_train_arguments(sub.add_parser("train", help="train the memory branch (--stage branch) or the LoRA (--stage lora)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="main.py", description="Mirage Explorer: fly through a photo with a video world model.")
+    add_gui_arguments(parser)
     sub = parser.add_subparsers(dest="command")
     walk = sub.add_parser("walkthrough", help="headless: memory from the bundled scene, closed-loop orbit, preview video")
     walk.add_argument("--out", required=True, help="output folder (preview.mp4, session.json, cameras.txt)")
@@ -76,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     walk.add_argument("--fps", type=float, default=16.0, help="frames per second of the preview")
     walk.set_defaults(run=_walkthrough)
     _add_generate(sub)
+    _add_train(sub)
+    _add_eval(sub)
     return parser
 
 
@@ -83,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        print("\nThe desktop explorer is not built yet; run a subcommand.", file=sys.stderr)
-        return 2
+        from ui.app import run
+
+        return run(args)
     try:
         return args.run(args)
     except (ValueError, OSError) as exc:

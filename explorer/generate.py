@@ -12,7 +12,6 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -26,16 +25,14 @@ from model.camera import (
     orbit,
     read_camera_path_json,
     read_re10k,
-    scale_intrinsics,
     write_re10k,
     yaw_pan,
 )
-from model.depth import PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
-from model.image_io import load_photo
+from explorer.scene_inputs import SceneDepth, bundled_scene, photo_inputs
 from model.memory import LatentSpatialMemory
-from model.pipeline import DepthSource, MiragePipeline, PipelineConfig, estimator_depth
-from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.pipeline import DepthSource, MiragePipeline, PipelineConfig
+from model.rgb_memory import RGBPointCloudMemory
+from model.scenes import SceneRenderer
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
 DEFAULT_SIZE = {"wan": (704, 1280), "tiny": (176, 320)}
@@ -70,6 +67,7 @@ class GenerateArgs:
     save_memory: str | None = None  # write the final memory here (.safetensors)
     load_memory: str | None = None  # start from this saved memory instead of the photo alone
     fps: float = 16.0  # frames per second of the video
+    memory: str = "latent"  # latent | rgb (the pixel-space RGB point-cloud baseline: rasterise + VAE-encode per readout)
 
 
 def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: float) -> torch.Tensor:
@@ -95,37 +93,20 @@ def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: 
     return w2c[:n_frames]
 
 
-class _SceneDepth:
-    """Exact depth of a procedural scene at the generated frames' poses."""
-
-    def __init__(self, scene: ProceduralScene, renderer: SceneRenderer, width: int, height: int) -> None:
-        self.scene, self.renderer, self.width, self.height = scene, renderer, width, height
-        self.name = "exact (procedural scene)"
-
-    def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.renderer.render(self.scene, p, K, self.width, self.height)[1] for p in w2c]))
+# The scene openers live in explorer.scene_inputs (shared with the explorer's worker); these names stay
+# for callers of this module.
+_SceneDepth = SceneDepth
 
 
 def _bundled_scene(height: int, width: int, renderer: SceneRenderer):
-    view = load_rgbd_folder(SAMPLE_SCENE_DIR)
-    scene = ProceduralScene(SceneConfig(**view.source["config"]))
-    photo = load_photo(SAMPLE_SCENE_DIR / "image.png", height, width)
-    K = scale_intrinsics(torch.from_numpy(view.K), (view.height, view.width), (height, width))
-    depth = torch.from_numpy(renderer.render(scene, view.w2c, K, width, height)[1])
-    return photo.image, depth, K, _SceneDepth(scene, renderer, width, height), "bundled sample scene (camera.json)"
+    inputs = bundled_scene(height, width, renderer)
+    return inputs.image, inputs.depth, inputs.K, inputs.depth_source, inputs.k_source
 
 
 def _photo_inputs(args: GenerateArgs, height: int, width: int, device) -> tuple:
-    photo = load_photo(args.image, height, width)
-    estimator = TransformersDepthEstimator(args.depth_model, device=device) if args.depth_model else None
-    if estimator is None:
-        print("warning: no --depth-model given: the memory write-back uses a flat prior depth (ground plane + backdrop); "
-              "geometry will be approximate", file=sys.stderr)
-        estimator = PriorDepth()
-    estimate = estimator.estimate(photo.image[None]) if args.depth is None else None
-    depth = load_depth_for_photo(args.depth, height, width, photo.original_size) if args.depth else estimate.depth[0]
-    K, source = resolve_intrinsics(width, height, exif_focal_px=photo.exif_focal_px, depth_fov_y_deg=estimate.fov_y_deg if estimate else None)
-    return photo.image, depth, K, estimator_depth(estimator), source
+    inputs = photo_inputs(args.image, height, width, device, depth_path=args.depth, depth_model=args.depth_model,
+                          warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+    return inputs.image, inputs.depth, inputs.K, inputs.depth_source, inputs.k_source
 
 
 def run_generate(args: GenerateArgs) -> dict:
@@ -137,7 +118,7 @@ def run_generate(args: GenerateArgs) -> dict:
         raise ValueError(f"--segments must be >= 1, got {args.segments}")
     height, width = (args.height or DEFAULT_SIZE[args.backend][0]), (args.width or DEFAULT_SIZE[args.backend][1])
     fraction = args.inpaint_fraction if args.inpaint_fraction is not None else DEFAULT_INPAINT_FRACTION[args.backend]
-    config = PipelineConfig(steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction)
+    config = PipelineConfig(steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction, memory_kind=args.memory)
     if args.mode == "branch" and not args.memory_weights:
         raise ValueError("--mode branch needs --memory-weights DIR (a trained memory branch + LoRA); use --mode inpaint with stock weights")
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
@@ -159,7 +140,8 @@ def run_generate(args: GenerateArgs) -> dict:
         pipe = MiragePipeline(backbone, config, branch)
         pipe.start(image, depth, K, prompt=args.prompt)
         if args.load_memory:
-            pipe.load_memory(LatentSpatialMemory.load(args.load_memory))
+            loaded = RGBPointCloudMemory.load(args.load_memory, vae=backbone.vae) if args.memory == "rgb" else LatentSpatialMemory.load(args.load_memory)
+            pipe.load_memory(loaded)
         finite = depth[torch.isfinite(depth)]
         radius = float(finite.median()) if finite.numel() else 2.0
         n_frames = args.segments * (config.segment_frames - 1) + 1

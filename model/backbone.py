@@ -44,7 +44,7 @@ from model.patch_vae import PatchVAE, VideoVAE, check_frames, check_latents
 
 BACKENDS = ("wan", "tiny")
 OFFLOADS = ("none", "model", "group")
-TINY_VAES = ("patch", "wan")
+TINY_VAES = ("patch", "wan", "wan-full")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 #: Scheduler of Wan2.2-TI2V-5B (diffusers' converter); the ``wan`` backend reads it from the folder.
@@ -96,7 +96,8 @@ class BackboneConfig:
     backend: str = "tiny"
     # local diffusers folder of Wan2.2-TI2V-5B (required for, and only used by, backend "wan")
     model_dir: str | None = None
-    # VAE of the tiny backend: "patch" (exact 4x4 pixel patches) or "wan" (tiny random AutoencoderKLWan, stride 16)
+    # VAE of the tiny backend: "patch" (exact 4x4 pixel patches), "wan" (tiny random AutoencoderKLWan, stride 16) or
+    # "wan-full" (the full-size Wan2.2 VAE architecture, 705M random weights: real VAE cost, for benchmarks)
     tiny_vae: str = "patch"
     # memory profile: "none" (all on device), "model" (whole-model CPU offload), "group" (group offload, 24 GB cards)
     offload: str = "none"
@@ -529,8 +530,9 @@ def _build_tiny_parts(
     tokenizer = tiny_tokenizer()
     text_encoder = _seeded(config.seed, lambda: tiny_text_encoder(len(tokenizer)))
     transformer = _seeded(config.seed + 1, lambda: tiny_transformer(config, text_encoder.config.d_model))
-    if config.tiny_vae == "wan":
-        vae: VideoVAE = WanVideoVAE(_seeded(config.seed + 2, tiny_wan_vae).eval(), device)
+    if config.tiny_vae in ("wan", "wan-full"):
+        factory = tiny_wan_vae if config.tiny_vae == "wan" else wan22_vae
+        vae: VideoVAE = WanVideoVAE(_seeded(config.seed + 2, factory).eval(), device)
     else:
         vae = PatchVAE(device)
     scheduler_config = dict(UniPCMultistepScheduler(**TI2V_SCHEDULER).config)
@@ -620,4 +622,35 @@ def tiny_wan_vae() -> AutoencoderKLWan:
         scale_factor_spatial=16,
         scale_factor_temporal=4,
         temperal_downsample=[False, True, True],
+    )
+
+
+#: ``latents_mean`` / ``latents_std`` of the Wan2.2 VAE (``vae22_diffusers_config`` in diffusers' converter).
+WAN22_LATENTS_MEAN = [
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557, -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502, -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748, 0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+]  # fmt: skip
+WAN22_LATENTS_STD = [
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013, 0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659, 0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887, 0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+]  # fmt: skip
+
+
+def wan22_vae() -> AutoencoderKLWan:
+    """The full-size Wan2.2 ``AutoencoderKLWan`` (``vae22_diffusers_config``: 705M parameters, 48 channels,
+    stride 16 x 4) with random weights from the current RNG: the real VAE's cost without its weights."""
+    return AutoencoderKLWan(
+        base_dim=160,
+        decoder_base_dim=256,
+        z_dim=WAN22_LATENT_CHANNELS,
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_temporal=4,
+        scale_factor_spatial=16,
+        latents_mean=WAN22_LATENTS_MEAN,
+        latents_std=WAN22_LATENTS_STD,
     )

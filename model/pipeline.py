@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -34,9 +34,18 @@ from model.frames import frames_to_tensor, tensor_to_frames
 from model.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, dynamic_mask, write_masks
 from model.memory import LatentSpatialMemory, MemoryConfig
 from model.memory_branch import MemoryBranch
+from model.rgb_memory import RGBPointCloudMemory
 
 MODES = ("inpaint", "branch")
 WRITE_PATHS = ("latents", "reencode")
+MEMORY_KINDS = ("latent", "rgb")
+
+
+def make_memory(config: PipelineConfig, backbone: Backbone) -> LatentSpatialMemory | RGBPointCloudMemory:
+    """An empty memory of ``config.memory_kind`` on the backbone's device (the RGB one reads out through its VAE)."""
+    if config.memory_kind == "rgb":
+        return RGBPointCloudMemory(config.memory, backbone.device, vae=backbone.vae)
+    return LatentSpatialMemory(config.memory, backbone.device)
 
 
 class GenerationCancelled(Exception):
@@ -72,7 +81,8 @@ class PipelineConfig:
     seed: int = 0  # seeds the noise of every segment (segment s uses seed * 1_000_003 + s)
     sky_far_m: float = DEFAULT_SKY_FAR_M  # depth beyond which a cell is sky and never written, metres
     dynamic_threshold: float = DEFAULT_DYNAMIC_THRESHOLD  # change score above which a visible cell is dynamic
-    memory: MemoryConfig = field(default_factory=MemoryConfig)  # latent memory settings
+    memory: MemoryConfig = field(default_factory=MemoryConfig)  # memory settings (de-duplication, near plane)
+    memory_kind: str = "latent"  # "latent": LatentSpatialMemory; "rgb": the pixel-space RGBPointCloudMemory baseline
 
     def __post_init__(self) -> None:
         if self.segment_frames < 5 or (self.segment_frames - 1) % 4:
@@ -85,6 +95,8 @@ class PipelineConfig:
             raise ValueError(f"inpaint_fraction must be in [0, 1], got {self.inpaint_fraction}")
         if self.write_path not in WRITE_PATHS:
             raise ValueError(f"write_path must be one of {WRITE_PATHS}, got {self.write_path!r}")
+        if self.memory_kind not in MEMORY_KINDS:
+            raise ValueError(f"memory_kind must be one of {MEMORY_KINDS}, got {self.memory_kind!r}")
 
     @property
     def latent_frames(self) -> int:
@@ -138,7 +150,7 @@ class MiragePipeline:
         if self.config.mode == "branch" and branch is None:
             raise ValueError("mode 'branch' needs trained memory weights (--memory-weights DIR); use mode 'inpaint' with stock weights")
         self.branch = branch
-        self.memory = LatentSpatialMemory(self.config.memory, backbone.device)
+        self.memory = make_memory(self.config, backbone)
         self.segments_done = 0
         self._last_frame: np.ndarray | None = None
         self._prompt_embeds: torch.Tensor | None = None
@@ -169,17 +181,57 @@ class MiragePipeline:
         K = validate_intrinsics(torch.as_tensor(K, dtype=torch.float64), "K")
         w2c = validate_poses(torch.eye(4, dtype=torch.float64) if w2c is None else torch.as_tensor(w2c, dtype=torch.float64), "w2c")
         latent = self.backbone.vae.encode(frames_to_tensor(image, self.backbone.device))[0]
-        self.memory = LatentSpatialMemory(self.config.memory, self.backbone.device)
+        self.memory = make_memory(self.config, self.backbone)
         self.memory.initialize(latent, depth, K, w2c, keep=keep, image=torch.from_numpy(image.copy()))
         self._prompt_embeds = self.backbone.encode_prompt(prompt)
         self._last_frame, self._K, self._size = image, K, (height, width)
         self.segments_done = 0
 
-    def load_memory(self, memory: LatentSpatialMemory) -> None:
+    def load_memory(self, memory: LatentSpatialMemory | RGBPointCloudMemory) -> None:
         """Continue from a saved memory (call after :meth:`start`, which sets image, K and prompt)."""
         if memory.channels not in (None, self.backbone.vae.latent_channels):
             raise ValueError(f"memory holds {memory.channels}-channel features, the backbone's latent has {self.backbone.vae.latent_channels}")
         self.memory = memory.to(self.backbone.device)
+
+    def resume(self, last_frame: np.ndarray, K: torch.Tensor, prompt: str, memory: LatentSpatialMemory, segments_done: int) -> None:
+        """Continue a recorded session: the state :meth:`run_segment` needs, without re-encoding a photo.
+
+        Args:
+            last_frame: ``[H, W, 3]`` uint8, the last generated frame (the next segment's frame 0).
+            K: ``[3, 3]`` pixel intrinsics of the frames. prompt: the session's prompt.
+            memory: the memory after the last segment. segments_done: segments generated so far
+                (numbers the next segment and seeds its noise, so a resumed run equals an unbroken one).
+        """
+        last_frame = np.asarray(last_frame)
+        if last_frame.dtype != np.uint8 or last_frame.ndim != 3 or last_frame.shape[2] != 3:
+            raise ValueError(f"last_frame: expected uint8 [H,W,3], got {last_frame.dtype} {list(last_frame.shape)}")
+        height, width = last_frame.shape[:2]
+        multiple = self.backbone.expected_image_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(f"frame size {width}x{height} must be a multiple of {multiple} for this backbone")
+        if segments_done < 0:
+            raise ValueError(f"segments_done must be >= 0, got {segments_done}")
+        K = validate_intrinsics(torch.as_tensor(K, dtype=torch.float64), "K")
+        self.load_memory(memory)
+        self._prompt_embeds = self.backbone.encode_prompt(prompt)
+        self._last_frame, self._K, self._size = last_frame.copy(), K, (height, width)
+        self.segments_done = int(segments_done)
+
+    def update_config(self, prompt: str | None = None, **changes) -> None:
+        """Change generation settings between segments without reloading anything.
+
+        Args:
+            prompt: a new text prompt (re-encoded once), or None to keep the current one.
+            changes: :class:`PipelineConfig` fields such as ``steps``, ``seed``, ``inpaint_fraction``,
+                ``dynamic_threshold``. ``mode``, ``segment_frames`` and the memory settings are fixed
+                for a scene (they change what the memory holds or needs trained weights).
+        """
+        fixed = sorted({"mode", "segment_frames", "memory", "memory_kind"} & changes.keys())
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)} cannot change during a scene; open the scene again with the new setting")
+        self.config = replace(self.config, **changes)  # validates in __post_init__
+        if prompt is not None:
+            self._prompt_embeds = self.backbone.encode_prompt(prompt)
 
     @property
     def K(self) -> torch.Tensor:

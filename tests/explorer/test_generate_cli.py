@@ -113,6 +113,21 @@ def test_walkthrough_writes_preview_and_session(tmp_path, capsys):
     assert len(read_re10k(tmp_path / "w" / "cameras.txt").w2c) == 10
 
 
-def test_no_subcommand_explains_itself(capsys):
+def test_no_subcommand_opens_the_gui_with_its_options(capsys, monkeypatch):
+    import ui.app
+
+    launched = []
+    monkeypatch.setattr(ui.app, "run", lambda args: launched.append(args) or 0)
+    code, _, _ = run(["--backend", "tiny", "--steps", "2"], capsys)
+    assert code == 0 and len(launched) == 1
+    assert launched[0].command is None and launched[0].gui_backend == "tiny" and launched[0].gui_steps == 2
+    help_text = main.build_parser().format_help()
+    assert "--backend" in help_text and "--model" in help_text and "desktop GUI" in help_text
+
+
+def test_gui_without_a_display_says_so_and_exits_3(capsys, monkeypatch):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
     code, _, err = run([], capsys)
-    assert code == 2 and "subcommand" in err
+    assert code == 3 and "no display" in err and "walkthrough" in err

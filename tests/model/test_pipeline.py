@@ -8,6 +8,7 @@ from model.backbone import BackboneConfig, load_backbone
 from model.camera import intrinsics_from_fov, orbit
 from model.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
 from model.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.memory import LatentSpatialMemory
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.scenes import ProceduralScene, SceneConfig
 
@@ -179,3 +180,34 @@ def test_bad_pipeline_inputs(renderer, scene, K):
     bad[5, 0, 3] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         list(pipe.generate(bad, SceneDepth(renderer, scene)))
+
+
+def test_resume_continues_exactly_like_an_unbroken_run(tmp_path, renderer, scene, K):
+    depth = SceneDepth(renderer, scene)
+    unbroken = started(tiny(), renderer, scene, K, PipelineConfig(steps=2, seed=1))
+    first, second = list(unbroken.generate(path(2), depth))
+    recorded = started(tiny(), renderer, scene, K, PipelineConfig(steps=2, seed=1))
+    recorded.run_segment(path(2)[:SEGMENT], depth)
+    recorded.memory.save(tmp_path / "memory.safetensors")
+    resumed = MiragePipeline(tiny(), PipelineConfig(steps=2, seed=1))
+    resumed.resume(first.frames[-1], K, "a room with a table", LatentSpatialMemory.load(tmp_path / "memory.safetensors"), segments_done=1)
+    again = resumed.run_segment(path(2)[32:], depth)
+    assert again.index == 1 and np.array_equal(again.frame_ids, second.frame_ids)
+    assert np.array_equal(again.frames, second.frames) and torch.equal(again.latents, second.latents)
+    assert torch.equal(resumed.memory.positions, unbroken.memory.positions)
+    with pytest.raises(ValueError, match="multiple"):
+        resumed.resume(first.frames[-1][:, :100].copy(), K, "", resumed.memory, 1)
+    with pytest.raises(ValueError, match="segments_done"):
+        resumed.resume(first.frames[-1], K, "", resumed.memory, -1)
+
+
+def test_update_config_between_segments(renderer, scene, K):
+    pipe = started(tiny(), renderer, scene, K, PipelineConfig(steps=2, seed=1))
+    pipe.update_config(steps=3, seed=7, prompt="a kitchen")
+    steps = []
+    pipe.run_segment(path(1), SceneDepth(renderer, scene), on_step=lambda s, i, n: steps.append(n))
+    assert steps == [3, 3, 3] and pipe.config.seed == 7
+    with pytest.raises(ValueError, match="mode"):
+        pipe.update_config(mode="branch")
+    with pytest.raises(ValueError, match="steps"):
+        pipe.update_config(steps=0)

@@ -1,0 +1,108 @@
+"""What a generation starts from: image, depth, intrinsics and the depth source of generated frames.
+
+Shared by the headless ``generate`` command and the desktop explorer's background worker, so both
+open a photo (or the bundled sample scene) exactly the same way:
+
+* the **bundled scene** (``resources/sample_scene``) is a procedural room: its photo is centre-cropped
+  to the model size and its depth, like the depth of every generated frame, is rendered exactly;
+* a **photo** is loaded with :func:`model.image_io.load_photo` (EXIF-oriented, centre-cropped,
+  resized); depth comes from a given depth file, else a ``transformers`` depth model, else the flat
+  :class:`model.depth.PriorDepth` with a loud warning; intrinsics from EXIF / the depth model / default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.camera import scale_intrinsics
+from model.depth import PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
+from model.image_io import load_photo
+from model.pipeline import DepthSource, estimator_depth
+from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
+from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
+
+#: Warning shown when a photo has neither a depth file nor a depth model.
+PRIOR_DEPTH_WARNING = (
+    "no depth model configured: the memory uses a flat prior depth (ground plane + backdrop); "
+    "geometry will be approximate. Set a depth model folder (--depth-model) for real geometry."
+)
+
+
+@dataclass
+class SceneInputs:
+    """Everything :meth:`model.pipeline.MiragePipeline.start` and the generation loop need.
+
+    Attributes:
+        image: ``[H, W, 3]`` uint8 at the model size. depth: ``[H, W]`` float32 metres (+inf invalid).
+        K: ``[3, 3]`` float64 pixel intrinsics. depth_source: depth of generated frames.
+        k_source: where K came from. source: ``"bundled"`` or the photo's path.
+    """
+
+    image: np.ndarray
+    depth: torch.Tensor
+    K: torch.Tensor
+    depth_source: DepthSource
+    k_source: str
+    source: str
+
+    @property
+    def depth_name(self) -> str:
+        return getattr(self.depth_source, "name", "custom")
+
+
+class SceneDepth:
+    """Exact depth of a procedural scene at the generated frames' poses (a :class:`DepthSource`)."""
+
+    def __init__(self, scene: ProceduralScene, renderer: SceneRenderer, width: int, height: int) -> None:
+        self.scene, self.renderer, self.width, self.height = scene, renderer, width, height
+        self.name = "exact (procedural scene)"
+
+    def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.renderer.render(self.scene, p, K, self.width, self.height)[1] for p in w2c]))
+
+
+def bundled_scene(height: int, width: int, renderer: SceneRenderer) -> SceneInputs:
+    """The bundled sample scene at ``height x width`` with exact depth (``renderer`` must outlive the result)."""
+    view = load_rgbd_folder(SAMPLE_SCENE_DIR)
+    scene = ProceduralScene(SceneConfig(**view.source["config"]))
+    photo = load_photo(SAMPLE_SCENE_DIR / "image.png", height, width)
+    K = scale_intrinsics(torch.from_numpy(view.K), (view.height, view.width), (height, width))
+    depth = torch.from_numpy(renderer.render(scene, view.w2c, K, width, height)[1])
+    return SceneInputs(photo.image, depth, K, SceneDepth(scene, renderer, width, height), "bundled sample scene (camera.json)", "bundled")
+
+
+def photo_inputs(
+    path: str | Path,
+    height: int,
+    width: int,
+    device=None,
+    depth_path: str | None = None,
+    depth_model: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> SceneInputs:
+    """A photo at ``height x width`` with its depth and intrinsics.
+
+    Args:
+        depth_path: depth file for the photo (``.png`` mm / ``.npy`` m), cropped like the photo.
+        depth_model: local ``transformers`` depth-estimation folder; also the depth of generated frames.
+        warn: called with :data:`PRIOR_DEPTH_WARNING` when the flat prior has to be used.
+
+    Raises:
+        model.image_io.ImageLoadError: the photo cannot be used (the message names the file).
+        ValueError: a bad depth file or depth model folder (named in the message).
+    """
+    photo = load_photo(path, height, width)
+    estimator = TransformersDepthEstimator(depth_model, device=device or "cpu") if depth_model else None
+    if estimator is None:
+        if warn is not None:
+            warn(PRIOR_DEPTH_WARNING)
+        estimator = PriorDepth()
+    estimate = estimator.estimate(photo.image[None]) if depth_path is None else None
+    depth = load_depth_for_photo(depth_path, height, width, photo.original_size) if depth_path else estimate.depth[0]
+    K, k_source = resolve_intrinsics(width, height, exif_focal_px=photo.exif_focal_px, depth_fov_y_deg=estimate.fov_y_deg if estimate else None)
+    return SceneInputs(photo.image, depth, K, estimator_depth(estimator), k_source, str(path))

@@ -1,0 +1,421 @@
+"""Recording and replaying explorer sessions.
+
+A session folder holds:
+
+* ``video.mp4``: every generated frame, H.264 yuv420p (the first recorded segment's 33 frames, then
+  32 new frames per segment), with the session JSON in the MP4 ``comment`` tag (drop the video
+  anywhere and the settings travel with it);
+* ``session.json``: format/version, settings, seed, model description, source (``"bundled"`` or the
+  photo's path), prompt, size, fps, K, start pose, per-segment poses (33 camera-to-world matrices,
+  row-major, OpenCV axes), actions, timings and memory stats, and the file names below;
+* ``cameras.txt``: the poses of every video frame as a RealEstate10K camera file;
+* ``memory.safetensors``: the memory after the last segment (:meth:`LatentSpatialMemory.save`);
+* ``last_frame.png``: the last generated frame, lossless, so a continued session resumes from the
+  exact frame and not from its H.264 copy.
+
+Atomicity: the recorder writes into a hidden staging folder beside the target and swaps it in only
+when :meth:`SessionRecorder.finish` has written everything (:func:`model.atomic.atomic_dir`): a crash
+or an error leaves the previous recording in that folder intact (the folder is replaced as a whole).
+The final video with its comment is made by remuxing (``ffmpeg -c copy``, no re-encoding) with the
+comment read from an ffmetadata file, so long sessions do not hit command-line length limits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import torch
+
+from explorer.video_io import Mp4Writer, read_mp4_frames, read_mp4_metadata
+from model.atomic import atomic_dir
+from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses, write_camera_path_json, write_re10k
+from model.image_io import load_image, save_png
+
+FORMAT_NAME = "mirage-explorer-session"
+FORMAT_VERSION = 1
+VIDEO, SESSION_JSON, CAMERAS, MEMORY, LAST_FRAME = "video.mp4", "session.json", "cameras.txt", "memory.safetensors", "last_frame.png"
+
+
+class SessionError(ValueError):
+    """A session folder that cannot be read; the message names the file and what is wrong."""
+
+
+def _c2w_rows(w2c) -> list[list[float]]:
+    w2c = torch.as_tensor(w2c, dtype=torch.float64)
+    return invert_pose(w2c).reshape(-1, 16).tolist()
+
+
+class SessionRecorder:
+    """Records one session into ``folder`` (see the module docstring for the files).
+
+    Args:
+        folder: the session folder; replaced as a whole by :meth:`finish`.
+        fps: frame rate of the video and the camera file.
+
+    Example:
+        >>> recorder = SessionRecorder("sessions/kitchen")  # doctest: +SKIP
+        >>> recorder.start(width=1280, height=704, K=K, start_w2c=np.eye(4), source="photo.jpg")  # doctest: +SKIP
+        >>> for result in segments: recorder.add_segment(result, action="forward")  # doctest: +SKIP
+        >>> recorder.finish(pipe.memory)  # doctest: +SKIP
+    """
+
+    def __init__(self, folder: str | os.PathLike, fps: float = 16.0) -> None:
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.folder, self.fps = Path(folder), float(fps)
+        self._staging_cm = None
+        self._staging: Path | None = None
+        self._video: Mp4Writer | None = None
+        self._info: dict = {}
+        self._segments: list[dict] = []
+        self._poses: list[torch.Tensor] = []
+        self._last_frame: np.ndarray | None = None
+
+    @property
+    def recording(self) -> bool:
+        return self._staging is not None
+
+    @property
+    def segments(self) -> int:
+        return len(self._segments)
+
+    def start(
+        self,
+        *,
+        width: int,
+        height: int,
+        K,
+        start_w2c,
+        source: str,
+        prompt: str = "",
+        seed: int = 0,
+        settings: dict | None = None,
+        model: dict | str | None = None,
+        first_segment: int = 0,
+    ) -> None:
+        """Open the staging folder and remember the session's constants.
+
+        Args:
+            source: ``"bundled"`` or the photo's path. first_segment: index of the first segment this
+                recording will hold (> 0 when it continues a replayed session).
+        """
+        if self.recording:
+            raise RuntimeError(f"{self.folder}: already recording")
+        K = validate_intrinsics(torch.as_tensor(K, dtype=torch.float64), "K")
+        start_w2c = validate_poses(torch.as_tensor(start_w2c, dtype=torch.float64), "start_w2c")
+        self._staging_cm = atomic_dir(self.folder)
+        self._staging = self._staging_cm.__enter__()
+        self._video = Mp4Writer(self._staging / ".video-nometa.mp4", int(width), int(height), self.fps)
+        self._info = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "source": {"kind": "bundled" if source == "bundled" else "image", "path": None if source == "bundled" else str(source)},
+            "prompt": prompt,
+            "seed": int(seed),
+            "settings": settings or {},
+            "model": model,
+            "width": int(width),
+            "height": int(height),
+            "fps": self.fps,
+            "K": K.tolist(),
+            "start_c2w": _c2w_rows(start_w2c)[0],
+            "first_segment": int(first_segment),
+        }
+        self._segments, self._poses, self._last_frame = [], [], None
+
+    def add_segment(self, result, action: str | None = None) -> None:
+        """Append a :class:`~model.pipeline.SegmentResult`'s frames to the video and remember its poses."""
+        if not self.recording:
+            raise RuntimeError(f"{self.folder}: not recording (call start first)")
+        frames = np.asarray(result.frames)
+        w2c = validate_poses(torch.as_tensor(result.w2c, dtype=torch.float64), "segment poses")
+        if frames.ndim != 4 or len(frames) != len(w2c):
+            raise ValueError(f"segment {result.index}: {len(frames)} frames but {len(w2c)} poses")
+        for frame in frames if not self._segments else frames[1:]:
+            self._video.append(frame)
+        action = action if action is not None else getattr(result, "action", "")
+        self._segments.append({
+            "index": int(result.index),
+            "action": action or "",
+            "frame_ids": [int(result.frame_ids[0]), int(result.frame_ids[-1])],
+            "c2w": _c2w_rows(w2c),
+            "timings_s": {k: float(v) for k, v in result.timings.items()},
+            "memory": {"points": int(result.memory_points), "bytes": int(result.memory_bytes)},
+        })
+        self._poses.append(w2c)
+        self._last_frame = frames[-1].copy()
+
+    def session_dict(self) -> dict:
+        """The JSON written to ``session.json`` (and the video's comment) as of now."""
+        return {
+            **self._info,
+            "segments": self._segments,
+            "segments_done": self._info.get("first_segment", 0) + len(self._segments),
+            "frames": 1 + sum(len(p) - 1 for p in self._poses) if self._poses else 0,
+            "files": {"video": VIDEO, "cameras": CAMERAS, "memory": MEMORY, "last_frame": LAST_FRAME},
+        }
+
+    def finish(self, memory) -> Path:
+        """Write every file and swap the staging folder in; returns the session folder.
+
+        Args:
+            memory: the pipeline's memory after the last recorded segment (anything with ``save(path)``
+                and ``stats()``).
+        """
+        if not self.recording:
+            raise RuntimeError(f"{self.folder}: not recording")
+        if not self._segments:
+            self.abort()
+            raise ValueError(f"{self.folder}: no segments were recorded; nothing saved")
+        staging = self._staging
+        try:
+            stats = memory.stats()
+            data = self.session_dict()
+            data["memory"] = {"points": int(stats.points), "bytes": int(stats.bytes)}
+            self._video.close()
+            self._video = None
+            _remux_with_comment(staging / ".video-nometa.mp4", staging / VIDEO, data)
+            (staging / ".video-nometa.mp4").unlink()
+            (staging / SESSION_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+            K = torch.tensor(self._info["K"], dtype=torch.float64)
+            write_re10k(staging / CAMERAS, _all_frames(self._poses), K, self._info["width"], self._info["height"], fps=self.fps,
+                        url=f"mirage-explorer session seed={self._info['seed']}")
+            memory.save(staging / MEMORY)
+            save_png(staging / LAST_FRAME, self._last_frame)
+        except BaseException as exc:
+            self.abort()
+            raise exc
+        self._staging_cm.__exit__(None, None, None)
+        self._staging = self._staging_cm = None
+        return self.folder
+
+    def abort(self) -> None:
+        """Drop the staging folder; the session folder keeps its previous content."""
+        if self._video is not None:
+            self._video.abort()
+            self._video = None
+        if self._staging_cm is not None:
+            self._staging_cm.__exit__(RuntimeError, RuntimeError("recording aborted"), None)
+        self._staging = self._staging_cm = None
+
+
+def _all_frames(poses: list[torch.Tensor]) -> torch.Tensor:
+    """Poses of every video frame: the first segment whole, then each next one without its shared frame."""
+    return torch.cat([poses[0]] + [p[1:] for p in poses[1:]])
+
+
+def _ffmetadata_escape(text: str) -> str:
+    for char in ("\\", "=", ";", "#", "\n"):
+        text = text.replace(char, "\\" + char)
+    return text
+
+
+def _remux_with_comment(src: Path, dst: Path, data: dict) -> None:
+    """Copy the streams of ``src`` into ``dst`` with ``data`` as JSON in the MP4 comment (no re-encoding)."""
+    meta = src.with_name(".video-comment.ffmeta")
+    meta.write_text(";FFMETADATA1\ncomment=" + _ffmetadata_escape(json.dumps(data, separators=(",", ":"))) + "\n", encoding="utf-8")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-f", "ffmetadata", "-i", str(meta),
+           "-map", "0", "-map_metadata", "1", "-c", "copy", "-movflags", "+faststart", str(dst)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{dst}: ffmpeg could not add the session metadata: {done.stderr.strip()}")
+    finally:
+        meta.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordedSession:
+    """A session folder read back by :func:`load_session`.
+
+    Attributes:
+        frames: ``[T, H, W, 3]`` uint8 video frames (decoded H.264: lossy).
+        w2c: ``[S, 33, 4, 4]`` float64 poses of each segment's frames.
+        K: ``[3, 3]`` float64. start_w2c: ``[4, 4]`` float64.
+        last_frame: ``[H, W, 3]`` uint8, the exact last frame (``last_frame.png``; the video's when absent).
+        memory_path: the saved memory. data: the whole ``session.json``.
+    """
+
+    folder: Path
+    data: dict
+    frames: np.ndarray
+    w2c: np.ndarray
+    K: np.ndarray
+    start_w2c: np.ndarray
+    last_frame: np.ndarray
+    memory_path: Path
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return float(self.data["fps"])
+
+    @property
+    def width(self) -> int:
+        return int(self.data["width"])
+
+    @property
+    def height(self) -> int:
+        return int(self.data["height"])
+
+    @property
+    def prompt(self) -> str:
+        return str(self.data.get("prompt", ""))
+
+    @property
+    def seed(self) -> int:
+        return int(self.data.get("seed", 0))
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.data.get("settings", {}))
+
+    @property
+    def source(self) -> str:
+        """``"bundled"`` or the photo's path."""
+        src = self.data["source"]
+        return "bundled" if src["kind"] == "bundled" else str(src["path"])
+
+    @property
+    def first_segment(self) -> int:
+        return int(self.data.get("first_segment", 0))
+
+    @property
+    def segments_done(self) -> int:
+        return self.first_segment + len(self.w2c)
+
+    def all_w2c(self) -> np.ndarray:
+        """``[T, 4, 4]`` poses of every video frame."""
+        return _all_frames([torch.from_numpy(p) for p in self.w2c]).numpy()
+
+    def poses_by_frame(self) -> dict[int, np.ndarray]:
+        """Global frame id -> w2c of every recorded frame (and the start pose as frame 0 of segment 0)."""
+        out = {0: self.start_w2c} if self.first_segment == 0 else {}
+        for k, poses in enumerate(self.w2c):
+            base = (self.first_segment + k) * (len(poses) - 1)
+            for j, pose in enumerate(poses):
+                out[base + j] = pose
+        return out
+
+
+def _fail(path: Path, why: str) -> SessionError:
+    return SessionError(f"{path}: {why}")
+
+
+def load_session(folder: str | os.PathLike) -> RecordedSession:
+    """Read and strictly validate a session folder.
+
+    Raises:
+        SessionError: (a ``ValueError``) naming the file: a missing folder/file, invalid JSON, another
+            format or version, missing or malformed keys, bad poses / intrinsics, or a video whose
+            frame count or size does not match the JSON.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise _fail(folder, "not a session folder (does not exist or is not a folder)")
+    json_path = folder / SESSION_JSON
+    if not json_path.is_file():
+        raise _fail(json_path, "missing (every session folder has one)")
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(json_path, f"not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise _fail(json_path, f"not a Mirage Explorer session (format {data.get('format') if isinstance(data, dict) else None!r})")
+    if data.get("version") != FORMAT_VERSION:
+        raise _fail(json_path, f"unsupported session version {data.get('version')!r} (this build reads {FORMAT_VERSION})")
+    try:
+        width, height, fps = int(data["width"]), int(data["height"]), float(data["fps"])
+        if width <= 0 or height <= 0 or not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"width/height/fps must be positive, got {width}, {height}, {fps}")
+        source = data["source"]
+        if not isinstance(source, dict) or source.get("kind") not in ("bundled", "image") or (source["kind"] == "image" and not isinstance(source.get("path"), str)):
+            raise ValueError(f"source must be {{'kind': 'bundled'}} or {{'kind': 'image', 'path': ...}}, got {source!r}")
+        K = validate_intrinsics(torch.tensor(data["K"], dtype=torch.float64), "K")
+        if K.shape != (3, 3):
+            raise ValueError(f"K must be 3x3, got {list(K.shape)}")
+        start_c2w = torch.tensor(data["start_c2w"], dtype=torch.float64).reshape(4, 4)
+        start_w2c = validate_poses(invert_pose(validate_poses(start_c2w, "start_c2w")), "start pose")
+        segments = data["segments"]
+        if not isinstance(segments, list) or not segments:
+            raise ValueError("segments must be a non-empty list")
+        poses, actions = [], []
+        for i, seg in enumerate(segments):
+            try:
+                c2w = torch.tensor(seg["c2w"], dtype=torch.float64)
+                if c2w.ndim != 2 or c2w.shape[1] != 16 or len(c2w) < 2:
+                    raise ValueError(f"c2w must be a list of 16-number rows, got shape {list(c2w.shape)}")
+                w2c = invert_pose(validate_poses(c2w.reshape(-1, 4, 4), "c2w"))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"segments[{i}]: {exc}") from exc
+            if poses and len(w2c) != len(poses[0]):
+                raise ValueError(f"segments[{i}]: {len(w2c)} poses, segment 0 has {len(poses[0])}")
+            poses.append(w2c.numpy())
+            actions.append(str(seg.get("action", "")))
+        first_segment = int(data.get("first_segment", 0))
+        if first_segment < 0:
+            raise ValueError(f"first_segment must be >= 0, got {first_segment}")
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise _fail(json_path, f"invalid session: {what}") from exc
+
+    video = folder / VIDEO
+    if not video.is_file():
+        raise _fail(video, "missing (the session's video)")
+    try:
+        frames = read_mp4_frames(video)
+    except (OSError, RuntimeError, StopIteration, ValueError) as exc:
+        raise _fail(video, f"cannot decode the video ({exc})") from exc
+    expected = 1 + sum(len(p) - 1 for p in poses)
+    if frames.shape != (expected, height, width, 3):
+        raise _fail(video, f"holds {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}, but {json_path.name} describes {expected} frames of {width}x{height}")
+    memory_path = folder / MEMORY
+    if not memory_path.is_file():
+        raise _fail(memory_path, "missing (the memory after the last segment)")
+    last_path = folder / LAST_FRAME
+    if last_path.is_file():
+        try:
+            last_frame = load_image(last_path)
+        except ValueError as exc:
+            raise _fail(last_path, f"unreadable ({exc})") from exc
+        if last_frame.shape != (height, width, 3):
+            raise _fail(last_path, f"is {last_frame.shape[1]}x{last_frame.shape[0]}, expected {width}x{height}")
+    else:
+        last_frame = frames[-1].copy()
+    return RecordedSession(folder, data, frames, np.stack(poses), K.numpy(), start_w2c.numpy(), last_frame, memory_path, actions)
+
+
+def session_memory(session: RecordedSession, pipeline_config=None, backbone=None):
+    """Load a session's memory (the RGB baseline when the pipeline uses it)."""
+    if pipeline_config is not None and getattr(pipeline_config, "memory_kind", "latent") == "rgb":
+        from model.rgb_memory import RGBPointCloudMemory
+
+        return RGBPointCloudMemory.load(session.memory_path, vae=backbone.vae if backbone is not None else None)
+    from model.memory import LatentSpatialMemory
+
+    return LatentSpatialMemory.load(session.memory_path)
+
+
+def read_session_metadata(video: str | os.PathLike) -> dict:
+    """The session JSON embedded in a recorded ``video.mp4`` (empty dict when there is none)."""
+    return read_mp4_metadata(video)
+
+
+def export_camera_path(path: str | os.PathLike, session: RecordedSession) -> None:
+    """Write the session's camera path (every video frame) as camera-path JSON (nerfstudio's shape, OpenCV axes)."""
+    trajectory = Trajectory(torch.from_numpy(session.all_w2c()), torch.from_numpy(session.K), session.width, session.height, session.fps)
+    write_camera_path_json(path, trajectory)

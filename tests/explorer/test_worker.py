@@ -1,0 +1,214 @@
+"""GenerationController / GenerationWorker with pytest-qt: progress, cancel, errors, recording, shutdown.
+
+No widgets: the worker needs QtCore only. pytest-xvfb provides a display in the full test run; run
+alone without one, the offscreen platform is used (set before the QApplication exists).
+"""
+
+import os
+
+if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+
+from explorer.flight import step_segment  # noqa: E402
+from explorer.session import load_session  # noqa: E402
+from explorer.worker import GenerationController, GenerationSettings, MemorySnapshot, SceneInfo, SegmentJob, SegmentMailbox, describe_error  # noqa: E402
+from model.backbone import BackboneConfig  # noqa: E402
+from model.pipeline import PipelineConfig  # noqa: E402
+
+H, W = 64, 128
+LONG = 180_000  # ms; generous for a loaded 2-core CI machine
+TINY = BackboneConfig(backend="tiny", device="cpu")
+PIPE = PipelineConfig(steps=2, inpaint_fraction=1.0)
+SMALL = GenerationSettings(height=H, width=W, prompt="a room")
+
+
+@pytest.fixture(scope="module")
+def controller(qapp):
+    c = GenerationController()
+    c.tiny_loaded = False
+    yield c
+    assert c.shutdown(), "the generation thread joins"
+    assert not c.running
+
+
+@pytest.fixture
+def ready(controller, qtbot):
+    """The controller with the tiny backbone loaded and the bundled scene open."""
+    if not controller.tiny_loaded:
+        with qtbot.waitSignal(controller.backbone_ready, timeout=LONG):
+            controller.load_backbone(TINY, PIPE, SMALL)
+        controller.tiny_loaded = True
+    with qtbot.waitSignal(controller.scene_ready, timeout=LONG) as scene:
+        controller.open_bundled()
+    controller.scene = scene.args[0]
+    qtbot.waitUntil(lambda: not controller.busy, timeout=LONG)
+    return controller
+
+
+def snapshot(controller, qtbot) -> MemorySnapshot:
+    with qtbot.waitSignal(controller.memory_changed, timeout=LONG, check_params_cb=lambda s: s.reason == "requested") as blocker:
+        controller.request_memory_snapshot()
+    return blocker.args[0]
+
+
+def test_scene_ready_carries_image_intrinsics_and_pose(ready):
+    scene = ready.scene
+    assert isinstance(scene, SceneInfo)
+    assert scene.image.shape == (H, W, 3) and scene.image.dtype == np.uint8
+    assert scene.K.shape == (3, 3) and np.allclose(scene.start_w2c, np.eye(4))
+    assert scene.source == "bundled" and scene.depth_source.startswith("exact") and not scene.prior_depth
+    assert scene.points > 0 and scene.latent_stride == 4
+
+
+def test_progress_signals_and_segment_arrive(ready, qtbot):
+    steps, snaps, results = [], [], []
+    ready.step_progress.connect(lambda s, i, n: steps.append((s, i, n)))
+    ready.memory_changed.connect(snaps.append)
+    ready.segment_ready.connect(results.append)
+    with qtbot.waitSignal(ready.idle, timeout=LONG):  # queued signals arrive in emission order: segment, memory, idle
+        assert ready.queue_segment(step_segment("step_forward", torch.eye(4)), action="step_forward") == "queued"
+    assert len(results) == 1
+    result = results[0]
+    assert result.index == 0 and result.frames.shape == (33, H, W, 3) and result.action == "step_forward"
+    assert steps == [(0, 1, 2), (0, 2, 2)]
+    qtbot.waitUntil(lambda: any(s.reason == "segment" for s in snaps), timeout=LONG)
+    snap = [s for s in snaps if s.reason == "segment"][-1]
+    assert snap.points == result.memory_points and snap.positions.shape == (snap.points, 3) and snap.colors.dtype == np.uint8
+    assert snap.segments_done == 1 and (snap.footprint_m > 0).all(), "every point's writing pose is known"
+    assert snap.features.shape == (snap.points, 48) and snap.features.dtype == np.float16, "latent features for the PCA colours"
+    ready.step_progress.disconnect()
+    ready.memory_changed.disconnect()
+    ready.segment_ready.disconnect()
+
+
+def test_cancel_mid_segment_keeps_the_memory_and_the_thread(ready, qtbot):
+    before = snapshot(ready, qtbot)
+    seen = []
+
+    def cancel_after_first_step(segment, step, steps):  # runs in the worker thread (direct connection)
+        seen.append(step)
+        if step == 1:
+            ready.cancel()
+
+    ready.worker.step_progress.connect(cancel_after_first_step, Qt.DirectConnection)
+    try:
+        with qtbot.waitSignal(ready.cancelled, timeout=LONG) as blocker:
+            ready.queue_segment(step_segment("turn_left", torch.eye(4)))
+    finally:
+        ready.worker.step_progress.disconnect(cancel_after_first_step)
+    assert blocker.args == [0] and seen == [1], "the cancel took effect at the next step"
+    after = snapshot(ready, qtbot)
+    assert (after.points, after.bytes, after.segments_done) == (before.points, before.bytes, before.segments_done)
+    for name in ("positions", "colors", "segments", "frames"):
+        assert np.array_equal(getattr(after, name), getattr(before, name)), name
+    with qtbot.waitSignal(ready.segment_ready, timeout=LONG) as blocker:
+        ready.queue_segment(step_segment("turn_left", torch.eye(4)))
+    assert blocker.args[0].index == 0, "the cancelled segment is generated again under the same number"
+
+
+def test_bad_image_fails_with_the_file_name_and_the_worker_goes_on(ready, qtbot, tmp_path):
+    bad = tmp_path / "holiday_photo.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    with qtbot.waitSignal(ready.failed, timeout=LONG) as blocker:
+        ready.open_image(bad)
+    title, message = blocker.args
+    assert title == "Cannot open image" and "holiday_photo.jpg" in message and "Fix:" in message
+    with qtbot.waitSignal(ready.failed, timeout=LONG) as blocker:
+        ready.open_image(tmp_path / "missing.png")
+    assert "missing.png" in blocker.args[1] and "not found" in blocker.args[1]
+    with qtbot.waitSignal(ready.scene_ready, timeout=LONG):
+        ready.open_bundled()
+
+
+def test_photo_without_depth_model_warns_loudly(ready, qtbot, tmp_path):
+    from PIL import Image
+
+    Image.fromarray((np.random.default_rng(0).random((90, 160, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    messages = []
+    ready.status.connect(messages.append)
+    with qtbot.waitSignal(ready.scene_ready, timeout=LONG) as blocker:
+        ready.open_image(tmp_path / "p.png")
+    ready.status.disconnect()
+    scene = blocker.args[0]
+    assert scene.prior_depth and scene.image.shape == (H, W, 3) and scene.source.endswith("p.png")
+    assert any(m.startswith("WARNING") and "depth" in m for m in messages)
+
+
+def test_record_through_the_controller_then_continue_the_session(ready, qtbot, tmp_path):
+    folder = tmp_path / "session"
+    ready.start_recording(folder, fps=8.0)
+    first = step_segment("step_forward", torch.eye(4))
+    with qtbot.waitSignal(ready.segment_ready, timeout=LONG):
+        ready.queue_segment(first, action="step_forward")
+    with qtbot.waitSignal(ready.recording_saved, timeout=LONG) as blocker:
+        ready.stop_recording()
+    assert blocker.args == [str(folder)]
+    session = load_session(folder)
+    assert session.frames.shape == (33, H, W, 3) and session.actions == ["step_forward"] and session.fps == 8.0
+    assert session.source == "bundled" and session.settings["generation"]["height"] == H
+    with qtbot.waitSignal(ready.scene_ready, timeout=LONG) as blocker:
+        ready.continue_session(folder)
+    scene = blocker.args[0]
+    assert scene.segments_done == 1 and scene.source == f"session:{folder}" and np.array_equal(scene.image, session.last_frame)
+    assert np.allclose(scene.start_w2c, first[-1].numpy())
+    with qtbot.waitSignal(ready.segment_ready, timeout=LONG) as blocker:
+        ready.queue_segment(step_segment("turn_right", first[-1]))
+    assert blocker.args[0].index == 1 and blocker.args[0].frame_ids[0] == 32
+
+
+def test_segment_before_any_scene_and_bad_poses_fail_cleanly(ready, qtbot):
+    with pytest.raises(ValueError, match="33,4,4"):
+        ready.queue_segment(torch.eye(4)[None].repeat(5, 1, 1))
+    bad = step_segment("step_forward", torch.eye(4))
+    bad[3, 0, 0] = float("nan")
+    with qtbot.waitSignal(ready.failed, timeout=LONG) as blocker:
+        ready.queue_segment(bad)
+    assert blocker.args[0] == "Invalid input" and "NaN" in blocker.args[1]
+
+
+def test_missing_weights_name_the_folder_and_a_model_loads_afterwards(controller, qtbot, tmp_path):
+    with qtbot.waitSignal(controller.failed, timeout=LONG) as blocker:
+        controller.load_backbone(BackboneConfig(backend="wan", model_dir=str(tmp_path / "Wan2.2")), PipelineConfig())
+    title, message = blocker.args
+    assert title == "Model weights not found" and "Wan2.2" in message and "model_index.json" in message
+    with qtbot.waitSignal(controller.backbone_ready, timeout=LONG):
+        controller.load_backbone(TINY, PIPE, SMALL)
+
+
+def test_shutdown_joins_and_refuses_new_requests(qapp):
+    c = GenerationController()
+    assert c.running
+    assert c.shutdown(30_000) and not c.running
+    assert c.shutdown(), "twice is fine"
+    with pytest.raises(RuntimeError, match="shut down"):
+        c.open_bundled()
+
+
+def test_mailbox_merges_continuing_requests_and_replaces_others():
+    box = SegmentMailbox()
+    a = step_segment("step_forward", torch.eye(4))
+    b = step_segment("turn_right", a[-1])
+    assert box.put(SegmentJob(a, "step_forward")) == "queued"
+    assert box.put(SegmentJob(b, "turn_right")) == "merged"
+    job = box.take()
+    assert job.action == "step_forward+turn_right" and len(job.poses) == 33
+    assert torch.equal(job.poses[0], a[0]) and torch.allclose(job.poses[-1], b[-1], atol=1e-12)
+    assert box.busy and box.take() is None
+    assert box.put(SegmentJob(a)) == "queued"
+    assert box.put(SegmentJob(step_segment("orbit_left", torch.eye(4) * 1.0))) == "replaced"
+    assert box.cancel_all() and job.cancel.is_set()
+    assert box.busy and box.take() is None, "the waiting job was dropped; the running one runs until it notices"
+    box.done()
+    assert not box.busy
+
+
+def test_error_messages_say_how_to_fix():
+    title, message = describe_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "Generating segment 3")
+    assert title == "Out of GPU memory" and "lower the resolution or use --offload group" in message
+    title, message = describe_error(RuntimeError("boom"), "Generating segment 3")
+    assert title == "Generation error" and "boom" in message

@@ -1,0 +1,36 @@
+"""The GUI entry point: ``python main.py [--backend tiny|wan] [--model DIR] [--image PHOTO] ...``."""
+
+from __future__ import annotations
+
+import sys
+
+from ui.launch import EXIT_NO_DISPLAY, LaunchOptions, display_problem
+
+
+def run(args) -> int:
+    """Open the explorer and run Qt's event loop; returns the exit code.
+
+    Without a display it says so and returns :data:`~ui.launch.EXIT_NO_DISPLAY`.
+    """
+    problem = display_problem()
+    if problem:
+        print(f"error: {problem}; the explorer needs a desktop. Headless demo: python main.py walkthrough --out out/walkthrough", file=sys.stderr)
+        return EXIT_NO_DISPLAY
+    from PySide6.QtCore import QCoreApplication, Qt
+    from PySide6.QtWidgets import QApplication
+
+    from ui.main_window import MainWindow
+    from ui.settings import APPLICATION, ORGANIZATION, user_qsettings
+
+    # pyqtgraph caches its GL shader programs class-wide: every GL context must share objects
+    # (a floated dock re-creates the cache panel's context)
+    QCoreApplication.setAttribute(Qt.ApplicationAttribute.AA_ShareOpenGLContexts)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    window = MainWindow(user_qsettings(), LaunchOptions.from_args(args))
+    window.show()
+    window.start()
+    code = app.exec()
+    window.shutdown()
+    return code

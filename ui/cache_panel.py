@@ -1,0 +1,366 @@
+"""The latent-cache panel: the memory as a 3D point view with colour modes, label toggles, camera
+frustums, statistics and point picking.
+
+The panel takes a plain data object (:class:`CacheData`, or anything with the same numpy
+attributes), so it works without the generation worker. The 3D view is a pyqtgraph
+``GLViewWidget`` (Z-up orbit camera: drag to orbit, wheel to zoom, Ctrl+drag to pan); on Qt's
+``offscreen`` platform, where OpenGL widgets cannot work, a text placeholder takes its place and
+everything else (stats, colour computation, picking maths) still runs.
+
+Picking: a click (press and release without dragging) projects the drawn points with the view's
+own projection and view matrices and selects the point nearest to the cursor in screen space
+(within :attr:`CachePanel.pick_radius_px`; ties go to the point nearer the eye). The panel then
+shows that point's segment, frame and its depth in the current explorer camera.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from model.memory import CellLabel, LatentSpatialMemory
+from ui import cloud_math
+
+COLOR_MODES = {"rgb": "Display RGB", "pca": "Latent PCA", "labels": "Labels", "provenance": "Provenance (segment)"}
+MAX_POINTS = 300_000  # points drawn at most; above this a fixed stride decimates the cloud
+CAMERA_REDRAW_MS = 100  # camera frustums are redrawn at most this often (a redraw costs a full repaint)
+
+
+@dataclass
+class CacheData:
+    """A snapshot of the latent memory for display (numpy arrays, OpenCV world frame, metres).
+
+    Attributes:
+        positions: ``[N, 3]`` float32. colors: ``[N, 3]`` uint8 display colours.
+        segments, frames: ``[N]`` int32 provenance (segment written in, global frame number).
+        features: ``[N, C]`` latent features (for the PCA colour mode) or None.
+        rejected_positions: ``[M, 3]`` cells the last write rejected (NaN where they had no depth).
+        rejected_labels: ``[M]`` uint8 :class:`~model.memory.CellLabel` of those cells.
+        bytes: size of the memory's per-point tensors.
+    """
+
+    positions: np.ndarray
+    colors: np.ndarray
+    segments: np.ndarray
+    frames: np.ndarray
+    features: np.ndarray | None
+    rejected_positions: np.ndarray
+    rejected_labels: np.ndarray
+    bytes: int
+
+    @classmethod
+    def from_snapshot(cls, snapshot) -> CacheData:
+        """From a worker's :class:`explorer.worker.MemorySnapshot` (``features`` only if it carries them)."""
+        return cls(
+            positions=snapshot.positions,
+            colors=snapshot.colors,
+            segments=snapshot.segments,
+            frames=snapshot.frames,
+            features=getattr(snapshot, "features", None),
+            rejected_positions=snapshot.rejected_positions,
+            rejected_labels=snapshot.rejected_labels,
+            bytes=snapshot.bytes,
+        )
+
+    @classmethod
+    def from_memory(cls, memory: LatentSpatialMemory) -> CacheData:
+        """Copy a memory's tensors to numpy."""
+        return cls(
+            positions=memory.positions.cpu().numpy(),
+            colors=memory.colors.cpu().numpy(),
+            segments=memory.segments.cpu().numpy(),
+            frames=memory.frames.cpu().numpy(),
+            features=memory.features.float().cpu().numpy(),
+            rejected_positions=memory.rejected_positions.cpu().numpy(),
+            rejected_labels=memory.rejected_labels.cpu().numpy(),
+            bytes=memory.stats().bytes,
+        )
+
+
+def gl_available() -> bool:
+    """Whether OpenGL widgets can work on this Qt platform (not on ``offscreen``)."""
+    return QGuiApplication.platformName() != "offscreen"
+
+
+def _create_gl_view(parent: QWidget):
+    """The GL view and its items (pyqtgraph.opengl is imported here: it needs PyOpenGL and a GL platform)."""
+    import pyqtgraph.opengl as gl
+
+    class CloudView(gl.GLViewWidget):
+        """A ``GLViewWidget`` that reports clicks (press + release within 4 px) as ``clicked(pos)``."""
+
+        clicked = Signal(QPointF)
+
+        def mousePressEvent(self, ev):
+            self._press_pos = ev.position()
+            super().mousePressEvent(ev)
+
+        def mouseReleaseEvent(self, ev):
+            start = getattr(self, "_press_pos", None)
+            if ev.button() == Qt.MouseButton.LeftButton and start is not None and (ev.position() - start).manhattanLength() <= 4:
+                self.clicked.emit(ev.position())
+            super().mouseReleaseEvent(ev)
+
+    view = CloudView(parent)
+    view.setBackgroundColor((18, 20, 26))
+    view.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # WASD is routed at window level, never here
+    view.setCameraPosition(distance=6.0, elevation=25.0, azimuth=-90.0)
+    grid = gl.GLGridItem()
+    grid.setSize(10, 10)
+    grid.setSpacing(1, 1)
+    grid.translate(0, 0, -1.5)
+    grid.setColor((255, 255, 255, 40))
+    view.addItem(grid)
+    points = gl.GLScatterPlotItem(pos=np.zeros((1, 3), np.float32), color=(0, 0, 0, 0), size=2.0, pxMode=True, glOptions="opaque")
+    trajectory = gl.GLLinePlotItem(pos=np.zeros((2, 3), np.float32), color=(0.9, 0.9, 0.9, 0.8), width=1.0, mode="lines", antialias=False, glOptions="opaque")
+    current = gl.GLLinePlotItem(pos=np.zeros((2, 3), np.float32), color=(1.0, 0.85, 0.1, 1.0), width=2.0, mode="lines", antialias=False, glOptions="opaque")
+    for item in (points, trajectory, current):
+        view.addItem(item)
+    return view, points, trajectory, current
+
+
+class CachePanel(QWidget):
+    """3D view of the latent memory with colour modes, per-label toggles, frustums, stats and picking.
+
+    Signals:
+        point_picked(dict): ``{"index", "segment", "frame", "depth_m", "position"}`` of a clicked point.
+    """
+
+    point_picked = Signal(dict)
+
+    def __init__(self, parent: QWidget | None = None, max_points: int = MAX_POINTS, use_gl: bool | None = None) -> None:
+        super().__init__(parent)
+        self.max_points = max_points
+        self.pick_radius_px = 8.0
+        self._data: CacheData | None = None
+        self._drawn_points = np.zeros((0, 3), np.float32)  # display axes, what the scatter item holds
+        self._drawn_source: list[tuple[str, np.ndarray]] = []  # ("memory"|"rejected", indices) per drawn block
+        self._drawn_colors = np.zeros((0, 4), np.float32)
+        self._camera = {"trajectory": np.zeros((0, 4, 4)), "current": None, "K": None, "size": None}
+        self._segment_points: list[int] = []
+        self._camera_timer = QTimer(self, singleShot=True, interval=CAMERA_REDRAW_MS)
+        self._camera_timer.timeout.connect(self._draw_cameras)
+
+        self.mode_box = QComboBox()
+        for key, text in COLOR_MODES.items():
+            self.mode_box.addItem(text, key)
+        self.mode_box.currentIndexChanged.connect(self._redraw)
+        self.label_boxes: dict[CellLabel, QCheckBox] = {}
+        toggles = QHBoxLayout()
+        for label in CellLabel:
+            box = QCheckBox(label.name.lower())
+            box.setChecked(True)
+            r, g, b, _ = cloud_math.LABEL_COLORS[label]
+            box.setStyleSheet(f"QCheckBox {{ color: rgb({int(r * 255)}, {int(g * 255)}, {int(b * 255)}); }}")
+            box.toggled.connect(self._redraw)
+            self.label_boxes[label] = box
+            toggles.addWidget(box)
+        self.stats_label = QLabel("no memory yet")
+        self.stats_label.setWordWrap(True)
+        self.pick_label = QLabel("click a point to inspect it")
+        self.pick_label.setWordWrap(True)
+
+        self.use_gl = gl_available() if use_gl is None else use_gl
+        if self.use_gl:
+            self.view, self._points_item, self._trajectory_item, self._current_item = _create_gl_view(self)
+            self.view.clicked.connect(lambda pos: self.pick(pos.x(), pos.y()))
+        else:
+            self.view = QLabel("3D view needs OpenGL\n(Qt platform 'offscreen')")
+            self.view.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.view.setMinimumSize(240, 200)
+
+        form = QFormLayout()
+        form.addRow("Colour", self.mode_box)
+        form.addRow("Show", toggles)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.view, stretch=1)
+        layout.addLayout(form)
+        layout.addWidget(self.stats_label)
+        layout.addWidget(self.pick_label)
+
+    # ---- data ----------------------------------------------------------------------------
+
+    @property
+    def color_mode(self) -> str:
+        return self.mode_box.currentData()
+
+    def set_color_mode(self, mode: str) -> None:
+        """Switch colouring: one of :data:`COLOR_MODES` (``rgb``, ``pca``, ``labels``, ``provenance``)."""
+        index = self.mode_box.findData(mode)
+        if index < 0:
+            raise ValueError(f"colour mode must be one of {list(COLOR_MODES)}, got {mode!r}")
+        self.mode_box.setCurrentIndex(index)
+
+    def set_label_visible(self, label: CellLabel, visible: bool) -> None:
+        """Show or hide the points of one label (static = the stored memory; others = last rejected cells)."""
+        self.label_boxes[CellLabel(label)].setChecked(visible)
+
+    def set_data(self, data: CacheData | None) -> None:
+        """Show a new memory snapshot (None clears the view)."""
+        self._data = data
+        has_features = data is not None and data.features is not None
+        pca = self.mode_box.model().item(self.mode_box.findData("pca"))
+        pca.setEnabled(has_features)
+        pca.setToolTip("" if has_features else "this snapshot carries no latent features")
+        if self.color_mode == "pca" and not has_features and data is not None:
+            self.mode_box.blockSignals(True)
+            self.set_color_mode("rgb")
+            self.mode_box.blockSignals(False)
+        if data is None:
+            self._segment_points = []
+        else:
+            self._segment_points = np.bincount(np.asarray(data.segments, dtype=np.int64), minlength=1).tolist() if len(data.segments) else []
+        self._redraw()
+
+    @property
+    def drawn_points(self) -> np.ndarray:
+        """``[N, 3]`` display-axis positions currently drawn (after decimation and label filtering)."""
+        return self._drawn_points
+
+    @property
+    def drawn_colors(self) -> np.ndarray:
+        """``[N, 4]`` RGBA colours currently drawn."""
+        return self._drawn_colors
+
+    def _redraw(self) -> None:
+        data = self._data
+        blocks, points, colors = [], [], []
+        if data is not None:
+            n = len(data.positions)
+            if self.label_boxes[CellLabel.STATIC].isChecked() and n:
+                index = cloud_math.decimate_index(n, self.max_points)
+                blocks.append(("memory", index))
+                points.append(cloud_math.to_display(data.positions[index]))
+                colors.append(self._memory_colors(data, index))
+            shown = np.isin(data.rejected_labels, [int(k) for k, box in self.label_boxes.items() if k != CellLabel.STATIC and box.isChecked()])
+            shown &= np.isfinite(np.asarray(data.rejected_positions).reshape(-1, 3)).all(axis=1)
+            index = np.flatnonzero(shown)
+            if len(index):
+                index = index[cloud_math.decimate_index(len(index), self.max_points)]
+                blocks.append(("rejected", index))
+                points.append(cloud_math.to_display(data.rejected_positions[index]))
+                colors.append(cloud_math.label_colors(data.rejected_labels[index]))
+        self._drawn_source = blocks
+        self._drawn_points = np.concatenate(points) if points else np.zeros((0, 3), np.float32)
+        self._drawn_colors = np.concatenate(colors) if colors else np.zeros((0, 4), np.float32)
+        if self.use_gl:
+            if len(self._drawn_points):
+                size = 2.0 if len(self._drawn_points) > 100_000 else 3.0 if len(self._drawn_points) > 10_000 else 5.0
+                self._points_item.setData(pos=self._drawn_points, color=self._drawn_colors, size=size)
+            self._points_item.setVisible(len(self._drawn_points) > 0)
+        self._update_stats()
+
+    def _memory_colors(self, data: CacheData, index: np.ndarray) -> np.ndarray:
+        mode = self.color_mode
+        if mode == "pca" and data.features is not None and len(data.features):
+            return cloud_math.pca_colors(np.asarray(data.features)[index])
+        if mode == "labels":
+            return cloud_math.label_colors(np.full(len(index), int(CellLabel.STATIC)))
+        if mode == "provenance":
+            return cloud_math.provenance_colors(data.segments[index])
+        return cloud_math.rgb_colors(data.colors[index])
+
+    def _update_stats(self) -> None:
+        data = self._data
+        if data is None:
+            self.stats_label.setText("no memory yet")
+            return
+        n = len(data.positions)
+        mib = data.bytes / 2**20
+        per_point = data.bytes / n if n else 0.0
+        growth = ""
+        if len(self._segment_points) > 1:
+            added = self._segment_points[-1]
+            growth = f" · last segment +{added:,} pts (+{added * per_point / 2**20:.2f} MiB)"
+        drawn = len(self._drawn_points)
+        decimated = f" (drawing {drawn:,})" if drawn < n + len(data.rejected_labels) else ""
+        written = f"photo + {len(self._segment_points) - 1} segments" if self._segment_points else "empty"
+        self.stats_label.setText(f"{n:,} points · {mib:.2f} MiB · {written}{growth}{decimated} · rejected by the last write: {len(data.rejected_labels):,}")
+
+    # ---- cameras -------------------------------------------------------------------------
+
+    def set_cameras(self, trajectory_w2c: np.ndarray, current_w2c: np.ndarray | None, K: np.ndarray, width: int, height: int) -> None:
+        """Frustums of the generated trajectory (every 8th frame) and of the current camera.
+
+        Redraws are coalesced to one per :data:`CAMERA_REDRAW_MS` so flying at 60 Hz stays cheap.
+        """
+        self._camera = {"trajectory": np.asarray(trajectory_w2c, dtype=np.float64).reshape(-1, 4, 4), "current": current_w2c, "K": np.asarray(K, dtype=np.float64), "size": (width, height)}
+        if not self._camera_timer.isActive():
+            self._camera_timer.start()
+
+    def _draw_cameras(self) -> None:
+        cam = self._camera
+        if cam["K"] is None or not self.use_gl:
+            return
+        width, height = cam["size"]
+        scale = self._frustum_scale()
+        trajectory = cam["trajectory"][::8]
+        if len(trajectory):
+            self._trajectory_item.setData(pos=cloud_math.frustum_lines(trajectory, cam["K"], width, height, 0.6 * scale))
+        self._trajectory_item.setVisible(len(trajectory) > 0)
+        if cam["current"] is not None:
+            self._current_item.setData(pos=cloud_math.frustum_lines(cam["current"], cam["K"], width, height, scale))
+        self._current_item.setVisible(cam["current"] is not None)
+
+    def _frustum_scale(self) -> float:
+        """Frustum depth: a tenth of the cloud's extent (0.3 m without a cloud)."""
+        if len(self._drawn_points) == 0:
+            return 0.3
+        extent = np.percentile(self._drawn_points, 95, axis=0) - np.percentile(self._drawn_points, 5, axis=0)
+        return float(max(np.linalg.norm(extent) * 0.1, 0.05))
+
+    def frame_cloud(self) -> None:
+        """Point the 3D view's orbit camera at the cloud's centre, far enough to see all of it."""
+        if not self.use_gl or len(self._drawn_points) == 0:
+            return
+        from pyqtgraph import Vector
+
+        centre = np.median(self._drawn_points, axis=0)
+        extent = np.percentile(self._drawn_points, 95, axis=0) - np.percentile(self._drawn_points, 5, axis=0)
+        self.view.setCameraPosition(pos=Vector(*centre.tolist()), distance=float(max(np.linalg.norm(extent) * 0.9, 1.0)))
+
+    # ---- picking -------------------------------------------------------------------------
+
+    def pick(self, x: float, y: float) -> dict | None:
+        """Select the drawn point nearest to widget position ``(x, y)`` (logical pixels) and describe it."""
+        if not self.use_gl or len(self._drawn_points) == 0:
+            return None
+        ratio = self.view.devicePixelRatioF()
+        viewport = self.view.getViewport()
+        mvp = self.view.projectionMatrix(viewport, viewport) * self.view.viewMatrix()
+        mvp = np.array(mvp.data(), dtype=np.float64).reshape(4, 4).T  # QMatrix4x4.data() is column-major
+        xy, depth, inside = cloud_math.project_to_screen(self._drawn_points, mvp, viewport[2], viewport[3])
+        hit = cloud_math.pick_nearest(xy, depth, inside, (x * ratio, y * ratio), self.pick_radius_px * ratio)
+        if hit is None:
+            self.pick_label.setText("no point under the cursor")
+            return None
+        info = self.describe_drawn(hit)
+        self.point_picked.emit(info)
+        return info
+
+    def describe_drawn(self, drawn_index: int) -> dict:
+        """Segment, frame, label and depth (in the current camera) of the ``drawn_index``-th drawn point."""
+        data, offset = self._data, 0
+        for kind, index in self._drawn_source:
+            if drawn_index < offset + len(index):
+                source = int(index[drawn_index - offset])
+                break
+            offset += len(index)
+        if kind == "memory":
+            position = np.asarray(data.positions[source], dtype=np.float64)
+            info = {"kind": kind, "index": source, "segment": int(data.segments[source]), "frame": int(data.frames[source]), "label": CellLabel.STATIC.name.lower()}
+        else:
+            position = np.asarray(data.rejected_positions[source], dtype=np.float64)
+            info = {"kind": kind, "index": source, "segment": None, "frame": None, "label": CellLabel(int(data.rejected_labels[source])).name.lower()}
+        current = self._camera["current"]
+        info["position"] = position.tolist()
+        info["depth_m"] = float((np.asarray(current, dtype=np.float64) @ np.append(position, 1.0))[2]) if current is not None else None
+        depth = f"{info['depth_m']:.2f} m from the camera" if info["depth_m"] is not None else "depth: no camera yet"
+        where = f"segment {info['segment']}, frame {info['frame']}" if kind == "memory" else "rejected by the last write"
+        self.pick_label.setText(f"{info['label']} point #{source}: {where}; {depth}")
+        return info

@@ -1,0 +1,62 @@
+"""The status-bar HUD: generation state, segment/step progress, frame rates, device and memory in use."""
+
+from __future__ import annotations
+
+import psutil
+import torch
+from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar
+
+
+def memory_in_use(device: torch.device | str) -> str:
+    """``"cuda:0 · 5.2 GiB allocated"`` (torch.cuda.memory_allocated) or ``"cpu · RSS 1.3 GiB"`` (this process)."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"{device} · {torch.cuda.memory_allocated(device) / 2**30:.2f} GiB allocated"
+    return f"{device.type} · RSS {psutil.Process().memory_info().rss / 2**30:.2f} GiB"
+
+
+class Hud:
+    """Permanent widgets on a window's status bar; transient messages use the bar itself.
+
+    Attributes:
+        state: generation state ("idle", "loading…", "generating", "cancelling…").
+        progress: segment/step progress bar ("segment 2 · step 5/20").
+        rates: display fps and generation seconds per frame.
+        memory: device and memory in use.
+    """
+
+    def __init__(self, bar: QStatusBar) -> None:
+        self.bar = bar
+        self.state = QLabel("idle")
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("no segment")
+        self.progress.setMaximumWidth(260)
+        self.rates = QLabel("— fps")
+        self.memory = QLabel("")
+        for widget in (self.state, self.progress, self.rates, self.memory):
+            bar.addPermanentWidget(widget)
+
+    def set_state(self, text: str) -> None:
+        self.state.setText(text)
+
+    def set_step(self, segment: int, step: int, steps: int, queued: int = 0) -> None:
+        """Denoising progress of the running segment (``queued``: segments waiting after it)."""
+        self.progress.setRange(0, max(steps, 1))
+        self.progress.setValue(step)
+        waiting = f" (+{queued} queued)" if queued else ""
+        self.progress.setFormat(f"segment {segment + 1} · step {step}/{steps}{waiting}")
+
+    def set_done(self, text: str) -> None:
+        """No segment running: a full bar with ``text``."""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.progress.setFormat(text)
+
+    def set_rates(self, display_fps: float, seconds_per_frame: float | None) -> None:
+        generation = f" · {seconds_per_frame:.2f} s/frame" if seconds_per_frame else ""
+        self.rates.setText(f"{display_fps:.0f} fps{generation}")
+
+    def set_device(self, device: torch.device | str) -> None:
+        self.memory.setText(memory_in_use(device))

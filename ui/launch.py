@@ -1,0 +1,60 @@
+"""Command-line options of the GUI (``python main.py`` without a subcommand); Qt-free so the
+headless subcommands never import Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+
+#: Exit code of ``python main.py`` when there is no display to open a window on (``make demo``
+#: then runs the headless walkthrough instead).
+EXIT_NO_DISPLAY = 3
+
+
+@dataclass
+class LaunchOptions:
+    """What the explorer starts with (one field per flag)."""
+
+    backend: str | None = None  # "tiny" | "wan"; None: wan when a model folder is given or configured, else tiny
+    model: str | None = None  # Wan2.2-TI2V-5B diffusers folder (overrides the one in the settings)
+    image: str | None = None  # photo to open at start; None: the bundled sample scene
+    session: str | None = None  # recorded session folder to open at start (replay)
+    device: str | None = None  # torch device; None: cuda when available
+    offload: str = "none"  # none | model | group (memory profiles for the wan backend)
+    steps: int | None = None  # denoising steps per segment (None: 20 wan, 4 tiny)
+    fps: float = 16.0  # playback frame rate of generated frames
+    height: int | None = None  # frame height (None: 704 wan, 176 tiny)
+    width: int | None = None  # frame width (None: 1280 wan, 320 tiny)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> LaunchOptions:
+        """From the namespace of :func:`add_gui_arguments` (dests are prefixed ``gui_`` so they never
+        collide with a subcommand's flags of the same name)."""
+        return cls(**{name: getattr(args, f"gui_{name}") for name in cls.__dataclass_fields__})
+
+
+def add_gui_arguments(parser: argparse.ArgumentParser) -> None:
+    """The GUI's flags, on the top-level parser (they apply when no subcommand is given)."""
+    gui = parser.add_argument_group("explorer (no subcommand: open the desktop GUI)")
+    gui.add_argument("--backend", dest="gui_backend", choices=("tiny", "wan"), default=None, help="tiny: random weights, no download; wan: Wan2.2-TI2V-5B (default: wan when a model folder is known)")
+    gui.add_argument("--model", dest="gui_model", default=None, help="Wan2.2-TI2V-5B diffusers folder (remembered in the settings dialog too)")
+    gui.add_argument("--image", dest="gui_image", default=None, help="photo to open at start (default: the bundled sample scene)")
+    gui.add_argument("--session", dest="gui_session", default=None, help="recorded session folder to replay at start")
+    gui.add_argument("--device", dest="gui_device", default=None, help="torch device (default: cuda when available)")
+    gui.add_argument("--offload", dest="gui_offload", choices=("none", "model", "group"), default="none", help="memory profile of the wan backend")
+    gui.add_argument("--steps", dest="gui_steps", type=int, default=None, help="denoising steps per segment (default 20 wan, 4 tiny)")
+    gui.add_argument("--fps", dest="gui_fps", type=float, default=16.0, help="playback frame rate")
+    gui.add_argument("--height", dest="gui_height", type=int, default=None, help="frame height (default 704 wan, 176 tiny)")
+    gui.add_argument("--width", dest="gui_width", type=int, default=None, help="frame width (default 1280 wan, 320 tiny)")
+
+
+def display_problem() -> str | None:
+    """Why no window can open here (None when a display is available or Qt's platform is forced)."""
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display found (neither DISPLAY nor WAYLAND_DISPLAY is set)"
+    return None

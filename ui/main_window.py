@@ -1,0 +1,540 @@
+"""The explorer's main window: viewport in the centre, controls on the left, the latent-cache panel
+on the right, menus, drag-and-drop of photos and the status-bar HUD.
+
+Wiring (everything heavy runs in :class:`explorer.worker.GenerationController`'s thread):
+
+* a 60 Hz :class:`QTimer` ticks the :class:`~explorer.fly_camera.FlyCamera`; when the pose changed
+  the preview (:class:`~explorer.preview.MemoryPreviewRenderer`, in this thread: it owns a GL
+  context) renders the memory at the new pose and the viewport shows it at once;
+* free flight records every moved pose into a :class:`~explorer.flight.FlightPath`; when it is
+  ``ready()`` (or on Space / Generate) its segment is queued on the controller; steps mode queues
+  one :func:`~explorer.flight.step_segment` per button or key;
+* controller signals drive the HUD, the viewport (frames), the cache panel (memory snapshots),
+  the recorder, and error boxes (``QMessageBox.critical``; the app keeps running).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtGui import QAction, QKeySequence, QOpenGLContext
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox, QWidget
+
+from explorer.flight import FlightPath, step_segment
+from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
+from explorer.generate import DEFAULT_INPAINT_FRACTION
+from explorer.preview import MemoryPreviewRenderer
+from explorer.session import RecordedSession, load_session
+from explorer.worker import GenerationController, GenerationSettings, SceneInfo
+from model.backbone import BackboneConfig
+from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
+from model.pipeline import PipelineConfig
+from ui.cache_panel import CacheData, CachePanel
+from ui.controls_panel import ControlsPanel
+from ui.hud import Hud
+from ui.input_router import InputRouter
+from ui.launch import LaunchOptions
+from ui.settings import ExplorerSettings
+from ui.settings_dialog import SettingsDialog
+from ui.viewport import Viewport
+
+TICK_MS = 16  # camera tick (~60 Hz)
+PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this wide
+DEFAULT_STEPS = {"wan": 20, "tiny": 4}
+IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
+
+
+class MainWindow(QMainWindow):
+    """The explorer window.
+
+    Args:
+        store: where settings persist (the user's QSettings; tests pass a temporary INI file).
+        options: start-up options from the command line.
+        controller: the generation facade (default: a new :class:`GenerationController`).
+    """
+
+    def __init__(self, store: QSettings, options: LaunchOptions | None = None, controller: GenerationController | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("Mirage Explorer")
+        self.resize(1500, 860)
+        self.setAcceptDrops(True)
+        self.store, self.options = store, options or LaunchOptions()
+        self.settings = ExplorerSettings.load(store)
+        self.backend = self._choose_backend()
+        self.controller = controller or GenerationController()
+        self.camera: FlyCamera | None = None
+        self.flight: FlightPath | None = None
+        self.scene: SceneInfo | None = None
+        self.replayed: RecordedSession | None = None  # the session the open scene continues, if any
+        self.recording_folder: str | None = None  # the worker records while this is set
+        self.trajectory: list[np.ndarray] = []  # w2c of every generated frame
+        self.segments_done = 0  # segments generated in this scene (a continued session included)
+        self.pending = 0  # segments queued and not yet finished
+        self._preview: MemoryPreviewRenderer | None = None
+        self._pending_open: tuple[str, str | None] | None = None
+        self._loaded_options = None  # the generation options the loaded backbone uses
+        self._seconds_per_frame: float | None = None
+        self._device = torch.device(self.options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+        self.viewport = Viewport(self.options.fps)
+        self.setCentralWidget(self.viewport)
+        self.controls = ControlsPanel()
+        self.controls.steps.setValue(self.options.steps or DEFAULT_STEPS[self.backend])
+        self.controls.inpaint.setValue(DEFAULT_INPAINT_FRACTION[self.backend])
+        self.cache_panel = CachePanel()
+        self._add_dock("Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._add_dock("Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.hud = Hud(self.statusBar())
+        self.hud.set_device(self._device)
+        self._build_menus()
+
+        self.router = InputRouter(self, self.viewport.view, self._trigger)
+        self._apply_settings()
+        self.tick_timer = QTimer(self, interval=TICK_MS)
+        self.tick_timer.timeout.connect(self._tick)
+        self._last_tick = time.perf_counter()
+        self.hud_timer = QTimer(self, interval=500)
+        self.hud_timer.timeout.connect(self._refresh_hud)
+        self.hud_timer.start()
+        self._connect_controls()
+        self._connect_controller()
+        for problem in self.settings.problems:
+            self.statusBar().showMessage(problem, 10_000)
+
+    # ---- construction --------------------------------------------------------------------
+
+    def _add_dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        for text, slot, shortcut in (
+            ("&Open image…", self.choose_image, QKeySequence.StandardKey.Open),
+            ("&Bundled sample scene", self.open_bundled, None),
+            ("Open &session…", self.choose_session, None),
+            ("&Export camera path…", self.choose_export_path, None),
+            ("Se&ttings…", self.edit_settings, QKeySequence.StandardKey.Preferences),
+            ("&Quit", self.close, QKeySequence.StandardKey.Quit),
+        ):
+            action = QAction(text, self)
+            if shortcut is not None:
+                action.setShortcut(shortcut)
+            action.triggered.connect(slot)
+            file_menu.addAction(action)
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in self.findChildren(QDockWidget):
+            view_menu.addAction(dock.toggleViewAction())
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction("&Controls", self.show_controls_help)
+
+    def _connect_controls(self) -> None:
+        self.controls.generate_clicked.connect(self.generate_now)
+        self.controls.cancel_clicked.connect(self.cancel)
+        self.controls.record_toggled.connect(self.set_recording)
+        self.controls.step_clicked.connect(self.step)
+        self.controls.options_changed.connect(self._options_changed)
+
+    def _connect_controller(self) -> None:
+        c = self.controller
+        c.status.connect(self._on_status)
+        c.backbone_ready.connect(self._on_backbone_ready)
+        c.scene_ready.connect(self._on_scene_ready)
+        c.step_progress.connect(self._on_step)
+        c.segment_ready.connect(self._on_segment)
+        c.memory_changed.connect(self._on_memory)
+        c.failed.connect(self._on_failed)
+        c.cancelled.connect(self._on_cancelled)
+        c.idle.connect(self._on_idle)
+        c.recording_saved.connect(self._on_recording_saved)
+
+    def _choose_backend(self) -> str:
+        """``--backend`` if given, else wan when a model folder is known (flag or settings), else tiny."""
+        return self.options.backend or ("wan" if (self.options.model or self.settings.model_dir) else "tiny")
+
+    def _apply_settings(self) -> None:
+        """Use the current settings (a changed model folder takes effect with the next scene opened)."""
+        self.backend = self._choose_backend()
+        self.router.bindings = self.settings.bindings
+        self.router.capture_mouse = self.settings.capture_mouse
+        if self.camera is not None:
+            self.camera.speed_mps = self.settings.speed_mps
+            self.camera.sensitivity_deg_per_px = self.settings.sensitivity_deg_per_px
+
+    # ---- start-up and scenes -------------------------------------------------------------
+
+    def backbone_config(self) -> BackboneConfig:
+        model = self.options.model or self.settings.model_dir or None
+        return BackboneConfig(backend=self.backend, model_dir=model if self.backend == "wan" else None, device=self.options.device, offload=self.options.offload)
+
+    def pipeline_config(self) -> PipelineConfig:
+        o = self.controls.options()
+        return PipelineConfig(steps=o.steps, seed=o.seed, inpaint_fraction=o.inpaint_fraction)
+
+    def generation_settings(self) -> GenerationSettings:
+        return GenerationSettings(height=self.options.height, width=self.options.width, prompt=self.controls.options().prompt)
+
+    def start(self) -> None:
+        """Load the backbone, then open the start scene (a session, a photo, or the bundled sample)."""
+        if self.options.session:
+            self.open_session(self.options.session)
+        elif self.options.image:
+            self.open_image(self.options.image)
+        else:
+            self.open_bundled()
+
+    def _open(self, kind: str, value: str | None) -> None:
+        """Open a scene; (re)load the backbone first when the model options changed since it was loaded."""
+        self._reset_scene()
+        wanted = (self.backbone_config(), self.pipeline_config(), self.generation_settings())
+        if wanted == self._loaded_options:
+            self._post_open(kind, value)
+            return
+        self._pending_open = (kind, value)
+        self.hud.set_state("loading the model…")
+        self.controller.load_backbone(*wanted)
+        self._loaded_options = wanted
+
+    def _post_open(self, kind: str, value: str | None) -> None:
+        self.hud.set_state("opening…")
+        if kind == "image":
+            self.controller.open_image(value)
+        elif kind == "session":
+            self.controller.continue_session(value)
+        else:
+            self.controller.open_bundled()
+
+    def choose_image(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a photo", "", IMAGE_FILTER)
+        if path:
+            self.open_image(path)
+
+    def open_image(self, path: str) -> None:
+        """Start from a photo (a bad file gets a message box naming it; the app keeps running)."""
+        self.replayed = None
+        self._open("image", str(path))
+
+    def open_bundled(self) -> None:
+        """Start from the bundled RGB-D sample scene."""
+        self.replayed = None
+        self._open("bundled", None)
+
+    def _reset_scene(self) -> None:
+        self.set_recording(False)
+        self.viewport.clear()
+        self.trajectory, self.segments_done = [], 0
+        self.cache_panel.set_data(None)
+        self.camera = self.flight = self.scene = self.router.camera = None
+        self.tick_timer.stop()
+
+    def _on_backbone_ready(self, description: str) -> None:
+        self.statusBar().showMessage(f"Model ready: {description}", 8000)
+        if self._pending_open is not None:
+            kind, value = self._pending_open
+            self._pending_open = None
+            self._post_open(kind, value)
+
+    def _on_scene_ready(self, scene: SceneInfo) -> None:
+        if self._pending_open is not None:
+            return  # the worker reopened the previous scene after a model reload; ours comes next
+        self._reset_scene()
+        self.scene = scene
+        start = torch.as_tensor(np.asarray(scene.start_w2c), dtype=torch.float64)
+        self.camera = FlyCamera(start, self.settings.speed_mps, self.settings.sensitivity_deg_per_px)
+        self.flight = FlightPath(start, time.perf_counter())
+        self.router.camera = self.camera
+        self.segments_done = scene.segments_done
+        if self.replayed is not None and scene.source == f"session:{self.replayed.folder}":
+            self.trajectory = list(self.replayed.all_w2c())
+            self.viewport.append_frames(self.replayed.frames)
+        else:
+            self.trajectory = [start.numpy()]
+        self.viewport.set_live(np.asarray(scene.image), "start image" if not scene.segments_done else "last generated frame")
+        if self._preview_renderer() is not None:
+            self._preview.cell_angle_rad = scene.latent_stride / float(scene.K[0, 0])
+        if scene.prior_depth:
+            self.statusBar().showMessage("No depth model: the memory uses a flat prior depth; geometry is approximate.", 10_000)
+        self.hud.set_state("ready: fly with W/A/S/D, drag to look")
+        self.viewport.view.setFocus()
+        self._update_cameras()
+        self._last_tick = time.perf_counter()
+        self.tick_timer.start()
+
+    # ---- driving -------------------------------------------------------------------------
+
+    def _trigger(self, action: Action) -> None:
+        if action is Action.PAUSE:
+            self.set_paused(not self.router.paused)
+        elif action is Action.RESET and self.camera is not None:
+            self.camera.reset()
+        elif action is Action.GENERATE_NOW:
+            self.generate_now()
+        elif action in STEP_ACTIONS:
+            self.step(action)
+
+    def set_paused(self, paused: bool) -> None:
+        """Esc: pause flying and release the mouse (a click on the view resumes)."""
+        self.router.paused = paused
+        self.router.release_all()
+        self.hud.set_state("paused: click the view to resume" if paused else "flying")
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        dt, self._last_tick = now - self._last_tick, now
+        if self.camera is None or self.router.paused:
+            return
+        if self.camera.tick(min(dt, 0.1)):
+            w2c = self.camera.w2c
+            self.flight.record(now, w2c)
+            self._render_preview(w2c.numpy())
+            self._update_cameras()
+        if self.controls.mode == "flight" and self.flight.ready():
+            self.generate_now()
+
+    def generate_now(self) -> None:
+        """Free flight: queue a segment from the motion since the last generated pose."""
+        if self.flight is None or self.controls.mode != "flight" or len(self.flight) < 2:
+            return
+        self._queue(self.flight.take_segment())
+
+    def step(self, action: Action) -> None:
+        """Steps mode: one segment for a step action, from the last queued pose."""
+        if self.flight is None or self.controls.mode != "steps":
+            return
+        poses = step_segment(action, self.flight.anchor_w2c)
+        self.flight = FlightPath(poses[-1], time.perf_counter())  # the next step or flight starts at its end
+        self.camera.set_pose(poses[-1])
+        self._queue(poses)
+
+    def _queue(self, poses: torch.Tensor) -> None:
+        self.pending += 1
+        self.controls.set_busy(True)
+        self.hud.set_state("generating")
+        self.controller.queue_segment(poses)
+
+    def cancel(self) -> None:
+        """Cancel the running and queued segments (the memory keeps what was written)."""
+        self.hud.set_state("cancelling…")
+        self.controller.cancel()
+
+    def _options_changed(self) -> None:
+        """Steps, seed, prompt and inpaint fraction go to the loaded pipeline and apply from the next segment."""
+        if self._loaded_options is None or self._pending_open is not None:
+            return  # nothing loaded yet (or loading): the options are read when the model loads
+        options = self.controls.options()
+        self.controller.update_generation(prompt=options.prompt, steps=options.steps, seed=options.seed, inpaint_fraction=options.inpaint_fraction)
+        self._loaded_options = (self.backbone_config(), self.pipeline_config(), self.generation_settings())
+
+    # ---- preview and panel ---------------------------------------------------------------
+
+    def _preview_renderer(self) -> MemoryPreviewRenderer | None:
+        """The preview renderer, with no Qt OpenGL context current.
+
+        The preview draws through its own EGL context; with a Qt (GLX) context still current in this
+        thread, Mesa's dispatch crashed in ``glDrawElements`` (seen under Xvfb/llvmpipe). Qt makes
+        its context current again whenever it paints.
+        """
+        current = QOpenGLContext.currentContext()
+        if current is not None:
+            current.doneCurrent()
+        if self._preview is None:
+            try:
+                self._preview = MemoryPreviewRenderer()
+            except Exception as error:  # noqa: BLE001 (no EGL: the app works without the preview)
+                self.statusBar().showMessage(f"Preview unavailable (no offscreen OpenGL): {error}", 10_000)
+                self._preview = False
+        return self._preview or None
+
+    def _render_preview(self, w2c: np.ndarray) -> None:
+        renderer = self._preview_renderer()
+        if renderer is None or self.scene is None:
+            return
+        height, width = np.asarray(self.scene.image).shape[:2]
+        scale = min(1.0, PREVIEW_MAX_WIDTH / width)
+        size = (max(2, round(height * scale)), max(2, round(width * scale)))
+        K = scale_intrinsics(torch.as_tensor(np.asarray(self.scene.K), dtype=torch.float64), (height, width), size)
+        self.viewport.set_live(renderer.render(w2c, K, size[1], size[0]))
+
+    def _update_cameras(self) -> None:
+        if self.scene is None:
+            return
+        height, width = np.asarray(self.scene.image).shape[:2]
+        current = self.camera.w2c.numpy() if self.camera is not None else None
+        self.cache_panel.set_cameras(np.stack(self.trajectory), current, np.asarray(self.scene.K), width, height)
+
+    # ---- controller signals --------------------------------------------------------------
+
+    def _on_status(self, message: str) -> None:
+        self.statusBar().showMessage(message, 5000)
+
+    def _on_step(self, segment: int, step: int, steps: int) -> None:
+        self.hud.set_step(segment, step, steps, queued=max(self.pending - 1, 0))
+
+    def _on_segment(self, result) -> None:
+        # frame 0 of a segment repeats the previous segment's last frame (for the first one: the photo)
+        self.viewport.append_frames(result.frames if self.viewport.frame_count == 0 else result.frames[1:])
+        self.trajectory.extend(np.asarray(result.w2c)[1:])
+        self.segments_done = result.index + 1
+        self.pending = max(self.pending - 1, 0)
+        self._seconds_per_frame = result.timings["total"] / max(len(result.frames) - 1, 1)
+        self.hud.set_done(f"segment {result.index + 1} done ({result.timings['total']:.1f} s)")
+        self._update_cameras()
+
+    def _on_memory(self, snapshot) -> None:
+        data = CacheData.from_snapshot(snapshot)
+        first = self.cache_panel.drawn_points.size == 0
+        self.cache_panel.set_data(data)
+        if first:
+            self.cache_panel.frame_cloud()
+        renderer = self._preview_renderer()
+        if renderer is not None and len(data.positions):
+            renderer.set_points(data.positions, data.colors, snapshot.footprint_m)
+            if self.camera is not None:
+                self._render_preview(self.camera.w2c.numpy())
+
+    def _on_failed(self, title: str, message: str) -> None:
+        if self._pending_open is not None:  # the model did not load: the next open tries again
+            self._pending_open = self._loaded_options = None
+        self.hud.set_state("error")
+        QMessageBox.critical(self, title, message)
+
+    def _on_cancelled(self, segment: int) -> None:
+        self.pending = 0
+        if self.flight is not None and len(self.trajectory):
+            self.flight.rebase(torch.as_tensor(self.trajectory[-1]))
+        self.hud.set_done(f"segment {segment + 1} cancelled")
+
+    def _on_idle(self) -> None:
+        self.pending = 0
+        self.controls.set_busy(False)
+        self.hud.set_state("idle" if self.scene is not None else "no scene")
+
+    def _refresh_hud(self) -> None:
+        self.hud.set_rates(self.viewport.view.paint_rate(), self._seconds_per_frame)
+        self.hud.set_device(self._device)
+
+    # ---- sessions ------------------------------------------------------------------------
+
+    def set_recording(self, on: bool) -> None:
+        """Record into a folder the user picks, or stop.
+
+        The worker thread owns the recorder (it owns the memory too): a stop request queues behind
+        the running segment, so that segment still goes into the recording, and ``recording_saved``
+        follows once the files are written.
+        """
+        if on and self.recording_folder is None:
+            folder = QFileDialog.getExistingDirectory(self, "Record the session into…")
+            if folder:
+                self.start_recording(folder)
+        elif not on and self.recording_folder is not None:
+            self.controller.stop_recording()
+            self.statusBar().showMessage("Recording stops after the running segment…", 5000)
+            self.recording_folder = None
+        self._show_recording(self.recording_folder is not None)
+
+    def start_recording(self, folder: str) -> None:
+        """Record every segment generated from now on into ``folder`` (replaced when the recording finishes)."""
+        if self.scene is None:
+            QMessageBox.information(self, "Record", "Open a scene first.")
+            return
+        self.controller.start_recording(folder, fps=self.viewport.fps)
+        self.recording_folder = folder
+        self._show_recording(True)
+        self.statusBar().showMessage(f"Recording into {folder}", 5000)
+
+    def _show_recording(self, on: bool) -> None:
+        self.controls.record_button.blockSignals(True)
+        self.controls.record_button.setChecked(on)
+        self.controls.record_button.blockSignals(False)
+
+    def _on_recording_saved(self, folder: str) -> None:
+        self.statusBar().showMessage(f"Recording saved to {folder}", 8000)
+
+    def choose_session(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a recorded session")
+        if folder:
+            self.open_session(folder)
+
+    def open_session(self, folder: str) -> None:
+        """Replay a recording (frames into the timeline, memory into the panel); generating continues from its end."""
+        try:
+            session = load_session(folder)
+        except (ValueError, OSError) as error:
+            self._on_failed("Open session", f"{error}\n\nChoose a folder written by Record.")
+            return
+        self.replayed = session
+        self._open("session", str(session.folder))
+
+    def choose_export_path(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export camera path", "camera_path.json", "Camera path (*.json)")
+        if path:
+            self.export_camera_path(path)
+
+    def export_camera_path(self, path: str) -> None:
+        """Write the trajectory of every generated frame as camera-path JSON (OpenCV axes)."""
+        if self.scene is None or len(self.trajectory) < 2:
+            QMessageBox.information(self, "Export camera path", "Nothing generated yet: fly and generate a segment first.")
+            return
+        height, width = np.asarray(self.scene.image).shape[:2]
+        try:
+            write_camera_path_json(path, Trajectory(torch.from_numpy(np.stack(self.trajectory)), torch.from_numpy(np.asarray(self.scene.K)), width, height, self.viewport.fps))
+        except (ValueError, OSError) as error:
+            self._on_failed("Export camera path", f"{path}: {error}")
+            return
+        self.statusBar().showMessage(f"Camera path written to {path}", 8000)
+
+    # ---- settings, help, drag and drop, closing ------------------------------------------
+
+    def edit_settings(self) -> None:
+        dialog = SettingsDialog(self.settings, self)
+        if dialog.exec() and dialog.result_settings() is not None:
+            self.settings = dialog.result_settings()
+            self.settings.save(self.store)
+            self._apply_settings()
+
+    def show_controls_help(self) -> None:
+        b = self.settings.bindings
+        QMessageBox.information(
+            self,
+            "Controls",
+            f"Move: {b.forward}/{b.left}/{b.back}/{b.right}, down/up {b.down}/{b.up}; {b.fast} fast, {b.slow} slow\n"
+            f"Look: drag in the view (or captured mouse-look, see Settings)\n"
+            f"{b.generate_now}: generate now · {b.pause}: pause / release mouse · {b.reset}: reset camera\n"
+            f"Steps mode: {b.step_forward}/{b.step_back} forward/back, {b.turn_left}/{b.turn_right} turn, {b.orbit_left}/{b.orbit_right} orbit",
+        )
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        if event.mimeData().hasUrls() and any(url.isLocalFile() for url in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
+        if files:
+            event.acceptProposedAction()
+            self.open_image(files[0])
+
+    def changeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        if event.type() == event.Type.ActivationChange and not self.isActiveWindow():
+            self.router.release_all()
+        super().changeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop timers, finish a recording, stop the worker thread and free the preview context."""
+        self.tick_timer.stop()
+        self.hud_timer.stop()
+        self.recording_folder = None  # the worker saves an active recording when it closes
+        self.router.detach()
+        self.controller.shutdown()
+        if self._preview:
+            self._preview_renderer().close()
+        self._preview = None
+
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        self.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,81 @@
+"""User settings persisted with QSettings: key bindings, mouse sensitivity, speed, mouse capture, model folder.
+
+:func:`user_qsettings` is the real store (organisation :data:`ORGANIZATION`, application
+:data:`APPLICATION`, the platform's native format); tests pass their own ``QSettings`` on a
+temporary INI file instead. Stored values that do not parse fall back to the defaults and are
+reported in :attr:`ExplorerSettings.problems`, so a damaged config never stops the app.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from PySide6.QtCore import QSettings
+
+from explorer.fly_camera import KeyBindings
+
+ORGANIZATION = "MirageExplorer"
+APPLICATION = "Mirage Explorer"
+
+
+def user_qsettings() -> QSettings:
+    """The user's settings store."""
+    return QSettings(ORGANIZATION, APPLICATION)
+
+
+@dataclass
+class ExplorerSettings:
+    """What the settings dialog edits (one comment per field)."""
+
+    bindings: KeyBindings = field(default_factory=KeyBindings)  # key per action
+    sensitivity_deg_per_px: float = 0.15  # mouse-look degrees per pixel
+    speed_mps: float = 1.0  # fly speed in metres per second (Shift x4, Ctrl x0.25)
+    capture_mouse: bool = False  # mouse-look without dragging: the cursor is hidden and re-centred (X11/Windows)
+    model_dir: str = ""  # Wan2.2-TI2V-5B diffusers folder; empty: the tiny backend
+    problems: list[str] = field(default_factory=list, compare=False)  # stored values that were ignored
+
+    def __post_init__(self) -> None:
+        for name in ("sensitivity_deg_per_px", "speed_mps"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+    @classmethod
+    def load(cls, store: QSettings) -> ExplorerSettings:
+        """Read the settings; unreadable entries keep their defaults and are listed in ``problems``."""
+        values, problems = {}, []
+        raw = store.value("bindings")
+        if raw is not None:
+            try:
+                values["bindings"] = KeyBindings.from_dict(json.loads(raw))
+            except (ValueError, TypeError) as error:
+                problems.append(f"key bindings ignored: {error}")
+        for name, kind in (("sensitivity_deg_per_px", float), ("speed_mps", float), ("model_dir", str)):
+            raw = store.value(name)
+            if raw is None:
+                continue
+            try:
+                values[name] = kind(raw)
+            except (ValueError, TypeError):
+                problems.append(f"{name} ignored: {raw!r} is not a {kind.__name__}")
+        raw = store.value("capture_mouse")
+        if raw is not None:
+            values["capture_mouse"] = str(raw).lower() in ("true", "1")
+        try:
+            settings = cls(**values)
+        except ValueError as error:
+            problems.append(f"settings reset to defaults: {error}")
+            settings = cls()
+        settings.problems = problems
+        return settings
+
+    def save(self, store: QSettings) -> None:
+        """Write every field and flush to disk."""
+        store.setValue("bindings", json.dumps(self.bindings.to_dict()))
+        store.setValue("sensitivity_deg_per_px", self.sensitivity_deg_per_px)
+        store.setValue("speed_mps", self.speed_mps)
+        store.setValue("capture_mouse", self.capture_mouse)
+        store.setValue("model_dir", self.model_dir)
+        store.sync()

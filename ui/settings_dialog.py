@@ -1,0 +1,110 @@
+"""The settings dialog: key bindings, mouse sensitivity, fly speed, mouse capture, model folder."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from explorer.fly_camera import Action, KeyBindings
+from ui.keys import KeyCaptureButton
+from ui.settings import ExplorerSettings
+
+
+class SettingsDialog(QDialog):
+    """Edits an :class:`~ui.settings.ExplorerSettings`; :meth:`result_settings` returns the edited copy.
+
+    Accepting with a key bound to two actions shows a message naming both and keeps the dialog open.
+    """
+
+    def __init__(self, settings: ExplorerSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Settings")
+        self._result: ExplorerSettings | None = None
+        self.key_buttons: dict[Action, KeyCaptureButton] = {}
+        keys = QFormLayout()
+        for action in Action:
+            button = KeyCaptureButton(settings.bindings.key_for(action))
+            self.key_buttons[action] = button
+            keys.addRow(action.value.replace("_", " "), button)
+        defaults = QPushButton("Restore default keys")
+        defaults.clicked.connect(self._restore_default_keys)
+        keys.addRow(defaults)
+        key_box = QGroupBox("Keys (click, then press the new key)")
+        key_box.setLayout(keys)
+
+        self.sensitivity = QDoubleSpinBox(decimals=3, minimum=0.005, maximum=2.0, singleStep=0.01, suffix=" °/px")
+        self.sensitivity.setValue(settings.sensitivity_deg_per_px)
+        self.speed = QDoubleSpinBox(decimals=2, minimum=0.05, maximum=20.0, singleStep=0.1, suffix=" m/s")
+        self.speed.setValue(settings.speed_mps)
+        self.capture = QCheckBox("Captured mouse-look (hide the cursor; Esc releases it)")
+        self.capture.setChecked(settings.capture_mouse)
+        self.model_dir = QLineEdit(settings.model_dir)
+        self.model_dir.setPlaceholderText("empty: tiny backend (no weights)")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_model)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_dir)
+        model_row.addWidget(browse)
+        other = QFormLayout()
+        other.addRow("Mouse sensitivity", self.sensitivity)
+        other.addRow("Fly speed", self.speed)
+        other.addRow(self.capture)
+        other.addRow("Wan2.2 model folder", model_row)
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        columns = QHBoxLayout()
+        columns.addWidget(key_box)
+        right = QVBoxLayout()
+        right.addLayout(other)
+        right.addStretch(1)
+        columns.addLayout(right)
+        layout.addLayout(columns)
+        layout.addWidget(buttons)
+
+    def _restore_default_keys(self) -> None:
+        defaults = KeyBindings()
+        for action, button in self.key_buttons.items():
+            button.set_key(defaults.key_for(action))
+
+    def _browse_model(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Wan2.2-TI2V-5B diffusers folder", self.model_dir.text())
+        if folder:
+            self.model_dir.setText(folder)
+
+    def edited_settings(self) -> ExplorerSettings:
+        """The settings as currently edited.
+
+        Raises:
+            ValueError: a key bound twice (the message names both actions).
+        """
+        bindings = KeyBindings(**{action.value: button.key for action, button in self.key_buttons.items()})
+        return ExplorerSettings(bindings, self.sensitivity.value(), self.speed.value(), self.capture.isChecked(), self.model_dir.text().strip())
+
+    def accept(self) -> None:
+        """Validate; on a conflict show why and stay open."""
+        try:
+            self._result = self.edited_settings()
+        except ValueError as error:
+            QMessageBox.warning(self, "Settings", str(error))
+            return
+        super().accept()
+
+    def result_settings(self) -> ExplorerSettings | None:
+        """The accepted settings (None when cancelled)."""
+        return self._result

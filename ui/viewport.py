@@ -1,0 +1,244 @@
+"""The viewport: the live memory preview at the current camera, generated frames played at the
+target frame rate, and a timeline slider that scrubs back through everything generated.
+
+What the big picture shows:
+
+* **live** — the latest preview render (the memory seen from the current camera, with holes);
+  it is replaced within one repaint of :meth:`Viewport.set_live`;
+* **play** — generated frames not yet shown, one every ``1 / fps`` seconds; the live preview then
+  sits in a corner inset so camera input stays visible;
+* **scrub** — the frame chosen on the timeline (playback paused); "Live" returns to following.
+
+After playback the last generated frame stays up until the camera moves again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from PySide6.QtCore import QRectF, Qt, QTimer
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSlider, QVBoxLayout, QWidget
+
+
+def to_qimage(image: np.ndarray) -> QImage:
+    """``[H, W, 3]`` uint8 RGB -> a QImage that owns a copy of the pixels."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an [H,W,3] uint8 image, got {list(image.shape)}")
+    height, width = image.shape[:2]
+    return QImage(image.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+
+
+class FrameView(QWidget):
+    """Paints one image scaled to fit (letterboxed), a caption, and an optional inset image.
+
+    Counts its paints so the HUD can show the display frame rate (:meth:`paint_rate`).
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumSize(320, 180)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self._image: QImage | None = None
+        self._inset: QImage | None = None
+        self.caption = ""
+        self.inset_caption = ""
+        self.hint = "File → Open image… or drop a photo here"
+        self._paint_times: list[float] = []
+
+    def show_image(self, image: QImage | None, caption: str, inset: QImage | None = None, inset_caption: str = "") -> None:
+        """Display ``image`` (None: the hint text) with a caption and an optional corner inset."""
+        self._image, self.caption, self._inset, self.inset_caption = image, caption, inset, inset_caption
+        self.update()
+
+    def paint_rate(self) -> float:
+        """Paints per second over the last second."""
+        now = time.perf_counter()
+        self._paint_times = [t for t in self._paint_times if now - t <= 1.0]
+        return float(len(self._paint_times))
+
+    def _fit(self, image: QImage, box: QRectF) -> QRectF:
+        scale = min(box.width() / image.width(), box.height() / image.height())
+        w, h = image.width() * scale, image.height() * scale
+        return QRectF(box.x() + (box.width() - w) / 2, box.y() + (box.height() - h) / 2, w, h)
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        self._paint_times.append(time.perf_counter())
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(12, 12, 14))
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        font = QFont(self.font())
+        font.setPointSizeF(max(font.pointSizeF(), 9.0))
+        painter.setFont(font)
+        if self._image is None:
+            painter.setPen(QColor(170, 170, 180))
+            painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
+            return
+        target = self._fit(self._image, QRectF(self.rect()))
+        painter.drawImage(target, self._image)
+        self._draw_caption(painter, target.topLeft().x() + 8, target.topLeft().y() + 8, self.caption)
+        if self._inset is not None:
+            box = QRectF(0, 0, target.width() * 0.3, target.height() * 0.3)
+            box.moveBottomRight(target.bottomRight() - QRectF(0, 0, 10, 10).bottomRight())
+            inset = self._fit(self._inset, box)
+            painter.drawImage(inset, self._inset)
+            painter.setPen(QPen(QColor(255, 215, 40), 2))
+            painter.drawRect(inset)
+            self._draw_caption(painter, inset.x() + 4, inset.y() + 4, self.inset_caption)
+
+    @staticmethod
+    def _draw_caption(painter: QPainter, x: float, y: float, text: str) -> None:
+        if not text:
+            return
+        metrics = painter.fontMetrics()
+        box = QRectF(x, y, metrics.horizontalAdvance(text) + 12, metrics.height() + 6)
+        painter.fillRect(box, QColor(0, 0, 0, 150))
+        painter.setPen(QColor(235, 235, 235))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+
+
+class Viewport(QWidget):
+    """Live preview + generated-frame playback + timeline."""
+
+    def __init__(self, fps: float = 16.0, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.view = FrameView()
+        self._frames: list[np.ndarray] = []
+        self._live: QImage | None = None
+        self._shown = -1  # generated frame on screen, -1 = live
+        self._next = 0  # next generated frame to play
+        self.mode = "live"
+        self._play_timer = QTimer(self)
+        self._play_timer.timeout.connect(self._advance)
+        self.set_fps(fps)
+
+        self.play_button = QPushButton("Pause")
+        self.play_button.setCheckable(True)
+        self.play_button.toggled.connect(self._toggle_pause)
+        self.live_button = QPushButton("Live")
+        self.live_button.setToolTip("Follow the camera and new frames again")
+        self.live_button.clicked.connect(self.follow)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0, 0)
+        self.slider.setEnabled(False)
+        self.slider.sliderMoved.connect(self.scrub)
+        self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.position_label = QLabel("no frames yet")
+        self.position_label.setMinimumWidth(140)
+        for button in (self.play_button, self.live_button):
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        row = QHBoxLayout()
+        row.addWidget(self.play_button)
+        row.addWidget(self.slider, stretch=1)
+        row.addWidget(self.position_label)
+        row.addWidget(self.live_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view, stretch=1)
+        layout.addLayout(row)
+
+    # ---- state ---------------------------------------------------------------------------
+
+    @property
+    def frame_count(self) -> int:
+        return len(self._frames)
+
+    @property
+    def shown_index(self) -> int:
+        """Generated frame on screen, or -1 for the live preview."""
+        return self._shown
+
+    @property
+    def frames(self) -> list[np.ndarray]:
+        """Every generated frame so far (``[H, W, 3]`` uint8 each)."""
+        return self._frames
+
+    def set_fps(self, fps: float) -> None:
+        """Playback frame rate of generated frames."""
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.fps = float(fps)
+        self._play_timer.setInterval(max(1, round(1000 / self.fps)))
+
+    def clear(self) -> None:
+        """Forget all frames and the live image (a new scene)."""
+        self._frames, self._live, self._shown, self._next, self.mode = [], None, -1, 0, "live"
+        self._play_timer.stop()
+        self._sync_timeline()
+        self.view.show_image(None, "")
+
+    # ---- input ---------------------------------------------------------------------------
+
+    def set_live(self, image: np.ndarray, caption: str = "preview · memory at the camera") -> None:
+        """New preview at the current camera: shown at once (or as the inset while frames play)."""
+        self._live = to_qimage(image)
+        self._live_caption = caption
+        if self.mode == "live" or (self.mode == "play" and not self._play_timer.isActive() and not self.play_button.isChecked()):
+            self.mode, self._shown = "live", -1
+        self._render()
+
+    def append_frames(self, frames: np.ndarray) -> None:
+        """Add generated frames ``[T, H, W, 3]`` uint8; they play at :attr:`fps` unless scrubbing/paused."""
+        self._frames.extend(np.asarray(frames, dtype=np.uint8))
+        self._sync_timeline()
+        if self.mode != "scrub":
+            self.mode = "play"
+            if not self.play_button.isChecked():
+                self._play_timer.start()
+
+    def scrub(self, index: int) -> None:
+        """Show generated frame ``index`` and pause playback (the timeline)."""
+        if not self._frames:
+            return
+        index = int(np.clip(index, 0, len(self._frames) - 1))
+        self.mode, self._shown = "scrub", index
+        self._play_timer.stop()
+        self._render()
+
+    def follow(self) -> None:
+        """Leave scrubbing: play frames not yet played, else show the live preview."""
+        self.play_button.setChecked(False)
+        self.mode = "play" if self._next < len(self._frames) else "live"
+        if self.mode == "play":
+            self._play_timer.start()
+        else:
+            self._shown = -1
+        self._render()
+
+    def _toggle_pause(self, paused: bool) -> None:
+        self.play_button.setText("Play" if paused else "Pause")
+        if paused:
+            self._play_timer.stop()
+        elif self.mode == "play":
+            self._play_timer.start()
+
+    def _advance(self) -> None:
+        if self._next < len(self._frames):
+            self._shown = self._next
+            self._next += 1
+            self._render()
+        if self._next >= len(self._frames):
+            self._play_timer.stop()  # caught up: hold the last frame until the camera moves
+
+    # ---- drawing -------------------------------------------------------------------------
+
+    def _sync_timeline(self) -> None:
+        self.slider.setEnabled(bool(self._frames))
+        self.slider.setRange(0, max(0, len(self._frames) - 1))
+
+    def _render(self) -> None:
+        if self._shown < 0:
+            self.view.show_image(self._live, getattr(self, "_live_caption", ""))
+            self.position_label.setText(f"live · {len(self._frames)} frames" if self._frames else "live preview")
+        else:
+            image = to_qimage(self._frames[self._shown])
+            caption = f"{'generated' if self.mode != 'scrub' else 'timeline'} · frame {self._shown}"
+            self.view.show_image(image, caption, self._live, "live preview")
+            self.slider.blockSignals(True)
+            self.slider.setValue(self._shown)
+            self.slider.blockSignals(False)
+            self.position_label.setText(f"frame {self._shown + 1} / {len(self._frames)}")
