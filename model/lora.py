@@ -11,8 +11,10 @@ A memory-weights folder::
 
     memory_branch.safetensors         MemoryBranch.save (config in its metadata)
     pytorch_lora_weights.safetensors  WanLoraLoaderMixin.save_lora_weights, keys "transformer.blocks.i.attn1...",
-                                      the peft LoraConfig in its "lora_adapter_metadata"
-    memory_weights.json               format + version, branch config, LoRA settings, backbone summary
+                                      the peft LoraConfig in its "lora_adapter_metadata"; absent in a
+                                      branch-only folder (training stage 1 output)
+    memory_weights.json               format + version, branch config, LoRA settings (null: branch only),
+                                      backbone summary
 
 It is written into a temporary folder next to the target and renamed into place. Only safetensors
 are read (no pickle fallback), from local files only.
@@ -139,12 +141,14 @@ def save_memory_weights(
     folder: str | os.PathLike,
     transformer: nn.Module,
     branch: MemoryBranch,
-    lora_settings: LoraSettings,
+    lora_settings: LoraSettings | None,
     adapter_name: str = DEFAULT_ADAPTER,
 ) -> None:
     """Write the branch and the LoRA adapter ``adapter_name`` of ``transformer`` into ``folder``.
 
-    An existing memory-weights folder is replaced; a folder holding anything else is refused.
+    ``lora_settings=None`` writes a branch-only folder (no LoRA file; the manifest's ``lora`` is
+    null), e.g. after training stage 1. An existing memory-weights folder is replaced; a folder
+    holding anything else is refused.
 
     Raises:
         ValueError: branch built for another backbone, no such adapter, ``lora_settings`` not those
@@ -152,8 +156,8 @@ def save_memory_weights(
     """
     folder = Path(folder)
     check_backbone(branch.backbone, transformer, "MemoryBranch")
-    adapter = _adapter_config(transformer, adapter_name)
-    if LoraSettings.from_peft(adapter) != lora_settings:
+    adapter = None if lora_settings is None else _adapter_config(transformer, adapter_name)
+    if adapter is not None and LoraSettings.from_peft(adapter) != lora_settings:
         raise ValueError(f"lora_settings {lora_settings} differ from adapter {adapter_name!r} on the transformer")
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in _FILES) if folder.is_dir() else []
     if foreign:
@@ -162,25 +166,27 @@ def save_memory_weights(
         "format": MEMORY_WEIGHTS_FORMAT,
         "format_version": MEMORY_WEIGHTS_FORMAT_VERSION,
         "branch": asdict(branch.config),
-        "lora": asdict(lora_settings),
+        "lora": None if lora_settings is None else asdict(lora_settings),
         "backbone": backbone_summary(transformer),
     }
     with atomic_dir(folder) as tmp:
         branch.save(tmp / BRANCH_FILE)
-        WanLoraLoaderMixin.save_lora_weights(
-            tmp,
-            transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=adapter_name),
-            weight_name=LORA_FILE,
-            safe_serialization=True,
-            transformer_lora_adapter_metadata=adapter,
-        )
+        if adapter is not None:
+            WanLoraLoaderMixin.save_lora_weights(
+                tmp,
+                transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=adapter_name),
+                weight_name=LORA_FILE,
+                safe_serialization=True,
+                transformer_lora_adapter_metadata=adapter,
+            )
         write_json_atomic(tmp / MANIFEST_FILE, manifest)
 
 
 def load_memory_weights(
     folder: str | os.PathLike, transformer: nn.Module, adapter_name: str = DEFAULT_ADAPTER
 ) -> MemoryBranch:
-    """Load a memory-weights folder into a bare ``transformer``: LoRA added and active, branch attached.
+    """Load a memory-weights folder into a bare ``transformer``: LoRA added and active (none for a
+    branch-only folder), branch attached.
 
     Returns:
         The attached :class:`MemoryBranch`.
@@ -194,20 +200,26 @@ def load_memory_weights(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: no such memory-weights folder")
-    for name in _FILES:
+    for name in (BRANCH_FILE, MANIFEST_FILE):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name}: missing (a memory-weights folder holds {list(_FILES)})")
     manifest_path = folder / MANIFEST_FILE
     branch_config, settings = _read_manifest(manifest_path, transformer)
+    has_lora = (folder / LORA_FILE).is_file()
+    if settings is not None and not has_lora:
+        raise FileNotFoundError(f"{folder / LORA_FILE}: missing ({manifest_path} lists LoRA settings)")
+    if settings is None and has_lora:
+        raise ValueError(f"{folder / LORA_FILE}: present, but {manifest_path} says the folder is branch-only (lora null)")
     if adapter_name in (getattr(transformer, "peft_config", None) or {}):
         raise ValueError(f"the transformer already has a LoRA adapter named {adapter_name!r}")
     branch = MemoryBranch.load(folder / BRANCH_FILE, transformer)
     if branch.config != branch_config:
         raise ValueError(f"{folder / BRANCH_FILE}: config {branch.config} differs from {manifest_path}")
-    state_dict, metadata = _read_lora(folder / LORA_FILE, transformer, settings)
-    WanLoraLoaderMixin.load_lora_into_transformer(
-        state_dict, transformer=transformer, adapter_name=adapter_name, metadata=metadata
-    )
+    if settings is not None:
+        state_dict, metadata = _read_lora(folder / LORA_FILE, transformer, settings)
+        WanLoraLoaderMixin.load_lora_into_transformer(
+            state_dict, transformer=transformer, adapter_name=adapter_name, metadata=metadata
+        )
     branch.attach(transformer)
     return branch
 
@@ -220,8 +232,11 @@ def _adapter_config(transformer: nn.Module, adapter_name: str) -> dict:
     return configs[adapter_name].to_dict()
 
 
-def _read_manifest(path: Path, transformer: nn.Module) -> tuple[MemoryBranchConfig, LoraSettings]:
-    """Parse and check memory_weights.json against ``transformer``; errors name ``path``."""
+def _read_manifest(path: Path, transformer: nn.Module) -> tuple[MemoryBranchConfig, LoraSettings | None]:
+    """Parse and check memory_weights.json against ``transformer``; errors name ``path``.
+
+    The LoRA settings are None for a branch-only folder.
+    """
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -236,7 +251,7 @@ def _read_manifest(path: Path, transformer: nn.Module) -> tuple[MemoryBranchConf
     try:
         backbone = dict(manifest["backbone"])
         branch_config = MemoryBranchConfig(**manifest["branch"])
-        settings = LoraSettings(**manifest["lora"])
+        settings = None if manifest["lora"] is None else LoraSettings(**manifest["lora"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: bad entry ({e})") from e
     check_backbone(backbone, transformer, str(path))

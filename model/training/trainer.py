@@ -1,0 +1,461 @@
+"""Two-stage training of the memory branch and the backbone LoRA (Mirage paper §4).
+
+* Stage ``branch`` (1): the backbone is frozen; only the :class:`~model.memory_branch.MemoryBranch`
+  trains (AdamW, lr 1e-5 by default). Output: a branch-only memory-weights folder.
+* Stage ``lora`` (2): the branch is loaded from a stage-1 output and frozen; a LoRA (rank 64,
+  alpha 64, dropout 0.05, self-attention q/k/v/o) on the backbone trains (lr 1e-4). Output: branch
+  + LoRA.
+
+Objective: :mod:`model.training.flow` (per-frame sigma with shift 5, clean context + target frame 0
+at t = 0, MSE to ``noise - x_0`` on the noisy target frames). Data: :mod:`model.training.samples`.
+
+The loop runs under ``accelerate.Accelerator`` (``accelerate launch`` for several GPUs; a plain
+``python`` process on CPU works as is). Batches are a pure function of ``(seed, step)``: step
+``k`` of process ``r`` uses positions ``(k * world + r) * B ... + B - 1`` of the concatenation of
+per-epoch permutations ``default_rng([seed, epoch]).permutation(len(samples))``. Together with the
+checkpointed parameters, optimizer and RNG states (:mod:`model.training.checkpoint`) this makes a
+resumed run continue bit-exactly.
+
+Output folder (``--out``; loads with ``main.py generate --mode branch --memory-weights OUT``)::
+
+    OUT/
+      memory_branch.safetensors, memory_weights.json   (+ pytorch_lora_weights.safetensors, stage 2)
+      train.json        config, backbone, data (clips used / skipped), timings, loss summary
+      loss.csv          step, loss, lr (one row per step)
+      loss.png          the loss curve
+      checkpoints/step-NNNNNN/   the newest ``keep_checkpoints`` checkpoints
+      cache/            per-clip latent / depth cache (unless ``cache_dir`` points elsewhere)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+
+from model.atomic import atomic_dir, write_json_atomic
+from model.backbone import Backbone, BackboneConfig, load_backbone
+from model.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
+from model.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
+from model.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.scenes import SceneRenderer
+from model.training import checkpoint as ckpt
+from model.training.clips import ClipSource, discover_clips, procedural_clips
+from model.training.flow import DEFAULT_SHIFT, NoisedBatch, add_flow_noise, flow_loss
+from model.training.losslog import LossLog
+from model.training.samples import Batch, ClipCache, SampleSet, SampleSpec, collate
+
+STAGES = ("branch", "lora")
+DEFAULT_LR = {"branch": 1e-5, "lora": 1e-4}
+#: Default training frame size (height, width) per backend.
+DEFAULT_SIZE = {"wan": (704, 1280), "tiny": (64, 128)}
+#: ``--data`` value that selects procedural rooms rendered on the fly.
+PROCEDURAL = "procedural"
+
+StatusCallback = Callable[[str], None]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run (``main.py train`` flags map onto these)."""
+
+    stage: str = "branch"  # "branch": train the memory branch (stage 1); "lora": train the LoRA, branch frozen (stage 2)
+    data: str = PROCEDURAL  # RealEstate10K-layout folder (see model.training.clips) or "procedural"
+    out: str = "out/train"  # output folder (memory weights, loss log, checkpoints, cache)
+    backend: str = "tiny"  # "tiny" (CPU, random weights) or "wan" (Wan2.2-TI2V-5B from model_dir)
+    model_dir: str | None = None  # local Wan2.2-TI2V-5B diffusers folder (backend wan)
+    branch_dir: str | None = None  # stage lora: the stage-1 output folder whose branch is loaded and frozen
+    steps: int = 1000  # total optimizer steps (a resumed run continues up to this)
+    batch_size: int = 1  # samples per step and process
+    lr: float | None = None  # learning rate; None: 1e-5 (branch) or 1e-4 (lora)
+    weight_decay: float = 1e-2  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    grad_clip: float = 1.0  # max gradient norm (0 disables clipping)
+    seed: int = 0  # data order, noise and procedural scene selection
+    checkpoint_every: int = 500  # steps between checkpoints (one is also written at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    height: int | None = None  # frame height; None: 704 (wan) / 64 (tiny)
+    width: int | None = None  # frame width; None: 1280 (wan) / 128 (tiny)
+    context_frames: int = 0  # preceding clean latent frames (0-2); the pipeline currently feeds 0
+    chunk_frames: int = 33  # RGB frames of the target chunk (4k+1; the pipeline's segment length)
+    window_stride: int = 32  # RGB frames between target chunk starts within a clip
+    shift: float = DEFAULT_SHIFT  # sigma shift (5 for TI2V-5B at 704x1280)
+    branch_layers: tuple[int, ...] | None = None  # injection blocks; None: every 4th block from 0 (paper)
+    lora_rank: int = 64  # stage lora: LoRA rank
+    lora_alpha: int = 64  # stage lora: LoRA alpha
+    lora_dropout: float = 0.05  # stage lora: LoRA dropout
+    procedural_scenes: int = 8  # procedural data: number of rooms (seeds procedural_seed ...)
+    procedural_seed: int = 0  # procedural data: first room seed (keep held-out evaluation rooms apart)
+    depth_model: str | None = None  # transformers metric depth model folder for folder clips (None: flat prior, warned)
+    cache_dir: str | None = None  # clip cache folder; None: OUT/cache
+    device: str | None = None  # torch device; None: the accelerator's (cuda when available)
+    bf16: bool = False  # bf16 mixed precision (GPU; always on for wan, whose backbone is bf16); trainable weights stay float32
+    gradient_checkpointing: bool = False  # recompute backbone and branch blocks in backward (GPU memory)
+    tiny_num_heads: int = 2  # tiny backend: attention heads (generate loads the default tiny backbone)
+    tiny_head_dim: int = 16  # tiny backend: width per head
+    tiny_num_layers: int = 4  # tiny backend: blocks
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"--stage must be one of {STAGES}, got {self.stage!r}")
+        if self.stage == "lora" and not self.branch_dir:
+            raise ValueError("--stage lora needs --branch DIR (the stage-1 output with the trained memory branch)")
+        if self.stage == "branch" and self.branch_dir:
+            raise ValueError("--branch is only for --stage lora (stage 1 trains a fresh branch)")
+        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "procedural_scenes", "window_stride"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.branch_layers is not None:
+            self.branch_layers = tuple(int(i) for i in self.branch_layers)
+        self.betas = tuple(float(b) for b in self.betas)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.stage]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the training frames."""
+        default = DEFAULT_SIZE[self.backend]
+        return (self.height or default[0], self.width or default[1])
+
+    def backbone_config(self, device: str | None) -> BackboneConfig:
+        return BackboneConfig(
+            backend=self.backend, model_dir=self.model_dir, device=device, seed=0,
+            tiny_num_heads=self.tiny_num_heads, tiny_head_dim=self.tiny_head_dim, tiny_num_layers=self.tiny_num_layers,
+        )
+
+    def lora_settings(self) -> LoraSettings:
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, dropout=self.lora_dropout)
+
+    def identity(self) -> dict:
+        """The settings a resumed run must share with the checkpoint (all but run length / bookkeeping)."""
+        bookkeeping = {"out", "steps", "checkpoint_every", "keep_checkpoints", "device", "cache_dir"}
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name not in bookkeeping}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+class MemoryFlowModel(nn.Module):
+    """The trained system as one module (so ``accelerator.prepare`` can wrap it for DDP).
+
+    ``forward(model_input [B,C,F,h,w], timestep [B,L], prompt_embeds [B,L_text,D], readout
+    [B,C,F,h,w], visible [B,F,h,w]) -> velocity [B,C,F,h,w]``: the backbone called inside the
+    branch's condition (the branch is attached to the transformer by hooks).
+    """
+
+    def __init__(self, transformer: nn.Module, branch: MemoryBranch) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.branch = branch
+
+    def forward(self, model_input, timestep, prompt_embeds, readout, visible) -> torch.Tensor:
+        dtype = self.transformer.dtype
+        with self.branch.condition(readout.to(dtype), visible):
+            return self.transformer(
+                hidden_states=model_input.to(dtype), timestep=timestep, encoder_hidden_states=prompt_embeds.to(dtype), return_dict=False
+            )[0]
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """``{name: parameter}`` of every parameter with ``requires_grad`` (the checkpointed set)."""
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def build_model(config: TrainConfig, backbone: Backbone) -> MemoryFlowModel:
+    """Backbone frozen; stage branch: a fresh trainable branch; stage lora: the stage-1 branch frozen +
+    a fresh trainable LoRA. Trainable weights are float32 whatever the backbone's dtype."""
+    transformer = backbone.transformer
+    transformer.requires_grad_(False)
+    if config.stage == "branch":
+        layers = config.branch_layers or tuple(range(0, transformer.config.num_layers, 4))
+        branch = MemoryBranch(transformer, MemoryBranchConfig(layers=layers))
+    else:
+        branch = MemoryBranch.load(Path(config.branch_dir) / BRANCH_FILE, transformer)
+        branch.requires_grad_(False)
+        add_lora(transformer, config.lora_settings())
+        for name, p in transformer.named_parameters():
+            p.requires_grad_("lora_" in name)
+    branch.attach(transformer)
+    model = MemoryFlowModel(transformer, branch)
+    for p in trainable_parameters(model).values():
+        p.data = p.data.float()
+    if config.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    return model
+
+
+def batch_indices(seed: int, step: int, batch_size: int, num_samples: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Sample indices of ``step`` (0-based) on process ``rank``: a pure function (see the module docstring)."""
+    first = (step * world + rank) * batch_size
+    out = []
+    for position in range(first, first + batch_size):
+        epoch, offset = divmod(position, num_samples)
+        out.append(int(np.random.default_rng([seed, epoch]).permutation(num_samples)[offset]))
+    return out
+
+
+def training_step(model: nn.Module, batch: Batch, clean_frames: int, generator: torch.Generator, shift: float) -> tuple[torch.Tensor, NoisedBatch]:
+    """Noise ``batch``, predict the velocity, return ``(loss, noised batch)`` (no backward)."""
+    device = next(p for p in model.parameters()).device
+    transformer = model.module.transformer if hasattr(model, "module") else model.transformer
+    noised = add_flow_noise(batch.latents.to(device), clean_frames, tuple(transformer.config.patch_size), generator, shift)
+    prediction = model(noised.model_input, noised.timestep, batch.prompt_embeds.to(device), batch.readout.to(device), batch.visible.to(device))
+    return flow_loss(prediction, noised), noised
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did: steps run in this call, the loss log, where the weights went."""
+
+    out: Path
+    start_step: int
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+class Trainer:
+    """Sets up backbone, model, data and optimizer for ``config``; :meth:`run` trains.
+
+    Construction does everything but the loop (so tests can take single steps).
+    """
+
+    def __init__(self, config: TrainConfig, on_status: StatusCallback | None = None) -> None:
+        self.config = config
+        self.status = on_status or (lambda message: print(message, file=sys.stderr))
+        self.out = Path(config.out)
+        self.accelerator = Accelerator(
+            mixed_precision="bf16" if config.bf16 or config.backend == "wan" else "no", cpu=config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
+        )
+        device = config.device or str(self.accelerator.device)
+        set_seed(config.seed)  # LoRA init and dropout draw from the global RNGs (restored on resume)
+        self.status(f"Loading {config.backend} backbone…")
+        self.backbone = load_backbone(config.backbone_config(device), self.status, apply_offload=False)
+        self.model = build_model(config, self.backbone)
+        self.backbone.apply_offload()
+        self.model.to(self.backbone.device)
+        self.samples = self._samples()
+        self.optimizer = torch.optim.AdamW(
+            list(trainable_parameters(self.model).values()), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
+        )
+        self.prepared, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.generator = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + self.accelerator.process_index)
+        self.step = 0
+        self.log = LossLog()
+
+    # ---- data ------------------------------------------------------------------------------
+
+    def _samples(self) -> SampleSet:
+        config = self.config
+        height, width = config.size
+        multiple = self.backbone.expected_image_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(f"--height/--width {height}x{width} must be multiples of {multiple} for the {config.backend} backbone")
+        spec = SampleSpec(height, width, config.context_frames, config.chunk_frames, config.window_stride)
+        encoder_id = {k: v for k, v in asdict(self.backbone.config).items() if k not in ("device", "offload")}
+        cache = ClipCache(
+            Path(config.cache_dir) if config.cache_dir else self.out / "cache", spec, self.backbone.vae,
+            self.backbone.encode_prompt, self._depth_estimator(), encoder_id, self.backbone.device,
+        )
+        with self.accelerator.main_process_first():  # the main process builds the cache, the others read it
+            if config.data == PROCEDURAL:
+                self.renderer = SceneRenderer()
+                seeds = range(config.procedural_seed, config.procedural_seed + config.procedural_scenes)
+                clips: list[ClipSource] = procedural_clips(seeds, spec.min_clip_frames, self.renderer)
+                samples = SampleSet(clips, cache, on_status=self.status)
+            else:
+                clips, problems = discover_clips(config.data)
+                samples = SampleSet(clips, cache, on_status=self.status)
+                for problem in problems:
+                    samples.skip(problem)
+        for reason in samples.skipped:
+            self.status(f"skipped {reason}")
+        self.status(f"{len(samples)} samples from {len(samples.clip_ids)} clips ({len(samples.skipped)} skipped)")
+        return samples
+
+    def _depth_estimator(self) -> DepthEstimator | None:
+        """Depth of folder clips' first frames (procedural clips carry exact depth: None)."""
+        if self.config.data == PROCEDURAL:
+            return None
+        if self.config.depth_model:
+            return TransformersDepthEstimator(self.config.depth_model, device=self.backbone.device)
+        self.status("warning: no --depth-model: folder clips get a flat prior depth (ground plane + backdrop) for their memory")
+        return PriorDepth()
+
+    def batch(self, step: int) -> Batch:
+        """The batch of (0-based) ``step`` on this process."""
+        indices = batch_indices(self.config.seed, step, self.config.batch_size, len(self.samples), self.accelerator.process_index, self.accelerator.num_processes)
+        return collate([self.samples.sample(i) for i in indices])
+
+    # ---- one step --------------------------------------------------------------------------
+
+    def train_step(self, batch: Batch) -> float:
+        """One optimizer step on ``batch``; returns the loss (averaged over processes)."""
+        self.prepared.train()
+        loss, _ = training_step(self.prepared, batch, self.samples.spec.clean_frames, self.generator, self.config.shift)
+        self.accelerator.backward(loss)
+        if self.config.grad_clip > 0:
+            self.accelerator.clip_grad_norm_(list(trainable_parameters(self.model).values()), self.config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(self.accelerator.reduce(loss.detach(), reduction="mean"))
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step-N`` (all processes' RNG states; the rest from the main process)."""
+        acc = self.accelerator
+        folder = self.out / ckpt.CHECKPOINTS_DIR / ckpt.checkpoint_name(self.step)
+        staging = self.out / ckpt.CHECKPOINTS_DIR / f".{folder.name}.rng"
+        staging.mkdir(parents=True, exist_ok=True)
+        rng, rng_meta = ckpt.rng_tensors(self.generator)
+        ckpt.save_tensors(staging / ckpt.rng_file(acc.process_index), rng, rng_meta)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            with atomic_dir(folder) as tmp:
+                ckpt.save_tensors(tmp / ckpt.TRAINABLE_FILE, trainable_parameters(self.model))
+                tensors, meta = ckpt.optimizer_tensors(self.optimizer)
+                ckpt.save_tensors(tmp / ckpt.OPTIMIZER_FILE, tensors, meta)
+                for path in staging.iterdir():
+                    shutil.move(str(path), tmp / path.name)
+                write_json_atomic(tmp / ckpt.STATE_FILE, {"step": self.step, "config": self.config.identity(), "losses": self.log.to_json()})
+            shutil.rmtree(staging, ignore_errors=True)
+            for old in ckpt.list_checkpoints(self.out)[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+            self.log.write(self.out)
+        acc.wait_for_everyone()
+        return folder
+
+    def resume(self, path: str | os.PathLike) -> Path:
+        """Load a checkpoint (or the newest in an output folder) into this trainer.
+
+        Raises:
+            FileNotFoundError: no checkpoint there. ValueError: it was made with other settings.
+        """
+        folder = ckpt.resolve_checkpoint(path)
+        state = _read_state(folder / ckpt.STATE_FILE)
+        mine = self.config.identity()
+        diffs = [f"{k}: checkpoint {state['config'].get(k)!r} != now {v!r}" for k, v in mine.items() if state["config"].get(k) != v]
+        if diffs:
+            raise ValueError(f"--resume {folder}: made with other settings: " + "; ".join(diffs))
+        tensors, _ = ckpt.read_tensors(folder / ckpt.TRAINABLE_FILE)
+        params = trainable_parameters(self.model)
+        if tensors.keys() != params.keys():
+            raise ValueError(f"{folder / ckpt.TRAINABLE_FILE}: holds other parameters than this model trains")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(tensors[name])
+        ckpt.load_optimizer(self.optimizer, folder / ckpt.OPTIMIZER_FILE)
+        rng = folder / ckpt.rng_file(self.accelerator.process_index)
+        if not rng.is_file():
+            raise ValueError(f"{folder}: no RNG state for process {self.accelerator.process_index} (resume with the same number of processes)")
+        ckpt.restore_rng(rng, self.generator)
+        self.step = int(state["step"])
+        self.log = LossLog.from_json(state["losses"])
+        self.status(f"Resumed from {folder} at step {self.step}")
+        return folder
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        """Train from ``self.step`` to ``config.steps``, checkpointing; then write the weights and logs."""
+        config, acc = self.config, self.accelerator
+        start, started = self.step, time.perf_counter()
+        for _ in range(self.step, config.steps):
+            loss = self.train_step(self.batch(self.step))
+            self.step += 1
+            self.log.append(self.step, loss, config.learning_rate)
+            if acc.is_main_process and (self.step % 10 == 0 or self.step == config.steps):
+                self.status(f"step {self.step}/{config.steps} loss {loss:.5f}")
+            if self.step % config.checkpoint_every == 0 and self.step < config.steps:
+                self.save_checkpoint()
+        seconds = time.perf_counter() - started
+        if start < config.steps or not ckpt.list_checkpoints(self.out):
+            self.save_checkpoint()
+        if acc.is_main_process:
+            self.export_weights()
+            self._write_report(start, seconds)
+        acc.wait_for_everyone()
+        return TrainResult(self.out, start, self.step, self.log.losses, list(self.samples.skipped))
+
+    def export_weights(self) -> None:
+        """Write the memory-weights files into the output folder (branch only for stage 1)."""
+        model = self.accelerator.unwrap_model(self.prepared)
+        settings = self.config.lora_settings() if self.config.stage == "lora" else None
+        self.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.out, prefix=".export-") as staging:
+            save_memory_weights(Path(staging) / "weights", model.transformer, model.branch, settings)
+            stale = self.out / LORA_FILE
+            if settings is None and stale.exists():
+                stale.unlink()
+            for name in (BRANCH_FILE, LORA_FILE, MANIFEST_FILE):  # the manifest last
+                if (Path(staging) / "weights" / name).is_file():
+                    os.replace(Path(staging) / "weights" / name, self.out / name)
+
+    def _write_report(self, start: int, seconds: float) -> None:
+        losses = self.log.losses
+        head = losses[: max(1, len(losses) // 10)]
+        tail = losses[-max(1, len(losses) // 10):]
+        write_json_atomic(self.out / "train.json", {
+            "config": {k: _jsonable(v) for k, v in asdict(self.config).items()},
+            "backbone": self.backbone.describe(),
+            "trainable_parameters": sum(p.numel() for p in trainable_parameters(self.model).values()),
+            "processes": self.accelerator.num_processes,
+            "data": {"samples": len(self.samples), "clips": self.samples.clip_ids, "skipped": self.samples.skipped},
+            "steps": {"resumed_from": start, "final": self.step, "seconds_this_run": seconds},
+            "loss": {"first_10pct_mean": float(np.mean(head)) if losses else None, "last_10pct_mean": float(np.mean(tail)) if losses else None},
+        })
+
+    def close(self) -> None:
+        """Release the procedural renderer (if any)."""
+        renderer = getattr(self, "renderer", None)
+        if renderer is not None:
+            renderer.close()
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        state["step"], state["config"], state["losses"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint state ({exc})") from exc
+    return state
+
+
+def check_output_folder(config: TrainConfig, resume: str | None) -> None:
+    """Refuse to start a fresh run in a folder that already holds one (pass ``--resume`` instead)."""
+    out = Path(config.out)
+    if resume is None and (ckpt.list_checkpoints(out) or (out / "train.json").exists()):
+        raise ValueError(f"--out {out}: already holds a training run; pass --resume {out} to continue it or choose another folder")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+
+
+def train(config: TrainConfig, resume: str | None = None, on_status: StatusCallback | None = None) -> TrainResult:
+    """Run (or, with ``resume``, continue) a training run; see the module docstring."""
+    check_output_folder(config, resume)
+    trainer = Trainer(config, on_status)
+    try:
+        if resume is not None:
+            trainer.resume(resume)
+        return trainer.run()
+    finally:
+        trainer.close()
