@@ -18,6 +18,7 @@ from tqdm import tqdm
 from explorer.video_io import Mp4Writer
 from model.atomic import write_json_atomic
 from model.backbone import BackboneConfig, load_backbone
+from model.lora import backbone_config_for_weights, load_memory_weights
 from model.camera import (
     closed_loop,
     forward_dolly,
@@ -122,14 +123,13 @@ def run_generate(args: GenerateArgs) -> dict:
     if args.mode == "branch" and not args.memory_weights:
         raise ValueError("--mode branch needs --memory-weights DIR (a trained memory branch + LoRA); use --mode inpaint with stock weights")
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    backbone = load_backbone(BackboneConfig(backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device), status, apply_offload=False)
+    backbone_config = BackboneConfig(backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device)
+    backbone = load_backbone(backbone_config_for_weights(backbone_config, args.memory_weights), status, apply_offload=False)
     multiple = backbone.expected_image_multiple
     if height % multiple or width % multiple:
         raise ValueError(f"--height/--width {height}x{width} must be multiples of {multiple} for the {args.backend} backbone")
     branch = None
     if args.memory_weights:
-        from model.lora import load_memory_weights
-
         branch = load_memory_weights(args.memory_weights, backbone.transformer).to(backbone.device)
     backbone.apply_offload()
     with SceneRenderer() as renderer:

@@ -59,6 +59,7 @@ from explorer.generate import DEFAULT_SIZE
 from explorer.preview import cell_footprints
 from explorer.scene_inputs import SceneInputs, bundled_scene, photo_inputs
 from model.backbone import Backbone, BackboneConfig, load_backbone
+from model.lora import backbone_config_for_weights, load_memory_weights
 from model.backbone import ModelFolderError as BackboneFolderError
 from model.camera import validate_poses
 from model.depth import ModelFolderError as DepthFolderError
@@ -364,13 +365,12 @@ class GenerationWorker(QObject):
         if pipeline_config.mode == "branch" and not self._settings.memory_weights:
             raise ValueError("pipeline mode 'branch' needs memory weights (a trained memory branch + LoRA folder); use mode 'inpaint' with stock weights")
         height, width = self._settings.size(backbone_config.backend)
+        backbone_config = backbone_config_for_weights(backbone_config, self._settings.memory_weights)
         backbone = load_backbone(backbone_config, self.status.emit, apply_offload=False)
         multiple = backbone.expected_image_multiple
         if height % multiple or width % multiple:
             raise ValueError(f"frame size {width}x{height} must be a multiple of {multiple} for the {backbone_config.backend} backbone")
         if self._settings.memory_weights:
-            from model.lora import load_memory_weights
-
             self.status.emit(f"Loading memory weights from {self._settings.memory_weights}…")
             self._branch = load_memory_weights(self._settings.memory_weights, backbone.transformer).to(backbone.device)
         self.status.emit(f"Placing models on {backbone.device} (offload {backbone_config.offload})…")

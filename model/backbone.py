@@ -460,6 +460,20 @@ class _Parts(NamedTuple):
     scheduler_config: dict[str, Any]
 
 
+def tiny_sizes_for(summary: dict) -> dict[str, int]:
+    """:class:`BackboneConfig` ``tiny_*`` fields that rebuild the tiny transformer a backbone summary
+    describes (``memory_weights.json``'s ``backbone``), so trained tiny weights load onto it."""
+    try:
+        return {
+            "tiny_num_layers": int(summary["num_layers"]),
+            "tiny_num_heads": int(summary["num_attention_heads"]),
+            "tiny_head_dim": int(summary["attention_head_dim"]),
+            "tiny_ffn_dim": int(summary["ffn_dim"]),
+        }
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"backbone summary lacks the transformer sizes: {exc}") from exc
+
+
 def load_backbone(
     config: BackboneConfig, on_status: StatusCallback | None = None, *, apply_offload: bool = True
 ) -> Backbone:

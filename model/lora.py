@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import safetensors
@@ -36,6 +36,7 @@ from peft.utils import get_peft_model_state_dict
 from torch import nn
 
 from model.atomic import atomic_dir, write_json_atomic
+from model.backbone import BackboneConfig, tiny_sizes_for
 from model.memory_branch import MemoryBranch, MemoryBranchConfig, backbone_summary, check_backbone
 
 #: Self-attention projections of every block (the attn1 prefix keeps attn2 out).
@@ -222,6 +223,29 @@ def load_memory_weights(
         )
     branch.attach(transformer)
     return branch
+
+
+def memory_weights_backbone(folder: str | os.PathLike) -> dict:
+    """The backbone summary (:func:`model.memory_branch.backbone_summary`) a memory-weights folder was
+    trained on, read from its manifest: lets a tiny backbone be built to match before loading."""
+    path = Path(folder) / MANIFEST_FILE
+    try:
+        backbone = json.loads(path.read_text(encoding="utf-8"))["backbone"]
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{path}: missing (a memory-weights folder holds {list(_FILES)})") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: unreadable memory-weights manifest: {exc}") from exc
+    if not isinstance(backbone, dict):
+        raise ValueError(f"{path}: 'backbone' must be an object")
+    return backbone
+
+
+def backbone_config_for_weights(config: BackboneConfig, folder: str | os.PathLike | None) -> BackboneConfig:
+    """``config`` with the tiny transformer's sizes taken from a memory-weights folder (unchanged for
+    ``wan``, whose size is fixed by its model folder, or without weights)."""
+    if folder is None or config.backend != "tiny":
+        return config
+    return replace(config, **tiny_sizes_for(memory_weights_backbone(folder)))
 
 
 def _adapter_config(transformer: nn.Module, adapter_name: str) -> dict:

@@ -15,9 +15,12 @@ Design decisions (see also ``DESIGN.md``):
   back-projected with the latent-grid intrinsics.
 * **Z-buffer.** Each point projects to the cell ``floor(u), floor(v)`` of the target grid. Points
   behind the near plane or outside the grid are culled first; the survivors are reduced with ONE
-  ``scatter_reduce(amin)`` over int64 keys ``quantised_depth << 32 | point_index``, so the nearest
-  point wins and ties (within ``depth_quantum``) go to the lower index. Integer ``amin`` does not
-  depend on the order of the scatter, so the result is identical on CPU and CUDA.
+  ``scatter_reduce(amin)`` over int64 keys ``depth_bin << 32 | point_index``, so the nearest point
+  wins and ties go to the lower index — the older observation. Depth bins are log-spaced,
+  ``config.depth_bin`` (2 %) wide: two observations of the same surface a few millimetres apart tie,
+  so a camera that comes back sees what it saw first, not a later point that happens to lie a hair
+  nearer; real occluders are much more than 2 % nearer. Integer ``amin`` does not depend on the
+  order of the scatter, so the result is identical on CPU and CUDA.
 * **De-duplication** (``config.dedup``), so that revisiting seen space does not grow the cache:
 
   - ``"view"`` (default): frames are written one by one; a cell is already known when the memory's
@@ -45,6 +48,7 @@ Design decisions (see also ``DESIGN.md``):
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 from enum import IntEnum
@@ -88,7 +92,7 @@ class MemoryConfig:
     voxel_policy: str = "first"  # "first": a seen place keeps its first observation; "newest": the newest replaces it
     feature_dtype: str = "float16"  # storage dtype of latent features: "float16" or "bfloat16"
     near: float = 0.05  # metres; points closer to the camera than this are never read out
-    depth_quantum: float = 1e-4  # metres; z-buffer depth resolution, ties within it go to the lower index
+    depth_bin: float = 0.02  # relative width of the z-buffer's log-spaced depth bins; ties go to the older point
 
     def __post_init__(self) -> None:
         if not (self.voxel_size > 0):
@@ -101,8 +105,10 @@ class MemoryConfig:
             raise ValueError(f"voxel_policy must be 'first' or 'newest', got {self.voxel_policy!r}")
         if self.feature_dtype not in _FEATURE_DTYPES:
             raise ValueError(f"feature_dtype must be one of {sorted(_FEATURE_DTYPES)}, got {self.feature_dtype!r}")
-        if not (self.near > 0) or not (self.depth_quantum > 0):
-            raise ValueError("near and depth_quantum must be > 0 metres")
+        if not (self.near > 0):
+            raise ValueError(f"near must be > 0 metres, got {self.near}")
+        if not (0 < self.depth_bin < 1):
+            raise ValueError(f"depth_bin must be in (0, 1), got {self.depth_bin}")
 
 
 @dataclass
@@ -215,19 +221,20 @@ def voxel_keys(positions: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor
 
 
 def zbuffer_project(
-    points: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, near: float = 0.05, depth_quantum: float = 1e-4
+    points: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, near: float = 0.05, depth_bin: float = 0.02
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard z-buffer of a point set into ``F`` cameras at grid resolution.
 
     Point ``i`` lands in cell ``(floor(u), floor(v))`` of target ``f`` where ``(u, v)`` is its
-    projection; per cell the nearest point wins, ties (same quantised depth) go to the lower index.
+    projection; per cell the point in the nearest depth bin wins (bin ``k`` holds depths in
+    ``near * (1 + depth_bin)^[k, k+1)``), ties within a bin go to the lower index.
 
     Args:
         points: ``[N, 3]`` float32 world positions in metres (``N < 2^32``).
         w2c: ``[F, 4, 4]`` world-to-camera poses.
         K: ``[3, 3]`` or ``[F, 3, 3]`` intrinsics of the ``h x w`` grid.
         near: metres; points with ``z <= near`` are culled.
-        depth_quantum: metres per depth step of the z-buffer key.
+        depth_bin: relative width of a depth bin (log-spaced).
 
     Returns:
         index: ``[F, h, w]`` int64 winning point index, -1 where empty.
@@ -247,7 +254,7 @@ def zbuffer_project(
         point_idx = torch.nonzero((z > near) & (u >= 0) & (v >= 0) & (u < w) & (v < h)).squeeze(1)
         cells = (f * h + v[point_idx].to(torch.int64)) * w + u[point_idx].to(torch.int64)
         # 3. one deterministic integer amin per cell over (quantised depth, index) keys
-        zq = (z[point_idx] * (1.0 / depth_quantum)).to(torch.int64).clamp_(0, (1 << 31) - 1)
+        zq = (torch.log(z[point_idx] * (1.0 / near)) * (1.0 / math.log1p(depth_bin))).to(torch.int64).clamp_(0, (1 << 31) - 1)
         best.scatter_reduce_(0, cells, (zq << 32) | point_idx, reduce="amin", include_self=True)
     empty = best == _INT64_MAX
     index = torch.where(empty, -1, best & 0xFFFFFFFF).view(n_frames, h, w)
@@ -573,7 +580,7 @@ class LatentSpatialMemory:
         """
         h, w = write.shape
         if len(store.positions):
-            index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_quantum)
+            index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin)
             index, seen_depth = index[0], seen_depth[0]
             known = (index >= 0) & ((seen_depth - depth).abs() <= self.config.view_tolerance * depth + depth_spread(depth))
             known |= (index < 0) & fills_gap(known)  # a 1-cell sampling hole of the z-buffer, not unseen space
@@ -608,7 +615,7 @@ class LatentSpatialMemory:
             raise ValueError(f"readout grid must be positive, got {h}x{w}")
         if image_hw is not None:
             K = scale_intrinsics(K, image_hw, (h, w))
-        index, depth = zbuffer_project(self.positions, w2c, K, h, w, self.config.near, self.config.depth_quantum)
+        index, depth = zbuffer_project(self.positions, w2c, K, h, w, self.config.near, self.config.depth_bin)
         visible = index >= 0
         channels = self.channels or 0
         latent = self.features[index.clamp(min=0)].permute(0, 3, 1, 2) if len(self) else torch.zeros(

@@ -194,3 +194,21 @@ def test_stage_two_training_reaches_only_lora_under_checkpointing():
     assert {n for n, p in transformer.named_parameters() if p.grad is not None} == set(lora)
     assert all(p.grad.abs().sum() > 0 for p in lora.values())
     assert all(p.grad is None for p in branch.parameters())
+
+
+def test_tiny_backbone_is_rebuilt_to_match_saved_weights(tmp_path):
+    from model.backbone import BackboneConfig, load_backbone
+    from model.lora import backbone_config_for_weights
+
+    wide = load_backbone(BackboneConfig(backend="tiny", device="cpu", tiny_num_heads=4, tiny_head_dim=24, tiny_num_layers=3))
+    branch = MemoryBranch(wide.transformer, MemoryBranchConfig(layers=(0, 2)))
+    settings = LoraSettings(rank=2, alpha=2, dropout=0.0)
+    add_lora(wide.transformer, settings)
+    save_memory_weights(tmp_path / "w", wide.transformer, branch, settings)
+    default = BackboneConfig(backend="tiny", device="cpu")
+    matched = backbone_config_for_weights(default, tmp_path / "w")
+    assert (matched.tiny_num_heads, matched.tiny_head_dim, matched.tiny_num_layers) == (4, 24, 3)
+    load_memory_weights(tmp_path / "w", load_backbone(matched).transformer)  # loads without a size mismatch
+    with pytest.raises(ValueError, match="memory_weights.json"):
+        load_memory_weights(tmp_path / "w", load_backbone(default).transformer)
+    assert backbone_config_for_weights(default, None) is default

@@ -67,20 +67,21 @@ def test_invalid_depth_and_keep_mask_drop_cells(K):
     assert len(mem) + len(labels) == h * w
 
 
-def brute_force_zbuffer(points, w2c, K, h, w, near):
-    """Reference z-buffer in float64 with explicit per-cell minimisation."""
+def brute_force_zbuffer(points, w2c, K, h, w, near, depth_bin):
+    """Reference z-buffer in float64 with explicit per-cell minimisation of (depth bin, index)."""
     uv, z = project_points(points.double(), w2c.double(), K.double())
     index = torch.full((len(w2c), h, w), -1, dtype=torch.int64)
-    best = torch.full((len(w2c), h, w), math.inf, dtype=torch.float64)
+    best = {}
     for f in range(len(w2c)):
         for i in range(len(points)):
             zi = float(z[f, i])
             if zi <= near:
                 continue
             u, v = math.floor(float(uv[f, i, 0])), math.floor(float(uv[f, i, 1]))
-            if 0 <= u < w and 0 <= v < h and zi < best[f, v, u]:
-                best[f, v, u], index[f, v, u] = zi, i
-    return index, best
+            key = (math.floor(math.log(zi / near) / math.log1p(depth_bin)), i)
+            if 0 <= u < w and 0 <= v < h and key < best.get((f, v, u), (math.inf, 0)):
+                best[(f, v, u)], index[f, v, u] = key, i
+    return index
 
 
 def test_zbuffer_matches_brute_force_on_random_clouds():
@@ -88,16 +89,29 @@ def test_zbuffer_matches_brute_force_on_random_clouds():
     points = torch.randn(3000, 3, generator=g) * torch.tensor([2.0, 1.5, 3.0]) + torch.tensor([0.0, 0.0, 2.0])
     K_grid = scale_intrinsics(intrinsics_from_fov(70.0, W, H), (H, W), (h, w))
     w2c = orbit(3, 1.0, 40.0).float()
-    index, depth = zbuffer_project(points, w2c, K_grid, h, w, near=0.05)
-    ref_index, ref_depth = brute_force_zbuffer(points, w2c, K_grid, h, w, near=0.05)
-    same = index == ref_index
-    assert same.float().mean() > 0.995, "float32 vs float64 may flip only rare boundary cases"
-    assert (index >= 0).sum() > 0.5 * index.numel()
-    # where they disagree, the two winners must be (numerically) tied in depth or on a cell border
-    agree_visible = (index >= 0) == (ref_index >= 0)
-    assert agree_visible.float().mean() > 0.995
-    both = (index >= 0) & (ref_index >= 0)
-    assert torch.allclose(depth[both].double(), ref_depth[both], rtol=2e-3)
+    for depth_bin in (0.02, 1e-5):  # the default, and bins so thin that it is a plain nearest-point z-buffer
+        index, depth = zbuffer_project(points, w2c, K_grid, h, w, near=0.05, depth_bin=depth_bin)
+        reference = brute_force_zbuffer(points, w2c, K_grid, h, w, 0.05, depth_bin)
+        assert (index >= 0).sum() > 0.5 * index.numel()
+        # float32 vs float64 may flip rare points on a cell border or a bin boundary
+        assert (index == reference).float().mean() > 0.99
+        assert ((index >= 0) == (reference >= 0)).float().mean() > 0.995
+    # with thin bins the winner is the nearest point
+    _, z = project_points(points.double(), w2c.double(), K_grid.double())
+    same = (index == reference) & (index >= 0)
+    winner_z = z.gather(1, index.clamp(min=0).view(len(w2c), -1)).view_as(depth)
+    assert torch.allclose(depth[same].double(), winner_z[same], rtol=1e-5)
+
+
+def test_depth_bins_let_the_older_of_two_nearly_equal_points_win():
+    K_grid = torch.tensor([[2.0, 0, 2.0], [0, 2.0, 2.0], [0, 0, 1]])
+    older = torch.tensor([[0.05, 0.05, 3.00]])
+    newer_nearer = torch.tensor([[0.05, 0.05, 2.99]])  # 0.3 % nearer: the same surface, seen again
+    occluder = torch.tensor([[0.05, 0.05, 2.50]])  # 17 % nearer: a real occluder
+    index, _ = zbuffer_project(torch.cat([older, newer_nearer]), torch.eye(4)[None], K_grid, 4, 4)
+    assert index[0, 2, 2] == 0
+    index, _ = zbuffer_project(torch.cat([older, occluder]), torch.eye(4)[None], K_grid, 4, 4)
+    assert index[0, 2, 2] == 1
 
 
 def test_zbuffer_nearest_point_wins_and_ties_go_to_lower_index():
