@@ -26,7 +26,7 @@ Requests (controller methods; all return at once):
   :meth:`~GenerationController.shutdown` (cancels, closes the worker's resources, joins the thread).
 
 Signals (on both classes): ``status(str)``, ``backbone_ready(str describe)``,
-``scene_ready(SceneInfo)``, ``step_progress(segment, step, steps)``, ``step_preview(object)``,
+``scene_ready(SceneInfo)``, ``step_progress(segment, step, steps)``,
 ``segment_ready(SegmentResult)``, ``memory_changed(MemorySnapshot)``, ``failed(title, message)``,
 ``cancelled(segment)``, ``idle()`` (nothing running or waiting), ``recording_saved(folder)``.
 
@@ -34,10 +34,10 @@ Recording (:meth:`~GenerationController.start_recording` / :meth:`~GenerationCon
 happens in the worker thread, in order with the segments, so the saved memory always matches the
 recorded frames.
 
-``step_preview`` is declared for the UI but **not emitted**: the pipeline's step callback exposes
-no latents (only ``(segment, step, steps)``), and a useful preview of Wan2.2's 48-channel latent
-needs fitted latent->RGB factors or a tiny decoder; the UI shows the instant memory preview
-(:mod:`explorer.preview`) instead.
+There is no per-step image preview: the pipeline's step callback exposes no latents (only
+``(segment, step, steps)``), and a useful preview of Wan2.2's 48-channel latent needs fitted
+latent->RGB factors or a tiny decoder; the UI shows the instant memory preview
+(:mod:`explorer.preview`) while a segment runs instead.
 
 Errors never end the thread: each request runs under a handler that turns exceptions into
 ``failed(title, message)`` whose message says how to fix it (:func:`describe_error`).
@@ -68,7 +68,7 @@ from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 
 #: Signals the worker emits and the controller re-emits in the GUI thread.
 SIGNAL_NAMES = (
-    "status", "backbone_ready", "scene_ready", "step_progress", "step_preview", "segment_ready", "memory_changed", "failed", "cancelled", "idle",
+    "status", "backbone_ready", "scene_ready", "step_progress", "segment_ready", "memory_changed", "failed", "cancelled", "idle",
     "recording_saved",
 )
 
@@ -272,20 +272,23 @@ def snapshot_memory(memory, reason: str, segments_done: int, poses_by_frame: dic
     )
 
 
-class GenerationWorker(QObject):
-    """Owns backbone, pipeline and scene; lives in the generation thread (see the module docstring)."""
+class _GenerationSignals(QObject):
+    """The signals the worker emits and the controller re-emits in the GUI thread (:data:`SIGNAL_NAMES`)."""
 
     status = Signal(str)
     backbone_ready = Signal(str)
     scene_ready = Signal(object)
     step_progress = Signal(int, int, int)
-    step_preview = Signal(object)
     segment_ready = Signal(object)
     memory_changed = Signal(object)
     failed = Signal(str, str)
     cancelled = Signal(int)
     idle = Signal()
     recording_saved = Signal(str)
+
+
+class GenerationWorker(_GenerationSignals):
+    """Owns backbone, pipeline and scene; lives in the generation thread (see the module docstring)."""
 
     def __init__(self, mailbox: SegmentMailbox) -> None:
         super().__init__()
@@ -594,7 +597,7 @@ class GenerationWorker(QObject):
             QThread.currentThread().quit()
 
 
-class GenerationController(QObject):
+class GenerationController(_GenerationSignals):
     """GUI-thread facade: creates the generation thread and forwards requests to the worker.
 
     Example:
@@ -604,18 +607,6 @@ class GenerationController(QObject):
         >>> controller.open_bundled()  # doctest: +SKIP
         >>> controller.queue_segment(step_segment("step_forward", camera.w2c))  # doctest: +SKIP
     """
-
-    status = Signal(str)
-    backbone_ready = Signal(str)
-    scene_ready = Signal(object)
-    step_progress = Signal(int, int, int)
-    step_preview = Signal(object)
-    segment_ready = Signal(object)
-    memory_changed = Signal(object)
-    failed = Signal(str, str)
-    cancelled = Signal(int)
-    idle = Signal()
-    recording_saved = Signal(str)
 
     _request = Signal(object)
     _wake = Signal()
