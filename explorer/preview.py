@@ -34,6 +34,7 @@ import moderngl
 import torch
 
 from model.camera import validate_intrinsics, validate_poses
+from model.offscreen_gl import OffscreenGL
 from model.scenes import FAR_M, NEAR_M, gl_projection
 
 #: Splats are drawn this many times their projected cell footprint.
@@ -111,7 +112,7 @@ def cell_footprints(positions, frames, poses_by_frame: dict[int, np.ndarray], fo
     return out
 
 
-class MemoryPreviewRenderer:
+class MemoryPreviewRenderer(OffscreenGL):
     """Offscreen point-splat renderer owning one moderngl EGL context.
 
     Args:
@@ -136,37 +137,23 @@ class MemoryPreviewRenderer:
         self._ibo: moderngl.Buffer | None = None
         #: Points drawn by the last render (after culling and level of detail).
         self.last_drawn = 0
-        self._ctx = moderngl.create_standalone_context(backend="egl", require=330)
+        super().__init__()
         with self._ctx:
             self._program = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
         self._vbo: moderngl.Buffer | None = None
         self._vao: moderngl.VertexArray | None = None
         self._count = 0
-        self._fbo: moderngl.Framebuffer | None = None
         self._holes: dict[tuple[int, int], np.ndarray] = {}
         #: ``[H, W]`` bool of the last render: True where some point was drawn.
         self.last_coverage: np.ndarray | None = None
-
-    def __enter__(self) -> MemoryPreviewRenderer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     @property
     def point_count(self) -> int:
         return self._count
 
-    def close(self) -> None:
-        """Release every GL object and the context. Safe to call twice."""
-        if self._ctx is None:
-            return
-        with self._ctx:
-            self._release_points()
-            self._release_framebuffer()
-            self._program.release()
-        self._ctx.release()
-        self._ctx = None
+    def _release_gl(self) -> None:
+        self._release_points()
+        self._program.release()
 
     def set_points(self, positions, colors, footprint_m=None) -> None:
         """Upload the memory's points (call again whenever the memory changes).
@@ -268,13 +255,6 @@ class MemoryPreviewRenderer:
             self._holes = {key: hole_pattern(height, width)}
         return self._holes[key]
 
-    def _framebuffer(self, width: int, height: int) -> moderngl.Framebuffer:
-        if self._fbo is None or self._fbo.size != (width, height):
-            self._release_framebuffer()
-            colour = self._ctx.renderbuffer((width, height), 4, dtype="f1")
-            self._fbo = self._ctx.framebuffer([colour], self._ctx.depth_renderbuffer((width, height)))
-        return self._fbo
-
     def _release_points(self) -> None:
         if self._vao is not None:
             self._vao.release()
@@ -283,13 +263,6 @@ class MemoryPreviewRenderer:
         self._vao = self._vbo = self._ibo = None
         self._positions = np.zeros((3, 0), np.float32)
         self._count = 0
-
-    def _release_framebuffer(self) -> None:
-        if self._fbo is not None:
-            for attachment in (*self._fbo.color_attachments, self._fbo.depth_attachment):
-                attachment.release()
-            self._fbo.release()
-            self._fbo = None
 
     def _check_open(self) -> None:
         if self._ctx is None:

@@ -76,6 +76,7 @@ from model.atomic import atomic_path
 from model.camera import invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics, validate_poses
 from model.frames import frames_to_tensor
 from model.memory import MemoryConfig, MemoryStats, Readout, cell_mask, depth_spread, fills_gap, voxel_keys
+from model.offscreen_gl import OffscreenGL
 from model.patch_vae import VideoVAE
 from model.scenes import gl_projection
 
@@ -142,18 +143,19 @@ class RenderedViews(NamedTuple):
     index: torch.Tensor
 
 
-class PointRasterizer:
+class PointRasterizer(OffscreenGL):
     """Z-buffered square-splat rasteriser of coloured points on a headless moderngl EGL context.
 
     Not thread-safe by itself: use :func:`shared_rasterizer_render`, which holds a lock. Points are
     uploaded only when ``key`` changes.
     """
 
+    COLOR_ATTACHMENTS = ((4, "f1"), (1, "f4"), (1, "i4"))  # RGB, z-depth in metres, point index
+
     def __init__(self) -> None:
-        self._ctx = moderngl.create_standalone_context(backend="egl", require=330)
+        super().__init__()
         with self._ctx:
             self._program = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
-        self._fbo: moderngl.Framebuffer | None = None
         self._buffers: list[moderngl.Buffer] = []
         self._vao: moderngl.VertexArray | None = None
         self._count = 0
@@ -218,14 +220,6 @@ class PointRasterizer:
         layout = [(self._buffers[0], "3f", "in_pos"), (self._buffers[1], "3f1", "in_col"), (self._buffers[2], "f2", "in_size")]
         self._vao = self._ctx.vertex_array(self._program, layout)
 
-    def _framebuffer(self, width: int, height: int) -> moderngl.Framebuffer:
-        if self._fbo is None or self._fbo.size != (width, height):
-            self._release_framebuffer()
-            size = (width, height)
-            attachments = [self._ctx.renderbuffer(size, 4, dtype="f1"), self._ctx.renderbuffer(size, 1, dtype="f4"), self._ctx.renderbuffer(size, 1, dtype="i4")]
-            self._fbo = self._ctx.framebuffer(attachments, self._ctx.depth_renderbuffer(size))
-        return self._fbo
-
     def _release_points(self) -> None:
         if self._vao is not None:
             self._vao.release()
@@ -234,12 +228,9 @@ class PointRasterizer:
             buffer.release()
         self._buffers, self._count, self._key = [], 0, None
 
-    def _release_framebuffer(self) -> None:
-        if self._fbo is not None:
-            for attachment in (*self._fbo.color_attachments, self._fbo.depth_attachment):
-                attachment.release()
-            self._fbo.release()
-            self._fbo = None
+    def _release_gl(self) -> None:
+        self._release_points()
+        self._program.release()
 
 
 _shared: PointRasterizer | None = None

@@ -45,6 +45,7 @@ from model.camera import (
     validate_poses,
     yaw_pan,
 )
+from model.offscreen_gl import OffscreenGL
 
 #: Vertical field of view of the bundled sample scene, degrees.
 SAMPLE_FOV_Y_DEG = 55.0
@@ -561,7 +562,7 @@ def gl_projection(K: np.ndarray, width: int, height: int, near: float = NEAR_M, 
     )
 
 
-class SceneRenderer:
+class SceneRenderer(OffscreenGL):
     """Offscreen renderer owning one moderngl EGL context. Reusable; not thread-safe.
 
     Use as a context manager or call :meth:`close`.
@@ -573,36 +574,25 @@ class SceneRenderer:
         ...     rgb, depth = renderer.render(scene, scene.start_w2c(), K, 640, 352)
     """
 
+    COLOR_ATTACHMENTS = ((4, "f1"), (1, "f4"))  # RGB, camera-space z in metres
+
     def __init__(self) -> None:
-        self._ctx = moderngl.create_standalone_context(backend="egl", require=330)
-        self._program = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
-        self._program["u_light"].value = tuple(_LIGHT_DIR)
-        self._program["u_ambient"].value = _AMBIENT
-        self._program["u_diffuse"].value = _DIFFUSE
-        sky = Box(np.full(3, -_SKY_BOX_HALF_M), np.full(3, _SKY_BOX_HALF_M), _SKY_MATERIAL, "sky")
-        self._sky_vbo, self._sky_vao = self._vertex_array(_box_vertices(sky, inward=True))
-        self._fbo: moderngl.Framebuffer | None = None
+        super().__init__()
+        with self._ctx:
+            self._program = self._ctx.program(vertex_shader=_VERTEX_SHADER, fragment_shader=_FRAGMENT_SHADER)
+            self._program["u_light"].value = tuple(_LIGHT_DIR)
+            self._program["u_ambient"].value = _AMBIENT
+            self._program["u_diffuse"].value = _DIFFUSE
+            sky = Box(np.full(3, -_SKY_BOX_HALF_M), np.full(3, _SKY_BOX_HALF_M), _SKY_MATERIAL, "sky")
+            self._sky_vbo, self._sky_vao = self._vertex_array(_box_vertices(sky, inward=True))
         self._scene: ProceduralScene | None = None
         self._vaos: list[tuple[moderngl.VertexArray, moderngl.Buffer, bool]] = []
 
-    def __enter__(self) -> SceneRenderer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release every GL object and the context. Safe to call twice."""
-        if self._ctx is None:
-            return
-        with self._ctx:
-            self._release_scene()
-            self._release_framebuffer()
-            self._sky_vao.release()
-            self._sky_vbo.release()
-            self._program.release()
-        self._ctx.release()
-        self._ctx = None
+    def _release_gl(self) -> None:
+        self._release_scene()
+        self._sky_vao.release()
+        self._sky_vbo.release()
+        self._program.release()
 
     def render(self, scene: ProceduralScene, w2c, K, width: int, height: int, t: float = 0.0):
         """Render one view.
@@ -678,14 +668,6 @@ class SceneRenderer:
         depth[depth <= 0] = np.inf
         return rgb, depth
 
-    def _framebuffer(self, width: int, height: int) -> moderngl.Framebuffer:
-        if self._fbo is None or self._fbo.size != (width, height):
-            self._release_framebuffer()
-            colour = self._ctx.renderbuffer((width, height), 4, dtype="f1")
-            depth = self._ctx.renderbuffer((width, height), 1, dtype="f4")
-            self._fbo = self._ctx.framebuffer([colour, depth], self._ctx.depth_renderbuffer((width, height)))
-        return self._fbo
-
     def _upload(self, scene: ProceduralScene) -> None:
         """Upload the scene's vertices (cached for the last scene rendered)."""
         if scene is self._scene:
@@ -702,13 +684,6 @@ class SceneRenderer:
         vbo = self._ctx.buffer(np.ascontiguousarray(vertices, dtype=np.float32).tobytes())
         attributes = ("in_pos", "in_normal", "in_col_a", "in_col_b", "in_pattern")
         return vbo, self._ctx.vertex_array(self._program, [(vbo, "3f 3f 3f 3f 4f", *attributes)])
-
-    def _release_framebuffer(self) -> None:
-        if self._fbo is not None:
-            for attachment in (*self._fbo.color_attachments, self._fbo.depth_attachment):
-                attachment.release()
-            self._fbo.release()
-            self._fbo = None
 
     def _release_scene(self) -> None:
         for vao, vbo, _ in self._vaos:

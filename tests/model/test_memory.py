@@ -1,6 +1,7 @@
 """Tests of the latent spatial memory on synthetic tensors (scene-based checks: test_memory_scenes.py)."""
 
 import math
+import struct
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from model.memory import (
     CellLabel,
     LatentSpatialMemory,
     MemoryConfig,
+    depth_bin_shift,
     downsample_depth,
     voxel_keys,
     zbuffer_project,
@@ -68,7 +70,8 @@ def test_invalid_depth_and_keep_mask_drop_cells(K):
 
 
 def brute_force_zbuffer(points, w2c, K, h, w, near, depth_bin):
-    """Reference z-buffer in float64 with explicit per-cell minimisation of (depth bin, index)."""
+    """Reference z-buffer with explicit per-cell minimisation of (depth bin, index): float64 projection,
+    bins from the float32 bit pattern of the depth (what the log-spaced bins are defined as)."""
     uv, z = project_points(points.double(), w2c.double(), K.double())
     index = torch.full((len(w2c), h, w), -1, dtype=torch.int64)
     best = {}
@@ -78,7 +81,7 @@ def brute_force_zbuffer(points, w2c, K, h, w, near, depth_bin):
             if zi <= near:
                 continue
             u, v = math.floor(float(uv[f, i, 0])), math.floor(float(uv[f, i, 1]))
-            key = (math.floor(math.log(zi / near) / math.log1p(depth_bin)), i)
+            key = (struct.unpack("<i", struct.pack("<f", zi))[0] >> depth_bin_shift(depth_bin), i)
             if 0 <= u < w and 0 <= v < h and key < best.get((f, v, u), (math.inf, 0)):
                 best[(f, v, u)], index[f, v, u] = key, i
     return index
@@ -105,8 +108,8 @@ def test_zbuffer_matches_brute_force_on_random_clouds():
 
 def test_depth_bins_let_the_older_of_two_nearly_equal_points_win():
     K_grid = torch.tensor([[2.0, 0, 2.0], [0, 2.0, 2.0], [0, 0, 1]])
-    older = torch.tensor([[0.05, 0.05, 3.00]])
-    newer_nearer = torch.tensor([[0.05, 0.05, 2.99]])  # 0.3 % nearer: the same surface, seen again
+    older = torch.tensor([[0.05, 0.05, 3.02]])
+    newer_nearer = torch.tensor([[0.05, 0.05, 3.005]])  # 0.5 % nearer, same 1/64-octave bin: the same surface seen again
     occluder = torch.tensor([[0.05, 0.05, 2.50]])  # 17 % nearer: a real occluder
     index, _ = zbuffer_project(torch.cat([older, newer_nearer]), torch.eye(4)[None], K_grid, 4, 4)
     assert index[0, 2, 2] == 0
