@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.preview import DEFAULT_MAX_DRAW_POINTS, MemoryPreviewRenderer, cell_footprints  # noqa: E402
-from model.camera import intrinsics_from_fov, invert_pose, orbit, unproject_depth, yaw_pan  # noqa: E402
+from model.camera import intrinsics_from_fov, invert_pose, orbit, scale_intrinsics, unproject_depth, yaw_pan  # noqa: E402
 from model.scenes import SAMPLE_CONFIG, ProceduralScene, SceneRenderer  # noqa: E402
 
 STRIDE = 4  # PatchVAE stride; Wan2.2's is 16 (then the same room has 16x fewer points)
@@ -36,9 +36,7 @@ def memory_like_points(target_points: int, gen_hw=(704, 1280)):
     scene = ProceduralScene(SAMPLE_CONFIG)
     H, W = gen_hw
     K = intrinsics_from_fov(55.0, W, H)
-    h, w = H // STRIDE, W // STRIDE
-    K_grid = K.clone()
-    K_grid[:2] /= STRIDE
+    K_grid = scale_intrinsics(K, (H, W), (H // STRIDE, W // STRIDE))
     poses = torch.cat([yaw_pan(4, -120.0)[1:], yaw_pan(4, 120.0), orbit(4, 2.0, 60.0)[1:], orbit(4, 2.0, -60.0)[1:]])
     positions, colours, footprints = [], [], []
     with SceneRenderer() as renderer:

@@ -50,7 +50,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from dataclasses import fields as fields_of
 from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
@@ -277,6 +278,43 @@ def zbuffer_project(
     depth = (points[safe] * rot_z[:, None, :]).sum(-1) + w2c[:, 2, 3].to(device, torch.float32)[:, None]
     depth = torch.where(empty.view(n_frames, -1), 0.0, depth).view(n_frames, h, w)
     return index, depth
+
+
+def write_memory_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], format_name: str, version: int, config: MemoryConfig, **fields: int) -> None:
+    """Write a memory's tensors to a safetensors file (atomically) with its format, version, config
+    and integer ``fields`` in the metadata. Shared by every memory kind."""
+    metadata = {"format": format_name, "version": str(version), "config": json.dumps(asdict(config)), **{k: str(int(v)) for k, v in fields.items()}}
+    with atomic_path(path) as tmp:
+        save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def read_memory_file(path: str | os.PathLike, format_name: str, version: int, fields: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], MemoryConfig, dict[str, int]]:
+    """Read a file written by :func:`write_memory_file`, checking format, version, config and ``fields``.
+
+    Returns:
+        ``(tensors, config, {field: int})``; the caller checks tensor names, dtypes and shapes.
+
+    Raises:
+        ValueError: naming the file and what is wrong.
+    """
+    path = Path(path)
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable safetensors file: {exc}") from exc
+    if metadata.get("format") != format_name:
+        raise ValueError(f"{path}: not a {format_name} file (format {metadata.get('format')!r})")
+    if metadata.get("version") != str(version):
+        raise ValueError(f"{path}: unsupported {format_name} format version {metadata.get('version')!r} (this build reads {version})")
+    try:
+        config_dict = json.loads(metadata["config"])
+        config = MemoryConfig(**{f.name: config_dict[f.name] for f in fields_of(MemoryConfig)})
+        values = {name: int(metadata[name]) for name in fields}
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: invalid {format_name} metadata: {exc}") from exc
+    return tensors, config, values
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,16 +677,8 @@ class LatentSpatialMemory:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the memory to a safetensors file (atomically) with format version and config metadata."""
-        tensors = {name: getattr(self, name).detach().to("cpu").contiguous() for name in _TENSOR_NAMES}
-        metadata = {
-            "format": FORMAT_NAME,
-            "version": str(FORMAT_VERSION),
-            "channels": str(self.channels or 0),
-            "next_segment": str(self.next_segment),
-            "config": json.dumps(asdict(self.config)),
-        }
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        tensors = {name: getattr(self, name) for name in _TENSOR_NAMES}
+        write_memory_file(path, tensors, FORMAT_NAME, FORMAT_VERSION, self.config, channels=self.channels or 0, next_segment=self.next_segment)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> LatentSpatialMemory:
@@ -658,22 +688,8 @@ class LatentSpatialMemory:
             ValueError: naming the file and what is wrong.
         """
         path = Path(path)
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except (OSError, SafetensorError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable safetensors file: {exc}") from exc
-        if metadata.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path}: not a latent memory file (format {metadata.get('format')!r})")
-        if metadata.get("version") != str(FORMAT_VERSION):
-            raise ValueError(f"{path}: unsupported memory format version {metadata.get('version')!r} (this build reads {FORMAT_VERSION})")
-        try:
-            config_dict = json.loads(metadata["config"])
-            config = MemoryConfig(**{f.name: config_dict[f.name] for f in fields(MemoryConfig)})
-            channels, next_segment = int(metadata["channels"]), int(metadata["next_segment"])
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: invalid memory metadata: {exc}") from exc
+        tensors, config, values = read_memory_file(path, FORMAT_NAME, FORMAT_VERSION, ("channels", "next_segment"))
+        channels, next_segment = values["channels"], values["next_segment"]
         _check_tensors(path, tensors, channels, _FEATURE_DTYPES[config.feature_dtype])
         memory = cls(config, device)
         memory.channels, memory.next_segment = channels, next_segment

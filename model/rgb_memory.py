@@ -57,11 +57,10 @@ Design decisions:
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,13 +68,10 @@ import moderngl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
-from model.atomic import atomic_path
 from model.camera import invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics, validate_poses
 from model.frames import frames_to_tensor
-from model.memory import MemoryConfig, MemoryStats, Readout, cell_mask, depth_spread, fills_gap, voxel_keys
+from model.memory import MemoryConfig, MemoryStats, Readout, cell_mask, depth_spread, fills_gap, read_memory_file, voxel_keys, write_memory_file
 from model.offscreen_gl import OffscreenGL
 from model.patch_vae import VideoVAE
 from model.scenes import gl_projection
@@ -612,16 +608,8 @@ class RGBPointCloudMemory:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the cloud to a safetensors file (atomically) with format version and config metadata."""
-        tensors = {name: t.detach().to("cpu").contiguous() for name, t in zip(_TENSOR_NAMES, self._points())}
-        metadata = {
-            "format": FORMAT_NAME,
-            "version": str(FORMAT_VERSION),
-            "next_segment": str(self.next_segment),
-            "rejected": str(self.rejected),
-            "config": json.dumps(asdict(self.config)),
-        }
-        with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
+        tensors = dict(zip(_TENSOR_NAMES, self._points()))
+        write_memory_file(path, tensors, FORMAT_NAME, FORMAT_VERSION, self.config, next_segment=self.next_segment, rejected=self.rejected)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", vae: VideoVAE | None = None) -> RGBPointCloudMemory:
@@ -631,22 +619,8 @@ class RGBPointCloudMemory:
             ValueError: naming the file and what is wrong.
         """
         path = Path(path)
-        try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except (OSError, SafetensorError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable safetensors file: {exc}") from exc
-        if metadata.get("format") != FORMAT_NAME:
-            raise ValueError(f"{path}: not an RGB point-cloud memory file (format {metadata.get('format')!r})")
-        if metadata.get("version") != str(FORMAT_VERSION):
-            raise ValueError(f"{path}: unsupported RGB memory format version {metadata.get('version')!r} (this build reads {FORMAT_VERSION})")
-        try:
-            config_dict = json.loads(metadata["config"])
-            config = MemoryConfig(**{f.name: config_dict[f.name] for f in fields(MemoryConfig)})
-            next_segment, rejected = int(metadata["next_segment"]), int(metadata["rejected"])
-        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{path}: invalid RGB memory metadata: {exc}") from exc
+        tensors, config, values = read_memory_file(path, FORMAT_NAME, FORMAT_VERSION, ("next_segment", "rejected"))
+        next_segment, rejected = values["next_segment"], values["rejected"]
         if sorted(tensors) != sorted(_TENSOR_NAMES):
             raise ValueError(f"{path}: tensor names {sorted(tensors)} differ from the format {sorted(_TENSOR_NAMES)}")
         n = tensors["positions"].shape[0]

@@ -135,7 +135,7 @@ def test_save_load_round_trip_and_format_checks(renderer, scene, K, vae, tmp_pat
     assert torch.equal(loaded.readout(target, K, h, w, image_hw=(H, W)).latent, memory.readout(target, K, h, w, image_hw=(H, W)).latent)
     latent_file = tmp_path / "latent.safetensors"
     LatentSpatialMemory().save(latent_file)
-    with pytest.raises(ValueError, match="not an RGB point-cloud memory"):
+    with pytest.raises(ValueError, match="not a mirage-rgb-memory file"):
         RGBPointCloudMemory.load(latent_file)
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
     with pytest.raises(ValueError, match="junk.safetensors"):
