@@ -70,7 +70,8 @@ def test_progress_signals_and_segment_arrive(ready, qtbot):
     ready.step_progress.connect(lambda s, i, n: steps.append((s, i, n)))
     ready.memory_changed.connect(snaps.append)
     ready.segment_ready.connect(results.append)
-    with qtbot.waitSignal(ready.idle, timeout=LONG):  # queued signals arrive in emission order: segment, memory, idle
+    # wait for the segment itself: an ``idle`` from opening the scene may still be queued
+    with qtbot.waitSignal(ready.segment_ready, timeout=LONG):  # step_progress signals arrive before it, in order
         assert ready.queue_segment(step_segment("step_forward", torch.eye(4)), action="step_forward") == "queued"
     assert len(results) == 1
     result = results[0]
