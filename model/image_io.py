@@ -129,7 +129,7 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
     if img.has_transparency_data:
         rgba = np.asarray(img.convert("RGBA"), dtype=np.float32)
         return np.rint(rgba[..., :3] * (rgba[..., 3:] / 255.0)).astype(np.uint8)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy, not a view of PIL's buffer
 
 
 def _high_depth_to_unit(values: np.ndarray, mode: str) -> np.ndarray:
