@@ -168,13 +168,8 @@ class MiragePipeline:
             depth: ``[H, W]`` metres (+inf invalid). K: ``[3, 3]`` pixels. w2c: ``[4, 4]`` (identity by default).
             prompt: text prompt. keep: optional ``[H, W]`` bool pixels allowed into the memory.
         """
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image: expected uint8 [H,W,3], got {image.dtype} {list(image.shape)}")
+        image = self._check_frame(image, "image")
         height, width = image.shape[:2]
-        multiple = self.backbone.expected_image_multiple
-        if height % multiple or width % multiple:
-            raise ValueError(f"image size {width}x{height} must be a multiple of {multiple} for this backbone")
         depth = torch.as_tensor(depth, dtype=torch.float32)
         if depth.shape != (height, width):
             raise ValueError(f"depth: expected [{height},{width}], got {list(depth.shape)}")
@@ -186,6 +181,17 @@ class MiragePipeline:
         self._prompt_embeds = self.backbone.encode_prompt(prompt)
         self._last_frame, self._K, self._size = image, K, (height, width)
         self.segments_done = 0
+
+    def _check_frame(self, frame: np.ndarray, name: str) -> np.ndarray:
+        """A ``[H, W, 3]`` uint8 frame whose size the backbone accepts (multiples of ``expected_image_multiple``)."""
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"{name}: expected uint8 [H,W,3], got {frame.dtype} {list(frame.shape)}")
+        height, width = frame.shape[:2]
+        multiple = self.backbone.expected_image_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(f"{name}: size {width}x{height} must be a multiple of {multiple} for this backbone")
+        return frame
 
     def load_memory(self, memory: LatentSpatialMemory | RGBPointCloudMemory) -> None:
         """Continue from a saved memory (call after :meth:`start`, which sets image, K and prompt)."""
@@ -202,13 +208,8 @@ class MiragePipeline:
             memory: the memory after the last segment. segments_done: segments generated so far
                 (numbers the next segment and seeds its noise, so a resumed run equals an unbroken one).
         """
-        last_frame = np.asarray(last_frame)
-        if last_frame.dtype != np.uint8 or last_frame.ndim != 3 or last_frame.shape[2] != 3:
-            raise ValueError(f"last_frame: expected uint8 [H,W,3], got {last_frame.dtype} {list(last_frame.shape)}")
+        last_frame = self._check_frame(last_frame, "last_frame")
         height, width = last_frame.shape[:2]
-        multiple = self.backbone.expected_image_multiple
-        if height % multiple or width % multiple:
-            raise ValueError(f"frame size {width}x{height} must be a multiple of {multiple} for this backbone")
         if segments_done < 0:
             raise ValueError(f"segments_done must be >= 0, got {segments_done}")
         K = validate_intrinsics(torch.as_tensor(K, dtype=torch.float64), "K")
