@@ -50,11 +50,11 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import namedtuple
 from dataclasses import asdict, dataclass
 from dataclasses import fields as fields_of
 from enum import IntEnum
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -322,30 +322,37 @@ def read_memory_file(path: str | os.PathLike, format_name: str, version: int, fi
 # --------------------------------------------------------------------------------------------
 
 
-class _Points(NamedTuple):
-    """Per-point fields, stored (``[N, ...]``) or per cell (``[T, h, w, ...]``)."""
+class TensorRows:
+    """Row operations for a named tuple of tensors that share their leading dimensions (a point set)."""
 
-    positions: torch.Tensor  # float32 metres, [..., 3]
-    features: torch.Tensor  # fp16/bf16, [..., C]
-    colors: torch.Tensor  # uint8 RGB, [..., 3]
-    segments: torch.Tensor  # int32
-    frames: torch.Tensor  # int32
+    __slots__ = ()
 
-    def select(self, index: torch.Tensor) -> _Points:
-        return _Points(*(t[index] for t in self))
+    def select(self, index: torch.Tensor):
+        """Rows ``index`` (boolean mask or indices) of every field."""
+        return type(self)(*(t[index] for t in self))
 
-    def frame(self, t: int) -> _Points:
-        return _Points(*(x[t] for x in self))
+    def frame(self, t: int):
+        """Entry ``t`` of the leading dimension of every field."""
+        return type(self)(*(x[t] for x in self))
 
-    def cat(self, other: _Points) -> _Points:
-        return _Points(*(torch.cat([a, b]) for a, b in zip(self, other)))
+    def cat(self, other):
+        """Rows of ``self`` followed by rows of ``other``."""
+        return type(self)(*(torch.cat([a, b]) for a, b in zip(self, other)))
 
-    def replace(self, index: torch.Tensor, other: _Points) -> _Points:
+    def replace(self, index: torch.Tensor, other):
         """A copy with rows ``index`` replaced by ``other``'s rows."""
         out = [a.clone() for a in self]
         for a, b in zip(out, other):
             a[index] = b
-        return _Points(*out)
+        return type(self)(*out)
+
+
+class _Points(namedtuple("_Points", "positions features colors segments frames"), TensorRows):
+    """Per-point fields, stored (``[N, ...]``) or per cell (``[T, h, w, ...]``): positions float32
+    metres ``[..., 3]``, features fp16/bf16 ``[..., C]``, colors uint8 RGB ``[..., 3]``, segments and
+    frames int32."""
+
+    __slots__ = ()
 
 
 class LatentSpatialMemory:

@@ -60,6 +60,7 @@ import itertools
 import os
 import threading
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -71,7 +72,7 @@ import torch.nn.functional as F
 
 from model.camera import invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics, validate_poses
 from model.frames import frames_to_tensor
-from model.memory import MemoryConfig, MemoryStats, Readout, cell_mask, depth_spread, fills_gap, read_memory_file, voxel_keys, write_memory_file
+from model.memory import MemoryConfig, MemoryStats, Readout, TensorRows, cell_mask, depth_spread, fills_gap, read_memory_file, voxel_keys, write_memory_file
 from model.offscreen_gl import OffscreenGL
 from model.patch_vae import VideoVAE
 from model.scenes import gl_projection
@@ -242,30 +243,12 @@ def shared_rasterizer_render(*args, **kwargs) -> RenderedViews:
         return _shared.render(*args, **kwargs)
 
 
-class _RGBPoints(NamedTuple):
-    """Per-point fields, stored (``[N, ...]``) or per pixel (``[T, H, W, ...]``)."""
+class _RGBPoints(namedtuple("_RGBPoints", "positions colors sizes segments frames"), TensorRows):
+    """Per-point fields, stored (``[N, ...]``) or per pixel (``[T, H, W, ...]``): positions float32
+    metres ``[..., 3]``, colors uint8 RGB ``[..., 3]``, sizes float16 splat size in metres, segments
+    and frames int32."""
 
-    positions: torch.Tensor  # float32 metres, [..., 3]
-    colors: torch.Tensor  # uint8 RGB, [..., 3]
-    sizes: torch.Tensor  # float16 splat size, metres
-    segments: torch.Tensor  # int32
-    frames: torch.Tensor  # int32
-
-    def select(self, index: torch.Tensor) -> _RGBPoints:
-        return _RGBPoints(*(t[index] for t in self))
-
-    def frame(self, t: int) -> _RGBPoints:
-        return _RGBPoints(*(x[t] for x in self))
-
-    def cat(self, other: _RGBPoints) -> _RGBPoints:
-        return _RGBPoints(*(torch.cat([a, b]) for a, b in zip(self, other)))
-
-    def replace(self, index: torch.Tensor, other: _RGBPoints) -> _RGBPoints:
-        """A copy with rows ``index`` replaced by ``other``'s rows."""
-        out = [a.clone() for a in self]
-        for a, b in zip(out, other):
-            a[index] = b
-        return _RGBPoints(*out)
+    __slots__ = ()
 
 
 _TENSOR_NAMES = _RGBPoints._fields
