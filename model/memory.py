@@ -230,7 +230,8 @@ def depth_bin_shift(depth_bin: float) -> int:
 
 
 def zbuffer_project(
-    points: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, near: float = 0.05, depth_bin: float = 0.02
+    points: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, near: float = 0.05, depth_bin: float = 0.02,
+    points_t: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard z-buffer of a point set into ``F`` cameras at grid resolution.
 
@@ -244,6 +245,8 @@ def zbuffer_project(
         K: ``[3, 3]`` or ``[F, 3, 3]`` intrinsics of the ``h x w`` grid.
         near: metres; points with ``z <= near`` are culled.
         depth_bin: upper bound on the relative width of a depth bin (log-spaced).
+        points_t: optional ``[3, N]`` contiguous transpose of ``points`` (callers that read out the
+            same points repeatedly keep it instead of transposing on every call).
 
     Returns:
         index: ``[F, h, w]`` int64 winning point index, -1 where empty.
@@ -252,7 +255,8 @@ def zbuffer_project(
     n_frames = w2c.shape[0]
     device = points.device
     P = K.to(device, torch.float32).expand(n_frames, 3, 3) @ w2c[:, :3, :].to(device, torch.float32)  # [F,3,4]
-    points_t = points.T.contiguous()  # [3, N]: contiguous x/y/z rows keep each frame's pass in cache
+    if points_t is None:
+        points_t = points.T.contiguous()  # [3, N]: contiguous x/y/z rows keep each frame's pass in cache
     best = torch.full((n_frames * h * w,), _INT64_MAX, dtype=torch.int64, device=device)
     shift = depth_bin_shift(depth_bin)
     for f in range(n_frames):
@@ -374,6 +378,8 @@ class LatentSpatialMemory:
         self.device = torch.device(device)
         self.channels: int | None = None
         self.next_segment = 0
+        self._transposed_of: torch.Tensor | None = None  # the positions tensor _transposed was made from
+        self._transposed = torch.zeros(3, 0)
         self._set_empty()
 
     @classmethod
@@ -671,14 +677,21 @@ class LatentSpatialMemory:
             raise ValueError(f"readout grid must be positive, got {h}x{w}")
         if image_hw is not None:
             K = scale_intrinsics(K, image_hw, (h, w))
-        index, depth = zbuffer_project(self.positions, w2c, K, h, w, self.config.near, self.config.depth_bin)
+        index, depth = zbuffer_project(self.positions, w2c, K, h, w, self.config.near, self.config.depth_bin, self._positions_t())
         visible = index >= 0
-        channels = self.channels or 0
-        latent = self.features[index.clamp(min=0)].permute(0, 3, 1, 2) if len(self) else torch.zeros(
-            w2c.shape[0], channels, h, w, dtype=self.feature_dtype, device=self.device
-        )
-        latent = latent * visible[:, None].to(latent.dtype)
-        return Readout(latent.contiguous(), visible, depth, index)
+        n_frames, channels = w2c.shape[0], self.channels or 0
+        if len(self):
+            latent = self.features.index_select(0, index.clamp(min=0).view(-1)).view(n_frames, h, w, channels)
+            latent = latent.masked_fill_(~visible[..., None], 0).permute(0, 3, 1, 2).contiguous()
+        else:
+            latent = torch.zeros(n_frames, channels, h, w, dtype=self.feature_dtype, device=self.device)
+        return Readout(latent, visible, depth, index)
+
+    def _positions_t(self) -> torch.Tensor:
+        """``[3, N]`` transpose of the positions, kept until the positions tensor is replaced."""
+        if self._transposed_of is not self.positions:
+            self._transposed, self._transposed_of = self.positions.T.contiguous(), self.positions
+        return self._transposed
 
     # ---- persistence ---------------------------------------------------------------------
 
