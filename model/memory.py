@@ -359,6 +359,51 @@ class _Points(namedtuple("_Points", "positions features colors segments frames")
     __slots__ = ()
 
 
+def merge_voxels(store: TensorRows, new: TensorRows, keys: torch.Tensor, voxel_size: float, newest: bool) -> TensorRows:
+    """Voxel-hash de-duplication of a write: at most one point per voxel, the first (or, with
+    ``newest``, the last) in write order, and none where ``store`` already fills the voxel (which
+    ``newest`` overwrites instead).
+
+    Args:
+        store: the stored point set. new: the written points, ``[M, ...]`` fields.
+        keys: ``[M]`` voxel keys of ``new`` (:func:`voxel_keys`).
+    """
+    uniq, inverse = torch.unique(keys, return_inverse=True)
+    order = torch.arange(len(keys), device=keys.device)
+    pick = torch.full((len(uniq),), -1 if newest else len(keys), dtype=torch.int64, device=keys.device)
+    pick.scatter_reduce_(0, inverse, order, reduce="amax" if newest else "amin", include_self=True)
+    new, keys = new.select(pick), keys[pick]
+    old_keys, _ = voxel_keys(store.positions, voxel_size)
+    sorted_keys, sort_idx = torch.sort(old_keys)
+    slot = torch.searchsorted(sorted_keys, keys).clamp_(max=max(len(sorted_keys) - 1, 0))
+    hit = sorted_keys[slot] == keys if len(sorted_keys) else torch.zeros_like(keys, dtype=torch.bool)
+    if newest:
+        store = store.replace(sort_idx[slot[hit]], new.select(hit))
+    return store.cat(new.select(~hit))
+
+
+def seen_at_depth(index: torch.Tensor, seen_depth: torch.Tensor, depth: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """``[h, w]`` cells where the memory's own view shows a point (``index >= 0``) at the written
+    depth, within ``tolerance`` (relative) plus the cell's depth spread (:func:`depth_spread`)."""
+    return (index >= 0) & ((seen_depth - depth).abs() <= tolerance * depth + depth_spread(depth))
+
+
+def merge_unseen(store: TensorRows, new: TensorRows, write: torch.Tensor, known: torch.Tensor, index: torch.Tensor, newest: bool) -> TensorRows:
+    """View de-duplication of one frame: append the written cells the memory does not know yet.
+
+    Args:
+        new: the frame's cells (``[h, w, ...]`` fields). write: ``[h, w]`` cells to write.
+        known: ``[h, w]`` cells the memory already shows (:func:`seen_at_depth`); a 1-cell hole
+            between known cells is a sampling gap of the memory's view, not unseen space, and
+            counts as known too. index: ``[h, w]`` the point the memory shows there (-1: none),
+            overwritten by the new cell when ``newest``.
+    """
+    known = known | ((index < 0) & fills_gap(known))
+    if newest:
+        store = store.replace(index[write & known], new.select(write & known))
+    return store.cat(new.select(write & ~known))
+
+
 class LatentSpatialMemory:
     """A 3D cache of latent tokens: positions ``[N, 3]`` fp32 and features ``[N, C]`` fp16/bf16.
 
@@ -555,7 +600,7 @@ class LatentSpatialMemory:
         )
         store = _Points(self.positions, self.features, self.colors, self.segments, self.frames)
         if self.config.dedup == "voxel":
-            store = self._merge_voxels(store, cells.select(write), keys.view(n_frames, h, w)[write])
+            store = merge_voxels(store, cells.select(write), keys.view(n_frames, h, w)[write], self.config.voxel_size, self.config.voxel_policy == "newest")
         else:
             K_grid = K_cells.to(torch.float32).expand(n_frames, 3, 3)
             for t in range(n_frames):
@@ -616,40 +661,19 @@ class LatentSpatialMemory:
             self.features = self.features.new_zeros(0, channels)
         return latents, depth, w2c, K, keep, labels, frames, frame_ids
 
-    def _merge_voxels(self, store: _Points, new: _Points, keys: torch.Tensor) -> _Points:
-        """Voxel-hash de-duplication: at most one point per voxel (first or newest in write order)."""
-        newest = self.config.voxel_policy == "newest"
-        uniq, inverse = torch.unique(keys, return_inverse=True)
-        order = torch.arange(len(keys), device=self.device)
-        pick = torch.full((len(uniq),), -1 if newest else len(keys), dtype=torch.int64, device=self.device)
-        pick.scatter_reduce_(0, inverse, order, reduce="amax" if newest else "amin", include_self=True)
-        new, keys = new.select(pick), keys[pick]
-        old_keys, _ = voxel_keys(store.positions, self.config.voxel_size)
-        sorted_keys, sort_idx = torch.sort(old_keys)
-        slot = torch.searchsorted(sorted_keys, keys).clamp_(max=max(len(sorted_keys) - 1, 0))
-        hit = sorted_keys[slot] == keys if len(sorted_keys) else torch.zeros_like(keys, dtype=torch.bool)
-        if newest:
-            store = store.replace(sort_idx[slot[hit]], new.select(hit))
-        return store.cat(new.select(~hit))
-
     def _merge_view(self, store: _Points, new: _Points, write: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K_grid: torch.Tensor) -> _Points:
-        """View de-duplication of one frame: a cell is already known when the memory's z-buffer at this
-        camera shows a point there whose depth agrees within ``view_tolerance`` (relative).
+        """View de-duplication of one frame (:func:`merge_unseen`) against the memory's z-buffer at this camera.
 
         Args:
             new: the frame's cells (``[h, w, ...]`` fields). write: ``[h, w]`` cells to write.
             depth: ``[h, w]`` the cells' depth. w2c: ``[4, 4]``. K_grid: ``[3, 3]`` grid intrinsics.
         """
+        if not len(store.positions):
+            return store.cat(new.select(write))
         h, w = write.shape
-        if len(store.positions):
-            index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin)
-            index, seen_depth = index[0], seen_depth[0]
-            known = (index >= 0) & ((seen_depth - depth).abs() <= self.config.view_tolerance * depth + depth_spread(depth))
-            known |= (index < 0) & fills_gap(known)  # a 1-cell sampling hole of the z-buffer, not unseen space
-            if self.config.voxel_policy == "newest":
-                store = store.replace(index[write & known], new.select(write & known))
-            write = write & ~known
-        return store.cat(new.select(write))
+        index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin)
+        known = seen_at_depth(index[0], seen_depth[0], depth, self.config.view_tolerance)
+        return merge_unseen(store, new, write, known, index[0], self.config.voxel_policy == "newest")
 
     # ---- reading -------------------------------------------------------------------------
 

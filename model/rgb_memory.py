@@ -72,7 +72,19 @@ import torch.nn.functional as F
 
 from model.camera import invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics, validate_poses
 from model.frames import frames_to_tensor
-from model.memory import MemoryConfig, MemoryStats, Readout, TensorRows, cell_mask, depth_spread, fills_gap, read_memory_file, voxel_keys, write_memory_file
+from model.memory import (
+    MemoryConfig,
+    MemoryStats,
+    Readout,
+    TensorRows,
+    cell_mask,
+    merge_unseen,
+    merge_voxels,
+    read_memory_file,
+    seen_at_depth,
+    voxel_keys,
+    write_memory_file,
+)
 from model.offscreen_gl import OffscreenGL
 from model.patch_vae import VideoVAE
 from model.scenes import gl_projection
@@ -451,7 +463,7 @@ class RGBPointCloudMemory:
         store = self._points()
         if self.config.dedup == "voxel":
             keys, in_range = voxel_keys(points[write], self.config.voxel_size)
-            store = self._merge_voxels(store, pixels.select(write).select(in_range), keys[in_range])
+            store = merge_voxels(store, pixels.select(write).select(in_range), keys[in_range], self.config.voxel_size, self.config.voxel_policy == "newest")
         else:
             K_frames = K.expand(n_frames, 3, 3)
             for t in range(n_frames):
@@ -501,40 +513,22 @@ class RGBPointCloudMemory:
             raise ValueError(f"frame_ids: expected {n_frames} values, got shape {list(frame_ids.shape)}")
         return depth, w2c, K, keep, frames, frame_ids
 
-    def _merge_voxels(self, store: _RGBPoints, new: _RGBPoints, keys: torch.Tensor) -> _RGBPoints:
-        """Voxel-hash de-duplication: at most one point per voxel (first or newest in write order)."""
-        newest = self.config.voxel_policy == "newest"
-        uniq, inverse = torch.unique(keys, return_inverse=True)
-        order = torch.arange(len(keys), device=self.device)
-        pick = torch.full((len(uniq),), -1 if newest else len(keys), dtype=torch.int64, device=self.device)
-        pick.scatter_reduce_(0, inverse, order, reduce="amax" if newest else "amin", include_self=True)
-        new, keys = new.select(pick), keys[pick]
-        old_keys, _ = voxel_keys(store.positions, self.config.voxel_size)
-        sorted_keys, sort_idx = torch.sort(old_keys)
-        slot = torch.searchsorted(sorted_keys, keys).clamp_(max=max(len(sorted_keys) - 1, 0))
-        hit = sorted_keys[slot] == keys if len(sorted_keys) else torch.zeros_like(keys, dtype=torch.bool)
-        if newest:
-            store = store.replace(sort_idx[slot[hit]], new.select(hit))
-        return store.cat(new.select(~hit))
-
     def _merge_view(self, store: _RGBPoints, new: _RGBPoints, write: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor) -> _RGBPoints:
-        """View de-duplication of one frame at pixel resolution: a pixel is known when the memory,
-        rasterised at this camera, covers it at a depth within ``view_tolerance`` (relative).
+        """View de-duplication of one frame at pixel resolution (:func:`model.memory.merge_unseen`): a
+        pixel is known when the memory, rasterised at this camera, covers it at a depth within
+        ``view_tolerance`` (relative).
 
         Args:
             new: the frame's pixels (``[H, W, ...]`` fields). write: ``[H, W]`` pixels to write.
             depth: ``[H, W]`` their depth (+inf invalid). w2c: ``[4, 4]``. K: ``[3, 3]`` pixels.
         """
+        if not len(store.positions):
+            return store.cat(new.select(write))
         H, W = write.shape
-        if len(store.positions):
-            seen = self._render(store, w2c[None], K, H, W)
-            index, seen_depth = seen.index[0].to(self.device), seen.depth[0].to(self.device)
-            known = (index >= 0) & torch.isfinite(depth) & ((seen_depth - depth).abs() <= self.config.view_tolerance * depth + depth_spread(depth))
-            known |= (index < 0) & fills_gap(known)  # a 1-pixel sampling hole of the splats, not unseen space
-            if self.config.voxel_policy == "newest":
-                store = store.replace(index[write & known], new.select(write & known))
-            write = write & ~known
-        return store.cat(new.select(write))
+        seen = self._render(store, w2c[None], K, H, W)
+        index, seen_depth = seen.index[0].to(self.device), seen.depth[0].to(self.device)
+        known = torch.isfinite(depth) & seen_at_depth(index, seen_depth, depth, self.config.view_tolerance)
+        return merge_unseen(store, new, write, known, index, self.config.voxel_policy == "newest")
 
     # ---- reading -------------------------------------------------------------------------
 
