@@ -29,7 +29,7 @@ from model.camera import (
     write_re10k,
     yaw_pan,
 )
-from explorer.scene_inputs import SceneDepth, bundled_scene, photo_inputs
+from explorer.scene_inputs import bundled_scene, photo_inputs
 from model.memory import LatentSpatialMemory
 from model.pipeline import DepthSource, MiragePipeline, PipelineConfig
 from model.rgb_memory import RGBPointCloudMemory
@@ -94,22 +94,6 @@ def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: 
     return w2c[:n_frames]
 
 
-# The scene openers live in explorer.scene_inputs (shared with the explorer's worker); these names stay
-# for callers of this module.
-_SceneDepth = SceneDepth
-
-
-def _bundled_scene(height: int, width: int, renderer: SceneRenderer):
-    inputs = bundled_scene(height, width, renderer)
-    return inputs.image, inputs.depth, inputs.K, inputs.depth_source, inputs.k_source
-
-
-def _photo_inputs(args: GenerateArgs, height: int, width: int, device) -> tuple:
-    inputs = photo_inputs(args.image, height, width, device, depth_path=args.depth, depth_model=args.depth_model,
-                          warn=lambda message: print(f"warning: {message}", file=sys.stderr))
-    return inputs.image, inputs.depth, inputs.K, inputs.depth_source, inputs.k_source
-
-
 def run_generate(args: GenerateArgs) -> dict:
     """Run the whole job; returns the report written to ``OUT.json``."""
     out = Path(args.out)
@@ -134,11 +118,13 @@ def run_generate(args: GenerateArgs) -> dict:
     backbone.apply_offload()
     with SceneRenderer() as renderer:
         if args.image is None:
-            image, depth, K, depth_source, k_source = _bundled_scene(height, width, renderer)
+            inputs = bundled_scene(height, width, renderer)
         else:
-            image, depth, K, depth_source, k_source = _photo_inputs(args, height, width, backbone.device)
+            inputs = photo_inputs(args.image, height, width, backbone.device, depth_path=args.depth, depth_model=args.depth_model,
+                                  warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+        depth, K = inputs.depth, inputs.K
         pipe = MiragePipeline(backbone, config, branch)
-        pipe.start(image, depth, K, prompt=args.prompt)
+        pipe.start(inputs.image, depth, K, prompt=args.prompt)
         if args.load_memory:
             loaded = RGBPointCloudMemory.load(args.load_memory, vae=backbone.vae) if args.memory == "rgb" else LatentSpatialMemory.load(args.load_memory)
             pipe.load_memory(loaded)
@@ -146,7 +132,7 @@ def run_generate(args: GenerateArgs) -> dict:
         radius = float(finite.median()) if finite.numel() else 2.0
         n_frames = args.segments * (config.segment_frames - 1) + 1
         w2c = build_trajectory(args.trajectory, n_frames, torch.eye(4, dtype=torch.float64), radius)
-        report = _generate_video(pipe, w2c, depth_source, out, width, height, args, k_source)
+        report = _generate_video(pipe, w2c, inputs.depth_source, out, width, height, args, inputs.k_source)
     write_re10k(out.with_suffix(".cameras.txt"), w2c, K, width, height, fps=args.fps, url=f"mirage-explorer generate seed={args.seed}")
     write_json_atomic(out.with_suffix(".json"), report)
     if args.save_memory:
