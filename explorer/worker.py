@@ -535,7 +535,7 @@ class GenerationWorker(_GenerationSignals):
         if self._recorder is not None:
             raise ValueError(f"already recording to {self._recorder.folder}; stop that recording first")
         recorder = SessionRecorder(folder, fps)
-        height, width = pipe._require_started()  # noqa: SLF001
+        height, width = pipe.frame_hw
         recorder.start(
             width=width, height=height, K=pipe.K, start_w2c=self._last_pose, source=self._inputs.source, prompt=self._settings.prompt,
             seed=pipe.config.seed, model=pipe.describe(), first_segment=pipe.segments_done,

@@ -241,8 +241,13 @@ class MiragePipeline:
         return self._K
 
     @property
+    def frame_hw(self) -> tuple[int, int]:
+        """``(height, width)`` of the generated frames in pixels."""
+        return self._require_started()
+
+    @property
     def latent_hw(self) -> tuple[int, int]:
-        height, width = self._require_started()
+        height, width = self.frame_hw
         stride = self.backbone.vae.spatial_stride
         return height // stride, width // stride
 
