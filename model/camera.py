@@ -146,21 +146,35 @@ def rotation_error(rot: torch.Tensor) -> torch.Tensor:
     return torch.maximum((det - 1.0).abs(), ortho)
 
 
-def pose_problem(pose: torch.Tensor, tolerance: float = ROTATION_TOLERANCE) -> str | None:
-    """Why one ``[4, 4]`` (or ``[3, 4]``) matrix is not a rigid transform, or None when it is one.
+def _pose_checks(poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The measurements every pose check uses, per matrix of ``poses`` ``[..., 4, 4]``: all entries
+    finite, bottom row ``[0, 0, 0, 1]`` (``isclose``, atol 1e-6), ``det R`` and ``max|R^T R - I|``."""
+    finite = torch.isfinite(poses).all(dim=-1).all(dim=-1)
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=poses.dtype, device=poses.device)
+    bottom_ok = torch.isclose(poses[..., 3, :], bottom.expand_as(poses[..., 3, :]), atol=1e-6).all(dim=-1)
+    det, ortho = _rotation_errors(torch.nan_to_num(poses[..., :3, :3]))
+    return finite, bottom_ok, det, ortho
 
-    The reasons are the ones every pose check reports: ``"NaN or Inf value"``, ``"bottom row must be
-    [0, 0, 0, 1], got [...]"``, ``"not a rotation (det -1.000)"`` or ``"not a rotation (R^T R differs
-    from I by 0.25)"`` (``tolerance`` bounds ``|det - 1|`` and that difference).
+
+def rigid_mask(poses: torch.Tensor, tolerance: float = ROTATION_TOLERANCE) -> torch.Tensor:
+    """Which of ``poses`` ``[..., 4, 4]`` are rigid transforms: bool ``[...]`` (see :func:`pose_problem`)."""
+    finite, bottom_ok, det, ortho = _pose_checks(poses)
+    return finite & bottom_ok & ((det - 1.0).abs() <= tolerance) & (ortho <= tolerance)
+
+
+def pose_problem(pose: torch.Tensor, tolerance: float = ROTATION_TOLERANCE) -> str | None:
+    """Why one ``[4, 4]`` matrix is not a rigid transform, or None when it is one.
+
+    The reasons every pose check reports: ``"NaN or Inf value"``, ``"bottom row must be [0, 0, 0,
+    1], got [...]"``, ``"not a rotation (det -1.000)"`` or ``"not a rotation (R^T R differs from I by
+    0.25)"``; ``tolerance`` bounds ``|det - 1|`` and that difference.
     """
-    pose = torch.as_tensor(pose, dtype=torch.float64)
-    if not torch.isfinite(pose).all():
+    pose = torch.as_tensor(pose)
+    finite, bottom_ok, det, ortho = (v.item() for v in _pose_checks(pose))
+    if not finite:
         return "NaN or Inf value"
-    if pose.shape[0] == 4:
-        bottom = pose[3].tolist()
-        if any(abs(got - want) > 1e-6 for got, want in zip(bottom, (0.0, 0.0, 0.0, 1.0))):
-            return f"bottom row must be [0, 0, 0, 1], got [{', '.join(f'{v:g}' for v in bottom)}]"
-    det, ortho = (float(v) for v in _rotation_errors(pose[:3, :3]))
+    if not bottom_ok:
+        return f"bottom row must be [0, 0, 0, 1], got [{', '.join(f'{v:g}' for v in pose[3].tolist())}]"
     if abs(det - 1.0) > tolerance:
         return f"not a rotation (det {det:.3f})"
     if ortho > tolerance:
@@ -176,23 +190,20 @@ def validate_poses(w2c: torch.Tensor, name: str = "w2c", tolerance: float = ROTA
         name: argument name used in error messages.
 
     Raises:
-        ValueError: wrong shape, NaN/Inf, bottom row not ``[0, 0, 0, 1]``, or a rotation whose
-            determinant is far from +1 / that is not orthonormal.
+        ValueError: wrong shape, or ``"<name>: frame <i>: <reason>"`` (``"<name>: <reason>"`` for a
+            single pose) with the reason of :func:`pose_problem`: NaN/Inf, bottom row not
+            ``[0, 0, 0, 1]``, or a rotation whose determinant is far from +1 / that is not orthonormal.
     """
     w2c = torch.as_tensor(w2c)
     if w2c.ndim not in (2, 3) or w2c.shape[-2:] != (4, 4):
         raise ValueError(f"{name}: expected a [4,4] or [F,4,4] pose, got shape {list(w2c.shape)}")
     if not w2c.is_floating_point():
         w2c = w2c.to(torch.float64)
-    if not torch.isfinite(w2c).all():
-        raise ValueError(f"{name}: pose contains NaN or Inf")
-    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=w2c.dtype, device=w2c.device)
-    if not torch.allclose(w2c[..., 3, :], bottom.expand_as(w2c[..., 3, :]), atol=1e-6):
-        raise ValueError(f"{name}: bottom row of a pose must be [0, 0, 0, 1]")
-    err = rotation_error(w2c[..., :3, :3]).reshape(-1)
-    if (err > tolerance).any():
-        bad = int(torch.nonzero(err > tolerance)[0])
-        raise ValueError(f"{name}: frame {bad} is {pose_problem(w2c.reshape(-1, 4, 4)[bad].cpu(), tolerance)}")
+    ok = rigid_mask(w2c, tolerance).reshape(-1)
+    if not ok.all():
+        bad = int(torch.nonzero(~ok)[0])
+        where = f"{name}: frame {bad}" if w2c.ndim == 3 else name
+        raise ValueError(f"{where}: {pose_problem(w2c.reshape(-1, 4, 4)[bad].cpu(), tolerance)}")
     return w2c
 
 
@@ -481,40 +492,44 @@ def read_re10k(path: str | os.PathLike) -> Re10kCameras:
     if not lines:
         raise ValueError(f"{path}: empty file (expected a URL line and one line per frame)")
     url = lines[0].strip()
-    stamps, intr, poses = [], [], []
+    rows, linenos = [], []
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
-        where = f"{path}: line {lineno}"
         cols = line.split()
         if len(cols) != 19:
-            raise ValueError(f"{where}: expected 19 columns, got {len(cols)}")
-        values = []
-        for column, text in enumerate(cols, start=1):
-            try:
-                values.append(float(text))
-            except ValueError as exc:
-                raise ValueError(f"{where}: column {column}: not a number ({text!r})") from exc
-            if not math.isfinite(values[-1]):
-                raise ValueError(f"{where}: column {column}: NaN or Inf value")
-        if values[1] <= 0 or values[2] <= 0:
-            raise ValueError(f"{where}: focal lengths fx, fy (columns 2-3) must be positive, got {values[1]:g}, {values[2]:g}")
-        w2c = torch.eye(4, dtype=torch.float64)
-        w2c[:3, :] = torch.tensor(values[7:], dtype=torch.float64).reshape(3, 4)
-        problem = pose_problem(w2c, FILE_ROTATION_TOLERANCE)
-        if problem:
-            raise ValueError(f"{where}: {problem}")
-        stamps.append(int(round(values[0])))
-        intr.append(values[1:5])
-        poses.append(w2c)
-    if not poses:
+            raise ValueError(f"{path}: line {lineno}: expected 19 columns, got {len(cols)}")
+        try:
+            rows.append([float(text) for text in cols])
+        except ValueError:
+            column = next(i for i, text in enumerate(cols, start=1) if not _is_float(text))
+            raise ValueError(f"{path}: line {lineno}: column {column}: not a number ({cols[column - 1]!r})") from None
+        linenos.append(lineno)
+    if not rows:
         raise ValueError(f"{path}: no camera frames after the URL line")
-    return Re10kCameras(
-        url=url,
-        timestamps_us=torch.tensor(stamps, dtype=torch.int64),
-        intrinsics=torch.tensor(intr, dtype=torch.float64),
-        w2c=torch.stack(poses),
-    )
+    values = torch.tensor(rows, dtype=torch.float64)  # [T, 19]
+    w2c = torch.eye(4, dtype=torch.float64).repeat(len(values), 1, 1)
+    w2c[:, :3, :] = values[:, 7:].reshape(-1, 3, 4)
+    finite = torch.isfinite(values)
+    focal_ok = (values[:, 1] > 0) & (values[:, 2] > 0)
+    ok = finite.all(dim=1) & focal_ok & rigid_mask(w2c, FILE_ROTATION_TOLERANCE)
+    if not ok.all():
+        bad = int(torch.nonzero(~ok)[0])
+        where = f"{path}: line {linenos[bad]}"
+        if not finite[bad].all():
+            raise ValueError(f"{where}: column {int(torch.nonzero(~finite[bad])[0]) + 1}: NaN or Inf value")
+        if not focal_ok[bad]:
+            raise ValueError(f"{where}: focal lengths fx, fy (columns 2-3) must be positive, got {values[bad, 1]:g}, {values[bad, 2]:g}")
+        raise ValueError(f"{where}: {pose_problem(w2c[bad], FILE_ROTATION_TOLERANCE)}")
+    return Re10kCameras(url=url, timestamps_us=torch.round(values[:, 0]).to(torch.int64), intrinsics=values[:, 1:5].clone(), w2c=w2c)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def write_re10k(
@@ -609,7 +624,7 @@ def read_camera_path_json(path: str | os.PathLike) -> Trajectory:
     convention = data.get("camera_convention", "opengl")
     if convention not in ("opencv", "opengl"):
         raise ValueError(f"{path}: camera_convention: must be 'opencv' or 'opengl', got {convention!r}")
-    c2w = []
+    rows = []
     for i, frame in enumerate(frames):
         field = f"camera_path[{i}]"
         if not isinstance(frame, dict):
@@ -621,13 +636,14 @@ def read_camera_path_json(path: str | os.PathLike) -> Trajectory:
             raise ValueError(f"{path}: {field}.camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4): {exc}") from exc
         if mat.numel() not in (12, 16):
             raise ValueError(f"{path}: {field}.camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4), got {mat.numel()}")
-        if mat.numel() == 12:
-            mat = torch.cat([mat, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)])
-        mat = mat.reshape(4, 4)
-        problem = pose_problem(mat)
-        if problem:
-            raise ValueError(f"{path}: {field}.camera_to_world: {problem}")
-        c2w.append(mat @ _CV_FROM_GL if convention == "opengl" else mat)
+        rows.append(mat if mat.numel() == 16 else torch.cat([mat, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)]))
+    c2w = torch.stack(rows).reshape(-1, 4, 4)
+    ok = rigid_mask(c2w)
+    if not ok.all():
+        bad = int(torch.nonzero(~ok)[0])
+        raise ValueError(f"{path}: camera_path[{bad}].camera_to_world: {pose_problem(c2w[bad])}")
+    if convention == "opengl":
+        c2w = c2w @ _CV_FROM_GL
     if "intrinsics" in data:
         intr = _json_field(path, data, "intrinsics", "", dict, "an object {fx, fy, cx, cy} in pixels")
         for key in ("fx", "fy", "cx", "cy"):
@@ -644,7 +660,7 @@ def read_camera_path_json(path: str | os.PathLike) -> Trajectory:
         if fov >= 180.0:
             raise ValueError(f"{path}: {field}: must be a vertical field of view in (0, 180) degrees, got {fov:g}")
         K = intrinsics_from_fov(fov, width, height)
-    return Trajectory(invert_pose(torch.stack(c2w)), K, width, height, fps)
+    return Trajectory(invert_pose(c2w), K, width, height, fps)
 
 
 def _json_kind(value) -> str:

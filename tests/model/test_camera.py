@@ -109,7 +109,7 @@ def test_validate_poses_rejects_nan_and_non_rotations():
         validate_poses(bad)
     mirrored = good.clone()
     mirrored[2, :3, 0] *= -1  # det -1
-    with pytest.raises(ValueError, match=r"^w2c: frame 2 is not a rotation \(det -1.000\)$"):
+    with pytest.raises(ValueError, match=r"^w2c: frame 2: not a rotation \(det -1.000\)$"):
         validate_poses(mirrored)
     with pytest.raises(ValueError, match="shape"):
         validate_poses(torch.eye(3))
