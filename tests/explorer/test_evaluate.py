@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -10,8 +11,11 @@ import torch
 
 import main
 from explorer.evaluate import evaluate_run, format_table, load_run, worldscore_c2w
+from explorer.session import SessionRecorder
 from explorer.video_io import read_mp4_frames
-from model.camera import invert_pose, read_re10k
+from model.camera import invert_pose, read_re10k, scale_intrinsics
+from model.memory import LatentSpatialMemory
+from model.rgbd_io import SAMPLE_SCENE_DIR, RGBDView, load_rgbd_folder, write_rgbd_folder
 
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1", "--trajectory", "closed-orbit"]
 
@@ -123,11 +127,6 @@ def test_runs_from_a_photo_get_no_ground_truth_metrics(run_dir):
 
 def session_from_run(run_dir, folder):
     """An explorer session folder holding the generate run's 33 frames and poses as one segment."""
-    from types import SimpleNamespace
-
-    from explorer.session import SessionRecorder
-    from model.memory import LatentSpatialMemory
-
     run = load_run(run_dir)
     height, width = run.frames.shape[1:3]
     recorder = SessionRecorder(folder, fps=run.fps)
@@ -153,9 +152,6 @@ def test_eval_and_export_accept_an_explorer_session_folder(run_dir, tmp_path, ca
 
 def small_scene(folder):
     """The bundled scene's view at 128x64 (a walkthrough of it takes a second, not ten)."""
-    from model.camera import scale_intrinsics
-    from model.rgbd_io import SAMPLE_SCENE_DIR, RGBDView, load_rgbd_folder, write_rgbd_folder
-
     view = load_rgbd_folder(SAMPLE_SCENE_DIR)
     image = cv2.resize(view.image, (128, 64), interpolation=cv2.INTER_AREA)
     depth = cv2.resize(view.depth, (128, 64), interpolation=cv2.INTER_NEAREST)
@@ -165,8 +161,6 @@ def small_scene(folder):
 
 
 def test_eval_and_export_accept_a_walkthrough_folder(tmp_path, capsys):
-    from model.rgbd_io import SAMPLE_SCENE_DIR
-
     walk = tmp_path / "walk"
     assert main.main(["walkthrough", "--out", str(walk), "--frames", "3", "--scene", str(small_scene(tmp_path / "scene"))]) == 0
     for name in (walk, walk / "preview.mp4"):
