@@ -204,7 +204,7 @@ def run_generate(args: GenerateArgs) -> dict:
         pipe.start(inputs.image, depth, K, prompt=args.prompt)
         if checked.memory is not None:
             if isinstance(checked.memory, RGBPointCloudMemory):
-                checked.memory.vae = backbone.vae  # read before the backbone existed; it rasterises through this VAE
+                checked.memory.vae = backbone.vae  # read before the backbone existed; its readouts encode through this VAE
             pipe.load_memory(checked.memory, source=args.load_memory)
         if checked.trajectory is not None:
             w2c = checked.trajectory
