@@ -129,8 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+
+
+def _one_line(message: str) -> str:
+    """An error message on one line: the lines of a list (``"folder:\\n  - a\\n  - b"``) joined with "; "."""
+    head, *items = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()] or [""]
+    return f"{head} {'; '.join(items)}" if items else head
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
 """``main.py eval`` and ``main.py export-worldscore``: consistency metrics of a ``generate`` run, and
 its frames + cameras in the layout the WorldScore benchmark reads.
 
-A run is what ``main.py generate --out OUT.mp4`` writes: ``OUT.mp4`` (the frames), ``OUT.json``
-(settings and report) and ``OUT.cameras.txt`` (RealEstate10K poses and intrinsics, one line per
-frame). Either the ``.mp4`` path or a folder holding exactly one ``.mp4`` names a run.
+A run is one of (:data:`RUN_LAYOUTS`):
 
-``eval`` writes ``OUT.metrics.json`` (atomically) with :func:`model.metrics.video_metrics`. Runs on
-the bundled sample scene (``generate`` without ``--image``) also get exact ground truth: the scene
+* what ``main.py generate --out OUT.mp4`` writes: ``OUT.mp4`` (the frames), ``OUT.json`` (settings
+  and report) and ``OUT.cameras.txt`` (RealEstate10K poses and intrinsics, one line per frame),
+  named by the ``.mp4`` path or a folder holding exactly one ``.mp4``;
+* an explorer session folder (``video.mp4`` + ``session.json`` + ``cameras.txt``, read with
+  :func:`explorer.session.load_session`), named by the folder or its ``video.mp4``;
+* a ``main.py walkthrough`` folder (``preview.mp4`` + ``session.json`` + ``cameras.txt``), named by
+  the folder or its ``preview.mp4``.
+
+``eval`` writes ``OUT.metrics.json`` beside the video (``video.metrics.json`` / ``preview.metrics.json``
+in a session / walkthrough folder), atomically, with :func:`model.metrics.video_metrics`. Runs on
+the bundled sample scene (``generate`` without ``--image``, a session recorded from it, a
+walkthrough of it) also get exact ground truth: the scene
 is re-rendered at every pose and time (``t = i / fps``), which adds the known-pose reprojection
 metrics (with exact depth) and PSNR / SSIM against the exact images. Other runs have no depth
 that is not itself an estimate, so those two groups are left out (``"reprojection": null`` with a
@@ -41,6 +49,7 @@ import cv2
 import numpy as np
 import torch
 
+from explorer import session as sessions
 from explorer.video_io import read_mp4_frames
 from model.atomic import atomic_dir, write_json_atomic
 from model.camera import invert_pose, read_re10k
@@ -53,18 +62,28 @@ from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
 _CV_TO_GL_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
 _CV_TO_WORLDSCORE_WORLD = np.diag([-1.0, -1.0, 1.0, 1.0])
 
+#: What names a run, as said in errors.
+RUN_LAYOUTS = (
+    "a generate run (OUT.mp4 + OUT.json + OUT.cameras.txt, or a folder holding exactly one), an explorer session folder "
+    "(video.mp4 + session.json + cameras.txt) or a walkthrough folder (preview.mp4 + session.json + cameras.txt)"
+)
+#: The video of a walkthrough folder (:func:`explorer.walkthrough.run_walkthrough`).
+WALKTHROUGH_VIDEO = "preview.mp4"
+
 
 @dataclass
 class GeneratedRun:
-    """One ``generate`` output, loaded and cross-checked.
+    """One run (a ``generate`` output, an explorer session or a walkthrough), loaded and cross-checked.
 
     Attributes:
-        video: the ``OUT.mp4`` path.
-        report: contents of ``OUT.json``.
+        video: the run's ``.mp4``.
+        report: contents of ``OUT.json`` / ``session.json``.
         frames: ``[N, H, W, 3]`` uint8.
-        w2c: ``[N, 4, 4]`` float64 poses from ``OUT.cameras.txt``.
+        w2c: ``[N, 4, 4]`` float64 poses of the frames.
         K: ``[3, 3]`` float64 pixel intrinsics of the frames (first camera line).
         fps: frames per second.
+        kind: ``"generate"``, ``"session"`` or ``"walkthrough"``.
+        segment_frames: frames per generated segment (shared end frames included); None for a walkthrough.
     """
 
     video: Path
@@ -73,41 +92,82 @@ class GeneratedRun:
     w2c: torch.Tensor
     K: torch.Tensor
     fps: float
+    kind: str = "generate"
+    segment_frames: int | None = 33
 
     @property
     def on_bundled_scene(self) -> bool:
-        """True when the run started from the bundled sample scene (exact ground truth exists)."""
+        """True when the frames show the bundled sample scene from its start, i.e. exact ground truth exists:
+        ``generate`` without ``--image`` / ``--load-memory``, a session started (not continued) on it,
+        a walkthrough of it."""
+        if self.kind == "session":
+            return self.report["source"]["kind"] == "bundled" and int(self.report.get("first_segment", 0)) == 0
+        if self.kind == "walkthrough":
+            return Path(self.report.get("settings", {}).get("scene_dir", "")).resolve() == SAMPLE_SCENE_DIR.resolve()
         settings = self.report.get("settings", {})
         return settings.get("image") is None and settings.get("load_memory") is None
 
 
-def resolve_video(path: str | Path) -> Path:
-    """The ``.mp4`` of a run named by its video path or by a folder holding exactly one ``.mp4``."""
+def resolve_run(path: str | Path) -> tuple[str, Path]:
+    """The kind (``"generate"``, ``"session"``, ``"walkthrough"``) and the ``.mp4`` of the run ``path``
+    names: a video, a folder holding one generate run, a session folder or a walkthrough folder.
+
+    Raises:
+        ValueError: naming the path and saying what is accepted (:data:`RUN_LAYOUTS`).
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file or folder")
     if path.is_dir():
+        if (path / sessions.SESSION_JSON).is_file():
+            return _session_folder_kind(path / sessions.SESSION_JSON)
         videos = sorted(p for p in path.glob("*.mp4") if not p.name.startswith("."))
         if len(videos) != 1:
             found = ", ".join(p.name for p in videos) or "none"
-            raise ValueError(f"{path}: expected a folder with exactly one generate run (.mp4), found {found}")
-        return videos[0]
+            raise ValueError(f"{path}: expected {RUN_LAYOUTS}; found {len(videos)} videos ({found}) and no {sessions.SESSION_JSON}")
+        return "generate", videos[0]
     if path.suffix.lower() != ".mp4":
-        raise ValueError(f"{path}: expected a generate run's .mp4 or its folder")
-    return path
+        raise ValueError(f"{path}: not a video; expected {RUN_LAYOUTS}")
+    if not path.with_suffix(".json").exists() and (path.parent / sessions.SESSION_JSON).is_file():
+        kind, video = _session_folder_kind(path.parent / sessions.SESSION_JSON)
+        if video.name == path.name:  # a session's video.mp4 or a walkthrough's preview.mp4
+            return kind, video
+    return "generate", path
+
+
+def _session_folder_kind(json_path: Path) -> tuple[str, Path]:
+    """``("session", video.mp4)`` or ``("walkthrough", preview.mp4)`` by the ``session.json`` of a folder."""
+    try:
+        data = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{json_path}: not valid JSON ({exc})") from exc
+    if isinstance(data, dict) and data.get("format") == sessions.FORMAT_NAME:
+        return "session", json_path.parent / sessions.VIDEO
+    if isinstance(data, dict) and data.get("kind") == "walkthrough":
+        return "walkthrough", json_path.parent / WALKTHROUGH_VIDEO
+    raise ValueError(f"{json_path}: format: neither an explorer session ({sessions.FORMAT_NAME!r}) nor a walkthrough (kind 'walkthrough')")
 
 
 def load_run(path: str | Path) -> GeneratedRun:
     """Load a run (video, report, cameras) and check that they describe the same frames.
 
+    A session folder is read by :func:`explorer.session.load_session` (which checks it as strictly).
+
     Raises:
         ValueError: naming the file, for a missing or unreadable file or mismatched frame counts / sizes.
     """
-    video = resolve_video(path)
-    report_path, cameras_path = video.with_suffix(".json"), video.with_suffix(".cameras.txt")
-    for needed in (report_path, cameras_path):
+    kind, video = resolve_run(path)
+    if kind == "session":
+        session = sessions.load_session(video.parent)
+        return GeneratedRun(video, session.data, session.frames, torch.from_numpy(session.all_w2c()), torch.from_numpy(session.K),
+                            session.fps, kind, segment_frames=int(session.w2c.shape[1]))
+    if kind == "generate":
+        report_path, cameras_path = video.with_suffix(".json"), video.with_suffix(".cameras.txt")
+    else:
+        report_path, cameras_path = video.parent / sessions.SESSION_JSON, video.parent / sessions.CAMERAS
+    for needed in (video, report_path, cameras_path):
         if not needed.is_file():
-            raise ValueError(f"{needed}: missing (a generate run is OUT.mp4 + OUT.json + OUT.cameras.txt)")
+            raise ValueError(f"{needed}: missing; expected {RUN_LAYOUTS}")
     try:
         report = json.loads(report_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -120,11 +180,15 @@ def load_run(path: str | Path) -> GeneratedRun:
     n, height, width = frames.shape[:3]
     if len(cameras.w2c) != n:
         raise ValueError(f"{cameras_path}: {len(cameras.w2c)} cameras, but {video.name} has {n} frames")
-    expected = report.get("trajectory", {}).get("frames")
+    if kind == "generate":  # OUT.json
+        field, expected, fps = "trajectory.frames", report.get("trajectory", {}).get("frames"), report.get("trajectory", {}).get("fps")
+        segment_frames = int(report.get("model", {}).get("pipeline", {}).get("segment_frames", 33))
+    else:  # a walkthrough's session.json
+        field, expected, fps, segment_frames = "frames", report.get("frames"), report.get("settings", {}).get("fps"), None
     if expected is not None and expected != n:
-        raise ValueError(f"{report_path}: trajectory has {expected} frames, but {video.name} has {n}")
-    fps = float(report.get("trajectory", {}).get("fps", cameras.trajectory(width, height).fps))
-    return GeneratedRun(video, report, frames, cameras.w2c, cameras.K(width, height)[0], fps)
+        raise ValueError(f"{report_path}: {field}: {expected} frames, but {video.name} has {n}")
+    fps = float(fps if fps is not None else cameras.trajectory(width, height).fps)
+    return GeneratedRun(video, report, frames, cameras.w2c, cameras.K(width, height)[0], fps, kind, segment_frames)
 
 
 def bundled_ground_truth(run: GeneratedRun, renderer: SceneRenderer) -> tuple[np.ndarray, np.ndarray]:
@@ -208,8 +272,7 @@ def export_worldscore(path: str | Path, out_dir: str | Path) -> dict:
         raise ValueError(f"{out_dir}: exists and is not an earlier WorldScore export; choose an empty or new folder")
     n, height, width = run.frames.shape[:3]
     c2w = worldscore_c2w(run.w2c)
-    segment = int(run.report.get("model", {}).get("pipeline", {}).get("segment_frames", 33)) - 1
-    keys = sorted(set(range(0, n, segment)) | {n - 1})
+    keys = sorted(set(range(0, n, run.segment_frames - 1) if run.segment_frames else {0}) | {n - 1})
     data = {
         "focal_length": float(run.K[0, 0]),
         "scale": 1.0,

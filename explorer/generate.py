@@ -3,12 +3,18 @@
 Writes ``OUT.mp4`` (H.264), ``OUT.json`` (settings, seed, model, trajectory, per-segment timings and
 memory stats) and ``OUT.cameras.txt`` (RealEstate10K), each atomically and only after everything was
 generated, so a bad input or a failure leaves nothing behind.
+
+Every input file (photo, depth file, camera file, saved memory, depth model folder) is read and
+checked by :func:`check_inputs` before the backbone is built, so a bad file is refused in
+milliseconds. What is read but not used whole is said on stderr: ``warning: <file>: ...`` (an
+animation's first frame, a visible centre crop) and ``note: <file>: using the first N of M poses``.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,9 +35,10 @@ from model.camera import (
     write_re10k,
     yaw_pan,
 )
-from explorer.scene_inputs import bundled_scene, photo_inputs
+from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
+from model.depth import check_model_folder
 from model.memory import LatentSpatialMemory
-from model.pipeline import DepthSource, MiragePipeline, PipelineConfig
+from model.pipeline import DepthSource, MiragePipeline, PipelineConfig, check_memory_channels
 from model.rgb_memory import RGBPointCloudMemory
 from model.scenes import SceneRenderer
 
@@ -72,7 +79,7 @@ class GenerateArgs:
 
 
 def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: float) -> torch.Tensor:
-    """``n_frames`` poses ``[n, 4, 4]`` for a builder name or a camera file (re-based on the start pose)."""
+    """``n_frames`` poses ``[n, 4, 4]`` of a builder (one of :data:`TRAJECTORIES`) from ``start_w2c``."""
     if spec == "orbit":
         return orbit(n_frames, radius, 40.0, start_w2c)
     if spec == "forward":
@@ -83,19 +90,88 @@ def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: 
         half = orbit(n_frames // 2 + 1, radius, 40.0, start_w2c)
         loop = closed_loop(half)
         return torch.cat([loop[: len(half)], loop[len(half) + 1 :]])[:n_frames]
-    path = Path(spec)
-    if not path.exists():
-        raise ValueError(f"--trajectory: {spec!r} is neither one of {', '.join(TRAJECTORIES)} nor an existing file")
+    raise ValueError(f"--trajectory: {spec!r} is not one of {', '.join(TRAJECTORIES)}")
+
+
+def read_trajectory_file(path: Path, n_frames: int, note: Callable[[str], None]) -> torch.Tensor:
+    """The first ``n_frames`` poses ``[n, 4, 4]`` of a camera file (``.json`` camera path, else
+    RealEstate10K), expressed relative to its first camera (frame 0 is the identity, our start pose).
+
+    Args:
+        note: told ``"<file>: using the first N of M poses"`` when the file holds more than are used.
+
+    Raises:
+        ValueError: naming the file (and field or line): the readers' errors, or too few poses.
+    """
     w2c = read_camera_path_json(path).w2c if path.suffix.lower() == ".json" else read_re10k(path).w2c
-    # express the file's path relative to its first camera, starting at our start pose
-    w2c = w2c @ invert_pose(w2c[0])[None] @ start_w2c[None]
     if len(w2c) < n_frames:
-        raise ValueError(f"--trajectory {path}: {len(w2c)} frames, but {n_frames} are needed for the requested segments")
-    return w2c[:n_frames]
+        raise ValueError(f"{path}: poses: {len(w2c)} poses, but {n_frames} are needed for the requested segments")
+    if len(w2c) > n_frames:
+        note(f"{path}: using the first {n_frames} of {len(w2c)} poses")
+    w2c = w2c[:n_frames]
+    return w2c @ invert_pose(w2c[0])[None]
+
+
+def _warn(message: str) -> None:
+    """Print ``warning: <message>`` to stderr (the message starts with the file it is about)."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    """Print ``note: <message>`` to stderr."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+@dataclass
+class CheckedInputs:
+    """A run's input files, read and checked by :func:`check_inputs` before any model is loaded.
+
+    Attributes:
+        photo: the photo and its depth file; None for the bundled sample scene.
+        trajectory: ``[n_frames, 4, 4]`` poses of a camera file; None for a builder name (built once
+            the scene's depth gives the orbit radius).
+        memory: the memory of ``--load-memory``, or None.
+    """
+
+    photo: PhotoFiles | None
+    trajectory: torch.Tensor | None
+    memory: LatentSpatialMemory | RGBPointCloudMemory | None
+
+
+def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, latent_channels: int) -> CheckedInputs:
+    """Read and check every input file of a run, before anything heavy runs.
+
+    Checks the photo (decodable, large enough, not beyond 3:1) and its depth file, the depth model
+    folder's files, the camera file (every pose, enough of them) and the saved memory (format,
+    tensors, channel count against ``latent_channels``). Prints ``warning: <file>: ...`` for what
+    the photo loses and ``note: <file>: using the first N of M poses`` to stderr.
+
+    Raises:
+        ValueError: ``"<file>: <field or line>: <reason>"`` for the first bad input.
+    """
+    if args.image is None and args.depth:
+        raise ValueError(f"--depth {args.depth}: given without --image (the bundled sample scene has exact depth)")
+    photo = None if args.image is None else read_photo_files(args.image, height, width, depth_path=args.depth, warn=_warn)
+    if args.depth_model:
+        check_model_folder(args.depth_model, "depth model")
+    trajectory = None
+    if args.trajectory not in TRAJECTORIES:
+        path = Path(args.trajectory)
+        if not path.exists():
+            raise ValueError(f"--trajectory: {args.trajectory!r} is neither one of {', '.join(TRAJECTORIES)} nor an existing file")
+        trajectory = read_trajectory_file(path, n_frames, _note)
+    memory = None
+    if args.load_memory:
+        memory = RGBPointCloudMemory.load(args.load_memory) if args.memory == "rgb" else LatentSpatialMemory.load(args.load_memory)
+        check_memory_channels(memory, latent_channels, args.load_memory)
+    return CheckedInputs(photo, trajectory, memory)
 
 
 def run_generate(args: GenerateArgs) -> dict:
-    """Run the whole job; returns the report written to ``OUT.json``."""
+    """Run the whole job; returns the report written to ``OUT.json``.
+
+    Input files are checked (:func:`check_inputs`) before the backbone is built.
+    """
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out: expected a .mp4 path, got {args.out!r}")
@@ -108,6 +184,8 @@ def run_generate(args: GenerateArgs) -> dict:
         raise ValueError("--mode branch needs --memory-weights DIR (a trained memory branch + LoRA); use --mode inpaint with stock weights")
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
     backbone_config = BackboneConfig(backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device)
+    n_frames = args.segments * (config.segment_frames - 1) + 1
+    checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
     backbone = load_backbone(backbone_config_for_weights(backbone_config, args.memory_weights), status, apply_offload=False)
     multiple = backbone.expected_image_multiple
     if height % multiple or width % multiple:
@@ -117,21 +195,23 @@ def run_generate(args: GenerateArgs) -> dict:
         branch = load_memory_weights(args.memory_weights, backbone.transformer).to(backbone.device)
     backbone.apply_offload()
     with SceneRenderer() as renderer:
-        if args.image is None:
+        if checked.photo is None:
             inputs = bundled_scene(height, width, renderer)
         else:
-            inputs = photo_inputs(args.image, height, width, backbone.device, depth_path=args.depth, depth_model=args.depth_model,
-                                  warn=lambda message: print(f"warning: {message}", file=sys.stderr))
+            inputs = scene_from_photo(checked.photo, backbone.device, depth_model=args.depth_model, warn=_warn)
         depth, K = inputs.depth, inputs.K
         pipe = MiragePipeline(backbone, config, branch)
         pipe.start(inputs.image, depth, K, prompt=args.prompt)
-        if args.load_memory:
-            loaded = RGBPointCloudMemory.load(args.load_memory, vae=backbone.vae) if args.memory == "rgb" else LatentSpatialMemory.load(args.load_memory)
-            pipe.load_memory(loaded)
-        finite = depth[torch.isfinite(depth)]
-        radius = float(finite.median()) if finite.numel() else 2.0
-        n_frames = args.segments * (config.segment_frames - 1) + 1
-        w2c = build_trajectory(args.trajectory, n_frames, torch.eye(4, dtype=torch.float64), radius)
+        if checked.memory is not None:
+            if isinstance(checked.memory, RGBPointCloudMemory):
+                checked.memory.vae = backbone.vae  # read before the backbone existed; its readouts encode through this VAE
+            pipe.load_memory(checked.memory, source=args.load_memory)
+        if checked.trajectory is not None:
+            w2c = checked.trajectory
+        else:
+            finite = depth[torch.isfinite(depth)]
+            radius = float(finite.median()) if finite.numel() else 2.0
+            w2c = build_trajectory(args.trajectory, n_frames, torch.eye(4, dtype=torch.float64), radius)
         report = _generate_video(pipe, w2c, inputs.depth_source, out, width, height, args, inputs.k_source)
     write_re10k(out.with_suffix(".cameras.txt"), w2c, K, width, height, fps=args.fps, url=f"mirage-explorer generate seed={args.seed}")
     write_json_atomic(out.with_suffix(".json"), report)

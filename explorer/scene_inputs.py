@@ -8,6 +8,11 @@ open a photo (or the bundled sample scene) exactly the same way:
 * a **photo** is loaded with :func:`model.image_io.load_photo` (EXIF-oriented, centre-cropped,
   resized); depth comes from a given depth file, else a ``transformers`` depth model, else the flat
   :class:`model.depth.PriorDepth` with a loud warning; intrinsics from EXIF / the depth model / default.
+
+A photo is opened in two steps: :func:`read_photo_files` reads and checks the files (photo and depth
+file, no model involved, so a bad file is refused before anything heavy runs) and reports through
+``warn`` what loading changed (an animation's first frame used, a visible centre crop);
+:func:`scene_from_photo` adds the depth model and intrinsics. :func:`photo_inputs` does both.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 
 from model.camera import scale_intrinsics
 from model.depth import PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
-from model.image_io import load_photo
+from model.image_io import Photo, load_photo
 from model.pipeline import DepthSource, estimator_depth
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
@@ -76,6 +81,64 @@ def bundled_scene(height: int, width: int, renderer: SceneRenderer) -> SceneInpu
     return SceneInputs(photo.image, depth, K, SceneDepth(scene, renderer, width, height), "bundled sample scene (camera.json)", "bundled")
 
 
+@dataclass
+class PhotoFiles:
+    """A photo and its depth file, read and checked by :func:`read_photo_files` (no model involved).
+
+    Attributes:
+        photo: the photo at the model size (:func:`model.image_io.load_photo`).
+        depth: ``[H, W]`` float32 metres from the depth file, cropped like the photo; None without one.
+    """
+
+    photo: Photo
+    depth: torch.Tensor | None
+
+
+def read_photo_files(
+    path: str | Path, height: int, width: int, depth_path: str | None = None, warn: Callable[[str], None] | None = None
+) -> PhotoFiles:
+    """Read a photo (and its depth file) at ``height x width``; cheap enough to run before any model loads.
+
+    Args:
+        depth_path: depth file for the photo (``.png`` mm / ``.npy`` m), cropped like the photo.
+        warn: called with each of the photo's :attr:`~model.image_io.Photo.notices` (``"<file>: ..."``).
+
+    Raises:
+        model.image_io.ImageLoadError: the photo cannot be used (the message names the file).
+        ValueError: a bad depth file (named in the message).
+    """
+    photo = load_photo(path, height, width)
+    if warn is not None:
+        for notice in photo.notices:
+            warn(notice)
+    depth = load_depth_for_photo(depth_path, height, width, photo.original_size) if depth_path else None
+    return PhotoFiles(photo, depth)
+
+
+def scene_from_photo(
+    files: PhotoFiles, device=None, depth_model: str | None = None, warn: Callable[[str], None] | None = None
+) -> SceneInputs:
+    """The scene inputs of a photo read by :func:`read_photo_files`: its depth and intrinsics.
+
+    Args:
+        depth_model: local ``transformers`` depth-estimation folder; also the depth of generated frames.
+        warn: called with :data:`PRIOR_DEPTH_WARNING` when the flat prior has to be used.
+
+    Raises:
+        ValueError: a bad depth model folder (named in the message).
+    """
+    photo, height, width = files.photo, files.photo.height, files.photo.width
+    estimator = TransformersDepthEstimator(depth_model, device=device or "cpu") if depth_model else None
+    if estimator is None:
+        if warn is not None:
+            warn(PRIOR_DEPTH_WARNING)
+        estimator = PriorDepth()
+    estimate = estimator.estimate(photo.image[None]) if files.depth is None else None
+    depth = files.depth if files.depth is not None else estimate.depth[0]
+    K, k_source = resolve_intrinsics(width, height, exif_focal_px=photo.exif_focal_px, depth_fov_y_deg=estimate.fov_y_deg if estimate else None)
+    return SceneInputs(photo.image, depth, K, estimator_depth(estimator), k_source, str(photo.path))
+
+
 def photo_inputs(
     path: str | Path,
     height: int,
@@ -85,24 +148,11 @@ def photo_inputs(
     depth_model: str | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> SceneInputs:
-    """A photo at ``height x width`` with its depth and intrinsics.
-
-    Args:
-        depth_path: depth file for the photo (``.png`` mm / ``.npy`` m), cropped like the photo.
-        depth_model: local ``transformers`` depth-estimation folder; also the depth of generated frames.
-        warn: called with :data:`PRIOR_DEPTH_WARNING` when the flat prior has to be used.
+    """A photo at ``height x width`` with its depth and intrinsics: :func:`read_photo_files`, then
+    :func:`scene_from_photo` (``warn`` gets the photo's notices and the flat-prior warning).
 
     Raises:
         model.image_io.ImageLoadError: the photo cannot be used (the message names the file).
         ValueError: a bad depth file or depth model folder (named in the message).
     """
-    photo = load_photo(path, height, width)
-    estimator = TransformersDepthEstimator(depth_model, device=device or "cpu") if depth_model else None
-    if estimator is None:
-        if warn is not None:
-            warn(PRIOR_DEPTH_WARNING)
-        estimator = PriorDepth()
-    estimate = estimator.estimate(photo.image[None]) if depth_path is None else None
-    depth = load_depth_for_photo(depth_path, height, width, photo.original_size) if depth_path else estimate.depth[0]
-    K, k_source = resolve_intrinsics(width, height, exif_focal_px=photo.exif_focal_px, depth_fov_y_deg=estimate.fov_y_deg if estimate else None)
-    return SceneInputs(photo.image, depth, K, estimator_depth(estimator), k_source, str(path))
+    return scene_from_photo(read_photo_files(path, height, width, depth_path, warn), device, depth_model, warn)

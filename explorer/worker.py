@@ -490,7 +490,7 @@ class GenerationWorker(_GenerationSignals):
             from model.memory import LatentSpatialMemory
 
             memory = LatentSpatialMemory.load(path)
-        pipe.load_memory(memory)
+        pipe.load_memory(memory, source=path)
         self._emit_snapshot("loaded")
         self.status.emit(f"Loaded memory {path}: {pipe.memory.stats().points} points")
 

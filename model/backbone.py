@@ -139,6 +139,12 @@ class BackboneConfig:
         if self.max_sequence_length is not None and self.max_sequence_length < 1:
             raise ValueError(f"max_sequence_length must be >= 1, got {self.max_sequence_length}")
 
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latent this backbone will have, known before it is built: every backend
+        uses Wan2.2's (the tiny VAEs are built with it; a wan folder with another count is refused)."""
+        return WAN22_LATENT_CHANNELS
+
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:

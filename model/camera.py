@@ -133,12 +133,53 @@ def invert_pose(pose: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def rotation_error(rot: torch.Tensor) -> torch.Tensor:
-    """Per-matrix distance from a proper rotation: ``max(|det R - 1|, max|R^T R - I|)``, shape ``[...]``."""
+def _rotation_errors(rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(det R, max|R^T R - I|)`` per matrix of ``rot`` ``[..., 3, 3]``, both float64 of shape ``[...]``."""
     rot = rot.to(torch.float64)
     eye = torch.eye(3, dtype=torch.float64, device=rot.device)
-    ortho = (rot.transpose(-1, -2) @ rot - eye).abs().amax(dim=(-1, -2))
-    return torch.maximum((torch.linalg.det(rot) - 1.0).abs(), ortho)
+    return torch.linalg.det(rot), (rot.transpose(-1, -2) @ rot - eye).abs().amax(dim=(-1, -2))
+
+
+def rotation_error(rot: torch.Tensor) -> torch.Tensor:
+    """Per-matrix distance from a proper rotation: ``max(|det R - 1|, max|R^T R - I|)``, shape ``[...]``."""
+    det, ortho = _rotation_errors(rot)
+    return torch.maximum((det - 1.0).abs(), ortho)
+
+
+def _pose_checks(poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The measurements every pose check uses, per matrix of ``poses`` ``[..., 4, 4]``: all entries
+    finite, bottom row ``[0, 0, 0, 1]`` (``isclose``, atol 1e-6), ``det R`` and ``max|R^T R - I|``."""
+    finite = torch.isfinite(poses).all(dim=-1).all(dim=-1)
+    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=poses.dtype, device=poses.device)
+    bottom_ok = torch.isclose(poses[..., 3, :], bottom.expand_as(poses[..., 3, :]), atol=1e-6).all(dim=-1)
+    det, ortho = _rotation_errors(torch.nan_to_num(poses[..., :3, :3]))
+    return finite, bottom_ok, det, ortho
+
+
+def rigid_mask(poses: torch.Tensor, tolerance: float = ROTATION_TOLERANCE) -> torch.Tensor:
+    """Which of ``poses`` ``[..., 4, 4]`` are rigid transforms: bool ``[...]`` (see :func:`pose_problem`)."""
+    finite, bottom_ok, det, ortho = _pose_checks(poses)
+    return finite & bottom_ok & ((det - 1.0).abs() <= tolerance) & (ortho <= tolerance)
+
+
+def pose_problem(pose: torch.Tensor, tolerance: float = ROTATION_TOLERANCE) -> str | None:
+    """Why one ``[4, 4]`` matrix is not a rigid transform, or None when it is one.
+
+    The reasons every pose check reports: ``"NaN or Inf value"``, ``"bottom row must be [0, 0, 0,
+    1], got [...]"``, ``"not a rotation (det -1.000)"`` or ``"not a rotation (R^T R differs from I by
+    0.25)"``; ``tolerance`` bounds ``|det - 1|`` and that difference.
+    """
+    pose = torch.as_tensor(pose)
+    finite, bottom_ok, det, ortho = (v.item() for v in _pose_checks(pose))
+    if not finite:
+        return "NaN or Inf value"
+    if not bottom_ok:
+        return f"bottom row must be [0, 0, 0, 1], got [{', '.join(f'{v:g}' for v in pose[3].tolist())}]"
+    if abs(det - 1.0) > tolerance:
+        return f"not a rotation (det {det:.3f})"
+    if ortho > tolerance:
+        return f"not a rotation (R^T R differs from I by {ortho:.3g})"
+    return None
 
 
 def validate_poses(w2c: torch.Tensor, name: str = "w2c", tolerance: float = ROTATION_TOLERANCE) -> torch.Tensor:
@@ -149,23 +190,20 @@ def validate_poses(w2c: torch.Tensor, name: str = "w2c", tolerance: float = ROTA
         name: argument name used in error messages.
 
     Raises:
-        ValueError: wrong shape, NaN/Inf, bottom row not ``[0, 0, 0, 1]``, or a rotation whose
-            determinant is far from +1 / that is not orthonormal.
+        ValueError: wrong shape, or ``"<name>: frame <i>: <reason>"`` (``"<name>: <reason>"`` for a
+            single pose) with the reason of :func:`pose_problem`: NaN/Inf, bottom row not
+            ``[0, 0, 0, 1]``, or a rotation whose determinant is far from +1 / that is not orthonormal.
     """
     w2c = torch.as_tensor(w2c)
     if w2c.ndim not in (2, 3) or w2c.shape[-2:] != (4, 4):
         raise ValueError(f"{name}: expected a [4,4] or [F,4,4] pose, got shape {list(w2c.shape)}")
     if not w2c.is_floating_point():
         w2c = w2c.to(torch.float64)
-    if not torch.isfinite(w2c).all():
-        raise ValueError(f"{name}: pose contains NaN or Inf")
-    bottom = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=w2c.dtype, device=w2c.device)
-    if not torch.allclose(w2c[..., 3, :], bottom.expand_as(w2c[..., 3, :]), atol=1e-6):
-        raise ValueError(f"{name}: bottom row of a pose must be [0, 0, 0, 1]")
-    err = rotation_error(w2c[..., :3, :3])
-    if (err > tolerance).any():
-        bad = int(torch.nonzero(err.reshape(-1) > tolerance)[0])
-        raise ValueError(f"{name}: frame {bad} is not a rotation (|det-1| or orthogonality error {float(err.reshape(-1)[bad]):.3g})")
+    ok = rigid_mask(w2c, tolerance).reshape(-1)
+    if not ok.all():
+        bad = int(torch.nonzero(~ok)[0])
+        where = f"{name}: frame {bad}" if w2c.ndim == 3 else name
+        raise ValueError(f"{where}: {pose_problem(w2c.reshape(-1, 4, 4)[bad].cpu(), tolerance)}")
     return w2c
 
 
@@ -442,8 +480,9 @@ def read_re10k(path: str | os.PathLike) -> Re10kCameras:
     """Read a RealEstate10K camera file.
 
     Raises:
-        ValueError: naming the file and line, for a wrong column count, an unparsable or non-finite
-            number, a rotation whose determinant is far from +1, or a file with no frames.
+        ValueError: ``"<file>: line <n>: <reason>"``, for a wrong column count, an unparsable or
+            non-finite number (naming its column), a non-positive focal length, a matrix that is not a
+            rotation, or ``"<file>: <reason>"`` for an unreadable file or one without frames.
     """
     path = Path(path)
     try:
@@ -453,37 +492,44 @@ def read_re10k(path: str | os.PathLike) -> Re10kCameras:
     if not lines:
         raise ValueError(f"{path}: empty file (expected a URL line and one line per frame)")
     url = lines[0].strip()
-    stamps, intr, poses = [], [], []
+    rows, linenos = [], []
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         cols = line.split()
         if len(cols) != 19:
-            raise ValueError(f"{path}:{lineno}: expected 19 columns, got {len(cols)}")
+            raise ValueError(f"{path}: line {lineno}: expected 19 columns, got {len(cols)}")
         try:
-            values = [float(c) for c in cols]
-        except ValueError as exc:
-            raise ValueError(f"{path}:{lineno}: not a number: {exc}") from exc
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"{path}:{lineno}: NaN or Inf value")
-        if values[1] <= 0 or values[2] <= 0:
-            raise ValueError(f"{path}:{lineno}: focal lengths must be positive")
-        w2c = torch.eye(4, dtype=torch.float64)
-        w2c[:3, :] = torch.tensor(values[7:], dtype=torch.float64).reshape(3, 4)
-        err = float(rotation_error(w2c[:3, :3]))
-        if err > FILE_ROTATION_TOLERANCE:
-            raise ValueError(f"{path}:{lineno}: rotation is not orthonormal with det +1 (error {err:.3g})")
-        stamps.append(int(round(values[0])))
-        intr.append(values[1:5])
-        poses.append(w2c)
-    if not poses:
-        raise ValueError(f"{path}: no camera frames")
-    return Re10kCameras(
-        url=url,
-        timestamps_us=torch.tensor(stamps, dtype=torch.int64),
-        intrinsics=torch.tensor(intr, dtype=torch.float64),
-        w2c=torch.stack(poses),
-    )
+            rows.append([float(text) for text in cols])
+        except ValueError:
+            column = next(i for i, text in enumerate(cols, start=1) if not _is_float(text))
+            raise ValueError(f"{path}: line {lineno}: column {column}: not a number ({cols[column - 1]!r})") from None
+        linenos.append(lineno)
+    if not rows:
+        raise ValueError(f"{path}: no camera frames after the URL line")
+    values = torch.tensor(rows, dtype=torch.float64)  # [T, 19]
+    w2c = torch.eye(4, dtype=torch.float64).repeat(len(values), 1, 1)
+    w2c[:, :3, :] = values[:, 7:].reshape(-1, 3, 4)
+    finite = torch.isfinite(values)
+    focal_ok = (values[:, 1] > 0) & (values[:, 2] > 0)
+    ok = finite.all(dim=1) & focal_ok & rigid_mask(w2c, FILE_ROTATION_TOLERANCE)
+    if not ok.all():
+        bad = int(torch.nonzero(~ok)[0])
+        where = f"{path}: line {linenos[bad]}"
+        if not finite[bad].all():
+            raise ValueError(f"{where}: column {int(torch.nonzero(~finite[bad])[0]) + 1}: NaN or Inf value")
+        if not focal_ok[bad]:
+            raise ValueError(f"{where}: focal lengths fx, fy (columns 2-3) must be positive, got {values[bad, 1]:g}, {values[bad, 2]:g}")
+        raise ValueError(f"{where}: {pose_problem(w2c[bad], FILE_ROTATION_TOLERANCE)}")
+    return Re10kCameras(url=url, timestamps_us=torch.round(values[:, 0]).to(torch.int64), intrinsics=values[:, 1:5].clone(), w2c=w2c)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def write_re10k(
@@ -551,55 +597,111 @@ def write_camera_path_json(path: str | os.PathLike, trajectory: Trajectory) -> N
 def read_camera_path_json(path: str | os.PathLike) -> Trajectory:
     """Read camera-path JSON written by :func:`write_camera_path_json` or by nerfstudio.
 
+    Intrinsics come from the ``intrinsics`` object (``fx``, ``fy``, ``cx``, ``cy`` in pixels) when the
+    file has one, else from ``camera_path[0].fov``; an incomplete ``intrinsics`` object is an error,
+    never silently replaced by ``fov``. Every matrix must be a rigid transform within
+    :data:`ROTATION_TOLERANCE` (the tolerance of the :class:`Trajectory` returned).
+
     Raises:
-        ValueError: naming the file and the frame, for missing keys, non-finite numbers, matrices
-            that are not 4x4 rigid transforms, or no frames.
+        ValueError: ``"<file>: <field>: <reason>"`` naming the field and the frame index, e.g.
+            ``"path.json: camera_path[3].camera_to_world: not a rotation (det -1.000)"`` or
+            ``"path.json: intrinsics.fx: missing ..."``; ``"<file>: <reason>"`` when the file is not
+            readable JSON.
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: cannot read camera-path JSON: {exc}") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("camera_path"), list):
-        raise ValueError(f"{path}: expected an object with a 'camera_path' list")
-    frames = data["camera_path"]
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object with a 'camera_path' list, got {_json_kind(data)}")
+    frames = _json_field(path, data, "camera_path", "", list, "a list of frames")
     if not frames:
-        raise ValueError(f"{path}: camera_path has no frames")
-    try:
-        width, height = int(data["render_width"]), int(data["render_height"])
-        fps = float(data.get("fps", 16.0))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: missing or invalid render_width / render_height / fps: {exc}") from exc
+        raise ValueError(f"{path}: camera_path: no frames")
+    width = _json_positive_int(path, data, "render_width")
+    height = _json_positive_int(path, data, "render_height")
+    fps = _json_number(path, data["fps"], "fps", positive=True) if "fps" in data else 16.0
     convention = data.get("camera_convention", "opengl")
     if convention not in ("opencv", "opengl"):
-        raise ValueError(f"{path}: camera_convention must be 'opencv' or 'opengl', got {convention!r}")
-    c2w = []
+        raise ValueError(f"{path}: camera_convention: must be 'opencv' or 'opengl', got {convention!r}")
+    rows = []
     for i, frame in enumerate(frames):
+        field = f"camera_path[{i}]"
+        if not isinstance(frame, dict):
+            raise ValueError(f"{path}: {field}: expected an object with camera_to_world, got {_json_kind(frame)}")
+        mat = _json_field(path, frame, "camera_to_world", f"{field}.", list, "16 numbers (row-major 4x4) or 12 (3x4)")
         try:
-            mat = torch.tensor(frame["camera_to_world"], dtype=torch.float64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: camera_path[{i}]: missing or invalid camera_to_world: {exc}") from exc
-        if mat.numel() == 12:
-            mat = torch.cat([mat.reshape(3, 4), torch.tensor([[0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)])
-        if mat.numel() != 16:
-            raise ValueError(f"{path}: camera_path[{i}]: camera_to_world must have 16 (or 12) numbers, got {mat.numel()}")
-        mat = mat.reshape(4, 4)
-        if convention == "opengl":
-            mat = mat @ _CV_FROM_GL
-        try:
-            validate_poses(mat, "camera_to_world", FILE_ROTATION_TOLERANCE)
-        except ValueError as exc:
-            raise ValueError(f"{path}: camera_path[{i}]: {exc}") from exc
-        c2w.append(mat)
+            mat = torch.tensor(mat, dtype=torch.float64).reshape(-1)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ValueError(f"{path}: {field}.camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4): {exc}") from exc
+        if mat.numel() not in (12, 16):
+            raise ValueError(f"{path}: {field}.camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4), got {mat.numel()}")
+        rows.append(mat if mat.numel() == 16 else torch.cat([mat, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)]))
+    c2w = torch.stack(rows).reshape(-1, 4, 4)
+    ok = rigid_mask(c2w)
+    if not ok.all():
+        bad = int(torch.nonzero(~ok)[0])
+        raise ValueError(f"{path}: camera_path[{bad}].camera_to_world: {pose_problem(c2w[bad])}")
+    if convention == "opengl":
+        c2w = c2w @ _CV_FROM_GL
     if "intrinsics" in data:
-        intr = data["intrinsics"]
-        K = torch.tensor([[intr["fx"], 0.0, intr["cx"]], [0.0, intr["fy"], intr["cy"]], [0.0, 0.0, 1.0]], dtype=torch.float64)
+        intr = _json_field(path, data, "intrinsics", "", dict, "an object {fx, fy, cx, cy} in pixels")
+        for key in ("fx", "fy", "cx", "cy"):
+            if key not in intr:
+                raise ValueError(f"{path}: intrinsics.{key}: missing (intrinsics needs fx, fy, cx and cy in pixels)")
+        fx, fy = (_json_number(path, intr[key], f"intrinsics.{key}", positive=True) for key in ("fx", "fy"))
+        cx, cy = (_json_number(path, intr[key], f"intrinsics.{key}") for key in ("cx", "cy"))
+        K = torch.tensor([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=torch.float64)
     else:
-        try:
-            K = intrinsics_from_fov(float(frames[0]["fov"]), width, height)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: camera_path[0]: missing or invalid fov: {exc}") from exc
-    try:
-        return Trajectory(invert_pose(torch.stack(c2w)), K, width, height, fps)
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        field = "camera_path[0].fov"
+        if "fov" not in frames[0]:
+            raise ValueError(f"{path}: {field}: missing (needed when the file has no intrinsics object)")
+        fov = _json_number(path, frames[0]["fov"], field, positive=True)
+        if fov >= 180.0:
+            raise ValueError(f"{path}: {field}: must be a vertical field of view in (0, 180) degrees, got {fov:g}")
+        K = intrinsics_from_fov(fov, width, height)
+    return Trajectory(invert_pose(c2w), K, width, height, fps)
+
+
+def _json_kind(value) -> str:
+    """How a JSON value reads in an error message: ``"a string ('wide')"``, ``"a list"``, ``"null"`` ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"the number {value:g}"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    return "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _json_field(path: Path, container: dict, key: str, prefix: str, kind: type, expected: str):
+    """``container[key]`` when it is a ``kind``; else ``ValueError("<file>: <prefix><key>: ...")``."""
+    if key not in container:
+        raise ValueError(f"{path}: {prefix}{key}: missing (expected {expected})")
+    value = container[key]
+    if not isinstance(value, kind):
+        raise ValueError(f"{path}: {prefix}{key}: expected {expected}, got {_json_kind(value)}")
+    return value
+
+
+def _json_number(path: Path, value, field: str, positive: bool = False) -> float:
+    """``value`` as a finite float (``> 0`` when ``positive``); else ``ValueError("<file>: <field>: ...")``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{path}: {field}: expected a number, got {_json_kind(value)}")
+    if not math.isfinite(value):
+        raise ValueError(f"{path}: {field}: NaN or Inf value")
+    if positive and value <= 0:
+        raise ValueError(f"{path}: {field}: must be positive, got {value:g}")
+    return float(value)
+
+
+def _json_positive_int(path: Path, data: dict, key: str) -> int:
+    """``data[key]`` as a positive whole number of pixels; else ``ValueError("<file>: <key>: ...")``."""
+    if key not in data:
+        raise ValueError(f"{path}: {key}: missing (expected the image size in pixels)")
+    value = _json_number(path, data[key], key, positive=True)
+    if not value.is_integer():
+        raise ValueError(f"{path}: {key}: expected a whole number of pixels, got {value:g}")
+    return int(value)

@@ -11,7 +11,10 @@ requested size, the way the rest of the project expects it:
 5. centre-crop to the target aspect ratio and resize with Lanczos (antialiased, so it also acts as an
    area filter when shrinking) in one step, with a fractional crop box so the pixels stay square.
 
-All errors are :class:`ImageLoadError` (a ``ValueError``) and name the file.
+Nothing is dropped silently: using the first frame of an animation and cutting off more than
+:data:`CROP_NOTICE_FRACTION` of a side are listed in :attr:`Photo.notices`; a photo more elongated
+than :data:`MAX_ASPECT` is refused. All errors are :class:`ImageLoadError` (a ``ValueError``),
+``"<file>: <what>: <reason>"``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ MIN_SIDE_PX = 32
 #: Largest accepted photo, in pixels (150 megapixels; PIL itself refuses ~179 MP as a decompression
 #: bomb). Decoding needs ~3 bytes per pixel, so this caps the decode at ~0.5 GB.
 MAX_PIXELS = 150_000_000
+#: Longest accepted ratio of a photo's longer side to its shorter side. Portrait and landscape photos
+#: (4:3, 3:2, 16:9, ultra-wide 21:9 and their portrait forms) pass; beyond 3:1 the centre crop to a
+#: 16:9 frame keeps under 59 % of a wide panorama and under 19 % of a tall strip, so such a photo is
+#: refused with the reason instead of being mangled.
+MAX_ASPECT = 3.0
+#: A centre crop that removes more than this share of the photo's width or height is reported in
+#: :attr:`Photo.notices` (below it the crop is a trim nobody notices, e.g. a 16:9 photo in a 1280x704 frame).
+CROP_NOTICE_FRACTION = 0.05
 #: Diagonal of a 36 x 24 mm frame: a "35 mm equivalent" focal length refers to it.
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
 
@@ -64,6 +75,8 @@ class Photo:
         exif_focal_px: focal length from EXIF in pixels of ``image`` (crop and resize applied), from the
             35 mm equivalent (relative to the frame diagonal) or else from ``FocalLength`` with the
             focal-plane resolution; None when EXIF does not determine it.
+        notices: what loading did that the user should be told, each ``"<file>: <what happened>"``:
+            only the first frame of an animation used, a centre crop that cuts off a visible share.
     """
 
     path: Path
@@ -72,6 +85,7 @@ class Photo:
     crop_box: tuple[float, float, float, float]
     exif_focal_35mm: float | None
     exif_focal_px: float | None
+    notices: tuple[str, ...] = ()
 
     @property
     def height(self) -> int:
@@ -204,15 +218,17 @@ def _open_checked(path: Path, min_side: int) -> Image.Image:
     return img
 
 
-def _decode_oriented(path: Path, min_side: int = 1) -> tuple[np.ndarray, float | None, float | None]:
-    """Fully decode ``path``: EXIF-oriented ``[H, W, 3]`` uint8 RGB and the EXIF focal lengths (35 mm, pixels)."""
+def _decode_oriented(path: Path, min_side: int = 1) -> tuple[np.ndarray, float | None, float | None, int]:
+    """Fully decode ``path``'s first frame: EXIF-oriented ``[H, W, 3]`` uint8 RGB, the EXIF focal
+    lengths (35 mm, pixels) and how many frames the file holds (> 1 for animations, MPO, multi-page TIFF)."""
     with _open_checked(path, min_side) as img:
         try:
+            n_frames = int(getattr(img, "n_frames", 1))  # seeks through the file and back to frame 0
             img.load()  # full decode: a truncated file fails here
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageLoadError(f"{path}: image data is truncated or corrupt: {exc}") from exc
         focal_35mm, focal_px = _exif_focal(img)
-        return to_rgb8(ImageOps.exif_transpose(img)), focal_35mm, focal_px
+        return to_rgb8(ImageOps.exif_transpose(img)), focal_35mm, focal_px, n_frames
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -232,18 +248,36 @@ def load_photo(path: str | os.PathLike, height: int, width: int) -> Photo:
         height, width: output size in pixels.
 
     Returns:
-        :class:`Photo` with the image, the crop box and the EXIF focal length (in output pixels).
+        :class:`Photo` with the image, the crop box, the EXIF focal length (in output pixels) and
+        the notices (first frame of an animation used, a visible share cropped away).
 
     Raises:
         ImageLoadError: naming the file, when it is missing, not an image, truncated or corrupt,
-            smaller than :data:`MIN_SIDE_PX` on its shorter side, or larger than :data:`MAX_PIXELS`.
+            smaller than :data:`MIN_SIDE_PX` on its shorter side, larger than :data:`MAX_PIXELS`, or
+            more elongated than :data:`MAX_ASPECT` (after EXIF orientation).
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"output size must be positive, got {width}x{height}")
     path = Path(path)
-    rgb, focal_35mm, focal_px = _decode_oriented(path, MIN_SIDE_PX)
+    rgb, focal_35mm, focal_px, n_frames = _decode_oriented(path, MIN_SIDE_PX)
     src_hw = (int(rgb.shape[0]), int(rgb.shape[1]))
     box = center_crop_box(src_hw, (height, width))
+    kept = (box[2] - box[0]) * (box[3] - box[1]) / (src_hw[0] * src_hw[1])
+    aspect = max(src_hw) / min(src_hw)
+    if aspect > MAX_ASPECT:
+        raise ImageLoadError(
+            f"{path}: aspect ratio: {src_hw[1]}x{src_hw[0]} is {aspect:.2f}:1, beyond the {MAX_ASPECT:g}:1 limit "
+            f"(the centre crop to the {width}x{height} frame would keep only {kept:.0%} of it); crop the photo to the part you want first"
+        )
+    notices = []
+    if n_frames > 1:
+        notices.append(f"{path}: the file holds {n_frames} frames: using frame 1 of {n_frames}")
+    if 1.0 - kept > CROP_NOTICE_FRACTION:
+        cut, sides = ("width", "left and right") if box[0] > 0 else ("height", "top and bottom")
+        notices.append(
+            f"{path}: the {src_hw[1]}x{src_hw[0]} photo is centre-cropped to the {width}x{height} frame's aspect: "
+            f"{1.0 - kept:.0%} of its {cut} is cut off, half at the {sides.replace(' and ', ', half at the ')}"
+        )
     out = Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS, box=box)
     scale = width / (box[2] - box[0])
     return Photo(
@@ -253,6 +287,7 @@ def load_photo(path: str | os.PathLike, height: int, width: int) -> Photo:
         crop_box=box,
         exif_focal_35mm=focal_35mm,
         exif_focal_px=None if focal_px is None else focal_px * scale,
+        notices=tuple(notices),
     )
 
 

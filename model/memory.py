@@ -299,9 +299,12 @@ def read_memory_file(path: str | os.PathLike, format_name: str, version: int, fi
         ``(tensors, config, {field: int})``; the caller checks tensor names, dtypes and shapes.
 
     Raises:
-        ValueError: naming the file and what is wrong.
+        ValueError: naming the file and what is wrong (missing, not safetensors, another format or
+            version, bad metadata).
     """
     path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: {'not a file' if path.exists() else 'file not found'}")
     try:
         tensors = load_file(str(path))
         with safe_open(str(path), framework="pt") as handle:

@@ -20,6 +20,7 @@ exactly as they were before it.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -39,6 +40,21 @@ from model.rgb_memory import RGBPointCloudMemory
 MODES = ("inpaint", "branch")
 WRITE_PATHS = ("latents", "reencode")
 MEMORY_KINDS = ("latent", "rgb")
+
+
+def check_memory_channels(memory: LatentSpatialMemory | RGBPointCloudMemory, latent_channels: int, source: str | os.PathLike = "memory") -> None:
+    """Refuse a memory whose features have another channel count than the backbone's latent.
+
+    Args:
+        latent_channels: the backbone's (``backbone.vae.latent_channels``, or before the backbone is
+            built :attr:`model.backbone.BackboneConfig.latent_channels`).
+        source: the memory's file, named in the error.
+
+    Raises:
+        ValueError: ``"<source>: channels: memory holds 16-channel features, the backbone's latent has 48"``.
+    """
+    if memory.channels not in (None, latent_channels):
+        raise ValueError(f"{source}: channels: memory holds {memory.channels}-channel features, the backbone's latent has {latent_channels}")
 
 
 def make_memory(config: PipelineConfig, backbone: Backbone) -> LatentSpatialMemory | RGBPointCloudMemory:
@@ -193,10 +209,13 @@ class MiragePipeline:
             raise ValueError(f"{name}: size {width}x{height} must be a multiple of {multiple} for this backbone")
         return frame
 
-    def load_memory(self, memory: LatentSpatialMemory | RGBPointCloudMemory) -> None:
-        """Continue from a saved memory (call after :meth:`start`, which sets image, K and prompt)."""
-        if memory.channels not in (None, self.backbone.vae.latent_channels):
-            raise ValueError(f"memory holds {memory.channels}-channel features, the backbone's latent has {self.backbone.vae.latent_channels}")
+    def load_memory(self, memory: LatentSpatialMemory | RGBPointCloudMemory, source: str | os.PathLike = "memory") -> None:
+        """Continue from a saved memory (call after :meth:`start`, which sets image, K and prompt).
+
+        Args:
+            source: the memory's file, named in errors (:func:`check_memory_channels`).
+        """
+        check_memory_channels(memory, self.backbone.vae.latent_channels, source)
         self.memory = memory.to(self.backbone.device)
 
     def resume(self, last_frame: np.ndarray, K: torch.Tensor, prompt: str, memory: LatentSpatialMemory, segments_done: int) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -10,8 +11,11 @@ import torch
 
 import main
 from explorer.evaluate import evaluate_run, format_table, load_run, worldscore_c2w
+from explorer.session import SessionRecorder
 from explorer.video_io import read_mp4_frames
-from model.camera import invert_pose, read_re10k
+from model.camera import invert_pose, read_re10k, scale_intrinsics
+from model.memory import LatentSpatialMemory
+from model.rgbd_io import SAMPLE_SCENE_DIR, RGBDView, load_rgbd_folder, write_rgbd_folder
 
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1", "--trajectory", "closed-orbit"]
 
@@ -119,3 +123,73 @@ def test_runs_from_a_photo_get_no_ground_truth_metrics(run_dir):
     assert "bundled sample scene" in metrics["ground_truth_reason"]
     assert metrics["closed_loop"]["pairs"] == 16, "pose-only metrics still apply"
     assert "reprojection" not in format_table(metrics)
+
+
+def session_from_run(run_dir, folder):
+    """An explorer session folder holding the generate run's 33 frames and poses as one segment."""
+    run = load_run(run_dir)
+    height, width = run.frames.shape[1:3]
+    recorder = SessionRecorder(folder, fps=run.fps)
+    recorder.start(width=width, height=height, K=run.K, start_w2c=run.w2c[0], source="bundled")
+    segment = SimpleNamespace(index=0, frames=run.frames, w2c=run.w2c, frame_ids=[0, len(run.frames) - 1],
+                              timings={"total": 1.0}, memory_points=1, memory_bytes=1)
+    recorder.add_segment(segment, action="orbit")
+    return recorder.finish(LatentSpatialMemory.from_points(torch.zeros(1, 3), torch.zeros(1, 48)))
+
+
+def test_eval_and_export_accept_an_explorer_session_folder(run_dir, tmp_path, capsys):
+    folder = session_from_run(run_dir, tmp_path / "session")
+    for name in (folder, folder / "video.mp4"):
+        assert main.main(["eval", str(name)]) == 0, capsys.readouterr().err
+        metrics = json.loads((folder / "video.metrics.json").read_text())
+        assert metrics["frames"] == 33 and metrics["closed_loop"]["pairs"] == 16
+        assert metrics["ground_truth_source"].startswith("bundled"), "a session recorded on the bundled scene has exact ground truth"
+    assert main.main(["export-worldscore", str(folder), str(tmp_path / "ws")]) == 0
+    data = json.loads((tmp_path / "ws" / "camera_data.json").read_text())
+    assert len(data["cameras_interp"]) == 33 and len(data["cameras"]) == 2 and data["source"] == str(folder / "video.mp4")
+    capsys.readouterr()
+
+
+def small_scene(folder):
+    """The bundled scene's view at 128x64 (a walkthrough of it takes a second, not ten)."""
+    view = load_rgbd_folder(SAMPLE_SCENE_DIR)
+    image = cv2.resize(view.image, (128, 64), interpolation=cv2.INTER_AREA)
+    depth = cv2.resize(view.depth, (128, 64), interpolation=cv2.INTER_NEAREST)
+    K = scale_intrinsics(torch.from_numpy(view.K), (view.height, view.width), (64, 128)).numpy()
+    write_rgbd_folder(folder, RGBDView(image, depth, K, view.w2c))
+    return folder
+
+
+def test_eval_and_export_accept_a_walkthrough_folder(tmp_path, capsys):
+    walk = tmp_path / "walk"
+    assert main.main(["walkthrough", "--out", str(walk), "--frames", "3", "--scene", str(small_scene(tmp_path / "scene"))]) == 0
+    for name in (walk, walk / "preview.mp4"):
+        assert main.main(["eval", str(name), "--stride", "1"]) == 0, capsys.readouterr().err
+        metrics = json.loads((walk / "preview.metrics.json").read_text())
+        assert metrics["frames"] == 6 and metrics["closed_loop"]["pairs"] == 3 and metrics["camera"]["pairs"] == 5
+    assert main.main(["export-worldscore", str(walk), str(tmp_path / "ws")]) == 0
+    data = json.loads((tmp_path / "ws" / "camera_data.json").read_text())
+    assert len(data["cameras_interp"]) == 6 and len(data["cameras"]) == 2
+    run = load_run(walk)
+    assert run.kind == "walkthrough" and run.fps == 16.0 and not run.on_bundled_scene, "another scene: no exact ground truth"
+    run.report["settings"]["scene_dir"] = str(SAMPLE_SCENE_DIR)
+    assert run.on_bundled_scene, "a walkthrough of the bundled scene gets exact ground truth"
+    capsys.readouterr()
+
+
+def test_what_eval_accepts_is_said_exactly(run_dir, tmp_path, capsys):
+    half = tmp_path / "half"
+    half.mkdir()
+    shutil.copy(run_dir / "run.mp4", half / "video.mp4")
+    assert main.main(["eval", str(half)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {half / 'video.json'}: missing; expected a generate run (OUT.mp4 + OUT.json + OUT.cameras.txt, or a folder "
+        "holding exactly one), an explorer session folder (video.mp4 + session.json + cameras.txt) or a walkthrough folder "
+        "(preview.mp4 + session.json + cameras.txt)\n"
+    )
+    (half / "session.json").write_text(json.dumps({"kind": "something else"}))
+    assert main.main(["eval", str(half)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {half / 'session.json'}: format: neither an explorer session ('mirage-explorer-session') nor a walkthrough (kind 'walkthrough')\n"
+    )
+    assert not list(half.glob("*.metrics.json"))

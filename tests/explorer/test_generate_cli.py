@@ -84,7 +84,7 @@ def bad_inputs(tmp_path):
         (["--image", str(tiny)], "tiny.png"),
         (["--image", str(tmp_path / "missing.png")], "missing.png"),
         (["--trajectory", str(short)], "short.txt"),
-        (["--trajectory", str(nan)], "nan.txt:9"),
+        (["--trajectory", str(nan)], "nan.txt: line 9"),
         (["--trajectory", "spiral"], "spiral"),
         (["--backend", "wan", "--model", str(empty_model)], "wan-model"),
         (["--mode", "branch"], "memory-weights"),

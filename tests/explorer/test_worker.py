@@ -140,6 +140,31 @@ def test_photo_without_depth_model_warns_loudly(ready, qtbot, tmp_path):
     assert any(m.startswith("WARNING") and "depth" in m for m in messages)
 
 
+def test_the_status_line_says_what_opening_a_photo_dropped(ready, qtbot, tmp_path):
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((90, 120, 3), 60 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    messages = []
+    ready.status.connect(messages.append)
+    with qtbot.waitSignal(ready.scene_ready, timeout=LONG):
+        ready.open_image(tmp_path / "anim.gif")
+    ready.status.disconnect()
+    assert f"WARNING: {tmp_path / 'anim.gif'}: the file holds 3 frames: using frame 1 of 3" in messages
+    assert (f"WARNING: {tmp_path / 'anim.gif'}: the 120x90 photo is centre-cropped to the {W}x{H} frame's aspect: "
+            "33% of its height is cut off, half at the top, half at the bottom") in messages
+
+
+def test_a_memory_for_another_latent_names_its_file(ready, qtbot, tmp_path):
+    from model.memory import LatentSpatialMemory
+
+    path = tmp_path / "mem16.safetensors"
+    LatentSpatialMemory.from_points(torch.rand(5, 3), torch.rand(5, 16)).save(path)
+    with qtbot.waitSignal(ready.failed, timeout=LONG) as blocker:
+        ready.load_memory(path)
+    assert f"{path}: channels: memory holds 16-channel features, the backbone's latent has 48" in blocker.args[1]
+
+
 def test_record_through_the_controller_then_continue_the_session(ready, qtbot, tmp_path):
     folder = tmp_path / "session"
     ready.start_recording(folder, fps=8.0)

@@ -195,8 +195,49 @@ def test_tiny_image_is_an_error(tmp_path):
     Image.fromarray(_ramp_rgb(image_io.MIN_SIDE_PX - 1, 200)).save(tmp_path / "tiny.png")
     with pytest.raises(ImageLoadError, match="tiny.png.*too small"):
         load_photo(tmp_path / "tiny.png", 64, 64)
-    Image.fromarray(_ramp_rgb(image_io.MIN_SIDE_PX, 200)).save(tmp_path / "ok.png")
+    Image.fromarray(_ramp_rgb(image_io.MIN_SIDE_PX, 3 * image_io.MIN_SIDE_PX)).save(tmp_path / "ok.png")
     assert load_photo(tmp_path / "ok.png", 64, 64).image.shape == (64, 64, 3)
+
+
+def test_animated_gif_says_it_uses_the_first_frame(tmp_path):
+    frames = [Image.fromarray(np.full((48, 64, 3), 40 * i, np.uint8)) for i in range(5)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    photo = load_photo(tmp_path / "anim.gif", 48, 64)
+    assert photo.notices == (f"{tmp_path / 'anim.gif'}: the file holds 5 frames: using frame 1 of 5",)
+    assert photo.image.max() == 0, "frame 1 is the black one"
+    frames[0].save(tmp_path / "still.gif")
+    assert load_photo(tmp_path / "still.gif", 48, 64).notices == ()
+
+
+@pytest.mark.parametrize(
+    "size, notice",
+    [
+        ((640, 480), "the 640x480 photo is centre-cropped to the 320x176 frame's aspect: 27% of its height is cut off, half at the top, half at the bottom"),
+        ((480, 640), "the 480x640 photo is centre-cropped to the 320x176 frame's aspect: 59% of its height is cut off, half at the top, half at the bottom"),
+        ((900, 300), "the 900x300 photo is centre-cropped to the 320x176 frame's aspect: 39% of its width is cut off, half at the left, half at the right"),
+    ],
+)
+def test_a_visible_centre_crop_is_reported(tmp_path, size, notice):
+    Image.fromarray(_ramp_rgb(size[1], size[0])).save(tmp_path / "photo.png")
+    photo = load_photo(tmp_path / "photo.png", 176, 320)
+    assert photo.notices == (f"{tmp_path / 'photo.png'}: {notice}",)
+
+
+def test_a_trim_below_the_notice_fraction_is_not_reported(tmp_path):
+    Image.fromarray(_ramp_rgb(360, 640)).save(tmp_path / "hd.png")  # 16:9 into 1280x704: 2 % of the height
+    assert load_photo(tmp_path / "hd.png", 704, 1280).notices == ()
+
+
+@pytest.mark.parametrize("size, kept", [((1000, 250), "45%"), ((100, 310), "18%")])
+def test_photos_beyond_3_to_1_are_refused_with_the_reason(tmp_path, size, kept):
+    Image.fromarray(_ramp_rgb(size[1], size[0])).save(tmp_path / "strip.png")
+    with pytest.raises(ImageLoadError) as info:
+        load_photo(tmp_path / "strip.png", 176, 320)
+    aspect = max(size) / min(size)
+    assert str(info.value) == (
+        f"{tmp_path / 'strip.png'}: aspect ratio: {size[0]}x{size[1]} is {aspect:.2f}:1, beyond the 3:1 limit "
+        f"(the centre crop to the 320x176 frame would keep only {kept} of it); crop the photo to the part you want first"
+    )
 
 
 def _png_header_only(width: int, height: int) -> bytes:
