@@ -122,7 +122,7 @@ def test_take_segment_without_motion_repeats_the_anchor():
     path = FlightPath(np.eye(4))
     path.record(1.0, np.eye(4))
     seg = path.take_segment(33)
-    assert torch.equal(seg, torch.eye(4, dtype=torch.float64).expand(33, 4, 4))
+    assert torch.equal(seg, torch.eye(4, dtype=torch.float64).expand(33, 4, 4))  # exact: copies of the anchor
 
 
 def test_rebase_keeps_samples_and_starts_from_the_given_pose():
@@ -134,6 +134,7 @@ def test_rebase_keeps_samples_and_starts_from_the_given_pose():
     fly(path, cam, 0.5, t0=0.5)
     path.rebase(taken[0])  # the segment was cancelled: generation still ends at its start
     seg = path.take_segment()
+    # exact: the endpoints are copies of the rebased and the last recorded pose (the camera has not moved since)
     assert torch.equal(seg[0], taken[0]) and torch.equal(seg[-1], cam.w2c)
     assert centres(seg)[-1][2] == pytest.approx(1.0)
 
@@ -157,7 +158,7 @@ def test_resample_path_merges_two_segments():
 def test_step_segments_exact_endpoints_and_monotone(action):
     start = look_at([0.5, -0.1, 0.2], [1.0, 0.3, 3.0])  # pitched down a little, turned right
     seg = step_segment(action, start, n_frames=33, distance_m=0.5, turn_deg=20, orbit_deg=20, orbit_radius_m=2)
-    assert seg.shape == (33, 4, 4) and torch.equal(seg[0], start)
+    assert seg.shape == (33, 4, 4) and torch.equal(seg[0], start)  # exact: frame 0 is a copy of the start pose
     c = centres(seg)
     c2w0 = invert_pose(start).numpy()
     yaw0 = math.atan2(c2w0[0, 2], c2w0[2, 2])
