@@ -55,7 +55,7 @@ def _check_pose(w2c, name: str) -> torch.Tensor:
     return w2c
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Sample:
     """One recorded pose: ``w2c`` ``[4, 4]`` float64 torch exactly as given, its ``c2w`` (numpy) for
     interpolation, and its time in seconds."""
