@@ -534,7 +534,8 @@ def _load_wan_parts(
     """Read Wan2.2-TI2V-5B from ``config.model_dir`` (validated first) onto the CPU."""
     status("Checking model folder…")
     root = validate_wan_folder(config.model_dir)
-    local = dict(local_files_only=True, trust_remote_code=False)  # never run code from the folder, never ask
+    # never run code from the folder, never ask (AutoTokenizer would; diffusers' concrete classes ignore the flag)
+    local = dict(local_files_only=True, trust_remote_code=False)
     status("Loading tokenizer…")
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer", **local)
     status("Loading text encoder…")
