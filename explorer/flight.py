@@ -55,6 +55,16 @@ def _check_pose(w2c, name: str) -> torch.Tensor:
     return w2c
 
 
+@dataclass(frozen=True, eq=False)
+class _Sample:
+    """One recorded pose: ``w2c`` ``[4, 4]`` float64 torch exactly as given, its ``c2w`` (numpy) for
+    interpolation, and its time in seconds."""
+
+    time_s: float
+    w2c: torch.Tensor
+    c2w: np.ndarray
+
+
 def _check_frames(n_frames: int) -> None:
     if n_frames < 2:
         raise ValueError(f"n_frames must be >= 2, got {n_frames}")
@@ -86,21 +96,22 @@ class FlightPath:
         w2c = _check_pose(w2c, "w2c")
         kept = getattr(self, "_samples", [])[1:]
         if time_s is None:
-            time_s = kept[0][0] if kept else 0.0
-        self._anchor = w2c.clone()
-        self._samples: list[tuple[float, np.ndarray]] = [(float(time_s), to_c2w_numpy(w2c))]
-        for t, c2w in kept:
-            self._append(t, c2w)
+            time_s = kept[0].time_s if kept else 0.0
+        # Each sample keeps the w2c it was given (a copy) next to its c2w: segment endpoints are
+        # those copies, never a w2c -> c2w -> w2c round trip, whose last bits depend on the CPU.
+        self._samples: list[_Sample] = [_Sample(float(time_s), w2c.clone(), to_c2w_numpy(w2c))]
+        for sample in kept:
+            self._append(sample)
 
     @property
     def anchor_w2c(self) -> torch.Tensor:
-        """The last generated pose: where the next segment starts."""
-        return self._anchor.clone()
+        """The last generated pose: where the next segment starts (a copy of the pose it was given)."""
+        return self._samples[0].w2c.clone()
 
     @property
     def current_w2c(self) -> torch.Tensor:
-        """The newest recorded pose."""
-        return to_w2c_torch(self._samples[-1][1]) if len(self._samples) > 1 else self._anchor.clone()
+        """The newest recorded pose (a copy of the pose given to :meth:`record`)."""
+        return self._samples[-1].w2c.clone()
 
     def __len__(self) -> int:
         """Samples since the anchor, the anchor included."""
@@ -110,20 +121,22 @@ class FlightPath:
         """Add a sample (call on every camera tick that moved). Times must not decrease."""
         if not math.isfinite(time_s):
             raise ValueError(f"time_s must be finite, got {time_s}")
-        if time_s < self._samples[-1][0]:
-            raise ValueError(f"time_s {time_s} is earlier than the previous sample's {self._samples[-1][0]}")
-        self._append(float(time_s), to_c2w_numpy(_check_pose(w2c, "w2c")))
+        if time_s < self._samples[-1].time_s:
+            raise ValueError(f"time_s {time_s} is earlier than the previous sample's {self._samples[-1].time_s}")
+        w2c = _check_pose(w2c, "w2c")
+        self._append(_Sample(float(time_s), w2c.clone(), to_c2w_numpy(w2c)))
 
-    def _append(self, time_s: float, c2w: np.ndarray) -> None:
-        last_t, last = self._samples[-1]
-        if np.array_equal(last, c2w):  # no motion: only time passes
+    def _append(self, sample: _Sample) -> None:
+        last = self._samples[-1]
+        if torch.equal(last.w2c, sample.w2c):  # no motion: only time passes
             return
-        self._samples.append((max(time_s, last_t), c2w))
+        self._samples.append(_Sample(max(sample.time_s, last.time_s), sample.w2c, sample.c2w))
 
     def motion(self) -> tuple[float, float]:
         """``(metres travelled, degrees turned)`` along the samples since the anchor."""
         metres = degrees = 0.0
-        for (_, a), (_, b) in zip(self._samples, self._samples[1:]):
+        c2w = self._c2w()
+        for a, b in zip(c2w, c2w[1:]):
             metres += float(np.linalg.norm(b[:3, 3] - a[:3, 3]))
             degrees += math.degrees(rotation_angle(a[:3, :3], b[:3, :3]))
         return metres, degrees
@@ -136,7 +149,8 @@ class FlightPath:
     def progress(self, threshold: SegmentThreshold = DEFAULT_THRESHOLD) -> np.ndarray:
         """``[len(self)]`` cumulative motion at each sample, in units of the thresholds (0 at the anchor)."""
         steps = [0.0]
-        for (_, a), (_, b) in zip(self._samples, self._samples[1:]):
+        c2w = self._c2w()
+        for a, b in zip(c2w, c2w[1:]):
             metres = float(np.linalg.norm(b[:3, 3] - a[:3, 3]))
             degrees = math.degrees(rotation_angle(a[:3, :3], b[:3, :3]))
             steps.append(metres / threshold.translation_m + degrees / threshold.rotation_deg)
@@ -149,18 +163,21 @@ class FlightPath:
         pose; the current pose becomes the new anchor. Without any motion all frames are the anchor.
         """
         _check_frames(n_frames)
+        if len(self._samples) == 1:  # no motion since the anchor: every frame is a copy of it
+            return self._samples[0].w2c.expand(n_frames, 4, 4).clone()
         knots = self.progress(threshold)
         if knots[-1] <= 0.0:  # no motion: uniform in time (all equal poses anyway)
-            knots = np.array([t for t, _ in self._samples]) - self._samples[0][0]
-        poses = resample_c2w([c for _, c in self._samples], knots, n_frames)
-        w2c = to_w2c_torch(np.stack(poses))
-        w2c[0] = self._anchor
-        end = self.current_w2c
-        w2c[-1] = end
-        last_time = self._samples[-1][0]
-        self._anchor = end.clone()
-        self._samples = [(last_time, to_c2w_numpy(end))]
+            knots = np.array([sample.time_s for sample in self._samples]) - self._samples[0].time_s
+        w2c = to_w2c_torch(np.stack(resample_c2w(self._c2w(), knots, n_frames)))
+        # The endpoints are copies of the given poses, so segments chain bit-exactly.
+        w2c[0] = self._samples[0].w2c
+        w2c[-1] = self._samples[-1].w2c
+        self._samples = [self._samples[-1]]
         return w2c
+
+    def _c2w(self) -> list[np.ndarray]:
+        """``[len(self)]`` camera-to-world ``[4, 4]`` of the samples (the anchor first)."""
+        return [sample.c2w for sample in self._samples]
 
 
 def resample_c2w(c2w: list[np.ndarray], knots: np.ndarray, n_frames: int) -> list[np.ndarray]:
@@ -193,9 +210,7 @@ def resample_path(w2c, n_frames: int = SEGMENT_FRAMES) -> torch.Tensor:
     path = FlightPath(w2c[0])
     for i in range(1, len(w2c)):
         path.record(float(i), w2c[i])
-    out = path.take_segment(n_frames)
-    out[-1] = w2c[-1]
-    return out
+    return path.take_segment(n_frames)  # its last pose is a copy of w2c[-1]
 
 
 # --------------------------------------------------------------------------------------------

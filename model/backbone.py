@@ -15,7 +15,11 @@ Both give a :class:`Backbone`: an unmodified ``WanTransformer3DModel`` (others a
 and peft LoRA to it), a :class:`~model.patch_vae.VideoVAE`, ``encode_prompt`` and ``make_scheduler``.
 
 Nothing here touches the network: the Hub is switched to offline mode when this module is imported
-and again on every load, and every ``from_pretrained`` passes ``local_files_only=True``.
+and again on every load, and every ``from_pretrained`` passes ``local_files_only=True``. Nothing
+from a model folder is executed: every loader gets ``trust_remote_code=False`` (left out,
+``transformers`` asks on the terminal whether to run a folder's code) and a folder whose configs
+point to code of its own (``auto_map``) is refused by :func:`validate_wan_folder`
+(:mod:`model.custom_code`).
 
 Example:
     >>> backbone = load_backbone(BackboneConfig(backend="tiny", device="cpu"))  # doctest: +SKIP
@@ -40,6 +44,7 @@ from diffusers.hooks import apply_group_offloading
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
+from model.custom_code import custom_code_problem
 from model.patch_vae import PatchVAE, VideoVAE, check_frames, check_latents
 
 BACKENDS = ("wan", "tiny")
@@ -169,16 +174,18 @@ class ModelFolderError(ValueError):
 def validate_wan_folder(model_dir: str | os.PathLike) -> Path:
     """Check a local Wan2.2-TI2V-5B diffusers folder without loading any weights.
 
-    Checks that every config / tokenizer file exists and parses, that ``text_encoder/``,
-    ``transformer/`` and ``vae/`` hold safetensors weights (every shard a ``*.index.json`` lists
-    included), and that the transformer and VAE have Wan2.2's 48 latent channels.
+    Checks that every config / tokenizer file exists and parses, that no config points to code
+    shipped in the folder (``auto_map``), that ``text_encoder/``, ``transformer/`` and ``vae/`` hold
+    safetensors weights (every shard a ``*.index.json`` lists included), and that the transformer
+    and VAE have Wan2.2's 48 latent channels.
 
     Returns:
         The folder as a ``Path``.
 
     Raises:
         ModelFolderError: (a ``ValueError``) listing all problems found, e.g.
-            ``".../transformer/config.json missing"``, ``"no weight files in .../vae ..."``.
+            ``".../transformer/config.json missing"``, ``"no weight files in .../vae ..."``,
+            ``".../tokenizer/tokenizer_config.json: ships custom code (auto_map: ...) ..."``.
     """
     root = Path(model_dir).expanduser()
     if not root.is_dir():
@@ -188,6 +195,8 @@ def validate_wan_folder(model_dir: str | os.PathLike) -> Path:
     _read_json(root / "scheduler" / "scheduler_config.json", problems)
     _check_tokenizer_folder(root / "tokenizer", problems)
     configs = {name: _check_weight_folder(root / name, problems) for name in ("text_encoder", "transformer", "vae")}
+    for name, config in configs.items():
+        _check_no_custom_code(root / name / "config.json", config, problems)
     _check_latent_channels(root, configs, problems)
     if problems:
         raise ModelFolderError(root, problems)
@@ -214,9 +223,16 @@ def _check_tokenizer_folder(folder: Path, problems: list[str]) -> None:
     if not folder.is_dir():
         problems.append(f"{folder} missing (tokenizer files)")
         return
-    _read_json(folder / "tokenizer_config.json", problems)
+    _check_no_custom_code(folder / "tokenizer_config.json", _read_json(folder / "tokenizer_config.json", problems), problems)
     if not (folder / "tokenizer.json").is_file() and not (folder / "spiece.model").is_file():
         problems.append(f"{folder / 'tokenizer.json'} missing (or spiece.model)")
+
+
+def _check_no_custom_code(path: Path, config: dict[str, Any] | None, problems: list[str]) -> None:
+    """Append a problem when the config read from ``path`` points to code shipped in the folder."""
+    problem = custom_code_problem(path, config) if config is not None else None
+    if problem:
+        problems.append(problem)
 
 
 def _check_weight_folder(folder: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -524,7 +540,8 @@ def _load_wan_parts(
     """Read Wan2.2-TI2V-5B from ``config.model_dir`` (validated first) onto the CPU."""
     status("Checking model folder…")
     root = validate_wan_folder(config.model_dir)
-    local = dict(local_files_only=True)
+    # never run code from the folder, never ask (AutoTokenizer would; diffusers' concrete classes ignore the flag)
+    local = dict(local_files_only=True, trust_remote_code=False)
     status("Loading tokenizer…")
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer", **local)
     status("Loading text encoder…")

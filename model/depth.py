@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from model.camera import intrinsics_from_fov, validate_intrinsics
+from model.custom_code import custom_code_problem
 from model.image_io import center_crop_box
 from model.rgbd_io import load_depth_file
 
@@ -128,7 +129,8 @@ def check_model_folder(model_dir: str | os.PathLike, what: str) -> Path:
 
     Required: ``config.json``, ``preprocessor_config.json`` and safetensors weights
     (``model.safetensors``, or ``model.safetensors.index.json`` with every shard it lists).
-    Pickle weights (``pytorch_model.bin``) are refused.
+    Pickle weights (``pytorch_model.bin``) are refused, and so are configs that point to code
+    shipped in the folder (``auto_map``, see :mod:`model.custom_code`).
 
     Args:
         what: what the model is for, used in messages (e.g. ``"depth model"``).
@@ -153,6 +155,14 @@ def check_model_folder(model_dir: str | os.PathLike, what: str) -> Path:
         missing.append("model.safetensors" + hint)
     if missing:
         raise ModelFolderError(f"{folder}: incomplete {what} folder, missing: {', '.join(missing)}")
+    for name in ("config.json", "preprocessor_config.json"):
+        try:
+            config = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelFolderError(f"{folder / name}: not a readable JSON file: {exc}") from exc
+        problem = custom_code_problem(folder / name, config) if isinstance(config, dict) else None
+        if problem:
+            raise ModelFolderError(f"{folder}: {what} refused: {problem}")
     return folder
 
 

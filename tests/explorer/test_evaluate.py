@@ -60,7 +60,7 @@ def test_export_worldscore_layout_and_cameras(run_dir, tmp_path, capsys):
     names = sorted(p.name for p in (out / "frames").iterdir())
     assert names == [f"{i:03d}.png" for i in range(33)]
     png = cv2.cvtColor(cv2.imread(str(out / "frames" / "017.png")), cv2.COLOR_BGR2RGB)
-    assert np.array_equal(png, frames[17])
+    assert np.array_equal(png, frames[17])  # exact: PNG is lossless uint8
     assert np.array_equal(cv2.imread(str(out / "input_image.png")), cv2.imread(str(out / "frames" / "000.png")))
     data = json.loads((out / "camera_data.json").read_text())
     c2w = np.array(data["cameras_interp"])

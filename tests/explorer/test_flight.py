@@ -66,6 +66,8 @@ def test_take_segment_exact_endpoints_monotone_and_chained():
     end = cam.w2c
     seg = path.take_segment(33)
     assert seg.shape == (33, 4, 4) and seg.dtype == torch.float64
+    # Exact by construction: the endpoints are copies of the given poses (nothing recomputed), and
+    # ``cam.w2c`` of an unchanged camera is the same float64 formula on the same inputs.
     assert torch.equal(seg[0], start) and torch.equal(seg[-1], end)
     # progress: distance from the start never decreases, then yaw never decreases
     dist = np.linalg.norm(centres(seg) - centres(seg)[0], axis=1)
@@ -73,12 +75,33 @@ def test_take_segment_exact_endpoints_monotone_and_chained():
     yaws = [math.degrees(rotation_angle(invert_pose(seg[0])[:3, :3].numpy(), invert_pose(p)[:3, :3].numpy())) for p in seg]
     assert np.all(np.diff(yaws) >= -1e-9)
     assert np.count_nonzero(np.all(np.isclose(np.diff(centres(seg), axis=0), 0), axis=1) & np.isclose(np.diff(yaws), 0)) == 0, "no frozen frames"
-    # chained: the next segment starts exactly where this one ended
+    # chained: the next segment starts exactly where this one ended (copies, exact by construction)
     assert torch.equal(path.anchor_w2c, end) and len(path) == 1
     cam.press(Action.RIGHT)
     fly(path, cam, 0.5, t0=t)
     seg2 = path.take_segment()
     assert torch.equal(seg2[0], seg[-1]) and torch.equal(seg2[-1], cam.w2c)
+
+
+def test_segment_endpoints_are_the_given_poses_not_a_round_trip():
+    """A pose whose w2c -> c2w -> w2c round trip is off (a rotation orthonormal only to ~1e-6, as
+    read from a float32 file) still ends its segment bit for bit: the endpoints are copies."""
+    tilt = 1e-6  # inside validate_poses' tolerance, far outside float64 round-off
+    start = torch.eye(4, dtype=torch.float64)
+    start[:3, :3] += tilt * torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    start[:3, 3] = torch.tensor([0.3, -0.2, 1.5], dtype=torch.float64)
+    end = start.clone()
+    end[:3, 3] += torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)
+    assert not torch.equal(invert_pose(invert_pose(end)), end), "precondition: the round trip changes the pose"
+    path = FlightPath(start)
+    path.record(1.0, end)
+    end[0, 3] = 99.0  # the path keeps its own copy
+    seg = path.take_segment(5)
+    assert torch.equal(seg[0], start) and seg[-1, 0, 3] == 0.3 + 0.5  # the same float64 sum as above
+    nxt = path.take_segment(5)  # no motion since: every frame is the anchor, i.e. the last end
+    assert torch.equal(nxt, seg[-1].expand(5, 4, 4))
+    merged = resample_path(torch.stack([start, seg[-1]]), 9)
+    assert torch.equal(merged[0], start) and torch.equal(merged[-1], seg[-1])
 
 
 def test_take_segment_interpolates_between_samples():
@@ -99,7 +122,7 @@ def test_take_segment_without_motion_repeats_the_anchor():
     path = FlightPath(np.eye(4))
     path.record(1.0, np.eye(4))
     seg = path.take_segment(33)
-    assert torch.equal(seg, torch.eye(4, dtype=torch.float64).expand(33, 4, 4))
+    assert torch.equal(seg, torch.eye(4, dtype=torch.float64).expand(33, 4, 4))  # exact: copies of the anchor
 
 
 def test_rebase_keeps_samples_and_starts_from_the_given_pose():
@@ -111,6 +134,7 @@ def test_rebase_keeps_samples_and_starts_from_the_given_pose():
     fly(path, cam, 0.5, t0=0.5)
     path.rebase(taken[0])  # the segment was cancelled: generation still ends at its start
     seg = path.take_segment()
+    # exact: the endpoints are copies of the rebased and the last recorded pose (the camera has not moved since)
     assert torch.equal(seg[0], taken[0]) and torch.equal(seg[-1], cam.w2c)
     assert centres(seg)[-1][2] == pytest.approx(1.0)
 
@@ -126,14 +150,15 @@ def test_resample_path_merges_two_segments():
     b = step_segment("turn_right", a[-1])
     merged = resample_path(torch.cat([a, b[1:]]), 33)
     assert merged.shape == (33, 4, 4)
-    assert torch.equal(merged[0], a[0]) and torch.allclose(merged[-1], b[-1], atol=0) 
+    # exact by construction: resample_path copies the path's first and last poses
+    assert torch.equal(merged[0], a[0]) and torch.equal(merged[-1], b[-1])
 
 
 @pytest.mark.parametrize("action", ["step_forward", "step_back", "turn_left", "turn_right", "orbit_left", "orbit_right"])
 def test_step_segments_exact_endpoints_and_monotone(action):
     start = look_at([0.5, -0.1, 0.2], [1.0, 0.3, 3.0])  # pitched down a little, turned right
     seg = step_segment(action, start, n_frames=33, distance_m=0.5, turn_deg=20, orbit_deg=20, orbit_radius_m=2)
-    assert seg.shape == (33, 4, 4) and torch.equal(seg[0], start)
+    assert seg.shape == (33, 4, 4) and torch.equal(seg[0], start)  # exact: frame 0 is a copy of the start pose
     c = centres(seg)
     c2w0 = invert_pose(start).numpy()
     yaw0 = math.atan2(c2w0[0, 2], c2w0[2, 2])

@@ -49,7 +49,7 @@ def test_modifiers_scale_speed_and_release_stops():
     cam.release(Action.FORWARD)
     before = centre(cam)
     assert not cam.tick(1.0), "no held motion key: no motion"
-    assert np.array_equal(centre(cam), before)
+    assert np.array_equal(centre(cam), before)  # exact: unchanged state, the same formula on the same inputs
 
 
 def test_diagonals_are_normalised_and_opposites_cancel():
@@ -62,7 +62,7 @@ def test_diagonals_are_normalised_and_opposites_cancel():
     cam.press(Action.BACK)
     before = centre(cam)
     assert not cam.tick(1.0)
-    assert np.array_equal(centre(cam), before)
+    assert np.array_equal(centre(cam), before)  # exact: opposite keys sum to exactly 0, the state is unchanged
 
 
 def test_clear_held_stops_everything():
@@ -111,7 +111,7 @@ def test_tick_reports_mouse_look_once():
 def test_arbitrary_start_pose_is_reproduced_and_reset_returns_to_it():
     start = look_at([0.3, -0.2, -1.0], [1.0, 0.1, 2.0])
     cam = FlyCamera(start)
-    assert torch.equal(cam.w2c, start)
+    assert torch.equal(cam.w2c, start)  # exact: an unmoved camera returns a copy of the pose it was given
     cam.look(10, 5)
     cam.press(Action.FORWARD)
     cam.tick(0.3)

@@ -37,7 +37,7 @@ def test_points_land_at_projected_pixels(preview, K):
     preview.set_points(world, colors)
     image = preview.render(w2c, K, W, H)
     assert image.shape == (H, W, 3) and image.dtype == np.uint8
-    for (u, v), colour in zip(uv, colors):
+    for (u, v), colour in zip(uv, colors):  # exact: uint8 colours pass through; every uv is >= 0.1 px from a pixel edge
         assert np.array_equal(image[int(v), int(u)], colour), (u, v)
     assert preview.last_coverage.sum() == len(uv), "1 px splats cover exactly one pixel each"
     holes = ~preview.last_coverage
@@ -97,7 +97,7 @@ def test_several_gl_contexts_in_one_process(renderer, K):
         ib = b.render(torch.eye(4), K, W, H)
         rgb2, _ = renderer.render(scene, np.eye(4), K, W, H)
     assert np.array_equal(ia[32, 48], [255, 0, 0]) and np.array_equal(ib[32, 48], [0, 255, 0])
-    assert np.array_equal(rgb1, rgb2)
+    assert np.array_equal(rgb1, rgb2)  # exact: the same render in the same process
 
 
 def test_cell_footprints_from_the_writing_camera():

@@ -67,13 +67,14 @@ def test_record_then_reopen_gives_the_same_frames_memory_and_poses(tmp_path, gen
     expected = np.concatenate([results[0].frames, results[1].frames[1:]])
     assert session.frames.shape == expected.shape == (65, H, W, 3)
     assert np.abs(session.frames.astype(int) - expected.astype(int)).mean() < 3, "H.264 is lossy but close"
-    assert np.array_equal(session.last_frame, results[1].frames[-1]), "last_frame.png is exact"
+    assert np.array_equal(session.last_frame, results[1].frames[-1]), "last_frame.png is exact"  # lossless uint8
+    # tolerance: session.json stores c2w, inverted back on load (a rounding round trip)
     assert np.allclose(session.w2c[0], results[0].w2c.numpy(), atol=1e-12) and np.allclose(session.w2c[1], results[1].w2c.numpy(), atol=1e-12)
     assert np.allclose(session.all_w2c()[32], results[1].w2c[0].numpy(), atol=1e-12)
     assert np.allclose(session.K, inputs.K.numpy()) and np.allclose(session.start_w2c, np.eye(4))
     assert session.actions == ["step_forward", "turn_left"] and session.segments_done == 2
     assert session.source == "bundled" and session.prompt == "a room" and session.seed == 2 and session.fps == 12.0
-    memory = session_memory(session)
+    memory = session_memory(session)  # exact: the safetensors file holds copies of the tensors
     for name in ("positions", "features", "colors", "segments", "frames", "rejected_positions", "rejected_labels"):
         a, b = getattr(memory, name), getattr(pipe.memory, name)
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(torch.uint8), b.view(torch.uint8)), name  # bitwise (NaN too)
@@ -164,6 +165,8 @@ def test_continue_from_a_replayed_session_equals_continuing_in_process(tmp_path,
     a = resumed.run_segment(poses, inputs.depth_source)
     b = unbroken.run_segment(poses, inputs.depth_source)
     assert a.index == b.index == 2
+    # exact: both start from bit-identical state (PNG frame, JSON K, memory file) and run the same code with
+    # the same seed in this process
     assert np.array_equal(a.frames, b.frames) and torch.equal(a.latents, b.latents)
     assert torch.equal(resumed.memory.positions, unbroken.memory.positions)
     assert isinstance(session_memory(session), LatentSpatialMemory)

@@ -124,6 +124,7 @@ def test_tiny_weights_depend_only_on_the_seed():
     torch.manual_seed(123)
     a = load_backbone(tiny_config(seed=3, tiny_vae="wan"))
     assert torch.equal(torch.rand(3), expected_draw), "loading must not consume the caller's RNG"
+    # exact: the same seed gives the same weights (RNG fills), hence the same outputs in this process
     b = load_backbone(tiny_config(seed=3, tiny_vae="wan"))
     c = load_backbone(tiny_config(seed=4, tiny_vae="wan"))
     for name in ("transformer", "text_encoder"):
@@ -150,7 +151,7 @@ def test_tiny_weights_are_the_same_in_a_fresh_process(tiny, tmp_path):
     command = [sys.executable, "-c", code, str(path)]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    there = load_file(path)
+    there = load_file(path)  # exact: the same seeded RNG fills on the same machine, stored as copies
     here = {**tiny.transformer.state_dict(), **{"te." + k: v for k, v in tiny.text_encoder.state_dict().items()}}
     assert there.keys() == here.keys()
     assert all(torch.equal(there[k], here[k]) for k in here)
@@ -180,7 +181,7 @@ def test_tiny_bfloat16_keeps_the_fp32_modules_in_fp32():
 def test_encode_prompt_pads_with_zeros_and_is_deterministic(tiny):
     embeds = tiny.encode_prompt("A red   room")  # 3 words + </s> = 4 tokens
     assert embeds.shape == (1, 32, 32) and embeds.dtype == torch.float32
-    assert torch.equal(embeds, tiny.encode_prompt("A red   room"))
+    assert torch.equal(embeds, tiny.encode_prompt("A red   room"))  # exact: the same computation twice
     assert (embeds[0, :4].abs().sum(-1) > 0).all()
     assert torch.count_nonzero(embeds[0, 4:]) == 0
     assert not torch.allclose(embeds, tiny.encode_prompt("a blue room"))
@@ -195,7 +196,7 @@ def test_make_scheduler_gives_fresh_ti2v_unipc(tiny):
     assert first.config.prediction_type == "flow_prediction" and first.config.use_flow_sigmas
     assert first.config.flow_shift == 5.0 and first.config.num_train_timesteps == 1000
     first.set_timesteps(4)
-    assert first.timesteps.tolist() == [999, 937, 833, 625]
+    assert first.timesteps.tolist() == [999, 937, 833, 625]  # integers from + - * / (IEEE), far from rounding edges
 
 
 def test_transformer_accepts_per_token_timesteps(tiny):
@@ -230,7 +231,7 @@ def test_patch_vae_is_exact_both_ways():
     latents = torch.rand(3, 48, 5, 7, generator=torch.Generator().manual_seed(0)) * 2 - 1
     frames = vae.decode(latents)
     assert frames.shape == (9, 3, 20, 28)
-    assert torch.equal(vae.encode(frames), latents)
+    assert torch.equal(vae.encode(frames), latents)  # exact: pixel (un)shuffle copies; keyframes are lerp weight 0 / copies
     x = video(9, 20, 28)
     assert torch.equal(vae.decode(vae.encode(x))[::4], x[::4])
     assert vae.encode(x[:1]).shape == (1, 48, 5, 7) and vae.decode(vae.encode(x[:1])).shape == (1, 3, 20, 28)
@@ -241,7 +242,7 @@ def test_patch_vae_layout_and_interpolation():
     x = video(5, 8, 12)
     latents = vae.encode(x)
     # channel c * 16 + dy * 4 + dx of cell (i, j) is pixel (4i + dy, 4j + dx) of colour c
-    assert latents[1, 2 * 16 + 3 * 4 + 1, 1, 2] == x[4, 2, 4 + 3, 8 + 1]
+    assert latents[1, 2 * 16 + 3 * 4 + 1, 1, 2] == x[4, 2, 4 + 3, 8 + 1]  # exact: a copied value
     frames = vae.decode(latents)
     for j in range(1, 4):
         torch.testing.assert_close(frames[j], x[0] + (x[4] - x[0]) * j / 4)
@@ -356,6 +357,7 @@ def test_wan_loader_round_trips_the_saved_model(wan_folder, tiny_wan):
     assert messages[0] == "Checking model folder…" and messages[-1] == "Backbone ready"
     assert any("transformer" in m for m in messages) and any("VAE" in m for m in messages)
     assert type(loaded.transformer) is type(tiny_wan.transformer)
+    # exact: the same classes with copies of the same weights (float32) on the same inputs in this process
     assert torch.equal(loaded.encode_prompt("a red room"), tiny_wan.encode_prompt("a red room"))
     t = torch.tensor([400.0])
     assert torch.equal(transformer_output(loaded, t), transformer_output(tiny_wan, t))
@@ -389,6 +391,7 @@ def test_offload_profiles_give_the_same_results(offload, tiny_wan):
     else:
         assert _is_group_offload_enabled(backbone.transformer) and _is_group_offload_enabled(backbone.text_encoder)
     t = torch.tensor([300.0])
+    # exact: offloading to the CPU moves the same weights to the same device; the computation is unchanged
     assert torch.equal(backbone.encode_prompt("a red room"), tiny_wan.encode_prompt("a red room"))
     assert torch.equal(transformer_output(backbone, t), transformer_output(tiny_wan, t))
     latents = tiny_wan.vae.encode(video(5, 32, 32))

@@ -40,7 +40,7 @@ def test_pixel_centres_and_latent_intrinsics_map_cells_onto_pixel_patches():
     point = unproject_depth(torch.full((44, 80), 3.0, dtype=torch.float64), K_lat, torch.eye(4, dtype=torch.float64))[5, 7]
     uv, z = project_points(point[None], torch.eye(4, dtype=torch.float64)[None], K)
     assert uv[0, 0].tolist() == pytest.approx([7 * 16 + 8, 5 * 16 + 8])
-    assert pixel_centers(2, 3)[1, 2].tolist() == [2.5, 1.5]
+    assert pixel_centers(2, 3)[1, 2].tolist() == [2.5, 1.5]  # exact: integer + 0.5
 
 
 def test_unproject_then_project_round_trip_at_a_random_pose():
@@ -95,7 +95,7 @@ def test_closed_loop_mirrors_the_path():
     loop = closed_loop(path)
     assert len(loop) == 12
     for i in range(12):
-        assert torch.equal(loop[i], loop[11 - i])
+        assert torch.equal(loop[i], loop[11 - i])  # exact: the return half is a flipped copy
     with pytest.raises(ValueError):
         closed_loop(torch.zeros(0, 4, 4))
 

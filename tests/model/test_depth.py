@@ -134,7 +134,7 @@ def test_depth_pro_style_focal_gives_vertical_fov():
 def test_estimator_sanitises_invalid_to_inf_and_checks_inputs():
     raw = torch.tensor([[[1.0, 0.0], [-2.0, float("nan")]]])
     est = ExactDepth(lambda images: raw, fov_y_deg=50.0).estimate(np.zeros((1, 2, 2, 3), np.uint8))
-    assert est.depth.tolist() == [[[1.0, math.inf], [math.inf, math.inf]]]
+    assert est.depth.tolist() == [[[1.0, math.inf], [math.inf, math.inf]]]  # exact: kept values are copies
     assert est.fov_y_deg == 50.0 and est.name == "exact"
     with pytest.raises(ValueError, match="uint8"):
         ExactDepth(lambda images: raw).estimate(np.zeros((1, 2, 2, 3), np.float32))
@@ -152,7 +152,7 @@ def test_prior_warns_and_is_flagged(caplog):
     assert prior.is_prior and est.is_prior and "prior" in est.name
     assert est.depth.shape == (2, 60, 80) and torch.isfinite(est.depth).all()
     top, bottom = est.depth[0, 0], est.depth[0, -1]
-    assert torch.all(top == 6.0)  # above the horizon: the backdrop
+    assert torch.all(top == 6.0)  # above the horizon: the backdrop (a copied constant)
     fy = float(intrinsics_from_fov(60.0, 80, 60)[1, 1])
     assert float(bottom[0]) == pytest.approx(1.6 * fy / (59.5 - 30.0), rel=1e-5)  # ground 1.6 m below
     column = est.depth[0, :, 0]
@@ -181,7 +181,7 @@ def test_file_depth_png_and_npy_round_trip_with_the_photo_crop(tmp_path):
 def test_file_depth_at_lower_resolution_and_errors(tmp_path):
     np.save(tmp_path / "half.npy", np.full((50, 100), 2.5, np.float32))
     out = load_depth_for_photo(tmp_path / "half.npy", 40, 40, photo_size=(100, 200))
-    assert torch.all(out == 2.5)
+    assert torch.all(out == 2.5)  # exact: nearest-neighbour resampling copies values
     with pytest.raises(ValueError, match="half.npy.*aspect ratio"):
         load_depth_for_photo(tmp_path / "half.npy", 40, 40, photo_size=(100, 100))
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -203,13 +203,13 @@ def test_file_depth_at_lower_resolution_and_errors(tmp_path):
 def test_resolve_intrinsics_order_and_sources():
     given = torch.tensor([[500.0, 0, 310], [0, 505.0, 170], [0, 0, 1]], dtype=torch.float64)
     K, source = resolve_intrinsics(640, 352, given_K=given, exif_focal_px=400.0, depth_fov_y_deg=50.0)
-    assert source == "given" and torch.equal(K, given) and K is not given
+    assert source == "given" and torch.equal(K, given) and K is not given  # exact: a copy
     K, source = resolve_intrinsics(640, 352, exif_focal_px=400.0, depth_fov_y_deg=50.0)
     assert source == "exif" and float(K[0, 0]) == pytest.approx(400.0) and float(K[0, 2]) == 320.0
     K, source = resolve_intrinsics(640, 352, depth_fov_y_deg=50.0)
     assert source == "depth-model" and fov_y_from_intrinsics(K, 352) == pytest.approx(50.0)
     K, source = resolve_intrinsics(640, 352)
-    assert source == "default" and torch.equal(K, default_intrinsics(640, 352))
+    assert source == "default" and torch.equal(K, default_intrinsics(640, 352))  # exact: the same function and inputs
     assert K.dtype == torch.float64 and K.shape == (3, 3)
 
 

@@ -28,7 +28,7 @@ def test_rgb_png_same_size_is_returned_unchanged(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "a.png")
     photo = load_photo(tmp_path / "a.png", 48, 64)
     assert photo.image.dtype == np.uint8 and photo.image.shape == (48, 64, 3)
-    assert np.array_equal(photo.image, rgb)
+    assert np.array_equal(photo.image, rgb)  # exact: uint8 pixels through a lossless PNG, no resampling
     assert photo.original_size == (48, 64) and photo.crop_box == (0.0, 0.0, 64.0, 48.0)
     assert photo.exif_focal_px is None and photo.exif_focal_35mm is None
 
@@ -87,7 +87,7 @@ def test_16bit_png_spread_over_8_bits_not_clipped(tmp_path):
         assert check.mode.startswith("I")  # the file really is 16-bit
     img = load_photo(tmp_path / "g16.png", 40, 64).image
     expected = np.rint(values / 257.0).astype(np.uint8)
-    assert np.array_equal(img[0, :, 0], expected)
+    assert np.array_equal(img[0, :, 0], expected)  # exact: no v / 257 here lies within 0.002 of a rounding edge
     assert img[0, 0, 0] == 0 and img[0, -1, 0] == 255 and 120 < img[0, 32, 0] < 135  # spread, not clipped at 255
 
 

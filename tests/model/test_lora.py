@@ -64,6 +64,7 @@ def test_fresh_lora_is_identity_and_trained_lora_is_not():
     reference = forward(tiny_transformer(), kwargs)
     transformer = tiny_transformer()
     add_lora(transformer, SETTINGS)
+    # exact: the same seeded weights and inputs in one process; a fresh LoRA's B is zero, so it adds exactly 0
     assert torch.equal(forward(transformer, kwargs), reference)
     randomize_lora(transformer)
     assert not torch.allclose(forward(transformer, kwargs), reference, atol=1e-3)
@@ -93,7 +94,7 @@ def test_memory_weights_round_trip_into_fresh_transformer(tmp_path):
     loaded = load_memory_weights(folder, fresh)
     assert loaded.attached
     assert adapted_modules(fresh) == adapted_modules(transformer)
-    assert torch.equal(forward(fresh, kwargs, loaded, cond), expected)
+    assert torch.equal(forward(fresh, kwargs, loaded, cond), expected)  # exact: copied weights, same computation
 
 
 def test_save_replaces_previous_weights(tmp_path):
@@ -105,7 +106,7 @@ def test_save_replaces_previous_weights(tmp_path):
     expected = forward(transformer, kwargs, branch, cond)
     save_memory_weights(folder, transformer, branch, SETTINGS)
     fresh = tiny_transformer()
-    assert torch.equal(forward(fresh, kwargs, load_memory_weights(folder, fresh), cond), expected)
+    assert torch.equal(forward(fresh, kwargs, load_memory_weights(folder, fresh), cond), expected)  # exact: as above
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weights"]
 
 

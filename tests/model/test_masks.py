@@ -75,6 +75,7 @@ def test_change_score_is_scale_and_offset_free_and_tolerates_one_cell_shift():
     score = change_score(latents, readout, visible)
     offset = torch.linspace(-5, 5, 48).view(1, 48, 1, 1)
     torch.testing.assert_close(change_score(7.0 * latents + offset, 7.0 * readout + offset, visible), score, rtol=1e-4, atol=1e-4)
+    # exact 0 on the unchanged frame: each cell's own readout is among its neighbours, so the match term is 0
     assert score[0, 3:5, 3:5].min() > 1.0 and score[1].max() == 0.0
     shifted = torch.roll(readout, shifts=1, dims=3)  # reprojection off by one cell
     assert change_score(shifted, readout, visible)[:, :, 1:].max() < 1e-6
@@ -133,7 +134,7 @@ def test_user_mask_excludes_cells_with_any_pixel():
 def test_cell_fraction_is_the_share_of_pixels():
     mask = torch.zeros(1, 4, 4, dtype=torch.bool)
     mask[0, :2, :1] = True
-    assert cell_fraction(mask, 2, 2).tolist() == [[[0.5, 0.0], [0.0, 0.0]]]
+    assert cell_fraction(mask, 2, 2).tolist() == [[[0.5, 0.0], [0.0, 0.0]]]  # exact: means of a few 0/1 values
 
 
 def test_sky_needs_a_strict_majority_of_pixels():

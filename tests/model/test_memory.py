@@ -44,6 +44,8 @@ def test_identity_readout_returns_source_latents_exactly(K):
     mem.initialize(latent, depth, K, torch.eye(4))
     out = mem.readout(torch.eye(4), K, h, w, image_hw=(H, W))
     assert out.visible.all(), "every cell with valid depth must see its own point"
+    # exact: each cell's point lands at its cell centre (half a cell from any edge) and its latent is a
+    # gathered copy of the fp16-representable source value
     assert torch.equal(out.latent[0].float(), latent)
     expected_depth = downsample_depth(depth[None], h, w)[0].float()
     assert torch.allclose(out.depth[0], expected_depth, rtol=1e-5)
@@ -138,7 +140,7 @@ def test_front_surface_occludes_back_surface(K):
     # a front wall seen from 1 m to the side covers the middle of the view
     mem.update(front, torch.full((1, H, W), 2.0), yaw_pan(2, 0.0)[1:], K)
     out = mem.readout(torch.eye(4), K, h, w, image_hw=(H, W))
-    assert torch.equal(out.latent[0].float(), front[0])
+    assert torch.equal(out.latent[0].float(), front[0])  # exact: gathered copies; 2 m vs 6 m is no close call
     assert torch.allclose(out.depth[0], torch.full((h, w), 2.0), atol=1e-5)
 
 
@@ -149,6 +151,9 @@ def test_readout_is_deterministic_and_batch_independent(K):
     targets = yaw_pan(5, 25.0)
     a = mem.readout(targets, K, h, w, image_hw=(H, W))
     b = mem.readout(targets, K, h, w, image_hw=(H, W))
+    # exact: the same code on the same inputs in one process; and zbuffer_project handles one frame at a
+    # time (one addmm per frame; torch multiplies batches of 3x3 @ 3x4 matrices frame by frame), so a
+    # frame's result does not depend on the batch around it
     assert torch.equal(a.latent, b.latent) and torch.equal(a.index, b.index) and torch.equal(a.depth, b.depth)
     for f in range(len(targets)):
         single = mem.readout(targets[f], K, h, w, image_hw=(H, W))
@@ -156,13 +161,19 @@ def test_readout_is_deterministic_and_batch_independent(K):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_readout_identical_on_cpu_and_cuda(K):
+def test_readout_agrees_on_cpu_and_cuda(K):
     mem = LatentSpatialMemory()
     mem.update(fp16_latents(4), smooth_depth(n=4), orbit(4, 2.0, 30.0), K)
     targets = orbit(6, 2.0, 40.0)
     cpu = mem.readout(targets, K, h, w, image_hw=(H, W))
     gpu = mem.clone().to("cuda").readout(targets, K, h, w, image_hw=(H, W))
-    assert torch.equal(cpu.index, gpu.index.cpu()) and torch.equal(cpu.latent, gpu.latent.cpu())
+    # Not bit-exact by construction: CUDA and the CPU round the float32 projection differently, which can
+    # move a point lying within rounding of a cell edge or a depth-bin edge to the neighbouring cell (rare;
+    # 0.1 % of the 2304 cells allowed). Where the winner is the same, the latent is a gathered copy of the
+    # same stored feature on both devices, so it is compared exactly.
+    same = cpu.index == gpu.index.cpu()
+    assert same.float().mean() > 0.999
+    assert torch.equal(cpu.latent.permute(0, 2, 3, 1)[same], gpu.latent.cpu().permute(0, 2, 3, 1)[same])
 
 
 def test_closed_loop_mirrored_readouts_are_identical(K):
@@ -171,7 +182,7 @@ def test_closed_loop_mirrored_readouts_are_identical(K):
     path = closed_loop(orbit(7, 2.0, 50.0))
     out = mem.readout(path, K, h, w, image_hw=(H, W))
     n = len(path)
-    for i in range(n // 2):
+    for i in range(n // 2):  # exact: frames i and n-1-i are copies of one pose, each frame projected on its own
         assert torch.equal(out.latent[i], out.latent[n - 1 - i])
         assert torch.equal(out.visible[i], out.visible[n - 1 - i])
     assert not torch.equal(out.visible[0], out.visible[n // 2 - 1]), "the loop must actually move"
@@ -229,7 +240,7 @@ def test_voxel_policies(K, dedup):
         mem.update(new, depth, torch.eye(4)[None], K)
     assert len(keep_first) == len(newest)
     read = lambda m: m.readout(torch.eye(4), K, h, w, image_hw=(H, W)).latent[0].float()  # noqa: E731
-    assert torch.equal(read(keep_first), old[0])
+    assert torch.equal(read(keep_first), old[0])  # exact: gathered copies of fp16-representable latents
     assert torch.equal(read(newest), new[0])
     assert (newest.segments == 1).all() and (keep_first.segments == 0).all()
 
@@ -265,7 +276,7 @@ def test_update_records_labels_colours_and_provenance(K):
     assert torch.isfinite(mem.rejected_positions[mem.rejected_labels == CellLabel.DYNAMIC]).all()
     assert set(mem.frames.tolist()) == {40, 44}
     assert (mem.colors[:, 0] == 200).all()
-    assert mem.colors[0].tolist() == [200, 64, 0]  # mean of 4 bright pixels in a 16-pixel patch, rounded
+    assert mem.colors[0].tolist() == [200, 64, 0]  # mean of 4 bright pixels in a 16-pixel patch, rounded (63.75: exact in float)
 
 
 def test_bad_input_raises_and_leaves_memory_unchanged(K):
@@ -286,7 +297,7 @@ def test_bad_input_raises_and_leaves_memory_unchanged(K):
     for kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
             mem.update(**kwargs)
-    for name in ("positions", "features", "colors", "segments", "frames"):
+    for name in ("positions", "features", "colors", "segments", "frames"):  # exact: nothing was written
         assert torch.equal(getattr(mem, name), getattr(before, name))
     assert mem.next_segment == before.next_segment
     with pytest.raises(ValueError, match="w2c"):
@@ -303,7 +314,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, K):
         mem.save(path)
         loaded = LatentSpatialMemory.load(path)
         assert loaded.config == mem.config and loaded.next_segment == mem.next_segment and loaded.channels == C
-        for name in ("positions", "features", "colors", "segments", "frames", "rejected_labels"):
+        for name in ("positions", "features", "colors", "segments", "frames", "rejected_labels"):  # exact: file copies
             assert torch.equal(getattr(loaded, name), getattr(mem, name)), name
         assert torch.equal(torch.isnan(loaded.rejected_positions), torch.isnan(mem.rejected_positions))
         targets = orbit(3, 2.0, 25.0)

@@ -1,4 +1,12 @@
-"""Tests of the VACE-style memory side branch on tiny diffusers Wan transformers (CPU)."""
+"""Tests of the VACE-style memory side branch on tiny diffusers Wan transformers (CPU).
+
+``torch.equal`` below compares two forward passes of the same weights on the same inputs in this
+process (same kernels, same thread count: identical bits), where the branch either is absent or adds
+exactly zero (zero-initialised ``after_proj``, ``scale`` 0, a mask channel whose weights are 0, a
+disabled or detached branch) or reproduces a computation already made (a second call, gradient
+checkpointing's forward, weights saved and loaded). Results of *different* computations (a batch of
+two against two single calls, recomputed gradients) are compared with tolerances.
+"""
 
 import pytest
 import safetensors.torch

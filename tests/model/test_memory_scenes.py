@@ -77,7 +77,8 @@ def test_exact_closed_loop_adds_nothing(renderer, scene, dedup):
     memory.update(torch.randn(len(loop), 48, h, w), torch.cat([depths, depths.flip(0)]), loop, K)
     growth = (len(memory) - before) / before
     assert before > h * w
-    # the voxel hash is exact; the view test may re-admit a few cells whose z-buffer winner changed
+    # the voxel hash is exact (the loop's poses and depths are copies, unprojected point by point into
+    # bit-identical positions); the view test may re-admit a few cells whose z-buffer winner changed
     # after later frames were written (measured ~1 %)
     assert growth == 0.0 if dedup == "voxel" else growth < 0.02
 

@@ -113,6 +113,8 @@ def test_reprojection_with_exact_depth_agrees_and_a_wrong_pose_does_not(renderer
     path = orbit(5, 2.0, 12.0)
     other, other_depth = renderer.render(scene, path[4], K, W, H)
     same = metrics.reprojection_error(image, image, depth, K, path[0], path[0])
+    # exact: the self-warp lands within float64 rounding (~1e-11 px) of each pixel centre, which cv2.remap's
+    # 1/32 px fixed-point maps round to the pixel itself
     assert same["mae"] == 0.0 and same["coverage"] == 1.0
     exact = metrics.reprojection_error(image, other, other_depth, K, path[0], path[4], depth_src=depth)
     assert exact["coverage"] > 0.6 and exact["mae"] < 3.0, exact

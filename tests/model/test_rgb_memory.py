@@ -49,10 +49,12 @@ def test_readout_at_the_source_view_reproduces_the_source_image(renderer, scene,
     views = memory.render(torch.eye(4)[None], K, H, W)
     covered = views.depth[0] > 0
     assert covered.float().mean() > 0.999
+    # exact: uint8 colours are copied, each point lands at its own pixel centre (half a pixel from any edge)
     assert torch.equal(views.rgb[0][covered], torch.from_numpy(rgb)[covered]), "each pixel's own point covers exactly that pixel"
     assert torch.allclose(views.depth[0][covered], torch.from_numpy(depth)[covered], rtol=1e-5)
     latent, visible, _ = memory.readout(torch.eye(4)[None], K, h, w, image_hw=(H, W))
     assert visible.all()
+    # exact: the rendered view is the source image (above), encoded by the same code
     assert torch.equal(latent[0], vae.encode(frames_to_tensor(rgb))[0]), "the readout is the VAE encoding of the rendered source view"
 
 
@@ -118,7 +120,7 @@ def test_bad_writes_raise_and_leave_the_memory_unchanged(renderer, scene, K, vae
         memory.update(torch.zeros(1, 48, h, w), torch.from_numpy(depth)[None], torch.eye(4)[None], K)
     with pytest.raises(ValueError, match="depth"):
         memory.update(torch.zeros(1, 48, h, w), torch.ones(1, H, W + 4), torch.eye(4)[None], K, frames=torch.from_numpy(rgb)[None])
-    assert torch.equal(memory.positions, before.positions) and memory.next_segment == before.next_segment
+    assert torch.equal(memory.positions, before.positions) and memory.next_segment == before.next_segment  # exact: nothing written
     with pytest.raises(ValueError, match="VAE"):
         RGBPointCloudMemory().readout(torch.eye(4)[None], K, h, w, image_hw=(H, W))
 
@@ -128,7 +130,7 @@ def test_save_load_round_trip_and_format_checks(renderer, scene, K, vae, tmp_pat
     path = tmp_path / "rgb.safetensors"
     memory.save(path)
     loaded = RGBPointCloudMemory.load(path, vae=vae)
-    for name in ("positions", "colors", "sizes", "segments", "frames"):
+    for name in ("positions", "colors", "sizes", "segments", "frames"):  # exact: file copies, then the same readout code
         assert torch.equal(getattr(loaded, name), getattr(memory, name)), name
     assert loaded.config == memory.config and loaded.next_segment == 1 and loaded.stats() == memory.stats()
     target = orbit(2, 2.0, 10.0)[1:]

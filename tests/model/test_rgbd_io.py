@@ -49,6 +49,7 @@ def test_sample_scene_loads_and_matches_its_json(monkeypatch, tmp_path):
     meta = json.loads((SAMPLE_SCENE_DIR / CAMERA_FILE).read_text())
     assert view.image.shape == (meta["height"], meta["width"], 3) == (704, 1280, 3)
     assert view.image.dtype == np.uint8 and view.depth.dtype == np.float32 and view.depth.shape == (704, 1280)
+    # exact: K and w2c are the JSON's numbers, copied
     np.testing.assert_array_equal(view.K, [[meta["fx"], 0, meta["cx"]], [0, meta["fy"], meta["cy"]], [0, 0, 1]])
     np.testing.assert_array_equal(view.w2c, meta["w2c"])
     raw = np.array(Image.open(SAMPLE_SCENE_DIR / DEPTH_PNG_FILE))
@@ -64,7 +65,7 @@ def test_sample_scene_loads_and_matches_its_json(monkeypatch, tmp_path):
 def test_folder_round_trip(folder):
     original = small_view()
     view = load_rgbd_folder(folder)
-    np.testing.assert_array_equal(view.image, original.image)
+    np.testing.assert_array_equal(view.image, original.image)  # exact: PNG and JSON round trips (K, w2c) are lossless
     np.testing.assert_array_equal(np.isinf(view.depth), np.isinf(original.depth))
     finite = np.isfinite(original.depth)
     assert np.abs(view.depth[finite] - original.depth[finite]).max() <= 0.0005 + 1e-6
@@ -78,19 +79,19 @@ def test_npy_depth_is_metres_with_invalid_values_as_inf(tmp_path):
     np.save(tmp_path / "d.npy", depth)
     loaded = load_depth_file(tmp_path / "d.npy")
     assert loaded.dtype == np.float32
-    np.testing.assert_array_equal(loaded, np.array([[1.25, np.inf, np.inf], [np.inf, np.inf, 3.5]], np.float32))
+    np.testing.assert_array_equal(loaded, np.array([[1.25, np.inf, np.inf], [np.inf, np.inf, 3.5]], np.float32))  # copies
 
 
 def test_folder_with_npy_depth_loads(folder):
     (folder / DEPTH_PNG_FILE).unlink()
     np.save(folder / DEPTH_NPY_FILE, np.full((12, 20), 2.0))
-    assert np.all(load_rgbd_folder(folder).depth == 2.0)
+    assert np.all(load_rgbd_folder(folder).depth == 2.0)  # exact: a copied value
 
 
 def test_depth_png_unit_and_range(tmp_path):
     write_depth_png(tmp_path / "d.png", np.array([[0.0004, 1.2345], [np.nan, 65.535]]))
     raw = np.array(Image.open(tmp_path / "d.png"))
-    np.testing.assert_array_equal(raw, [[1, 1234], [0, 65535]])  # tiny depths stay valid
+    np.testing.assert_array_equal(raw, [[1, 1234], [0, 65535]])  # tiny depths stay valid (integers: rint of an IEEE product)
     with pytest.raises(ValueError, match="does not fit"):
         write_depth_png(tmp_path / "far.png", np.array([[70.0]]))
     assert not (tmp_path / "far.png").exists()

@@ -125,6 +125,7 @@ def test_same_seed_renders_identically_and_another_seed_differs(renderer):
     first, second = ProceduralScene(SceneConfig(seed=4)), ProceduralScene(SceneConfig(seed=4))
     rgb_a, depth_a = renderer.render(first, first.start_w2c(), K, 160, 96)
     rgb_b, depth_b = renderer.render(second, second.start_w2c(), K, 160, 96)
+    # exact: the same geometry drawn by the same GL pipeline in this process
     np.testing.assert_array_equal(rgb_a, rgb_b)
     np.testing.assert_array_equal(depth_a, depth_b)
     other = ProceduralScene(SceneConfig(seed=5))
@@ -161,6 +162,7 @@ def test_moving_object_moves_and_static_pixels_stay_identical(renderer):
     at0 = projected_rect(box.lo, box.hi, scene.moving_offset(0.0), w2c, K, width, height)
     at1 = projected_rect(box.lo, box.hi, scene.moving_offset(1.0), w2c, K, width, height)
     assert not changed[~(at0 | at1)].any()
+    # exact: away from the mover the same static geometry is rasterised identically
     np.testing.assert_array_equal(rgb0[~at0], rgb_still[~at0])
     np.testing.assert_array_equal(depth1[~at1], depth_still[~at1])
     assert (depth1[at1] < depth_still[at1]).sum() > 100  # the box is in front of the room there
@@ -173,7 +175,7 @@ def test_render_trajectory_uses_times_from_fps(renderer):
     rgb, depth = renderer.render_trajectory(scene, w2c, K, 96, 64, fps=2.0, t0=0.5)
     assert rgb.shape == (3, 64, 96, 3) and depth.shape == (3, 64, 96)
     rgb2, depth2 = renderer.render(scene, w2c[2], K, 96, 64, t=1.5)
-    np.testing.assert_array_equal(rgb[2], rgb2)
+    np.testing.assert_array_equal(rgb[2], rgb2)  # exact: the same render (same pose, same t)
     np.testing.assert_array_equal(depth[2], depth2)
 
 
@@ -262,7 +264,7 @@ def test_a_second_renderer_neither_disturbs_the_first_nor_renders_after_close(re
     other.close()
     other.close()
     after = renderer.render(scene, np.eye(4), K, 32, 32)
-    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[0], after[0])  # exact: the same render, undisturbed
     np.testing.assert_array_equal(before[1], after[1])
     with pytest.raises(ValueError, match="closed"):
         other.render(scene, np.eye(4), K, 32, 32)

@@ -118,7 +118,7 @@ def test_frames_are_cropped_and_intrinsics_follow(data_dir):
     out = clip.read_frames([0, 3], 32, 32)
     assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8
     expected = np.asarray(Image.fromarray(frames(17)[3]).resize((32, 32), Image.Resampling.LANCZOS, box=(4, 0, 44, 40)))
-    assert np.array_equal(out[1], expected)
+    assert np.array_equal(out[1], expected)  # exact: the same PIL resampling of the same uint8 pixels
     assert clip.prompt() == "a red room"
     with pytest.raises(ClipError, match="outside 0..16"):
         clip.read_frames([17], 32, 32)
@@ -138,7 +138,7 @@ def test_cache_is_reused_across_epochs_and_runs(data_dir, tmp_path):
     assert vae.encode_calls == built, "epochs read the cache, they never re-encode"
     again = SampleSet(clips, make_cache(tmp_path, vae))
     assert vae.encode_calls == built, "a second run over the same cache folder encodes nothing"
-    assert torch.equal(again.sample(1).latents, samples.sample(1).latents)
+    assert torch.equal(again.sample(1).latents, samples.sample(1).latents)  # exact: both read the same cache file
     (data_dir / "good" / "prompt.txt").write_text("a blue room with a longer prompt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -155,6 +155,7 @@ def test_samples_with_context_from_a_procedural_clip(renderer, tmp_path):
     assert sample.start == 4 and len(samples) == 1
     assert sample.latents.shape == (1 + 3, 48, 8, 8) and sample.readout.shape == (4, 48, 8, 8) and sample.visible.shape == (4, 8, 8)
     encoded = torch.cat([vae.encode(frames_to_tensor(frame)) for frame in clip.read_frames([0, 4, 8, 12], 32, 32)])
+    # exact: the same VAE code on the same rendered uint8 frames
     assert torch.equal(sample.latents, encoded), "context frame = RGB frame s-4 alone, target = the chunk's latent frames"
     # the memory is built from frame 0 with exact depth: read out at frame 0's own pose it is frame 0's latent
     assert sample.visible[0].all()

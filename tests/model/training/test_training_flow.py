@@ -18,14 +18,14 @@ def test_shift_matches_the_flow_scheduler():
     unshifted = [1.0, 0.8, 0.5, 0.2, 0.05]
     scheduler.set_timesteps(sigmas=unshifted)  # the scheduler applies its static shift to given sigmas
     assert torch.allclose(shift_sigmas(torch.tensor(unshifted), 5.0), scheduler.sigmas[:-1], atol=1e-6)
-    assert shift_sigmas(torch.tensor([0.0, 1.0])).tolist() == [0.0, 1.0]
+    assert shift_sigmas(torch.tensor([0.0, 1.0])).tolist() == [0.0, 1.0]  # exact: 5*0/(1+4*0), 5*1/(1+4*1) in IEEE
 
 
 def test_noising_equals_scale_noise_and_clean_frames_stay_clean():
     x0 = latents(batch=1)
     noised = add_flow_noise(x0, clean_frames=2, patch_size=PATCH, generator=torch.Generator().manual_seed(1))
     assert noised.noisy.tolist() == [False, False, True, True, True]
-    assert torch.equal(noised.model_input[:, :, :2], x0[:, :, :2]), "context and target frame 0 enter clean"
+    assert torch.equal(noised.model_input[:, :, :2], x0[:, :, :2]), "context and target frame 0 enter clean"  # sigma 0: exact
     assert (noised.sigmas[:, :2] == 0).all() and (noised.sigmas[:, 2:] > 0).all()
     tokens = 2 * 3
     assert noised.timestep.shape == (1, 5 * tokens)
@@ -48,7 +48,7 @@ def test_loss_ignores_clean_frames_and_uses_the_velocity_target():
     x0 = latents()
     noised = add_flow_noise(x0, clean_frames=1, patch_size=PATCH, generator=torch.Generator().manual_seed(2))
     perfect = noised.target.clone()
-    assert flow_loss(perfect, noised).item() == 0.0
+    assert flow_loss(perfect, noised).item() == 0.0  # exact: a copy of the target, differences are exactly 0
     perturbed = perfect.clone()
     perturbed[:, :, 0] += 100.0  # the prediction on frame 0 (clean, t = 0) does not count
     assert flow_loss(perturbed, noised).item() == 0.0
@@ -61,7 +61,7 @@ def test_same_generator_state_same_noise():
     x0 = latents()
     a = add_flow_noise(x0, 1, PATCH, torch.Generator().manual_seed(3))
     b = add_flow_noise(x0, 1, PATCH, torch.Generator().manual_seed(3))
-    assert torch.equal(a.model_input, b.model_input) and torch.equal(a.timestep, b.timestep)
+    assert torch.equal(a.model_input, b.model_input) and torch.equal(a.timestep, b.timestep)  # exact: same draws, same code
     with pytest.raises(ValueError, match="clean_frames"):
         add_flow_noise(x0, 5, PATCH, torch.Generator())
     with pytest.raises(ValueError, match="patch size"):

@@ -33,6 +33,7 @@ def snapshot(module) -> dict[str, torch.Tensor]:
 
 
 def changed(before: dict, module) -> set[str]:
+    """Names of the tensors that differ in any bit from ``before`` (a frozen tensor is never written)."""
     return {k for k, v in module.state_dict().items() if not torch.equal(before[k], v)}
 
 
@@ -113,6 +114,8 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, monkeypatch, stage
     assert read_loss_csv(tmp_path / "crashed" / "loss.csv") == read_loss_csv(tmp_path / "straight" / "loss.csv") == straight.losses
     a, _ = ckpt.read_tensors(tmp_path / "straight" / "checkpoints" / "step-000004" / ckpt.TRAINABLE_FILE)
     b, _ = ckpt.read_tensors(tmp_path / "crashed" / "checkpoints" / "step-000004" / ckpt.TRAINABLE_FILE)
+    # exact: the resumed run restores weights, optimiser and RNG states bit for bit and repeats the same
+    # steps with the same code, on one torch thread (conftest.py)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "crashed" / "loss.png").stat().st_size > 0
     with pytest.raises(ValueError, match="other settings.*lr"):
@@ -126,7 +129,7 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, monkeypatch, stage
     branch = load_memory_weights(tmp_path / "crashed", transformer)
     assert ("memory" in (getattr(transformer, "peft_config", None) or {})) == (stage == "lora")
     trained = {k[len("branch."):]: v for k, v in a.items() if k.startswith("branch.")}
-    assert all(torch.equal(branch.state_dict()[k], v) for k, v in trained.items())
+    assert all(torch.equal(branch.state_dict()[k], v) for k, v in trained.items())  # exact: file copies
 
 
 def test_branch_only_folder_with_a_stray_lora_file_is_refused(zero_branch, tmp_path):
