@@ -19,16 +19,8 @@ from explorer.video_io import Mp4Writer
 from model.atomic import write_json_atomic
 from model.backbone import BackboneConfig, load_backbone
 from model.lora import backbone_config_for_weights, load_memory_weights
-from model.camera import (
-    closed_loop,
-    forward_dolly,
-    invert_pose,
-    orbit,
-    read_camera_path_json,
-    read_re10k,
-    write_re10k,
-    yaw_pan,
-)
+from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
+from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import bundled_scene, photo_inputs
 from model.memory import LatentSpatialMemory
 from model.pipeline import DepthSource, MiragePipeline, PipelineConfig

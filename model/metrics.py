@@ -220,7 +220,7 @@ def mirrored_pairs(w2c, rot_tol_deg: float = 0.1, trans_tol_m: float = 1e-3) -> 
         pose is revisited).
 
     Example:
-        >>> from model.camera import closed_loop, yaw_pan
+        >>> from model.trajectories import closed_loop, yaw_pan
         >>> mirrored_pairs(closed_loop(yaw_pan(3, 30.0))).tolist()
         [[0, 5], [1, 4], [2, 3]]
     """
