@@ -1,8 +1,9 @@
-"""Camera paths: the standard builders.
+"""Camera paths: the standard builders, interpolation between poses and resampling of a path.
 
 Poses are ``[..., 4, 4]`` float64 torch, OpenCV axes (:mod:`model.camera`); the builders return
 world-to-camera poses ``[T, 4, 4]`` whose frame 0 is the start pose, and are written as camera motions
-in the start camera's frame (rotations from :mod:`model.rotations`).
+in the start camera's frame (rotations from :mod:`model.rotations`). Interpolation works on
+camera-to-world poses: the camera centre moves along a line, the rotation along the shortest arc.
 The :class:`model.camera.Trajectory` container (poses, intrinsics, frame rate) stays in
 :mod:`model.camera` beside the camera file formats that read and write it.
 """
@@ -14,7 +15,7 @@ import math
 import torch
 
 from model.camera import invert_pose, rigid, validate_poses
-from model.rotations import rot_x, rot_y
+from model.rotations import interpolate_rotation, rot_x, rot_y
 
 
 def _relative_path(rel_c2w: torch.Tensor, start_w2c: torch.Tensor | None) -> torch.Tensor:
@@ -80,3 +81,42 @@ def closed_loop(w2c: torch.Tensor) -> torch.Tensor:
     if w2c.ndim != 3 or len(w2c) == 0:
         raise ValueError(f"closed_loop: expected a non-empty [T,4,4] path, got shape {list(w2c.shape)}")
     return torch.cat([w2c, w2c.flip(0)], dim=0)
+
+
+def interpolate_c2w(c2w_a: torch.Tensor, c2w_b: torch.Tensor, t) -> torch.Tensor:
+    """Poses a fraction ``t`` of the way between camera-to-world poses.
+
+    The camera centre moves along the line from ``a`` to ``b``, the rotation along the shortest arc
+    (:func:`model.rotations.interpolate_rotation`, the path of quaternion slerp).
+
+    Args:
+        c2w_a, c2w_b: ``[..., 4, 4]`` camera-to-world poses.
+        t: a float or ``[...]`` fractions (0 gives ``c2w_a``, 1 gives ``c2w_b`` up to round-off).
+
+    Returns:
+        ``[..., 4, 4]`` camera-to-world poses.
+    """
+    t = torch.as_tensor(t, dtype=c2w_a.dtype, device=c2w_a.device)
+    rot = interpolate_rotation(c2w_a[..., :3, :3], c2w_b[..., :3, :3], t)
+    return rigid(rot, (1.0 - t)[..., None] * c2w_a[..., :3, 3] + t[..., None] * c2w_b[..., :3, 3])
+
+
+def resample_c2w(c2w: torch.Tensor, knots: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """``n_frames`` poses at uniform parameter values along a piecewise path.
+
+    Args:
+        c2w: ``[K, 4, 4]`` camera-to-world poses, at the non-decreasing parameters ``knots`` ``[K]``.
+        n_frames: poses wanted; the first at ``knots[0]``, the last at ``knots[-1]``.
+
+    Returns:
+        ``[n_frames, 4, 4]`` camera-to-world poses, each :func:`interpolate_c2w` of the two poses
+        around its parameter; ``c2w[0]`` repeated when the path has one pose or no parameter range.
+    """
+    knots = torch.as_tensor(knots, dtype=torch.float64)
+    if len(c2w) == 1 or knots[-1] <= knots[0]:
+        return c2w[0].expand(n_frames, 4, 4).clone()
+    s = torch.linspace(float(knots[0]), float(knots[-1]), n_frames, dtype=torch.float64)
+    i = (torch.searchsorted(knots, s, right=True) - 1).clamp(0, len(knots) - 2)
+    span = knots[i + 1] - knots[i]
+    t = torch.where(span > 0, (s - knots[i]) / span, 0.0)
+    return interpolate_c2w(c2w[i], c2w[i + 1], t)
