@@ -11,7 +11,7 @@ Conventions (every module uses these and nothing else):
 * A grid of another size (the VAE latent grid, ``h = H / 16``) uses intrinsics scaled per axis:
   ``fx, cx`` by ``w / W`` and ``fy, cy`` by ``h / H`` (:func:`scale_intrinsics`).
 * Depth is z-depth (distance along the optical axis) in metres; non-finite or ``<= 0`` is invalid.
-* OpenGL meets OpenCV in one place, :func:`gl_projection`.
+* The OpenGL clip matrix of a camera is derived in one place, :func:`gl_projection`.
 
 Rotations (elementary, yaw/pitch/roll, angles, interpolation) live in :mod:`model.rotations`,
 camera paths (builders, interpolation, resampling) in :mod:`model.trajectories`.
