@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from explorer.evaluate import json_safe  # noqa: E402
 from model.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from model.backbone import BackboneConfig, load_backbone  # noqa: E402
-from model.camera import closed_loop, forward_dolly, intrinsics_from_fov, orbit, yaw_pan  # noqa: E402
+from model.camera import intrinsics_from_fov  # noqa: E402
+from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan  # noqa: E402
 from model.metrics import MAX_PSNR_DB, mean_psnr, reprojection_error, video_metrics  # noqa: E402
 from model.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402

@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.atomic import write_json_atomic  # noqa: E402
-from model.camera import intrinsics_from_fov, orbit, scale_intrinsics, yaw_pan  # noqa: E402
+from model.camera import intrinsics_from_fov, scale_intrinsics  # noqa: E402
+from model.trajectories import orbit, yaw_pan  # noqa: E402
 from model.memory import LatentSpatialMemory, MemoryConfig  # noqa: E402
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
 

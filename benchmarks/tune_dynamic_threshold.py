@@ -35,7 +35,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.atomic import write_json_atomic  # noqa: E402
-from model.camera import forward_dolly, intrinsics_from_fov, look_around, orbit, yaw_pan  # noqa: E402
+from model.camera import intrinsics_from_fov  # noqa: E402
+from model.trajectories import forward_dolly, look_around, orbit, yaw_pan  # noqa: E402
 from model.masks import DEFAULT_DYNAMIC_THRESHOLD, change_score, confident_cells, dynamic_mask  # noqa: E402
 from model.memory import LatentSpatialMemory  # noqa: E402
 from model.patch_vae import PatchVAE  # noqa: E402

@@ -40,11 +40,10 @@ import math
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 
-import numpy as np
 import torch
 
-from explorer.pose_math import rigid, rot_x, rot_y, rot_z, to_c2w_numpy, to_w2c_torch, yaw_pitch_roll
-from model.camera import validate_poses
+from model.camera import invert_pose, rigid, validate_poses
+from model.rotations import rot_x, rot_y, rot_z, yaw_pitch_roll
 
 #: Speed factor while ``fast`` (Shift) is held.
 FAST_FACTOR = 4.0
@@ -53,7 +52,7 @@ SLOW_FACTOR = 0.25
 #: Pitch limit in degrees (looking straight up/down makes yaw meaningless).
 PITCH_LIMIT_DEG = 85.0
 #: World up in the world frame (the first camera's frame, OpenCV axes).
-WORLD_UP = np.array([0.0, -1.0, 0.0])
+WORLD_UP = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
 
 
 class Action(str, Enum):
@@ -165,6 +164,9 @@ def _norm(key: str) -> str:
 class FlyCamera:
     """A camera flown with held keys and mouse deltas.
 
+    Its pose is float64 torch, like every pose from here to the memory: :attr:`w2c` goes as it is
+    into :class:`~explorer.flight.FlightPath` and the generation queue.
+
     Args:
         start_w2c: ``[4, 4]`` start pose (numpy or torch), OpenCV axes.
         speed_mps: base speed in metres per second.
@@ -201,8 +203,8 @@ class FlyCamera:
     def set_pose(self, w2c) -> None:
         """Jump to ``w2c`` ``[4, 4]`` (e.g. the end of a step segment) without changing the start pose."""
         w2c = validate_poses(torch.as_tensor(w2c, dtype=torch.float64), "w2c")
-        c2w = to_c2w_numpy(w2c)
-        self._position = c2w[:3, 3].copy()
+        c2w = invert_pose(w2c)
+        self._position = c2w[:3, 3].clone()
         self._yaw, self._pitch, self._roll = yaw_pitch_roll(c2w[:3, :3])
         self._exact_w2c = w2c.clone()  # returned as is until the camera moves (no round-off at rest)
         self._changed = True
@@ -219,21 +221,20 @@ class FlyCamera:
     def c2w(self) -> torch.Tensor:
         """``[4, 4]`` float64 camera-to-world."""
         if self._exact_w2c is not None:
-            return to_c2w_torch(self._exact_w2c)
-        rot = rot_y(self._yaw) @ rot_x(self._pitch) @ rot_z(self._roll)
-        return torch.from_numpy(rigid(rot, self._position))
+            return invert_pose(self._exact_w2c)
+        return rigid(rot_y(self._yaw) @ rot_x(self._pitch) @ rot_z(self._roll), self._position)
 
     @property
     def w2c(self) -> torch.Tensor:
         """``[4, 4]`` float64 world-to-camera (OpenCV axes), as every model function takes it."""
         if self._exact_w2c is not None:
             return self._exact_w2c.clone()
-        return to_w2c_torch(self.c2w.numpy())
+        return invert_pose(self.c2w)
 
     @property
-    def position(self) -> np.ndarray:
-        """``[3]`` camera centre in world metres."""
-        return self._position.copy()
+    def position(self) -> torch.Tensor:
+        """``[3]`` float64 camera centre in world metres."""
+        return self._position.clone()
 
     @property
     def yaw_deg(self) -> float:
@@ -245,7 +246,7 @@ class FlyCamera:
         """Tilt in degrees (positive = looking up)."""
         return math.degrees(self._pitch)
 
-    def heading_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+    def heading_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(forward, right)`` unit vectors on the ground plane for the current yaw."""
         return ground_vectors(self._yaw)
 
@@ -293,8 +294,8 @@ class FlyCamera:
         self._exact_w2c = None
         self._changed = True
 
-    def velocity(self) -> np.ndarray:
-        """``[3]`` world velocity in metres per second from the held keys."""
+    def velocity(self) -> torch.Tensor:
+        """``[3]`` float64 world velocity in metres per second from the held keys."""
         forward, right = self.heading_vectors()
         held = self._held
         direction = (
@@ -302,9 +303,9 @@ class FlyCamera:
             + (Action.RIGHT in held) * right - (Action.LEFT in held) * right
             + (Action.UP in held) * WORLD_UP - (Action.DOWN in held) * WORLD_UP
         )
-        norm = float(np.linalg.norm(direction))
+        norm = float(direction.norm())
         if norm < 1e-12:
-            return np.zeros(3)
+            return torch.zeros(3, dtype=torch.float64)
         return direction / norm * self.speed_mps * self.speed_factor
 
     def tick(self, dt_s: float) -> bool:
@@ -317,7 +318,7 @@ class FlyCamera:
         if not (math.isfinite(dt_s) and dt_s >= 0):
             raise ValueError(f"dt_s must be a finite, non-negative number of seconds, got {dt_s}")
         displacement = self.velocity() * dt_s
-        moved = bool(np.any(displacement != 0.0))
+        moved = bool((displacement != 0.0).any())
         if moved:
             self._position = self._position + displacement
             self._exact_w2c = None
@@ -325,13 +326,10 @@ class FlyCamera:
         return changed
 
 
-def ground_vectors(yaw_rad: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(forward, right)`` unit vectors on the ground plane (``y = const``) for a heading ``yaw_rad``."""
-    return np.array([math.sin(yaw_rad), 0.0, math.cos(yaw_rad)]), np.array([math.cos(yaw_rad), 0.0, -math.sin(yaw_rad)])
-
-
-def to_c2w_torch(w2c: torch.Tensor) -> torch.Tensor:
-    return torch.from_numpy(to_c2w_numpy(w2c))
+def ground_vectors(yaw_rad: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(forward, right)`` float64 unit vectors ``[3]`` on the ground plane (``y = const``) for heading ``yaw_rad``."""
+    c, s = math.cos(yaw_rad), math.sin(yaw_rad)
+    return torch.tensor([s, 0.0, c], dtype=torch.float64), torch.tensor([c, 0.0, -s], dtype=torch.float64)
 
 
 def _wrap(angle_rad: float) -> float:

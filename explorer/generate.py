@@ -25,16 +25,8 @@ from explorer.video_io import Mp4Writer
 from model.atomic import write_json_atomic
 from model.backbone import BackboneConfig, load_backbone
 from model.lora import backbone_config_for_weights, load_memory_weights
-from model.camera import (
-    closed_loop,
-    forward_dolly,
-    invert_pose,
-    orbit,
-    read_camera_path_json,
-    read_re10k,
-    write_re10k,
-    yaw_pan,
-)
+from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
+from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
 from model.depth import check_model_folder
 from model.memory import LatentSpatialMemory

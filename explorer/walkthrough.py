@@ -16,7 +16,8 @@ import torch
 
 from explorer.video_io import Mp4Writer
 from model.atomic import write_json_atomic
-from model.camera import closed_loop, invert_pose, orbit, write_re10k
+from model.camera import invert_pose, write_re10k
+from model.trajectories import closed_loop, orbit
 from model.frames import frames_to_tensor, tensor_to_frames
 from model.memory import LatentSpatialMemory, MemoryConfig
 from model.patch_vae import PatchVAE

@@ -11,6 +11,10 @@ Conventions (every module uses these and nothing else):
 * A grid of another size (the VAE latent grid, ``h = H / 16``) uses intrinsics scaled per axis:
   ``fx, cx`` by ``w / W`` and ``fy, cy`` by ``h / H`` (:func:`scale_intrinsics`).
 * Depth is z-depth (distance along the optical axis) in metres; non-finite or ``<= 0`` is invalid.
+* The OpenGL clip matrix of a camera is derived in one place, :func:`gl_projection`.
+
+Rotations (elementary, yaw/pitch/roll, angles, interpolation) live in :mod:`model.rotations`,
+camera paths (builders, interpolation, resampling) in :mod:`model.trajectories`.
 
 File formats:
 
@@ -31,6 +35,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model.atomic import write_json_atomic, write_text_atomic
@@ -39,6 +44,8 @@ from model.atomic import write_json_atomic, write_text_atomic
 ROTATION_TOLERANCE = 1e-3
 #: Rotation tolerance for text files, whose matrices are often printed with few digits.
 FILE_ROTATION_TOLERANCE = 1e-2
+#: Default near / far clipping distances of the GL renderers (:func:`gl_projection`), metres.
+NEAR_M, FAR_M = 0.05, 200.0
 
 # OpenCV <-> OpenGL camera axes: flip y and z.
 _CV_FROM_GL = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0], dtype=torch.float64))
@@ -129,6 +136,20 @@ def invert_pose(pose: torch.Tensor) -> torch.Tensor:
     rot_t = rot.transpose(-1, -2)
     out[..., :3, :3] = rot_t
     out[..., :3, 3:] = -rot_t @ trans
+    out[..., 3, 3] = 1.0
+    return out
+
+
+def rigid(rot: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
+    """Rigid transforms ``[..., 4, 4]`` from rotations ``[..., 3, 3]`` and translations ``[..., 3]``.
+
+    The leading dimensions broadcast; the result has ``rot``'s dtype and device. As a ``c2w``,
+    ``trans`` is the camera centre in world metres.
+    """
+    trans = torch.as_tensor(trans, dtype=rot.dtype, device=rot.device)
+    out = rot.new_zeros(*torch.broadcast_shapes(rot.shape[:-2], trans.shape[:-1]), 4, 4)
+    out[..., :3, :3] = rot
+    out[..., :3, 3] = trans
     out[..., 3, 3] = 1.0
     return out
 
@@ -299,7 +320,41 @@ def unproject_depth(depth: torch.Tensor, K: torch.Tensor, c2w: torch.Tensor) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# Trajectories
+# OpenGL
+# --------------------------------------------------------------------------------------------
+
+
+def gl_projection(
+    K: np.ndarray | torch.Tensor, width: int, height: int, near: float = NEAR_M, far: float = FAR_M
+) -> np.ndarray:
+    """OpenGL clip matrix ``[4, 4]`` float64 (numpy, for GL uploads) for OpenCV camera points.
+
+    This is the one place where OpenCV meets OpenGL. For a camera point ``(x, y, z)`` (y down,
+    z forward) the pixel is ``u = fx x / z + cx``, ``v = fy y / z + cy`` with ``v`` counted from the
+    top. GL's window x equals ``u``; GL's window y counts from the bottom, so it is ``height - v``
+    (the renderer flips rows after reading). With ``w_clip = z`` that gives
+    ``x_ndc = 2 u / width - 1``, ``y_ndc = 1 - 2 v / height`` and ``z_ndc`` from -1 at ``near`` to 1 at
+    ``far``. GL rasterises at window positions ``(i + 0.5, j + 0.5)``, i.e. pixel centres
+    ``(u + 0.5, v + 0.5)``, matching this module.
+
+    Args:
+        K: ``[3, 3]`` pixel intrinsics (numpy or torch) of a ``width x height`` image.
+        near, far: clipping distances along the optical axis, metres.
+    """
+    K = np.asarray(K)
+    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
+    return np.array(
+        [
+            [2.0 * fx / width, 0.0, 2.0 * cx / width - 1.0, 0.0],
+            [0.0, -2.0 * fy / height, 1.0 - 2.0 * cy / height, 0.0],
+            [0.0, 0.0, (far + near) / (far - near), -2.0 * far * near / (far - near)],
+            [0.0, 0.0, 1.0, 0.0],
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Trajectory (the container the camera files below read and write; paths: model.trajectories)
 # --------------------------------------------------------------------------------------------
 
 
@@ -347,92 +402,6 @@ class Trajectory:
     def with_poses(self, w2c: torch.Tensor) -> Trajectory:
         """The same camera and frame rate with other poses."""
         return Trajectory(w2c, self.K, self.width, self.height, self.fps)
-
-
-def _relative_path(rel_c2w: torch.Tensor, start_w2c: torch.Tensor | None) -> torch.Tensor:
-    """Turn camera motions expressed in the start camera's frame (``[T,4,4]`` c2w) into world ``w2c``."""
-    start_c2w = torch.eye(4, dtype=torch.float64) if start_w2c is None else invert_pose(
-        validate_poses(torch.as_tensor(start_w2c, dtype=torch.float64), "start_w2c")
-    )
-    return invert_pose(start_c2w @ rel_c2w)
-
-
-def _rot_y(angle_rad: torch.Tensor) -> torch.Tensor:
-    """Rotations ``[T, 3, 3]`` about the camera y axis; positive turns the view to the right."""
-    c, s = torch.cos(angle_rad), torch.sin(angle_rad)
-    zero, one = torch.zeros_like(c), torch.ones_like(c)
-    return torch.stack([torch.stack([c, zero, s], -1), torch.stack([zero, one, zero], -1), torch.stack([-s, zero, c], -1)], -2)
-
-
-def _rot_x(angle_rad: torch.Tensor) -> torch.Tensor:
-    """Rotations ``[T, 3, 3]`` about the camera x axis; positive tilts the view up (y is down)."""
-    c, s = torch.cos(angle_rad), torch.sin(angle_rad)
-    zero, one = torch.zeros_like(c), torch.ones_like(c)
-    return torch.stack([torch.stack([one, zero, zero], -1), torch.stack([zero, c, -s], -1), torch.stack([zero, s, c], -1)], -2)
-
-
-def _rigid(rot: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
-    out = torch.zeros(rot.shape[0], 4, 4, dtype=torch.float64)
-    out[:, :3, :3] = rot
-    out[:, :3, 3] = trans
-    out[:, 3, 3] = 1.0
-    return out
-
-
-def _check_frames(n_frames: int) -> torch.Tensor:
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
-    return torch.linspace(0.0, 1.0, n_frames, dtype=torch.float64) if n_frames > 1 else torch.zeros(1, dtype=torch.float64)
-
-
-def orbit(n_frames: int, radius: float = 2.0, degrees: float = 60.0, start_w2c=None) -> torch.Tensor:
-    """Orbit about a vertical axis through the point ``radius`` metres in front of the start camera.
-
-    The camera keeps looking at that point; positive ``degrees`` moves the camera to the left while
-    it turns right. Returns ``[n_frames, 4, 4]`` w2c; frame 0 is the start pose.
-    """
-    s = _check_frames(n_frames)
-    rot = _rot_y(torch.deg2rad(torch.as_tensor(degrees, dtype=torch.float64)) * s)
-    target = torch.tensor([0.0, 0.0, radius], dtype=torch.float64)
-    trans = target + rot @ torch.tensor([0.0, 0.0, -radius], dtype=torch.float64)
-    return _relative_path(_rigid(rot, trans), start_w2c)
-
-
-def yaw_pan(n_frames: int, degrees: float = 45.0, start_w2c=None) -> torch.Tensor:
-    """Turn in place about the vertical axis (positive: to the right). Returns ``[n_frames, 4, 4]`` w2c."""
-    s = _check_frames(n_frames)
-    rot = _rot_y(torch.deg2rad(torch.as_tensor(degrees, dtype=torch.float64)) * s)
-    return _relative_path(_rigid(rot, torch.zeros(n_frames, 3, dtype=torch.float64)), start_w2c)
-
-
-def forward_dolly(n_frames: int, distance: float = 1.0, start_w2c=None) -> torch.Tensor:
-    """Move straight ahead by ``distance`` metres (negative: back). Returns ``[n_frames, 4, 4]`` w2c."""
-    s = _check_frames(n_frames)
-    trans = torch.zeros(n_frames, 3, dtype=torch.float64)
-    trans[:, 2] = distance * s
-    rot = torch.eye(3, dtype=torch.float64).expand(n_frames, 3, 3)
-    return _relative_path(_rigid(rot, trans), start_w2c)
-
-
-def look_around(n_frames: int, yaw_deg: float = 30.0, pitch_deg: float = 10.0, start_w2c=None) -> torch.Tensor:
-    """Look around from a fixed position: yaw sweeps right, left and back, pitch up and down twice.
-
-    ``yaw(s) = yaw_deg sin(2 pi s)``, ``pitch(s) = pitch_deg sin(4 pi s)`` for ``s`` in [0, 1];
-    the path starts and ends at the start pose. Returns ``[n_frames, 4, 4]`` w2c.
-    """
-    s = _check_frames(n_frames)
-    yaw = torch.deg2rad(torch.as_tensor(yaw_deg, dtype=torch.float64)) * torch.sin(2 * math.pi * s)
-    pitch = torch.deg2rad(torch.as_tensor(pitch_deg, dtype=torch.float64)) * torch.sin(4 * math.pi * s)
-    rot = _rot_y(yaw) @ _rot_x(pitch)
-    return _relative_path(_rigid(rot, torch.zeros(n_frames, 3, dtype=torch.float64)), start_w2c)
-
-
-def closed_loop(w2c: torch.Tensor) -> torch.Tensor:
-    """The path followed by its reverse: ``[2T, 4, 4]``, frame ``i`` equals frame ``2T - 1 - i``."""
-    w2c = torch.as_tensor(w2c)
-    if w2c.ndim != 3 or len(w2c) == 0:
-        raise ValueError(f"closed_loop: expected a non-empty [T,4,4] path, got shape {list(w2c.shape)}")
-    return torch.cat([w2c, w2c.flip(0)], dim=0)
 
 
 # --------------------------------------------------------------------------------------------

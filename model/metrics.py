@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from model.camera import invert_pose, project_points, unproject_depth
+from model.rotations import rotation_angle
 
 #: Peak value of uint8 images, grey levels.
 DATA_RANGE = 255.0
@@ -180,10 +181,9 @@ def _poses(w2c) -> np.ndarray:
     return w2c
 
 
-def rotation_angle_deg(rot: np.ndarray) -> np.ndarray:
-    """Angle of rotations ``[..., 3, 3]`` in degrees, ``acos((trace - 1) / 2)`` (clipped), shape ``[...]``."""
-    cos = (np.trace(rot, axis1=-2, axis2=-1) - 1.0) / 2.0
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+def _angle_deg(rot: np.ndarray) -> np.ndarray:
+    """Angle of rotations ``[..., 3, 3]`` in degrees, shape ``[...]`` (:func:`model.rotations.rotation_angle`)."""
+    return np.degrees(rotation_angle(torch.from_numpy(np.asarray(rot, dtype=np.float64))).numpy())
 
 
 def pose_distances(w2c) -> tuple[np.ndarray, np.ndarray]:
@@ -197,7 +197,7 @@ def pose_distances(w2c) -> tuple[np.ndarray, np.ndarray]:
     rot = w2c[:, :3, :3]
     centres = -np.einsum("nji,nj->ni", rot, w2c[:, :3, 3])  # c = -R^T t
     rel = np.einsum("aij,bkj->abik", rot, rot)  # R_a R_b^T
-    return rotation_angle_deg(rel), np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    return _angle_deg(rel), np.linalg.norm(centres[:, None] - centres[None], axis=-1)
 
 
 def mirrored_pairs(w2c, rot_tol_deg: float = 0.1, trans_tol_m: float = 1e-3) -> np.ndarray:
@@ -220,7 +220,7 @@ def mirrored_pairs(w2c, rot_tol_deg: float = 0.1, trans_tol_m: float = 1e-3) -> 
         pose is revisited).
 
     Example:
-        >>> from model.camera import closed_loop, yaw_pan
+        >>> from model.trajectories import closed_loop, yaw_pan
         >>> mirrored_pairs(closed_loop(yaw_pan(3, 30.0))).tolist()
         [[0, 5], [1, 4], [2, 3]]
     """
@@ -483,7 +483,7 @@ def relative_pose_error(a: np.ndarray, b: np.ndarray, K, w2c_a, w2c_b, min_match
         return result
     inliers, R, t, _ = cv2.recoverPose(E[:3], pts_a, pts_b, K, mask=inlier_mask)  # several solutions: the best first
     result["inliers"] = int(inliers)
-    result["rotation_error_deg"] = float(rotation_angle_deg(R @ rel[:3, :3].T))
+    result["rotation_error_deg"] = float(_angle_deg(R @ rel[:3, :3].T))
     if np.linalg.norm(rel[:3, 3]) < MIN_BASELINE_M:
         result["status"] = "pure rotation"
     else:

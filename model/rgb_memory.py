@@ -25,7 +25,7 @@ Design decisions:
   ``1 .. MAX_SPLAT_PX``): the point's pixel footprint projected into the target view, so a surface
   seen from closer than it was captured stays closed, and a point read at its own view covers
   exactly its own pixel (the readout at the source view reproduces the source image). Projection
-  is :func:`model.scenes.gl_projection`, the project's one OpenCV-to-GL conversion.
+  is :func:`model.camera.gl_projection`, the project's one OpenCV-to-GL conversion.
 * **Readout** (the cost this memory exists to show): rasterise each target frame at FULL image
   resolution, then VAE-encode each rendered frame **as a single image** (``vae.encode`` of a
   1-frame video): the pipeline uses one readout latent frame per target pose (latent frame ``k`` <->
@@ -70,7 +70,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.camera import invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics, validate_poses
+from model.camera import gl_projection, invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics, validate_poses
 from model.frames import frames_to_tensor
 from model.memory import (
     MemoryConfig,
@@ -87,7 +87,6 @@ from model.memory import (
 )
 from model.offscreen_gl import OffscreenGL
 from model.patch_vae import VideoVAE
-from model.scenes import gl_projection
 
 FORMAT_NAME = "mirage-rgb-memory"
 FORMAT_VERSION = 1

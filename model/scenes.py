@@ -9,7 +9,7 @@ World frame: the start camera's frame (OpenCV axes, as everywhere, see :mod:`mod
 :meth:`ProceduralScene.start_w2c` is the identity: the start camera stands at the origin looking
 along +z at the far wall; world up is -y, so the floor is the plane ``y = eye_height`` and the
 ceiling ``y = eye_height - room height``. The room leaves space for the standard camera paths of
-:mod:`model.camera` from the start pose (orbit of radius 2 m up to 75 degrees, yaw pan, look
+:mod:`model.trajectories` from the start pose (orbit of radius 2 m up to 75 degrees, yaw pan, look
 around, forward or backward dolly of 1 m).
 
 Appearance is view-independent so that the same surface point has the same colour in every view:
@@ -35,25 +35,14 @@ import moderngl
 import numpy as np
 import torch
 
-from model.camera import (
-    forward_dolly,
-    intrinsics_from_fov,
-    invert_pose,
-    look_around,
-    orbit,
-    validate_intrinsics,
-    validate_poses,
-    yaw_pan,
-)
+from model.camera import gl_projection, intrinsics_from_fov, invert_pose, validate_intrinsics, validate_poses
 from model.offscreen_gl import OffscreenGL
+from model.trajectories import forward_dolly, look_around, orbit, yaw_pan
 
 #: Vertical field of view of the bundled sample scene, degrees.
 SAMPLE_FOV_Y_DEG = 55.0
 #: Size of the bundled sample scene, pixels (width, height).
 SAMPLE_SIZE = (1280, 704)
-#: Near / far clipping distances of the renderer, metres. Surfaces closer than NEAR_M are cut.
-NEAR_M, FAR_M = 0.05, 200.0
-
 # Unit vector from surfaces towards the light (world axes, up is -y), and the shading weights.
 _LIGHT_DIR = np.array([0.35, -1.0, -0.45]) / np.linalg.norm([0.35, -1.0, -0.45])
 _AMBIENT, _DIFFUSE = 0.55, 0.45
@@ -63,7 +52,7 @@ _PATH_CLEARANCE_M = 0.5
 _CHECKER, _STRIPES, _TILES = 0, 1, 2
 # Floats per vertex: rest position 3, normal 3, colour a 3, colour b 3, pattern 4.
 _VERTEX_FLOATS = 16
-# Half size of the sky box drawn around the camera for open skies, metres (inside FAR_M).
+# Half size of the sky box drawn around the camera for open skies, metres (inside model.camera.FAR_M).
 _SKY_BOX_HALF_M = 100.0
 
 
@@ -540,28 +529,6 @@ void main() {
 """
 
 
-def gl_projection(K: np.ndarray, width: int, height: int, near: float = NEAR_M, far: float = FAR_M) -> np.ndarray:
-    """OpenGL clip matrix ``[4, 4]`` float64 for OpenCV camera points and pixel intrinsics ``K``.
-
-    This is the one place where OpenCV meets OpenGL. For a camera point ``(x, y, z)`` (y down,
-    z forward) the pixel is ``u = fx x / z + cx``, ``v = fy y / z + cy`` with ``v`` counted from the
-    top. GL's window x equals ``u``; GL's window y counts from the bottom, so it is ``height - v``
-    (the renderer flips rows after reading). With ``w_clip = z`` that gives
-    ``x_ndc = 2 u / width - 1``, ``y_ndc = 1 - 2 v / height`` and ``z_ndc`` from -1 at ``near`` to 1 at
-    ``far``. GL rasterises at window positions ``(i + 0.5, j + 0.5)``, i.e. pixel centres
-    ``(u + 0.5, v + 0.5)``, matching :mod:`model.camera`.
-    """
-    fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
-    return np.array(
-        [
-            [2.0 * fx / width, 0.0, 2.0 * cx / width - 1.0, 0.0],
-            [0.0, -2.0 * fy / height, 1.0 - 2.0 * cy / height, 0.0],
-            [0.0, 0.0, (far + near) / (far - near), -2.0 * far * near / (far - near)],
-            [0.0, 0.0, 1.0, 0.0],
-        ]
-    )
-
-
 class SceneRenderer(OffscreenGL):
     """Offscreen renderer owning one moderngl EGL context. Reusable; not thread-safe.
 
@@ -648,7 +615,7 @@ class SceneRenderer(OffscreenGL):
         fbo = self._framebuffer(width, height)
         self._upload(scene)
         fbo.use()
-        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)  # depth attachment 0 = nothing drawn (surfaces have z >= NEAR_M)
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)  # depth attachment 0 = nothing drawn (surfaces have z >= model.camera.NEAR_M)
         self._ctx.enable(moderngl.DEPTH_TEST)
         self._ctx.disable(moderngl.CULL_FACE | moderngl.BLEND)
         self._program["u_w2c"].write(w2c.T.astype(np.float32).tobytes())  # GL matrices are column-major

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.camera import forward_dolly, intrinsics_from_fov, look_around, orbit, read_re10k, yaw_pan
+from model.camera import intrinsics_from_fov, read_re10k
+from model.trajectories import forward_dolly, look_around, orbit, yaw_pan
 from model.image_io import ImageLoadError, center_crop_box, load_image
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
 

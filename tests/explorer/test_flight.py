@@ -8,12 +8,17 @@ import torch
 
 from explorer.fly_camera import Action, FlyCamera
 from explorer.flight import SegmentThreshold, FlightPath, resample_path, step_segment
-from explorer.pose_math import rotation_angle
 from model.camera import invert_pose, look_at
+from model.rotations import rotation_angle
 
 
 def centres(w2c):
     return invert_pose(w2c)[:, :3, 3].numpy()
+
+
+def angle_between(rot_a, rot_b) -> float:
+    """Radians of the rotation from ``rot_a`` to ``rot_b`` (``[3, 3]``, numpy or torch)."""
+    return float(rotation_angle(torch.as_tensor(rot_a).mT @ torch.as_tensor(rot_b)))
 
 
 def fly(path, cam, seconds, dt=0.05, t0=0.0):
@@ -72,7 +77,7 @@ def test_take_segment_exact_endpoints_monotone_and_chained():
     # progress: distance from the start never decreases, then yaw never decreases
     dist = np.linalg.norm(centres(seg) - centres(seg)[0], axis=1)
     assert np.all(np.diff(dist) >= -1e-12)
-    yaws = [math.degrees(rotation_angle(invert_pose(seg[0])[:3, :3].numpy(), invert_pose(p)[:3, :3].numpy())) for p in seg]
+    yaws = [math.degrees(angle_between(invert_pose(seg[0])[:3, :3].numpy(), invert_pose(p)[:3, :3].numpy())) for p in seg]
     assert np.all(np.diff(yaws) >= -1e-9)
     assert np.count_nonzero(np.all(np.isclose(np.diff(centres(seg), axis=0), 0), axis=1) & np.isclose(np.diff(yaws), 0)) == 0, "no frozen frames"
     # chained: the next segment starts exactly where this one ended (copies, exact by construction)
@@ -115,7 +120,7 @@ def test_take_segment_interpolates_between_samples():
     turn.record(1.0, turned)
     seg = turn.take_segment(3)
     mid = invert_pose(seg[1])[:3, :3].numpy()
-    assert math.degrees(rotation_angle(np.eye(3), mid)) == pytest.approx(22.5)
+    assert math.degrees(angle_between(np.eye(3), mid)) == pytest.approx(22.5)
 
 
 def test_take_segment_without_motion_repeats_the_anchor():
@@ -164,7 +169,7 @@ def test_step_segments_exact_endpoints_and_monotone(action):
     yaw0 = math.atan2(c2w0[0, 2], c2w0[2, 2])
     forward = np.array([math.sin(yaw0), 0, math.cos(yaw0)])
     assert np.allclose(c[:, 1], c[0, 1]), "steps stay at the same height"
-    angles = [math.degrees(rotation_angle(c2w0[:3, :3], invert_pose(p)[:3, :3].numpy())) for p in seg]
+    angles = [math.degrees(angle_between(c2w0[:3, :3], invert_pose(p)[:3, :3].numpy())) for p in seg]
     if action.startswith("step"):
         sign = 1 if action == "step_forward" else -1
         assert np.allclose(c[-1] - c[0], sign * 0.5 * forward, atol=1e-12)

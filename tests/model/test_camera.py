@@ -1,20 +1,18 @@
-"""Tests of the camera model, trajectory builders and camera file formats."""
+"""Tests of the camera model (intrinsics, poses, projection, the GL projection) and camera file formats."""
 
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from model.camera import (
     Trajectory,
-    closed_loop,
-    forward_dolly,
+    gl_projection,
     intrinsics_from_fov,
     invert_pose,
-    look_around,
     look_at,
-    orbit,
     pixel_centers,
     project_points,
     read_camera_path_json,
@@ -24,12 +22,8 @@ from model.camera import (
     validate_poses,
     write_camera_path_json,
     write_re10k,
-    yaw_pan,
 )
-
-
-def camera_centres(w2c):
-    return invert_pose(w2c)[:, :3, 3]
+from model.trajectories import look_around, orbit
 
 
 def test_pixel_centres_and_latent_intrinsics_map_cells_onto_pixel_patches():
@@ -63,41 +57,18 @@ def test_look_at_uses_opencv_axes():
         look_at([0, 0, 0], [0, -1, 0])
 
 
-def test_orbit_keeps_its_target_centred_and_distance_constant():
-    path = orbit(9, radius=2.0, degrees=90.0)
-    target = torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.float64)
-    uv, z = project_points(target, path, intrinsics_from_fov(60.0, 64, 64))
-    assert torch.allclose(uv, torch.full_like(uv, 32.0), atol=1e-9)
-    assert torch.allclose(z, torch.full_like(z, 2.0), atol=1e-9)
-    assert torch.allclose(path[0], torch.eye(4, dtype=torch.float64))
-    assert camera_centres(path)[-1, 0] == pytest.approx(-2.0)  # positive degrees move the camera left
-
-
-def test_builders_rotate_and_move_as_documented():
-    pan = yaw_pan(5, 90.0)
-    assert torch.allclose(camera_centres(pan), torch.zeros(5, 3, dtype=torch.float64))
-    assert torch.allclose(invert_pose(pan)[-1, :3, 2], torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), atol=1e-12)  # turned right
-    dolly = forward_dolly(3, 1.5)
-    assert torch.allclose(camera_centres(dolly)[:, 2], torch.tensor([0.0, 0.75, 1.5], dtype=torch.float64))
-    look = look_around(17, yaw_deg=30.0, pitch_deg=10.0)
-    assert torch.allclose(look[0], look[-1], atol=1e-12)
-    forward = invert_pose(look)[:, :3, 2]
-    assert math.degrees(math.atan2(float(forward[4, 0]), float(forward[4, 2]))) == pytest.approx(30.0, abs=1e-6)
-    start = look_at([1.0, 0.0, 0.0], [1.0, 0.0, 5.0])
-    moved = forward_dolly(2, 1.0, start_w2c=start)
-    assert camera_centres(moved)[-1].tolist() == pytest.approx([1.0, 0.0, 1.0])
-    with pytest.raises(ValueError, match="n_frames"):
-        orbit(0)
-
-
-def test_closed_loop_mirrors_the_path():
-    path = orbit(6, 2.0, 45.0)
-    loop = closed_loop(path)
-    assert len(loop) == 12
-    for i in range(12):
-        assert torch.equal(loop[i], loop[11 - i])  # exact: the return half is a flipped copy
-    with pytest.raises(ValueError):
-        closed_loop(torch.zeros(0, 4, 4))
+def test_gl_projection_maps_camera_points_to_pixel_coordinates():
+    K = np.array([[500.0, 0.0, 300.5], [0.0, 450.0, 170.25], [0.0, 0.0, 1.0]])
+    width, height = 640, 352
+    points = np.array([[0.1, -0.2, 1.0], [-1.0, 0.5, 3.0], [0.0, 0.0, 0.05], [2.0, 1.0, 150.0]])
+    clip = np.concatenate([points, np.ones((4, 1))], axis=1) @ gl_projection(K, width, height).T
+    ndc = clip[:, :3] / clip[:, 3:]
+    u_gl = (ndc[:, 0] + 1.0) * width / 2.0
+    v_gl = (1.0 - ndc[:, 1]) * height / 2.0  # rows counted from the top after the flip
+    pixels = points @ K.T
+    np.testing.assert_allclose(u_gl, pixels[:, 0] / pixels[:, 2], atol=1e-9)
+    np.testing.assert_allclose(v_gl, pixels[:, 1] / pixels[:, 2], atol=1e-9)
+    assert np.all((ndc[:, 2] > -1.0 - 1e-9) & (ndc[:, 2] < 1.0))
 
 
 def test_validate_poses_rejects_nan_and_non_rotations():

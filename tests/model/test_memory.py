@@ -6,7 +6,8 @@ import struct
 import pytest
 import torch
 
-from model.camera import closed_loop, intrinsics_from_fov, orbit, project_points, scale_intrinsics, yaw_pan
+from model.camera import intrinsics_from_fov, project_points, scale_intrinsics
+from model.trajectories import closed_loop, orbit, yaw_pan
 from model.memory import (
     CellLabel,
     LatentSpatialMemory,

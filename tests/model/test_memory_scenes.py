@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.camera import closed_loop, intrinsics_from_fov, look_at, orbit
+from model.camera import intrinsics_from_fov, look_at
+from model.trajectories import closed_loop, orbit
 from model.memory import LatentSpatialMemory, MemoryConfig
 from model.scenes import ProceduralScene, SceneConfig
 

@@ -8,7 +8,8 @@ import torch
 
 from explorer.generate import build_trajectory
 from model import metrics
-from model.camera import closed_loop, forward_dolly, intrinsics_from_fov, orbit, yaw_pan
+from model.camera import intrinsics_from_fov
+from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from model.scenes import ProceduralScene, SceneConfig
 
 W, H = 320, 176

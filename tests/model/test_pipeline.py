@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from model.backbone import BackboneConfig, load_backbone
-from model.camera import intrinsics_from_fov, orbit
+from model.camera import intrinsics_from_fov
+from model.trajectories import orbit
 from model.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
 from model.memory_branch import MemoryBranch, MemoryBranchConfig
 from model.memory import LatentSpatialMemory

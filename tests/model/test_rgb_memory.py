@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from model.backbone import BackboneConfig, load_backbone
-from model.camera import intrinsics_from_fov, orbit
+from model.camera import intrinsics_from_fov
+from model.trajectories import orbit
 from model.frames import frames_to_tensor
 from model.memory import LatentSpatialMemory, MemoryConfig
 from model.patch_vae import PatchVAE

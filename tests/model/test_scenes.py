@@ -8,19 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.camera import (
-    forward_dolly,
-    intrinsics_from_fov,
-    invert_pose,
-    look_around,
-    look_at,
-    orbit,
-    project_points,
-    unproject_depth,
-    yaw_pan,
-)
+from model.camera import intrinsics_from_fov, invert_pose, look_at, project_points, unproject_depth
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer, gl_projection
+from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.trajectories import forward_dolly, look_around, orbit, yaw_pan
 
 # Relative z-depth tolerance against analytic geometry. A half-pixel error in the pixel-centre
 # convention changes the depths in these views by more than 1e-3, so this catches it.
@@ -99,20 +90,6 @@ def test_open_sky_is_infinitely_far_and_closed_rooms_have_no_sky(renderer):
     assert np.all(rgb[sky][:, 2] > rgb[sky][:, 0])  # blue sky
     _, closed_depth = renderer.render(empty_room(open_sky=False), w2c, K, 128, 96)
     assert np.isfinite(closed_depth).all()
-
-
-def test_gl_projection_maps_camera_points_to_pixel_coordinates():
-    K = np.array([[500.0, 0.0, 300.5], [0.0, 450.0, 170.25], [0.0, 0.0, 1.0]])
-    width, height = 640, 352
-    points = np.array([[0.1, -0.2, 1.0], [-1.0, 0.5, 3.0], [0.0, 0.0, 0.05], [2.0, 1.0, 150.0]])
-    clip = np.concatenate([points, np.ones((4, 1))], axis=1) @ gl_projection(K, width, height).T
-    ndc = clip[:, :3] / clip[:, 3:]
-    u_gl = (ndc[:, 0] + 1.0) * width / 2.0
-    v_gl = (1.0 - ndc[:, 1]) * height / 2.0  # rows counted from the top after the flip
-    pixels = points @ K.T
-    np.testing.assert_allclose(u_gl, pixels[:, 0] / pixels[:, 2], atol=1e-9)
-    np.testing.assert_allclose(v_gl, pixels[:, 1] / pixels[:, 2], atol=1e-9)
-    assert np.all((ndc[:, 2] > -1.0 - 1e-9) & (ndc[:, 2] < 1.0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from explorer.video_io import Mp4Writer
-from model.camera import orbit, write_re10k
+from model.camera import write_re10k
+from model.trajectories import orbit
 from model.depth import PriorDepth
 from model.frames import frames_to_tensor
 from model.patch_vae import PatchVAE
