@@ -1,12 +1,19 @@
 """Mirage Explorer entry point.
 
 Without a subcommand it opens the explorer (the desktop GUI); subcommands run headless jobs.
+
+Exit status of a headless job: 0 done; 2 a bad input or a file that cannot be written (one line
+``error: <file>: <reason>``); 130 Ctrl-C (SIGINT), 143 SIGTERM: the job stops, removes its
+temporary files and leaves earlier results as they were (one line ``interrupted (SIGINT)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 
 from ui.launch import add_gui_arguments
 
@@ -119,6 +126,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM during a headless job (a ``BaseException``, so that only cleanup code sees it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise_interrupted():
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` in the main thread, so every ``with`` block on
+    the way out removes its temporaries; further signals are ignored while that cleanup runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = (signal.SIGINT, signal.SIGTERM)
+
+    def interrupt(signum, frame):
+        for name in names:
+            signal.signal(name, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    # a signal ignored by whoever started us (a background job's SIGINT, nohup) stays ignored
+    previous = {name: signal.signal(name, interrupt) for name in names if signal.getsignal(name) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(name, handler)
+
+
+def _describe(exc: ValueError | OSError) -> str:
+    """``<file>: <reason>`` for a file error (Python's ``[Errno 28] ...: 'file'`` turned around), else the message."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -127,10 +172,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args)
     try:
-        return args.run(args)
+        with _signals_raise_interrupted():
+            return args.run(args)
     except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_describe(exc)}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"interrupted ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
 
 
 if __name__ == "__main__":
