@@ -10,11 +10,10 @@ temporary files and leaves earlier results as they were (one line ``interrupted 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-import threading
 
+from model.atomic import Interrupted, raise_on_signals
 from ui.launch import add_gui_arguments
 
 
@@ -126,37 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM during a headless job (a ``BaseException``, so that only cleanup code sees it)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _signals_raise_interrupted():
-    """Turn SIGINT and SIGTERM into :class:`Interrupted` in the main thread, so every ``with`` block on
-    the way out removes its temporaries; further signals are ignored while that cleanup runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    names = (signal.SIGINT, signal.SIGTERM)
-
-    def interrupt(signum, frame):
-        for name in names:
-            signal.signal(name, signal.SIG_IGN)
-        raise Interrupted(signum)
-
-    # a signal ignored by whoever started us (a background job's SIGINT, nohup) stays ignored
-    previous = {name: signal.signal(name, interrupt) for name in names if signal.getsignal(name) is not signal.SIG_IGN}
-    try:
-        yield
-    finally:
-        for name, handler in previous.items():
-            signal.signal(name, handler)
-
-
 def _describe(exc: ValueError | OSError) -> str:
     """``<file>: <reason>`` for a file error (Python's ``[Errno 28] ...: 'file'`` turned around), else the message."""
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
@@ -172,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args)
     try:
-        with _signals_raise_interrupted():
+        with raise_on_signals():
             return args.run(args)
     except (ValueError, OSError) as exc:
         print(f"error: {_describe(exc)}", file=sys.stderr)

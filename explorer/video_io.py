@@ -21,7 +21,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
-from model.atomic import OutputError, OutputSet
+from model.atomic import OutputError, OutputSet, signals_held
 
 CRF = 10  # libx264 constant rate factor (what imageio-ffmpeg's quality=8 gave)
 MIN_BYTES_PER_PIXEL = 0.05  # H.264 at CRF 10 stays above this (smooth renders ~0.1, noisy frames ~0.5)
@@ -65,15 +65,19 @@ class Mp4Writer:
         cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
                "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(CRF),
                *params, "-movflags", "+faststart", str(tmp)]
-        try:
-            # its own session: a Ctrl-C in the terminal reaches Python, which stops ffmpeg and removes the file
-            self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        except OSError as exc:
-            self._abort_own()
-            raise OutputError(self.path, f"cannot start ffmpeg: {exc}") from exc
+        self._ffmpeg: subprocess.Popen | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=20)
-        self._log_reader = threading.Thread(target=self._read_log, daemon=True)
-        self._log_reader.start()
+        try:
+            with signals_held():  # a signal must not strike between ffmpeg's start and our handle on it
+                # its own session: a Ctrl-C in the terminal reaches Python, which stops ffmpeg and removes the file
+                self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                self._log_reader = threading.Thread(target=self._read_log, daemon=True)
+                self._log_reader.start()
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise OutputError(self.path, f"cannot start ffmpeg: {exc}") from exc
+            raise
 
     def append(self, frame: np.ndarray) -> None:
         """Add one frame: ``[height, width, 3]`` uint8 RGB."""
@@ -105,14 +109,12 @@ class Mp4Writer:
 
     def abort(self) -> None:
         """Stop ffmpeg and drop the partial file; the final path is left untouched."""
-        if self._ffmpeg.poll() is None:
-            self._ffmpeg.kill()
-        self._ffmpeg.wait()
-        with contextlib.suppress(OSError):
-            self._ffmpeg.stdin.close()
-        self._abort_own()
-
-    def _abort_own(self) -> None:
+        if self._ffmpeg is not None:
+            if self._ffmpeg.poll() is None:
+                self._ffmpeg.kill()
+            self._ffmpeg.wait()
+            with contextlib.suppress(OSError):
+                self._ffmpeg.stdin.close()
         if self._own is not None:
             self._own.abort()
 

@@ -11,6 +11,11 @@ committed is ``.NAME.old-PID-TOKEN[.SUFFIX]``. A process killed with ``kill -9``
 next :meth:`OutputSet.add` of the same output removes the temporaries of processes that no longer run
 (and puts a kept-aside earlier result back if the kill came between its two renames).
 
+Signals: :func:`raise_on_signals` (used by ``main.py`` for headless jobs) turns SIGINT and SIGTERM into
+:class:`Interrupted`, so the ``with`` blocks on the way out remove their temporaries. Where an
+exception would leave a half-done step (between a child process's start and its handle, in the
+middle of a commit's renames) :func:`signals_held` defers it to the end of that step.
+
 :func:`atomic_path`, :func:`atomic_dir`, :func:`write_text_atomic` and :func:`write_json_atomic` are
 one-output sets for the simple cases.
 """
@@ -24,7 +29,9 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +46,60 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()  # read once: setting it to read it is not thread-safe
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised by :func:`raise_on_signals` (a ``BaseException``: only cleanup code sees it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_held = threading.local()  # .depth: nesting of signals_held; .pending: a signal that arrived meanwhile
+
+
+@contextlib.contextmanager
+def raise_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` in the main thread while the block runs.
+
+    After the first signal further ones are ignored, so the cleanup on the way out runs undisturbed.
+    A signal ignored by whoever started the process (a background job's SIGINT, nohup) stays ignored.
+    Outside the main thread (where Python cannot set handlers) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    names = (signal.SIGINT, signal.SIGTERM)
+
+    def interrupt(signum, frame):
+        for name in names:
+            signal.signal(name, signal.SIG_IGN)
+        if getattr(_held, "depth", 0):
+            _held.pending = signum
+        else:
+            raise Interrupted(signum)
+
+    previous = {name: signal.signal(name, interrupt) for name in names if signal.getsignal(name) is not signal.SIG_IGN}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(name, handler)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Defer :class:`Interrupted` from a signal that arrives during the block until it ends."""
+    _held.depth = getattr(_held, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _held.depth -= 1
+        pending = getattr(_held, "pending", None)
+        if _held.depth == 0 and pending is not None:
+            _held.pending = None
+            raise Interrupted(pending)
 
 
 class OutputError(OSError):
@@ -135,8 +196,9 @@ class OutputSet:
         if output.tmp is not None or output.placed:
             raise RuntimeError(f"{final}: reserved twice")
         try:
-            self._make_parents(final.parent)
-            output.tmp = _new_temporary(final, output.folder, final.suffix if suffix is None else suffix)
+            with signals_held():  # what is created is recorded, so that abort() finds it
+                self._make_parents(final.parent)
+                output.tmp = _new_temporary(final, output.folder, final.suffix if suffix is None else suffix)
         except OSError as exc:
             raise OutputError(final, f"cannot create a temporary beside it: {exc.strerror or exc}", exc.errno) from exc
         return output.tmp
@@ -164,10 +226,11 @@ class OutputSet:
             raise RuntimeError(f"outputs declared but never written: {', '.join(missing)}")
         placed: list[_Output] = []
         try:
-            for output in self._outputs.values():
-                tmp = output.tmp
-                placed.append(output)
-                _place(output)
+            with signals_held():  # all renames or none: a signal waits for the last one
+                for output in self._outputs.values():
+                    tmp = output.tmp
+                    placed.append(output)
+                    _place(output)
         except BaseException as exc:
             for earlier in reversed(placed):
                 with contextlib.suppress(OSError):

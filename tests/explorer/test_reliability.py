@@ -8,12 +8,12 @@ like a full disk, or a writer that raises ENOSPC). Signals and ``kill -9`` hit a
 
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ import explorer.generate
 import explorer.walkthrough
 import main
 from explorer.session import SessionRecorder, load_session
-from model.atomic import OutputError, OutputSet, atomic_path
+from model.atomic import Interrupted, OutputError, OutputSet, atomic_path, raise_on_signals, signals_held
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
@@ -166,7 +166,7 @@ def test_save_memory_and_outputs_are_checked_before_the_backbone_loads(tmp_path,
     (out / "run.cameras.txt").mkdir()
     code, error = run(["generate", "--out", str(out / "run.mp4"), *FAST], capsys)
     assert code == 2 and error == f"error: {out / 'run.cameras.txt'}: is a folder; expected a file name"
-    monkeypatch.setattr("shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr("shutil.disk_usage", lambda path: types.SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000))
     code, error = run(["generate", "--out", str(tmp_path / "big.mp4"), *FAST], capsys)
     assert code == 2 and "not enough free space" in error and "big.mp4" in error
     assert loads == [] and sorted(os.listdir(out)) == ["run.cameras.txt"] and not (tmp_path / "sub").exists()
@@ -262,6 +262,18 @@ def start_generate(out: Path) -> subprocess.Popen:
         assert time.monotonic() < deadline, "no temporary appeared"
         time.sleep(0.05)
     return proc
+
+
+def test_a_signal_during_a_held_step_is_raised_when_the_step_ends():
+    steps = []
+    with pytest.raises(Interrupted) as raised, raise_on_signals():
+        with signals_held():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)  # the handler has run by now; it must not raise here
+            steps.append("finished")
+        steps.append("after")
+    assert steps == ["finished"] and raised.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
