@@ -1,13 +1,19 @@
 """Mirage Explorer entry point.
 
 Without a subcommand it opens the explorer (the desktop GUI); subcommands run headless jobs.
+
+Exit status of a headless job: 0 done; 2 a bad input or a file that cannot be written (one line
+``error: <file>: <reason>``); 130 Ctrl-C (SIGINT), 143 SIGTERM: the job stops, removes its
+temporary files and leaves earlier results as they were (one line ``interrupted (SIGINT)``).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
+from model.atomic import Interrupted, raise_on_signals
 from ui.launch import add_gui_arguments
 
 
@@ -119,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _describe(exc: ValueError | OSError) -> str:
+    """``<file>: <reason>`` for a file error (Python's ``[Errno 28] ...: 'file'`` turned around), else the message."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -127,10 +140,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args)
     try:
-        return args.run(args)
+        with raise_on_signals():
+            return args.run(args)
     except (ValueError, OSError) as exc:
-        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"error: {_one_line(_describe(exc))}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"interrupted ({signal.Signals(exc.signum).name})", file=sys.stderr)
+        return 128 + exc.signum
 
 
 def _one_line(message: str) -> str:

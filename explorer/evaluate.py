@@ -12,7 +12,7 @@ A run is one of (:data:`RUN_LAYOUTS`):
   the folder or its ``preview.mp4``.
 
 ``eval`` writes ``OUT.metrics.json`` beside the video (``video.metrics.json`` / ``preview.metrics.json``
-in a session / walkthrough folder), atomically, with :func:`model.metrics.video_metrics`. Runs on
+in a session / walkthrough folder; checked before the run is read, written atomically), with :func:`model.metrics.video_metrics`. Runs on
 the bundled sample scene (``generate`` without ``--image``, a session recorded from it, a
 walkthrough of it) also get exact ground truth: the scene
 is re-rendered at every pose and time (``t = i / fps``), which adds the known-pose reprojection
@@ -51,7 +51,7 @@ import torch
 
 from explorer import session as sessions
 from explorer.video_io import read_mp4_frames
-from model.atomic import atomic_dir, write_json_atomic
+from model.atomic import OutputSet, write_json_atomic
 from model.camera import invert_pose, read_re10k
 from model.metrics import video_metrics
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
@@ -214,10 +214,13 @@ def evaluate_run(run: GeneratedRun, stride: int = 4) -> dict:
 
 def run_eval(path: str | Path, stride: int = 4) -> tuple[dict, Path]:
     """Evaluate a run and write ``OUT.metrics.json`` beside its video; returns the metrics and that path."""
+    out = resolve_run(path)[1].with_suffix(".metrics.json")
+    outputs = OutputSet()
+    outputs.add(out)
     run = load_run(path)
     metrics = evaluate_run(run, stride)
-    out = run.video.with_suffix(".metrics.json")
-    write_json_atomic(out, json_safe(metrics))
+    with outputs:
+        outputs.write(out, lambda tmp: write_json_atomic(tmp, json_safe(metrics)))
     return metrics, out
 
 
@@ -259,17 +262,19 @@ def worldscore_c2w(w2c: torch.Tensor) -> np.ndarray:
 def export_worldscore(path: str | Path, out_dir: str | Path) -> dict:
     """Write a run as ``OUT/frames/000.png ...``, ``OUT/input_image.png`` and ``OUT/camera_data.json``.
 
-    The folder is built under a temporary name and renamed into place. An existing ``OUT`` is only
-    replaced when it looks like an earlier export (it holds ``camera_data.json``); any other
-    non-empty folder is an error.
+    The folder is checked before the run is read (:meth:`model.atomic.OutputSet.add`), built under a
+    temporary name and swapped into place as a whole. An existing ``OUT`` is only replaced when it
+    looks like an earlier export (it holds ``camera_data.json``); any other non-empty folder is an error.
 
     Returns:
         the ``camera_data.json`` contents.
     """
-    run = load_run(path)
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "camera_data.json").is_file())):
         raise ValueError(f"{out_dir}: exists and is not an earlier WorldScore export; choose an empty or new folder")
+    outputs = OutputSet()
+    outputs.add(out_dir, folder=True, size=resolve_run(path)[1].stat().st_size)  # lossless PNGs outweigh the H.264 video
+    run = load_run(path)
     n, height, width = run.frames.shape[:3]
     c2w = worldscore_c2w(run.w2c)
     keys = sorted(set(range(0, n, run.segment_frames - 1) if run.segment_frames else {0}) | {n - 1})
@@ -283,15 +288,20 @@ def export_worldscore(path: str | Path, out_dir: str | Path) -> dict:
         "frames": n,
         "source": str(run.video),
     }
-    with atomic_dir(out_dir) as tmp:
-        (tmp / "frames").mkdir()
-        for i, frame in enumerate(run.frames):
-            _write_png(tmp / "frames" / f"{i:03d}.png", frame)
-        _write_png(tmp / "input_image.png", run.frames[0])
-        write_json_atomic(tmp / "camera_data.json", data)
+    with outputs:
+        outputs.write(out_dir, lambda tmp: _write_export(tmp, run.frames, data), folder=True)
     return data
+
+
+def _write_export(folder: Path, frames: np.ndarray, data: dict) -> None:
+    """Fill the empty folder ``folder`` with the export's frames, input image and ``camera_data.json``."""
+    (folder / "frames").mkdir()
+    for i, frame in enumerate(frames):
+        _write_png(folder / "frames" / f"{i:03d}.png", frame)
+    _write_png(folder / "input_image.png", frames[0])
+    write_json_atomic(folder / "camera_data.json", data)
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
     if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not write PNG")
+        raise OSError(None, "could not write the PNG (disk full or not writable?)", str(path))

@@ -1,8 +1,10 @@
 """Headless generation: ``python main.py generate`` — a photo and a camera path in, a video out.
 
 Writes ``OUT.mp4`` (H.264), ``OUT.json`` (settings, seed, model, trajectory, per-segment timings and
-memory stats) and ``OUT.cameras.txt`` (RealEstate10K), each atomically and only after everything was
-generated, so a bad input or a failure leaves nothing behind.
+memory stats), ``OUT.cameras.txt`` (RealEstate10K) and the ``--save-memory`` file as one
+:class:`model.atomic.OutputSet`: all of them are checked before the models load, written under
+temporary names, and renamed into place together at the end, so a bad input, a full disk, a failure
+or a signal leaves nothing new behind and earlier results untouched.
 
 Every input file (photo, depth file, camera file, saved memory, depth model folder) is read and
 checked by :func:`check_inputs` before the backbone is built, so a bad file is refused in
@@ -21,8 +23,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from explorer.video_io import Mp4Writer
-from model.atomic import write_json_atomic
+from explorer.video_io import Mp4Writer, min_video_bytes
+from model.atomic import OutputSet, write_json_atomic
 from model.backbone import BackboneConfig, load_backbone
 from model.lora import backbone_config_for_weights, load_memory_weights
 from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
@@ -40,6 +42,9 @@ DEFAULT_SIZE = {"wan": (704, 1280), "tiny": (176, 320)}
 # noise, so on tiny they follow it to the end and frames show what the memory holds. Wan refines
 # the last 40 % of the schedule freely to blend the memory's content with what it generates.
 DEFAULT_INPAINT_FRACTION = {"wan": 0.6, "tiny": 1.0}
+# A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
+# one 48-channel fp16 point per 16x16-pixel latent cell.
+MEMORY_BYTES_PER_CELL = 96
 
 
 @dataclass
@@ -174,9 +179,10 @@ def run_generate(args: GenerateArgs) -> dict:
     config = PipelineConfig(steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction, memory_kind=args.memory)
     if args.mode == "branch" and not args.memory_weights:
         raise ValueError("--mode branch needs --memory-weights DIR (a trained memory branch + LoRA); use --mode inpaint with stock weights")
+    n_frames = args.segments * (config.segment_frames - 1) + 1
+    outputs = declare_outputs(args, n_frames, height, width)
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
     backbone_config = BackboneConfig(backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device)
-    n_frames = args.segments * (config.segment_frames - 1) + 1
     checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
     backbone = load_backbone(backbone_config_for_weights(backbone_config, args.memory_weights), status, apply_offload=False)
     multiple = backbone.expected_image_multiple
@@ -186,7 +192,7 @@ def run_generate(args: GenerateArgs) -> dict:
     if args.memory_weights:
         branch = load_memory_weights(args.memory_weights, backbone.transformer).to(backbone.device)
     backbone.apply_offload()
-    with SceneRenderer() as renderer:
+    with outputs, SceneRenderer() as renderer:
         if checked.photo is None:
             inputs = bundled_scene(height, width, renderer)
         else:
@@ -204,20 +210,32 @@ def run_generate(args: GenerateArgs) -> dict:
             finite = depth[torch.isfinite(depth)]
             radius = float(finite.median()) if finite.numel() else 2.0
             w2c = build_trajectory(args.trajectory, n_frames, torch.eye(4, dtype=torch.float64), radius)
-        report = _generate_video(pipe, w2c, inputs.depth_source, out, width, height, args, inputs.k_source)
-    write_re10k(out.with_suffix(".cameras.txt"), w2c, K, width, height, fps=args.fps, url=f"mirage-explorer generate seed={args.seed}")
-    write_json_atomic(out.with_suffix(".json"), report)
-    if args.save_memory:
-        pipe.memory.save(args.save_memory)
+        report = _generate_video(pipe, w2c, inputs.depth_source, outputs, width, height, args, inputs.k_source)
+        outputs.write(out.with_suffix(".cameras.txt"), lambda tmp: write_re10k(tmp, w2c, K, width, height, fps=args.fps, url=f"mirage-explorer generate seed={args.seed}"))
+        outputs.write(out.with_suffix(".json"), lambda tmp: write_json_atomic(tmp, report))
+        if args.save_memory is not None:
+            outputs.write(args.save_memory, pipe.memory.save)
     return report
 
 
-def _generate_video(pipe: MiragePipeline, w2c, depth_source: DepthSource, out: Path, width: int, height: int, args: GenerateArgs, k_source: str) -> dict:
+def declare_outputs(args: GenerateArgs, frames: int, height: int, width: int) -> OutputSet:
+    """Every file the run will write, checked now (folder, clashes, free space; see :meth:`OutputSet.add`)."""
+    out = Path(args.out)
+    outputs = OutputSet()
+    outputs.add(out, size=min_video_bytes(frames, height, width))
+    outputs.add(out.with_suffix(".json"))
+    outputs.add(out.with_suffix(".cameras.txt"))
+    if args.save_memory is not None:
+        outputs.add(args.save_memory, size=(height // 16) * (width // 16) * MEMORY_BYTES_PER_CELL)
+    return outputs
+
+
+def _generate_video(pipe: MiragePipeline, w2c, depth_source: DepthSource, outputs: OutputSet, width: int, height: int, args: GenerateArgs, k_source: str) -> dict:
     segments = []
     total_steps = args.segments * pipe.config.steps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
-        with tqdm(total=total_steps, desc="generating", unit="step", file=sys.stderr) as bar, Mp4Writer(out, width, height, args.fps, metadata={"generator": "mirage-explorer", "seed": args.seed}) as video:
+        with tqdm(total=total_steps, desc="generating", unit="step", file=sys.stderr) as bar, Mp4Writer(args.out, width, height, args.fps, metadata={"generator": "mirage-explorer", "seed": args.seed}, outputs=outputs) as video:
             for segment in pipe.generate(w2c, depth_source, args.segments, on_step=lambda s, i, n: bar.update(1)):
                 for frame in segment.frames if segment.index == 0 else segment.frames[1:]:
                     video.append(frame)

@@ -13,11 +13,14 @@ A session folder holds:
 * ``last_frame.png``: the last generated frame, lossless, so a continued session resumes from the
   exact frame and not from its H.264 copy.
 
-Atomicity: the recorder writes into a hidden staging folder beside the target and swaps it in only
-when :meth:`SessionRecorder.finish` has written everything (:func:`model.atomic.atomic_dir`): a crash
-or an error leaves the previous recording in that folder intact (the folder is replaced as a whole).
-The final video with its comment is made by remuxing (``ffmpeg -c copy``, no re-encoding) with the
-comment read from an ffmetadata file, so long sessions do not hit command-line length limits.
+Crash safety: every recorded segment is committed. The recorder builds the next version of the whole
+folder under a temporary name beside it and swaps it in atomically (:class:`model.atomic.OutputSet`),
+so at any instant the folder is a valid session: the previous recording until the first segment is
+committed, then all segments up to the last committed one. A crash, ``kill -9`` or a failed write
+loses at most the segment in flight; the next recording into that folder removes the temporaries a
+killed recorder left. Each segment is encoded on its own and appended to the committed video by a
+stream copy (``ffmpeg -f concat -c copy``, no re-encoding), with the session JSON as the comment read
+from an ffmetadata file, so long sessions do not hit command-line length limits.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import numpy as np
 import torch
 
 from explorer.video_io import Mp4Writer, read_mp4_frames, read_mp4_metadata
-from model.atomic import atomic_dir
+from model.atomic import OutputError, OutputSet
 from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses, write_camera_path_json, write_re10k
 from model.image_io import load_image, save_png
 
@@ -54,37 +57,35 @@ def _c2w_rows(w2c) -> list[list[float]]:
 
 
 class SessionRecorder:
-    """Records one session into ``folder`` (see the module docstring for the files).
+    """Records one session into ``folder`` (see the module docstring for the files), one committed segment at a time.
 
     Args:
-        folder: the session folder; replaced as a whole by :meth:`finish`.
+        folder: the session folder; replaced as a whole when the first segment is committed.
         fps: frame rate of the video and the camera file.
 
     Example:
         >>> recorder = SessionRecorder("sessions/kitchen")  # doctest: +SKIP
         >>> recorder.start(width=1280, height=704, K=K, start_w2c=np.eye(4), source="photo.jpg")  # doctest: +SKIP
-        >>> for result in segments: recorder.add_segment(result, action="forward")  # doctest: +SKIP
-        >>> recorder.finish(pipe.memory)  # doctest: +SKIP
+        >>> for result in segments: recorder.add_segment(result, action="forward", memory=pipe.memory)  # doctest: +SKIP
+        >>> recorder.finish()  # doctest: +SKIP
     """
 
     def __init__(self, folder: str | os.PathLike, fps: float = 16.0) -> None:
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be positive, got {fps}")
         self.folder, self.fps = Path(folder), float(fps)
-        self._staging_cm = None
-        self._staging: Path | None = None
-        self._video: Mp4Writer | None = None
+        self._recording = False
         self._info: dict = {}
         self._segments: list[dict] = []
         self._poses: list[torch.Tensor] = []
-        self._last_frame: np.ndarray | None = None
 
     @property
     def recording(self) -> bool:
-        return self._staging is not None
+        return self._recording
 
     @property
     def segments(self) -> int:
+        """Segments committed to the folder."""
         return len(self._segments)
 
     def start(
@@ -101,19 +102,20 @@ class SessionRecorder:
         model: dict | str | None = None,
         first_segment: int = 0,
     ) -> None:
-        """Open the staging folder and remember the session's constants.
+        """Check the folder and remember the session's constants; nothing is written yet.
 
         Args:
             source: ``"bundled"`` or the photo's path. first_segment: index of the first segment this
                 recording will hold (> 0 when it continues a replayed session).
+
+        Raises:
+            OutputError: when the folder cannot be written (a file there, an unwritable parent).
         """
         if self.recording:
             raise RuntimeError(f"{self.folder}: already recording")
         K = validate_intrinsics(torch.as_tensor(K, dtype=torch.float64), "K")
         start_w2c = validate_poses(torch.as_tensor(start_w2c, dtype=torch.float64), "start_w2c")
-        self._staging_cm = atomic_dir(self.folder)
-        self._staging = self._staging_cm.__enter__()
-        self._video = Mp4Writer(self._staging / ".video-nometa.mp4", int(width), int(height), self.fps)
+        OutputSet().add(self.folder, folder=True)  # checks the folder, removes what a killed recorder left
         self._info = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -130,82 +132,85 @@ class SessionRecorder:
             "start_c2w": _c2w_rows(start_w2c)[0],
             "first_segment": int(first_segment),
         }
-        self._segments, self._poses, self._last_frame = [], [], None
+        self._segments, self._poses = [], []
+        self._recording = True
 
-    def add_segment(self, result, action: str | None = None) -> None:
-        """Append a :class:`~model.pipeline.SegmentResult`'s frames to the video and remember its poses."""
+    def add_segment(self, result, action: str | None = None, *, memory) -> None:
+        """Commit a :class:`~model.pipeline.SegmentResult` to the folder: its frames appended to the video,
+        its poses to ``session.json`` and ``cameras.txt``, ``memory`` and the last frame saved.
+
+        Args:
+            memory: the pipeline's memory after this segment (anything with ``save(path)`` and ``stats()``).
+
+        Raises:
+            OutputError: when a file cannot be written. The recording ends; the folder keeps the
+                segments committed before this one.
+        """
         if not self.recording:
             raise RuntimeError(f"{self.folder}: not recording (call start first)")
         frames = np.asarray(result.frames)
         w2c = validate_poses(torch.as_tensor(result.w2c, dtype=torch.float64), "segment poses")
         if frames.ndim != 4 or len(frames) != len(w2c):
             raise ValueError(f"segment {result.index}: {len(frames)} frames but {len(w2c)} poses")
-        for frame in frames if not self._segments else frames[1:]:
-            self._video.append(frame)
         action = action if action is not None else getattr(result, "action", "")
-        self._segments.append({
+        segments = [*self._segments, {
             "index": int(result.index),
             "action": action or "",
             "frame_ids": [int(result.frame_ids[0]), int(result.frame_ids[-1])],
             "c2w": _c2w_rows(w2c),
             "timings_s": {k: float(v) for k, v in result.timings.items()},
             "memory": {"points": int(result.memory_points), "bytes": int(result.memory_bytes)},
-        })
-        self._poses.append(w2c)
-        self._last_frame = frames[-1].copy()
+        }]
+        poses = [*self._poses, w2c]
+        try:
+            with OutputSet() as outputs:
+                outputs.write(self.folder, lambda tmp: self._write_folder(tmp, segments, poses, frames, memory), folder=True)
+        except BaseException:
+            self._recording = False
+            raise
+        self._segments, self._poses = segments, poses
 
-    def session_dict(self) -> dict:
-        """The JSON written to ``session.json`` (and the video's comment) as of now."""
-        return {
+    def _write_folder(self, tmp: Path, segments: list[dict], poses: list[torch.Tensor], frames: np.ndarray, memory) -> None:
+        """Write the session with ``segments`` into the empty folder ``tmp``."""
+        stats = memory.stats()
+        data = {
             **self._info,
-            "segments": self._segments,
-            "segments_done": self._info.get("first_segment", 0) + len(self._segments),
-            "frames": 1 + sum(len(p) - 1 for p in self._poses) if self._poses else 0,
+            "segments": segments,
+            "segments_done": self._info["first_segment"] + len(segments),
+            "frames": 1 + sum(len(p) - 1 for p in poses),
             "files": {"video": VIDEO, "cameras": CAMERAS, "memory": MEMORY, "last_frame": LAST_FRAME},
+            "memory": {"points": int(stats.points), "bytes": int(stats.bytes)},
         }
+        part = tmp / ".segment.mp4"
+        with Mp4Writer(part, self._info["width"], self._info["height"], self.fps) as video:
+            for frame in frames if len(segments) == 1 else frames[1:]:  # later segments repeat the last frame
+                video.append(frame)
+        _concat_with_comment([part] if len(segments) == 1 else [self.folder / VIDEO, part], tmp / VIDEO, data)
+        part.unlink()
+        (tmp / SESSION_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        K = torch.tensor(self._info["K"], dtype=torch.float64)
+        write_re10k(tmp / CAMERAS, _all_frames(poses), K, self._info["width"], self._info["height"], fps=self.fps,
+                    url=f"mirage-explorer session seed={self._info['seed']}")
+        memory.save(tmp / MEMORY)
+        save_png(tmp / LAST_FRAME, frames[-1])
 
-    def finish(self, memory) -> Path:
-        """Write every file and swap the staging folder in; returns the session folder.
+    def finish(self) -> Path:
+        """End the recording (every segment is already in the folder); returns the session folder.
 
-        Args:
-            memory: the pipeline's memory after the last recorded segment (anything with ``save(path)``
-                and ``stats()``).
+        Raises:
+            ValueError: when no segment was recorded (the folder is untouched).
         """
         if not self.recording:
             raise RuntimeError(f"{self.folder}: not recording")
+        self._recording = False
         if not self._segments:
-            self.abort()
             raise ValueError(f"{self.folder}: no segments were recorded; nothing saved")
-        staging = self._staging
-        try:
-            stats = memory.stats()
-            data = self.session_dict()
-            data["memory"] = {"points": int(stats.points), "bytes": int(stats.bytes)}
-            self._video.close()
-            self._video = None
-            _remux_with_comment(staging / ".video-nometa.mp4", staging / VIDEO, data)
-            (staging / ".video-nometa.mp4").unlink()
-            (staging / SESSION_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-            K = torch.tensor(self._info["K"], dtype=torch.float64)
-            write_re10k(staging / CAMERAS, _all_frames(self._poses), K, self._info["width"], self._info["height"], fps=self.fps,
-                        url=f"mirage-explorer session seed={self._info['seed']}")
-            memory.save(staging / MEMORY)
-            save_png(staging / LAST_FRAME, self._last_frame)
-        except BaseException as exc:
-            self.abort()
-            raise exc
-        self._staging_cm.__exit__(None, None, None)
-        self._staging = self._staging_cm = None
         return self.folder
 
     def abort(self) -> None:
-        """Drop the staging folder; the session folder keeps its previous content."""
-        if self._video is not None:
-            self._video.abort()
-            self._video = None
-        if self._staging_cm is not None:
-            self._staging_cm.__exit__(RuntimeError, RuntimeError("recording aborted"), None)
-        self._staging = self._staging_cm = None
+        """End the recording without complaint; the folder keeps the segments committed so far (or its
+        previous content when there were none)."""
+        self._recording = False
 
 
 def _all_frames(poses: list[torch.Tensor]) -> torch.Tensor:
@@ -219,17 +224,20 @@ def _ffmetadata_escape(text: str) -> str:
     return text
 
 
-def _remux_with_comment(src: Path, dst: Path, data: dict) -> None:
-    """Copy the streams of ``src`` into ``dst`` with ``data`` as JSON in the MP4 comment (no re-encoding)."""
-    meta = src.with_name(".video-comment.ffmeta")
+def _concat_with_comment(parts: list[Path], dst: Path, data: dict) -> None:
+    """Join MP4s of one encoding into ``dst`` (stream copy, no re-encoding) with ``data`` as JSON in its comment."""
+    listing, meta = dst.with_name(".video-parts.txt"), dst.with_name(".video-comment.ffmeta")
+    listing.write_text("".join("file '" + str(p.resolve()).replace("'", "'\\''") + "'\n" for p in parts), encoding="utf-8")
     meta.write_text(";FFMETADATA1\ncomment=" + _ffmetadata_escape(json.dumps(data, separators=(",", ":"))) + "\n", encoding="utf-8")
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-f", "ffmetadata", "-i", str(meta),
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing), "-f", "ffmetadata", "-i", str(meta),
            "-map", "0", "-map_metadata", "1", "-c", "copy", "-movflags", "+faststart", str(dst)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise RuntimeError(f"{dst}: ffmpeg could not add the session metadata: {done.stderr.strip()}")
+            said = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
+            raise OutputError(dst, f"ffmpeg could not join the video: {said}")
     finally:
+        listing.unlink(missing_ok=True)
         meta.unlink(missing_ok=True)
 
 

@@ -1,20 +1,36 @@
 """MP4 (H.264, yuv420p) writing and reading with the ffmpeg that imageio-ffmpeg ships.
 
-Writers stream frames to a temporary file next to the target and rename it on :meth:`Mp4Writer.close`,
-so an error or a full disk never leaves a half-written video under the final name.
+:class:`Mp4Writer` streams frames to an ffmpeg process that writes a temporary file beside the target
+(:class:`model.atomic.OutputSet`), and checks ffmpeg's exit status when closing: a failed encode (a
+full disk, a killed ffmpeg) is an :class:`~model.atomic.OutputError` naming the video, and never a
+broken file under the final name.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
+import re
 import subprocess
+import threading
+from fractions import Fraction
 from pathlib import Path
 
 import imageio_ffmpeg
 import numpy as np
 
-from model.atomic import atomic_path
+from model.atomic import OutputError, OutputSet, signals_held
+
+CRF = 10  # libx264 constant rate factor (what imageio-ffmpeg's quality=8 gave)
+MIN_BYTES_PER_PIXEL = 0.05  # H.264 at CRF 10 stays above this (smooth renders ~0.1, noisy frames ~0.5)
+
+
+def min_video_bytes(frames: int, height: int, width: int) -> int:
+    """A rough lower bound of the size of an :class:`Mp4Writer` video, for free-space checks that
+    never refuse a video that would fit."""
+    return int(frames * height * width * MIN_BYTES_PER_PIXEL)
 
 
 class Mp4Writer:
@@ -22,52 +38,99 @@ class Mp4Writer:
 
     Args:
         path: final ``.mp4`` path.
-        width, height: frame size in pixels (multiples of 2; multiples of 16 avoid any padding).
+        width, height: frame size in pixels (even; multiples of 16 avoid any padding inside the encoder).
         fps: frames per second.
         metadata: optional JSON-serialisable dict stored in the MP4 ``comment`` tag.
+        outputs: the run's :class:`~model.atomic.OutputSet`; the video is renamed into place with the
+            set's other files when the set commits. Without one the writer makes its own set, and
+            :meth:`close` renames the video into place.
+
+    Raises:
+        OutputError: from :meth:`append` or :meth:`close`, naming ``path``, when ffmpeg fails.
 
     Example:
         >>> with Mp4Writer("out/preview.mp4", 640, 352, 16) as video:  # doctest: +SKIP
         ...     video.append(frame_uint8_hw3)
     """
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, metadata: dict | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, metadata: dict | None = None,
+                 outputs: OutputSet | None = None) -> None:
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(f"{path}: H.264 yuv420p needs even, positive frame sizes, got {width}x{height}")
         self.path, self.width, self.height = Path(path), width, height
-        self._atomic = atomic_path(self.path)
-        self._tmp = self._atomic.__enter__()
-        params = ["-movflags", "+faststart"]
-        if metadata is not None:
-            params = ["-metadata", f"comment={json.dumps(metadata, separators=(',', ':'))}", *params]
-        self._gen = imageio_ffmpeg.write_frames(
-            str(self._tmp), (width, height), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-            macro_block_size=16, quality=8, output_params=params, ffmpeg_log_level="error",
-        )
-        self._gen.send(None)
         self.frames_written = 0
+        self._own = OutputSet() if outputs is None else None
+        tmp = (outputs or self._own).reserve(self.path)
+        params = ["-metadata", f"comment={json.dumps(metadata, separators=(',', ':'))}"] if metadata is not None else []
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
+               "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(CRF),
+               *params, "-movflags", "+faststart", str(tmp)]
+        self._ffmpeg: subprocess.Popen | None = None
+        self._log: collections.deque[str] = collections.deque(maxlen=20)
+        try:
+            with signals_held():  # a signal must not strike between ffmpeg's start and our handle on it
+                # its own session: a Ctrl-C in the terminal reaches Python, which stops ffmpeg and removes the file
+                self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                self._log_reader = threading.Thread(target=self._read_log, daemon=True)
+                self._log_reader.start()
+        except BaseException as exc:
+            self.abort()
+            if isinstance(exc, OSError):
+                raise OutputError(self.path, f"cannot start ffmpeg: {exc}") from exc
+            raise
 
     def append(self, frame: np.ndarray) -> None:
         """Add one frame: ``[height, width, 3]`` uint8 RGB."""
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3):
             raise ValueError(f"{self.path}: expected uint8 frames of shape {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}")
-        self._gen.send(np.ascontiguousarray(frame))
+        try:
+            self._ffmpeg.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except OSError as exc:  # ffmpeg exited (a write error of its own, or killed)
+            raise self._failure() from exc
         self.frames_written += 1
 
     def close(self) -> None:
-        """Finish the file and move it to its final name."""
-        self._gen.close()
+        """Finish the file (and, without an ``outputs`` set, move it to its final name).
+
+        Raises:
+            ValueError: when no frame was written. OutputError: when ffmpeg failed.
+        """
         if self.frames_written == 0:
             self.abort()
             raise ValueError(f"{self.path}: no frames were written")
-        self._atomic.__exit__(None, None, None)
+        with contextlib.suppress(OSError):  # a broken pipe: the exit status below says why
+            self._ffmpeg.stdin.close()
+        if self._ffmpeg.wait() != 0:
+            raise self._failure()
+        self._log_reader.join()
+        if self._own is not None:
+            self._own.commit()
 
     def abort(self) -> None:
-        """Drop the partial file; the final path is left untouched."""
-        self._gen.close()
-        aborted = RuntimeError("video aborted")
-        self._atomic.__exit__(RuntimeError, aborted, None)  # deletes the temporary file, raises nothing
+        """Stop ffmpeg and drop the partial file; the final path is left untouched."""
+        if self._ffmpeg is not None:
+            if self._ffmpeg.poll() is None:
+                self._ffmpeg.kill()
+            self._ffmpeg.wait()
+            with contextlib.suppress(OSError):
+                self._ffmpeg.stdin.close()
+        if self._own is not None:
+            self._own.abort()
+
+    def _failure(self) -> OutputError:
+        """Stop ffmpeg, drop the file, and describe what ffmpeg said."""
+        self.abort()
+        self._log_reader.join(timeout=5)
+        status = self._ffmpeg.returncode
+        said = next((line for line in reversed(self._log) if line), "no message")
+        return OutputError(self.path, f"ffmpeg failed (exit status {status}): {said}")
+
+    def _read_log(self) -> None:
+        """Keep the last lines ffmpeg writes to stderr (read on a thread so that ffmpeg never blocks on it)."""
+        for raw in self._ffmpeg.stderr:
+            self._log.append(re.sub(r"^\[[^\]]*\]\s*", "", raw.decode("utf-8", "replace").strip()))
+        self._ffmpeg.stderr.close()
 
     def __enter__(self) -> Mp4Writer:
         return self

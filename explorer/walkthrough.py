@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from explorer.video_io import Mp4Writer
-from model.atomic import write_json_atomic
+from explorer.video_io import Mp4Writer, min_video_bytes
+from model.atomic import OutputSet, write_json_atomic
 from model.camera import invert_pose, write_re10k
 from model.trajectories import closed_loop, orbit
 from model.frames import frames_to_tensor, tensor_to_frames
@@ -38,12 +38,20 @@ class WalkthroughConfig:
 def run_walkthrough(out_dir: str | Path, config: WalkthroughConfig | None = None) -> dict:
     """Write ``out_dir/preview.mp4``, ``out_dir/session.json`` and ``out_dir/cameras.txt``.
 
+    The three files are one :class:`model.atomic.OutputSet`: checked before the memory is built and
+    renamed into place together, so a failure leaves none of them and earlier ones untouched.
+
     Returns:
         The session dictionary written to ``session.json``.
     """
     config = config or WalkthroughConfig()
     out_dir = Path(out_dir)
     view = load_rgbd_folder(config.scene_dir)
+    n_frames = 2 * config.frames_per_direction  # closed_loop: out and back
+    outputs = OutputSet()
+    outputs.add(out_dir / "preview.mp4", size=min_video_bytes(n_frames, view.height, view.width))
+    outputs.add(out_dir / "session.json")
+    outputs.add(out_dir / "cameras.txt")
     K = torch.from_numpy(view.K)
     w2c0 = torch.from_numpy(view.w2c)
     vae = PatchVAE()
@@ -60,29 +68,30 @@ def run_walkthrough(out_dir: str | Path, config: WalkthroughConfig | None = None
     radius = float(np.median(centre[np.isfinite(centre)])) if np.isfinite(centre).any() else 2.0
     path = closed_loop(orbit(config.frames_per_direction, radius, config.degrees, start_w2c=w2c0))
 
-    visible_fraction, readout_ms = [], []
-    with Mp4Writer(out_dir / "preview.mp4", view.width, view.height, config.fps, metadata={"generator": "mirage-explorer walkthrough"}) as video:
-        for start in range(0, len(path), config.chunk):
-            poses = path[start : start + config.chunk]
-            t = time.perf_counter()
-            readout = memory.readout(poses, K, h, w, image_hw=(view.height, view.width))
-            readout_ms.append(1000 * (time.perf_counter() - t))
-            for latent_frame, visible in zip(readout.latent, readout.visible):
-                video.append(tensor_to_frames(vae.decode(latent_frame[None].float()))[0])
-                visible_fraction.append(float(visible.float().mean()))
+    with outputs:
+        visible_fraction, readout_ms = [], []
+        with Mp4Writer(out_dir / "preview.mp4", view.width, view.height, config.fps, metadata={"generator": "mirage-explorer walkthrough"}, outputs=outputs) as video:
+            for start in range(0, len(path), config.chunk):
+                poses = path[start : start + config.chunk]
+                t = time.perf_counter()
+                readout = memory.readout(poses, K, h, w, image_hw=(view.height, view.width))
+                readout_ms.append(1000 * (time.perf_counter() - t))
+                for latent_frame, visible in zip(readout.latent, readout.visible):
+                    video.append(tensor_to_frames(vae.decode(latent_frame[None].float()))[0])
+                    visible_fraction.append(float(visible.float().mean()))
 
-    write_re10k(out_dir / "cameras.txt", path, K, view.width, view.height, fps=config.fps, url="mirage-explorer walkthrough")
-    stats = memory.stats()
-    session = {
-        "kind": "walkthrough",
-        "settings": asdict(config),
-        "scene": {"dir": config.scene_dir, "width": view.width, "height": view.height, "source": view.source},
-        "memory": {"config": asdict(memory.config), "points": stats.points, "bytes": stats.bytes, "grid": [h, w], "features": "4x4 pixel patches (48 channels)"},
-        "orbit_radius_m": radius,
-        "frames": len(path),
-        "camera_to_world": invert_pose(path).reshape(len(path), 16).tolist(),
-        "visible_fraction": visible_fraction,
-        "timings": {"build_memory_s": build_s, "readout_ms_per_chunk": readout_ms},
-    }
-    write_json_atomic(out_dir / "session.json", session)
+        outputs.write(out_dir / "cameras.txt", lambda tmp: write_re10k(tmp, path, K, view.width, view.height, fps=config.fps, url="mirage-explorer walkthrough"))
+        stats = memory.stats()
+        session = {
+            "kind": "walkthrough",
+            "settings": asdict(config),
+            "scene": {"dir": config.scene_dir, "width": view.width, "height": view.height, "source": view.source},
+            "memory": {"config": asdict(memory.config), "points": stats.points, "bytes": stats.bytes, "grid": [h, w], "features": "4x4 pixel patches (48 channels)"},
+            "orbit_radius_m": radius,
+            "frames": len(path),
+            "camera_to_world": invert_pose(path).reshape(len(path), 16).tolist(),
+            "visible_fraction": visible_fraction,
+            "timings": {"build_memory_s": build_s, "readout_ms_per_chunk": readout_ms},
+        }
+        outputs.write(out_dir / "session.json", lambda tmp: write_json_atomic(tmp, session))
     return session

@@ -517,11 +517,12 @@ class GenerationWorker(_GenerationSignals):
         self._last_pose = result.w2c[-1].clone()
         if self._recorder is not None:
             try:
-                self._recorder.add_segment(result, job.action)
+                self._recorder.add_segment(result, job.action, memory=pipe.memory)
             except Exception as exc:  # noqa: BLE001 - the segment itself is fine; only the recording stops
-                self._recorder.abort()
-                self._recorder = None
-                self.failed.emit("Recording stopped", f"Adding segment {index + 1} to the recording failed: {exc}\n\nThe previous recording in that folder is unchanged.")
+                recorder, self._recorder = self._recorder, None
+                recorder.abort()
+                kept = f"The folder keeps the {recorder.segments} segment(s) recorded before." if recorder.segments else "The folder is unchanged."
+                self.failed.emit("Recording stopped", f"Adding segment {index + 1} to the recording failed: {exc}\n\n{kept}")
         self.segment_ready.emit(result)
         self._emit_snapshot("segment")
         self.status.emit(f"Segment {index + 1} done in {result.timings['total']:.1f} s; memory {result.memory_points} points")
@@ -548,7 +549,7 @@ class GenerationWorker(_GenerationSignals):
         recorder, self._recorder = self._recorder, None
         if recorder is None:
             raise ValueError("not recording")
-        folder = recorder.finish(self._require_pipe().memory)
+        folder = recorder.finish()
         self.recording_saved.emit(str(folder))
         self.status.emit(f"Recording saved to {folder} ({recorder.segments} segments)")
 
@@ -578,15 +579,9 @@ class GenerationWorker(_GenerationSignals):
     def _close(self) -> None:
         self._closing.set()
         try:
-            if self._recorder is not None:  # closing keeps what was recorded (or leaves the old folder as it was)
-                recorder, self._recorder = self._recorder, None
-                try:
-                    if recorder.segments and self._pipe is not None:
-                        recorder.finish(self._pipe.memory)
-                    else:
-                        recorder.abort()
-                except (ValueError, OSError, RuntimeError):
-                    recorder.abort()
+            if self._recorder is not None:  # every recorded segment is already in its folder
+                self._recorder.abort()
+                self._recorder = None
             if self._renderer is not None:
                 self._renderer.close()
         finally:

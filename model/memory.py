@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections import namedtuple
 from dataclasses import asdict, dataclass
 from dataclasses import fields as fields_of
@@ -286,10 +287,18 @@ def zbuffer_project(
 
 def write_memory_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], format_name: str, version: int, config: MemoryConfig, **fields: int) -> None:
     """Write a memory's tensors to a safetensors file (atomically) with its format, version, config
-    and integer ``fields`` in the metadata. Shared by every memory kind."""
+    and integer ``fields`` in the metadata. Shared by every memory kind.
+
+    Raises:
+        OSError: naming ``path`` when the file cannot be written (safetensors' own error turned into one).
+    """
     metadata = {"format": format_name, "version": str(version), "config": json.dumps(asdict(config)), **{k: str(int(v)) for k, v in fields.items()}}
     with atomic_path(path) as tmp:
-        save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, str(tmp), metadata=metadata)
+        try:
+            save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # "... I/O error: No space left on device (os error 28)"
+            code = re.search(r"os error (\d+)", str(exc))
+            raise OSError(int(code.group(1)) if code else None, os.strerror(int(code.group(1))) if code else str(exc), str(path)) from exc
 
 
 def read_memory_file(path: str | os.PathLike, format_name: str, version: int, fields: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], MemoryConfig, dict[str, int]]:

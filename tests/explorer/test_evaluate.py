@@ -133,8 +133,8 @@ def session_from_run(run_dir, folder):
     recorder.start(width=width, height=height, K=run.K, start_w2c=run.w2c[0], source="bundled")
     segment = SimpleNamespace(index=0, frames=run.frames, w2c=run.w2c, frame_ids=[0, len(run.frames) - 1],
                               timings={"total": 1.0}, memory_points=1, memory_bytes=1)
-    recorder.add_segment(segment, action="orbit")
-    return recorder.finish(LatentSpatialMemory.from_points(torch.zeros(1, 3), torch.zeros(1, 48)))
+    recorder.add_segment(segment, action="orbit", memory=LatentSpatialMemory.from_points(torch.zeros(1, 3), torch.zeros(1, 48)))
+    return recorder.finish()
 
 
 def test_eval_and_export_accept_an_explorer_session_folder(run_dir, tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Session recording and replay: round trip, embedded metadata, atomicity, strict validation, resume."""
+"""Session recording and replay: round trip, embedded metadata, per-segment commits, strict validation, resume."""
 
 import json
 import shutil
@@ -41,22 +41,27 @@ def generated(backbone, renderer):
     return pipe, inputs, [first, second]
 
 
+class BrokenMemory:
+    """The pipeline's memory, except that saving it fails like a full disk."""
+
+    def __init__(self, memory):
+        self.memory = memory
+
+    def stats(self):
+        return self.memory.stats()
+
+    def save(self, path):
+        raise OSError(28, "No space left on device", str(path))
+
+
 def record(folder, generated, fail_memory=False):
     pipe, inputs, results = generated
     recorder = SessionRecorder(folder, fps=12.0)
     recorder.start(width=W, height=H, K=inputs.K, start_w2c=torch.eye(4), source="bundled", prompt="a room", seed=2,
                    settings={"pipeline": {"steps": 1}}, model=pipe.describe())
-    recorder.add_segment(results[0])
-    recorder.add_segment(results[1], action="turn_left")
-
-    class Broken:
-        def stats(self):
-            return pipe.memory.stats()
-
-        def save(self, path):
-            raise OSError("disk full")
-
-    return recorder.finish(Broken() if fail_memory else pipe.memory)
+    recorder.add_segment(results[0], memory=pipe.memory)
+    recorder.add_segment(results[1], action="turn_left", memory=BrokenMemory(pipe.memory) if fail_memory else pipe.memory)
+    return recorder.finish()
 
 
 def test_record_then_reopen_gives_the_same_frames_memory_and_poses(tmp_path, generated):
@@ -89,22 +94,30 @@ def test_record_then_reopen_gives_the_same_frames_memory_and_poses(tmp_path, gen
     assert len(traj) == 65 and traj.fps == 12.0 and torch.allclose(traj.w2c, torch.from_numpy(session.all_w2c()), atol=1e-9)
 
 
-def test_a_failed_or_aborted_recording_leaves_the_previous_one_intact(tmp_path, generated):
+def test_a_failed_or_aborted_recording_keeps_what_was_committed(tmp_path, generated):
+    """Each segment is committed: a failed write keeps the segments before it, and nothing is half-written."""
+    pipe, inputs, results = generated
     folder = record(tmp_path / "s", generated)
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    with pytest.raises(OSError, match="disk full"):
-        record(folder, generated, fail_memory=True)
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     recorder = SessionRecorder(folder)
-    recorder.start(width=W, height=H, K=generated[1].K, start_w2c=torch.eye(4), source="bundled")
-    recorder.add_segment(generated[2][0])
+    recorder.start(width=W, height=H, K=inputs.K, start_w2c=torch.eye(4), source="bundled")
+    with pytest.raises(OSError, match=r"s/memory\.safetensors: No space left on device"):
+        recorder.add_segment(results[0], memory=BrokenMemory(pipe.memory))
+    assert not recorder.recording, "a failed segment ends the recording"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "nothing committed: the previous recording is intact"
+    with pytest.raises(OSError, match="No space left"):
+        record(folder, generated, fail_memory=True)
+    session = load_session(folder)
+    assert session.segments_done == 1 and len(session.frames) == 33, "the first segment was committed, the failed second one not"
+    recorder = SessionRecorder(folder)
+    recorder.start(width=W, height=H, K=inputs.K, start_w2c=torch.eye(4), source="bundled")
     recorder.abort()
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
-    assert [p.name for p in tmp_path.iterdir()] == ["s"], "no staging folders left behind"
+    assert load_session(folder).segments_done == 1, "an abort before any segment leaves the folder as it was"
+    assert [p.name for p in tmp_path.iterdir()] == ["s"], "no temporary folders left behind"
     empty = SessionRecorder(tmp_path / "empty")
-    empty.start(width=W, height=H, K=generated[1].K, start_w2c=torch.eye(4), source="bundled")
+    empty.start(width=W, height=H, K=inputs.K, start_w2c=torch.eye(4), source="bundled")
     with pytest.raises(ValueError, match="no segments"):
-        empty.finish(generated[0].memory)
+        empty.finish()
     assert not (tmp_path / "empty").exists()
 
 
