@@ -141,10 +141,6 @@ class Readout:
     depth: torch.Tensor
     index: torch.Tensor
 
-    def __iter__(self):
-        """Unpack as ``latent, visible, depth``."""
-        return iter((self.latent, self.visible, self.depth))
-
 
 # --------------------------------------------------------------------------------------------
 # Pure functions
@@ -413,8 +409,8 @@ class LatentSpatialMemory:
         >>> mem = LatentSpatialMemory()
         >>> K = intrinsics_from_fov(60.0, 64, 32)
         >>> mem.initialize(torch.randn(48, 2, 4), torch.full((32, 64), 3.0), K, torch.eye(4))
-        >>> latent, visible, depth = mem.readout(torch.eye(4)[None], K, 2, 4, image_hw=(32, 64))
-        >>> latent.shape, bool(visible.all())
+        >>> out = mem.readout(torch.eye(4)[None], K, 2, 4, image_hw=(32, 64))
+        >>> out.latent.shape, bool(out.visible.all())
         (torch.Size([1, 48, 2, 4]), True)
     """
 
@@ -689,7 +685,7 @@ class LatentSpatialMemory:
             h, w: target grid size (latent resolution).
 
         Returns:
-            :class:`Readout` (unpacks as ``latent [F,C,h,w]``, ``visible [F,h,w]``, ``depth [F,h,w]``).
+            :class:`Readout`: ``latent [F,C,h,w]``, ``visible [F,h,w]``, ``depth [F,h,w]``, ``index [F,h,w]``.
         """
         w2c = validate_poses(torch.as_tensor(w2c), "w2c").to(self.device)
         if w2c.ndim == 2:

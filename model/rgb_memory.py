@@ -291,8 +291,8 @@ class RGBPointCloudMemory:
         >>> K = intrinsics_from_fov(60.0, 64, 32)
         >>> image = torch.randint(0, 255, (32, 64, 3), dtype=torch.uint8)
         >>> mem.initialize(torch.zeros(48, 8, 16), torch.full((32, 64), 3.0), K, torch.eye(4), image=image)
-        >>> latent, visible, depth = mem.readout(torch.eye(4)[None], K, 8, 16, image_hw=(32, 64))
-        >>> latent.shape, bool(visible.all()), len(mem)
+        >>> out = mem.readout(torch.eye(4)[None], K, 8, 16, image_hw=(32, 64))
+        >>> out.latent.shape, bool(out.visible.all()), len(mem)
         (torch.Size([1, 48, 8, 16]), True, 2048)
     """
 

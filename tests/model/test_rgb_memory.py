@@ -51,9 +51,9 @@ def test_readout_at_the_source_view_reproduces_the_source_image(renderer, scene,
     assert covered.float().mean() > 0.999
     assert torch.equal(views.rgb[0][covered], torch.from_numpy(rgb)[covered]), "each pixel's own point covers exactly that pixel"
     assert torch.allclose(views.depth[0][covered], torch.from_numpy(depth)[covered], rtol=1e-5)
-    latent, visible, _ = memory.readout(torch.eye(4)[None], K, h, w, image_hw=(H, W))
-    assert visible.all()
-    assert torch.equal(latent[0], vae.encode(frames_to_tensor(rgb))[0]), "the readout is the VAE encoding of the rendered source view"
+    readout = memory.readout(torch.eye(4)[None], K, h, w, image_hw=(H, W))
+    assert readout.visible.all()
+    assert torch.equal(readout.latent[0], vae.encode(frames_to_tensor(rgb))[0]), "the readout is the VAE encoding of the rendered source view"
 
 
 def test_z_buffer_shows_the_nearest_surface_from_a_new_view(renderer, scene, K, vae):
