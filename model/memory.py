@@ -35,11 +35,11 @@ Design decisions (see also ``DESIGN.md``):
     points per cell-area after a segment's nine overlapping frames) or coarser (near surfaces:
     neighbouring cells merge, holes at the writer's view); ``benchmarks/memory_ops.py`` measures both.
 
-  With ``voxel_policy="first"`` (default) a known place keeps its first observation: the memory
-  stays anchored to the input photo and the earliest generated view of a place, and a camera that
-  loops back reads exactly what it saw (no drift through repeated rewrites). With ``"newest"`` the
-  newest observation replaces it. Running means are not offered: an average of latent tokens is
-  not a token the VAE produced.
+  In both modes, with ``keep_observation="first"`` (default) a known place keeps its first
+  observation: the memory stays anchored to the input photo and the earliest generated view of a
+  place, and a camera that loops back reads exactly what it saw (no drift through repeated
+  rewrites). With ``"newest"`` the newest observation replaces it. Running means are not offered:
+  an average of latent tokens is not a token the VAE produced.
 * **Display data.** Each point carries a display colour (uint8 RGB, mean of its pixel patch when
   frames are given, grey otherwise) and provenance (segment, frame). They are for viewing only and
   never enter conditioning. The last write's rejected cells are kept with their label.
@@ -72,6 +72,7 @@ _VOXEL_BITS = 21  # per axis; keys cover +-2^20 voxels (+-52 km at 5 cm)
 _VOXEL_HALF = 1 << (_VOXEL_BITS - 1)
 _DEFAULT_COLOR = 128
 _FEATURE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+_RENAMED_CONFIG_KEYS = {"voxel_policy": "keep_observation"}  # MemoryConfig fields renamed since format version 1: old -> new
 
 
 class CellLabel(IntEnum):
@@ -90,7 +91,7 @@ class MemoryConfig:
     dedup: str = "view"  # "view": a cell the memory already shows at that depth is a duplicate; "voxel": one point per voxel
     voxel_size: float = 0.05  # metres; voxel edge of the "voxel" de-duplication
     view_tolerance: float = 0.05  # "view" de-duplication: relative depth difference under which a cell counts as seen
-    voxel_policy: str = "first"  # "first": a seen place keeps its first observation; "newest": the newest replaces it
+    keep_observation: str = "first"  # de-duplication ("view" and "voxel"): a known place keeps its "first" observation or takes the "newest"
     feature_dtype: str = "float16"  # storage dtype of latent features: "float16" or "bfloat16"
     near: float = 0.05  # metres; points closer to the camera than this are never read out
     depth_bin: float = 0.02  # max relative width of the z-buffer's log-spaced depth bins (1/64 used); ties go to the older point
@@ -102,8 +103,8 @@ class MemoryConfig:
             raise ValueError(f"dedup must be 'view' or 'voxel', got {self.dedup!r}")
         if not (self.view_tolerance > 0):
             raise ValueError(f"view_tolerance must be > 0, got {self.view_tolerance}")
-        if self.voxel_policy not in ("first", "newest"):
-            raise ValueError(f"voxel_policy must be 'first' or 'newest', got {self.voxel_policy!r}")
+        if self.keep_observation not in ("first", "newest"):
+            raise ValueError(f"keep_observation must be 'first' or 'newest', got {self.keep_observation!r}")
         if self.feature_dtype not in _FEATURE_DTYPES:
             raise ValueError(f"feature_dtype must be one of {sorted(_FEATURE_DTYPES)}, got {self.feature_dtype!r}")
         if not (self.near > 0):
@@ -309,7 +310,10 @@ def read_memory_file(path: str | os.PathLike, format_name: str, version: int, fi
     if metadata.get("version") != str(version):
         raise ValueError(f"{path}: unsupported {format_name} format version {metadata.get('version')!r} (this build reads {version})")
     try:
-        config_dict = json.loads(metadata["config"])
+        config_dict = dict(json.loads(metadata["config"]))
+        for old, new in _RENAMED_CONFIG_KEYS.items():  # files written before the rename
+            if old in config_dict:
+                config_dict.setdefault(new, config_dict.pop(old))
         config = MemoryConfig(**{f.name: config_dict[f.name] for f in fields_of(MemoryConfig)})
         values = {name: int(metadata[name]) for name in fields}
     except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
@@ -546,7 +550,7 @@ class LatentSpatialMemory:
         """Write ``T`` latent frames back into the memory (one segment).
 
         Only kept cells with valid depth are written; voxels already filled are handled by
-        ``config.voxel_policy``. The write is all-or-nothing: every check happens before the state
+        ``config.keep_observation``. The write is all-or-nothing: every check happens before the state
         changes, so a failing call leaves the memory as it was.
 
         Args:
@@ -596,7 +600,7 @@ class LatentSpatialMemory:
         )
         store = _Points(self.positions, self.features, self.colors, self.segments, self.frames)
         if self.config.dedup == "voxel":
-            store = merge_voxels(store, cells.select(write), keys.view(n_frames, h, w)[write], self.config.voxel_size, self.config.voxel_policy == "newest")
+            store = merge_voxels(store, cells.select(write), keys.view(n_frames, h, w)[write], self.config.voxel_size, self.config.keep_observation == "newest")
         else:
             K_grid = K_cells.to(torch.float32).expand(n_frames, 3, 3)
             for t in range(n_frames):
@@ -669,7 +673,7 @@ class LatentSpatialMemory:
         h, w = write.shape
         index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin)
         known = seen_at_depth(index[0], seen_depth[0], depth, self.config.view_tolerance)
-        return merge_unseen(store, new, write, known, index[0], self.config.voxel_policy == "newest")
+        return merge_unseen(store, new, write, known, index[0], self.config.keep_observation == "newest")
 
     # ---- reading -------------------------------------------------------------------------
 

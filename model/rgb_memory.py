@@ -45,7 +45,7 @@ Design decisions:
   - ``"voxel"``: one point per ``voxel_size`` voxel; the point's splat size is raised to the voxel
     edge so the sparser cloud still renders closed.
 
-  ``voxel_policy`` ``"first"`` keeps a known place's first observation; ``"newest"`` replaces it.
+  ``keep_observation`` ``"first"`` keeps a known place's first observation; ``"newest"`` replaces it.
   ``config.feature_dtype`` does not apply (colours are uint8).
 * **Rejected pixels** are counted (``stats().rejected``), not stored: a per-pixel record would
   dwarf the cloud itself.
@@ -463,7 +463,7 @@ class RGBPointCloudMemory:
         store = self._points()
         if self.config.dedup == "voxel":
             keys, in_range = voxel_keys(points[write], self.config.voxel_size)
-            store = merge_voxels(store, pixels.select(write).select(in_range), keys[in_range], self.config.voxel_size, self.config.voxel_policy == "newest")
+            store = merge_voxels(store, pixels.select(write).select(in_range), keys[in_range], self.config.voxel_size, self.config.keep_observation == "newest")
         else:
             K_frames = K.expand(n_frames, 3, 3)
             for t in range(n_frames):
@@ -528,7 +528,7 @@ class RGBPointCloudMemory:
         seen = self._render(store, w2c[None], K, H, W)
         index, seen_depth = seen.index[0].to(self.device), seen.depth[0].to(self.device)
         known = torch.isfinite(depth) & seen_at_depth(index, seen_depth, depth, self.config.view_tolerance)
-        return merge_unseen(store, new, write, known, index, self.config.voxel_policy == "newest")
+        return merge_unseen(store, new, write, known, index, self.config.keep_observation == "newest")
 
     # ---- reading -------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """Tests of the latent spatial memory on synthetic tensors (scene-based checks: test_memory_scenes.py)."""
 
+import json
 import math
 import struct
 
@@ -222,8 +223,8 @@ def test_view_dedup_writes_only_unseen_cells(K):
 def test_voxel_policies(K, dedup):
     depth = torch.full((1, H, W), 3.0)
     old, new = fp16_latents(1, seed=1), fp16_latents(1, seed=2)
-    keep_first = LatentSpatialMemory(MemoryConfig(dedup=dedup, voxel_policy="first"))
-    newest = LatentSpatialMemory(MemoryConfig(dedup=dedup, voxel_policy="newest"))
+    keep_first = LatentSpatialMemory(MemoryConfig(dedup=dedup, keep_observation="first"))
+    newest = LatentSpatialMemory(MemoryConfig(dedup=dedup, keep_observation="newest"))
     for mem in (keep_first, newest):
         mem.update(old, depth, torch.eye(4)[None], K)
         mem.update(new, depth, torch.eye(4)[None], K)
@@ -353,9 +354,24 @@ def test_load_rejects_malformed_files(tmp_path, K):
         LatentSpatialMemory.load(tmp_path / "missing.safetensors")
 
 
+def test_load_reads_files_written_before_keep_observation_was_renamed(tmp_path, K):
+    mem = LatentSpatialMemory(MemoryConfig(keep_observation="newest"))
+    mem.update(fp16_latents(1), smooth_depth(n=1), torch.eye(4)[None], K)
+    mem.save(tmp_path / "new.safetensors")
+
+    def old_config(metadata):
+        config = json.loads(metadata["config"])
+        config["voxel_policy"] = config.pop("keep_observation")
+        metadata["config"] = json.dumps(config)
+
+    _rewrite(tmp_path / "new.safetensors", tmp_path / "old.safetensors", metadata_fn=old_config)
+    loaded = LatentSpatialMemory.load(tmp_path / "old.safetensors")
+    assert loaded.config == mem.config and torch.equal(loaded.features, mem.features)
+
+
 def test_config_validation():
-    with pytest.raises(ValueError, match="voxel_policy"):
-        MemoryConfig(voxel_policy="mean")
+    with pytest.raises(ValueError, match="keep_observation"):
+        MemoryConfig(keep_observation="mean")
     with pytest.raises(ValueError, match="feature_dtype"):
         MemoryConfig(feature_dtype="float32")
     with pytest.raises(ValueError, match="voxel_size"):
