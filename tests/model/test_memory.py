@@ -294,6 +294,20 @@ def test_bad_input_raises_and_leaves_memory_unchanged(K):
         mem.readout(torch.eye(3), K, h, w)
 
 
+def test_a_write_that_fails_after_its_checks_changes_nothing(K, monkeypatch):
+    """The write check is pure: even the channel count of an empty memory changes only when a write commits."""
+    mem = LatentSpatialMemory()
+    mem.initialize(fp16_latents(1)[0], torch.full((H, W), torch.inf), K, torch.eye(4))  # no valid depth: empty, C channels
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("lifting failed")
+
+    monkeypatch.setattr("model.memory.downsample_depth", fail)
+    with pytest.raises(RuntimeError, match="lifting failed"):
+        mem.update(fp16_latents(1)[:, :16], smooth_depth(n=1), torch.eye(4)[None], K)
+    assert mem.channels == C and mem.features.shape == (0, C) and mem.next_segment == 1
+
+
 def test_save_load_round_trip_is_bit_exact(tmp_path, K):
     for dtype in ("float16", "bfloat16"):
         mem = LatentSpatialMemory(MemoryConfig(feature_dtype=dtype, voxel_size=0.03))
