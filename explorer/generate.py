@@ -30,9 +30,8 @@ from model.camera import (
     yaw_pan,
 )
 from explorer.scene_inputs import bundled_scene, photo_inputs
-from model.memory import LatentSpatialMemory
+from model.memory_kinds import load_memory, make_memory
 from model.pipeline import DepthSource, MiragePipeline, PipelineConfig
-from model.rgb_memory import RGBPointCloudMemory
 from model.scenes import SceneRenderer
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
@@ -123,11 +122,10 @@ def run_generate(args: GenerateArgs) -> dict:
             inputs = photo_inputs(args.image, height, width, backbone.device, depth_path=args.depth, depth_model=args.depth_model,
                                   warn=lambda message: print(f"warning: {message}", file=sys.stderr))
         depth, K = inputs.depth, inputs.K
-        pipe = MiragePipeline(backbone, config, branch)
+        pipe = MiragePipeline(backbone, config, branch, make_memory(args.memory, config.memory, backbone.device, backbone.vae))
         pipe.start(inputs.image, depth, K, prompt=args.prompt)
         if args.load_memory:
-            loaded = RGBPointCloudMemory.load(args.load_memory, vae=backbone.vae) if args.memory == "rgb" else LatentSpatialMemory.load(args.load_memory)
-            pipe.load_memory(loaded)
+            pipe.load_memory(load_memory(args.load_memory, args.memory, backbone.vae))
         finite = depth[torch.isfinite(depth)]
         radius = float(finite.median()) if finite.numel() else 2.0
         n_frames = args.segments * (config.segment_frames - 1) + 1

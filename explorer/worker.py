@@ -64,6 +64,7 @@ from model.backbone import ModelFolderError as BackboneFolderError
 from model.camera import validate_poses
 from model.depth import ModelFolderError as DepthFolderError
 from model.image_io import ImageLoadError
+from model.memory_kinds import load_memory, make_memory, point_stride
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 
 #: Signals the worker emits and the controller re-emits in the GUI thread.
@@ -423,7 +424,8 @@ class GenerationWorker(_GenerationSignals):
         backbone = self._require_backbone()
         self._pipe = None
         self.status.emit("Building the memory from the first frame…")
-        pipe = MiragePipeline(backbone, self._config, self._branch)
+        memory = make_memory(self._config.memory_kind, self._config.memory, backbone.device, backbone.vae)
+        pipe = MiragePipeline(backbone, self._config, self._branch, memory)
         pipe.start(inputs.image, inputs.depth, inputs.K, prompt=self._settings.prompt)
         self._pipe, self._inputs, self._scene_request = pipe, inputs, request
         start = torch.eye(4, dtype=torch.float64)
@@ -457,7 +459,7 @@ class GenerationWorker(_GenerationSignals):
                 inputs = photo_inputs(session.source, height, width, backbone.device, depth_model=self._settings.depth_model,
                                       warn=lambda message: self.status.emit(f"WARNING: {message}"))
         memory = session_memory(session, self._config, backbone)
-        pipe = MiragePipeline(backbone, self._config, self._branch)
+        pipe = MiragePipeline(backbone, self._config, self._branch, memory)
         pipe.resume(session.last_frame, session.K, session.prompt, memory, session.segments_done)
         if inputs is None:  # the photo is gone: depth of new frames from the flat prior
             from explorer.scene_inputs import PRIOR_DEPTH_WARNING
@@ -482,15 +484,7 @@ class GenerationWorker(_GenerationSignals):
 
     def _load_memory(self, path: str) -> None:
         pipe = self._require_pipe()
-        if self._config.memory_kind == "rgb":
-            from model.rgb_memory import RGBPointCloudMemory
-
-            memory = RGBPointCloudMemory.load(path, vae=pipe.backbone.vae)
-        else:
-            from model.memory import LatentSpatialMemory
-
-            memory = LatentSpatialMemory.load(path)
-        pipe.load_memory(memory)
+        pipe.load_memory(load_memory(path, self._config.memory_kind, pipe.backbone.vae))
         self._emit_snapshot("loaded")
         self.status.emit(f"Loaded memory {path}: {pipe.memory.stats().points} points")
 
@@ -571,9 +565,7 @@ class GenerationWorker(_GenerationSignals):
         self.memory_changed.emit(snapshot_memory(pipe.memory, reason, pipe.segments_done, self._poses_by_frame, pipe.K, self._stride()))
 
     def _stride(self) -> int:
-        if self._config is not None and self._config.memory_kind == "rgb":
-            return 1
-        return int(self._backbone.vae.spatial_stride) if self._backbone is not None else 16
+        return point_stride(self._config.memory_kind, self._require_backbone().vae)
 
     def _close(self) -> None:
         self._closing.set()

@@ -10,6 +10,7 @@ from model.backbone import BackboneConfig, load_backbone
 from model.camera import intrinsics_from_fov, orbit
 from model.frames import frames_to_tensor
 from model.memory import LatentSpatialMemory, MemoryConfig
+from model.memory_kinds import make_memory
 from model.patch_vae import PatchVAE
 from model.pipeline import MiragePipeline, PipelineConfig
 from model.rgb_memory import RGBPointCloudMemory
@@ -153,7 +154,10 @@ def test_interface_matches_the_latent_memory():
 def test_pipeline_runs_one_segment_with_the_rgb_memory(renderer, scene, K):
     backbone = load_backbone(BackboneConfig(backend="tiny", device="cpu"))
     rgb, depth = renderer.render(scene, np.eye(4), K, W, H)
-    pipe = MiragePipeline(backbone, PipelineConfig(steps=2, memory_kind="rgb"))
+    config = PipelineConfig(steps=2, memory_kind="rgb")
+    with pytest.raises(ValueError, match="make_memory"):
+        MiragePipeline(backbone, config)  # the pipeline builds only its default, latent memory
+    pipe = MiragePipeline(backbone, config, memory=make_memory("rgb", config.memory, backbone.device, backbone.vae))
     pipe.start(rgb, torch.from_numpy(depth), K, prompt="a room")
     assert isinstance(pipe.memory, RGBPointCloudMemory) and pipe.memory.vae is backbone.vae
     initial = len(pipe.memory)
