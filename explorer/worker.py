@@ -64,6 +64,7 @@ from model.backbone import ModelFolderError as BackboneFolderError
 from model.camera import validate_poses
 from model.depth import ModelFolderError as DepthFolderError
 from model.image_io import ImageLoadError
+from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory, point_stride
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 
@@ -238,18 +239,16 @@ def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
     return "Generation error", f"{doing} failed: {last}"
 
 
-def snapshot_memory(memory, reason: str, segments_done: int, poses_by_frame: dict[int, np.ndarray], K: torch.Tensor | None, stride: int) -> MemorySnapshot:
+def snapshot_memory(memory: SpatialMemory, reason: str, segments_done: int, poses_by_frame: dict[int, np.ndarray], K: torch.Tensor | None, stride: int) -> MemorySnapshot:
     """Numpy copies of any pipeline memory (latent or RGB) for the UI."""
 
-    def host(name: str, empty: np.ndarray) -> np.ndarray:
-        value = getattr(memory, name, None)
-        return empty if value is None else value.detach().cpu().numpy().copy()
+    def host(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy().copy()
 
-    positions = host("positions", np.zeros((0, 3), np.float32))
-    frames = host("frames", np.zeros(len(positions), np.int32))
-    sizes = getattr(memory, "sizes", None)  # the RGB memory stores each point's footprint itself
-    if sizes is not None:
-        footprint = sizes.detach().float().cpu().numpy()
+    positions = host(memory.positions)
+    frames = host(memory.frames)
+    if memory.sizes is not None:  # the RGB memory stores each point's footprint itself
+        footprint = memory.sizes.detach().float().cpu().numpy()
     elif K is not None and len(positions):
         focal = float(0.5 * (K[0, 0] + K[1, 1]))
         footprint = cell_footprints(positions, frames, poses_by_frame, focal, stride)
@@ -258,18 +257,18 @@ def snapshot_memory(memory, reason: str, segments_done: int, poses_by_frame: dic
     stats = memory.stats()
     return MemorySnapshot(
         positions=positions,
-        colors=host("colors", np.full((len(positions), 3), 128, np.uint8)),
-        segments=host("segments", np.zeros(len(positions), np.int32)),
+        colors=host(memory.colors),
+        segments=host(memory.segments),
         frames=frames,
         footprint_m=footprint.astype(np.float32),
-        rejected_positions=host("rejected_positions", np.zeros((0, 3), np.float32)),
-        rejected_labels=host("rejected_labels", np.zeros(0, np.uint8)),
+        rejected_positions=host(memory.rejected_positions),
+        rejected_labels=host(memory.rejected_labels),
         points=stats.points,
         bytes=stats.bytes,
         rejected=stats.rejected,
         reason=reason,
         segments_done=segments_done,
-        features=None if getattr(memory, "features", None) is None else memory.features.detach().float().cpu().numpy().astype(np.float16),
+        features=None if memory.features is None else memory.features.detach().float().cpu().numpy().astype(np.float16),
     )
 
 
