@@ -51,6 +51,7 @@ from model.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from model.backbone import BackboneConfig, load_backbone  # noqa: E402
 from model.camera import intrinsics_from_fov  # noqa: E402
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan  # noqa: E402
+from model.memory_kinds import make_memory  # noqa: E402
 from model.metrics import MAX_PSNR_DB, mean_psnr, reprojection_error, video_metrics  # noqa: E402
 from model.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
@@ -91,7 +92,8 @@ def run_one(backbone, renderer: SceneRenderer, seed: int, trajectory: str, condi
     K = intrinsics_from_fov(FOV_Y_DEG, args.width, args.height)
     w2c = out_and_back(TRAJECTORIES[trajectory](args.segments * 16 + 1))
     kind, fraction = CONDITIONS[condition]
-    pipe = MiragePipeline(backbone, PipelineConfig(steps=args.steps, mode="inpaint", inpaint_fraction=fraction, seed=args.seed, memory_kind=kind))
+    config = PipelineConfig(steps=args.steps, mode="inpaint", inpaint_fraction=fraction, seed=args.seed, memory_kind=kind)
+    pipe = MiragePipeline(backbone, config, memory=make_memory(kind, config.memory, backbone.device, backbone.vae))
     image, depth0 = renderer.render(scene, w2c[0], K, args.width, args.height)
     pipe.start(image, torch.from_numpy(depth0), K, w2c[0])
 

@@ -72,7 +72,8 @@ from model.backbone import (  # noqa: E402
     wan22_vae,
 )
 from model.camera import intrinsics_from_fov  # noqa: E402
-from model.pipeline import MEMORY_KINDS, MiragePipeline, PipelineConfig  # noqa: E402
+from model.memory_kinds import MEMORY_KINDS, make_memory  # noqa: E402
+from model.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
 from model.scenes import SAMPLE_CONFIG, SAMPLE_FOV_Y_DEG, ProceduralScene, SceneRenderer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -180,7 +181,7 @@ def run_kind(kind: str, bench: BenchConfig) -> dict:
             return torch.from_numpy(np.stack([renderer.render(scene, p, K_, W, H)[1] for p in w2c]))
 
         config = PipelineConfig(segment_frames=bench.segment_frames, steps=bench.steps, seed=0, memory_kind=kind)
-        pipe = MiragePipeline(backbone, config)
+        pipe = MiragePipeline(backbone, config, memory=make_memory(kind, config.memory, backbone.device, backbone.vae))
         start = time.perf_counter()
         pipe.start(image, torch.from_numpy(depth), K, eye, prompt=PROMPT)
         start_s = time.perf_counter() - start

@@ -31,9 +31,9 @@ from model.camera import invert_pose, read_camera_path_json, read_re10k, write_r
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
 from model.depth import check_model_folder
-from model.memory import LatentSpatialMemory
+from model.memory_base import SpatialMemory
+from model.memory_kinds import load_memory, make_memory
 from model.pipeline import DepthSource, MiragePipeline, PipelineConfig, check_memory_channels
-from model.rgb_memory import RGBPointCloudMemory
 from model.scenes import SceneRenderer
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
@@ -132,7 +132,7 @@ class CheckedInputs:
 
     photo: PhotoFiles | None
     trajectory: torch.Tensor | None
-    memory: LatentSpatialMemory | RGBPointCloudMemory | None
+    memory: SpatialMemory | None
 
 
 def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, latent_channels: int) -> CheckedInputs:
@@ -159,7 +159,7 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
         trajectory = read_trajectory_file(path, n_frames, _note)
     memory = None
     if args.load_memory:
-        memory = RGBPointCloudMemory.load(args.load_memory) if args.memory == "rgb" else LatentSpatialMemory.load(args.load_memory)
+        memory = load_memory(args.load_memory, args.memory)
         check_memory_channels(memory, latent_channels, args.load_memory)
     return CheckedInputs(photo, trajectory, memory)
 
@@ -198,10 +198,10 @@ def run_generate(args: GenerateArgs) -> dict:
         else:
             inputs = scene_from_photo(checked.photo, backbone.device, depth_model=args.depth_model, warn=_warn)
         depth, K = inputs.depth, inputs.K
-        pipe = MiragePipeline(backbone, config, branch)
+        pipe = MiragePipeline(backbone, config, branch, make_memory(args.memory, config.memory, backbone.device, backbone.vae))
         pipe.start(inputs.image, depth, K, prompt=args.prompt)
         if checked.memory is not None:
-            if isinstance(checked.memory, RGBPointCloudMemory):
+            if checked.memory.kind == "rgb":
                 checked.memory.vae = backbone.vae  # read before the backbone existed; its readouts encode through this VAE
             pipe.load_memory(checked.memory, source=args.load_memory)
         if checked.trajectory is not None:

@@ -408,14 +408,11 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
 
 
 def session_memory(session: RecordedSession, pipeline_config=None, backbone=None):
-    """Load a session's memory (the RGB baseline when the pipeline uses it)."""
-    if pipeline_config is not None and getattr(pipeline_config, "memory_kind", "latent") == "rgb":
-        from model.rgb_memory import RGBPointCloudMemory
+    """Load a session's memory, of the pipeline's memory kind (the latent memory without a pipeline config)."""
+    from model.memory_kinds import load_memory
 
-        return RGBPointCloudMemory.load(session.memory_path, vae=backbone.vae if backbone is not None else None)
-    from model.memory import LatentSpatialMemory
-
-    return LatentSpatialMemory.load(session.memory_path)
+    kind = "latent" if pipeline_config is None else pipeline_config.memory_kind
+    return load_memory(session.memory_path, kind, vae=None if backbone is None else backbone.vae)
 
 
 def read_session_metadata(video: str | os.PathLike) -> dict:

@@ -64,6 +64,8 @@ from model.backbone import ModelFolderError as BackboneFolderError
 from model.camera import validate_poses
 from model.depth import ModelFolderError as DepthFolderError
 from model.image_io import ImageLoadError
+from model.memory_base import SpatialMemory
+from model.memory_kinds import load_memory, make_memory, point_stride
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 
 #: Signals the worker emits and the controller re-emits in the GUI thread.
@@ -237,18 +239,16 @@ def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
     return "Generation error", f"{doing} failed: {last}"
 
 
-def snapshot_memory(memory, reason: str, segments_done: int, poses_by_frame: dict[int, np.ndarray], K: torch.Tensor | None, stride: int) -> MemorySnapshot:
+def snapshot_memory(memory: SpatialMemory, reason: str, segments_done: int, poses_by_frame: dict[int, np.ndarray], K: torch.Tensor | None, stride: int) -> MemorySnapshot:
     """Numpy copies of any pipeline memory (latent or RGB) for the UI."""
 
-    def host(name: str, empty: np.ndarray) -> np.ndarray:
-        value = getattr(memory, name, None)
-        return empty if value is None else value.detach().cpu().numpy().copy()
+    def host(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy().copy()
 
-    positions = host("positions", np.zeros((0, 3), np.float32))
-    frames = host("frames", np.zeros(len(positions), np.int32))
-    sizes = getattr(memory, "sizes", None)  # the RGB memory stores each point's footprint itself
-    if sizes is not None:
-        footprint = sizes.detach().float().cpu().numpy()
+    positions = host(memory.positions)
+    frames = host(memory.frames)
+    if memory.sizes is not None:  # the RGB memory stores each point's footprint itself
+        footprint = memory.sizes.detach().float().cpu().numpy()
     elif K is not None and len(positions):
         focal = float(0.5 * (K[0, 0] + K[1, 1]))
         footprint = cell_footprints(positions, frames, poses_by_frame, focal, stride)
@@ -257,18 +257,18 @@ def snapshot_memory(memory, reason: str, segments_done: int, poses_by_frame: dic
     stats = memory.stats()
     return MemorySnapshot(
         positions=positions,
-        colors=host("colors", np.full((len(positions), 3), 128, np.uint8)),
-        segments=host("segments", np.zeros(len(positions), np.int32)),
+        colors=host(memory.colors),
+        segments=host(memory.segments),
         frames=frames,
         footprint_m=footprint.astype(np.float32),
-        rejected_positions=host("rejected_positions", np.zeros((0, 3), np.float32)),
-        rejected_labels=host("rejected_labels", np.zeros(0, np.uint8)),
+        rejected_positions=host(memory.rejected_positions),
+        rejected_labels=host(memory.rejected_labels),
         points=stats.points,
         bytes=stats.bytes,
         rejected=stats.rejected,
         reason=reason,
         segments_done=segments_done,
-        features=None if getattr(memory, "features", None) is None else memory.features.detach().float().cpu().numpy().astype(np.float16),
+        features=None if memory.features is None else memory.features.detach().float().cpu().numpy().astype(np.float16),
     )
 
 
@@ -423,7 +423,8 @@ class GenerationWorker(_GenerationSignals):
         backbone = self._require_backbone()
         self._pipe = None
         self.status.emit("Building the memory from the first frame…")
-        pipe = MiragePipeline(backbone, self._config, self._branch)
+        memory = make_memory(self._config.memory_kind, self._config.memory, backbone.device, backbone.vae)
+        pipe = MiragePipeline(backbone, self._config, self._branch, memory)
         pipe.start(inputs.image, inputs.depth, inputs.K, prompt=self._settings.prompt)
         self._pipe, self._inputs, self._scene_request = pipe, inputs, request
         start = torch.eye(4, dtype=torch.float64)
@@ -457,7 +458,7 @@ class GenerationWorker(_GenerationSignals):
                 inputs = photo_inputs(session.source, height, width, backbone.device, depth_model=self._settings.depth_model,
                                       warn=lambda message: self.status.emit(f"WARNING: {message}"))
         memory = session_memory(session, self._config, backbone)
-        pipe = MiragePipeline(backbone, self._config, self._branch)
+        pipe = MiragePipeline(backbone, self._config, self._branch, memory)
         pipe.resume(session.last_frame, session.K, session.prompt, memory, session.segments_done)
         if inputs is None:  # the photo is gone: depth of new frames from the flat prior
             from explorer.scene_inputs import PRIOR_DEPTH_WARNING
@@ -482,15 +483,7 @@ class GenerationWorker(_GenerationSignals):
 
     def _load_memory(self, path: str) -> None:
         pipe = self._require_pipe()
-        if self._config.memory_kind == "rgb":
-            from model.rgb_memory import RGBPointCloudMemory
-
-            memory = RGBPointCloudMemory.load(path, vae=pipe.backbone.vae)
-        else:
-            from model.memory import LatentSpatialMemory
-
-            memory = LatentSpatialMemory.load(path)
-        pipe.load_memory(memory, source=path)
+        pipe.load_memory(load_memory(path, self._config.memory_kind, pipe.backbone.vae), source=path)
         self._emit_snapshot("loaded")
         self.status.emit(f"Loaded memory {path}: {pipe.memory.stats().points} points")
 
@@ -572,9 +565,7 @@ class GenerationWorker(_GenerationSignals):
         self.memory_changed.emit(snapshot_memory(pipe.memory, reason, pipe.segments_done, self._poses_by_frame, pipe.K, self._stride()))
 
     def _stride(self) -> int:
-        if self._config is not None and self._config.memory_kind == "rgb":
-            return 1
-        return int(self._backbone.vae.spatial_stride) if self._backbone is not None else 16
+        return point_stride(self._config.memory_kind, self._require_backbone().vae)
 
     def _close(self) -> None:
         self._closing.set()

@@ -5,8 +5,9 @@ cell's latent feature vector (fp16 or bf16). It is read out by a hard z-buffer a
 (no rasteriser, no VAE) and written back after every segment with moving objects and sky removed.
 
 Layout, following gsplat: pure functions (:func:`downsample_depth`, :func:`zbuffer_project`,
-:func:`voxel_keys`) under one small stateful object (:class:`LatentSpatialMemory`), which validates
-everything at its API boundary.
+:func:`voxel_keys`, :func:`deduplicate`) under one small stateful object (:class:`LatentSpatialMemory`).
+It implements only lifting a write to cells and the readout; validation at the API boundary, state,
+copies and files are shared with the RGB baseline (:class:`model.memory_base.PointMemory`).
 
 Design decisions (see also ``DESIGN.md``):
 
@@ -35,11 +36,11 @@ Design decisions (see also ``DESIGN.md``):
     points per cell-area after a segment's nine overlapping frames) or coarser (near surfaces:
     neighbouring cells merge, holes at the writer's view); ``benchmarks/memory_ops.py`` measures both.
 
-  With ``voxel_policy="first"`` (default) a known place keeps its first observation: the memory
-  stays anchored to the input photo and the earliest generated view of a place, and a camera that
-  loops back reads exactly what it saw (no drift through repeated rewrites). With ``"newest"`` the
-  newest observation replaces it. Running means are not offered: an average of latent tokens is
-  not a token the VAE produced.
+  In both modes, with ``keep_observation="first"`` (default) a known place keeps its first
+  observation: the memory stays anchored to the input photo and the earliest generated view of a
+  place, and a camera that loops back reads exactly what it saw (no drift through repeated
+  rewrites). With ``"newest"`` the newest observation replaces it. Running means are not offered:
+  an average of latent tokens is not a token the VAE produced.
 * **Display data.** Each point carries a display colour (uint8 RGB, mean of its pixel patch when
   frames are given, grey otherwise) and provenance (segment, frame). They are for viewing only and
   never enter conditioning. The last write's rejected cells are kept with their label.
@@ -47,104 +48,31 @@ Design decisions (see also ``DESIGN.md``):
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
 from collections import namedtuple
-from dataclasses import asdict, dataclass
-from dataclasses import fields as fields_of
-from enum import IntEnum
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
-from model.atomic import atomic_path
-from model.camera import invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics, validate_poses
-
-FORMAT_NAME = "mirage-latent-memory"
-FORMAT_VERSION = 1
+from model.camera import invert_pose, scale_intrinsics, unproject_depth
+from model.memory_base import (  # noqa: F401 - MemoryStats stays importable from here with the other public names
+    FEATURE_DTYPES,
+    CellLabel,
+    Layout,
+    MemoryConfig,
+    MemoryStats,
+    PointMemory,
+    Readout,
+    WriteBatch,
+    check_cameras,
+)
 
 _INT64_MAX = torch.iinfo(torch.int64).max
 _VOXEL_BITS = 21  # per axis; keys cover +-2^20 voxels (+-52 km at 5 cm)
 _VOXEL_HALF = 1 << (_VOXEL_BITS - 1)
 _DEFAULT_COLOR = 128
-_FEATURE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class CellLabel(IntEnum):
-    """Why a latent cell was (not) written to the memory."""
-
-    STATIC = 0  # written
-    DYNAMIC = 1  # a moving object (or excluded by the user)
-    SKY = 2  # sky or too far away
-    INVALID = 3  # no valid depth
-
-
-@dataclass
-class MemoryConfig:
-    """Settings of a :class:`LatentSpatialMemory`."""
-
-    dedup: str = "view"  # "view": a cell the memory already shows at that depth is a duplicate; "voxel": one point per voxel
-    voxel_size: float = 0.05  # metres; voxel edge of the "voxel" de-duplication
-    view_tolerance: float = 0.05  # "view" de-duplication: relative depth difference under which a cell counts as seen
-    voxel_policy: str = "first"  # "first": a seen place keeps its first observation; "newest": the newest replaces it
-    feature_dtype: str = "float16"  # storage dtype of latent features: "float16" or "bfloat16"
-    near: float = 0.05  # metres; points closer to the camera than this are never read out
-    depth_bin: float = 0.02  # max relative width of the z-buffer's log-spaced depth bins (1/64 used); ties go to the older point
-
-    def __post_init__(self) -> None:
-        if not (self.voxel_size > 0):
-            raise ValueError(f"voxel_size must be > 0 metres, got {self.voxel_size}")
-        if self.dedup not in ("view", "voxel"):
-            raise ValueError(f"dedup must be 'view' or 'voxel', got {self.dedup!r}")
-        if not (self.view_tolerance > 0):
-            raise ValueError(f"view_tolerance must be > 0, got {self.view_tolerance}")
-        if self.voxel_policy not in ("first", "newest"):
-            raise ValueError(f"voxel_policy must be 'first' or 'newest', got {self.voxel_policy!r}")
-        if self.feature_dtype not in _FEATURE_DTYPES:
-            raise ValueError(f"feature_dtype must be one of {sorted(_FEATURE_DTYPES)}, got {self.feature_dtype!r}")
-        if not (self.near > 0):
-            raise ValueError(f"near must be > 0 metres, got {self.near}")
-        if not (0 < self.depth_bin < 1):
-            raise ValueError(f"depth_bin must be in (0, 1), got {self.depth_bin}")
-
-
-@dataclass
-class MemoryStats:
-    """Size of the memory: ``points`` stored, ``bytes`` of all per-point tensors, ``rejected`` cells of the last write."""
-
-    points: int
-    bytes: int
-    rejected: int
-
-    @property
-    def mib(self) -> float:
-        return self.bytes / 2**20
-
-
-@dataclass
-class Readout:
-    """What the memory shows at ``F`` target cameras on an ``h x w`` grid.
-
-    Attributes:
-        latent: ``[F, C, h, w]`` features of the nearest point per cell, zero where nothing is visible.
-        visible: ``[F, h, w]`` bool, True where some point landed in the cell.
-        depth: ``[F, h, w]`` float32 z-depth of that point in metres, 0 where not visible.
-        index: ``[F, h, w]`` int64 index of that point in the memory, -1 where not visible.
-    """
-
-    latent: torch.Tensor
-    visible: torch.Tensor
-    depth: torch.Tensor
-    index: torch.Tensor
-
-    def __iter__(self):
-        """Unpack as ``latent, visible, depth``."""
-        return iter((self.latent, self.visible, self.depth))
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,13 +122,6 @@ def fills_gap(mask: torch.Tensor) -> torch.Tensor:
     horizontal = padded[1:-1, :-2] & padded[1:-1, 2:]
     vertical = padded[:-2, 1:-1] & padded[2:, 1:-1]
     return horizontal | vertical
-
-
-def cell_mask(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Sample a boolean mask ``[T, H, W]`` (or already ``[T, h, w]``) at the centres of an ``h x w`` grid (nearest)."""
-    if mask.shape[-2:] == (h, w):
-        return mask.to(torch.bool)
-    return F.interpolate(mask[:, None].to(torch.float32), size=(h, w), mode="nearest")[:, 0] > 0.5
 
 
 def patch_colors(frames: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -283,55 +204,6 @@ def zbuffer_project(
     depth = (points[safe] * rot_z[:, None, :]).sum(-1) + w2c[:, 2, 3].to(device, torch.float32)[:, None]
     depth = torch.where(empty.view(n_frames, -1), 0.0, depth).view(n_frames, h, w)
     return index, depth
-
-
-def write_memory_file(path: str | os.PathLike, tensors: dict[str, torch.Tensor], format_name: str, version: int, config: MemoryConfig, **fields: int) -> None:
-    """Write a memory's tensors to a safetensors file (atomically) with its format, version, config
-    and integer ``fields`` in the metadata. Shared by every memory kind.
-
-    Raises:
-        OSError: naming ``path`` when the file cannot be written (safetensors' own error turned into one).
-    """
-    metadata = {"format": format_name, "version": str(version), "config": json.dumps(asdict(config)), **{k: str(int(v)) for k, v in fields.items()}}
-    with atomic_path(path) as tmp:
-        try:
-            save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, str(tmp), metadata=metadata)
-        except SafetensorError as exc:  # "... I/O error: No space left on device (os error 28)"
-            code = re.search(r"os error (\d+)", str(exc))
-            raise OSError(int(code.group(1)) if code else None, os.strerror(int(code.group(1))) if code else str(exc), str(path)) from exc
-
-
-def read_memory_file(path: str | os.PathLike, format_name: str, version: int, fields: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], MemoryConfig, dict[str, int]]:
-    """Read a file written by :func:`write_memory_file`, checking format, version, config and ``fields``.
-
-    Returns:
-        ``(tensors, config, {field: int})``; the caller checks tensor names, dtypes and shapes.
-
-    Raises:
-        ValueError: naming the file and what is wrong (missing, not safetensors, another format or
-            version, bad metadata).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: {'not a file' if path.exists() else 'file not found'}")
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (OSError, SafetensorError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable safetensors file: {exc}") from exc
-    if metadata.get("format") != format_name:
-        raise ValueError(f"{path}: not a {format_name} file (format {metadata.get('format')!r})")
-    if metadata.get("version") != str(version):
-        raise ValueError(f"{path}: unsupported {format_name} format version {metadata.get('version')!r} (this build reads {version})")
-    try:
-        config_dict = json.loads(metadata["config"])
-        config = MemoryConfig(**{f.name: config_dict[f.name] for f in fields_of(MemoryConfig)})
-        values = {name: int(metadata[name]) for name in fields}
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: invalid {format_name} metadata: {exc}") from exc
-    return tensors, config, values
-
 
 # --------------------------------------------------------------------------------------------
 # The memory
@@ -416,7 +288,42 @@ def merge_unseen(store: TensorRows, new: TensorRows, write: torch.Tensor, known:
     return store.cat(new.select(write & ~known))
 
 
-class LatentSpatialMemory:
+#: What a memory shows at one writing camera: ``(store, depth [h, w], w2c [4, 4], K [3, 3])`` ->
+#: ``(known [h, w], index [h, w])`` (:func:`seen_at_depth` of the memory's own view, and its points).
+KnownCells = Callable[[TensorRows, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def deduplicate(
+    store: TensorRows, new: TensorRows, write: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor,
+    config: MemoryConfig, known: KnownCells,
+) -> TensorRows:
+    """Merge one write into ``store`` by ``config.dedup`` (within the write and against the memory),
+    keeping ``config.keep_observation``. Shared by every memory kind, on cells or pixels.
+
+    Args:
+        store: the stored points. new: the write's candidates, ``[T, h, w, ...]`` fields.
+        write: ``[T, h, w]`` candidates to write. depth: ``[T, h, w]`` their depth in metres (+inf invalid).
+        w2c: ``[T, 4, 4]`` writing cameras. K: ``[T, 3, 3]`` intrinsics of the ``h x w`` grid.
+        known: the memory's view at a writing camera ("view" de-duplication, frame by frame).
+
+    Returns:
+        The merged point set (``store`` itself is not modified).
+    """
+    newest = config.keep_observation == "newest"
+    if config.dedup == "voxel":
+        keys, in_range = voxel_keys(new.positions[write], config.voxel_size)
+        return merge_voxels(store, new.select(write).select(in_range), keys[in_range], config.voxel_size, newest)
+    for t in range(write.shape[0]):
+        frame = new.frame(t)
+        if not len(store.positions):
+            store = store.cat(frame.select(write[t]))
+            continue
+        seen, index = known(store, depth[t], w2c[t], K[t])
+        store = merge_unseen(store, frame, write[t], seen, index, newest)
+    return store
+
+
+class LatentSpatialMemory(PointMemory):
     """A 3D cache of latent tokens: positions ``[N, 3]`` fp32 and features ``[N, C]`` fp16/bf16.
 
     Example:
@@ -425,19 +332,22 @@ class LatentSpatialMemory:
         >>> mem = LatentSpatialMemory()
         >>> K = intrinsics_from_fov(60.0, 64, 32)
         >>> mem.initialize(torch.randn(48, 2, 4), torch.full((32, 64), 3.0), K, torch.eye(4))
-        >>> latent, visible, depth = mem.readout(torch.eye(4)[None], K, 2, 4, image_hw=(32, 64))
-        >>> latent.shape, bool(visible.all())
+        >>> out = mem.readout(torch.eye(4)[None], K, 2, 4, image_hw=(32, 64))
+        >>> out.latent.shape, bool(out.visible.all())
         (torch.Size([1, 48, 2, 4]), True)
     """
 
+    kind = "latent"
+    FORMAT_NAME = "mirage-latent-memory"
+    Points = _Points
+    COUNTERS = ("channels", "next_segment")
+    sizes = None  # a latent cell's world size is not stored: it follows from the view that wrote it
+
     def __init__(self, config: MemoryConfig | None = None, device: str | torch.device = "cpu") -> None:
-        self.config = config or MemoryConfig()
-        self.device = torch.device(device)
-        self.channels: int | None = None
-        self.next_segment = 0
+        self.channels: int | None = None  # channels of the stored features (None before the first write)
         self._transposed_of: torch.Tensor | None = None  # the positions tensor _transposed was made from
         self._transposed = torch.zeros(3, 0)
-        self._set_empty()
+        super().__init__(config, device)
 
     @classmethod
     def from_points(
@@ -472,125 +382,43 @@ class LatentSpatialMemory:
 
     # ---- state ---------------------------------------------------------------------------
 
+    @classmethod
+    def _layout(cls, config: MemoryConfig, counters: Mapping[str, int]) -> Layout:
+        return {
+            "positions": (torch.float32, ("N", 3)),
+            "features": (FEATURE_DTYPES[config.feature_dtype], ("N", counters["channels"])),
+            "colors": (torch.uint8, ("N", 3)),
+            "segments": (torch.int32, ("N",)),
+            "frames": (torch.int32, ("N",)),
+            "rejected_positions": (torch.float32, ("M", 3)),
+            "rejected_labels": (torch.uint8, ("M",)),
+        }
+
     @property
     def feature_dtype(self) -> torch.dtype:
-        return _FEATURE_DTYPES[self.config.feature_dtype]
+        return FEATURE_DTYPES[self.config.feature_dtype]
 
-    def _set_empty(self) -> None:
-        dev, c = self.device, self.channels or 0
-        self.positions = torch.zeros(0, 3, dtype=torch.float32, device=dev)
-        self.features = torch.zeros(0, c, dtype=self.feature_dtype, device=dev)
-        self.colors = torch.zeros(0, 3, dtype=torch.uint8, device=dev)
-        self.segments = torch.zeros(0, dtype=torch.int32, device=dev)
-        self.frames = torch.zeros(0, dtype=torch.int32, device=dev)
-        self.rejected_positions = torch.zeros(0, 3, dtype=torch.float32, device=dev)
-        self.rejected_labels = torch.zeros(0, dtype=torch.uint8, device=dev)
-
-    def __len__(self) -> int:
-        return int(self.positions.shape[0])
-
-    def stats(self) -> MemoryStats:
-        """Points stored and the bytes of every per-point tensor (positions, features, colours, provenance)."""
-        per_point = (self.positions, self.features, self.colors, self.segments, self.frames)
-        return MemoryStats(len(self), sum(t.numel() * t.element_size() for t in per_point), int(self.rejected_labels.numel()))
-
-    def clone(self) -> LatentSpatialMemory:
-        """A deep copy (same config and device)."""
-        other = LatentSpatialMemory(self.config, self.device)
-        other.channels, other.next_segment = self.channels, self.next_segment
-        for name in _TENSOR_NAMES:
-            setattr(other, name, getattr(self, name).clone())
-        return other
-
-    def to(self, device: str | torch.device) -> LatentSpatialMemory:
-        """Move every tensor to ``device`` (in place) and return self."""
-        self.device = torch.device(device)
-        for name in _TENSOR_NAMES:
-            setattr(self, name, getattr(self, name).to(self.device))
-        return self
+    @property
+    def rejected(self) -> int:
+        """Cells rejected by the last write (kept with their label in ``rejected_positions`` / ``rejected_labels``)."""
+        return int(self.rejected_labels.numel())
 
     # ---- writing -------------------------------------------------------------------------
 
-    def initialize(
-        self,
-        latent: torch.Tensor,
-        depth: torch.Tensor,
-        K: torch.Tensor,
-        w2c: torch.Tensor,
-        keep: torch.Tensor | None = None,
-        image: torch.Tensor | None = None,
-    ) -> None:
-        """Reset the memory and lift the first frame's latent cells with depth.
-
-        Args:
-            latent: ``[C, h, w]`` latent of the first frame.
-            depth: ``[H, W]`` z-depth in metres (invalid: non-finite or ``<= 0``).
-            K: ``[3, 3]`` intrinsics in pixels of the ``H x W`` image.
-            w2c: ``[4, 4]`` pose of the first frame.
-            keep: optional ``[h, w]`` or ``[H, W]`` bool; cells outside it are dropped.
-            image: optional ``[H, W, 3]`` uint8 frame for display colours.
-        """
-        latent = torch.as_tensor(latent)
-        if latent.ndim != 3:
-            raise ValueError(f"latent: expected [C,h,w], got shape {list(latent.shape)}")
-        depth = torch.as_tensor(depth)
-        if depth.ndim != 2:
-            raise ValueError(f"depth: expected [H,W], got shape {list(depth.shape)}")
-        self.channels = int(latent.shape[0])
-        self.next_segment = 0
-        self._set_empty()
-        self.update(
-            latent[None],
-            depth[None],
-            torch.as_tensor(w2c)[None] if torch.as_tensor(w2c).ndim == 2 else w2c,
-            K,
-            keep=None if keep is None else torch.as_tensor(keep)[None],
-            frames=None if image is None else torch.as_tensor(image)[None],
-        )
-
-    def update(
-        self,
-        latents: torch.Tensor,
-        depth: torch.Tensor,
-        w2c: torch.Tensor,
-        K: torch.Tensor,
-        keep: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        frames: torch.Tensor | None = None,
-        frame_ids: torch.Tensor | list[int] | None = None,
-    ) -> MemoryStats:
-        """Write ``T`` latent frames back into the memory (one segment).
-
-        Only kept cells with valid depth are written; voxels already filled are handled by
-        ``config.voxel_policy``. The write is all-or-nothing: every check happens before the state
-        changes, so a failing call leaves the memory as it was.
-
-        Args:
-            latents: ``[T, C, h, w]`` latent frames.
-            depth: ``[T, H, W]`` z-depth in metres at image resolution (``H, W`` multiples of ``h, w``
-                are not required; resampling is bilinear at cell centres).
-            w2c: ``[T, 4, 4]`` poses. K: ``[3, 3]`` or ``[T, 3, 3]`` intrinsics in pixels of ``H x W``.
-            keep: ``[T, h, w]`` (or ``[T, H, W]``) bool, True for static, non-sky cells. None keeps all.
-            labels: ``[T, h, w]`` uint8 :class:`CellLabel` of each cell, recorded for rejected cells
-                (default: DYNAMIC for rejected cells with valid depth).
-            frames: ``[T, H, W, 3]`` uint8 decoded frames for display colours.
-            frame_ids: ``[T]`` frame numbers stored as provenance (default ``0..T-1``).
-
-        Returns:
-            The stats after the write.
-        """
-        latents, depth, w2c, K, keep, labels, frames, frame_ids = self._check_write(latents, depth, w2c, K, keep, labels, frames, frame_ids)
-        n_frames, _, h, w = latents.shape
-        H, W = depth.shape[-2:]
+    def _write(self, batch: WriteBatch) -> dict[str, object]:
+        """Lift every latent cell centre with bilinearly downsampled depth, label the cells, merge the kept ones."""
+        n_frames, channels, h, w = batch.latents.shape
+        H, W = batch.depth.shape[-2:]
         # 1. lift every cell centre with bilinearly downsampled depth
-        depth_cells = downsample_depth(depth, h, w)
+        depth_cells = downsample_depth(batch.depth, h, w)
         valid = torch.isfinite(depth_cells)
-        K_cells = scale_intrinsics(K.to(torch.float64), (H, W), (h, w))
-        points = unproject_depth(torch.where(valid, depth_cells, 1.0).to(torch.float64), K_cells, invert_pose(w2c.to(torch.float64)))
-        points = points.to(torch.float32)
-        keys, in_range = voxel_keys(points.view(-1, 3), self.config.voxel_size)
+        K_cells = scale_intrinsics(batch.K.to(torch.float64), (H, W), (h, w))
+        c2w = invert_pose(batch.w2c.to(torch.float64))
+        points = unproject_depth(torch.where(valid, depth_cells, 1.0).to(torch.float64), K_cells, c2w).to(torch.float32)
+        _, in_range = voxel_keys(points.view(-1, 3), self.config.voxel_size)
         valid &= in_range.view(n_frames, h, w)
         # 2. label every cell; rejected ones are kept for inspection
+        keep, labels = batch.keep_at(h, w), batch.labels
         cell_labels = torch.full((n_frames, h, w), int(CellLabel.STATIC), dtype=torch.uint8, device=self.device)
         if labels is not None:
             cell_labels = torch.where(labels == CellLabel.STATIC, int(CellLabel.DYNAMIC), labels)
@@ -600,92 +428,37 @@ class LatentSpatialMemory:
         cell_labels[~valid & (cell_labels != CellLabel.SKY)] = int(CellLabel.INVALID)  # sky has no depth either
         write = cell_labels == CellLabel.STATIC
         rejected = ~write
-        rejected_positions = torch.where(valid[..., None], points, torch.nan)[rejected]
         # 3. candidates per cell, then de-duplicate within the write and against the memory
-        colors = patch_colors(frames, h, w) if frames is not None else torch.full((n_frames, h, w, 3), _DEFAULT_COLOR, dtype=torch.uint8, device=self.device)
+        if batch.frames is not None:
+            colors = patch_colors(batch.frames, h, w)
+        else:
+            colors = torch.full((n_frames, h, w, 3), _DEFAULT_COLOR, dtype=torch.uint8, device=self.device)
         cells = _Points(
             points,
-            latents.permute(0, 2, 3, 1).to(self.feature_dtype),
+            batch.latents.permute(0, 2, 3, 1).to(self.feature_dtype),
             colors,
             torch.full((n_frames, h, w), self.next_segment, dtype=torch.int32, device=self.device),
-            frame_ids[:, None, None].expand(n_frames, h, w).to(torch.int32),
+            batch.frame_ids[:, None, None].expand(n_frames, h, w).to(torch.int32),
         )
-        store = _Points(self.positions, self.features, self.colors, self.segments, self.frames)
-        if self.config.dedup == "voxel":
-            store = merge_voxels(store, cells.select(write), keys.view(n_frames, h, w)[write], self.config.voxel_size, self.config.voxel_policy == "newest")
-        else:
-            K_grid = K_cells.to(torch.float32).expand(n_frames, 3, 3)
-            for t in range(n_frames):
-                store = self._merge_view(store, cells.frame(t), write[t], depth_cells[t], w2c[t], K_grid[t])
-        # 4. commit (nothing above touched the stored tensors)
-        self.positions, self.features, self.colors, self.segments, self.frames = store
-        self.rejected_positions = rejected_positions
-        self.rejected_labels = cell_labels[rejected]
-        self.next_segment += 1
-        return self.stats()
+        store = self._points()
+        if store.features.shape[1] != channels:  # an empty memory takes the write's channels
+            store = store._replace(features=store.features.new_zeros(0, channels))
+        K_grid = K_cells.to(torch.float32).expand(n_frames, 3, 3)
+        store = deduplicate(store, cells, write, depth_cells, batch.w2c, K_grid, self.config, self._known)
+        return {
+            **store._asdict(),
+            "rejected_positions": torch.where(valid[..., None], points, torch.nan)[rejected],
+            "rejected_labels": cell_labels[rejected],
+            "channels": channels,
+        }
 
-    def _check_write(self, latents, depth, w2c, K, keep, labels, frames, frame_ids):
-        dev = self.device
-        latents = torch.as_tensor(latents).to(dev)
-        if latents.ndim != 4:
-            raise ValueError(f"latents: expected [T,C,h,w], got shape {list(latents.shape)}")
-        n_frames, channels, h, w = latents.shape
-        if self.channels is not None and len(self) > 0 and channels != self.channels:
-            raise ValueError(f"latents: memory holds {self.channels}-channel features, got {channels}")
-        if not torch.isfinite(latents).all():
-            raise ValueError("latents: contain NaN or Inf")
-        depth = torch.as_tensor(depth).to(dev)
-        if depth.ndim != 3 or depth.shape[0] != n_frames:
-            raise ValueError(f"depth: expected [{n_frames},H,W], got shape {list(depth.shape)}")
-        if depth.shape[1] < h or depth.shape[2] < w:
-            raise ValueError(f"depth: {list(depth.shape[1:])} is smaller than the latent grid {[h, w]}")
-        w2c = validate_poses(torch.as_tensor(w2c), "w2c").to(dev)
-        if w2c.ndim == 2:
-            w2c = w2c[None]
-        if w2c.shape[0] != n_frames:
-            raise ValueError(f"w2c: expected {n_frames} poses, got {w2c.shape[0]}")
-        K = validate_intrinsics(torch.as_tensor(K), "K").to(dev)
-        if K.ndim == 3 and K.shape[0] != n_frames:
-            raise ValueError(f"K: expected [3,3] or [{n_frames},3,3], got shape {list(K.shape)}")
-        if keep is None:
-            keep = torch.ones(n_frames, h, w, dtype=torch.bool, device=dev)
-        else:
-            keep = torch.as_tensor(keep).to(dev)
-            if keep.ndim != 3 or keep.shape[0] != n_frames or keep.shape[1:] not in (torch.Size([h, w]), depth.shape[1:]):
-                raise ValueError(f"keep: expected [{n_frames},{h},{w}] or [{n_frames},H,W], got shape {list(keep.shape)}")
-            keep = cell_mask(keep, h, w)
-        if labels is not None:
-            labels = torch.as_tensor(labels).to(dev)
-            if labels.shape != (n_frames, h, w):
-                raise ValueError(f"labels: expected [{n_frames},{h},{w}], got shape {list(labels.shape)}")
-            if labels.is_floating_point() or labels.min() < 0 or labels.max() > max(CellLabel):
-                raise ValueError(f"labels: values must be CellLabel codes 0..{int(max(CellLabel))}")
-            labels = labels.to(torch.uint8)
-        if frames is not None:
-            frames = torch.as_tensor(frames).to(dev)
-            if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[0] != n_frames or frames.shape[-1] != 3:
-                raise ValueError(f"frames: expected uint8 [{n_frames},H,W,3], got {frames.dtype} {list(frames.shape)}")
-        frame_ids = torch.arange(n_frames, device=dev) if frame_ids is None else torch.as_tensor(frame_ids, device=dev)
-        if frame_ids.shape != (n_frames,):
-            raise ValueError(f"frame_ids: expected {n_frames} values, got shape {list(frame_ids.shape)}")
-        self.channels = channels
-        if self.features.shape[1] != channels:
-            self.features = self.features.new_zeros(0, channels)
-        return latents, depth, w2c, K, keep, labels, frames, frame_ids
-
-    def _merge_view(self, store: _Points, new: _Points, write: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K_grid: torch.Tensor) -> _Points:
-        """View de-duplication of one frame (:func:`merge_unseen`) against the memory's z-buffer at this camera.
-
-        Args:
-            new: the frame's cells (``[h, w, ...]`` fields). write: ``[h, w]`` cells to write.
-            depth: ``[h, w]`` the cells' depth. w2c: ``[4, 4]``. K_grid: ``[3, 3]`` grid intrinsics.
-        """
-        if not len(store.positions):
-            return store.cat(new.select(write))
-        h, w = write.shape
+    def _known(
+        self, store: _Points, depth: torch.Tensor, w2c: torch.Tensor, K_grid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:data:`KnownCells` of the memory's own z-buffer at a writing camera."""
+        h, w = depth.shape
         index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin)
-        known = seen_at_depth(index[0], seen_depth[0], depth, self.config.view_tolerance)
-        return merge_unseen(store, new, write, known, index[0], self.config.voxel_policy == "newest")
+        return seen_at_depth(index[0], seen_depth[0], depth, self.config.view_tolerance), index[0]
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -701,14 +474,9 @@ class LatentSpatialMemory:
             h, w: target grid size (latent resolution).
 
         Returns:
-            :class:`Readout` (unpacks as ``latent [F,C,h,w]``, ``visible [F,h,w]``, ``depth [F,h,w]``).
+            :class:`Readout`: ``latent [F,C,h,w]``, ``visible [F,h,w]``, ``depth [F,h,w]``, ``index [F,h,w]``.
         """
-        w2c = validate_poses(torch.as_tensor(w2c), "w2c").to(self.device)
-        if w2c.ndim == 2:
-            w2c = w2c[None]
-        K = validate_intrinsics(torch.as_tensor(K), "K").to(self.device)
-        if K.ndim == 3 and K.shape[0] != w2c.shape[0]:
-            raise ValueError(f"K: expected [3,3] or [{w2c.shape[0]},3,3], got shape {list(K.shape)}")
+        w2c, K = check_cameras(w2c, K, self.device)
         if h <= 0 or w <= 0:
             raise ValueError(f"readout grid must be positive, got {h}x{w}")
         if image_hw is not None:
@@ -731,54 +499,11 @@ class LatentSpatialMemory:
 
     # ---- persistence ---------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the memory to a safetensors file (atomically) with format version and config metadata."""
-        tensors = {name: getattr(self, name) for name in _TENSOR_NAMES}
-        write_memory_file(path, tensors, FORMAT_NAME, FORMAT_VERSION, self.config, channels=self.channels or 0, next_segment=self.next_segment)
-
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> LatentSpatialMemory:
-        """Read a memory written by :meth:`save`, validating format, version, names, dtypes and shapes.
-
-        Raises:
-            ValueError: naming the file and what is wrong.
-        """
-        path = Path(path)
-        tensors, config, values = read_memory_file(path, FORMAT_NAME, FORMAT_VERSION, ("channels", "next_segment"))
-        channels, next_segment = values["channels"], values["next_segment"]
-        _check_tensors(path, tensors, channels, _FEATURE_DTYPES[config.feature_dtype])
-        memory = cls(config, device)
-        memory.channels, memory.next_segment = channels, next_segment
-        for name in _TENSOR_NAMES:
-            setattr(memory, name, tensors[name].to(memory.device))
-        return memory
-
-
-_TENSOR_NAMES = ("positions", "features", "colors", "segments", "frames", "rejected_positions", "rejected_labels")
-
-
-def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], channels: int, feature_dtype: torch.dtype) -> None:
-    """Strict checks of a loaded memory file's tensors (names, dtypes, shapes, finiteness)."""
-    missing = [n for n in _TENSOR_NAMES if n not in tensors]
-    extra = [n for n in tensors if n not in _TENSOR_NAMES]
-    if missing or extra:
-        raise ValueError(f"{path}: tensor names differ from the format (missing {missing}, unexpected {extra})")
-    n = tensors["positions"].shape[0]
-    m = tensors["rejected_labels"].shape[0]
-    expected = {
-        "positions": (torch.float32, (n, 3)),
-        "features": (feature_dtype, (n, channels)),
-        "colors": (torch.uint8, (n, 3)),
-        "segments": (torch.int32, (n,)),
-        "frames": (torch.int32, (n,)),
-        "rejected_positions": (torch.float32, (m, 3)),
-        "rejected_labels": (torch.uint8, (m,)),
-    }
-    for name, (dtype, shape) in expected.items():
-        t = tensors[name]
-        if t.dtype != dtype or tuple(t.shape) != shape:
-            raise ValueError(f"{path}: tensor '{name}' is {t.dtype} {list(t.shape)}, expected {dtype} {list(shape)}")
-    if not torch.isfinite(tensors["positions"]).all():
-        raise ValueError(f"{path}: tensor 'positions' contains NaN or Inf")
-    if m and tensors["rejected_labels"].max() > max(CellLabel):
-        raise ValueError(f"{path}: tensor 'rejected_labels' holds unknown labels")
+    def _check_tensors(
+        cls, path: Path, tensors: Mapping[str, torch.Tensor], config: MemoryConfig, counters: Mapping[str, int]
+    ) -> None:
+        super()._check_tensors(path, tensors, config, counters)
+        labels = tensors["rejected_labels"]
+        if labels.numel() and labels.max() > max(CellLabel):
+            raise ValueError(f"{path}: tensor 'rejected_labels' holds unknown labels")

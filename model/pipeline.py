@@ -33,16 +33,15 @@ from model.backbone import Backbone
 from model.camera import validate_intrinsics, validate_poses
 from model.frames import frames_to_tensor, tensor_to_frames
 from model.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, dynamic_mask, write_masks
-from model.memory import LatentSpatialMemory, MemoryConfig
+from model.memory import LatentSpatialMemory
+from model.memory_base import MEMORY_KINDS, MemoryConfig, SpatialMemory
 from model.memory_branch import MemoryBranch
-from model.rgb_memory import RGBPointCloudMemory
 
 MODES = ("inpaint", "branch")
 WRITE_PATHS = ("latents", "reencode")
-MEMORY_KINDS = ("latent", "rgb")
 
 
-def check_memory_channels(memory: LatentSpatialMemory | RGBPointCloudMemory, latent_channels: int, source: str | os.PathLike = "memory") -> None:
+def check_memory_channels(memory: SpatialMemory, latent_channels: int, source: str | os.PathLike = "memory") -> None:
     """Refuse a memory whose features have another channel count than the backbone's latent.
 
     Args:
@@ -55,13 +54,6 @@ def check_memory_channels(memory: LatentSpatialMemory | RGBPointCloudMemory, lat
     """
     if memory.channels not in (None, latent_channels):
         raise ValueError(f"{source}: channels: memory holds {memory.channels}-channel features, the backbone's latent has {latent_channels}")
-
-
-def make_memory(config: PipelineConfig, backbone: Backbone) -> LatentSpatialMemory | RGBPointCloudMemory:
-    """An empty memory of ``config.memory_kind`` on the backbone's device (the RGB one reads out through its VAE)."""
-    if config.memory_kind == "rgb":
-        return RGBPointCloudMemory(config.memory, backbone.device, vae=backbone.vae)
-    return LatentSpatialMemory(config.memory, backbone.device)
 
 
 class GenerationCancelled(Exception):
@@ -98,7 +90,7 @@ class PipelineConfig:
     sky_far_m: float = DEFAULT_SKY_FAR_M  # depth beyond which a cell is sky and never written, metres
     dynamic_threshold: float = DEFAULT_DYNAMIC_THRESHOLD  # change score above which a visible cell is dynamic
     memory: MemoryConfig = field(default_factory=MemoryConfig)  # memory settings (de-duplication, near plane)
-    memory_kind: str = "latent"  # "latent": LatentSpatialMemory; "rgb": the pixel-space RGBPointCloudMemory baseline
+    memory_kind: str = "latent"  # "latent": LatentSpatialMemory; "rgb": the pixel-space RGB baseline (model.memory_kinds)
 
     def __post_init__(self) -> None:
         if self.segment_frames < 5 or (self.segment_frames - 1) % 4:
@@ -153,6 +145,12 @@ StepCallback = Callable[[int, int, int], None]  # (segment, step, steps)
 class MiragePipeline:
     """Image + trajectory (+ prompt) -> video with a latent spatial memory.
 
+    Args:
+        backbone: the loaded backbone. config: settings. branch: trained memory branch (mode ``"branch"``).
+        memory: the memory that :meth:`start` builds and every segment reads and extends, of kind
+            ``config.memory_kind`` (:func:`model.memory_kinds.make_memory`); moved to the backbone's
+            device. Default: an empty :class:`~model.memory.LatentSpatialMemory` with ``config.memory``.
+
     Example:
         >>> pipe = MiragePipeline(load_backbone(BackboneConfig()), PipelineConfig(steps=4))  # doctest: +SKIP
         >>> pipe.start(image, depth, K, w2c0, prompt="a room")  # doctest: +SKIP
@@ -160,13 +158,16 @@ class MiragePipeline:
         ...     show(segment.frames)
     """
 
-    def __init__(self, backbone: Backbone, config: PipelineConfig | None = None, branch: MemoryBranch | None = None) -> None:
+    def __init__(self, backbone: Backbone, config: PipelineConfig | None = None, branch: MemoryBranch | None = None,
+                 memory: SpatialMemory | None = None) -> None:
         self.backbone = backbone
         self.config = config or PipelineConfig()
         if self.config.mode == "branch" and branch is None:
             raise ValueError("mode 'branch' needs trained memory weights (--memory-weights DIR); use mode 'inpaint' with stock weights")
         self.branch = branch
-        self.memory = make_memory(self.config, backbone)
+        if memory is None and self.config.memory_kind != LatentSpatialMemory.kind:
+            raise ValueError(f"memory_kind {self.config.memory_kind!r}: pass its memory (model.memory_kinds.make_memory)")
+        self.load_memory(LatentSpatialMemory(self.config.memory, backbone.device) if memory is None else memory)
         self.segments_done = 0
         self._last_frame: np.ndarray | None = None
         self._prompt_embeds: torch.Tensor | None = None
@@ -176,7 +177,7 @@ class MiragePipeline:
     # ---- set-up --------------------------------------------------------------------------
 
     def start(self, image: np.ndarray, depth: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor | None = None, prompt: str = "", keep=None) -> None:
-        """Reset and build the memory from the first frame.
+        """Reset the memory (keeping its kind and settings) and build it from the first frame.
 
         Args:
             image: ``[H, W, 3]`` uint8, already at the generation size (multiples of
@@ -192,7 +193,6 @@ class MiragePipeline:
         K = validate_intrinsics(torch.as_tensor(K, dtype=torch.float64), "K")
         w2c = validate_poses(torch.eye(4, dtype=torch.float64) if w2c is None else torch.as_tensor(w2c, dtype=torch.float64), "w2c")
         latent = self.backbone.vae.encode(frames_to_tensor(image, self.backbone.device))[0]
-        self.memory = make_memory(self.config, self.backbone)
         self.memory.initialize(latent, depth, K, w2c, keep=keep, image=torch.from_numpy(image.copy()))
         self._prompt_embeds = self.backbone.encode_prompt(prompt)
         self._last_frame, self._K, self._size = image, K, (height, width)
@@ -209,16 +209,22 @@ class MiragePipeline:
             raise ValueError(f"{name}: size {width}x{height} must be a multiple of {multiple} for this backbone")
         return frame
 
-    def load_memory(self, memory: LatentSpatialMemory | RGBPointCloudMemory, source: str | os.PathLike = "memory") -> None:
+    def load_memory(self, memory: SpatialMemory, source: str | os.PathLike = "memory") -> None:
         """Continue from a saved memory (call after :meth:`start`, which sets image, K and prompt).
 
         Args:
-            source: the memory's file, named in errors (:func:`check_memory_channels`).
+            source: the memory's file, named in errors.
+
+        Raises:
+            ValueError: the memory is not of ``config.memory_kind`` or holds features of other channels
+                (:func:`check_memory_channels`).
         """
+        if memory.kind != self.config.memory_kind:
+            raise ValueError(f"{source}: a {memory.kind!r} memory cannot serve memory_kind {self.config.memory_kind!r}")
         check_memory_channels(memory, self.backbone.vae.latent_channels, source)
         self.memory = memory.to(self.backbone.device)
 
-    def resume(self, last_frame: np.ndarray, K: torch.Tensor, prompt: str, memory: LatentSpatialMemory, segments_done: int) -> None:
+    def resume(self, last_frame: np.ndarray, K: torch.Tensor, prompt: str, memory: SpatialMemory, segments_done: int) -> None:
         """Continue a recorded session: the state :meth:`run_segment` needs, without re-encoding a photo.
 
         Args:

@@ -3,9 +3,10 @@
 This is the memory of Spatia / Gen3C / VMem-style world models (Mirage paper, Eq. 1-2):
 ``M_rgb = {(p_i, c_i)}`` with one point per *pixel* of the written frames, read out as
 ``z_t = E(Rasterise(M_rgb; E_t, K_t))``. It exists to measure what the latent memory
-(:class:`model.memory.LatentSpatialMemory`) saves; it has the same interface (``initialize``,
-``readout``, ``update``, ``stats``, ``save``, ``load``, ``clone``, ``to``), so
-:class:`model.pipeline.MiragePipeline` runs with either (``PipelineConfig.memory_kind``).
+(:class:`model.memory.LatentSpatialMemory`) saves. Both are a :class:`model.memory_base.SpatialMemory`
+and share everything but lifting and readout (:class:`model.memory_base.PointMemory`), so
+:class:`model.pipeline.MiragePipeline` runs with either (``PipelineConfig.memory_kind``,
+:func:`model.memory_kinds.make_memory`).
 
 Layout: a moderngl point rasteriser (:class:`PointRasterizer`, one shared EGL context per process)
 under one stateful object (:class:`RGBPointCloudMemory`).
@@ -45,7 +46,7 @@ Design decisions:
   - ``"voxel"``: one point per ``voxel_size`` voxel; the point's splat size is raised to the voxel
     edge so the sparser cloud still renders closed.
 
-  ``voxel_policy`` ``"first"`` keeps a known place's first observation; ``"newest"`` replaces it.
+  ``keep_observation`` ``"first"`` keeps a known place's first observation; ``"newest"`` replaces it.
   ``config.feature_dtype`` does not apply (colours are uint8).
 * **Rejected pixels** are counted (``stats().rejected``), not stored: a per-pixel record would
   dwarf the cloud itself.
@@ -61,8 +62,8 @@ import os
 import threading
 import time
 from collections import namedtuple
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import moderngl
@@ -70,26 +71,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.camera import gl_projection, invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics, validate_poses
+from model.camera import gl_projection, invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics
 from model.frames import frames_to_tensor
-from model.memory import (
-    MemoryConfig,
-    MemoryStats,
-    Readout,
-    TensorRows,
-    cell_mask,
-    merge_unseen,
-    merge_voxels,
-    read_memory_file,
-    seen_at_depth,
-    voxel_keys,
-    write_memory_file,
-)
+from model.memory import TensorRows, deduplicate, seen_at_depth
+from model.memory_base import Layout, MemoryConfig, PointMemory, Readout, WriteBatch, check_cameras
 from model.offscreen_gl import OffscreenGL
 from model.patch_vae import VideoVAE
 
-FORMAT_NAME = "mirage-rgb-memory"
-FORMAT_VERSION = 1
 #: A latent cell is visible when at least this share of its pixels is covered by splats.
 VISIBLE_COVERAGE = 0.5
 #: Largest splat edge in pixels (points very close to the camera are clamped).
@@ -262,9 +250,6 @@ class _RGBPoints(namedtuple("_RGBPoints", "positions colors sizes segments frame
     __slots__ = ()
 
 
-_TENSOR_NAMES = _RGBPoints._fields
-_DTYPES = {"positions": torch.float32, "colors": torch.uint8, "sizes": torch.float16, "segments": torch.int32, "frames": torch.int32}
-
 
 @dataclass
 class _Timings:
@@ -274,7 +259,7 @@ class _Timings:
     encode: float = 0.0
 
 
-class RGBPointCloudMemory:
+class RGBPointCloudMemory(PointMemory):
     """A pixel-resolution RGB point cloud read out by rasterisation + VAE encoding.
 
     Args:
@@ -290,19 +275,23 @@ class RGBPointCloudMemory:
         >>> K = intrinsics_from_fov(60.0, 64, 32)
         >>> image = torch.randint(0, 255, (32, 64, 3), dtype=torch.uint8)
         >>> mem.initialize(torch.zeros(48, 8, 16), torch.full((32, 64), 3.0), K, torch.eye(4), image=image)
-        >>> latent, visible, depth = mem.readout(torch.eye(4)[None], K, 8, 16, image_hw=(32, 64))
-        >>> latent.shape, bool(visible.all()), len(mem)
+        >>> out = mem.readout(torch.eye(4)[None], K, 8, 16, image_hw=(32, 64))
+        >>> out.latent.shape, bool(out.visible.all()), len(mem)
         (torch.Size([1, 48, 8, 16]), True, 2048)
     """
 
+    kind = "rgb"
+    FORMAT_NAME = "mirage-rgb-memory"
+    Points = _RGBPoints
+    COUNTERS = ("next_segment", "rejected")
+    FINITE = ("positions", "sizes")
+    FRAMES_REQUIRED = True
+    features = None  # the cloud stores colours, not latent features
+
     def __init__(self, config: MemoryConfig | None = None, device: str | torch.device = "cpu", vae: VideoVAE | None = None) -> None:
-        self.config = config or MemoryConfig()
-        self.device = torch.device(device)
         self.vae = vae
-        self.next_segment = 0
-        self.rejected = 0
         self.last_readout = _Timings()
-        self._set_points(self._empty())
+        super().__init__(config, device)
 
     @property
     def channels(self) -> int | None:
@@ -311,43 +300,33 @@ class RGBPointCloudMemory:
 
     # ---- state ---------------------------------------------------------------------------
 
-    def _empty(self) -> _RGBPoints:
-        dev = self.device
-        return _RGBPoints(
-            torch.zeros(0, 3, dtype=torch.float32, device=dev),
-            torch.zeros(0, 3, dtype=torch.uint8, device=dev),
-            torch.zeros(0, dtype=torch.float16, device=dev),
-            torch.zeros(0, dtype=torch.int32, device=dev),
-            torch.zeros(0, dtype=torch.int32, device=dev),
-        )
+    @classmethod
+    def _layout(cls, config: MemoryConfig, counters: Mapping[str, int]) -> Layout:
+        return {
+            "positions": (torch.float32, ("N", 3)),
+            "colors": (torch.uint8, ("N", 3)),
+            "sizes": (torch.float16, ("N",)),
+            "segments": (torch.int32, ("N",)),
+            "frames": (torch.int32, ("N",)),
+        }
 
-    def _points(self) -> _RGBPoints:
-        return _RGBPoints(*(getattr(self, name) for name in _TENSOR_NAMES))
+    def _reset(self) -> None:
+        self.rejected = 0
+        super()._reset()
 
-    def _set_points(self, points: _RGBPoints) -> None:
-        for name, tensor in zip(_TENSOR_NAMES, points):
-            setattr(self, name, tensor)
+    def _set_state(self, values: Mapping[str, object]) -> None:
+        super()._set_state(values)
         self._version = next(_versions)  # a new identity for the rasteriser's upload cache
 
-    def __len__(self) -> int:
-        return int(self.positions.shape[0])
+    @property
+    def rejected_positions(self) -> torch.Tensor:
+        """``[0, 3]``: rejected pixels are counted (``rejected``), not kept (see the module docstring)."""
+        return torch.zeros(0, 3, dtype=torch.float32, device=self.device)
 
-    def stats(self) -> MemoryStats:
-        """Points stored, bytes of every per-point tensor (position, colour, splat size, provenance), rejected pixels of the last write."""
-        return MemoryStats(len(self), sum(t.numel() * t.element_size() for t in self._points()), self.rejected)
-
-    def clone(self) -> RGBPointCloudMemory:
-        """A deep copy (same config, device and VAE)."""
-        other = RGBPointCloudMemory(self.config, self.device, self.vae)
-        other.next_segment, other.rejected = self.next_segment, self.rejected
-        other._set_points(_RGBPoints(*(t.clone() for t in self._points())))
-        return other
-
-    def to(self, device: str | torch.device) -> RGBPointCloudMemory:
-        """Move every tensor to ``device`` (in place) and return self."""
-        self.device = torch.device(device)
-        self._set_points(_RGBPoints(*(t.to(self.device) for t in self._points())))
-        return self
+    @property
+    def rejected_labels(self) -> torch.Tensor:
+        """``[0]`` uint8: rejected pixels are counted, not kept."""
+        return torch.zeros(0, dtype=torch.uint8, device=self.device)
 
     def render(self, w2c: torch.Tensor, K: torch.Tensor, height: int, width: int) -> RenderedViews:
         """Rasterise the cloud into ``F`` views at pixel resolution.
@@ -358,11 +337,7 @@ class RGBPointCloudMemory:
         Returns:
             :class:`RenderedViews` (on the CPU).
         """
-        w2c = validate_poses(torch.as_tensor(w2c), "w2c")
-        w2c = w2c[None] if w2c.ndim == 2 else w2c
-        K = validate_intrinsics(torch.as_tensor(K), "K")
-        if K.ndim == 3 and K.shape[0] != w2c.shape[0]:
-            raise ValueError(f"K: expected [3,3] or [{w2c.shape[0]},3,3], got shape {list(K.shape)}")
+        w2c, K = check_cameras(w2c, K)
         if height <= 0 or width <= 0:
             raise ValueError(f"render size must be positive, got {width}x{height}")
         return self._render(self._points(), w2c, K, height, width, key=(self._version,))
@@ -372,80 +347,15 @@ class RGBPointCloudMemory:
 
     # ---- writing -------------------------------------------------------------------------
 
-    def initialize(
-        self,
-        latent: torch.Tensor,
-        depth: torch.Tensor,
-        K: torch.Tensor,
-        w2c: torch.Tensor,
-        keep: torch.Tensor | None = None,
-        image: torch.Tensor | None = None,
-    ) -> None:
-        """Reset the memory and lift every pixel of the first frame with depth.
-
-        Args:
-            latent: ``[C, h, w]`` latent of the first frame (only its grid is used: ``keep`` may be per cell).
-            depth: ``[H, W]`` z-depth in metres (invalid: non-finite or ``<= 0``).
-            K: ``[3, 3]`` intrinsics in pixels of the ``H x W`` image.
-            w2c: ``[4, 4]`` pose of the first frame.
-            keep: optional ``[h, w]`` or ``[H, W]`` bool; pixels outside it are dropped.
-            image: ``[H, W, 3]`` uint8 first frame (required: it is what the memory stores).
-        """
-        latent = torch.as_tensor(latent)
-        if latent.ndim != 3:
-            raise ValueError(f"latent: expected [C,h,w], got shape {list(latent.shape)}")
-        depth = torch.as_tensor(depth)
-        if depth.ndim != 2:
-            raise ValueError(f"depth: expected [H,W], got shape {list(depth.shape)}")
-        if image is None:
-            raise ValueError("image: the RGB memory stores pixels; pass the first frame [H,W,3] uint8")
-        self.next_segment = 0
-        self.rejected = 0
-        self._set_points(self._empty())
-        self.update(
-            latent[None],
-            depth[None],
-            torch.as_tensor(w2c)[None] if torch.as_tensor(w2c).ndim == 2 else w2c,
-            K,
-            keep=None if keep is None else torch.as_tensor(keep)[None],
-            frames=torch.as_tensor(image)[None],
-        )
-
-    def update(
-        self,
-        latents: torch.Tensor,
-        depth: torch.Tensor,
-        w2c: torch.Tensor,
-        K: torch.Tensor,
-        keep: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        frames: torch.Tensor | None = None,
-        frame_ids: torch.Tensor | list[int] | None = None,
-    ) -> MemoryStats:
-        """Write ``T`` decoded frames into the cloud, one point per kept pixel with valid depth.
-
-        All-or-nothing: every check happens before the state changes.
-
-        Args:
-            latents: ``[T, C, h, w]`` latent frames; only their grid ``h x w`` is used (for ``keep``).
-            depth: ``[T, H, W]`` z-depth in metres of ``frames``.
-            w2c: ``[T, 4, 4]`` poses. K: ``[3, 3]`` or ``[T, 3, 3]`` intrinsics in pixels of ``H x W``.
-            keep: ``[T, h, w]`` (or ``[T, H, W]``) bool, True for static, non-sky cells. None keeps all.
-            labels: ``[T, h, w]`` uint8 cell labels; checked but not stored (the RGB memory only
-                counts rejected pixels, see the module docstring).
-            frames: ``[T, H, W, 3]`` uint8 decoded frames (required: the colours of the points).
-            frame_ids: ``[T]`` frame numbers stored as provenance (default ``0..T-1``).
-
-        Returns:
-            The stats after the write.
-        """
-        depth, w2c, K, keep, frames, frame_ids = self._check_write(latents, depth, w2c, K, keep, labels, frames, frame_ids)
+    def _write(self, batch: WriteBatch) -> dict[str, object]:
+        """Lift every kept pixel with valid depth to a point of its colour and footprint, then merge."""
+        depth, K = batch.depth, batch.K
         n_frames, H, W = depth.shape
         # 1. lift every pixel centre with its depth
         valid = torch.isfinite(depth) & (depth > 0)
-        write = valid & keep
+        write = valid & batch.keep_at(H, W)
         depth = torch.where(valid, depth, torch.inf)
-        w2c64 = w2c.to(torch.float64)
+        w2c64 = batch.w2c.to(torch.float64)
         points = unproject_depth(torch.where(valid, depth, 1.0).to(torch.float64), K.to(torch.float64), invert_pose(w2c64)).to(torch.float32)
         focal = torch.minimum(K[..., 0, 0], K[..., 1, 1]).to(torch.float32).expand(n_frames)
         sizes = torch.where(valid, depth, 0.0) / focal[:, None, None]
@@ -453,81 +363,25 @@ class RGBPointCloudMemory:
             sizes = sizes.clamp(min=self.config.voxel_size)
         pixels = _RGBPoints(
             points,
-            frames,
+            batch.frames,
             sizes.to(torch.float16),
             torch.full((n_frames, H, W), self.next_segment, dtype=torch.int32, device=self.device),
-            frame_ids[:, None, None].expand(n_frames, H, W).to(torch.int32),
+            batch.frame_ids[:, None, None].expand(n_frames, H, W).to(torch.int32),
         )
         # 2. de-duplicate within the write and against the memory
-        store = self._points()
-        if self.config.dedup == "voxel":
-            keys, in_range = voxel_keys(points[write], self.config.voxel_size)
-            store = merge_voxels(store, pixels.select(write).select(in_range), keys[in_range], self.config.voxel_size, self.config.voxel_policy == "newest")
-        else:
-            K_frames = K.expand(n_frames, 3, 3)
-            for t in range(n_frames):
-                store = self._merge_view(store, pixels.frame(t), write[t], depth[t], w2c64[t], K_frames[t])
-        # 3. commit (nothing above touched the stored tensors)
-        self._set_points(store)
-        self.rejected = int((~write).sum())
-        self.next_segment += 1
-        return self.stats()
+        K_frames = K.expand(n_frames, 3, 3)
+        store = deduplicate(self._points(), pixels, write, depth, w2c64, K_frames, self.config, self._known)
+        return {**store._asdict(), "rejected": int((~write).sum())}
 
-    def _check_write(self, latents, depth, w2c, K, keep, labels, frames, frame_ids):
-        dev = self.device
-        latents = torch.as_tensor(latents)
-        if latents.ndim != 4:
-            raise ValueError(f"latents: expected [T,C,h,w], got shape {list(latents.shape)}")
-        n_frames, _, h, w = latents.shape
-        if frames is None:
-            raise ValueError("frames: the RGB memory stores pixels; pass the decoded frames [T,H,W,3] uint8")
-        frames = torch.as_tensor(frames).to(dev)
-        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[0] != n_frames or frames.shape[-1] != 3:
-            raise ValueError(f"frames: expected uint8 [{n_frames},H,W,3], got {frames.dtype} {list(frames.shape)}")
-        H, W = frames.shape[1:3]
-        depth = torch.as_tensor(depth).to(dev, torch.float32)
-        if depth.shape != (n_frames, H, W):
-            raise ValueError(f"depth: expected [{n_frames},{H},{W}] (the frames' size), got shape {list(depth.shape)}")
-        if H < h or W < w:
-            raise ValueError(f"frames: {H}x{W} pixels is smaller than the latent grid {h}x{w}")
-        w2c = validate_poses(torch.as_tensor(w2c), "w2c").to(dev)
-        if w2c.ndim == 2:
-            w2c = w2c[None]
-        if w2c.shape[0] != n_frames:
-            raise ValueError(f"w2c: expected {n_frames} poses, got {w2c.shape[0]}")
-        K = validate_intrinsics(torch.as_tensor(K), "K").to(dev)
-        if K.ndim == 3 and K.shape[0] != n_frames:
-            raise ValueError(f"K: expected [3,3] or [{n_frames},3,3], got shape {list(K.shape)}")
-        if keep is None:
-            keep = torch.ones(n_frames, H, W, dtype=torch.bool, device=dev)
-        else:
-            keep = torch.as_tensor(keep).to(dev)
-            if keep.ndim != 3 or keep.shape[0] != n_frames or keep.shape[1:] not in (torch.Size([h, w]), torch.Size([H, W])):
-                raise ValueError(f"keep: expected [{n_frames},{h},{w}] or [{n_frames},{H},{W}], got shape {list(keep.shape)}")
-            keep = cell_mask(keep, H, W) if keep.shape[1:] == (h, w) else keep.to(torch.bool)
-        if labels is not None and torch.as_tensor(labels).shape != (n_frames, h, w):
-            raise ValueError(f"labels: expected [{n_frames},{h},{w}], got shape {list(torch.as_tensor(labels).shape)}")
-        frame_ids = torch.arange(n_frames, device=dev) if frame_ids is None else torch.as_tensor(frame_ids, device=dev)
-        if frame_ids.shape != (n_frames,):
-            raise ValueError(f"frame_ids: expected {n_frames} values, got shape {list(frame_ids.shape)}")
-        return depth, w2c, K, keep, frames, frame_ids
-
-    def _merge_view(self, store: _RGBPoints, new: _RGBPoints, write: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor) -> _RGBPoints:
-        """View de-duplication of one frame at pixel resolution (:func:`model.memory.merge_unseen`): a
-        pixel is known when the memory, rasterised at this camera, covers it at a depth within
-        ``view_tolerance`` (relative).
-
-        Args:
-            new: the frame's pixels (``[H, W, ...]`` fields). write: ``[H, W]`` pixels to write.
-            depth: ``[H, W]`` their depth (+inf invalid). w2c: ``[4, 4]``. K: ``[3, 3]`` pixels.
-        """
-        if not len(store.positions):
-            return store.cat(new.select(write))
-        H, W = write.shape
+    def _known(
+        self, store: _RGBPoints, depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:data:`model.memory.KnownCells` at pixel resolution: the memory rasterised at this camera
+        covers a pixel at a depth within ``view_tolerance`` (relative)."""
+        H, W = depth.shape
         seen = self._render(store, w2c[None], K, H, W)
         index, seen_depth = seen.index[0].to(self.device), seen.depth[0].to(self.device)
-        known = torch.isfinite(depth) & seen_at_depth(index, seen_depth, depth, self.config.view_tolerance)
-        return merge_unseen(store, new, write, known, index, self.config.voxel_policy == "newest")
+        return torch.isfinite(depth) & seen_at_depth(index, seen_depth, depth, self.config.view_tolerance), index
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -543,7 +397,7 @@ class RGBPointCloudMemory:
             h, w: latent grid; must be the VAE's grid of an ``H x W`` image.
 
         Returns:
-            :class:`~model.memory.Readout`: ``latent [F, C, h, w]`` (encoded renders, zero where not
+            :class:`~model.memory_base.Readout`: ``latent [F, C, h, w]`` (encoded renders, zero where not
             visible), ``visible [F, h, w]`` (at least ``VISIBLE_COVERAGE`` of the cell's pixels
             covered), ``depth`` / ``index [F, h, w]`` of the nearest covered pixel (0 / -1 where not visible).
         """
@@ -582,31 +436,11 @@ class RGBPointCloudMemory:
 
     # ---- persistence ---------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the cloud to a safetensors file (atomically) with format version and config metadata."""
-        tensors = dict(zip(_TENSOR_NAMES, self._points()))
-        write_memory_file(path, tensors, FORMAT_NAME, FORMAT_VERSION, self.config, next_segment=self.next_segment, rejected=self.rejected)
-
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu", vae: VideoVAE | None = None) -> RGBPointCloudMemory:
-        """Read a cloud written by :meth:`save`, validating format, version, names, dtypes and shapes.
-
-        Raises:
-            ValueError: naming the file and what is wrong.
-        """
-        path = Path(path)
-        tensors, config, values = read_memory_file(path, FORMAT_NAME, FORMAT_VERSION, ("next_segment", "rejected"))
-        next_segment, rejected = values["next_segment"], values["rejected"]
-        if sorted(tensors) != sorted(_TENSOR_NAMES):
-            raise ValueError(f"{path}: tensor names {sorted(tensors)} differ from the format {sorted(_TENSOR_NAMES)}")
-        n = tensors["positions"].shape[0]
-        for name, dtype in _DTYPES.items():
-            shape = (n, 3) if name in ("positions", "colors") else (n,)
-            if tensors[name].dtype != dtype or tuple(tensors[name].shape) != shape:
-                raise ValueError(f"{path}: tensor '{name}' is {tensors[name].dtype} {list(tensors[name].shape)}, expected {dtype} {list(shape)}")
-        if not torch.isfinite(tensors["positions"]).all() or not torch.isfinite(tensors["sizes"]).all():
-            raise ValueError(f"{path}: positions or splat sizes contain NaN or Inf")
-        memory = cls(config, device, vae)
-        memory.next_segment, memory.rejected = next_segment, rejected
-        memory._set_points(_RGBPoints(*(tensors[name].to(memory.device) for name in _TENSOR_NAMES)))
+    def load(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", vae: VideoVAE | None = None
+    ) -> RGBPointCloudMemory:
+        """Read a cloud written by :meth:`save` (see :meth:`PointMemory.load`); it reads out through ``vae``."""
+        memory = super().load(path, device)
+        memory.vae = vae
         return memory

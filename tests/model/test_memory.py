@@ -1,5 +1,6 @@
 """Tests of the latent spatial memory on synthetic tensors (scene-based checks: test_memory_scenes.py)."""
 
+import json
 import math
 import struct
 
@@ -234,8 +235,8 @@ def test_view_dedup_writes_only_unseen_cells(K):
 def test_voxel_policies(K, dedup):
     depth = torch.full((1, H, W), 3.0)
     old, new = fp16_latents(1, seed=1), fp16_latents(1, seed=2)
-    keep_first = LatentSpatialMemory(MemoryConfig(dedup=dedup, voxel_policy="first"))
-    newest = LatentSpatialMemory(MemoryConfig(dedup=dedup, voxel_policy="newest"))
+    keep_first = LatentSpatialMemory(MemoryConfig(dedup=dedup, keep_observation="first"))
+    newest = LatentSpatialMemory(MemoryConfig(dedup=dedup, keep_observation="newest"))
     for mem in (keep_first, newest):
         mem.update(old, depth, torch.eye(4)[None], K)
         mem.update(new, depth, torch.eye(4)[None], K)
@@ -305,6 +306,20 @@ def test_bad_input_raises_and_leaves_memory_unchanged(K):
         mem.readout(torch.eye(3), K, h, w)
 
 
+def test_a_write_that_fails_after_its_checks_changes_nothing(K, monkeypatch):
+    """The write check is pure: even the channel count of an empty memory changes only when a write commits."""
+    mem = LatentSpatialMemory()
+    mem.initialize(fp16_latents(1)[0], torch.full((H, W), torch.inf), K, torch.eye(4))  # no valid depth: empty, C channels
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("lifting failed")
+
+    monkeypatch.setattr("model.memory.downsample_depth", fail)
+    with pytest.raises(RuntimeError, match="lifting failed"):
+        mem.update(fp16_latents(1)[:, :16], smooth_depth(n=1), torch.eye(4)[None], K)
+    assert mem.channels == C and mem.features.shape == (0, C) and mem.next_segment == 1
+
+
 def test_save_load_round_trip_is_bit_exact(tmp_path, K):
     for dtype in ("float16", "bfloat16"):
         mem = LatentSpatialMemory(MemoryConfig(feature_dtype=dtype, voxel_size=0.03))
@@ -365,9 +380,24 @@ def test_load_rejects_malformed_files(tmp_path, K):
         LatentSpatialMemory.load(tmp_path / "missing.safetensors")
 
 
+def test_load_reads_files_written_before_keep_observation_was_renamed(tmp_path, K):
+    mem = LatentSpatialMemory(MemoryConfig(keep_observation="newest"))
+    mem.update(fp16_latents(1), smooth_depth(n=1), torch.eye(4)[None], K)
+    mem.save(tmp_path / "new.safetensors")
+
+    def old_config(metadata):
+        config = json.loads(metadata["config"])
+        config["voxel_policy"] = config.pop("keep_observation")
+        metadata["config"] = json.dumps(config)
+
+    _rewrite(tmp_path / "new.safetensors", tmp_path / "old.safetensors", metadata_fn=old_config)
+    loaded = LatentSpatialMemory.load(tmp_path / "old.safetensors")
+    assert loaded.config == mem.config and torch.equal(loaded.features, mem.features)
+
+
 def test_config_validation():
-    with pytest.raises(ValueError, match="voxel_policy"):
-        MemoryConfig(voxel_policy="mean")
+    with pytest.raises(ValueError, match="keep_observation"):
+        MemoryConfig(keep_observation="mean")
     with pytest.raises(ValueError, match="feature_dtype"):
         MemoryConfig(feature_dtype="float32")
     with pytest.raises(ValueError, match="voxel_size"):

@@ -11,6 +11,7 @@ from model.camera import intrinsics_from_fov
 from model.trajectories import orbit
 from model.frames import frames_to_tensor
 from model.memory import LatentSpatialMemory, MemoryConfig
+from model.memory_kinds import make_memory
 from model.patch_vae import PatchVAE
 from model.pipeline import MiragePipeline, PipelineConfig
 from model.rgb_memory import RGBPointCloudMemory
@@ -53,10 +54,10 @@ def test_readout_at_the_source_view_reproduces_the_source_image(renderer, scene,
     # exact: uint8 colours are copied, each point lands at its own pixel centre (half a pixel from any edge)
     assert torch.equal(views.rgb[0][covered], torch.from_numpy(rgb)[covered]), "each pixel's own point covers exactly that pixel"
     assert torch.allclose(views.depth[0][covered], torch.from_numpy(depth)[covered], rtol=1e-5)
-    latent, visible, _ = memory.readout(torch.eye(4)[None], K, h, w, image_hw=(H, W))
-    assert visible.all()
+    readout = memory.readout(torch.eye(4)[None], K, h, w, image_hw=(H, W))
+    assert readout.visible.all()
     # exact: the rendered view is the source image (above), encoded by the same code
-    assert torch.equal(latent[0], vae.encode(frames_to_tensor(rgb))[0]), "the readout is the VAE encoding of the rendered source view"
+    assert torch.equal(readout.latent[0], vae.encode(frames_to_tensor(rgb))[0]), "the readout is the VAE encoding of the rendered source view"
 
 
 def test_z_buffer_shows_the_nearest_surface_from_a_new_view(renderer, scene, K, vae):
@@ -156,7 +157,10 @@ def test_interface_matches_the_latent_memory():
 def test_pipeline_runs_one_segment_with_the_rgb_memory(renderer, scene, K):
     backbone = load_backbone(BackboneConfig(backend="tiny", device="cpu"))
     rgb, depth = renderer.render(scene, np.eye(4), K, W, H)
-    pipe = MiragePipeline(backbone, PipelineConfig(steps=2, memory_kind="rgb"))
+    config = PipelineConfig(steps=2, memory_kind="rgb")
+    with pytest.raises(ValueError, match="make_memory"):
+        MiragePipeline(backbone, config)  # the pipeline builds only its default, latent memory
+    pipe = MiragePipeline(backbone, config, memory=make_memory("rgb", config.memory, backbone.device, backbone.vae))
     pipe.start(rgb, torch.from_numpy(depth), K, prompt="a room")
     assert isinstance(pipe.memory, RGBPointCloudMemory) and pipe.memory.vae is backbone.vae
     initial = len(pipe.memory)
