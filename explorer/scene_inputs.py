@@ -13,6 +13,8 @@ A photo is opened in two steps: :func:`read_photo_files` reads and checks the fi
 file, no model involved, so a bad file is refused before anything heavy runs) and reports through
 ``warn`` what loading changed (an animation's first frame used, a visible centre crop);
 :func:`scene_from_photo` adds the depth model and intrinsics. :func:`photo_inputs` does both.
+
+:func:`session_inputs` reopens what a recorded session started from, to continue it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from explorer.session import RecordedSession
 from model.camera import scale_intrinsics
 from model.depth import PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
 from model.image_io import Photo, load_photo
@@ -156,3 +159,35 @@ def photo_inputs(
         ValueError: a bad depth file or depth model folder (named in the message).
     """
     return scene_from_photo(read_photo_files(path, height, width, depth_path, warn), device, depth_model, warn)
+
+
+def session_inputs(
+    session: RecordedSession,
+    renderer: Callable[[], SceneRenderer],
+    device=None,
+    depth_model: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> SceneInputs:
+    """The scene inputs to continue a recorded session, at its frame size and with its intrinsics.
+
+    The bundled scene gets its exact depth again and a photo that still exists is opened again
+    (:func:`photo_inputs`); when the photo is gone, new frames get the flat prior depth and ``warn``
+    says so.
+
+    Args:
+        renderer: gives the :class:`~model.scenes.SceneRenderer` for the bundled scene (called only then;
+            it must outlive the result).
+        device, depth_model, warn: as for :func:`photo_inputs`.
+    """
+    height, width = session.height, session.width
+    if session.source == "bundled":
+        inputs = bundled_scene(height, width, renderer())
+    elif session.source and Path(session.source).exists():
+        inputs = photo_inputs(session.source, height, width, device, depth_model=depth_model, warn=warn)
+    else:
+        if warn is not None:
+            warn(f"{session.source} not found; {PRIOR_DEPTH_WARNING}")
+        no_depth = torch.full((height, width), float("inf"))
+        inputs = SceneInputs(session.last_frame, no_depth, torch.from_numpy(session.K), estimator_depth(PriorDepth()), "session", session.source)
+    inputs.K = torch.from_numpy(session.K.copy())
+    return inputs

@@ -41,6 +41,7 @@ from explorer.video_io import Mp4Writer, read_mp4_frames, read_mp4_metadata
 from model.atomic import OutputError, OutputSet
 from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses, write_camera_path_json, write_re10k
 from model.image_io import load_image, save_png
+from model.memory_kinds import load_memory
 
 FORMAT_NAME = "mirage-explorer-session"
 FORMAT_VERSION = 1
@@ -409,8 +410,6 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
 
 def session_memory(session: RecordedSession, pipeline_config=None, backbone=None):
     """Load a session's memory, of the pipeline's memory kind (the latent memory without a pipeline config)."""
-    from model.memory_kinds import load_memory
-
     kind = "latent" if pipeline_config is None else pipeline_config.memory_kind
     return load_memory(session.memory_path, kind, vae=None if backbone is None else backbone.vae)
 

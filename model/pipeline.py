@@ -125,6 +125,8 @@ class SegmentResult:
         labels: ``[F-1, h, w]`` :class:`~model.memory.CellLabel` of the written latent frames 1..F-1.
         timings: seconds per stage (readout, encode, denoise, decode, depth, masks, update, total).
         memory_points, memory_bytes: memory size after the write.
+        action: what asked for the segment (e.g. the explorer's ``"step_forward"``); empty for the pipeline,
+            set by the caller that knows it (the explorer's worker, for session recording).
     """
 
     index: int
@@ -137,6 +139,7 @@ class SegmentResult:
     timings: dict[str, float]
     memory_points: int
     memory_bytes: int
+    action: str = ""
 
 
 StepCallback = Callable[[int, int, int], None]  # (segment, step, steps)
