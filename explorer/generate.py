@@ -30,10 +30,10 @@ from model.lora import backbone_config_for_weights, load_memory_weights
 from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
-from model.depth import check_model_folder
+from model.depth import DepthSource, check_model_folder
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory
-from model.pipeline import DepthSource, MiragePipeline, PipelineConfig, check_memory_channels
+from model.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
 from model.scenes import SceneRenderer
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
@@ -247,7 +247,7 @@ def _generate_video(pipe: MiragePipeline, w2c, depth_source: DepthSource, output
         "seed": args.seed,
         "model": pipe.describe(),
         "intrinsics": {"K": pipe.K.tolist(), "source": k_source},
-        "depth_source": getattr(depth_source, "name", "custom"),
+        "depth_source": depth_source.name,
         "trajectory": {"spec": args.trajectory, "frames": len(w2c), "fps": args.fps, "camera_to_world": invert_pose(w2c).reshape(len(w2c), 16).tolist()},
         "segments": segments,
         "memory": {"points": pipe.memory.stats().points, "bytes": pipe.memory.stats().bytes},

@@ -28,9 +28,8 @@ import torch
 
 from explorer.session import RecordedSession
 from model.camera import scale_intrinsics
-from model.depth import PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
+from model.depth import DepthSource, PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
 from model.image_io import Photo, load_photo
-from model.pipeline import DepthSource, estimator_depth
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
 
@@ -58,13 +57,9 @@ class SceneInputs:
     k_source: str
     source: str
 
-    @property
-    def depth_name(self) -> str:
-        return getattr(self.depth_source, "name", "custom")
-
 
 class SceneDepth:
-    """Exact depth of a procedural scene at the generated frames' poses (a :class:`DepthSource`)."""
+    """Exact depth of a procedural scene at the generated frames' poses (a :class:`~model.depth.DepthSource`)."""
 
     def __init__(self, scene: ProceduralScene, renderer: SceneRenderer, width: int, height: int) -> None:
         self.scene, self.renderer, self.width, self.height = scene, renderer, width, height
@@ -139,7 +134,7 @@ def scene_from_photo(
     estimate = estimator.estimate(photo.image[None]) if files.depth is None else None
     depth = files.depth if files.depth is not None else estimate.depth[0]
     K, k_source = resolve_intrinsics(width, height, exif_focal_px=photo.exif_focal_px, depth_fov_y_deg=estimate.fov_y_deg if estimate else None)
-    return SceneInputs(photo.image, depth, K, estimator_depth(estimator), k_source, str(photo.path))
+    return SceneInputs(photo.image, depth, K, estimator, k_source, str(photo.path))
 
 
 def photo_inputs(
@@ -188,6 +183,6 @@ def session_inputs(
         if warn is not None:
             warn(f"{session.source} not found; {PRIOR_DEPTH_WARNING}")
         no_depth = torch.full((height, width), float("inf"))
-        inputs = SceneInputs(session.last_frame, no_depth, torch.from_numpy(session.K), estimator_depth(PriorDepth()), "session", session.source)
+        inputs = SceneInputs(session.last_frame, no_depth, torch.from_numpy(session.K), PriorDepth(), "session", session.source)
     inputs.K = torch.from_numpy(session.K.copy())
     return inputs

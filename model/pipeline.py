@@ -24,13 +24,13 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 import torch
 
 from model.backbone import Backbone
 from model.camera import validate_intrinsics, validate_poses
+from model.depth import DepthSource
 from model.frames import frames_to_tensor, tensor_to_frames
 from model.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, dynamic_mask, write_masks
 from model.memory import LatentSpatialMemory
@@ -58,23 +58,6 @@ def check_memory_channels(memory: SpatialMemory, latent_channels: int, source: s
 
 class GenerationCancelled(Exception):
     """Raised between denoising steps when the cancel check says so; nothing was written."""
-
-
-class DepthSource(Protocol):
-    """Metric depth of generated frames, for the memory write-back."""
-
-    def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-        """``frames [T, H, W, 3]`` uint8, ``w2c [T, 4, 4]``, ``K [3, 3]`` pixels -> ``[T, H, W]`` metres (+inf invalid)."""
-
-
-def estimator_depth(estimator) -> DepthSource:
-    """Adapt a :class:`model.depth.DepthEstimator` (depth from pixels only) to a :class:`DepthSource`."""
-
-    def depth(frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-        return estimator.estimate(frames).depth
-
-    depth.name = estimator.name  # type: ignore[attr-defined]
-    return depth
 
 
 @dataclass

@@ -196,8 +196,8 @@ class GenerationWorker(GenerationSignals):
         stats = pipe.memory.stats()
         self.scene_ready.emit(SceneInfo(
             image=inputs.image.copy(), K=inputs.K.numpy().copy(), start_w2c=start.numpy().copy(), depth=inputs.depth.numpy().copy(),
-            source=inputs.source, depth_source=inputs.depth_name, k_source=inputs.k_source,
-            prior_depth=inputs.depth_name.startswith("prior"),
+            source=inputs.source, depth_source=inputs.depth_source.name, k_source=inputs.k_source,
+            prior_depth=inputs.depth_source.name.startswith("prior"),
             segments_done=0, points=stats.points, bytes=stats.bytes, latent_stride=self._stride(),
         ))
         self._emit_snapshot("scene")
@@ -223,7 +223,7 @@ class GenerationWorker(GenerationSignals):
         stats = pipe.memory.stats()
         self.scene_ready.emit(SceneInfo(
             image=session.last_frame.copy(), K=session.K.copy(), start_w2c=last.numpy().copy(), depth=None,
-            source=f"session:{folder}", depth_source=inputs.depth_name, k_source="session", prior_depth=inputs.depth_name.startswith("prior"),
+            source=f"session:{folder}", depth_source=inputs.depth_source.name, k_source="session", prior_depth=inputs.depth_source.name.startswith("prior"),
             segments_done=session.segments_done, points=stats.points, bytes=stats.bytes, latent_stride=self._stride(),
         ))
         self._emit_snapshot("loaded")

@@ -189,13 +189,13 @@ def test_continue_from_a_replayed_session_equals_continuing_in_process(tmp_path,
 def test_session_inputs_reopen_the_scene_or_fall_back_to_the_prior_depth(tmp_path, generated, renderer):
     session = load_session(record(tmp_path / "s", generated))
     bundled = session_inputs(session, lambda: renderer)
-    assert bundled.depth_name.startswith("exact") and bundled.image.shape == (H, W, 3)
+    assert bundled.depth_source.name.startswith("exact") and bundled.image.shape == (H, W, 3)
     assert torch.equal(bundled.K, torch.from_numpy(session.K)), "K is the session's"
     session.data["source"] = {"kind": "image", "path": str(tmp_path / "gone.jpg")}
     warned = []
     with pytest.warns(PriorDepthWarning):
         gone = session_inputs(session, lambda: pytest.fail("no renderer for a photo"), warn=warned.append)
     assert warned == [f"{tmp_path / 'gone.jpg'} not found; {PRIOR_DEPTH_WARNING}"]
-    assert gone.depth_name.startswith("prior") and gone.source == str(tmp_path / "gone.jpg") and gone.k_source == "session"
+    assert gone.depth_source.name.startswith("prior") and gone.source == str(tmp_path / "gone.jpg") and gone.k_source == "session"
     assert np.array_equal(gone.image, session.last_frame) and torch.isinf(gone.depth).all() and gone.depth.shape == (H, W)
     assert torch.equal(gone.K, torch.from_numpy(session.K))
