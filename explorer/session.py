@@ -37,7 +37,7 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from explorer.video_io import Mp4Writer, read_mp4_frames, read_mp4_metadata
+from explorer.video_io import Mp4Writer, read_mp4_frames
 from model.atomic import OutputError, OutputSet
 from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses, write_camera_path_json, write_re10k
 from model.image_io import load_image, save_png
@@ -412,11 +412,6 @@ def session_memory(session: RecordedSession, pipeline_config=None, backbone=None
     """Load a session's memory, of the pipeline's memory kind (the latent memory without a pipeline config)."""
     kind = "latent" if pipeline_config is None else pipeline_config.memory_kind
     return load_memory(session.memory_path, kind, vae=None if backbone is None else backbone.vae)
-
-
-def read_session_metadata(video: str | os.PathLike) -> dict:
-    """The session JSON embedded in a recorded ``video.mp4`` (empty dict when there is none)."""
-    return read_mp4_metadata(video)
 
 
 def export_camera_path(path: str | os.PathLike, session: RecordedSession) -> None:

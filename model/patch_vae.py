@@ -58,13 +58,6 @@ def num_latent_frames(num_frames: int, temporal_stride: int = 4) -> int:
     return (num_frames - 1) // temporal_stride + 1
 
 
-def num_video_frames(num_latent: int, temporal_stride: int = 4) -> int:
-    """Video frames decoded from ``num_latent`` latent frames (``k + 1`` -> ``temporal_stride * k + 1``)."""
-    if num_latent < 1:
-        raise ValueError(f"number of latent frames must be >= 1, got {num_latent}")
-    return temporal_stride * (num_latent - 1) + 1
-
-
 def check_frames(frames: torch.Tensor, spatial_stride: int, temporal_stride: int) -> None:
     """Raise ``ValueError`` unless ``frames`` is a float ``[T, 3, H, W]`` video a VAE can encode."""
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[1] != 3:

@@ -32,7 +32,7 @@ from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.backbone import BackboneConfig
 from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
 from model.pipeline import PipelineConfig
-from ui.cache_panel import CacheData, CachePanel
+from ui.cache_panel import CachePanel
 from ui.controls_panel import ControlsPanel
 from ui.hud import Hud
 from ui.input_router import InputRouter
@@ -387,14 +387,13 @@ class MainWindow(QMainWindow):
         self._update_cameras()
 
     def _on_memory(self, snapshot) -> None:
-        data = CacheData.from_snapshot(snapshot)
         first = self.cache_panel.drawn_points.size == 0
-        self.cache_panel.set_data(data)
+        self.cache_panel.set_data(snapshot)
         if first:
             self.cache_panel.frame_cloud()
         renderer = self._preview_renderer()
-        if renderer is not None and len(data.positions):
-            renderer.set_points(data.positions, data.colors, snapshot.footprint_m)
+        if renderer is not None and len(snapshot.positions):
+            renderer.set_points(snapshot.positions, snapshot.colors, snapshot.footprint_m)
             if self.camera is not None:
                 self._render_preview(self.camera.w2c.numpy())
 

@@ -70,11 +70,6 @@ class SampleSpec:
             raise ValueError(f"window_stride must be >= 1, got {self.window_stride}")
 
     @property
-    def target_latent_frames(self) -> int:
-        """``N``: latent frames of the target chunk."""
-        return (self.chunk_frames - 1) // 4 + 1
-
-    @property
     def clean_frames(self) -> int:
         """Leading clean frames of a training sequence: ``P`` context frames + target frame 0."""
         return self.context_frames + 1

@@ -9,7 +9,8 @@ import torch
 
 from explorer.flight import step_segment
 from explorer.scene_inputs import PRIOR_DEPTH_WARNING, bundled_scene, session_inputs
-from explorer.session import SessionError, SessionRecorder, export_camera_path, load_session, read_session_metadata, session_memory
+from explorer.session import SessionError, SessionRecorder, export_camera_path, load_session, session_memory
+from explorer.video_io import read_mp4_metadata
 from model.backbone import BackboneConfig, load_backbone
 from model.camera import read_camera_path_json, read_re10k
 from model.depth import PriorDepthWarning
@@ -85,7 +86,7 @@ def test_record_then_reopen_gives_the_same_frames_memory_and_poses(tmp_path, gen
         a, b = getattr(memory, name), getattr(pipe.memory, name)
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(torch.uint8), b.view(torch.uint8)), name  # bitwise (NaN too)
     data = json.loads((folder / "session.json").read_text())
-    assert read_session_metadata(folder / "video.mp4") == data, "the same JSON rides in the MP4 comment"
+    assert read_mp4_metadata(folder / "video.mp4") == data, "the same JSON rides in the MP4 comment"
     assert data["segments"][1]["timings_s"]["total"] > 0 and data["memory"]["points"] == pipe.memory.stats().points
     assert len(data["segments"][0]["c2w"]) == 33 and len(data["segments"][0]["c2w"][0]) == 16
     cams = read_re10k(folder / "cameras.txt")
