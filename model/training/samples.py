@@ -40,8 +40,8 @@ from model.atomic import atomic_path
 from model.depth import DepthEstimator
 from model.frames import frames_to_tensor
 from model.memory import LatentSpatialMemory, MemoryConfig
-from model.patch_vae import VideoVAE
 from model.training.clips import ClipError, ClipSource
+from model.vae import VideoVAE
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from model.backbone import (
     tiny_wan_vae,
     validate_wan_folder,
 )
-from model.patch_vae import PatchVAE, VideoVAE, num_latent_frames
+from model.patch_vae import PatchVAE
+from model.vae import VideoVAE, num_latent_frames
 
 REPO = Path(__file__).resolve().parents[2]
 
