@@ -202,12 +202,15 @@ class MiragePipeline:
             source: the memory's file, named in errors.
 
         Raises:
-            ValueError: the memory is not of ``config.memory_kind`` or holds features of other channels
-                (:func:`check_memory_channels`).
+            ValueError: the memory is not of ``config.memory_kind``, holds features of other channels
+                (:func:`check_memory_channels`), or in mode ``"branch"`` reads out other than the memory
+                weights were trained on (:meth:`~model.memory_branch.MemoryBranch.check_readout`).
         """
         if memory.kind != self.config.memory_kind:
             raise ValueError(f"{source}: a {memory.kind!r} memory cannot serve memory_kind {self.config.memory_kind!r}")
         check_memory_channels(memory, self.backbone.vae.latent_channels, source)
+        if self.config.mode == "branch":
+            self.branch.check_readout(memory, source)
         self.memory = memory.to(self.backbone.device)
 
     def resume(self, last_frame: np.ndarray, K: torch.Tensor, prompt: str, memory: SpatialMemory, segments_done: int) -> None:

@@ -50,7 +50,8 @@ from model.atomic import atomic_dir, write_json_atomic
 from model.backbone import Backbone, BackboneConfig, load_backbone
 from model.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
 from model.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
-from model.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.memory import LatentSpatialMemory
+from model.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings
 from model.scenes import SceneRenderer
 from model.training import checkpoint as ckpt
 from model.training.clips import ClipSource, discover_clips, procedural_clips
@@ -253,6 +254,7 @@ class Trainer:
         self.backbone.apply_offload()
         self.model.to(self.backbone.device)
         self.samples = self._samples()
+        self.model.branch.readout = ReadoutSettings.of(LatentSpatialMemory.kind, self.samples.memory_config)  # saved with the weights
         self.optimizer = torch.optim.AdamW(
             list(trainable_parameters(self.model).values()), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
         )

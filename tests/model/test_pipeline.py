@@ -7,6 +7,8 @@ weights with the same seed in this process (reruns, resumes from copied state, s
 a zero-initialised branch that adds exactly 0).
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -16,7 +18,8 @@ from model.camera import intrinsics_from_fov
 from model.trajectories import orbit
 from model.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
 from model.memory_branch import MemoryBranch, MemoryBranchConfig
-from model.memory import LatentSpatialMemory
+from model.memory import LatentSpatialMemory, MemoryConfig
+from model.memory_kinds import make_memory
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.scenes import ProceduralScene, SceneConfig
 
@@ -161,6 +164,19 @@ def test_branch_and_lora_save_load_reproduce_outputs(tmp_path, renderer, scene, 
     assert torch.equal(again.latents, trained.latents)
     bare = started(small_branch_backbone(), renderer, scene, K, PipelineConfig(steps=2, inpaint_fraction=0.0)).run_segment(path(1), SceneDepth(renderer, scene))
     assert not torch.equal(bare.latents, trained.latents), "the trained weights must change the output"
+
+
+def test_branch_mode_refuses_a_memory_that_reads_out_otherwise_than_the_branch_was_trained_on():
+    backbone = small_branch_backbone()
+    branch = MemoryBranch(backbone.transformer, MemoryBranchConfig(layers=(0, 2)))
+    config = PipelineConfig(steps=1, mode="branch")
+    pipe = MiragePipeline(backbone, config, branch)  # the default memory: what training reads out
+    with pytest.raises(ValueError, match=r"^saved.safetensors: near 0.1 \(trained: 0.05\), depth_bin 0.01 \(trained: 0.02\): the memory weights"):
+        pipe.load_memory(LatentSpatialMemory(MemoryConfig(near=0.1, depth_bin=0.01)), source="saved.safetensors")
+    with pytest.raises(ValueError, match=r"^memory: memory_kind 'rgb' \(trained: 'latent'\)"):
+        MiragePipeline(backbone, replace(config, memory_kind="rgb"), branch, make_memory("rgb", vae=backbone.vae))
+    branch.readout = None  # weights saved before the settings were recorded: not checked
+    MiragePipeline(backbone, replace(config, memory=MemoryConfig(near=0.1)), branch)
 
 
 def test_reencode_write_path(renderer, scene, K):
