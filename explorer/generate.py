@@ -6,7 +6,7 @@ memory stats), ``OUT.cameras.txt`` (RealEstate10K) and the ``--save-memory`` fil
 temporary names, and renamed into place together at the end, so a bad input, a full disk, a failure
 or a signal leaves nothing new behind and earlier results untouched.
 
-Every input file (photo, depth file, camera file, saved memory, depth model folder) is read and
+Every input file (photo, depth file, camera file, saved memory, depth and sky model folders) is read and
 checked by :func:`check_inputs` before the backbone is built, so a bad file is refused in
 milliseconds. What is read but not used whole is said on stderr: ``warning: <file>: ...`` (an
 animation's first frame, a visible centre crop) and ``note: <file>: using the first N of M poses``.
@@ -31,6 +31,7 @@ from model.camera import invert_pose, read_camera_path_json, read_re10k, write_r
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
 from model.depth import DepthSource, check_model_folder
+from model.masks import SemanticSkySegmenter
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory
 from model.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
@@ -66,6 +67,7 @@ class GenerateArgs:
     prompt: str = ""  # text prompt
     depth: str | None = None  # depth file for the photo (.png mm / .npy m)
     depth_model: str | None = None  # transformers depth-estimation model folder
+    sky_model: str | None = None  # transformers semantic-segmentation folder with a "sky" class: sky never enters the memory
     offload: str = "none"  # none | model | group
     device: str | None = None  # torch device (default: cuda when available)
     inpaint_fraction: float | None = None  # inpaint: share of steps following the readout (None: 1.0 tiny, 0.6 wan)
@@ -138,8 +140,8 @@ class CheckedInputs:
 def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, latent_channels: int) -> CheckedInputs:
     """Read and check every input file of a run, before anything heavy runs.
 
-    Checks the photo (decodable, large enough, not beyond 3:1) and its depth file, the depth model
-    folder's files, the camera file (every pose, enough of them) and the saved memory (format,
+    Checks the photo (decodable, large enough, not beyond 3:1) and its depth file, the depth and sky
+    model folders' files, the camera file (every pose, enough of them) and the saved memory (format,
     tensors, channel count against ``latent_channels``). Prints ``warning: <file>: ...`` for what
     the photo loses and ``note: <file>: using the first N of M poses`` to stderr.
 
@@ -151,6 +153,8 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     photo = None if args.image is None else read_photo_files(args.image, height, width, depth_path=args.depth, warn=_warn)
     if args.depth_model:
         check_model_folder(args.depth_model, "depth model")
+    if args.sky_model:
+        check_model_folder(args.sky_model, "sky segmentation model")
     trajectory = None
     if args.trajectory not in TRAJECTORIES:
         path = Path(args.trajectory)
@@ -192,13 +196,14 @@ def run_generate(args: GenerateArgs) -> dict:
     if args.memory_weights:
         branch = load_memory_weights(args.memory_weights, backbone.transformer).to(backbone.device)
     backbone.apply_offload()
+    sky = SemanticSkySegmenter(args.sky_model, device=backbone.device) if args.sky_model else None
     with outputs, SceneRenderer() as renderer:
         if checked.photo is None:
             inputs = bundled_scene(height, width, renderer)
         else:
             inputs = scene_from_photo(checked.photo, backbone.device, depth_model=args.depth_model, warn=_warn)
         depth, K = inputs.depth, inputs.K
-        pipe = MiragePipeline(backbone, config, branch, make_memory(args.memory, config.memory, backbone.device, backbone.vae))
+        pipe = MiragePipeline(backbone, config, branch, make_memory(args.memory, config.memory, backbone.device, backbone.vae), sky)
         pipe.start(inputs.image, depth, K, prompt=args.prompt)
         if checked.memory is not None:
             if checked.memory.kind == "rgb":

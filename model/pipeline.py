@@ -9,7 +9,8 @@ one frame (the last frame of a segment is the first of the next). Per segment:
    conditioned on the readout either by the trained memory branch (``branch``) or, training-free,
    by replacing visible tokens with the readout noised to the current sigma (``inpaint``);
 4. decode the latents to RGB frames;
-5. estimate depth of the written latent frames and build the write masks (sky, dynamic, user);
+5. estimate depth of the written latent frames and build the write masks (sky by depth and, with a
+   semantic segmenter, by class; dynamic; user);
 6. write the latents (or re-encoded decoded frames) back into the memory.
 
 The memory is only touched in step 6 and ``update`` is all-or-nothing, so a segment cancelled
@@ -32,7 +33,7 @@ from model.backbone import Backbone
 from model.camera import validate_intrinsics, validate_poses
 from model.depth import DepthSource
 from model.frames import frames_to_tensor, tensor_to_frames
-from model.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, dynamic_mask, write_masks
+from model.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, SemanticSkySegmenter, dynamic_mask, write_masks
 from model.memory import LatentSpatialMemory
 from model.memory_base import MEMORY_KINDS, MemoryConfig, SpatialMemory
 from model.memory_branch import MemoryBranch
@@ -136,6 +137,8 @@ class MiragePipeline:
         memory: the memory that :meth:`start` builds and every segment reads and extends, of kind
             ``config.memory_kind`` (:func:`model.memory_kinds.make_memory`); moved to the backbone's
             device. Default: an empty :class:`~model.memory.LatentSpatialMemory` with ``config.memory``.
+        sky: a semantic sky segmenter: its sky pixels of the written frames are never written to the
+            memory, like sky by depth (:func:`model.masks.write_masks`). None: sky by depth only.
 
     Example:
         >>> pipe = MiragePipeline(load_backbone(BackboneConfig()), PipelineConfig(steps=4))  # doctest: +SKIP
@@ -145,8 +148,9 @@ class MiragePipeline:
     """
 
     def __init__(self, backbone: Backbone, config: PipelineConfig | None = None, branch: MemoryBranch | None = None,
-                 memory: SpatialMemory | None = None) -> None:
+                 memory: SpatialMemory | None = None, sky: SemanticSkySegmenter | None = None) -> None:
         self.backbone = backbone
+        self.sky = sky
         self.config = config or PipelineConfig()
         if self.config.mode == "branch" and branch is None:
             raise ValueError("mode 'branch' needs trained memory weights (--memory-weights DIR); use mode 'inpaint' with stock weights")
@@ -352,7 +356,8 @@ class MiragePipeline:
         with clock("masks"):
             write_latents = latents[written] if cfg.write_path == "latents" else vae.encode(frames_to_tensor(frames, device))[written]
             moving = dynamic_mask(write_latents.cpu(), readout_latent[written].cpu(), readout.visible[written].cpu(), cfg.dynamic_threshold)
-            keep, labels = write_masks(depth, (h, w), far_m=cfg.sky_far_m, dynamic=moving, user_mask=user_mask)
+            semantic_sky = None if self.sky is None else self.sky.segment(torch.from_numpy(key_frames))
+            keep, labels = write_masks(depth, (h, w), far_m=cfg.sky_far_m, semantic_sky=semantic_sky, dynamic=moving, user_mask=user_mask)
         # 6. write back (all-or-nothing)
         frame_ids = self.segments_done * (cfg.segment_frames - 1) + np.arange(cfg.segment_frames)
         with clock("update"):

@@ -178,7 +178,9 @@ class MainWindow(QMainWindow):
         return PipelineConfig(steps=o.steps, seed=o.seed, inpaint_fraction=o.inpaint_fraction)
 
     def generation_settings(self) -> GenerationSettings:
-        return GenerationSettings(height=self.options.height, width=self.options.width, prompt=self.controls.options().prompt)
+        return GenerationSettings(
+            height=self.options.height, width=self.options.width, prompt=self.controls.options().prompt, sky_model=self.settings.sky_model_dir or None
+        )
 
     def start(self) -> None:
         """Load the backbone, then open the start scene (a session, a photo, or the bundled sample)."""

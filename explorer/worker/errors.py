@@ -26,8 +26,11 @@ def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
             "(model_index.json, scheduler/, tokenizer/, text_encoder/, transformer/, vae/ with *.safetensors), "
             "or choose the tiny backend."
         )
-    if isinstance(exc, DepthFolderError):
-        return "Depth model not usable", f"{text}\n\nFix: choose a local metric depth-estimation model folder, or none (flat prior depth)."
+    if isinstance(exc, DepthFolderError):  # a depth or a sky segmentation model (the message says which)
+        return "Model folder not usable", (
+            f"{text}\n\nFix: choose a local metric depth-estimation model folder, or none (flat prior depth); "
+            "for sky segmentation, a semantic-segmentation model folder with a class labelled 'sky', or none."
+        )
     if isinstance(exc, ImageLoadError):
         return "Cannot open image", f"{text}\n\nFix: choose a readable photo (JPEG, PNG, WebP, TIFF ...)."
     if isinstance(exc, FileNotFoundError):

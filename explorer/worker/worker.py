@@ -29,6 +29,8 @@ from explorer.worker.messages import GenerationSettings, Request, SceneInfo, Seg
 from model.backbone import Backbone, BackboneConfig, load_backbone
 from model.camera import validate_poses
 from model.lora import backbone_config_for_weights, load_memory_weights
+from model.masks import SemanticSkySegmenter
+from model.memory_base import SpatialMemory
 from model.memory_branch import MemoryBranch
 from model.memory_kinds import load_memory, make_memory, point_stride
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
@@ -69,6 +71,7 @@ class GenerationWorker(GenerationSignals):
         self._closing = threading.Event()
         self._backbone: Backbone | None = None
         self._branch: MemoryBranch | None = None
+        self._sky: SemanticSkySegmenter | None = None  # of the settings' sky_model, loaded with the first scene
         self._config: PipelineConfig | None = None
         self._settings = GenerationSettings()
         self._pipe: MiragePipeline | None = None
@@ -123,7 +126,7 @@ class GenerationWorker(GenerationSignals):
 
     def load_backbone(self, backbone_config: BackboneConfig, pipeline_config: PipelineConfig, settings: GenerationSettings | None) -> None:
         """Load (or replace) the model and its memory weights; a scene that was open is reopened with it."""
-        self._backbone = self._pipe = self._branch = None
+        self._backbone = self._pipe = self._branch = self._sky = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self._settings = settings or GenerationSettings()
@@ -187,7 +190,7 @@ class GenerationWorker(GenerationSignals):
         self._pipe = None
         self.status.emit("Building the memory from the first frame…")
         memory = make_memory(self._config.memory_kind, self._config.memory, backbone.device, backbone.vae)
-        pipe = MiragePipeline(backbone, self._config, self._branch, memory)
+        pipe = self._new_pipeline(memory)
         pipe.start(inputs.image, inputs.depth, inputs.K, prompt=self._settings.prompt)
         self._pipe, self._inputs, self._reopen = pipe, inputs, reopen
         start = torch.eye(4, dtype=torch.float64)
@@ -203,6 +206,14 @@ class GenerationWorker(GenerationSignals):
         self._emit_snapshot("scene")
         self.status.emit(f"Scene ready: {inputs.source}; memory {stats.points} points")
 
+    def _new_pipeline(self, memory: SpatialMemory) -> MiragePipeline:
+        """A pipeline on the loaded model with ``memory``, and the sky segmenter of the settings (loaded once)."""
+        backbone = self._require_backbone()
+        if self._settings.sky_model and self._sky is None:
+            self.status.emit(f"Loading the sky segmentation model {self._settings.sky_model}…")
+            self._sky = SemanticSkySegmenter(self._settings.sky_model, device=backbone.device)
+        return MiragePipeline(backbone, self._config, self._branch, memory, self._sky)
+
     def continue_session(self, folder: str) -> None:
         """Resume a recorded session: its memory, last frame, segment count and frame size."""
         backbone = self._require_backbone()
@@ -214,7 +225,7 @@ class GenerationWorker(GenerationSignals):
             self.status.emit(f"Using the session's frame size {width}x{height}")
         inputs = session_inputs(session, self._scene_renderer, backbone.device, self._settings.depth_model, self._warn)
         memory = session_memory(session, self._config, backbone)
-        pipe = MiragePipeline(backbone, self._config, self._branch, memory)
+        pipe = self._new_pipeline(memory)
         pipe.resume(session.last_frame, session.K, session.prompt, memory, session.segments_done)
         self._pipe, self._inputs, self._reopen = pipe, inputs, partial(self.continue_session, folder)
         self._poses_by_frame = session.poses_by_frame()
@@ -328,7 +339,7 @@ class GenerationWorker(GenerationSignals):
                 self._renderer.close()
         finally:
             self._renderer = None
-            self._pipe = self._backbone = self._branch = self._inputs = None
+            self._pipe = self._backbone = self._branch = self._sky = self._inputs = None
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             QThread.currentThread().quit()

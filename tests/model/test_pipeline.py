@@ -17,8 +17,9 @@ from model.backbone import BackboneConfig, load_backbone
 from model.camera import intrinsics_from_fov
 from model.trajectories import orbit
 from model.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
+from model.masks import SemanticSkySegmenter
 from model.memory_branch import MemoryBranch, MemoryBranchConfig
-from model.memory import LatentSpatialMemory, MemoryConfig
+from model.memory import CellLabel, LatentSpatialMemory, MemoryConfig
 from model.memory_kinds import make_memory
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.scenes import ProceduralScene, SceneConfig
@@ -177,6 +178,20 @@ def test_branch_mode_refuses_a_memory_that_reads_out_otherwise_than_the_branch_w
         MiragePipeline(backbone, replace(config, memory_kind="rgb"), branch, make_memory("rgb", vae=backbone.vae))
     branch.readout = None  # weights saved before the settings were recorded: not checked
     MiragePipeline(backbone, replace(config, memory=MemoryConfig(near=0.1)), branch)
+
+
+def test_semantic_sky_is_never_written(tmp_path, save_tiny_segformer, renderer, scene, K):
+    save_tiny_segformer(tmp_path, {0: "wall", 1: "sky"}, always=1)  # everything is sky
+    backbone = tiny()
+    pipe = MiragePipeline(backbone, PipelineConfig(steps=1, inpaint_fraction=1.0), sky=SemanticSkySegmenter(tmp_path))
+    rgb, depth = renderer.render(scene, np.eye(4), K, W, H)
+    pipe.start(rgb, torch.from_numpy(depth), K)
+    before = len(pipe.memory)
+    result = pipe.run_segment(path(1), SceneDepth(renderer, scene))
+    assert result.memory_points == len(pipe.memory) == before
+    assert set(result.labels.unique().tolist()) <= {int(CellLabel.SKY), int(CellLabel.INVALID)} and (result.labels == CellLabel.SKY).any()
+    plain = started(backbone, renderer, scene, K, PipelineConfig(steps=1, inpaint_fraction=1.0)).run_segment(path(1), SceneDepth(renderer, scene))
+    assert plain.memory_points > before, "without the segmenter the segment adds points"
 
 
 def test_reencode_write_path(renderer, scene, K):
