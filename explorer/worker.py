@@ -55,7 +55,6 @@ import torch
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from explorer.flight import resample_path
-from explorer.generate import DEFAULT_SIZE
 from explorer.preview import cell_footprints
 from explorer.scene_inputs import SceneInputs, bundled_scene, photo_inputs
 from model.backbone import Backbone, BackboneConfig, load_backbone
@@ -67,6 +66,7 @@ from model.image_io import ImageLoadError
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory, point_stride
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
+from model.profiles import profile
 
 #: Signals the worker emits and the controller re-emits in the GUI thread.
 SIGNAL_NAMES = (
@@ -79,16 +79,15 @@ SIGNAL_NAMES = (
 class GenerationSettings:
     """Explorer settings beyond the backbone / pipeline configs."""
 
-    height: int | None = None  # frame height; None: 704 for wan, 176 for tiny (explorer.generate.DEFAULT_SIZE)
-    width: int | None = None  # frame width; None: 1280 for wan, 320 for tiny
+    height: int | None = None  # frame height in pixels; None: the backend profile's generate_size (model.profiles)
+    width: int | None = None  # frame width in pixels; None: the backend profile's generate_size
     prompt: str = ""  # text prompt of every segment
     depth_model: str | None = None  # transformers depth-estimation folder; None: flat prior depth (warned)
     memory_weights: str | None = None  # trained memory branch + LoRA folder (pipeline mode "branch")
 
     def size(self, backend: str) -> tuple[int, int]:
-        """``(height, width)`` of the generated frames."""
-        default = DEFAULT_SIZE[backend]
-        return self.height or default[0], self.width or default[1]
+        """``(height, width)`` in pixels of the generated frames."""
+        return profile(backend).generation_size(self.height, self.width)
 
 
 @dataclass

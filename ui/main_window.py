@@ -25,13 +25,13 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox
 
 from explorer.flight import FlightPath, step_segment
 from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
-from explorer.generate import DEFAULT_INPAINT_FRACTION
 from explorer.preview import MemoryPreviewRenderer
 from explorer.session import RecordedSession, load_session
 from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.backbone import BackboneConfig
 from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
 from model.pipeline import PipelineConfig
+from model.profiles import default_backend, profile
 from ui.cache_panel import CacheData, CachePanel
 from ui.controls_panel import ControlsPanel
 from ui.hud import Hud
@@ -43,7 +43,6 @@ from ui.viewport import Viewport
 
 TICK_MS = 16  # camera tick (~60 Hz)
 PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this wide
-DEFAULT_STEPS = {"wan": 20, "tiny": 4}
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
 
 
@@ -82,8 +81,8 @@ class MainWindow(QMainWindow):
         self.viewport = Viewport(self.options.fps)
         self.setCentralWidget(self.viewport)
         self.controls = ControlsPanel()
-        self.controls.steps.setValue(self.options.steps or DEFAULT_STEPS[self.backend])
-        self.controls.inpaint.setValue(DEFAULT_INPAINT_FRACTION[self.backend])
+        self.controls.steps.setValue(self.options.steps or profile(self.backend).steps)
+        self.controls.inpaint.setValue(profile(self.backend).inpaint_fraction)
         self.cache_panel = CachePanel()
         self._add_dock("Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -155,8 +154,8 @@ class MainWindow(QMainWindow):
         c.recording_saved.connect(self._on_recording_saved)
 
     def _choose_backend(self) -> str:
-        """``--backend`` if given, else wan when a model folder is known (flag or settings), else tiny."""
-        return self.options.backend or ("wan" if (self.options.model or self.settings.model_dir) else "tiny")
+        """``--backend`` if given, else :func:`model.profiles.default_backend` (wan when a model folder is known: flag or settings)."""
+        return self.options.backend or default_backend(bool(self.options.model or self.settings.model_dir))
 
     def _apply_settings(self) -> None:
         """Use the current settings (a changed model folder takes effect with the next scene opened)."""
@@ -171,7 +170,7 @@ class MainWindow(QMainWindow):
 
     def backbone_config(self) -> BackboneConfig:
         model = self.options.model or self.settings.model_dir or None
-        return BackboneConfig(backend=self.backend, model_dir=model if self.backend == "wan" else None, device=self.options.device, offload=self.options.offload)
+        return BackboneConfig(backend=self.backend, model_dir=model if profile(self.backend).needs_model_dir else None, device=self.options.device, offload=self.options.offload)
 
     def pipeline_config(self) -> PipelineConfig:
         o = self.controls.options()
