@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from explorer.video_io import Mp4Writer, min_video_bytes
 from model.atomic import OutputSet, write_json_atomic
-from model.backbone import BackboneConfig, load_backbone
-from model.lora import backbone_config_for_weights, load_memory_weights
+from model.backbone import BackboneConfig
 from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
@@ -36,6 +35,7 @@ from model.memory_kinds import load_memory, make_memory
 from model.pipeline import DepthSource, MiragePipeline, PipelineConfig, check_memory_channels
 from model.profiles import DEFAULT_BACKEND, profile
 from model.scenes import SceneRenderer
+from model.stack import load_generation_stack
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
@@ -174,21 +174,12 @@ def run_generate(args: GenerateArgs) -> dict:
     height, width = backend.generation_size(args.height, args.width)
     fraction = args.inpaint_fraction if args.inpaint_fraction is not None else backend.inpaint_fraction
     config = PipelineConfig(steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction, memory_kind=args.memory)
-    if args.mode == "branch" and not args.memory_weights:
-        raise ValueError("--mode branch needs --memory-weights DIR (a trained memory branch + LoRA); use --mode inpaint with stock weights")
     n_frames = args.segments * (config.segment_frames - 1) + 1
     outputs = declare_outputs(args, n_frames, height, width)
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
     backbone_config = BackboneConfig(backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device)
     checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
-    backbone = load_backbone(backbone_config_for_weights(backbone_config, args.memory_weights), status, apply_offload=False)
-    multiple = backbone.expected_image_multiple
-    if height % multiple or width % multiple:
-        raise ValueError(f"--height/--width {height}x{width} must be multiples of {multiple} for the {args.backend} backbone")
-    branch = None
-    if args.memory_weights:
-        branch = load_memory_weights(args.memory_weights, backbone.transformer).to(backbone.device)
-    backbone.apply_offload()
+    backbone, branch = load_generation_stack(backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status)
     with outputs, SceneRenderer() as renderer:
         if checked.photo is None:
             inputs = bundled_scene(height, width, renderer)

@@ -363,6 +363,18 @@ class Backbone:
         """Image height and width must be multiples of this (VAE stride x transformer patch): 32 for Wan2.2."""
         return self.vae.spatial_stride * int(self.transformer.config.patch_size[1])
 
+    def check_image_size(self, height: int, width: int, name: str = "frame size (--height/--width)") -> None:
+        """Refuse frames of ``height`` x ``width`` pixels unless both are multiples of
+        :attr:`expected_image_multiple`; ``name`` says what they are (default: the frames the
+        ``--height`` / ``--width`` flags of every command set).
+
+        Raises:
+            ValueError: ``"<name>: 320x60 pixels must be multiples of 8 for the tiny backbone"``.
+        """
+        multiple = self.expected_image_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(f"{name}: {width}x{height} pixels must be multiples of {multiple} for the {self.config.backend} backbone")
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """Text embeddings of one prompt as the Wan pipelines compute them.
@@ -388,15 +400,20 @@ class Backbone:
         """A fresh flow-matching UniPC scheduler (schedulers are stateful: one per denoising run)."""
         return UniPCMultistepScheduler.from_config(self.scheduler_config)
 
-    def apply_offload(self) -> None:
+    def apply_offload(self, on_status: StatusCallback | None = None) -> None:
         """Place the models according to ``config.offload`` (``load_backbone`` does this by default).
 
         Call it yourself after ``load_backbone(..., apply_offload=False)`` when LoRA adapters or other
         submodules must be attached first: group offloading only manages the modules present when it
-        is applied.
+        is applied (:func:`model.stack.attach_before_offload` does both in order).
+
+        Args:
+            on_status: told ``"Placing models on <device> (offload <profile>)…"``.
         """
         if self._offload_applied:
             raise RuntimeError("apply_offload() was already called on this backbone")
+        if on_status is not None:
+            on_status(f"Placing models on {self.device} (offload {self.config.offload})…")
         vae_module = self.vae.module if isinstance(self.vae, WanVideoVAE) else None
         place = {"none": _place_on_device, "model": _offload_model, "group": _offload_group}[self.config.offload]
         place(self.text_encoder, self.transformer, vae_module, self.device)
@@ -528,8 +545,7 @@ def load_backbone(
         max_sequence_length=config.max_sequence_length or backend.max_sequence_length,
     )
     if apply_offload:
-        status(f"Placing models on {device} (offload {config.offload})…")
-        backbone.apply_offload()
+        backbone.apply_offload(status)
     status("Backbone ready")
     return backbone
 

@@ -47,12 +47,13 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from model.atomic import atomic_dir, write_json_atomic
-from model.backbone import Backbone, BackboneConfig, load_backbone
+from model.backbone import Backbone, BackboneConfig
 from model.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
 from model.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
 from model.memory_branch import MemoryBranch, MemoryBranchConfig
 from model.profiles import DEFAULT_BACKEND, profile
 from model.scenes import SceneRenderer
+from model.stack import attach_before_offload
 from model.training import checkpoint as ckpt
 from model.training.clips import ClipSource, discover_clips, procedural_clips
 from model.training.flow import DEFAULT_SHIFT, NoisedBatch, add_flow_noise, flow_loss
@@ -246,9 +247,9 @@ class Trainer:
         device = config.device or str(self.accelerator.device)
         set_seed(config.seed)  # LoRA init and dropout draw from the global RNGs (restored on resume)
         self.status(f"Loading {config.backend} backbone…")
-        self.backbone = load_backbone(config.backbone_config(device), self.status, apply_offload=False)
-        self.model = build_model(config, self.backbone)
-        self.backbone.apply_offload()
+        with attach_before_offload(config.backbone_config(device), self.status) as backbone:
+            self.model = build_model(config, backbone)
+        self.backbone = backbone
         self.model.to(self.backbone.device)
         self.samples = self._samples()
         self.optimizer = torch.optim.AdamW(
@@ -264,9 +265,7 @@ class Trainer:
     def _samples(self) -> SampleSet:
         config = self.config
         height, width = config.size
-        multiple = self.backbone.expected_image_multiple
-        if height % multiple or width % multiple:
-            raise ValueError(f"--height/--width {height}x{width} must be multiples of {multiple} for the {config.backend} backbone")
+        self.backbone.check_image_size(height, width)
         spec = SampleSpec(height, width, config.context_frames, config.chunk_frames, config.window_stride)
         encoder_id = {k: v for k, v in asdict(self.backbone.config).items() if k not in ("device", "offload")}
         cache = ClipCache(

@@ -1,0 +1,73 @@
+"""Tests of the generation stack loader: backbone, then memory weights, then offloading (tiny, CPU)."""
+
+import pytest
+
+import model.stack
+from model.backbone import Backbone, BackboneConfig, load_backbone
+from model.lora import LoraSettings, add_lora, save_memory_weights
+from model.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.stack import attach_before_offload, load_generation_stack
+
+TINY = BackboneConfig(backend="tiny", device="cpu")
+
+
+@pytest.fixture
+def offloads(monkeypatch):
+    """Records, at every ``apply_offload``, the LoRA adapters already on the transformer."""
+    calls = []
+    original = Backbone.apply_offload
+
+    def recording(self, on_status=None):
+        calls.append(sorted(getattr(self.transformer, "peft_config", None) or {}))
+        original(self, on_status)
+
+    monkeypatch.setattr(Backbone, "apply_offload", recording)
+    return calls
+
+
+def memory_weights(folder):
+    """A memory-weights folder (branch + LoRA) trained on a tiny transformer wider than the default."""
+    wide = load_backbone(BackboneConfig(backend="tiny", device="cpu", tiny_num_heads=4, tiny_head_dim=24, tiny_num_layers=3))
+    branch = MemoryBranch(wide.transformer, MemoryBranchConfig(layers=(0, 2)))
+    settings = LoraSettings(rank=2, alpha=2, dropout=0.0)
+    add_lora(wide.transformer, settings)
+    save_memory_weights(folder, wide.transformer, branch, settings)
+    return folder
+
+
+def test_weights_attach_to_a_matching_backbone_before_the_models_are_placed(tmp_path, offloads):
+    folder, statuses = memory_weights(tmp_path / "w"), []
+    offloads.clear()  # building the weights placed a backbone of its own
+    stack = load_generation_stack(TINY, folder, (64, 128), mode="branch", on_status=statuses.append)
+    assert offloads == [["memory"]], "the LoRA must be on the transformer when offloading is applied"
+    assert stack.branch is not None and stack.branch.config.layers == (0, 2)
+    assert stack.backbone.transformer.config.num_attention_heads == 4, "tiny sizes come from the weights"
+    assert statuses.index(f"Loading memory weights from {folder}…") < statuses.index("Placing models on cpu (offload none)…")
+
+
+def test_without_weights_the_stock_backbone_is_placed_and_no_branch_returned(offloads):
+    backbone, branch = load_generation_stack(TINY, "", (176, 320))
+    assert branch is None and offloads == [[]] and backbone.config == TINY
+
+
+def test_branch_mode_without_weights_is_refused_before_anything_loads(monkeypatch):
+    monkeypatch.setattr(model.stack, "load_backbone", lambda *args, **kwargs: pytest.fail("loaded a backbone"))
+    for weights in (None, ""):
+        with pytest.raises(ValueError, match=r"mode 'branch' needs trained memory weights \(--memory-weights DIR"):
+            load_generation_stack(TINY, weights, mode="branch")
+
+
+def test_a_frame_size_the_backbone_cannot_take_is_refused_before_offloading(offloads):
+    with pytest.raises(ValueError, match=r"frame size \(--height/--width\): 128x60 pixels must be multiples of 8 for the tiny backbone"):
+        load_generation_stack(TINY, frame_hw=(60, 128))
+    assert offloads == []
+
+
+def test_attach_before_offload_places_the_models_once_the_block_ends(offloads):
+    with attach_before_offload(TINY) as backbone:
+        add_lora(backbone.transformer, LoraSettings(rank=2, alpha=2, dropout=0.0))
+        assert offloads == []
+    assert offloads == [["memory"]]
+    with pytest.raises(RuntimeError, match="attaching failed"), attach_before_offload(TINY):
+        raise RuntimeError("attaching failed")
+    assert len(offloads) == 1, "a failed block places nothing"
