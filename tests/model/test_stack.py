@@ -3,10 +3,11 @@
 import pytest
 
 import model.stack
-from model.backbone import Backbone, BackboneConfig, load_backbone
-from model.lora import LoraSettings, add_lora, save_memory_weights
-from model.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.backbone import Backbone, BackboneConfig
+from model.lora import LoraSettings, add_lora
 from model.stack import attach_before_offload, load_generation_stack
+# A sibling test module: importable by its name in pytest's default (prepend) import mode.
+from test_lora import save_wide_tiny_weights
 
 TINY = BackboneConfig(backend="tiny", device="cpu")
 
@@ -25,18 +26,8 @@ def offloads(monkeypatch):
     return calls
 
 
-def memory_weights(folder):
-    """A memory-weights folder (branch + LoRA) trained on a tiny transformer wider than the default."""
-    wide = load_backbone(BackboneConfig(backend="tiny", device="cpu", tiny_num_heads=4, tiny_head_dim=24, tiny_num_layers=3))
-    branch = MemoryBranch(wide.transformer, MemoryBranchConfig(layers=(0, 2)))
-    settings = LoraSettings(rank=2, alpha=2, dropout=0.0)
-    add_lora(wide.transformer, settings)
-    save_memory_weights(folder, wide.transformer, branch, settings)
-    return folder
-
-
 def test_weights_attach_to_a_matching_backbone_before_the_models_are_placed(tmp_path, offloads):
-    folder, statuses = memory_weights(tmp_path / "w"), []
+    folder, statuses = save_wide_tiny_weights(tmp_path / "w"), []
     offloads.clear()  # building the weights placed a backbone of its own
     stack = load_generation_stack(TINY, folder, (64, 128), mode="branch", on_status=statuses.append)
     assert offloads == [["memory"]], "the LoRA must be on the transformer when offloading is applied"
