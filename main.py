@@ -53,7 +53,8 @@ def _add_generate(sub) -> None:
     gen.add_argument("--image", help="photo (default: the bundled sample scene with its exact depth)")
     gen.add_argument("--trajectory", default="orbit", help=f"{' | '.join(TRAJECTORIES)} | a RealEstate10K .txt | a camera-path .json")
     gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")
-    gen.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=f"{backend_summaries()} (default: %(default)s)")
+    gen.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                     help=f"{backend_summaries()} (default: %(default)s)")
     gen.add_argument("--model", help="Wan2.2-TI2V-5B diffusers folder (backend wan)")
     gen.add_argument("--memory-weights", dest="memory_weights", help="trained memory branch + LoRA folder (mode branch)")
     gen.add_argument("--mode", choices=("inpaint", "branch"), default="inpaint")
@@ -67,7 +68,8 @@ def _add_generate(sub) -> None:
     gen.add_argument("--offload", choices=("none", "model", "group"), default="none")
     gen.add_argument("--device", help="torch device (default: cuda when available)")
     gen.add_argument("--inpaint-fraction", dest="inpaint_fraction", type=float, default=None,
-                     help=f"inpaint mode: share of the steps during which visible tokens follow the memory (default {per_backend(lambda p: p.inpaint_fraction)})")
+                     help="inpaint mode: share of the steps during which visible tokens follow the memory "
+                          f"(default {per_backend(lambda p: p.inpaint_fraction)})")
     gen.add_argument("--save-memory", dest="save_memory", help="write the final memory (.safetensors)")
     gen.add_argument("--load-memory", dest="load_memory", help="start from a saved memory")
     gen.add_argument("--fps", type=float, default=16.0)

@@ -179,7 +179,9 @@ def run_generate(args: GenerateArgs) -> dict:
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
     backbone_config = BackboneConfig(backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device)
     checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
-    backbone, branch = load_generation_stack(backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status)
+    backbone, branch = load_generation_stack(
+        backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status
+    )
     with outputs, SceneRenderer() as renderer:
         if checked.photo is None:
             inputs = bundled_scene(height, width, renderer)

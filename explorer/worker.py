@@ -366,7 +366,8 @@ class GenerationWorker(_GenerationSignals):
         self._settings = settings or GenerationSettings()
         height, width = self._settings.size(backbone_config.backend)
         backbone, self._branch = load_generation_stack(
-            backbone_config, self._settings.memory_weights, (height, width), mode=pipeline_config.mode, on_status=self.status.emit
+            backbone_config, self._settings.memory_weights, (height, width),
+            mode=pipeline_config.mode, on_status=self.status.emit,
         )
         self._backbone, self._config = backbone, pipeline_config
         self.backbone_ready.emit(backbone.describe())

@@ -97,7 +97,7 @@ force_offline()
 class BackboneConfig:
     """What backbone to build and where it runs. Invalid values raise ``ValueError`` naming the field."""
 
-    # one of model.profiles.BACKENDS: "wan" (Wan2.2-TI2V-5B from model_dir) or "tiny" (seeded random weights, CPU-friendly)
+    # one of model.profiles.BACKENDS: "wan" (Wan2.2-TI2V-5B from model_dir) or "tiny" (seeded random weights, CPU)
     backend: str = DEFAULT_BACKEND
     # local model folder (required for, and only used by, backends whose profile needs one: wan)
     model_dir: str | None = None
@@ -373,7 +373,10 @@ class Backbone:
         """
         multiple = self.expected_image_multiple
         if height % multiple or width % multiple:
-            raise ValueError(f"{name}: {width}x{height} pixels must be multiples of {multiple} for the {self.config.backend} backbone")
+            raise ValueError(
+                f"{name}: {width}x{height} pixels must be multiples of {multiple} "
+                f"for the {self.config.backend} backbone"
+            )
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:

@@ -49,8 +49,10 @@ def check_branch_weights(mode: str, has_weights: bool) -> None:
         ValueError: ``"mode 'branch' needs trained memory weights (...); use mode 'inpaint' ..."``.
     """
     if mode == "branch" and not has_weights:
-        raise ValueError("mode 'branch' needs trained memory weights (--memory-weights DIR: a memory branch + LoRA folder); "
-                         "use mode 'inpaint' with stock weights")
+        raise ValueError(
+            "mode 'branch' needs trained memory weights (--memory-weights DIR: a memory branch + LoRA folder); "
+            "use mode 'inpaint' with stock weights"
+        )
 
 
 def check_memory_channels(memory: SpatialMemory, latent_channels: int, source: str | os.PathLike = "memory") -> None:

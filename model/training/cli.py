@@ -12,7 +12,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stage", choices=("branch", "lora"), required=True, help="branch: stage 1 (memory branch); lora: stage 2 (LoRA, branch frozen)")
     parser.add_argument("--data", required=True, help="'procedural' or a folder of RealEstate10K-layout clips (<clip>/cameras.txt + frames/ or video.mp4)")
     parser.add_argument("--out", required=True, help="output folder: memory weights (loads with generate --memory-weights OUT), loss.csv/png, checkpoints")
-    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=f"{backend_summaries()} (default: %(default)s)")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                        help=f"{backend_summaries()} (default: %(default)s)")
     parser.add_argument("--model", dest="model_dir", help="Wan2.2-TI2V-5B diffusers folder (backend wan)")
     parser.add_argument("--branch", dest="branch_dir", help="stage lora: the stage-1 output folder")
     parser.add_argument("--steps", type=int, default=1000, help="total optimizer steps")

@@ -75,7 +75,7 @@ class TrainConfig:
     stage: str = "branch"  # "branch": train the memory branch (stage 1); "lora": train the LoRA, branch frozen (stage 2)
     data: str = PROCEDURAL  # RealEstate10K-layout folder (see model.training.clips) or "procedural"
     out: str = "out/train"  # output folder (memory weights, loss log, checkpoints, cache)
-    backend: str = DEFAULT_BACKEND  # one of model.profiles.BACKENDS: "tiny" (CPU, random weights) or "wan" (from model_dir)
+    backend: str = DEFAULT_BACKEND  # one of model.profiles.BACKENDS: "tiny" (CPU, random weights), "wan" (model_dir)
     model_dir: str | None = None  # model folder of backends that need one (wan: a Wan2.2-TI2V-5B diffusers folder)
     branch_dir: str | None = None  # stage lora: the stage-1 output folder whose branch is loaded and frozen
     steps: int = 1000  # total optimizer steps (a resumed run continues up to this)
@@ -102,7 +102,7 @@ class TrainConfig:
     depth_model: str | None = None  # transformers metric depth model folder for folder clips (None: flat prior, warned)
     cache_dir: str | None = None  # clip cache folder; None: OUT/cache
     device: str | None = None  # torch device; None: the accelerator's (cuda when available)
-    bf16: bool = False  # bf16 mixed precision (GPU; always on for a bf16 backbone such as wan's); trainable weights stay float32
+    bf16: bool = False  # bf16 mixed precision (GPU; always on for a bf16 backbone: wan); trainable weights stay fp32
     gradient_checkpointing: bool = False  # recompute backbone and branch blocks in backward (GPU memory)
     tiny_num_heads: int = 2  # tiny backend: attention heads (generate loads the default tiny backbone)
     tiny_head_dim: int = 16  # tiny backend: width per head
@@ -242,7 +242,8 @@ class Trainer:
         self.status = on_status or (lambda message: print(message, file=sys.stderr))
         self.out = Path(config.out)
         self.accelerator = Accelerator(
-            mixed_precision="bf16" if config.bf16 or profile(config.backend).dtype == "bfloat16" else "no", cpu=config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
+            mixed_precision="bf16" if config.bf16 or profile(config.backend).dtype == "bfloat16" else "no",
+            cpu=config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
         )
         device = config.device or str(self.accelerator.device)
         set_seed(config.seed)  # LoRA init and dropout draw from the global RNGs (restored on resume)

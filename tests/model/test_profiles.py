@@ -41,9 +41,9 @@ def test_every_parser_takes_its_backends_and_defaults_from_the_profiles(capsys):
         assert parser.parse_args(["generate", "--out", "x.mp4", "--backend", name]).backend == name
         assert parser.parse_args([*TRAIN, "--backend", name]).backend == name
         assert parser.parse_args(["--backend", name]).gui_backend == name
-    for argv in (["generate", "--out", "x.mp4", "--backend", "huge"], [*TRAIN, "--backend", "huge"], ["--backend", "huge"]):
+    for argv in (["generate", "--out", "x.mp4"], TRAIN, []):
         with pytest.raises(SystemExit):
-            parser.parse_args(argv)
+            parser.parse_args([*argv, "--backend", "huge"])
     capsys.readouterr()
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--help"])

@@ -33,7 +33,8 @@ def test_weights_attach_to_a_matching_backbone_before_the_models_are_placed(tmp_
     assert offloads == [["memory"]], "the LoRA must be on the transformer when offloading is applied"
     assert stack.branch is not None and stack.branch.config.layers == (0, 2)
     assert stack.backbone.transformer.config.num_attention_heads == 4, "tiny sizes come from the weights"
-    assert statuses.index(f"Loading memory weights from {folder}…") < statuses.index("Placing models on cpu (offload none)…")
+    loading, placing = f"Loading memory weights from {folder}…", "Placing models on cpu (offload none)…"
+    assert statuses.index(loading) < statuses.index(placing)
 
 
 def test_without_weights_the_stock_backbone_is_placed_and_no_branch_returned(offloads):
@@ -49,7 +50,7 @@ def test_branch_mode_without_weights_is_refused_before_anything_loads(monkeypatc
 
 
 def test_a_frame_size_the_backbone_cannot_take_is_refused_before_offloading(offloads):
-    with pytest.raises(ValueError, match=r"frame size \(--height/--width\): 128x60 pixels must be multiples of 8 for the tiny backbone"):
+    with pytest.raises(ValueError, match=r"\(--height/--width\): 128x60 pixels must be multiples of 8 for the tiny"):
         load_generation_stack(TINY, frame_hw=(60, 128))
     assert offloads == []
 
