@@ -7,7 +7,8 @@ What the big picture shows:
   it is replaced within one repaint of :meth:`Viewport.set_live`;
 * **play** — generated frames not yet shown, one every ``1 / fps`` seconds; the live preview then
   sits in a corner inset so camera input stays visible;
-* **scrub** — the frame chosen on the timeline (playback paused); "Live" returns to following.
+* **scrub** — the frame chosen on the timeline (drag, or a click on the groove; playback paused);
+  "Live" returns to following.
 
 After playback the last generated frame stays up until the camera moves again.
 """
@@ -125,7 +126,8 @@ class Viewport(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 0)
         self.slider.setEnabled(False)
-        self.slider.sliderMoved.connect(self.scrub)
+        # every user action on the slider (drag, click on the groove, wheel) but never setValue: no loop with playback
+        self.slider.actionTriggered.connect(lambda _action: self.scrub(self.slider.sliderPosition()))
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.position_label = QLabel("no frames yet")
         self.position_label.setMinimumWidth(140)
