@@ -10,6 +10,9 @@ What the big picture shows:
 * **scrub** — the frame chosen on the timeline (drag, or a click on the groove; playback paused);
   "Live" returns to following.
 
+Frames are numbered from 1 on screen ("frame 12 / 65", the same in the caption and the timeline);
+:attr:`Viewport.shown_index` is 0-based.
+
 After playback the last generated frame stays up until the camera moves again.
 """
 
@@ -238,9 +241,9 @@ class Viewport(QWidget):
             self.position_label.setText(f"live · {len(self._frames)} frames" if self._frames else "live preview")
         else:
             image = to_qimage(self._frames[self._shown])
-            caption = f"{'generated' if self.mode != 'scrub' else 'timeline'} · frame {self._shown}"
-            self.view.show_image(image, caption, self._live, "live preview")
+            number = f"frame {self._shown + 1} / {len(self._frames)}"  # 1-based, like the timeline's label
+            self.view.show_image(image, f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}", self._live, "live preview")
             self.slider.blockSignals(True)
             self.slider.setValue(self._shown)
             self.slider.blockSignals(False)
-            self.position_label.setText(f"frame {self._shown + 1} / {len(self._frames)}")
+            self.position_label.setText(number)

@@ -133,3 +133,13 @@ def test_a_click_on_the_timeline_groove_shows_that_frame(qtbot):
     assert groove.value() > 0, "the click moved the handle"
     assert viewport.mode == "scrub" and viewport.shown_index == groove.value(), "and the frame with it"
 
+
+def test_viewport_overlay_and_timeline_number_frames_alike(qtbot):
+    viewport = Viewport(fps=1000.0)
+    qtbot.addWidget(viewport)
+    viewport.append_frames(np.stack([image(i) for i in range(65)]))
+    viewport.scrub(11)
+    assert viewport.view.caption.endswith("frame 12 / 65") and viewport.position_label.text() == "frame 12 / 65"
+    viewport.follow()  # play on: the last frame shown is the 65th in both places
+    qtbot.waitUntil(lambda: viewport.shown_index == 64, timeout=2000)
+    assert viewport.view.caption == "generated · frame 65 / 65" and viewport.position_label.text() == "frame 65 / 65"
