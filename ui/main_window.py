@@ -75,6 +75,7 @@ class MainWindow(QMainWindow):
         self.pending = 0  # segments queued and not yet finished
         self._preview: MemoryPreviewRenderer | None = None
         self._pending_open: tuple[str, str | None] | None = None
+        self._opening = False  # a scene was asked for and has neither opened nor failed yet
         self._loaded_options = None  # the generation options the loaded backbone uses
         self._seconds_per_frame: float | None = None
         self._device = torch.device(self.options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -190,8 +191,13 @@ class MainWindow(QMainWindow):
             self.open_bundled()
 
     def _open(self, kind: str, value: str | None) -> None:
-        """Open a scene; (re)load the backbone first when the model options changed since it was loaded."""
-        self._reset_scene()
+        """Open a scene; (re)load the backbone first when the model options changed since it was loaded.
+
+        The open scene stays up (no segments are queued) until the new one is ready, so a photo that
+        fails to open leaves it as it was. A recording ends here: it belongs to the scene it started in.
+        """
+        self.set_recording(False)
+        self._opening = True
         wanted = (self.backbone_config(), self.pipeline_config(), self.generation_settings())
         if wanted == self._loaded_options:
             self._post_open(kind, value)
@@ -243,6 +249,7 @@ class MainWindow(QMainWindow):
     def _on_scene_ready(self, scene: SceneInfo) -> None:
         if self._pending_open is not None:
             return  # the worker reopened the previous scene after a model reload; ours comes next
+        self._opening = False
         self._reset_scene()
         self.scene = scene
         start = torch.as_tensor(np.asarray(scene.start_w2c), dtype=torch.float64)
@@ -299,13 +306,13 @@ class MainWindow(QMainWindow):
 
     def generate_now(self) -> None:
         """Free flight: queue a segment from the motion since the last generated pose."""
-        if self.flight is None or self.controls.mode != "flight" or len(self.flight) < 2:
+        if self.flight is None or self._opening or self.controls.mode != "flight" or len(self.flight) < 2:
             return
         self._queue(self.flight.take_segment())
 
     def step(self, action: Action) -> None:
         """Steps mode: one segment for a step action, from the last queued pose."""
-        if self.flight is None or self.controls.mode != "steps":
+        if self.flight is None or self._opening or self.controls.mode != "steps":
             return
         poses = step_segment(action, self.flight.anchor_w2c)
         self.flight = FlightPath(poses[-1], time.perf_counter())  # the next step or flight starts at its end
@@ -401,6 +408,7 @@ class MainWindow(QMainWindow):
     def _on_failed(self, title: str, message: str) -> None:
         if self._pending_open is not None:  # the model did not load: the next open tries again
             self._pending_open = self._loaded_options = None
+        self._opening = False  # an open that failed leaves the scene that was open
         self.hud.set_state("error")
         QMessageBox.critical(self, title, message)
 

@@ -143,9 +143,11 @@ def test_cancel_through_the_ui_keeps_memory_and_frames(qtbot, window):
     assert window.viewport.frame_count == frames_before and window.cache_panel.stats_label.text() == points_before
 
 
-def test_a_bad_photo_gets_a_message_box_naming_it_and_the_app_keeps_running(qtbot, window, tmp_path, monkeypatch):
+def test_a_bad_photo_gets_a_message_box_naming_it_and_the_open_scene_stays(qtbot, window, tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: shown.append((title, text)))
+    scene, frames, memory, done = window.scene, window.viewport.frame_count, window.cache_panel.stats_label.text(), window.segments_done
+    assert scene is not None and frames > 0 and done > 0
     garbage = tmp_path / "holiday.jpg"
     garbage.write_bytes(b"not a jpeg" * 20)
     mime = QMimeData()
@@ -154,6 +156,16 @@ def test_a_bad_photo_gets_a_message_box_naming_it_and_the_app_keeps_running(qtbo
     window.dropEvent(drop)  # drag-and-drop of a photo onto the window
     qtbot.waitUntil(lambda: bool(shown), timeout=TIMEOUT_MS)
     assert "holiday.jpg" in shown[0][1] and "Fix" in shown[0][1]
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=TIMEOUT_MS)
+    assert window.scene is not None and window.camera is not None, "the scene that was open is still open"
+    assert window.scene is scene
+    assert window.viewport.frame_count == frames and window.viewport.view.caption, "its frames and picture stay up"
+    assert window.cache_panel.stats_label.text() == memory and window.hud.state.text() != "no scene"
+    focus_view(qtbot, window)
+    window.controls.set_mode("steps")
+    with qtbot.waitSignal(window.controller.segment_ready, timeout=TIMEOUT_MS) as ready:
+        qtbot.keyPress(window.viewport.view, Qt.Key.Key_K)  # and generating goes on in it
+    assert ready.args[0].index == done and window.segments_done == done + 1
     with qtbot.waitSignal(window.controller.scene_ready, timeout=TIMEOUT_MS):
         window.open_bundled()
     assert window.scene is not None and window.scene.source == "bundled"
