@@ -280,6 +280,8 @@ class MainWindow(QMainWindow):
             self.set_paused(not self.router.paused)
         elif action is Action.RESET and self.camera is not None:
             self.camera.reset()
+            # a teleport, not flown motion: the next segment starts at the reset pose, none flies the jump
+            self.flight = FlightPath(self.camera.w2c, time.perf_counter())
         elif action is Action.GENERATE_NOW:
             self.generate_now()
         elif action in STEP_ACTIONS:
