@@ -44,6 +44,7 @@ from ui.viewport import Viewport
 TICK_MS = 16  # camera tick (~60 Hz)
 PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this wide
 DEFAULT_STEPS = {"wan": 20, "tiny": 4}
+PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
 
 
@@ -102,8 +103,7 @@ class MainWindow(QMainWindow):
         self.hud_timer.start()
         self._connect_controls()
         self._connect_controller()
-        for problem in self.settings.problems:
-            self.statusBar().showMessage(problem, 10_000)
+        self.viewport.set_warning("settings", "; ".join(self.settings.problems))  # until the settings are saved
 
     # ---- construction --------------------------------------------------------------------
 
@@ -141,6 +141,7 @@ class MainWindow(QMainWindow):
         self.controls.record_toggled.connect(self.set_recording)
         self.controls.step_clicked.connect(self.step)
         self.controls.options_changed.connect(self._options_changed)
+        self.controls.mode_changed.connect(self._mode_changed)
 
     def _connect_controller(self) -> None:
         c = self.controller
@@ -235,6 +236,7 @@ class MainWindow(QMainWindow):
         self.set_recording(False)
         self.viewport.clear()
         self.trajectory, self.segments_done = [], 0
+        self.hud.clear_progress()
         self.cache_panel.set_data(None)
         self.camera = self.flight = self.scene = self.router.camera = None
         self.tick_timer.stop()
@@ -265,9 +267,8 @@ class MainWindow(QMainWindow):
         self.viewport.set_live(np.asarray(scene.image), "start image" if not scene.segments_done else "last generated frame")
         if self._preview_renderer() is not None:
             self._preview.cell_angle_rad = scene.latent_stride / float(scene.K[0, 0])
-        if scene.prior_depth:
-            self.statusBar().showMessage("No depth model: the memory uses a flat prior depth; geometry is approximate.", 10_000)
-        self.hud.set_state("ready: fly with W/A/S/D, drag to look")
+        self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
+        self.hud.set_state(self._ready_text())
         self.viewport.view.setFocus()
         self._update_cameras()
         self._last_tick = time.perf_counter()
@@ -291,7 +292,18 @@ class MainWindow(QMainWindow):
         """Esc: pause flying and release the mouse (a click on the view resumes)."""
         self.router.paused = paused
         self.router.release_all()
-        self.hud.set_state("paused: click the view to resume" if paused else "flying")
+        self.hud.set_state("paused: click the view to resume" if paused else "generating" if self.pending else self._ready_text())
+
+    def _ready_text(self) -> str:
+        """The HUD state while nothing runs: the keys that drive the current mode."""
+        b = self.settings.bindings
+        if self.controls.mode == "steps":
+            return f"ready: step {b.step_forward}/{b.step_back}, turn {b.turn_left}/{b.turn_right}, orbit {b.orbit_left}/{b.orbit_right}"
+        return f"ready: fly with {b.forward}/{b.left}/{b.back}/{b.right}, drag to look, {b.generate_now} generates"
+
+    def _mode_changed(self) -> None:
+        if self.scene is not None and not self.pending and not self.router.paused:
+            self.hud.set_state(self._ready_text())
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -356,7 +368,7 @@ class MainWindow(QMainWindow):
             try:
                 self._preview = MemoryPreviewRenderer()
             except Exception as error:  # noqa: BLE001 (no EGL: the app works without the preview)
-                self.statusBar().showMessage(f"Preview unavailable (no offscreen OpenGL): {error}", 10_000)
+                self.viewport.set_warning("preview", f"Preview unavailable (no offscreen OpenGL): {error}")
                 self._preview = False
         return self._preview or None
 
@@ -418,12 +430,12 @@ class MainWindow(QMainWindow):
         self.pending = 0
         if self.flight is not None and len(self.trajectory):
             self.flight.rebase(torch.as_tensor(self.trajectory[-1]))
-        self.hud.set_done(f"segment {segment + 1} cancelled")
+        self.hud.clear_progress(f"segment {segment + 1} cancelled")
 
     def _on_idle(self) -> None:
         self.pending = 0
         self.controls.set_busy(False)
-        self.hud.set_state("idle" if self.scene is not None else "no scene")
+        self.hud.set_state(self._ready_text() if self.scene is not None else "no scene")
 
     def _refresh_hud(self) -> None:
         self.hud.set_rates(self.viewport.view.paint_rate(), self._seconds_per_frame)
@@ -506,6 +518,7 @@ class MainWindow(QMainWindow):
         if dialog.exec() and dialog.result_settings() is not None:
             self.settings = dialog.result_settings()
             self.settings.save(self.store)
+            self.viewport.set_warning("settings", None)  # what was damaged has been written anew
             self._apply_settings()
 
     def show_controls_help(self) -> None:

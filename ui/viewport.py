@@ -13,7 +13,9 @@ What the big picture shows:
 Frames are numbered from 1 on screen ("frame 12 / 65", the same in the caption and the timeline);
 :attr:`Viewport.shown_index` is 0-based.
 
-After playback the last generated frame stays up until the camera moves again.
+After playback the last generated frame stays up until the camera moves again. Warnings that
+matter while they last (no depth model, no preview) sit in a banner above the picture until the
+window resolves them (:meth:`Viewport.set_warning`); passing news goes to the status bar.
 """
 
 from __future__ import annotations
@@ -132,6 +134,11 @@ class Viewport(QWidget):
         # every user action on the slider (drag, click on the groove, wheel) but never setValue: no loop with playback
         self.slider.actionTriggered.connect(lambda _action: self.scrub(self.slider.sliderPosition()))
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.warning_label = QLabel()
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("QLabel { background: rgb(120, 85, 0); color: white; padding: 4px; }")
+        self.warning_label.hide()
+        self._warnings: dict[str, str] = {}
         self.position_label = QLabel("no frames yet")
         self.position_label.setMinimumWidth(140)
         for button in (self.play_button, self.live_button):
@@ -143,6 +150,8 @@ class Viewport(QWidget):
         row.addWidget(self.live_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.warning_label)
         layout.addWidget(self.view, stretch=1)
         layout.addLayout(row)
 
@@ -175,6 +184,15 @@ class Viewport(QWidget):
         self._play_timer.stop()
         self._sync_timeline()
         self.view.show_image(None, "")
+
+    def set_warning(self, key: str, text: str | None) -> None:
+        """Show (or, with None, resolve) the warning ``key`` above the picture until it is resolved."""
+        if text:
+            self._warnings[key] = text
+        else:
+            self._warnings.pop(key, None)
+        self.warning_label.setText("\n".join(f"⚠ {line}" for line in self._warnings.values()))
+        self.warning_label.setVisible(bool(self._warnings))
 
     # ---- input ---------------------------------------------------------------------------
 

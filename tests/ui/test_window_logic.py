@@ -36,3 +36,23 @@ def test_reset_right_after_a_step_is_a_teleport_not_a_segment(qtbot, fake_window
         with qtbot.waitSignal(fake_window.tick_timer.timeout, timeout=1000):
             pass
     assert len(fake_controller.calls("queue_segment")) == 1, "the reset queued no segment"
+
+
+def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_viewport(qtbot, fake_window, fake_controller):
+    hud, viewport = fake_window.hud, fake_window.viewport
+    fake_controller.open(fake_window, fake_controller.scene(prior_depth=True))
+    fake_controller.status.emit("Scene ready: photo.jpg; memory 366 points")  # the worker's next messages
+    fake_controller.status.emit("Model ready: tiny")
+    assert "W/A/S/D" in hud.state.text(), "the start-up hint outlives the 'idle' that follows it"
+    assert viewport.warning_label.isVisible() and "geometry is approximate" in viewport.warning_label.text()
+
+    fake_controller.finish_segment(0, fake_window.flight.anchor_w2c)
+    assert hud.progress.format().startswith("segment 1 done") and hud.progress.value() == hud.progress.maximum()
+    fake_controller.cancelled.emit(1)
+    fake_controller.idle.emit()
+    assert hud.progress.format() == "segment 2 cancelled" and hud.progress.value() == hud.progress.minimum(), "a cancel fills nothing"
+    assert "geometry is approximate" in viewport.warning_label.text(), "still there after everything else that happened"
+
+    fake_controller.open(fake_window, fake_controller.scene(prior_depth=False))
+    assert hud.progress.format() == "no segment", "the new scene has no segment yet"
+    assert not viewport.warning_label.isVisible(), "a scene with depth resolves the warning"
