@@ -548,6 +548,10 @@ class GenerationWorker(_GenerationSignals):
         recorder, self._recorder = self._recorder, None
         if recorder is None:
             raise ValueError("not recording")
+        if not recorder.segments:  # news, not an error: nothing to save
+            recorder.abort()
+            self.status.emit(f"Recording stopped: nothing was recorded (no segment was generated); {recorder.folder} is unchanged")
+            return
         folder = recorder.finish(self._require_pipe().memory)
         self.recording_saved.emit(str(folder))
         self.status.emit(f"Recording saved to {folder} ({recorder.segments} segments)")
@@ -667,7 +671,8 @@ class GenerationController(_GenerationSignals):
         self._post("start_recording", str(folder), float(fps))
 
     def stop_recording(self) -> None:
-        """Finish the recording (after the segments already queued); ``recording_saved(folder)`` follows."""
+        """Finish the recording (after the segments already queued); ``recording_saved(folder)`` follows,
+        or only a status when no segment was recorded (nothing is saved, the folder is left alone)."""
         self._post("stop_recording")
 
     def update_generation(self, prompt: str | None = None, **changes) -> None:

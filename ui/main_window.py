@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
         self.scene: SceneInfo | None = None
         self.replayed: RecordedSession | None = None  # the session the open scene continues, if any
         self.recording_folder: str | None = None  # the worker records while this is set
+        self._recording_since: float | None = None  # time.monotonic() when the recording started
         self.trajectory: list[np.ndarray] = []  # w2c of every generated frame
         self.segments_done = 0  # segments generated in this scene (a continued session included)
         self.pending = 0  # segments queued and not yet finished
@@ -440,6 +441,7 @@ class MainWindow(QMainWindow):
     def _refresh_hud(self) -> None:
         self.hud.set_rates(self.viewport.view.paint_rate(), self._seconds_per_frame)
         self.hud.set_device(self._device)
+        self._update_recording_badge()
 
     # ---- sessions ------------------------------------------------------------------------
 
@@ -471,9 +473,20 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Recording into {folder}", 5000)
 
     def _show_recording(self, on: bool) -> None:
-        self.controls.record_button.blockSignals(True)
-        self.controls.record_button.setChecked(on)
-        self.controls.record_button.blockSignals(False)
+        """Red record button and the viewport's REC badge with the elapsed time while recording."""
+        self.controls.set_recording(on)
+        if not on:
+            self._recording_since = None
+        elif self._recording_since is None:
+            self._recording_since = time.monotonic()
+        self._update_recording_badge()
+
+    def _update_recording_badge(self) -> None:
+        if self._recording_since is None:
+            self.viewport.view.set_badge("")
+            return
+        seconds = int(time.monotonic() - self._recording_since)
+        self.viewport.view.set_badge(f"● REC {seconds // 60}:{seconds % 60:02d}")
 
     def _on_recording_saved(self, folder: str) -> None:
         self.statusBar().showMessage(f"Recording saved to {folder}", 8000)

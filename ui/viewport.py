@@ -38,7 +38,8 @@ def to_qimage(image: np.ndarray) -> QImage:
 
 
 class FrameView(QWidget):
-    """Paints one image scaled to fit (letterboxed), a caption, and an optional inset image.
+    """Paints one image scaled to fit (letterboxed), a caption, an optional inset image, and a red
+    badge in the top-right corner (:attr:`badge`, e.g. "● REC 0:42"; empty: none).
 
     Counts its paints so the HUD can show the display frame rate (:meth:`paint_rate`).
     """
@@ -54,12 +55,19 @@ class FrameView(QWidget):
         self.caption = ""
         self.inset_caption = ""
         self.hint = "File → Open image… or drop a photo here"
+        self.badge = ""
         self._paint_times: list[float] = []
 
     def show_image(self, image: QImage | None, caption: str, inset: QImage | None = None, inset_caption: str = "") -> None:
         """Display ``image`` (None: the hint text) with a caption and an optional corner inset."""
         self._image, self.caption, self._inset, self.inset_caption = image, caption, inset, inset_caption
         self.update()
+
+    def set_badge(self, text: str) -> None:
+        """Show ``text`` in the red corner badge ("" hides it)."""
+        if text != self.badge:
+            self.badge = text
+            self.update()
 
     def paint_rate(self) -> float:
         """Paints per second over the last second."""
@@ -80,6 +88,7 @@ class FrameView(QWidget):
         font = QFont(self.font())
         font.setPointSizeF(max(font.pointSizeF(), 9.0))
         painter.setFont(font)
+        self._draw_badge(painter)
         if self._image is None:
             painter.setPen(QColor(170, 170, 180))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
@@ -95,6 +104,20 @@ class FrameView(QWidget):
             painter.setPen(QPen(QColor(255, 215, 40), 2))
             painter.drawRect(inset)
             self._draw_caption(painter, inset.x() + 4, inset.y() + 4, self.inset_caption)
+        self._draw_badge(painter)  # over the picture
+
+    def _draw_badge(self, painter: QPainter) -> None:
+        if not self.badge:
+            return
+        metrics = painter.fontMetrics()
+        box = QRectF(0, 8, metrics.horizontalAdvance(self.badge) + 16, metrics.height() + 8)
+        box.moveRight(self.width() - 8)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(210, 25, 25))
+        painter.drawRoundedRect(box, 5, 5)
+        painter.setPen(QColor(255, 255, 255))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, self.badge)
 
     @staticmethod
     def _draw_caption(painter: QPainter, x: float, y: float, text: str) -> None:

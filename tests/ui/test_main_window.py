@@ -171,6 +171,30 @@ def test_a_bad_photo_gets_a_message_box_naming_it_and_the_open_scene_stays(qtbot
     assert window.scene is not None and window.scene.source == "bundled"
 
 
+def test_stopping_a_recording_before_any_segment_is_news_not_an_error(qtbot, window, tmp_path, monkeypatch):
+    errors = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append((title, text)))
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=TIMEOUT_MS)
+    folder = tmp_path / "session"
+    window.start_recording(str(folder))
+    seen = []
+    def note_status(message):
+        seen.append(message)
+
+    def note_idle():
+        seen.append("<idle>")
+
+    window.controller.status.connect(note_status)
+    window.controller.idle.connect(note_idle)
+    window.set_recording(False)
+    qtbot.waitUntil(lambda: any("nothing" in m for m in seen) and seen[-1] == "<idle>", timeout=TIMEOUT_MS)  # the stop handled
+    window.controller.status.disconnect(note_status)
+    window.controller.idle.disconnect(note_idle)
+    assert errors == [], "no error box"
+    assert "nothing was recorded" in window.statusBar().currentMessage(), "a plain status says what happened"
+    assert not folder.exists() and not window.controls.record_button.isChecked()
+
+
 def test_recording_round_trip_and_continue(qtbot, window, tmp_path):
     window.controls.set_mode("steps")
     folder = tmp_path / "session"

@@ -3,8 +3,9 @@ shortcuts, recording dialogs and state, camera reset, HUD and warnings, narrow l
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QRect, Qt
 
 from explorer.fly_camera import Action
 
@@ -56,3 +57,28 @@ def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_vie
     fake_controller.open(fake_window, fake_controller.scene(prior_depth=False))
     assert hud.progress.format() == "no segment", "the new scene has no segment yet"
     assert not viewport.warning_label.isVisible(), "a scene with depth resolves the warning"
+
+
+def redness(widget, region=None) -> float:
+    """Mean red minus mean green of a widget's pixels (of ``region``, a QRect, if given)."""
+    image = widget.grab(region).toImage() if region is not None else widget.grab().toImage()
+    image = image.convertToFormat(image.Format.Format_RGB888)
+    rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+    pixels = rows[:, : image.width() * 3].reshape(image.height(), image.width(), 3).astype(float)
+    return float(pixels[..., 0].mean() - pixels[..., 1].mean())
+
+
+def test_recording_shows_a_red_button_and_a_rec_badge_with_the_elapsed_time(qtbot, fake_window, fake_controller, tmp_path):
+    fake_controller.open(fake_window, fake_controller.scene())
+    button, view = fake_window.controls.record_button, fake_window.viewport.view
+    corner = QRect(view.width() - 160, 0, 160, 60)
+    assert view.badge == "" and redness(button) < 20 and redness(view, corner) < 20
+    fake_window.start_recording(str(tmp_path / "session"))
+    assert fake_controller.calls("start_recording")
+    assert button.isChecked() and redness(button) > 60, "the record button turns red"
+    assert view.badge.startswith("● REC 0:0"), view.badge
+    qtbot.waitUntil(lambda: view.badge == "● REC 0:01", timeout=3000)  # the elapsed time runs
+    assert redness(view, corner) > 20, "the badge is drawn in red in the view's top-right corner"
+    fake_window.set_recording(False)
+    assert fake_controller.calls("stop_recording") and not button.isChecked() and view.badge == ""
+    assert redness(button) < 20
