@@ -16,18 +16,19 @@ Wiring (everything heavy runs in :class:`explorer.worker.GenerationController`'s
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QOpenGLContext
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QMainWindow, QMessageBox, QWidget
 
 from explorer.flight import FlightPath, step_segment
 from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
 from explorer.generate import DEFAULT_INPAINT_FRACTION
 from explorer.preview import MemoryPreviewRenderer
-from explorer.session import RecordedSession, load_session
+from explorer.session import SESSION_JSON, RecordedSession, load_session
 from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.backbone import BackboneConfig
 from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
@@ -46,6 +47,17 @@ PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this 
 DEFAULT_STEPS = {"wan": 20, "tiny": 4}
 PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
+
+
+def free_name(parent: Path, name: str) -> str:
+    """``name`` if ``parent`` has nothing by that name, else the first free ``name-2``, ``name-3``, …"""
+    if not (parent / name).exists():
+        return name
+    stem = name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
+    number = 2
+    while (parent / f"{stem}-{number}").exists():
+        number += 1
+    return f"{stem}-{number}"
 
 
 class MainWindow(QMainWindow):
@@ -452,8 +464,8 @@ class MainWindow(QMainWindow):
         the running segment, so that segment still goes into the recording, and ``recording_saved``
         follows once the files are written.
         """
-        if on and self.recording_folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Record the session into…")
+        if on and self.recording_folder is None and self._scene_open("Record"):
+            folder = self.choose_recording_folder()
             if folder:
                 self.start_recording(folder)
         elif not on and self.recording_folder is not None:
@@ -462,10 +474,62 @@ class MainWindow(QMainWindow):
             self.recording_folder = None
         self._show_recording(self.recording_folder is not None)
 
+    def _scene_open(self, title: str) -> bool:
+        """Whether a scene is open; if not, a message box titled ``title`` says to open one."""
+        if self.scene is None:
+            QMessageBox.information(self, title, "Open a scene first.")
+        return self.scene is not None
+
+    def choose_recording_folder(self) -> str | None:
+        """Ask where to record; None when the user gives up.
+
+        An empty folder is used as it is. A folder holding a recorded session is replaced only after
+        a yes to "Replace it?"; a no asks for the name of a new folder beside it. In any other folder
+        that is not empty a new session folder is created, named by the user: its files are never
+        touched (a recording replaces its folder as a whole).
+        """
+        chosen = QFileDialog.getExistingDirectory(self, "Record the session into… (an empty folder, or one to create it in)")
+        if not chosen:
+            return None
+        folder = Path(chosen)
+        if not any(folder.iterdir()):
+            return str(folder)
+        if not (folder / SESSION_JSON).is_file():
+            return self._ask_new_folder(folder, time.strftime("session-%Y%m%d-%H%M%S"))
+        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel
+        answer = QMessageBox.question(
+            self, "Replace the recorded session?",
+            f"{folder} already holds a recorded session.\n\nYes: replace it with this recording (when it is saved).\n"
+            "No: record into a new folder beside it.",
+            buttons, QMessageBox.StandardButton.Cancel,
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            return str(folder)
+        if answer == QMessageBox.StandardButton.No:
+            return self._ask_new_folder(folder.parent, folder.name)
+        return None
+
+    def _ask_new_folder(self, parent: Path, suggestion: str) -> str | None:
+        """Ask for the name of a new (or empty) session folder in ``parent``, suggesting a free name like ``suggestion``."""
+        prompt = f"Name of the new session folder in {parent}:"
+        while True:
+            typed, ok = QInputDialog.getText(self, "New session folder", prompt, text=free_name(parent, suggestion))
+            name = typed.strip()
+            if not ok or not name:
+                return None
+            target = parent / name
+            if Path(name).name != name or name in (".", ".."):
+                problem = f"'{name}': a folder name cannot contain a path separator, nor be . or .."
+            elif target.exists() and not (target.is_dir() and not any(target.iterdir())):
+                problem = f"'{name}' already exists in {parent} and is not an empty folder"
+            else:
+                return str(target)
+            prompt = f"{problem}. Name of the new session folder in {parent}:"
+            suggestion = Path(name).name or suggestion
+
     def start_recording(self, folder: str) -> None:
         """Record every segment generated from now on into ``folder`` (replaced when the recording finishes)."""
-        if self.scene is None:
-            QMessageBox.information(self, "Record", "Open a scene first.")
+        if not self._scene_open("Record"):
             return
         self.controller.start_recording(folder, fps=self.viewport.fps)
         self.recording_folder = folder

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PySide6.QtCore import QRect, Qt
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
 from explorer.fly_camera import Action
 
@@ -82,3 +83,79 @@ def test_recording_shows_a_red_button_and_a_rec_badge_with_the_elapsed_time(qtbo
     fake_window.set_recording(False)
     assert fake_controller.calls("stop_recording") and not button.isChecked() and view.badge == ""
     assert redness(button) < 20
+
+
+class Script:
+    """Scripted answers for the static dialogs (QFileDialog, QMessageBox, QInputDialog) and what they were asked."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.folder = ""  # what the folder picker returns ("" = cancelled)
+        self.answer = QMessageBox.StandardButton.Cancel  # the answer to a question box
+        self.names: list[str] = []  # the names typed into successive text prompts ("" = cancelled)
+        self.asked: list[tuple[str, ...]] = []
+        monkeypatch.setattr(QFileDialog, "getExistingDirectory", self._folder)
+        monkeypatch.setattr(QMessageBox, "question", self._question)
+        monkeypatch.setattr(QInputDialog, "getText", self._text)
+
+    def _folder(self, parent, caption, directory="", *args, **kwargs):
+        self.asked.append(("folder", caption, directory))
+        return self.folder
+
+    def _question(self, parent, title, text, *args, **kwargs):
+        self.asked.append(("question", title, text))
+        return self.answer
+
+    def _text(self, parent, title, label, *args, **kwargs):
+        self.asked.append(("text", label, kwargs.get("text", args[1] if len(args) > 1 else "")))
+        name = self.names.pop(0) if self.names else ""
+        return name, bool(name)
+
+
+def click_record(qtbot, window):
+    qtbot.mouseClick(window.controls.record_button, Qt.MouseButton.LeftButton)
+
+
+def test_recording_never_replaces_a_session_unasked_and_offers_a_new_named_folder(qtbot, fake_window, fake_controller, tmp_path, monkeypatch):
+    fake_controller.open(fake_window, fake_controller.scene())
+    script = Script(monkeypatch)
+    kitchen = tmp_path / "kitchen"
+    kitchen.mkdir()
+    (kitchen / "session.json").write_text("{}")
+    script.folder = str(kitchen)
+
+    script.answer, script.names = QMessageBox.StandardButton.No, ["kitchen-2"]  # no: a new folder beside it
+    click_record(qtbot, fake_window)
+    kinds = [a[0] for a in script.asked]
+    assert kinds == ["folder", "question", "text"] and "already holds a recorded session" in script.asked[1][2]
+    assert script.asked[2][2] == "kitchen-2", "a free name is suggested"
+    assert fake_controller.calls("start_recording")[-1][0] == str(tmp_path / "kitchen-2")
+    assert (kitchen / "session.json").read_text() == "{}"
+    fake_window.set_recording(False)
+
+    script.asked.clear()
+    script.answer = QMessageBox.StandardButton.Cancel
+    click_record(qtbot, fake_window)
+    assert len(fake_controller.calls("start_recording")) == 1 and not fake_window.controls.record_button.isChecked(), "cancel: no recording"
+
+    script.answer = QMessageBox.StandardButton.Yes  # yes: replace it (when the recording is saved)
+    click_record(qtbot, fake_window)
+    assert fake_controller.calls("start_recording")[-1][0] == str(kitchen)
+    fake_window.set_recording(False)
+
+    photos = tmp_path / "photos"  # a folder with other files: never replaced, a session folder goes inside
+    photos.mkdir()
+    (photos / "beach.jpg").write_bytes(b"jpeg")
+    script.folder, script.names = str(photos), ["../escape", "walk"]
+    script.asked.clear()
+    click_record(qtbot, fake_window)
+    assert [a[0] for a in script.asked] == ["folder", "text", "text"], "a bad name is asked for again"
+    assert "cannot contain" in script.asked[2][1]
+    assert fake_controller.calls("start_recording")[-1][0] == str(photos / "walk") and fake_window.controls.record_button.isChecked()
+    fake_window.set_recording(False)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    script.folder = str(empty)
+    script.asked.clear()
+    click_record(qtbot, fake_window)
+    assert [a[0] for a in script.asked] == ["folder"] and fake_controller.calls("start_recording")[-1][0] == str(empty)
