@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QOpenGLContext
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QInputDialog, QMainWindow, QMessageBox, QScrollArea, QWidget
 
 from explorer.flight import FlightPath, step_segment
 from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
@@ -43,6 +43,9 @@ from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
 
 TICK_MS = 16  # camera tick (~60 Hz)
+NARROW_WIDTH = 1100  # below this window width the two docks share one tabbed column
+DOCK_SHARE = 0.4  # docked side panels together take at most this share of the window's width
+DOCK_MIN_WIDTH = 200  # a dock's content scrolls when the dock is narrower than it
 PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this wide
 DEFAULT_STEPS = {"wan": 20, "tiny": 4}
 PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
@@ -100,8 +103,9 @@ class MainWindow(QMainWindow):
         self.controls.steps.setValue(self.options.steps or DEFAULT_STEPS[self.backend])
         self.controls.inpaint.setValue(DEFAULT_INPAINT_FRACTION[self.backend])
         self.cache_panel = CachePanel()
-        self._add_dock("Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._add_dock("Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.controls_dock = self._add_dock("Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.cache_dock = self._add_dock("Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._narrow = False  # the docks share one tabbed column (see _fit_docks)
         self.hud = Hud(self.statusBar())
         self.hud.set_device(self._device)
         self._build_menus()
@@ -121,9 +125,15 @@ class MainWindow(QMainWindow):
     # ---- construction --------------------------------------------------------------------
 
     def _add_dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        """A dock holding ``widget`` in a scroll area, so the dock can be narrower than the widget."""
+        scroll = QScrollArea()
+        scroll.setWidget(widget)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setMinimumWidth(DOCK_MIN_WIDTH)
         dock = QDockWidget(title, self)
         dock.setObjectName(title)
-        dock.setWidget(widget)
+        dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
 
@@ -618,6 +628,41 @@ class MainWindow(QMainWindow):
         if files:
             event.acceptProposedAction()
             self.open_image(files[0])
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        super().resizeEvent(event)
+        self._fit_docks()
+
+    def _fit_docks(self) -> None:
+        """Keep the viewport the widest part of the window.
+
+        Below :data:`NARROW_WIDTH` the latent-cache panel becomes a tab beside the controls (one
+        column instead of two) and goes back to the right when the window is wide again; layouts
+        the user made (floating or moved docks) are left alone. After such a change the columns
+        take their natural widths; the docked columns together never take more than
+        :data:`DOCK_SHARE` of the width (narrowed in proportion, at least :data:`DOCK_MIN_WIDTH`).
+        """
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        narrow = self.width() < NARROW_WIDTH
+        regrouped = False
+        if narrow and not self._narrow:
+            if self.dockWidgetArea(self.controls_dock) == left and self.dockWidgetArea(self.cache_dock) == right and not (self.controls_dock.isFloating() or self.cache_dock.isFloating()):
+                self.tabifyDockWidget(self.controls_dock, self.cache_dock)
+                self.controls_dock.raise_()
+                regrouped = True
+        elif not narrow and self._narrow and self.cache_dock in self.tabifiedDockWidgets(self.controls_dock):
+            self.addDockWidget(right, self.cache_dock)
+            regrouped = True
+        self._narrow = narrow
+        columns: list[QDockWidget] = []  # one dock per docked column (a tab group counts once)
+        for dock in (self.controls_dock, self.cache_dock):
+            shown = dock.toggleViewAction().isChecked() and not dock.isFloating() and self.dockWidgetArea(dock) in (left, right)
+            if shown and not any(other in self.tabifiedDockWidgets(dock) for other in columns):
+                columns.append(dock)
+        widths = [dock.widget().sizeHint().width() if regrouped else dock.width() for dock in columns]
+        scale = min(1.0, DOCK_SHARE * self.width() / max(sum(widths), 1))
+        if regrouped or scale < 1.0:
+            self.resizeDocks(columns, [max(DOCK_MIN_WIDTH, int(w * scale)) for w in widths], Qt.Orientation.Horizontal)
 
     def changeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         if event.type() == event.Type.ActivationChange and not self.isActiveWindow():

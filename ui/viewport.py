@@ -157,6 +157,7 @@ class Viewport(QWidget):
         # every user action on the slider (drag, click on the groove, wheel) but never setValue: no loop with playback
         self.slider.actionTriggered.connect(lambda _action: self.scrub(self.slider.sliderPosition()))
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.slider.setMinimumWidth(100)  # the timeline never collapses in a narrow window
         self.warning_label = QLabel()
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("QLabel { background: rgb(120, 85, 0); color: white; padding: 4px; }")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PySide6.QtCore import QRect, Qt
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QMessageBox
 
 from explorer.fly_camera import Action
 
@@ -159,3 +159,24 @@ def test_recording_never_replaces_a_session_unasked_and_offers_a_new_named_folde
     script.asked.clear()
     click_record(qtbot, fake_window)
     assert [a[0] for a in script.asked] == ["folder"] and fake_controller.calls("start_recording")[-1][0] == str(empty)
+
+
+def test_narrow_windows_keep_the_viewport_wide_and_the_timeline_usable(qtbot, fake_window, fake_controller):
+    fake_controller.open(fake_window, fake_controller.scene())
+    cache_dock = fake_window.cache_panel.parentWidget()
+    while not isinstance(cache_dock, QDockWidget):
+        cache_dock = cache_dock.parentWidget()
+
+    def check(width: int) -> None:
+        fake_window.resize(width, 800)
+        qtbot.waitUntil(lambda: fake_window.width() == max(width, fake_window.minimumWidth()), timeout=3000)
+        qtbot.waitUntil(lambda: fake_window.viewport.width() >= 0.6 * fake_window.width(), timeout=3000)
+        slider = fake_window.viewport.slider
+        assert slider.isVisible() and slider.width() >= 80, f"the timeline is usable at {fake_window.width()} px"
+
+    check(967)  # the minimum width before: the viewport had 333 px of it
+    check(1)  # as narrow as the window goes now
+    assert fake_window.width() < 967
+    fake_window.resize(1500, 860)
+    qtbot.waitUntil(lambda: fake_window.dockWidgetArea(cache_dock) == Qt.DockWidgetArea.RightDockWidgetArea and not fake_window.tabifiedDockWidgets(cache_dock), timeout=3000)
+    assert cache_dock.isVisible() and fake_window.viewport.width() >= 0.6 * fake_window.width(), "wide again: both panels side by side"
