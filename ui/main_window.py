@@ -33,12 +33,12 @@ from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.backbone import BackboneConfig
 from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
 from model.pipeline import PipelineConfig
-from ui.cache_panel import CacheData, CachePanel
+from ui.cache_panel import COLOR_MODES, CacheData, CachePanel
 from ui.controls_panel import ControlsPanel
 from ui.hud import Hud
 from ui.input_router import InputRouter
 from ui.launch import LaunchOptions
-from ui.settings import ExplorerSettings
+from ui.settings import ExplorerSettings, last_folder, remember_folder
 from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
 
@@ -121,6 +121,7 @@ class MainWindow(QMainWindow):
         self._connect_controls()
         self._connect_controller()
         self.viewport.set_warning("settings", "; ".join(self.settings.problems))  # until the settings are saved
+        self._restore_window_state()
 
     # ---- construction --------------------------------------------------------------------
 
@@ -157,6 +158,18 @@ class MainWindow(QMainWindow):
             view_menu.addAction(dock.toggleViewAction())
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("&Controls", self.show_controls_help)
+
+    def _restore_window_state(self) -> None:
+        """Geometry, dock layout and the cache panel's colour mode as the last window left them
+        (saved on close; the colour mode whenever it changes)."""
+        geometry, layout = self.store.value("window/geometry"), self.store.value("window/state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if layout is not None:
+            self.restoreState(layout)
+        if self.store.value("window/color_mode") in COLOR_MODES:
+            self.cache_panel.set_color_mode(self.store.value("window/color_mode"))
+        self.cache_panel.mode_box.currentIndexChanged.connect(lambda: self.store.setValue("window/color_mode", self.cache_panel.color_mode))
 
     def _connect_controls(self) -> None:
         self.controls.generate_clicked.connect(self.generate_now)
@@ -241,8 +254,9 @@ class MainWindow(QMainWindow):
             self.controller.open_bundled()
 
     def choose_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a photo", "", IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open a photo", last_folder(self.store, "image"), IMAGE_FILTER)
         if path:
+            remember_folder(self.store, "image", path)
             self.open_image(path)
 
     def open_image(self, path: str) -> None:
@@ -498,9 +512,10 @@ class MainWindow(QMainWindow):
         that is not empty a new session folder is created, named by the user: its files are never
         touched (a recording replaces its folder as a whole).
         """
-        chosen = QFileDialog.getExistingDirectory(self, "Record the session into… (an empty folder, or one to create it in)")
+        chosen = QFileDialog.getExistingDirectory(self, "Record the session into… (an empty folder, or one to create it in)", last_folder(self.store, "record"))
         if not chosen:
             return None
+        remember_folder(self.store, "record", chosen)
         folder = Path(chosen)
         if not any(folder.iterdir()):
             return str(folder)
@@ -566,8 +581,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Recording saved to {folder}", 8000)
 
     def choose_session(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a recorded session")
+        folder = QFileDialog.getExistingDirectory(self, "Open a recorded session", last_folder(self.store, "session"))
         if folder:
+            remember_folder(self.store, "session", folder)
             self.open_session(folder)
 
     def open_session(self, folder: str) -> None:
@@ -581,8 +597,10 @@ class MainWindow(QMainWindow):
         self._open("session", str(session.folder))
 
     def choose_export_path(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export camera path", "camera_path.json", "Camera path (*.json)")
+        suggested = Path(last_folder(self.store, "export")) / "camera_path.json"
+        path, _ = QFileDialog.getSaveFileName(self, "Export camera path", str(suggested), "Camera path (*.json)")
         if path:
+            remember_folder(self.store, "export", path)
             self.export_camera_path(path)
 
     def export_camera_path(self, path: str) -> None:
@@ -681,5 +699,8 @@ class MainWindow(QMainWindow):
         self._preview = None
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        self.store.setValue("window/geometry", self.saveGeometry())
+        self.store.setValue("window/state", self.saveState())
+        self.store.sync()
         self.shutdown()
         super().closeEvent(event)

@@ -175,13 +175,25 @@ def fake_controller(qapp):
 
 
 @pytest.fixture
-def fake_window(qtbot, settings, fake_controller):
-    """A shown main window on a :class:`FakeController` (no model, nothing generated) with isolated settings."""
-    window = MainWindow(settings, LaunchOptions(backend="tiny", height=64, width=128, fps=200.0), controller=fake_controller)
-    qtbot.addWidget(window)
+def new_fake_window(qtbot, settings):
+    """Makes shown main windows on a :class:`FakeController` (no model, nothing generated), all on
+    the isolated QSettings of ``settings``: ``new_fake_window(controller=None) -> MainWindow``."""
+
+    def make(controller: FakeController | None = None) -> MainWindow:
+        window = MainWindow(settings, LaunchOptions(backend="tiny", height=64, width=128, fps=200.0), controller=controller or FakeController())
+        qtbot.addWidget(window)
+        window.show()
+        qtbot.waitExposed(window)
+        window.activateWindow()
+        qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+        return window
+
+    return make
+
+
+@pytest.fixture
+def fake_window(new_fake_window, fake_controller):
+    """A shown 1400x800 main window on ``fake_controller``."""
+    window = new_fake_window(fake_controller)
     window.resize(1400, 800)
-    window.show()
-    qtbot.waitExposed(window)
-    window.activateWindow()
-    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
     return window

@@ -180,3 +180,63 @@ def test_narrow_windows_keep_the_viewport_wide_and_the_timeline_usable(qtbot, fa
     fake_window.resize(1500, 860)
     qtbot.waitUntil(lambda: fake_window.dockWidgetArea(cache_dock) == Qt.DockWidgetArea.RightDockWidgetArea and not fake_window.tabifiedDockWidgets(cache_dock), timeout=3000)
     assert cache_dock.isVisible() and fake_window.viewport.width() >= 0.6 * fake_window.width(), "wide again: both panels side by side"
+
+
+def test_geometry_docks_colour_mode_and_dialog_folders_are_remembered(qtbot, new_fake_window, fake_controller, tmp_path, monkeypatch):
+    folders = {name: tmp_path / name for name in ("photos", "sessions", "exports", "recordings")}
+    for folder in folders.values():
+        folder.mkdir()
+    asked = []  # (dialog, starting folder) of every file dialog
+
+    def open_file(parent, caption, directory="", *a, **k):
+        asked.append(("open image", directory))
+        return str(folders["photos"] / "beach.jpg"), ""
+
+    def existing_folder(parent, caption, directory="", *a, **k):
+        kind = "record" if caption.startswith("Record") else "open session"
+        asked.append((kind, directory))
+        return str(folders["recordings" if kind == "record" else "sessions"] / "kitchen")
+
+    def save_file(parent, caption, directory="", *a, **k):
+        asked.append(("export", directory))
+        return str(folders["exports"] / "path.json"), ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", open_file)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", existing_folder)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_file)
+    monkeypatch.setattr(QMessageBox, "critical", lambda *a: None)  # the session folder is not a session
+    monkeypatch.setattr(QMessageBox, "information", lambda *a: None)  # nothing to export yet
+    for name in ("recordings", "sessions"):
+        (folders[name] / "kitchen").mkdir()
+
+    first = new_fake_window(fake_controller)
+    fake_controller.open(first, fake_controller.scene())
+    # small: pytest-xvfb's screen is 800x600 and a restored window is kept on the screen
+    first.resize(700, 500)  # narrow: the docks share a column, so the window can get narrower still
+    qtbot.waitUntil(lambda: first.minimumWidth() < 700, timeout=3000)
+    first.resize(700, 500)
+    qtbot.waitUntil(lambda: (first.width(), first.height()) == (700, 500), timeout=3000)
+    first.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, first.controls_dock)  # the user's own layout
+    first.cache_dock.close()
+    first.cache_panel.set_color_mode("provenance")
+    first.choose_image()
+    first.choose_session()
+    first.choose_export_path()
+    first.set_recording(True)
+    assert first.recording_folder == str(folders["recordings"] / "kitchen")
+    first.close()
+
+    asked.clear()
+    second = new_fake_window()
+    qtbot.waitUntil(lambda: (second.width(), second.height()) == (700, 500), timeout=3000)
+    assert second.dockWidgetArea(second.controls_dock) == Qt.DockWidgetArea.RightDockWidgetArea and not second.cache_dock.isVisible()
+    assert second.cache_panel.color_mode == "provenance"
+    second.controller.open(second, second.controller.scene())  # (its own fake controller)
+    second.choose_image()
+    second.choose_session()
+    second.choose_export_path()
+    assert asked[0] == ("open image", str(folders["photos"]))
+    assert asked[1] == ("open session", str(folders["sessions"]))
+    assert asked[2] == ("export", str(folders["exports"] / "camera_path.json"))
+    second.set_recording(True)
+    assert asked[3] == ("record", str(folders["recordings"]))
