@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 from explorer.fly_camera import Action
 
 MODES = {"flight": "Free flight", "steps": "Steps"}
-RECORD_TEXT = {False: "● Record", True: "■ Stop recording"}  # the record button's text, by recording state
+RECORD_TEXT = {False: "● Record", True: "■ Stop"}  # the record button's text, by recording state (no wider than the first)
 STEP_BUTTONS = (  # (action, label, grid row, grid column)
     (Action.TURN_LEFT, "↶ Turn", 0, 0),
     (Action.STEP_FORWARD, "↑ Forward", 0, 1),
@@ -134,7 +134,7 @@ class ControlsPanel(QWidget):
         return GenerationOptions(self.steps.value(), self.seed.value(), self.prompt.text().strip(), self.inpaint.value())
 
     def set_recording(self, on: bool) -> None:
-        """Show the recording state (red "Stop recording" while on) without emitting ``record_toggled``."""
+        """Show the recording state (a red "■ Stop" while on) without emitting ``record_toggled``."""
         self.record_button.blockSignals(True)
         self.record_button.setChecked(on)
         self.record_button.blockSignals(False)

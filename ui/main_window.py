@@ -43,8 +43,7 @@ from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
 
 TICK_MS = 16  # camera tick (~60 Hz)
-NARROW_WIDTH = 1100  # below this window width the two docks share one tabbed column
-DOCK_SHARE = 0.4  # docked side panels together take at most this share of the window's width
+NARROW_WIDTH = 1280  # below this window width the two docks share one tabbed column (the viewport keeps over half)
 DOCK_MIN_WIDTH = 200  # a dock's content scrolls when the dock is narrower than it
 PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this wide
 DEFAULT_STEPS = {"wan": 20, "tiny": 4}
@@ -655,32 +654,22 @@ class MainWindow(QMainWindow):
         """Keep the viewport the widest part of the window.
 
         Below :data:`NARROW_WIDTH` the latent-cache panel becomes a tab beside the controls (one
-        column instead of two) and goes back to the right when the window is wide again; layouts
-        the user made (floating or moved docks) are left alone. After such a change the columns
-        take their natural widths; the docked columns together never take more than
-        :data:`DOCK_SHARE` of the width (narrowed in proportion, at least :data:`DOCK_MIN_WIDTH`).
+        column instead of two) and goes back to the right when the window is wide again, each time
+        at its natural width; layouts the user made (floating or moved docks) are left alone. Dock
+        contents scroll, so at the window's minimum width the column is only :data:`DOCK_MIN_WIDTH`.
         """
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         narrow = self.width() < NARROW_WIDTH
-        regrouped = False
         if narrow and not self._narrow:
             if self.dockWidgetArea(self.controls_dock) == left and self.dockWidgetArea(self.cache_dock) == right and not (self.controls_dock.isFloating() or self.cache_dock.isFloating()):
                 self.tabifyDockWidget(self.controls_dock, self.cache_dock)
                 self.controls_dock.raise_()
-                regrouped = True
+                self.resizeDocks([self.controls_dock], [self.controls_dock.widget().sizeHint().width()], Qt.Orientation.Horizontal)
         elif not narrow and self._narrow and self.cache_dock in self.tabifiedDockWidgets(self.controls_dock):
             self.addDockWidget(right, self.cache_dock)
-            regrouped = True
+            docks = [self.controls_dock, self.cache_dock]
+            self.resizeDocks(docks, [dock.widget().sizeHint().width() for dock in docks], Qt.Orientation.Horizontal)
         self._narrow = narrow
-        columns: list[QDockWidget] = []  # one dock per docked column (a tab group counts once)
-        for dock in (self.controls_dock, self.cache_dock):
-            shown = dock.toggleViewAction().isChecked() and not dock.isFloating() and self.dockWidgetArea(dock) in (left, right)
-            if shown and not any(other in self.tabifiedDockWidgets(dock) for other in columns):
-                columns.append(dock)
-        widths = [dock.widget().sizeHint().width() if regrouped else dock.width() for dock in columns]
-        scale = min(1.0, DOCK_SHARE * self.width() / max(sum(widths), 1))
-        if regrouped or scale < 1.0:
-            self.resizeDocks(columns, [max(DOCK_MIN_WIDTH, int(w * scale)) for w in widths], Qt.Orientation.Horizontal)
 
     def changeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         if event.type() == event.Type.ActivationChange and not self.isActiveWindow():

@@ -88,10 +88,10 @@ class FrameView(QWidget):
         font = QFont(self.font())
         font.setPointSizeF(max(font.pointSizeF(), 9.0))
         painter.setFont(font)
-        self._draw_badge(painter)
         if self._image is None:
             painter.setPen(QColor(170, 170, 180))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
+            self._draw_badge(painter)
             return
         target = self._fit(self._image, QRectF(self.rect()))
         painter.drawImage(target, self._image)
@@ -112,12 +112,14 @@ class FrameView(QWidget):
         metrics = painter.fontMetrics()
         box = QRectF(0, 8, metrics.horizontalAdvance(self.badge) + 16, metrics.height() + 8)
         box.moveRight(self.width() - 8)
+        painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(QColor(210, 25, 25))
         painter.drawRoundedRect(box, 5, 5)
         painter.setPen(QColor(255, 255, 255))
         painter.drawText(box, Qt.AlignmentFlag.AlignCenter, self.badge)
+        painter.restore()
 
     @staticmethod
     def _draw_caption(painter: QPainter, x: float, y: float, text: str) -> None:

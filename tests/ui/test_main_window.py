@@ -236,12 +236,15 @@ def test_recording_round_trip_and_continue(qtbot, window, tmp_path):
     assert len(exported) == 65 and np.allclose(exported.w2c.numpy(), np.stack(window.trajectory), atol=1e-9)
 
 
-def test_screenshot_of_the_main_window(qtbot, window, needs_gl):
+def test_screenshot_of_the_main_window(qtbot, window, needs_gl, tmp_path):
     window.cache_panel.frame_cloud()
     window.viewport.scrub(window.viewport.frame_count - 1)
+    window.start_recording(str(tmp_path / "shot"))  # the shot shows the recording state too
+    qtbot.waitUntil(lambda: window.viewport.view.badge.startswith("● REC"), timeout=5000)
     qtbot.wait(300)
     ARTIFACTS.mkdir(exist_ok=True)
     shot = window.grab()
+    window.set_recording(False)
     assert shot.save(str(ARTIFACTS / "main_window.png"))
     assert pixel_std(window.viewport.view.grab().toImage()) > 10, "the viewport shows a frame"
     assert pixel_std(window.cache_panel.view.grabFramebuffer()) > 10, "the cache panel shows the point cloud"

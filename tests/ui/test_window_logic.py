@@ -71,8 +71,10 @@ def redness(widget, region=None) -> float:
 
 def test_recording_shows_a_red_button_and_a_rec_badge_with_the_elapsed_time(qtbot, fake_window, fake_controller, tmp_path):
     fake_controller.open(fake_window, fake_controller.scene())
+    fake_controller.finish_segment(0, fake_window.flight.anchor_w2c)  # a generated frame with the live inset
     button, view = fake_window.controls.record_button, fake_window.viewport.view
-    corner = QRect(view.width() - 160, 0, 160, 60)
+    qtbot.waitUntil(lambda: fake_window.viewport.shown_index == 32, timeout=3000)
+    corner, rest = QRect(view.width() - 160, 0, 160, 60), QRect(0, 60, view.width(), view.height() - 60)
     assert view.badge == "" and redness(button) < 20 and redness(view, corner) < 20
     fake_window.start_recording(str(tmp_path / "session"))
     assert fake_controller.calls("start_recording")
@@ -80,6 +82,7 @@ def test_recording_shows_a_red_button_and_a_rec_badge_with_the_elapsed_time(qtbo
     assert view.badge.startswith("● REC 0:0"), view.badge
     qtbot.waitUntil(lambda: view.badge == "● REC 0:01", timeout=3000)  # the elapsed time runs
     assert redness(view, corner) > 20, "the badge is drawn in red in the view's top-right corner"
+    assert redness(view, rest) < 4, "and nowhere else (the picture and its inset keep their colours)"
     fake_window.set_recording(False)
     assert fake_controller.calls("stop_recording") and not button.isChecked() and view.badge == ""
     assert redness(button) < 20
