@@ -8,13 +8,22 @@ Wiring (everything heavy runs in :class:`explorer.worker.GenerationController`'s
   context) renders the memory at the new pose and the viewport shows it at once;
 * free flight records every moved pose into a :class:`~explorer.flight.FlightPath`; when it is
   ``ready()`` (or on Space / Generate) its segment is queued on the controller; steps mode queues
-  one :func:`~explorer.flight.step_segment` per button or key;
+  one :func:`~explorer.flight.step_segment` per button or key; U (reset) is a teleport that starts
+  a new flight at the reset pose;
 * controller signals drive the HUD, the viewport (frames), the cache panel (memory snapshots),
-  the recorder, and error boxes (``QMessageBox.critical``; the app keeps running).
+  the recorder, and error boxes (``QMessageBox.critical``; the app keeps running). A scene that
+  fails to open leaves the open one as it was.
+
+What the user sees besides: the HUD's idle state names the keys of the current mode; warnings that
+matter (no depth model, no preview, damaged settings) stay in the viewport's banner until resolved;
+while recording, the record button is red and the viewport shows "● REC m:ss". Below
+:data:`NARROW_WIDTH` the two docks share one tabbed column. Geometry, dock layout, the cache
+panel's colour mode and each file dialog's last folder persist in the window's QSettings store.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -52,10 +61,12 @@ IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files
 
 
 def free_name(parent: Path, name: str) -> str:
-    """``name`` if ``parent`` has nothing by that name, else the first free ``name-2``, ``name-3``, …"""
+    """``name`` if ``parent`` has nothing by that name, else the first free ``name-2``, ``name-3``, …
+    (counting on from a name that already ends in one: ``kitchen-2`` -> ``kitchen-3``)."""
     if not (parent / name).exists():
         return name
-    stem = name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
+    counted = re.fullmatch(r"(.+)-(\d{1,3})", name)
+    stem = counted.group(1) if counted else name
     number = 2
     while (parent / f"{stem}-{number}").exists():
         number += 1
@@ -338,6 +349,7 @@ class MainWindow(QMainWindow):
         return f"ready: fly with {b.forward}/{b.left}/{b.back}/{b.right}, drag to look, {b.generate_now} generates"
 
     def _mode_changed(self) -> None:
+        """Another driving mode: the idle hint names its keys."""
         if self.scene is not None and not self.pending and not self.router.paused:
             self.hud.set_state(self._ready_text())
 
@@ -570,6 +582,7 @@ class MainWindow(QMainWindow):
         self._update_recording_badge()
 
     def _update_recording_badge(self) -> None:
+        """The REC badge's elapsed time (called with the HUD refresh); no badge when not recording."""
         if self._recording_since is None:
             self.viewport.view.set_badge("")
             return
