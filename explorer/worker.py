@@ -421,10 +421,9 @@ class GenerationWorker(_GenerationSignals):
 
     def _start_scene(self, inputs: SceneInputs, request: tuple) -> None:
         backbone = self._require_backbone()
-        self._pipe = None
         self.status.emit("Building the memory from the first frame…")
         pipe = MiragePipeline(backbone, self._config, self._branch)
-        pipe.start(inputs.image, inputs.depth, inputs.K, prompt=self._settings.prompt)
+        pipe.start(inputs.image, inputs.depth, inputs.K, prompt=self._settings.prompt)  # a failure keeps the open scene
         self._pipe, self._inputs, self._scene_request = pipe, inputs, request
         start = torch.eye(4, dtype=torch.float64)
         self._poses_by_frame = {0: start.numpy()}

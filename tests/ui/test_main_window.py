@@ -16,6 +16,7 @@ from explorer.fly_camera import Action
 from explorer.session import load_session
 from explorer.video_io import Mp4Writer, read_mp4_frames
 from model.camera import read_camera_path_json
+from model.pipeline import MiragePipeline
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
 
@@ -169,6 +170,33 @@ def test_a_bad_photo_gets_a_message_box_naming_it_and_the_open_scene_stays(qtbot
     with qtbot.waitSignal(window.controller.scene_ready, timeout=TIMEOUT_MS):
         window.open_bundled()
     assert window.scene is not None and window.scene.source == "bundled"
+
+
+def test_a_scene_that_fails_while_its_memory_is_built_leaves_the_open_one_working(qtbot, window, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: shown.append((title, text)))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("simulated failure while building the memory")
+
+    start = MiragePipeline.start
+    monkeypatch.setattr(MiragePipeline, "start", fail)  # the worker thread builds scenes with it
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=TIMEOUT_MS)
+    scene, done = window.scene, window.segments_done
+    window.open_bundled()
+    qtbot.waitUntil(lambda: bool(shown), timeout=TIMEOUT_MS)
+    assert "simulated failure" in shown[0][1] and window.scene is scene
+    monkeypatch.setattr(MiragePipeline, "start", start)
+    window.controls.set_mode("steps")
+    results = []
+    window.controller.segment_ready.connect(results.append)
+    window.step(Action.TURN_RIGHT)  # a segment, or (with no scene in the worker) a failure
+    qtbot.waitUntil(lambda: bool(results) or len(shown) > 1, timeout=TIMEOUT_MS)
+    window.controller.segment_ready.disconnect(results.append)
+    assert len(shown) == 1, f"generating failed: {shown[1:]}"
+    assert results[0].index == done, "the worker still has the scene the window shows"
+    with qtbot.waitSignal(window.controller.scene_ready, timeout=TIMEOUT_MS):
+        window.open_bundled()  # a fresh scene for the tests after this one
 
 
 def test_stopping_a_recording_before_any_segment_is_news_not_an_error(qtbot, window, tmp_path, monkeypatch):
