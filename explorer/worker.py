@@ -412,11 +412,10 @@ class GenerationWorker(_GenerationSignals):
 
     def _start_scene(self, inputs: SceneInputs, request: tuple) -> None:
         backbone = self._require_backbone()
-        self._pipe = None
         self.status.emit("Building the memory from the first frame…")
         memory = make_memory(self._config.memory_kind, self._config.memory, backbone.device, backbone.vae)
         pipe = MiragePipeline(backbone, self._config, self._branch, memory)
-        pipe.start(inputs.image, inputs.depth, inputs.K, prompt=self._settings.prompt)
+        pipe.start(inputs.image, inputs.depth, inputs.K, prompt=self._settings.prompt)  # a failure keeps the open scene
         self._pipe, self._inputs, self._scene_request = pipe, inputs, request
         start = torch.eye(4, dtype=torch.float64)
         self._poses_by_frame = {0: start.numpy()}
@@ -533,6 +532,10 @@ class GenerationWorker(_GenerationSignals):
         recorder, self._recorder = self._recorder, None
         if recorder is None:
             raise ValueError("not recording")
+        if not recorder.segments:  # news, not an error: nothing to save
+            recorder.abort()
+            self.status.emit(f"Recording stopped: nothing was recorded (no segment was generated); {recorder.folder} is unchanged")
+            return
         folder = recorder.finish()
         self.recording_saved.emit(str(folder))
         self.status.emit(f"Recording saved to {folder} ({recorder.segments} segments)")
@@ -644,7 +647,8 @@ class GenerationController(_GenerationSignals):
         self._post("start_recording", str(folder), float(fps))
 
     def stop_recording(self) -> None:
-        """Finish the recording (after the segments already queued); ``recording_saved(folder)`` follows."""
+        """Finish the recording (after the segments already queued); ``recording_saved(folder)`` follows,
+        or only a status when no segment was recorded (nothing is saved, the folder is left alone)."""
         self._post("stop_recording")
 
     def update_generation(self, prompt: str | None = None, **changes) -> None:
