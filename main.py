@@ -14,7 +14,7 @@ import signal
 import sys
 
 from model.atomic import Interrupted, raise_on_signals
-from model.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, per_backend
+from model.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
 from ui.launch import add_gui_arguments
 
 
@@ -55,7 +55,7 @@ def _add_generate(sub) -> None:
     gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")
     gen.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                      help=f"{backend_summaries()} (default: %(default)s)")
-    gen.add_argument("--model", help="Wan2.2-TI2V-5B diffusers folder (backend wan)")
+    gen.add_argument("--model", help=f"model folder ({model_folders()})")
     gen.add_argument("--memory-weights", dest="memory_weights", help="trained memory branch + LoRA folder (mode branch)")
     gen.add_argument("--mode", choices=("inpaint", "branch"), default="inpaint")
     gen.add_argument("--steps", type=int, default=20)

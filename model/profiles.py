@@ -130,6 +130,12 @@ def per_backend(value: Callable[[BackendProfile], object]) -> str:
     return " / ".join(f"{value(p)} {p.name}" for p in PROFILES.values())
 
 
+def model_folders() -> str:
+    """What ``--model`` must be, per backend that reads a model folder, for its help:
+    ``"wan: a local Wan2.2-TI2V-5B diffusers folder"``."""
+    return "; ".join(f"{p.name}: {p.model_folder}" for p in PROFILES.values() if p.needs_model_dir)
+
+
 def backend_summaries() -> str:
     """Each backend with its summary, for ``--backend`` help: ``"wan: Wan2.2-TI2V-5B ...; tiny: ..."``."""
     return "; ".join(f"{p.name}: {p.summary}" for p in PROFILES.values())

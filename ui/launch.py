@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from model.profiles import BACKENDS, backend_summaries, default_backend, per_backend
+from model.profiles import BACKENDS, backend_summaries, default_backend, model_folders, per_backend
 
 #: Exit code of ``python main.py`` when there is no display to open a window on (``make demo``
 #: then runs the headless walkthrough instead).
@@ -44,7 +44,8 @@ def add_gui_arguments(parser: argparse.ArgumentParser) -> None:
     gui.add_argument("--backend", dest="gui_backend", choices=BACKENDS, default=None,
                      help=f"{backend_summaries()} (default: {default_backend(True)} when a model folder is known, "
                           f"else {default_backend(False)})")
-    gui.add_argument("--model", dest="gui_model", default=None, help="Wan2.2-TI2V-5B diffusers folder (remembered in the settings dialog too)")
+    gui.add_argument("--model", dest="gui_model", default=None,
+                     help=f"model folder ({model_folders()}; remembered in the settings dialog too)")
     gui.add_argument("--image", dest="gui_image", default=None, help="photo to open at start (default: the bundled sample scene)")
     gui.add_argument("--session", dest="gui_session", default=None, help="recorded session folder to replay at start")
     gui.add_argument("--device", dest="gui_device", default=None, help="torch device (default: cuda when available)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from model.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, per_backend
+from model.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder: memory weights (loads with generate --memory-weights OUT), loss.csv/png, checkpoints")
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
                         help=f"{backend_summaries()} (default: %(default)s)")
-    parser.add_argument("--model", dest="model_dir", help="Wan2.2-TI2V-5B diffusers folder (backend wan)")
+    parser.add_argument("--model", dest="model_dir", help=f"model folder ({model_folders()})")
     parser.add_argument("--branch", dest="branch_dir", help="stage lora: the stage-1 output folder")
     parser.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=1, help="samples per step and process")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import main
-from model.profiles import BACKENDS, DEFAULT_BACKEND, PROFILES, default_backend, per_backend, profile
+from model.profiles import BACKENDS, DEFAULT_BACKEND, PROFILES, default_backend, model_folders, per_backend, profile
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = ["train", "--stage", "branch", "--data", "procedural", "--out", "o"]
@@ -49,6 +49,7 @@ def test_every_parser_takes_its_backends_and_defaults_from_the_profiles(capsys):
         parser.parse_args(["generate", "--help"])
     assert f"(default {per_backend(lambda p: p.generate_size[0])})" in " ".join(capsys.readouterr().out.split())
     assert per_backend(lambda p: p.steps) == "20 wan / 4 tiny"
+    assert model_folders() == "wan: a local Wan2.2-TI2V-5B diffusers folder"
 
 
 def test_the_profiles_and_the_parser_modules_import_no_torch():
