@@ -2,11 +2,13 @@
 
 The command-line parsers (``main.py generate``, ``main.py train``, the GUI flags), the backbone
 loader, the trainer and the GUI take their backend choices and defaults from here; nothing else
-asks which backend it is. Adding a backend means one profile here, one loader entry in
-:mod:`model.backbone` (``_BUILDERS``) and, for a model that is not Wan-shaped, an adapter.
+asks which backend it is. Adding a Wan-shaped backend means one profile here and one parts
+builder in :mod:`model.backbone` (``_BUILDERS``). A model of another family also needs what is
+Wan-specific today: the transformer call (:mod:`model.pipeline`), the block hooks
+(:mod:`model.memory_branch`) and the LoRA targets (:mod:`model.lora`).
 
-Imports nothing heavy (no torch): ``main.py --help`` and the parsers read it without loading the
-numerical stack. Dtypes are therefore names (``"bfloat16"``), mapped to torch by
+Imports nothing heavy (no torch), so the parser modules (``main.py``, ``ui/launch.py``,
+``model/training/cli.py``) import without loading the numerical stack. Dtypes are therefore names (``"bfloat16"``), mapped to torch by
 :data:`model.backbone.DTYPES`.
 
 Example:
