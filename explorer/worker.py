@@ -55,11 +55,9 @@ import torch
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from explorer.flight import resample_path
-from explorer.generate import DEFAULT_SIZE
 from explorer.preview import cell_footprints
 from explorer.scene_inputs import SceneInputs, bundled_scene, photo_inputs
-from model.backbone import Backbone, BackboneConfig, load_backbone
-from model.lora import backbone_config_for_weights, load_memory_weights
+from model.backbone import Backbone, BackboneConfig
 from model.backbone import ModelFolderError as BackboneFolderError
 from model.camera import validate_poses
 from model.depth import ModelFolderError as DepthFolderError
@@ -67,6 +65,8 @@ from model.image_io import ImageLoadError
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory, point_stride
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
+from model.profiles import profile
+from model.stack import load_generation_stack
 
 #: Signals the worker emits and the controller re-emits in the GUI thread.
 SIGNAL_NAMES = (
@@ -79,16 +79,15 @@ SIGNAL_NAMES = (
 class GenerationSettings:
     """Explorer settings beyond the backbone / pipeline configs."""
 
-    height: int | None = None  # frame height; None: 704 for wan, 176 for tiny (explorer.generate.DEFAULT_SIZE)
-    width: int | None = None  # frame width; None: 1280 for wan, 320 for tiny
+    height: int | None = None  # frame height in pixels; None: the backend profile's generate_size (model.profiles)
+    width: int | None = None  # frame width in pixels; None: the backend profile's generate_size
     prompt: str = ""  # text prompt of every segment
     depth_model: str | None = None  # transformers depth-estimation folder; None: flat prior depth (warned)
     memory_weights: str | None = None  # trained memory branch + LoRA folder (pipeline mode "branch")
 
     def size(self, backend: str) -> tuple[int, int]:
-        """``(height, width)`` of the generated frames."""
-        default = DEFAULT_SIZE[backend]
-        return self.height or default[0], self.width or default[1]
+        """``(height, width)`` in pixels of the generated frames."""
+        return profile(backend).generation_size(self.height, self.width)
 
 
 @dataclass
@@ -365,19 +364,11 @@ class GenerationWorker(_GenerationSignals):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self._settings = settings or GenerationSettings()
-        if pipeline_config.mode == "branch" and not self._settings.memory_weights:
-            raise ValueError("pipeline mode 'branch' needs memory weights (a trained memory branch + LoRA folder); use mode 'inpaint' with stock weights")
         height, width = self._settings.size(backbone_config.backend)
-        backbone_config = backbone_config_for_weights(backbone_config, self._settings.memory_weights)
-        backbone = load_backbone(backbone_config, self.status.emit, apply_offload=False)
-        multiple = backbone.expected_image_multiple
-        if height % multiple or width % multiple:
-            raise ValueError(f"frame size {width}x{height} must be a multiple of {multiple} for the {backbone_config.backend} backbone")
-        if self._settings.memory_weights:
-            self.status.emit(f"Loading memory weights from {self._settings.memory_weights}…")
-            self._branch = load_memory_weights(self._settings.memory_weights, backbone.transformer).to(backbone.device)
-        self.status.emit(f"Placing models on {backbone.device} (offload {backbone_config.offload})…")
-        backbone.apply_offload()
+        backbone, self._branch = load_generation_stack(
+            backbone_config, self._settings.memory_weights, (height, width),
+            mode=pipeline_config.mode, on_status=self.status.emit,
+        )
         self._backbone, self._config = backbone, pipeline_config
         self.backbone_ready.emit(backbone.describe())
         self.status.emit(f"Model ready: {backbone_config.backend}, {width}x{height}, {pipeline_config.steps} steps")

@@ -35,13 +35,13 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QInputDialog, QM
 
 from explorer.flight import FlightPath, step_segment
 from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
-from explorer.generate import DEFAULT_INPAINT_FRACTION
 from explorer.preview import MemoryPreviewRenderer
 from explorer.session import SESSION_JSON, RecordedSession, load_session
 from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.backbone import BackboneConfig
 from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
 from model.pipeline import PipelineConfig
+from model.profiles import default_backend, profile
 from ui.cache_panel import COLOR_MODES, CacheData, CachePanel
 from ui.controls_panel import ControlsPanel
 from ui.hud import Hud
@@ -55,7 +55,6 @@ TICK_MS = 16  # camera tick (~60 Hz)
 NARROW_WIDTH = 1280  # below this window width the two docks share one tabbed column (the viewport keeps over half)
 DOCK_MIN_WIDTH = 200  # a dock's content scrolls when the dock is narrower than it
 PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this wide
-DEFAULT_STEPS = {"wan": 20, "tiny": 4}
 PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
 
@@ -110,8 +109,8 @@ class MainWindow(QMainWindow):
         self.viewport = Viewport(self.options.fps)
         self.setCentralWidget(self.viewport)
         self.controls = ControlsPanel()
-        self.controls.steps.setValue(self.options.steps or DEFAULT_STEPS[self.backend])
-        self.controls.inpaint.setValue(DEFAULT_INPAINT_FRACTION[self.backend])
+        self.controls.steps.setValue(self.options.steps or profile(self.backend).steps)
+        self.controls.inpaint.setValue(profile(self.backend).inpaint_fraction)
         self.cache_panel = CachePanel()
         self.controls_dock = self._add_dock("Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
         self.cache_dock = self._add_dock("Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -203,8 +202,8 @@ class MainWindow(QMainWindow):
         c.recording_saved.connect(self._on_recording_saved)
 
     def _choose_backend(self) -> str:
-        """``--backend`` if given, else wan when a model folder is known (flag or settings), else tiny."""
-        return self.options.backend or ("wan" if (self.options.model or self.settings.model_dir) else "tiny")
+        """``--backend`` if given, else :func:`model.profiles.default_backend` (wan when a model folder is known: flag or settings)."""
+        return self.options.backend or default_backend(bool(self.options.model or self.settings.model_dir))
 
     def _apply_settings(self) -> None:
         """Use the current settings (a changed model folder takes effect with the next scene opened)."""
@@ -219,7 +218,7 @@ class MainWindow(QMainWindow):
 
     def backbone_config(self) -> BackboneConfig:
         model = self.options.model or self.settings.model_dir or None
-        return BackboneConfig(backend=self.backend, model_dir=model if self.backend == "wan" else None, device=self.options.device, offload=self.options.offload)
+        return BackboneConfig(backend=self.backend, model_dir=model if profile(self.backend).needs_model_dir else None, device=self.options.device, offload=self.options.offload)
 
     def pipeline_config(self) -> PipelineConfig:
         o = self.controls.options()
