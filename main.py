@@ -14,6 +14,7 @@ import signal
 import sys
 
 from model.atomic import Interrupted, raise_on_signals
+from model.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
 from ui.launch import add_gui_arguments
 
 
@@ -52,13 +53,14 @@ def _add_generate(sub) -> None:
     gen.add_argument("--image", help="photo (default: the bundled sample scene with its exact depth)")
     gen.add_argument("--trajectory", default="orbit", help=f"{' | '.join(TRAJECTORIES)} | a RealEstate10K .txt | a camera-path .json")
     gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")
-    gen.add_argument("--backend", choices=("tiny", "wan"), default="tiny")
-    gen.add_argument("--model", help="Wan2.2-TI2V-5B diffusers folder (backend wan)")
+    gen.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                     help=f"{backend_summaries()} (default: %(default)s)")
+    gen.add_argument("--model", help=f"model folder ({model_folders()})")
     gen.add_argument("--memory-weights", dest="memory_weights", help="trained memory branch + LoRA folder (mode branch)")
     gen.add_argument("--mode", choices=("inpaint", "branch"), default="inpaint")
     gen.add_argument("--steps", type=int, default=20)
-    gen.add_argument("--height", type=int, help="frame height (default 704 wan / 176 tiny)")
-    gen.add_argument("--width", type=int, help="frame width (default 1280 wan / 320 tiny)")
+    gen.add_argument("--height", type=int, help=f"frame height (default {per_backend(lambda p: p.generate_size[0])})")
+    gen.add_argument("--width", type=int, help=f"frame width (default {per_backend(lambda p: p.generate_size[1])})")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--prompt", default="")
     gen.add_argument("--depth", help="depth file for the photo (.png 16-bit mm or .npy metres)")
@@ -68,7 +70,8 @@ def _add_generate(sub) -> None:
     gen.add_argument("--offload", choices=("none", "model", "group"), default="none")
     gen.add_argument("--device", help="torch device (default: cuda when available)")
     gen.add_argument("--inpaint-fraction", dest="inpaint_fraction", type=float, default=None,
-                     help="inpaint mode: share of the steps during which visible tokens follow the memory (default 1.0 tiny, 0.6 wan)")
+                     help="inpaint mode: share of the steps during which visible tokens follow the memory "
+                          f"(default {per_backend(lambda p: p.inpaint_fraction)})")
     gen.add_argument("--save-memory", dest="save_memory", help="write the final memory (.safetensors)")
     gen.add_argument("--load-memory", dest="load_memory", help="start from a saved memory")
     gen.add_argument("--fps", type=float, default=16.0)

@@ -74,6 +74,7 @@ from model.backbone import (  # noqa: E402
 from model.camera import intrinsics_from_fov  # noqa: E402
 from model.memory_kinds import MEMORY_KINDS, make_memory  # noqa: E402
 from model.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
+from model.profiles import WAN  # noqa: E402
 from model.scenes import SAMPLE_CONFIG, SAMPLE_FOV_Y_DEG, ProceduralScene, SceneRenderer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -141,7 +142,7 @@ def build_backbone(bench: BenchConfig) -> Backbone:
         scheduler_config=dict(TI2V_SCHEDULER),
         device=device,
         dtype=torch.bfloat16,
-        max_sequence_length=512,
+        max_sequence_length=WAN.max_sequence_length,
     )
     backbone.apply_offload()
     return backbone

@@ -34,11 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.generate import build_trajectory  # noqa: E402
 from model.atomic import write_text_atomic  # noqa: E402
-from model.backbone import load_backbone  # noqa: E402
-from model.lora import load_memory_weights  # noqa: E402
 from model.metrics import closed_loop_metrics, mean_psnr, psnr, ssim  # noqa: E402
 from model.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
+from model.stack import load_generation_stack  # noqa: E402
 from model.training.clips import PROCEDURAL_FOV_Y_DEG  # noqa: E402
 from model.camera import intrinsics_from_fov  # noqa: E402
 from model.training.trainer import TrainConfig, train  # noqa: E402
@@ -75,10 +74,8 @@ def train_config(args) -> TrainConfig:
 
 
 def evaluate(args, config: TrainConfig, renderer: SceneRenderer) -> list[dict]:
-    backbone = load_backbone(config.backbone_config("cpu"), apply_offload=False)
-    branch = load_memory_weights(args.work, backbone.transformer)
-    backbone.apply_offload()
     height, width = args.height, args.width
+    backbone, branch = load_generation_stack(config.backbone_config("cpu"), args.work, (height, width), mode="branch")
     K = intrinsics_from_fov(PROCEDURAL_FOV_Y_DEG, width, height)
     rows = []
     for seed in range(args.eval_seed, args.eval_seed + args.eval_scenes):

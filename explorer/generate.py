@@ -25,8 +25,7 @@ from tqdm import tqdm
 
 from explorer.video_io import Mp4Writer, min_video_bytes
 from model.atomic import OutputSet, write_json_atomic
-from model.backbone import BackboneConfig, load_backbone
-from model.lora import backbone_config_for_weights, load_memory_weights
+from model.backbone import BackboneConfig
 from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
@@ -35,14 +34,11 @@ from model.masks import SemanticSkySegmenter
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory
 from model.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
+from model.profiles import DEFAULT_BACKEND, profile
 from model.scenes import SceneRenderer
+from model.stack import load_generation_stack
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
-DEFAULT_SIZE = {"wan": (704, 1280), "tiny": (176, 320)}
-# The tiny backbone has random weights: once tokens stop following the readout it turns them into
-# noise, so on tiny they follow it to the end and frames show what the memory holds. Wan refines
-# the last 40 % of the schedule freely to blend the memory's content with what it generates.
-DEFAULT_INPAINT_FRACTION = {"wan": 0.6, "tiny": 1.0}
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
 # one 48-channel fp16 point per 16x16-pixel latent cell.
 MEMORY_BYTES_PER_CELL = 96
@@ -56,13 +52,13 @@ class GenerateArgs:
     image: str | None = None  # photo; None uses the bundled sample scene (with its exact depth)
     trajectory: str = "orbit"  # orbit | forward | pan | closed-orbit | a RealEstate10K .txt | a camera-path .json
     segments: int = 2  # segments of 33 frames (32 new frames each)
-    backend: str = "tiny"  # tiny | wan
-    model: str | None = None  # Wan2.2-TI2V-5B diffusers folder (backend wan)
+    backend: str = DEFAULT_BACKEND  # one of model.profiles.BACKENDS
+    model: str | None = None  # model folder of backends that need one (wan: a Wan2.2-TI2V-5B diffusers folder)
     memory_weights: str | None = None  # folder with the trained memory branch + LoRA (mode branch)
     mode: str = "inpaint"  # branch | inpaint
     steps: int = 20  # denoising steps per segment
-    height: int | None = None  # frame height (default: 704 for wan, 176 for tiny)
-    width: int | None = None  # frame width (default: 1280 for wan, 320 for tiny)
+    height: int | None = None  # frame height in pixels (None: the backend profile's generate_size)
+    width: int | None = None  # frame width in pixels (None: the backend profile's generate_size)
     seed: int = 0  # noise seed
     prompt: str = ""  # text prompt
     depth: str | None = None  # depth file for the photo (.png mm / .npy m)
@@ -70,7 +66,7 @@ class GenerateArgs:
     sky_model: str | None = None  # transformers semantic-segmentation folder with a "sky" class: sky never enters the memory
     offload: str = "none"  # none | model | group
     device: str | None = None  # torch device (default: cuda when available)
-    inpaint_fraction: float | None = None  # inpaint: share of steps following the readout (None: 1.0 tiny, 0.6 wan)
+    inpaint_fraction: float | None = None  # inpaint: share of steps following the readout (None: the backend profile's)
     save_memory: str | None = None  # write the final memory here (.safetensors)
     load_memory: str | None = None  # start from this saved memory instead of the photo alone
     fps: float = 16.0  # frames per second of the video
@@ -178,24 +174,18 @@ def run_generate(args: GenerateArgs) -> dict:
         raise ValueError(f"--out: expected a .mp4 path, got {args.out!r}")
     if args.segments < 1:
         raise ValueError(f"--segments must be >= 1, got {args.segments}")
-    height, width = (args.height or DEFAULT_SIZE[args.backend][0]), (args.width or DEFAULT_SIZE[args.backend][1])
-    fraction = args.inpaint_fraction if args.inpaint_fraction is not None else DEFAULT_INPAINT_FRACTION[args.backend]
+    backend = profile(args.backend)
+    height, width = backend.generation_size(args.height, args.width)
+    fraction = args.inpaint_fraction if args.inpaint_fraction is not None else backend.inpaint_fraction
     config = PipelineConfig(steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction, memory_kind=args.memory)
-    if args.mode == "branch" and not args.memory_weights:
-        raise ValueError("--mode branch needs --memory-weights DIR (a trained memory branch + LoRA); use --mode inpaint with stock weights")
     n_frames = args.segments * (config.segment_frames - 1) + 1
     outputs = declare_outputs(args, n_frames, height, width)
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
     backbone_config = BackboneConfig(backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device)
     checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
-    backbone = load_backbone(backbone_config_for_weights(backbone_config, args.memory_weights), status, apply_offload=False)
-    multiple = backbone.expected_image_multiple
-    if height % multiple or width % multiple:
-        raise ValueError(f"--height/--width {height}x{width} must be multiples of {multiple} for the {args.backend} backbone")
-    branch = None
-    if args.memory_weights:
-        branch = load_memory_weights(args.memory_weights, backbone.transformer).to(backbone.device)
-    backbone.apply_offload()
+    backbone, branch = load_generation_stack(
+        backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status
+    )
     sky = SemanticSkySegmenter(args.sky_model, device=backbone.device) if args.sky_model else None
     with outputs, SceneRenderer() as renderer:
         if checked.photo is None:

@@ -11,6 +11,10 @@ Backends:
   word-level tokenizer and either the exact :class:`~model.patch_vae.PatchVAE` (default) or a tiny
   random ``AutoencoderKLWan`` shaped like Wan2.2's. Runs on the CPU in tests and the demo.
 
+Each backend's defaults (frame sizes, steps, dtype, prompt length, model folder) are its
+:class:`~model.profiles.BackendProfile`; the function that builds its parts is its ``_BUILDERS``
+entry here.
+
 Both give a :class:`Backbone`: an unmodified ``WanTransformer3DModel`` (others attach forward hooks
 and peft LoRA to it), a :class:`~model.vae.VideoVAE`, ``encode_prompt`` and ``make_scheduler``.
 
@@ -46,19 +50,15 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 from model.custom_code import custom_code_problem
 from model.patch_vae import PatchVAE
+from model.profiles import DEFAULT_BACKEND, WAN22_LATENT_CHANNELS, profile
 from model.vae import VideoVAE, check_frames, check_latents
 
-BACKENDS = ("wan", "tiny")
 OFFLOADS = ("none", "model", "group")
 TINY_VAES = ("patch", "wan", "wan-full")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 #: Scheduler of Wan2.2-TI2V-5B (diffusers' converter); the ``wan`` backend reads it from the folder.
 TI2V_SCHEDULER = dict(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0, num_train_timesteps=1000)
-#: Latent channels of Wan2.2-TI2V-5B (transformer in/out channels, VAE ``z_dim``).
-WAN22_LATENT_CHANNELS = 48
-#: Default prompt length in tokens per backend (the Wan pipelines use 512).
-DEFAULT_MAX_SEQUENCE_LENGTH = {"wan": 512, "tiny": 32}
 #: Vocabulary of the tiny backend's word-level tokenizer, after ``<pad>`` (0), ``</s>`` (1), ``<unk>`` (2).
 TINY_WORDS = (
     "a an the of in on at with and to from by near under over behind through along "
@@ -98,9 +98,9 @@ force_offline()
 class BackboneConfig:
     """What backbone to build and where it runs. Invalid values raise ``ValueError`` naming the field."""
 
-    # "wan" (Wan2.2-TI2V-5B from model_dir) or "tiny" (seeded random weights, CPU-friendly)
-    backend: str = "tiny"
-    # local diffusers folder of Wan2.2-TI2V-5B (required for, and only used by, backend "wan")
+    # one of model.profiles.BACKENDS: "wan" (Wan2.2-TI2V-5B from model_dir) or "tiny" (seeded random weights, CPU)
+    backend: str = DEFAULT_BACKEND
+    # local model folder (required for, and only used by, backends whose profile needs one: wan)
     model_dir: str | None = None
     # VAE of the tiny backend: "patch" (exact 4x4 pixel patches), "wan" (tiny random AutoencoderKLWan, stride 16) or
     # "wan-full" (the full-size Wan2.2 VAE architecture, 705M random weights: real VAE cost, for benchmarks)
@@ -109,7 +109,7 @@ class BackboneConfig:
     offload: str = "none"
     # torch device, e.g. "cuda", "cuda:1", "cpu"; None picks "cuda" when available, else "cpu"
     device: str | None = None
-    # transformer and text encoder dtype, "bfloat16" or "float32"; None: bfloat16 for wan, float32 for tiny
+    # transformer and text encoder dtype, "bfloat16" or "float32"; None: the backend profile's
     dtype: str | None = None
     # seed of the tiny backend's random weights (same seed, same weights, in any process)
     seed: int = 0
@@ -121,17 +121,17 @@ class BackboneConfig:
     tiny_head_dim: int = 16
     # tiny transformer feed-forward width
     tiny_ffn_dim: int = 64
-    # prompt length in tokens after padding / truncation; None: 512 for wan, 32 for tiny
+    # prompt length in tokens after padding / truncation; None: the backend profile's
     max_sequence_length: int | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("backend", self.backend, BACKENDS)
+        backend = profile(self.backend)
         _check_choice("offload", self.offload, OFFLOADS)
         _check_choice("tiny_vae", self.tiny_vae, TINY_VAES)
         if self.dtype is not None:
             _check_choice("dtype", self.dtype, tuple(DTYPES))
-        if self.backend == "wan" and not self.model_dir:
-            raise ValueError("model_dir is required for backend 'wan' (a local Wan2.2-TI2V-5B diffusers folder)")
+        if backend.needs_model_dir and not self.model_dir:
+            raise ValueError(f"model_dir is required for backend {self.backend!r} ({backend.model_folder})")
         if self.device is not None:
             try:
                 torch.device(self.device)
@@ -147,9 +147,9 @@ class BackboneConfig:
 
     @property
     def latent_channels(self) -> int:
-        """Channels of the latent this backbone will have, known before it is built: every backend
-        uses Wan2.2's (the tiny VAEs are built with it; a wan folder with another count is refused)."""
-        return WAN22_LATENT_CHANNELS
+        """Channels of the latent this backbone will have, known before it is built (its profile's;
+        a wan folder with another count is refused)."""
+        return profile(self.backend).latent_channels
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -364,6 +364,21 @@ class Backbone:
         """Image height and width must be multiples of this (VAE stride x transformer patch): 32 for Wan2.2."""
         return self.vae.spatial_stride * int(self.transformer.config.patch_size[1])
 
+    def check_image_size(self, height: int, width: int, name: str = "frame size (--height/--width)") -> None:
+        """Refuse frames of ``height`` x ``width`` pixels unless both are multiples of
+        :attr:`expected_image_multiple`; ``name`` says what they are (default: the frames the
+        ``--height`` / ``--width`` flags of every command set).
+
+        Raises:
+            ValueError: ``"<name>: 320x60 pixels must be multiples of 8 for the tiny backbone"``.
+        """
+        multiple = self.expected_image_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"{name}: {width}x{height} pixels must be multiples of {multiple} "
+                f"for the {self.config.backend} backbone"
+            )
+
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """Text embeddings of one prompt as the Wan pipelines compute them.
@@ -389,15 +404,20 @@ class Backbone:
         """A fresh flow-matching UniPC scheduler (schedulers are stateful: one per denoising run)."""
         return UniPCMultistepScheduler.from_config(self.scheduler_config)
 
-    def apply_offload(self) -> None:
+    def apply_offload(self, on_status: StatusCallback | None = None) -> None:
         """Place the models according to ``config.offload`` (``load_backbone`` does this by default).
 
         Call it yourself after ``load_backbone(..., apply_offload=False)`` when LoRA adapters or other
         submodules must be attached first: group offloading only manages the modules present when it
-        is applied.
+        is applied (:func:`model.stack.attach_before_offload` does both in order).
+
+        Args:
+            on_status: told ``"Placing models on <device> (offload <profile>)…"``.
         """
         if self._offload_applied:
             raise RuntimeError("apply_offload() was already called on this backbone")
+        if on_status is not None:
+            on_status(f"Placing models on {self.device} (offload {self.config.offload})…")
         vae_module = self.vae.module if isinstance(self.vae, WanVideoVAE) else None
         place = {"none": _place_on_device, "model": _offload_model, "group": _offload_group}[self.config.offload]
         place(self.text_encoder, self.transformer, vae_module, self.device)
@@ -514,9 +534,9 @@ def load_backbone(
     force_offline()
     status = on_status or (lambda message: None)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = DTYPES[config.dtype or ("bfloat16" if config.backend == "wan" else "float32")]
-    build = _load_wan_parts if config.backend == "wan" else _build_tiny_parts
-    parts = build(config, dtype, device, status)
+    backend = profile(config.backend)
+    dtype = DTYPES[config.dtype or backend.dtype]
+    parts = _BUILDERS[config.backend](config, dtype, device, status)
     backbone = Backbone(
         config=config,
         transformer=parts.transformer,
@@ -526,11 +546,10 @@ def load_backbone(
         scheduler_config=parts.scheduler_config,
         device=device,
         dtype=dtype,
-        max_sequence_length=config.max_sequence_length or DEFAULT_MAX_SEQUENCE_LENGTH[config.backend],
+        max_sequence_length=config.max_sequence_length or backend.max_sequence_length,
     )
     if apply_offload:
-        status(f"Placing models on {device} (offload {config.offload})…")
-        backbone.apply_offload()
+        backbone.apply_offload(status)
     status("Backbone ready")
     return backbone
 
@@ -576,6 +595,13 @@ def _build_tiny_parts(
     scheduler_config = dict(UniPCMultistepScheduler(**TI2V_SCHEDULER).config)
     _cast_like_from_pretrained(transformer, dtype)
     return _Parts(tokenizer, text_encoder.to(dtype).eval(), transformer.eval(), vae, scheduler_config)
+
+
+#: How each backend's parts are built (a loader per profile in model.profiles).
+_BUILDERS: dict[str, Callable[[BackboneConfig, torch.dtype, torch.device, StatusCallback], _Parts]] = {
+    "wan": _load_wan_parts,
+    "tiny": _build_tiny_parts,
+}
 
 
 def _cast_like_from_pretrained(model: torch.nn.Module, dtype: torch.dtype) -> None:

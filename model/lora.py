@@ -40,6 +40,7 @@ from torch import nn
 from model.atomic import atomic_dir, write_json_atomic
 from model.backbone import BackboneConfig, tiny_sizes_for
 from model.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings, backbone_summary, check_backbone
+from model.profiles import profile
 
 #: Self-attention projections of every block (the attn1 prefix keeps attn2 out).
 SELF_ATTENTION_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
@@ -252,9 +253,10 @@ def memory_weights_backbone(folder: str | os.PathLike) -> dict:
 
 
 def backbone_config_for_weights(config: BackboneConfig, folder: str | os.PathLike | None) -> BackboneConfig:
-    """``config`` with the tiny transformer's sizes taken from a memory-weights folder (unchanged for
-    ``wan``, whose size is fixed by its model folder, or without weights)."""
-    if folder is None or config.backend != "tiny":
+    """``config`` with the transformer's sizes taken from a memory-weights folder when its backend's
+    profile is ``sized_by_config`` (tiny); unchanged otherwise (wan's sizes are fixed by its model
+    folder) or without weights."""
+    if folder is None or not profile(config.backend).sized_by_config:
         return config
     return replace(config, **tiny_sizes_for(memory_weights_backbone(folder)))
 

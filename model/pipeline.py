@@ -42,6 +42,20 @@ MODES = ("inpaint", "branch")
 WRITE_PATHS = ("latents", "reencode")
 
 
+def check_branch_weights(mode: str, has_weights: bool) -> None:
+    """Refuse mode ``"branch"`` without trained memory weights (the stack loader checks before
+    loading, the pipeline on construction: one wording for the CLI and the GUI).
+
+    Raises:
+        ValueError: ``"mode 'branch' needs trained memory weights (...); use mode 'inpaint' ..."``.
+    """
+    if mode == "branch" and not has_weights:
+        raise ValueError(
+            "mode 'branch' needs trained memory weights (--memory-weights DIR: a memory branch + LoRA folder); "
+            "use mode 'inpaint' with stock weights"
+        )
+
+
 def check_memory_channels(memory: SpatialMemory, latent_channels: int, source: str | os.PathLike = "memory") -> None:
     """Refuse a memory whose features have another channel count than the backbone's latent.
 
@@ -152,8 +166,7 @@ class MiragePipeline:
         self.backbone = backbone
         self.sky = sky
         self.config = config or PipelineConfig()
-        if self.config.mode == "branch" and branch is None:
-            raise ValueError("mode 'branch' needs trained memory weights (--memory-weights DIR); use mode 'inpaint' with stock weights")
+        check_branch_weights(self.config.mode, branch is not None)
         self.branch = branch
         if memory is None and self.config.memory_kind != LatentSpatialMemory.kind:
             raise ValueError(f"memory_kind {self.config.memory_kind!r}: pass its memory (model.memory_kinds.make_memory)")
@@ -193,10 +206,7 @@ class MiragePipeline:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"{name}: expected uint8 [H,W,3], got {frame.dtype} {list(frame.shape)}")
-        height, width = frame.shape[:2]
-        multiple = self.backbone.expected_image_multiple
-        if height % multiple or width % multiple:
-            raise ValueError(f"{name}: size {width}x{height} must be a multiple of {multiple} for this backbone")
+        self.backbone.check_image_size(*frame.shape[:2], name)
         return frame
 
     def load_memory(self, memory: SpatialMemory, source: str | os.PathLike = "memory") -> None:

@@ -7,6 +7,10 @@ the same numpy attributes), so it works without the generation worker. The 3D vi
 ``offscreen`` platform, where OpenGL widgets cannot work, a text placeholder takes its place and
 everything else (stats, colour computation, picking maths) still runs.
 
+Label toggles: "static" is the stored memory; the other labels are the cells the last write
+rejected. Under the view, the panel counts those per label (in the label's colour) and says how
+many have no position (cells without depth): they cannot be drawn, whatever the toggles say.
+
 Picking: a click (press and release without dragging) projects the drawn points with the view's
 own projection and view matrices and selects the point nearest to the cursor in screen space
 (within :attr:`CachePanel.pick_radius_px`; ties go to the point nearer the eye). The panel then
@@ -27,6 +31,27 @@ from ui import cloud_math
 COLOR_MODES = {"rgb": "Display RGB", "pca": "Latent PCA", "labels": "Labels", "provenance": "Provenance (segment)"}
 MAX_POINTS = 300_000  # points drawn at most; above this a fixed stride decimates the cloud
 CAMERA_REDRAW_MS = 100  # camera frustums are redrawn at most this often (a redraw costs a full repaint)
+
+
+def _has_position(positions: np.ndarray) -> np.ndarray:
+    """``[M]`` bool: rows of ``[M, 3]`` positions that are finite (rejected cells without depth are NaN)."""
+    return np.isfinite(np.asarray(positions).reshape(-1, 3)).all(axis=1)
+
+
+def _rejected_summary(labels: np.ndarray, positions: np.ndarray) -> str:
+    """Rich text: rejected cells per label (in the label's colour) and how many have no position to draw."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(labels) == 0:
+        return "no cells rejected by the last write"
+    counts = np.bincount(labels, minlength=len(CellLabel))
+    parts = []
+    for label in CellLabel:
+        if label is not CellLabel.STATIC and counts[label]:
+            r, g, b, _ = (int(c * 255) for c in cloud_math.LABEL_COLORS[label])
+            parts.append(f'<span style="color: rgb({r}, {g}, {b})">{label.name.lower()} {counts[label]:,}</span>')
+    missing = int(len(labels) - _has_position(positions).sum())
+    unplaced = f"; {missing:,} have no position (no depth) and are not drawn" if missing else ""
+    return f"{len(labels):,} cells rejected by the last write: {' · '.join(parts)}{unplaced}"
 
 
 def gl_available() -> bool:
@@ -88,6 +113,7 @@ class CachePanel(QWidget):
         self._drawn_points = np.zeros((0, 3), np.float32)  # display axes, what the scatter item holds
         self._drawn_source: list[tuple[str, np.ndarray]] = []  # ("memory"|"rejected", indices) per drawn block
         self._drawn_colors = np.zeros((0, 4), np.float32)
+        self._drawable = 0
         self._camera = {"trajectory": np.zeros((0, 4, 4)), "current": None, "K": None, "size": None}
         self._segment_points: list[int] = []
         self._camera_timer = QTimer(self, singleShot=True, interval=CAMERA_REDRAW_MS)
@@ -109,6 +135,10 @@ class CachePanel(QWidget):
             toggles.addWidget(box)
         self.stats_label = QLabel("no memory yet")
         self.stats_label.setWordWrap(True)
+        self.rejected_label = QLabel("")
+        self.rejected_label.setWordWrap(True)
+        self.rejected_label.setTextFormat(Qt.TextFormat.RichText)
+        self.rejected_label.setToolTip("cells the last write left out of the memory, per label; only those with a depth have a position to draw")
         self.pick_label = QLabel("click a point to inspect it")
         self.pick_label.setWordWrap(True)
 
@@ -129,6 +159,7 @@ class CachePanel(QWidget):
         layout.addWidget(self.view, stretch=1)
         layout.addLayout(form)
         layout.addWidget(self.stats_label)
+        layout.addWidget(self.rejected_label)
         layout.addWidget(self.pick_label)
 
     # ---- data ----------------------------------------------------------------------------
@@ -178,16 +209,19 @@ class CachePanel(QWidget):
     def _redraw(self) -> None:
         data = self._data
         blocks, points, colors = [], [], []
+        self._drawable = 0  # points the toggles ask for that have a position (drawn unless decimated)
         if data is not None:
             n = len(data.positions)
             if self.label_boxes[CellLabel.STATIC].isChecked() and n:
+                self._drawable += n
                 index = cloud_math.decimate_index(n, self.max_points)
                 blocks.append(("memory", index))
                 points.append(cloud_math.to_display(data.positions[index]))
                 colors.append(self._memory_colors(data, index))
             shown = np.isin(data.rejected_labels, [int(k) for k, box in self.label_boxes.items() if k != CellLabel.STATIC and box.isChecked()])
-            shown &= np.isfinite(np.asarray(data.rejected_positions).reshape(-1, 3)).all(axis=1)
+            shown &= _has_position(data.rejected_positions)
             index = np.flatnonzero(shown)
+            self._drawable += len(index)
             if len(index):
                 index = index[cloud_math.decimate_index(len(index), self.max_points)]
                 blocks.append(("rejected", index))
@@ -217,6 +251,7 @@ class CachePanel(QWidget):
         data = self._data
         if data is None:
             self.stats_label.setText("no memory yet")
+            self.rejected_label.setText("")
             return
         n = len(data.positions)
         mib = data.bytes / 2**20
@@ -226,9 +261,10 @@ class CachePanel(QWidget):
             added = self._segment_points[-1]
             growth = f" · last segment +{added:,} pts (+{added * per_point / 2**20:.2f} MiB)"
         drawn = len(self._drawn_points)
-        decimated = f" (drawing {drawn:,})" if drawn < n + len(data.rejected_labels) else ""
+        decimated = f" (drawing {drawn:,} of {self._drawable:,})" if drawn < self._drawable else ""
         written = f"photo + {len(self._segment_points) - 1} segments" if self._segment_points else "empty"
-        self.stats_label.setText(f"{n:,} points · {mib:.2f} MiB · {written}{growth}{decimated} · rejected by the last write: {len(data.rejected_labels):,}")
+        self.stats_label.setText(f"{n:,} points · {mib:.2f} MiB · {written}{growth}{decimated}")
+        self.rejected_label.setText(_rejected_summary(data.rejected_labels, data.rejected_positions))
 
     # ---- cameras -------------------------------------------------------------------------
 

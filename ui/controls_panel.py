@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 from explorer.fly_camera import Action
 
 MODES = {"flight": "Free flight", "steps": "Steps"}
+RECORD_TEXT = {False: "● Record", True: "■ Stop"}  # the record button's text, by recording state (no wider than the first)
 STEP_BUTTONS = (  # (action, label, grid row, grid column)
     (Action.TURN_LEFT, "↶ Turn", 0, 0),
     (Action.STEP_FORWARD, "↑ Forward", 0, 1),
@@ -81,8 +82,9 @@ class ControlsPanel(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel_clicked)
-        self.record_button = QPushButton("● Record")
+        self.record_button = QPushButton(RECORD_TEXT[False])
         self.record_button.setCheckable(True)
+        self.record_button.setStyleSheet("QPushButton:checked { background-color: rgb(200, 30, 30); color: white; font-weight: bold; }")
         self.record_button.toggled.connect(self.record_toggled)
         self.step_buttons: dict[Action, QPushButton] = {}
         grid = QGridLayout()
@@ -130,6 +132,13 @@ class ControlsPanel(QWidget):
 
     def options(self) -> GenerationOptions:
         return GenerationOptions(self.steps.value(), self.seed.value(), self.prompt.text().strip(), self.inpaint.value())
+
+    def set_recording(self, on: bool) -> None:
+        """Show the recording state (a red "■ Stop" while on) without emitting ``record_toggled``."""
+        self.record_button.blockSignals(True)
+        self.record_button.setChecked(on)
+        self.record_button.blockSignals(False)
+        self.record_button.setText(RECORD_TEXT[on])
 
     def set_busy(self, busy: bool) -> None:
         """A segment is running or queued: Cancel is available."""

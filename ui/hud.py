@@ -19,7 +19,7 @@ class Hud:
     """Permanent widgets on a window's status bar; transient messages use the bar itself.
 
     Attributes:
-        state: generation state ("idle", "loading…", "generating", "cancelling…").
+        state: generation state ("ready: …" with the keys to use, "loading…", "generating", "cancelling…").
         progress: segment/step progress bar ("segment 2 · step 5/20").
         rates: display fps and generation seconds per frame.
         memory: device and memory in use.
@@ -29,10 +29,8 @@ class Hud:
         self.bar = bar
         self.state = QLabel("idle")
         self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("no segment")
         self.progress.setMaximumWidth(260)
+        self.clear_progress()
         self.rates = QLabel("— fps")
         self.memory = QLabel("")
         for widget in (self.state, self.progress, self.rates, self.memory):
@@ -49,9 +47,15 @@ class Hud:
         self.progress.setFormat(f"segment {segment + 1} · step {step}/{steps}{waiting}")
 
     def set_done(self, text: str) -> None:
-        """No segment running: a full bar with ``text``."""
+        """A segment finished: a full bar with ``text``."""
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
+        self.progress.setFormat(text)
+
+    def clear_progress(self, text: str = "no segment") -> None:
+        """Nothing finished to show (a new scene, a cancelled segment): an empty bar with ``text``."""
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
         self.progress.setFormat(text)
 
     def set_rates(self, display_fps: float, seconds_per_frame: float | None) -> None:

@@ -7,6 +7,9 @@ while the user types in a text field, spin box or key-capture button, or a dialo
 * Key press / release of a bound key: motion and modifier keys go to ``FlyCamera.press/release``;
   trigger keys (Esc, U, Space, step keys) call :attr:`InputRouter.on_trigger`. Auto-repeated
   events are swallowed and ignored (a held key is one press).
+* Bound keys win over menu shortcuts, except a key pressed with Ctrl, Alt or Meta that is the
+  shortcut of one of the window's actions: Ctrl+Q quits although Q flies down (Ctrl alone, or
+  Ctrl with a key no action uses, still flies slowly).
 * Mouse: dragging with the left button on the frame view turns the camera by the pixel delta;
   in captured mode (``capture_mouse``) any motion turns it and the cursor is re-centred.
 * Focus loss / window deactivation clears every held key (no stuck keys) and releases the mouse.
@@ -19,13 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, QPoint, Qt
-from PySide6.QtGui import QCursor
+from PySide6.QtGui import QAction, QCursor, QKeySequence
 from PySide6.QtWidgets import QAbstractSpinBox, QApplication, QComboBox, QLineEdit, QPlainTextEdit, QTextEdit, QWidget
 
 from explorer.fly_camera import MODIFIER_ACTIONS, MOTION_ACTIONS, Action, FlyCamera, KeyBindings
 from ui.keys import KeyCaptureButton, key_name
 
 _TEXT_INPUTS = (QLineEdit, QAbstractSpinBox, QTextEdit, QPlainTextEdit, QComboBox)
+_SHORTCUT_MODIFIERS = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier | Qt.KeyboardModifier.MetaModifier
 
 
 class InputRouter(QObject):
@@ -87,13 +91,26 @@ class InputRouter(QObject):
         if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and self._routes_keys(target):
             return self._key(event, kind == QEvent.Type.KeyPress)
         if kind == QEvent.Type.ShortcutOverride and self._routes_keys(target) and self.bindings.action_for(key_name(event.key())):
-            event.accept()  # our bindings win over menu shortcuts while flying
+            if not self._is_window_shortcut(event):
+                event.accept()  # our bindings win over menu shortcuts while flying
             return False
         if target is self.window and kind == QEvent.Type.WindowDeactivate:
             self.release_all()
         if target is self.look_surface and self.camera is not None:
             return self._mouse(event, kind)
         return False
+
+    def _is_window_shortcut(self, event) -> bool:
+        """Whether a key event with Ctrl/Alt/Meta held is the shortcut of an enabled action of the window."""
+        if not event.modifiers() & _SHORTCUT_MODIFIERS:
+            return False
+        pressed = QKeySequence(event.keyCombination())
+        return any(
+            shortcut.matches(pressed) == QKeySequence.SequenceMatch.ExactMatch
+            for action in self.window.findChildren(QAction)
+            if action.isEnabled()
+            for shortcut in action.shortcuts()
+        )
 
     def _key(self, event, pressed: bool) -> bool:
         action = self.bindings.action_for(key_name(event.key()))

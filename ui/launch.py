@@ -9,6 +9,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from model.profiles import BACKENDS, backend_summaries, default_backend, model_folders, per_backend
+
 #: Exit code of ``python main.py`` when there is no display to open a window on (``make demo``
 #: then runs the headless walkthrough instead).
 EXIT_NO_DISPLAY = 3
@@ -18,16 +20,16 @@ EXIT_NO_DISPLAY = 3
 class LaunchOptions:
     """What the explorer starts with (one field per flag)."""
 
-    backend: str | None = None  # "tiny" | "wan"; None: wan when a model folder is given or configured, else tiny
+    backend: str | None = None  # one of model.profiles.BACKENDS; None: model.profiles.default_backend (wan if a folder)
     model: str | None = None  # Wan2.2-TI2V-5B diffusers folder (overrides the one in the settings)
     image: str | None = None  # photo to open at start; None: the bundled sample scene
     session: str | None = None  # recorded session folder to open at start (replay)
     device: str | None = None  # torch device; None: cuda when available
     offload: str = "none"  # none | model | group (memory profiles for the wan backend)
-    steps: int | None = None  # denoising steps per segment (None: 20 wan, 4 tiny)
+    steps: int | None = None  # denoising steps per segment (None: the backend profile's)
     fps: float = 16.0  # playback frame rate of generated frames
-    height: int | None = None  # frame height (None: 704 wan, 176 tiny)
-    width: int | None = None  # frame width (None: 1280 wan, 320 tiny)
+    height: int | None = None  # frame height in pixels (None: the backend profile's generate_size)
+    width: int | None = None  # frame width in pixels (None: the backend profile's generate_size)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> LaunchOptions:
@@ -39,16 +41,22 @@ class LaunchOptions:
 def add_gui_arguments(parser: argparse.ArgumentParser) -> None:
     """The GUI's flags, on the top-level parser (they apply when no subcommand is given)."""
     gui = parser.add_argument_group("explorer (no subcommand: open the desktop GUI)")
-    gui.add_argument("--backend", dest="gui_backend", choices=("tiny", "wan"), default=None, help="tiny: random weights, no download; wan: Wan2.2-TI2V-5B (default: wan when a model folder is known)")
-    gui.add_argument("--model", dest="gui_model", default=None, help="Wan2.2-TI2V-5B diffusers folder (remembered in the settings dialog too)")
+    gui.add_argument("--backend", dest="gui_backend", choices=BACKENDS, default=None,
+                     help=f"{backend_summaries()} (default: {default_backend(True)} when a model folder is known, "
+                          f"else {default_backend(False)})")
+    gui.add_argument("--model", dest="gui_model", default=None,
+                     help=f"model folder ({model_folders()}; remembered in the settings dialog too)")
     gui.add_argument("--image", dest="gui_image", default=None, help="photo to open at start (default: the bundled sample scene)")
     gui.add_argument("--session", dest="gui_session", default=None, help="recorded session folder to replay at start")
     gui.add_argument("--device", dest="gui_device", default=None, help="torch device (default: cuda when available)")
     gui.add_argument("--offload", dest="gui_offload", choices=("none", "model", "group"), default="none", help="memory profile of the wan backend")
-    gui.add_argument("--steps", dest="gui_steps", type=int, default=None, help="denoising steps per segment (default 20 wan, 4 tiny)")
+    gui.add_argument("--steps", dest="gui_steps", type=int, default=None,
+                     help=f"denoising steps per segment (default {per_backend(lambda p: p.steps)})")
     gui.add_argument("--fps", dest="gui_fps", type=float, default=16.0, help="playback frame rate")
-    gui.add_argument("--height", dest="gui_height", type=int, default=None, help="frame height (default 704 wan, 176 tiny)")
-    gui.add_argument("--width", dest="gui_width", type=int, default=None, help="frame width (default 1280 wan, 320 tiny)")
+    gui.add_argument("--height", dest="gui_height", type=int, default=None,
+                     help=f"frame height (default {per_backend(lambda p: p.generate_size[0])})")
+    gui.add_argument("--width", dest="gui_width", type=int, default=None,
+                     help=f"frame width (default {per_backend(lambda p: p.generate_size[1])})")
 
 
 def display_problem() -> str | None:

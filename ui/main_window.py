@@ -8,43 +8,68 @@ Wiring (everything heavy runs in :class:`explorer.worker.GenerationController`'s
   context) renders the memory at the new pose and the viewport shows it at once;
 * free flight records every moved pose into a :class:`~explorer.flight.FlightPath`; when it is
   ``ready()`` (or on Space / Generate) its segment is queued on the controller; steps mode queues
-  one :func:`~explorer.flight.step_segment` per button or key;
+  one :func:`~explorer.flight.step_segment` per button or key; U (reset) is a teleport that starts
+  a new flight at the reset pose;
 * controller signals drive the HUD, the viewport (frames), the cache panel (memory snapshots),
-  the recorder, and error boxes (``QMessageBox.critical``; the app keeps running).
+  the recorder, and error boxes (``QMessageBox.critical``; the app keeps running). A scene that
+  fails to open leaves the open one as it was.
+
+What the user sees besides: the HUD's idle state names the keys of the current mode; warnings that
+matter (no depth model, no preview, damaged settings) stay in the viewport's banner until resolved;
+while recording, the record button is red and the viewport shows "● REC m:ss". Below
+:data:`NARROW_WIDTH` the two docks share one tabbed column. Geometry, dock layout, the cache
+panel's colour mode and each file dialog's last folder persist in the window's QSettings store.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QOpenGLContext
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox, QWidget
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QInputDialog, QMainWindow, QMessageBox, QScrollArea, QWidget
 
 from explorer.flight import FlightPath, step_segment
 from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
-from explorer.generate import DEFAULT_INPAINT_FRACTION
 from explorer.preview import MemoryPreviewRenderer
-from explorer.session import RecordedSession, load_session
+from explorer.session import SESSION_JSON, RecordedSession, load_session
 from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.backbone import BackboneConfig
 from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
 from model.pipeline import PipelineConfig
-from ui.cache_panel import CachePanel
+from model.profiles import default_backend, profile
+from ui.cache_panel import COLOR_MODES, CachePanel
 from ui.controls_panel import ControlsPanel
 from ui.hud import Hud
 from ui.input_router import InputRouter
 from ui.launch import LaunchOptions
-from ui.settings import ExplorerSettings
+from ui.settings import ExplorerSettings, last_folder, remember_folder
 from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
 
 TICK_MS = 16  # camera tick (~60 Hz)
+NARROW_WIDTH = 1280  # below this window width the two docks share one tabbed column (the viewport keeps over half)
+DOCK_MIN_WIDTH = 200  # a dock's content scrolls when the dock is narrower than it
 PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this wide
-DEFAULT_STEPS = {"wan": 20, "tiny": 4}
+PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
+
+
+def free_name(parent: Path, name: str) -> str:
+    """``name`` if ``parent`` has nothing by that name, else the first free ``name-2``, ``name-3``, …
+    (counting on from a name that already ends in one: ``kitchen-2`` -> ``kitchen-3``)."""
+    if not (parent / name).exists():
+        return name
+    counted = re.fullmatch(r"(.+)-(\d{1,3})", name)
+    stem = counted.group(1) if counted else name
+    number = 2
+    while (parent / f"{stem}-{number}").exists():
+        number += 1
+    return f"{stem}-{number}"
 
 
 class MainWindow(QMainWindow):
@@ -70,11 +95,13 @@ class MainWindow(QMainWindow):
         self.scene: SceneInfo | None = None
         self.replayed: RecordedSession | None = None  # the session the open scene continues, if any
         self.recording_folder: str | None = None  # the worker records while this is set
+        self._recording_since: float | None = None  # time.monotonic() when the recording started
         self.trajectory: list[np.ndarray] = []  # w2c of every generated frame
         self.segments_done = 0  # segments generated in this scene (a continued session included)
         self.pending = 0  # segments queued and not yet finished
         self._preview: MemoryPreviewRenderer | None = None
         self._pending_open: tuple[str, str | None] | None = None
+        self._opening = False  # a scene was asked for and has neither opened nor failed yet
         self._loaded_options = None  # the generation options the loaded backbone uses
         self._seconds_per_frame: float | None = None
         self._device = torch.device(self.options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -82,11 +109,12 @@ class MainWindow(QMainWindow):
         self.viewport = Viewport(self.options.fps)
         self.setCentralWidget(self.viewport)
         self.controls = ControlsPanel()
-        self.controls.steps.setValue(self.options.steps or DEFAULT_STEPS[self.backend])
-        self.controls.inpaint.setValue(DEFAULT_INPAINT_FRACTION[self.backend])
+        self.controls.steps.setValue(self.options.steps or profile(self.backend).steps)
+        self.controls.inpaint.setValue(profile(self.backend).inpaint_fraction)
         self.cache_panel = CachePanel()
-        self._add_dock("Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._add_dock("Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.controls_dock = self._add_dock("Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.cache_dock = self._add_dock("Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._narrow = False  # the docks share one tabbed column (see _fit_docks)
         self.hud = Hud(self.statusBar())
         self.hud.set_device(self._device)
         self._build_menus()
@@ -101,15 +129,21 @@ class MainWindow(QMainWindow):
         self.hud_timer.start()
         self._connect_controls()
         self._connect_controller()
-        for problem in self.settings.problems:
-            self.statusBar().showMessage(problem, 10_000)
+        self.viewport.set_warning("settings", "; ".join(self.settings.problems))  # until the settings are saved
+        self._restore_window_state()
 
     # ---- construction --------------------------------------------------------------------
 
     def _add_dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        """A dock holding ``widget`` in a scroll area, so the dock can be narrower than the widget."""
+        scroll = QScrollArea()
+        scroll.setWidget(widget)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setMinimumWidth(DOCK_MIN_WIDTH)
         dock = QDockWidget(title, self)
         dock.setObjectName(title)
-        dock.setWidget(widget)
+        dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
 
@@ -134,12 +168,25 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction("&Controls", self.show_controls_help)
 
+    def _restore_window_state(self) -> None:
+        """Geometry, dock layout and the cache panel's colour mode as the last window left them
+        (saved on close; the colour mode whenever it changes)."""
+        geometry, layout = self.store.value("window/geometry"), self.store.value("window/state")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        if layout is not None:
+            self.restoreState(layout)
+        if self.store.value("window/color_mode") in COLOR_MODES:
+            self.cache_panel.set_color_mode(self.store.value("window/color_mode"))
+        self.cache_panel.mode_box.currentIndexChanged.connect(lambda: self.store.setValue("window/color_mode", self.cache_panel.color_mode))
+
     def _connect_controls(self) -> None:
         self.controls.generate_clicked.connect(self.generate_now)
         self.controls.cancel_clicked.connect(self.cancel)
         self.controls.record_toggled.connect(self.set_recording)
         self.controls.step_clicked.connect(self.step)
         self.controls.options_changed.connect(self._options_changed)
+        self.controls.mode_changed.connect(self._mode_changed)
 
     def _connect_controller(self) -> None:
         c = self.controller
@@ -155,8 +202,8 @@ class MainWindow(QMainWindow):
         c.recording_saved.connect(self._on_recording_saved)
 
     def _choose_backend(self) -> str:
-        """``--backend`` if given, else wan when a model folder is known (flag or settings), else tiny."""
-        return self.options.backend or ("wan" if (self.options.model or self.settings.model_dir) else "tiny")
+        """``--backend`` if given, else :func:`model.profiles.default_backend` (wan when a model folder is known: flag or settings)."""
+        return self.options.backend or default_backend(bool(self.options.model or self.settings.model_dir))
 
     def _apply_settings(self) -> None:
         """Use the current settings (a changed model folder takes effect with the next scene opened)."""
@@ -171,7 +218,7 @@ class MainWindow(QMainWindow):
 
     def backbone_config(self) -> BackboneConfig:
         model = self.options.model or self.settings.model_dir or None
-        return BackboneConfig(backend=self.backend, model_dir=model if self.backend == "wan" else None, device=self.options.device, offload=self.options.offload)
+        return BackboneConfig(backend=self.backend, model_dir=model if profile(self.backend).needs_model_dir else None, device=self.options.device, offload=self.options.offload)
 
     def pipeline_config(self) -> PipelineConfig:
         o = self.controls.options()
@@ -192,8 +239,13 @@ class MainWindow(QMainWindow):
             self.open_bundled()
 
     def _open(self, kind: str, value: str | None) -> None:
-        """Open a scene; (re)load the backbone first when the model options changed since it was loaded."""
-        self._reset_scene()
+        """Open a scene; (re)load the backbone first when the model options changed since it was loaded.
+
+        The open scene stays up (no segments are queued) until the new one is ready, so a photo that
+        fails to open leaves it as it was. A recording ends here: it belongs to the scene it started in.
+        """
+        self.set_recording(False)
+        self._opening = True
         wanted = (self.backbone_config(), self.pipeline_config(), self.generation_settings())
         if wanted == self._loaded_options:
             self._post_open(kind, value)
@@ -213,8 +265,9 @@ class MainWindow(QMainWindow):
             self.controller.open_bundled()
 
     def choose_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a photo", "", IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open a photo", last_folder(self.store, "image"), IMAGE_FILTER)
         if path:
+            remember_folder(self.store, "image", path)
             self.open_image(path)
 
     def open_image(self, path: str) -> None:
@@ -231,6 +284,7 @@ class MainWindow(QMainWindow):
         self.set_recording(False)
         self.viewport.clear()
         self.trajectory, self.segments_done = [], 0
+        self.hud.clear_progress()
         self.cache_panel.set_data(None)
         self.camera = self.flight = self.scene = self.router.camera = None
         self.tick_timer.stop()
@@ -245,6 +299,7 @@ class MainWindow(QMainWindow):
     def _on_scene_ready(self, scene: SceneInfo) -> None:
         if self._pending_open is not None:
             return  # the worker reopened the previous scene after a model reload; ours comes next
+        self._opening = False
         self._reset_scene()
         self.scene = scene
         start = torch.as_tensor(np.asarray(scene.start_w2c), dtype=torch.float64)
@@ -260,9 +315,8 @@ class MainWindow(QMainWindow):
         self.viewport.set_live(np.asarray(scene.image), "start image" if not scene.segments_done else "last generated frame")
         if self._preview_renderer() is not None:
             self._preview.cell_angle_rad = scene.latent_stride / float(scene.K[0, 0])
-        if scene.prior_depth:
-            self.statusBar().showMessage("No depth model: the memory uses a flat prior depth; geometry is approximate.", 10_000)
-        self.hud.set_state("ready: fly with W/A/S/D, drag to look")
+        self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
+        self.hud.set_state(self._ready_text())
         self.viewport.view.setFocus()
         self._update_cameras()
         self._last_tick = time.perf_counter()
@@ -275,6 +329,8 @@ class MainWindow(QMainWindow):
             self.set_paused(not self.router.paused)
         elif action is Action.RESET and self.camera is not None:
             self.camera.reset()
+            # a teleport, not flown motion: the next segment starts at the reset pose, none flies the jump
+            self.flight = FlightPath(self.camera.w2c, time.perf_counter())
         elif action is Action.GENERATE_NOW:
             self.generate_now()
         elif action in STEP_ACTIONS:
@@ -284,7 +340,19 @@ class MainWindow(QMainWindow):
         """Esc: pause flying and release the mouse (a click on the view resumes)."""
         self.router.paused = paused
         self.router.release_all()
-        self.hud.set_state("paused: click the view to resume" if paused else "flying")
+        self.hud.set_state("paused: click the view to resume" if paused else "generating" if self.pending else self._ready_text())
+
+    def _ready_text(self) -> str:
+        """The HUD state while nothing runs: the keys that drive the current mode."""
+        b = self.settings.bindings
+        if self.controls.mode == "steps":
+            return f"ready: step {b.step_forward}/{b.step_back}, turn {b.turn_left}/{b.turn_right}, orbit {b.orbit_left}/{b.orbit_right}"
+        return f"ready: fly with {b.forward}/{b.left}/{b.back}/{b.right}, drag to look, {b.generate_now} generates"
+
+    def _mode_changed(self) -> None:
+        """Another driving mode: the idle hint names its keys."""
+        if self.scene is not None and not self.pending and not self.router.paused:
+            self.hud.set_state(self._ready_text())
 
     def _tick(self) -> None:
         now = time.perf_counter()
@@ -301,13 +369,13 @@ class MainWindow(QMainWindow):
 
     def generate_now(self) -> None:
         """Free flight: queue a segment from the motion since the last generated pose."""
-        if self.flight is None or self.controls.mode != "flight" or len(self.flight) < 2:
+        if self.flight is None or self._opening or self.controls.mode != "flight" or len(self.flight) < 2:
             return
         self._queue(self.flight.take_segment())
 
     def step(self, action: Action) -> None:
         """Steps mode: one segment for a step action, from the last queued pose."""
-        if self.flight is None or self.controls.mode != "steps":
+        if self.flight is None or self._opening or self.controls.mode != "steps":
             return
         poses = step_segment(action, self.flight.anchor_w2c)
         self.flight = FlightPath(poses[-1], time.perf_counter())  # the next step or flight starts at its end
@@ -349,7 +417,7 @@ class MainWindow(QMainWindow):
             try:
                 self._preview = MemoryPreviewRenderer()
             except Exception as error:  # noqa: BLE001 (no EGL: the app works without the preview)
-                self.statusBar().showMessage(f"Preview unavailable (no offscreen OpenGL): {error}", 10_000)
+                self.viewport.set_warning("preview", f"Preview unavailable (no offscreen OpenGL): {error}")
                 self._preview = False
         return self._preview or None
 
@@ -402,6 +470,7 @@ class MainWindow(QMainWindow):
     def _on_failed(self, title: str, message: str) -> None:
         if self._pending_open is not None:  # the model did not load: the next open tries again
             self._pending_open = self._loaded_options = None
+        self._opening = False  # an open that failed leaves the scene that was open
         self.hud.set_state("error")
         QMessageBox.critical(self, title, message)
 
@@ -409,16 +478,17 @@ class MainWindow(QMainWindow):
         self.pending = 0
         if self.flight is not None and len(self.trajectory):
             self.flight.rebase(torch.as_tensor(self.trajectory[-1]))
-        self.hud.set_done(f"segment {segment + 1} cancelled")
+        self.hud.clear_progress(f"segment {segment + 1} cancelled")
 
     def _on_idle(self) -> None:
         self.pending = 0
         self.controls.set_busy(False)
-        self.hud.set_state("idle" if self.scene is not None else "no scene")
+        self.hud.set_state(self._ready_text() if self.scene is not None else "no scene")
 
     def _refresh_hud(self) -> None:
         self.hud.set_rates(self.viewport.view.paint_rate(), self._seconds_per_frame)
         self.hud.set_device(self._device)
+        self._update_recording_badge()
 
     # ---- sessions ------------------------------------------------------------------------
 
@@ -429,8 +499,8 @@ class MainWindow(QMainWindow):
         the running segment, so that segment still goes into the recording, and ``recording_saved``
         follows once the files are written.
         """
-        if on and self.recording_folder is None:
-            folder = QFileDialog.getExistingDirectory(self, "Record the session into…")
+        if on and self.recording_folder is None and self._scene_open("Record"):
+            folder = self.choose_recording_folder()
             if folder:
                 self.start_recording(folder)
         elif not on and self.recording_folder is not None:
@@ -439,10 +509,63 @@ class MainWindow(QMainWindow):
             self.recording_folder = None
         self._show_recording(self.recording_folder is not None)
 
+    def _scene_open(self, title: str) -> bool:
+        """Whether a scene is open; if not, a message box titled ``title`` says to open one."""
+        if self.scene is None:
+            QMessageBox.information(self, title, "Open a scene first.")
+        return self.scene is not None
+
+    def choose_recording_folder(self) -> str | None:
+        """Ask where to record; None when the user gives up.
+
+        An empty folder is used as it is. A folder holding a recorded session is replaced only after
+        a yes to "Replace it?"; a no asks for the name of a new folder beside it. In any other folder
+        that is not empty a new session folder is created, named by the user: its files are never
+        touched (a recording replaces its folder as a whole).
+        """
+        chosen = QFileDialog.getExistingDirectory(self, "Record the session into… (an empty folder, or one to create it in)", last_folder(self.store, "record"))
+        if not chosen:
+            return None
+        remember_folder(self.store, "record", chosen)
+        folder = Path(chosen)
+        if not any(folder.iterdir()):
+            return str(folder)
+        if not (folder / SESSION_JSON).is_file():
+            return self._ask_new_folder(folder, time.strftime("session-%Y%m%d-%H%M%S"))
+        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel
+        answer = QMessageBox.question(
+            self, "Replace the recorded session?",
+            f"{folder} already holds a recorded session.\n\nYes: replace it with this recording (when it is saved).\n"
+            "No: record into a new folder beside it.",
+            buttons, QMessageBox.StandardButton.Cancel,
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            return str(folder)
+        if answer == QMessageBox.StandardButton.No:
+            return self._ask_new_folder(folder.parent, folder.name)
+        return None
+
+    def _ask_new_folder(self, parent: Path, suggestion: str) -> str | None:
+        """Ask for the name of a new (or empty) session folder in ``parent``, suggesting a free name like ``suggestion``."""
+        prompt = f"Name of the new session folder in {parent}:"
+        while True:
+            typed, ok = QInputDialog.getText(self, "New session folder", prompt, text=free_name(parent, suggestion))
+            name = typed.strip()
+            if not ok or not name:
+                return None
+            target = parent / name
+            if Path(name).name != name or name in (".", ".."):
+                problem = f"'{name}': a folder name cannot contain a path separator, nor be . or .."
+            elif target.exists() and not (target.is_dir() and not any(target.iterdir())):
+                problem = f"'{name}' already exists in {parent} and is not an empty folder"
+            else:
+                return str(target)
+            prompt = f"{problem}. Name of the new session folder in {parent}:"
+            suggestion = Path(name).name or suggestion
+
     def start_recording(self, folder: str) -> None:
         """Record every segment generated from now on into ``folder`` (replaced when the recording finishes)."""
-        if self.scene is None:
-            QMessageBox.information(self, "Record", "Open a scene first.")
+        if not self._scene_open("Record"):
             return
         self.controller.start_recording(folder, fps=self.viewport.fps)
         self.recording_folder = folder
@@ -450,16 +573,29 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Recording into {folder}", 5000)
 
     def _show_recording(self, on: bool) -> None:
-        self.controls.record_button.blockSignals(True)
-        self.controls.record_button.setChecked(on)
-        self.controls.record_button.blockSignals(False)
+        """Red record button and the viewport's REC badge with the elapsed time while recording."""
+        self.controls.set_recording(on)
+        if not on:
+            self._recording_since = None
+        elif self._recording_since is None:
+            self._recording_since = time.monotonic()
+        self._update_recording_badge()
+
+    def _update_recording_badge(self) -> None:
+        """The REC badge's elapsed time (called with the HUD refresh); no badge when not recording."""
+        if self._recording_since is None:
+            self.viewport.view.set_badge("")
+            return
+        seconds = int(time.monotonic() - self._recording_since)
+        self.viewport.view.set_badge(f"● REC {seconds // 60}:{seconds % 60:02d}")
 
     def _on_recording_saved(self, folder: str) -> None:
         self.statusBar().showMessage(f"Recording saved to {folder}", 8000)
 
     def choose_session(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a recorded session")
+        folder = QFileDialog.getExistingDirectory(self, "Open a recorded session", last_folder(self.store, "session"))
         if folder:
+            remember_folder(self.store, "session", folder)
             self.open_session(folder)
 
     def open_session(self, folder: str) -> None:
@@ -473,8 +609,10 @@ class MainWindow(QMainWindow):
         self._open("session", str(session.folder))
 
     def choose_export_path(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export camera path", "camera_path.json", "Camera path (*.json)")
+        suggested = Path(last_folder(self.store, "export")) / "camera_path.json"
+        path, _ = QFileDialog.getSaveFileName(self, "Export camera path", str(suggested), "Camera path (*.json)")
         if path:
+            remember_folder(self.store, "export", path)
             self.export_camera_path(path)
 
     def export_camera_path(self, path: str) -> None:
@@ -497,6 +635,7 @@ class MainWindow(QMainWindow):
         if dialog.exec() and dialog.result_settings() is not None:
             self.settings = dialog.result_settings()
             self.settings.save(self.store)
+            self.viewport.set_warning("settings", None)  # what was damaged has been written anew
             self._apply_settings()
 
     def show_controls_help(self) -> None:
@@ -520,6 +659,31 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
             self.open_image(files[0])
 
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        super().resizeEvent(event)
+        self._fit_docks()
+
+    def _fit_docks(self) -> None:
+        """Keep the viewport the widest part of the window.
+
+        Below :data:`NARROW_WIDTH` the latent-cache panel becomes a tab beside the controls (one
+        column instead of two) and goes back to the right when the window is wide again, each time
+        at its natural width; layouts the user made (floating or moved docks) are left alone. Dock
+        contents scroll, so at the window's minimum width the column is only :data:`DOCK_MIN_WIDTH`.
+        """
+        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+        narrow = self.width() < NARROW_WIDTH
+        if narrow and not self._narrow:
+            if self.dockWidgetArea(self.controls_dock) == left and self.dockWidgetArea(self.cache_dock) == right and not (self.controls_dock.isFloating() or self.cache_dock.isFloating()):
+                self.tabifyDockWidget(self.controls_dock, self.cache_dock)
+                self.controls_dock.raise_()
+                self.resizeDocks([self.controls_dock], [self.controls_dock.widget().sizeHint().width()], Qt.Orientation.Horizontal)
+        elif not narrow and self._narrow and self.cache_dock in self.tabifiedDockWidgets(self.controls_dock):
+            self.addDockWidget(right, self.cache_dock)
+            docks = [self.controls_dock, self.cache_dock]
+            self.resizeDocks(docks, [dock.widget().sizeHint().width() for dock in docks], Qt.Orientation.Horizontal)
+        self._narrow = narrow
+
     def changeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         if event.type() == event.Type.ActivationChange and not self.isActiveWindow():
             self.router.release_all()
@@ -537,5 +701,8 @@ class MainWindow(QMainWindow):
         self._preview = None
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        self.store.setValue("window/geometry", self.saveGeometry())
+        self.store.setValue("window/state", self.saveState())
+        self.store.sync()
         self.shutdown()
         super().closeEvent(event)

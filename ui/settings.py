@@ -4,6 +4,10 @@
 :data:`APPLICATION`, the platform's native format); tests pass their own ``QSettings`` on a
 temporary INI file instead. Stored values that do not parse fall back to the defaults and are
 reported in :attr:`ExplorerSettings.problems`, so a damaged config never stops the app.
+
+The main window keeps its own state in the same store: geometry and dock layout (``window/…``),
+the cache panel's colour mode, and per file dialog the folder it last chose in
+(:func:`last_folder` / :func:`remember_folder`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
@@ -23,6 +28,17 @@ APPLICATION = "Mirage Explorer"
 def user_qsettings() -> QSettings:
     """The user's settings store."""
     return QSettings(ORGANIZATION, APPLICATION)
+
+
+def last_folder(store: QSettings, dialog: str) -> str:
+    """The folder the file dialog ``dialog`` last chose in; ``""`` when none was, or it is gone."""
+    folder = store.value(f"folders/{dialog}")
+    return str(folder) if folder and Path(str(folder)).is_dir() else ""
+
+
+def remember_folder(store: QSettings, dialog: str, chosen: str) -> None:
+    """Remember the folder that holds ``chosen`` (a file or a folder) for the next ``dialog``."""
+    store.setValue(f"folders/{dialog}", str(Path(chosen).parent))
 
 
 @dataclass

@@ -7,9 +7,15 @@ What the big picture shows:
   it is replaced within one repaint of :meth:`Viewport.set_live`;
 * **play** — generated frames not yet shown, one every ``1 / fps`` seconds; the live preview then
   sits in a corner inset so camera input stays visible;
-* **scrub** — the frame chosen on the timeline (playback paused); "Live" returns to following.
+* **scrub** — the frame chosen on the timeline (drag, or a click on the groove; playback paused);
+  "Live" returns to following.
 
-After playback the last generated frame stays up until the camera moves again.
+Frames are numbered from 1 on screen ("frame 12 / 65", the same in the caption and the timeline);
+:attr:`Viewport.shown_index` is 0-based.
+
+After playback the last generated frame stays up until the camera moves again. Warnings that
+matter while they last (no depth model, no preview) sit in a banner above the picture until the
+window resolves them (:meth:`Viewport.set_warning`); passing news goes to the status bar.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ def to_qimage(image: np.ndarray) -> QImage:
 
 
 class FrameView(QWidget):
-    """Paints one image scaled to fit (letterboxed), a caption, and an optional inset image.
+    """Paints one image scaled to fit (letterboxed), a caption, an optional inset image, and a red
+    badge in the top-right corner (:attr:`badge`, e.g. "● REC 0:42"; empty: none).
 
     Counts its paints so the HUD can show the display frame rate (:meth:`paint_rate`).
     """
@@ -48,12 +55,19 @@ class FrameView(QWidget):
         self.caption = ""
         self.inset_caption = ""
         self.hint = "File → Open image… or drop a photo here"
+        self.badge = ""
         self._paint_times: list[float] = []
 
     def show_image(self, image: QImage | None, caption: str, inset: QImage | None = None, inset_caption: str = "") -> None:
         """Display ``image`` (None: the hint text) with a caption and an optional corner inset."""
         self._image, self.caption, self._inset, self.inset_caption = image, caption, inset, inset_caption
         self.update()
+
+    def set_badge(self, text: str) -> None:
+        """Show ``text`` in the red corner badge ("" hides it)."""
+        if text != self.badge:
+            self.badge = text
+            self.update()
 
     def paint_rate(self) -> float:
         """Paints per second over the last second."""
@@ -77,6 +91,7 @@ class FrameView(QWidget):
         if self._image is None:
             painter.setPen(QColor(170, 170, 180))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
+            self._draw_badge(painter)
             return
         target = self._fit(self._image, QRectF(self.rect()))
         painter.drawImage(target, self._image)
@@ -89,6 +104,22 @@ class FrameView(QWidget):
             painter.setPen(QPen(QColor(255, 215, 40), 2))
             painter.drawRect(inset)
             self._draw_caption(painter, inset.x() + 4, inset.y() + 4, self.inset_caption)
+        self._draw_badge(painter)  # over the picture
+
+    def _draw_badge(self, painter: QPainter) -> None:
+        if not self.badge:
+            return
+        metrics = painter.fontMetrics()
+        box = QRectF(0, 8, metrics.horizontalAdvance(self.badge) + 16, metrics.height() + 8)
+        box.moveRight(self.width() - 8)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(210, 25, 25))
+        painter.drawRoundedRect(box, 5, 5)
+        painter.setPen(QColor(255, 255, 255))
+        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, self.badge)
+        painter.restore()
 
     @staticmethod
     def _draw_caption(painter: QPainter, x: float, y: float, text: str) -> None:
@@ -125,8 +156,15 @@ class Viewport(QWidget):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 0)
         self.slider.setEnabled(False)
-        self.slider.sliderMoved.connect(self.scrub)
+        # every user action on the slider (drag, click on the groove, wheel) but never setValue: no loop with playback
+        self.slider.actionTriggered.connect(lambda _action: self.scrub(self.slider.sliderPosition()))
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.slider.setMinimumWidth(100)  # the timeline never collapses in a narrow window
+        self.warning_label = QLabel()
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet("QLabel { background: rgb(120, 85, 0); color: white; padding: 4px; }")
+        self.warning_label.hide()
+        self._warnings: dict[str, str] = {}
         self.position_label = QLabel("no frames yet")
         self.position_label.setMinimumWidth(140)
         for button in (self.play_button, self.live_button):
@@ -138,6 +176,8 @@ class Viewport(QWidget):
         row.addWidget(self.live_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.warning_label)
         layout.addWidget(self.view, stretch=1)
         layout.addLayout(row)
 
@@ -170,6 +210,15 @@ class Viewport(QWidget):
         self._play_timer.stop()
         self._sync_timeline()
         self.view.show_image(None, "")
+
+    def set_warning(self, key: str, text: str | None) -> None:
+        """Show (or, with None, resolve) the warning ``key`` above the picture until it is resolved."""
+        if text:
+            self._warnings[key] = text
+        else:
+            self._warnings.pop(key, None)
+        self.warning_label.setText("\n".join(f"⚠ {line}" for line in self._warnings.values()))
+        self.warning_label.setVisible(bool(self._warnings))
 
     # ---- input ---------------------------------------------------------------------------
 
@@ -236,9 +285,9 @@ class Viewport(QWidget):
             self.position_label.setText(f"live · {len(self._frames)} frames" if self._frames else "live preview")
         else:
             image = to_qimage(self._frames[self._shown])
-            caption = f"{'generated' if self.mode != 'scrub' else 'timeline'} · frame {self._shown}"
-            self.view.show_image(image, caption, self._live, "live preview")
+            number = f"frame {self._shown + 1} / {len(self._frames)}"  # 1-based, like the timeline's label
+            self.view.show_image(image, f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}", self._live, "live preview")
             self.slider.blockSignals(True)
             self.slider.setValue(self._shown)
             self.slider.blockSignals(False)
-            self.position_label.setText(f"frame {self._shown + 1} / {len(self._frames)}")
+            self.position_label.setText(number)

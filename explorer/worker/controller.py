@@ -93,7 +93,8 @@ class GenerationController(GenerationSignals):
         self._post(f"Recording to {folder}", self._worker.start_recording, str(folder), float(fps))
 
     def stop_recording(self) -> None:
-        """Finish the recording (after the segments already queued); ``recording_saved(folder)`` follows."""
+        """Finish the recording (after the segments already queued); ``recording_saved(folder)`` follows,
+        or only a status when no segment was recorded (nothing is saved, the folder is left alone)."""
         self._post("Saving the recording", self._worker.stop_recording)
 
     def update_generation(self, prompt: str | None = None, **changes) -> None:

@@ -15,26 +15,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from explorer.generate import DEFAULT_SIZE
 from explorer.preview import cell_footprints
 from model.memory_base import SpatialMemory
+from model.profiles import profile
 
 
 @dataclass
 class GenerationSettings:
     """Explorer settings beyond the backbone / pipeline configs."""
 
-    height: int | None = None  # frame height; None: 704 for wan, 176 for tiny (explorer.generate.DEFAULT_SIZE)
-    width: int | None = None  # frame width; None: 1280 for wan, 320 for tiny
+    height: int | None = None  # frame height in pixels; None: the backend profile's generate_size (model.profiles)
+    width: int | None = None  # frame width in pixels; None: the backend profile's generate_size
     prompt: str = ""  # text prompt of every segment
     depth_model: str | None = None  # transformers depth-estimation folder; None: flat prior depth (warned)
     sky_model: str | None = None  # transformers semantic-segmentation folder with a "sky" class; None: sky by depth only
     memory_weights: str | None = None  # trained memory branch + LoRA folder (pipeline mode "branch")
 
     def size(self, backend: str) -> tuple[int, int]:
-        """``(height, width)`` of the generated frames."""
-        default = DEFAULT_SIZE[backend]
-        return self.height or default[0], self.width or default[1]
+        """``(height, width)`` in pixels of the generated frames."""
+        return profile(backend).generation_size(self.height, self.width)
 
 
 @dataclass(frozen=True)

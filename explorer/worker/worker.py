@@ -26,15 +26,15 @@ from explorer.session import SessionRecorder, load_session, session_memory
 from explorer.worker.errors import describe_error
 from explorer.worker.mailbox import SegmentMailbox
 from explorer.worker.messages import GenerationSettings, Request, SceneInfo, SegmentJob, snapshot_memory
-from model.backbone import Backbone, BackboneConfig, load_backbone
+from model.backbone import Backbone, BackboneConfig
 from model.camera import validate_poses
-from model.lora import backbone_config_for_weights, load_memory_weights
 from model.masks import SemanticSkySegmenter
 from model.memory_base import SpatialMemory
 from model.memory_branch import MemoryBranch
 from model.memory_kinds import load_memory, make_memory, point_stride
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.scenes import SceneRenderer
+from model.stack import load_generation_stack
 
 
 class GenerationSignals(QObject):
@@ -130,19 +130,11 @@ class GenerationWorker(GenerationSignals):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         self._settings = settings or GenerationSettings()
-        if pipeline_config.mode == "branch" and not self._settings.memory_weights:
-            raise ValueError("pipeline mode 'branch' needs memory weights (a trained memory branch + LoRA folder); use mode 'inpaint' with stock weights")
         height, width = self._settings.size(backbone_config.backend)
-        backbone_config = backbone_config_for_weights(backbone_config, self._settings.memory_weights)
-        backbone = load_backbone(backbone_config, self.status.emit, apply_offload=False)
-        multiple = backbone.expected_image_multiple
-        if height % multiple or width % multiple:
-            raise ValueError(f"frame size {width}x{height} must be a multiple of {multiple} for the {backbone_config.backend} backbone")
-        if self._settings.memory_weights:
-            self.status.emit(f"Loading memory weights from {self._settings.memory_weights}…")
-            self._branch = load_memory_weights(self._settings.memory_weights, backbone.transformer).to(backbone.device)
-        self.status.emit(f"Placing models on {backbone.device} (offload {backbone_config.offload})…")
-        backbone.apply_offload()
+        backbone, self._branch = load_generation_stack(
+            backbone_config, self._settings.memory_weights, (height, width),
+            mode=pipeline_config.mode, on_status=self.status.emit,
+        )
         self._backbone, self._config = backbone, pipeline_config
         self.backbone_ready.emit(backbone.describe())
         self.status.emit(f"Model ready: {backbone_config.backend}, {width}x{height}, {pipeline_config.steps} steps")
@@ -187,11 +179,10 @@ class GenerationWorker(GenerationSignals):
     def _start_scene(self, inputs: SceneInputs, reopen: Callable[[], None]) -> None:
         """Build a fresh memory and pipeline from ``inputs``; ``reopen`` opens the same scene again."""
         backbone = self._require_backbone()
-        self._pipe = None
         self.status.emit("Building the memory from the first frame…")
         memory = make_memory(self._config.memory_kind, self._config.memory, backbone.device, backbone.vae)
         pipe = self._new_pipeline(memory)
-        pipe.start(inputs.image, inputs.depth, inputs.K, prompt=self._settings.prompt)
+        pipe.start(inputs.image, inputs.depth, inputs.K, prompt=self._settings.prompt)  # a failure keeps the open scene
         self._pipe, self._inputs, self._reopen = pipe, inputs, reopen
         start = torch.eye(4, dtype=torch.float64)
         self._poses_by_frame = {0: start.numpy()}
@@ -297,10 +288,14 @@ class GenerationWorker(GenerationSignals):
         self.status.emit(f"Recording to {folder}")
 
     def stop_recording(self) -> None:
-        """Finish the recording; ``recording_saved(folder)`` follows."""
+        """Finish the recording; ``recording_saved(folder)`` follows (only a status when nothing was recorded)."""
         recorder, self._recorder = self._recorder, None
         if recorder is None:
             raise ValueError("not recording")
+        if not recorder.segments:  # news, not an error: nothing to save
+            recorder.abort()
+            self.status.emit(f"Recording stopped: nothing was recorded (no segment was generated); {recorder.folder} is unchanged")
+            return
         folder = recorder.finish()
         self.recording_saved.emit(str(folder))
         self.status.emit(f"Recording saved to {folder} ({recorder.segments} segments)")

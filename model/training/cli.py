@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from model.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
+
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` flags to ``parser`` and set its ``run`` callback."""
     parser.add_argument("--stage", choices=("branch", "lora"), required=True, help="branch: stage 1 (memory branch); lora: stage 2 (LoRA, branch frozen)")
     parser.add_argument("--data", required=True, help="'procedural' or a folder of RealEstate10K-layout clips (<clip>/cameras.txt + frames/ or video.mp4)")
     parser.add_argument("--out", required=True, help="output folder: memory weights (loads with generate --memory-weights OUT), loss.csv/png, checkpoints")
-    parser.add_argument("--backend", choices=("tiny", "wan"), default="tiny")
-    parser.add_argument("--model", dest="model_dir", help="Wan2.2-TI2V-5B diffusers folder (backend wan)")
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                        help=f"{backend_summaries()} (default: %(default)s)")
+    parser.add_argument("--model", dest="model_dir", help=f"model folder ({model_folders()})")
     parser.add_argument("--branch", dest="branch_dir", help="stage lora: the stage-1 output folder")
     parser.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=1, help="samples per step and process")
@@ -19,8 +22,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", help="continue from a checkpoint folder or the newest checkpoint of an output folder")
     parser.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=500, help="steps between checkpoints")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--height", type=int, help="frame height (default 704 wan / 64 tiny)")
-    parser.add_argument("--width", type=int, help="frame width (default 1280 wan / 128 tiny)")
+    parser.add_argument("--height", type=int, help=f"frame height (default {per_backend(lambda p: p.train_size[0])})")
+    parser.add_argument("--width", type=int, help=f"frame width (default {per_backend(lambda p: p.train_size[1])})")
     parser.add_argument("--context-frames", dest="context_frames", type=int, default=0, help="preceding clean latent frames 0-2 (the pipeline feeds 0)")
     parser.add_argument("--branch-layers", dest="branch_layers", help="injection blocks, e.g. 0,4,8 (default every 4th from 0)")
     parser.add_argument("--scenes", dest="procedural_scenes", type=int, default=8, help="procedural data: number of rooms")

@@ -47,12 +47,14 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from model.atomic import atomic_dir, write_json_atomic
-from model.backbone import Backbone, BackboneConfig, load_backbone
+from model.backbone import Backbone, BackboneConfig
 from model.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
 from model.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
 from model.memory import LatentSpatialMemory
 from model.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings
+from model.profiles import DEFAULT_BACKEND, profile
 from model.scenes import SceneRenderer
+from model.stack import attach_before_offload
 from model.training import checkpoint as ckpt
 from model.training.clips import ClipSource, discover_clips, procedural_clips
 from model.training.flow import DEFAULT_SHIFT, NoisedBatch, add_flow_noise, flow_loss
@@ -61,8 +63,6 @@ from model.training.samples import Batch, ClipCache, SampleSet, SampleSpec, coll
 
 STAGES = ("branch", "lora")
 DEFAULT_LR = {"branch": 1e-5, "lora": 1e-4}
-#: Default training frame size (height, width) per backend.
-DEFAULT_SIZE = {"wan": (704, 1280), "tiny": (64, 128)}
 #: ``--data`` value that selects procedural rooms rendered on the fly.
 PROCEDURAL = "procedural"
 
@@ -76,8 +76,8 @@ class TrainConfig:
     stage: str = "branch"  # "branch": train the memory branch (stage 1); "lora": train the LoRA, branch frozen (stage 2)
     data: str = PROCEDURAL  # RealEstate10K-layout folder (see model.training.clips) or "procedural"
     out: str = "out/train"  # output folder (memory weights, loss log, checkpoints, cache)
-    backend: str = "tiny"  # "tiny" (CPU, random weights) or "wan" (Wan2.2-TI2V-5B from model_dir)
-    model_dir: str | None = None  # local Wan2.2-TI2V-5B diffusers folder (backend wan)
+    backend: str = DEFAULT_BACKEND  # one of model.profiles.BACKENDS: "tiny" (CPU, random weights), "wan" (model_dir)
+    model_dir: str | None = None  # model folder of backends that need one (wan: a Wan2.2-TI2V-5B diffusers folder)
     branch_dir: str | None = None  # stage lora: the stage-1 output folder whose branch is loaded and frozen
     steps: int = 1000  # total optimizer steps (a resumed run continues up to this)
     batch_size: int = 1  # samples per step and process
@@ -88,8 +88,8 @@ class TrainConfig:
     seed: int = 0  # data order, noise and procedural scene selection
     checkpoint_every: int = 500  # steps between checkpoints (one is also written at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk
-    height: int | None = None  # frame height; None: 704 (wan) / 64 (tiny)
-    width: int | None = None  # frame width; None: 1280 (wan) / 128 (tiny)
+    height: int | None = None  # frame height in pixels; None: the backend profile's train_size
+    width: int | None = None  # frame width in pixels; None: the backend profile's train_size
     context_frames: int = 0  # preceding clean latent frames (0-2); the pipeline currently feeds 0
     chunk_frames: int = 33  # RGB frames of the target chunk (4k+1; the pipeline's segment length)
     window_stride: int = 32  # RGB frames between target chunk starts within a clip
@@ -103,7 +103,7 @@ class TrainConfig:
     depth_model: str | None = None  # transformers metric depth model folder for folder clips (None: flat prior, warned)
     cache_dir: str | None = None  # clip cache folder; None: OUT/cache
     device: str | None = None  # torch device; None: the accelerator's (cuda when available)
-    bf16: bool = False  # bf16 mixed precision (GPU; always on for wan, whose backbone is bf16); trainable weights stay float32
+    bf16: bool = False  # bf16 mixed precision (GPU; always on for a bf16 backbone: wan); trainable weights stay fp32
     gradient_checkpointing: bool = False  # recompute backbone and branch blocks in backward (GPU memory)
     tiny_num_heads: int = 2  # tiny backend: attention heads (generate loads the default tiny backbone)
     tiny_head_dim: int = 16  # tiny backend: width per head
@@ -131,9 +131,8 @@ class TrainConfig:
 
     @property
     def size(self) -> tuple[int, int]:
-        """``(height, width)`` of the training frames."""
-        default = DEFAULT_SIZE[self.backend]
-        return (self.height or default[0], self.width or default[1])
+        """``(height, width)`` in pixels of the training frames."""
+        return profile(self.backend).training_size(self.height, self.width)
 
     def backbone_config(self, device: str | None) -> BackboneConfig:
         return BackboneConfig(
@@ -244,14 +243,15 @@ class Trainer:
         self.status = on_status or (lambda message: print(message, file=sys.stderr))
         self.out = Path(config.out)
         self.accelerator = Accelerator(
-            mixed_precision="bf16" if config.bf16 or config.backend == "wan" else "no", cpu=config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
+            mixed_precision="bf16" if config.bf16 or profile(config.backend).dtype == "bfloat16" else "no",
+            cpu=config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
         )
         device = config.device or str(self.accelerator.device)
         set_seed(config.seed)  # LoRA init and dropout draw from the global RNGs (restored on resume)
         self.status(f"Loading {config.backend} backbone…")
-        self.backbone = load_backbone(config.backbone_config(device), self.status, apply_offload=False)
-        self.model = build_model(config, self.backbone)
-        self.backbone.apply_offload()
+        with attach_before_offload(config.backbone_config(device), self.status) as backbone:
+            self.model = build_model(config, backbone)
+        self.backbone = backbone
         self.model.to(self.backbone.device)
         self.samples = self._samples()
         self.model.branch.readout = ReadoutSettings.of(LatentSpatialMemory.kind, self.samples.memory_config)  # saved with the weights
@@ -268,9 +268,7 @@ class Trainer:
     def _samples(self) -> SampleSet:
         config = self.config
         height, width = config.size
-        multiple = self.backbone.expected_image_multiple
-        if height % multiple or width % multiple:
-            raise ValueError(f"--height/--width {height}x{width} must be multiples of {multiple} for the {config.backend} backbone")
+        self.backbone.check_image_size(height, width)
         spec = SampleSpec(height, width, config.context_frames, config.chunk_frames, config.window_stride)
         encoder_id = {k: v for k, v in asdict(self.backbone.config).items() if k not in ("device", "offload")}
         cache = ClipCache(

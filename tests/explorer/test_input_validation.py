@@ -24,11 +24,11 @@ def no_backbone(monkeypatch):
     """Fail the test if the backbone is built: every refusal below must come before it."""
     built = []
 
-    def load_backbone(*args, **kwargs):
+    def load_generation_stack(*args, **kwargs):
         built.append(args)
         raise AssertionError("the backbone was built before the input files were checked")
 
-    monkeypatch.setattr(explorer.generate, "load_backbone", load_backbone)
+    monkeypatch.setattr(explorer.generate, "load_generation_stack", load_generation_stack)
     return built
 
 

@@ -157,7 +157,8 @@ def bad_save_memory(tmp_path):
 
 def test_save_memory_and_outputs_are_checked_before_the_backbone_loads(tmp_path, monkeypatch, capsys):
     loads = []
-    monkeypatch.setattr(explorer.generate, "load_backbone", lambda *a, **k: loads.append(a) or pytest.fail("backbone loaded"))
+    monkeypatch.setattr(explorer.generate, "load_generation_stack",
+                        lambda *a, **k: loads.append(a) or pytest.fail("backbone loaded"))
     out = tmp_path / "out"
     out.mkdir()
     for path, reason in bad_save_memory(tmp_path):

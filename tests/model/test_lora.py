@@ -224,15 +224,24 @@ def test_stage_two_training_reaches_only_lora_under_checkpointing():
     assert all(p.grad is None for p in branch.parameters())
 
 
-def test_tiny_backbone_is_rebuilt_to_match_saved_weights(tmp_path):
+def save_wide_tiny_weights(folder):
+    """Write a memory-weights folder (branch on blocks 0, 2 + LoRA) trained on a tiny backbone of 4
+    heads x 24, 3 blocks: wider and shallower than the default tiny one."""
     from model.backbone import BackboneConfig, load_backbone
-    from model.lora import backbone_config_for_weights
 
     wide = load_backbone(BackboneConfig(backend="tiny", device="cpu", tiny_num_heads=4, tiny_head_dim=24, tiny_num_layers=3))
     branch = MemoryBranch(wide.transformer, MemoryBranchConfig(layers=(0, 2)))
     settings = LoraSettings(rank=2, alpha=2, dropout=0.0)
     add_lora(wide.transformer, settings)
-    save_memory_weights(tmp_path / "w", wide.transformer, branch, settings)
+    save_memory_weights(folder, wide.transformer, branch, settings)
+    return folder
+
+
+def test_tiny_backbone_is_rebuilt_to_match_saved_weights(tmp_path):
+    from model.backbone import BackboneConfig, load_backbone
+    from model.lora import backbone_config_for_weights
+
+    save_wide_tiny_weights(tmp_path / "w")
     default = BackboneConfig(backend="tiny", device="cpu")
     matched = backbone_config_for_weights(default, tmp_path / "w")
     assert (matched.tiny_num_heads, matched.tiny_head_dim, matched.tiny_num_layers) == (4, 24, 3)

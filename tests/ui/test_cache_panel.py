@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
@@ -114,3 +116,26 @@ def test_gl_panel_draws_the_cloud_and_picks_the_clicked_point(qtbot, cache, samp
     assert np.hypot(*(picked_xy[0] - xy[target])) <= panel.pick_radius_px * ratio + 1, "the reported point lies under the click"
     assert info["segment"] == 0 and info["depth_m"] > 0
     assert "segment 0" in panel.pick_label.text()
+
+
+def test_labels_mode_counts_rejected_cells_per_label_and_draws_those_with_a_position(qtbot, cache):
+    # 30 dynamic and 20 sky cells with a position; 5 more sky cells and 40 invalid ones without (no depth)
+    labels = np.array([1] * 30 + [2] * 25 + [3] * 40, np.uint8)
+    positions = np.full((len(labels), 3), np.nan, np.float32)
+    positions[:50] = cache.positions[:50] + 0.01
+    data = dataclasses.replace(cache, rejected_positions=positions, rejected_labels=labels)
+    panel = CachePanel(use_gl=False)
+    qtbot.addWidget(panel)
+    panel.set_data(data)
+    panel.set_color_mode("labels")
+    text = panel.rejected_label.text()
+    assert "95 cells rejected by the last write" in text and "dynamic 30" in text and "sky 25" in text and "invalid 40" in text
+    assert "45 have no position" in text
+    assert "drawing" not in panel.stats_label.text(), "nothing is decimated: cells without a position are not 'left out'"
+    panel.set_label_visible(CellLabel.STATIC, False)
+    assert len(panel.drawn_points) == 50, "every rejected cell that has a position is drawn"
+    expected = cloud_math.label_colors(labels[:50])
+    assert np.array_equal(panel.drawn_colors, expected), "in its label's colour"
+    panel.set_label_visible(CellLabel.DYNAMIC, False)
+    panel.set_label_visible(CellLabel.SKY, False)
+    assert len(panel.drawn_points) == 0 and "invalid 40" in panel.rejected_label.text()

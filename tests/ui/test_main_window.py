@@ -17,6 +17,7 @@ from explorer.fly_camera import Action
 from explorer.session import load_session
 from explorer.video_io import Mp4Writer, read_mp4_frames
 from model.camera import read_camera_path_json
+from model.pipeline import MiragePipeline
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
 
@@ -150,9 +151,11 @@ def test_cancel_through_the_ui_keeps_memory_and_frames(qtbot, window):
     assert window.viewport.frame_count == frames_before and window.cache_panel.stats_label.text() == points_before
 
 
-def test_a_bad_photo_gets_a_message_box_naming_it_and_the_app_keeps_running(qtbot, window, tmp_path, monkeypatch):
+def test_a_bad_photo_gets_a_message_box_naming_it_and_the_open_scene_stays(qtbot, window, tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: shown.append((title, text)))
+    scene, frames, memory, done = window.scene, window.viewport.frame_count, window.cache_panel.stats_label.text(), window.segments_done
+    assert scene is not None and frames > 0 and done > 0
     garbage = tmp_path / "holiday.jpg"
     garbage.write_bytes(b"not a jpeg" * 20)
     mime = QMimeData()
@@ -161,9 +164,70 @@ def test_a_bad_photo_gets_a_message_box_naming_it_and_the_app_keeps_running(qtbo
     window.dropEvent(drop)  # drag-and-drop of a photo onto the window
     qtbot.waitUntil(lambda: bool(shown), timeout=TIMEOUT_MS)
     assert "holiday.jpg" in shown[0][1] and "Fix" in shown[0][1]
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=TIMEOUT_MS)
+    assert window.scene is not None and window.camera is not None, "the scene that was open is still open"
+    assert window.scene is scene
+    assert window.viewport.frame_count == frames and window.viewport.view.caption, "its frames and picture stay up"
+    assert window.cache_panel.stats_label.text() == memory and window.hud.state.text() != "no scene"
+    focus_view(qtbot, window)
+    window.controls.set_mode("steps")
+    with qtbot.waitSignal(window.controller.segment_ready, timeout=TIMEOUT_MS) as ready:
+        qtbot.keyPress(window.viewport.view, Qt.Key.Key_K)  # and generating goes on in it
+    assert ready.args[0].index == done and window.segments_done == done + 1
     with qtbot.waitSignal(window.controller.scene_ready, timeout=TIMEOUT_MS):
         window.open_bundled()
     assert window.scene is not None and window.scene.source == "bundled"
+
+
+def test_a_scene_that_fails_while_its_memory_is_built_leaves_the_open_one_working(qtbot, window, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: shown.append((title, text)))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("simulated failure while building the memory")
+
+    start = MiragePipeline.start
+    monkeypatch.setattr(MiragePipeline, "start", fail)  # the worker thread builds scenes with it
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=TIMEOUT_MS)
+    scene, done = window.scene, window.segments_done
+    window.open_bundled()
+    qtbot.waitUntil(lambda: bool(shown), timeout=TIMEOUT_MS)
+    assert "simulated failure" in shown[0][1] and window.scene is scene
+    monkeypatch.setattr(MiragePipeline, "start", start)
+    window.controls.set_mode("steps")
+    results = []
+    window.controller.segment_ready.connect(results.append)
+    window.step(Action.TURN_RIGHT)  # a segment, or (with no scene in the worker) a failure
+    qtbot.waitUntil(lambda: bool(results) or len(shown) > 1, timeout=TIMEOUT_MS)
+    window.controller.segment_ready.disconnect(results.append)
+    assert len(shown) == 1, f"generating failed: {shown[1:]}"
+    assert results[0].index == done, "the worker still has the scene the window shows"
+    with qtbot.waitSignal(window.controller.scene_ready, timeout=TIMEOUT_MS):
+        window.open_bundled()  # a fresh scene for the tests after this one
+
+
+def test_stopping_a_recording_before_any_segment_is_news_not_an_error(qtbot, window, tmp_path, monkeypatch):
+    errors = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append((title, text)))
+    qtbot.waitUntil(lambda: not window.controller.busy, timeout=TIMEOUT_MS)
+    folder = tmp_path / "session"
+    window.start_recording(str(folder))
+    seen = []
+    def note_status(message):
+        seen.append(message)
+
+    def note_idle():
+        seen.append("<idle>")
+
+    window.controller.status.connect(note_status)
+    window.controller.idle.connect(note_idle)
+    window.set_recording(False)
+    qtbot.waitUntil(lambda: any("nothing" in m for m in seen) and seen[-1] == "<idle>", timeout=TIMEOUT_MS)  # the stop handled
+    window.controller.status.disconnect(note_status)
+    window.controller.idle.disconnect(note_idle)
+    assert errors == [], "no error box"
+    assert "nothing was recorded" in window.statusBar().currentMessage(), "a plain status says what happened"
+    assert not folder.exists() and not window.controls.record_button.isChecked()
 
 
 def test_recording_round_trip_and_continue(qtbot, window, tmp_path):
@@ -207,12 +271,15 @@ def test_recording_round_trip_and_continue(qtbot, window, tmp_path):
     assert len(exported) == 65 and np.allclose(exported.w2c.numpy(), np.stack(window.trajectory), atol=1e-9)
 
 
-def test_screenshot_of_the_main_window(qtbot, window, needs_gl):
+def test_screenshot_of_the_main_window(qtbot, window, needs_gl, tmp_path):
     window.cache_panel.frame_cloud()
     window.viewport.scrub(window.viewport.frame_count - 1)
+    window.start_recording(str(tmp_path / "shot"))  # the shot shows the recording state too
+    qtbot.waitUntil(lambda: window.viewport.view.badge.startswith("● REC"), timeout=5000)
     qtbot.wait(300)
     ARTIFACTS.mkdir(exist_ok=True)
     shot = window.grab()
+    window.set_recording(False)
     assert shot.save(str(ARTIFACTS / "main_window.png"))
     assert pixel_std(window.viewport.view.grab().toImage()) > 10, "the viewport shows a frame"
     assert pixel_std(window.cache_panel.view.grabFramebuffer()) > 10, "the cache panel shows the point cloud"

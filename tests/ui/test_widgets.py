@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QMessageBox
 
 from explorer.fly_camera import Action, KeyBindings
@@ -119,3 +119,29 @@ def test_viewport_rejects_bad_images(qtbot):
     qtbot.addWidget(viewport)
     with pytest.raises(ValueError, match="HxW|H,W"):
         viewport.set_live(np.zeros((10, 10), np.uint8))
+
+
+def test_a_click_on_the_timeline_groove_shows_that_frame(qtbot):
+    viewport = Viewport(fps=1000.0)
+    qtbot.addWidget(viewport)
+    viewport.resize(600, 300)
+    viewport.show()
+    qtbot.waitExposed(viewport)
+    viewport.append_frames(np.stack([image(4 * i) for i in range(40)]))
+    qtbot.waitUntil(lambda: viewport.shown_index == 39, timeout=2000)  # played through
+    viewport.scrub(0)
+    groove = viewport.slider
+    qtbot.mouseClick(groove, Qt.MouseButton.LeftButton, pos=QPoint(groove.width() - 3, groove.height() // 2))
+    assert groove.value() > 0, "the click moved the handle"
+    assert viewport.mode == "scrub" and viewport.shown_index == groove.value(), "and the frame with it"
+
+
+def test_viewport_overlay_and_timeline_number_frames_alike(qtbot):
+    viewport = Viewport(fps=1000.0)
+    qtbot.addWidget(viewport)
+    viewport.append_frames(np.stack([image(i) for i in range(65)]))
+    viewport.scrub(11)
+    assert viewport.view.caption.endswith("frame 12 / 65") and viewport.position_label.text() == "frame 12 / 65"
+    viewport.follow()  # play on: the last frame shown is the 65th in both places
+    qtbot.waitUntil(lambda: viewport.shown_index == 64, timeout=2000)
+    assert viewport.view.caption == "generated · frame 65 / 65" and viewport.position_label.text() == "frame 65 / 65"
