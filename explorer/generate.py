@@ -63,7 +63,7 @@ class GenerateArgs:
     prompt: str = ""  # text prompt
     depth: str | None = None  # depth file for the photo (.png mm / .npy m)
     depth_model: str | None = None  # transformers depth-estimation model folder
-    sky_model: str | None = None  # transformers semantic-segmentation folder with a "sky" class: sky never enters the memory
+    sky_model: str | None = None  # transformers segmentation folder with a "sky" class: its sky never enters the memory
     offload: str = "none"  # none | model | group
     device: str | None = None  # torch device (default: cuda when available)
     inpaint_fraction: float | None = None  # inpaint: share of steps following the readout (None: the backend profile's)
@@ -193,7 +193,8 @@ def run_generate(args: GenerateArgs) -> dict:
         else:
             inputs = scene_from_photo(checked.photo, backbone.device, depth_model=args.depth_model, warn=_warn)
         depth, K = inputs.depth, inputs.K
-        pipe = MiragePipeline(backbone, config, branch, make_memory(args.memory, config.memory, backbone.device, backbone.vae), sky)
+        memory = make_memory(args.memory, config.memory, backbone.device, backbone.vae)
+        pipe = MiragePipeline(backbone, config, branch, memory, sky)
         pipe.start(inputs.image, depth, K, prompt=args.prompt)
         if checked.memory is not None:
             if checked.memory.kind == "rgb":

@@ -183,6 +183,7 @@ def session_inputs(
         if warn is not None:
             warn(f"{session.source} not found; {PRIOR_DEPTH_WARNING}")
         no_depth = torch.full((height, width), float("inf"))
-        inputs = SceneInputs(session.last_frame, no_depth, torch.from_numpy(session.K), PriorDepth(), "session", session.source)
+        K = torch.from_numpy(session.K)
+        inputs = SceneInputs(session.last_frame, no_depth, K, PriorDepth(), "session", session.source)
     inputs.K = torch.from_numpy(session.K.copy())
     return inputs

@@ -88,13 +88,14 @@ class DepthEstimate:
 
 
 class DepthSource(Protocol):
-    """Metric depth of generated frames, for the memory write-back (:meth:`model.pipeline.MiragePipeline.run_segment`)."""
+    """Metric depth of generated frames, for the memory write-back (:class:`model.pipeline.MiragePipeline`)."""
 
     #: Shown in logs, reports and the UI (``"prior ..."`` for the flat prior).
     name: str
 
     def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-        """``frames [T, H, W, 3]`` uint8, ``w2c [T, 4, 4]``, ``K [3, 3]`` pixels -> ``[T, H, W]`` metres (+inf invalid)."""
+        """``frames [T, H, W, 3]`` uint8, ``w2c [T, 4, 4]``, ``K [3, 3]`` pixels -> ``[T, H, W]`` metres
+        (+inf invalid)."""
         ...
 
 

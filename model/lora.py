@@ -269,7 +269,9 @@ def _adapter_config(transformer: nn.Module, adapter_name: str) -> dict:
     return configs[adapter_name].to_dict()
 
 
-def _read_manifest(path: Path, transformer: nn.Module) -> tuple[MemoryBranchConfig, LoraSettings | None, ReadoutSettings | None]:
+def _read_manifest(
+    path: Path, transformer: nn.Module
+) -> tuple[MemoryBranchConfig, LoraSettings | None, ReadoutSettings | None]:
     """Parse and check memory_weights.json against ``transformer``; errors name ``path``.
 
     The LoRA settings are None for a branch-only folder; the readout settings None for format version 1
@@ -283,7 +285,8 @@ def _read_manifest(path: Path, transformer: nn.Module) -> tuple[MemoryBranchConf
         raise ValueError(f"{path}: not a memory-weights manifest (no format {MEMORY_WEIGHTS_FORMAT!r})")
     version = manifest.get("format_version")
     if version not in _READABLE_VERSIONS:
-        raise ValueError(f"{path}: format version {version!r}, this code reads {' and '.join(map(str, _READABLE_VERSIONS))}")
+        readable = " and ".join(map(str, _READABLE_VERSIONS))
+        raise ValueError(f"{path}: format version {version!r}, this code reads {readable}")
     try:
         backbone = dict(manifest["backbone"])
         branch_config = MemoryBranchConfig(**manifest["branch"])

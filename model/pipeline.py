@@ -367,7 +367,9 @@ class MiragePipeline:
             write_latents = latents[written] if cfg.write_path == "latents" else vae.encode(frames_to_tensor(frames, device))[written]
             moving = dynamic_mask(write_latents.cpu(), readout_latent[written].cpu(), readout.visible[written].cpu(), cfg.dynamic_threshold)
             semantic_sky = None if self.sky is None else self.sky.segment(torch.from_numpy(key_frames))
-            keep, labels = write_masks(depth, (h, w), far_m=cfg.sky_far_m, semantic_sky=semantic_sky, dynamic=moving, user_mask=user_mask)
+            keep, labels = write_masks(
+                depth, (h, w), far_m=cfg.sky_far_m, semantic_sky=semantic_sky, dynamic=moving, user_mask=user_mask
+            )
         # 6. write back (all-or-nothing)
         frame_ids = self.segments_done * (cfg.segment_frames - 1) + np.arange(cfg.segment_frames)
         with clock("update"):

@@ -226,7 +226,8 @@ class MainWindow(QMainWindow):
 
     def generation_settings(self) -> GenerationSettings:
         return GenerationSettings(
-            height=self.options.height, width=self.options.width, prompt=self.controls.options().prompt, sky_model=self.settings.sky_model_dir or None
+            height=self.options.height, width=self.options.width, prompt=self.controls.options().prompt,
+            sky_model=self.settings.sky_model_dir or None,
         )
 
     def start(self) -> None:

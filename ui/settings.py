@@ -50,7 +50,7 @@ class ExplorerSettings:
     speed_mps: float = 1.0  # fly speed in metres per second (Shift x4, Ctrl x0.25)
     capture_mouse: bool = False  # mouse-look without dragging: the cursor is hidden and re-centred (X11/Windows)
     model_dir: str = ""  # Wan2.2-TI2V-5B diffusers folder; empty: the tiny backend
-    sky_model_dir: str = ""  # semantic-segmentation folder with a "sky" class (its sky never enters the memory); empty: none
+    sky_model_dir: str = ""  # segmentation folder with a "sky" class (its sky never enters the memory); empty: none
     problems: list[str] = field(default_factory=list, compare=False)  # stored values that were ignored
 
     def __post_init__(self) -> None:
@@ -69,7 +69,8 @@ class ExplorerSettings:
                 values["bindings"] = KeyBindings.from_dict(json.loads(raw))
             except (ValueError, TypeError) as error:
                 problems.append(f"key bindings ignored: {error}")
-        for name, kind in (("sensitivity_deg_per_px", float), ("speed_mps", float), ("model_dir", str), ("sky_model_dir", str)):
+        scalars = (("sensitivity_deg_per_px", float), ("speed_mps", float), ("model_dir", str), ("sky_model_dir", str))
+        for name, kind in scalars:
             raw = store.value(name)
             if raw is None:
                 continue

@@ -60,7 +60,8 @@ class SettingsDialog(QDialog):
         other.addRow("Fly speed", self.speed)
         other.addRow(self.capture)
         other.addRow("Wan2.2 model folder", self._folder_row(self.model_dir, "Wan2.2-TI2V-5B diffusers folder"))
-        other.addRow("Sky segmentation model", self._folder_row(self.sky_model_dir, "Semantic-segmentation model folder with a 'sky' class"))
+        sky_title = "Semantic-segmentation model folder with a 'sky' class"
+        other.addRow("Sky segmentation model", self._folder_row(self.sky_model_dir, sky_title))
 
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -102,8 +103,8 @@ class SettingsDialog(QDialog):
         """
         bindings = KeyBindings(**{action.value: button.key for action, button in self.key_buttons.items()})
         return ExplorerSettings(
-            bindings, self.sensitivity.value(), self.speed.value(), self.capture.isChecked(), self.model_dir.text().strip(),
-            self.sky_model_dir.text().strip(),
+            bindings, self.sensitivity.value(), self.speed.value(), self.capture.isChecked(),
+            self.model_dir.text().strip(), self.sky_model_dir.text().strip(),
         )
 
     def accept(self) -> None:

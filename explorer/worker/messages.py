@@ -28,7 +28,7 @@ class GenerationSettings:
     width: int | None = None  # frame width in pixels; None: the backend profile's generate_size
     prompt: str = ""  # text prompt of every segment
     depth_model: str | None = None  # transformers depth-estimation folder; None: flat prior depth (warned)
-    sky_model: str | None = None  # transformers semantic-segmentation folder with a "sky" class; None: sky by depth only
+    sky_model: str | None = None  # transformers segmentation folder with a "sky" class; None: sky by depth only
     memory_weights: str | None = None  # trained memory branch + LoRA folder (pipeline mode "branch")
 
     def size(self, backend: str) -> tuple[int, int]:

@@ -225,7 +225,8 @@ class GenerationWorker(GenerationSignals):
         stats = pipe.memory.stats()
         self.scene_ready.emit(SceneInfo(
             image=session.last_frame.copy(), K=session.K.copy(), start_w2c=last.numpy().copy(), depth=None,
-            source=f"session:{folder}", depth_source=inputs.depth_source.name, k_source="session", prior_depth=inputs.depth_source.name.startswith("prior"),
+            source=f"session:{folder}", depth_source=inputs.depth_source.name, k_source="session",
+            prior_depth=inputs.depth_source.name.startswith("prior"),
             segments_done=session.segments_done, points=stats.points, bytes=stats.bytes, latent_stride=self._stride(),
         ))
         self._emit_snapshot("loaded")

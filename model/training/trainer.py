@@ -254,7 +254,8 @@ class Trainer:
         self.backbone = backbone
         self.model.to(self.backbone.device)
         self.samples = self._samples()
-        self.model.branch.readout = ReadoutSettings.of(LatentSpatialMemory.kind, self.samples.memory_config)  # saved with the weights
+        # the readouts it trains on, recorded with the weights
+        self.model.branch.readout = ReadoutSettings.of(LatentSpatialMemory.kind, self.samples.memory_config)
         self.optimizer = torch.optim.AdamW(
             list(trainable_parameters(self.model).values()), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
         )

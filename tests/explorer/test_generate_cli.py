@@ -40,11 +40,12 @@ def test_generate_keeps_the_sky_of_a_sky_model_out_of_the_memory(tmp_path, capsy
     save_tiny_segformer(tmp_path / "sky", {0: "building", 1: "sky"}, always=1)  # everything is sky
     code, stdout, _ = run(["generate", "--out", str(tmp_path / "plain.mp4"), *FAST], capsys)
     assert code == 0, stdout
-    code, stdout, _ = run(["generate", "--out", str(tmp_path / "sky.mp4"), "--sky-model", str(tmp_path / "sky"), *FAST], capsys)
+    code, stdout, _ = run(["generate", "--out", str(tmp_path / "sky.mp4"), "--sky-model", str(tmp_path / "sky"), *FAST],
+                          capsys)
     assert code == 0, stdout
     plain, sky = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "sky.json"))
     assert sky["settings"]["sky_model"] == str(tmp_path / "sky")
-    assert sky["memory"]["points"] < plain["memory"]["points"], "the generated frames were all sky: nothing of them was written"
+    assert sky["memory"]["points"] < plain["memory"]["points"], "all generated frames were sky: none was written"
 
 
 def save_image(path, mode):

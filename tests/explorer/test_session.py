@@ -197,6 +197,7 @@ def test_session_inputs_reopen_the_scene_or_fall_back_to_the_prior_depth(tmp_pat
     with pytest.warns(PriorDepthWarning):
         gone = session_inputs(session, lambda: pytest.fail("no renderer for a photo"), warn=warned.append)
     assert warned == [f"{tmp_path / 'gone.jpg'} not found; {PRIOR_DEPTH_WARNING}"]
-    assert gone.depth_source.name.startswith("prior") and gone.source == str(tmp_path / "gone.jpg") and gone.k_source == "session"
-    assert np.array_equal(gone.image, session.last_frame) and torch.isinf(gone.depth).all() and gone.depth.shape == (H, W)
+    assert gone.depth_source.name.startswith("prior") and gone.k_source == "session"
+    assert gone.source == str(tmp_path / "gone.jpg") and np.array_equal(gone.image, session.last_frame)
+    assert torch.isinf(gone.depth).all() and gone.depth.shape == (H, W)
     assert torch.equal(gone.K, torch.from_numpy(session.K))

@@ -187,7 +187,8 @@ def test_the_readout_settings_of_training_are_recorded_and_read_back(tmp_path, s
     assert load_memory_weights(saved, tiny_transformer()).readout == DEFAULT_READOUT
     transformer = tiny_transformer()
     branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS))
-    branch.readout = ReadoutSettings.of("latent", MemoryConfig(near=0.2, feature_dtype="bfloat16"))  # as the trainer sets it
+    # as the trainer sets it, from the memory of its training samples
+    branch.readout = ReadoutSettings.of("latent", MemoryConfig(near=0.2, feature_dtype="bfloat16"))
     save_memory_weights(tmp_path / "other", transformer, branch, None)
     assert load_memory_weights(tmp_path / "other", tiny_transformer()).readout == branch.readout
     branch.readout = None
