@@ -40,7 +40,6 @@ comes from the benchmark's own instance list and is not written here.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from explorer import session as sessions
 from explorer.video_io import read_mp4_frames
 from model.atomic import OutputSet, write_json_atomic
 from model.camera import invert_pose, read_re10k
+from model.formats import read_json_object
 from model.metrics import video_metrics
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
@@ -137,13 +137,10 @@ def resolve_run(path: str | Path) -> tuple[str, Path]:
 
 def _session_folder_kind(json_path: Path) -> tuple[str, Path]:
     """``("session", video.mp4)`` or ``("walkthrough", preview.mp4)`` by the ``session.json`` of a folder."""
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{json_path}: not valid JSON ({exc})") from exc
-    if isinstance(data, dict) and data.get("format") == sessions.FORMAT_NAME:
+    data = read_json_object(json_path, "session JSON")
+    if data.get("format") == sessions.FORMAT_NAME:
         return "session", json_path.parent / sessions.VIDEO
-    if isinstance(data, dict) and data.get("kind") == "walkthrough":
+    if data.get("kind") == "walkthrough":
         return "walkthrough", json_path.parent / WALKTHROUGH_VIDEO
     raise ValueError(f"{json_path}: format: neither an explorer session ({sessions.FORMAT_NAME!r}) nor a walkthrough (kind 'walkthrough')")
 
@@ -168,10 +165,7 @@ def load_run(path: str | Path) -> GeneratedRun:
     for needed in (video, report_path, cameras_path):
         if not needed.is_file():
             raise ValueError(f"{needed}: missing; expected {RUN_LAYOUTS}")
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{report_path}: not a readable JSON report: {exc}") from exc
+    report = read_json_object(report_path, "JSON report")
     cameras = read_re10k(cameras_path)
     try:
         frames = read_mp4_frames(video)

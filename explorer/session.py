@@ -40,6 +40,7 @@ import torch
 from explorer.video_io import Mp4Writer, read_mp4_frames, read_mp4_metadata
 from model.atomic import OutputError, OutputSet
 from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses, write_camera_path_json, write_re10k
+from model.formats import read_json_object
 from model.image_io import load_image, save_png
 
 FORMAT_NAME = "mirage-explorer-session"
@@ -339,11 +340,11 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
     if not json_path.is_file():
         raise _fail(json_path, "missing (every session folder has one)")
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(json_path, f"not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise _fail(json_path, f"not a Mirage Explorer session (format {data.get('format') if isinstance(data, dict) else None!r})")
+        data = read_json_object(json_path, "session JSON")
+    except ValueError as exc:
+        raise SessionError(str(exc)) from exc
+    if data.get("format") != FORMAT_NAME:
+        raise _fail(json_path, f"not a Mirage Explorer session (format {data.get('format')!r})")
     if data.get("version") != FORMAT_VERSION:
         raise _fail(json_path, f"unsupported session version {data.get('version')!r} (this build reads {FORMAT_VERSION})")
     try:

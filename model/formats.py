@@ -1,5 +1,5 @@
-"""The project's own file formats: versioned safetensors files, read strictly with errors that name
-the file.
+"""The project's own file formats: versioned safetensors files and JSON objects, read strictly with
+errors that name the file.
 
 * :func:`write_versioned` / :func:`read_versioned`: tensors in a safetensors file whose metadata
   holds the format's name (``format``), its version (``version``) and JSON-encoded entries of the
@@ -9,6 +9,8 @@ the file.
   reads any safetensors file (training checkpoints) with the same errors.
 * :func:`check_tensors`: the strict check of the tensors read against the names, dtypes and shapes
   the format expects (:data:`Layout`).
+* :func:`read_json_object`: a JSON file that must hold an object (session, camera path, RGB-D
+  camera, memory-weights manifest, run report, model configs).
 
 Every error is a ``ValueError`` (``OSError`` when writing) whose message starts with the file.
 """
@@ -117,3 +119,35 @@ def check_tensors(path: Path, tensors: Mapping[str, torch.Tensor], layout: Layou
     for name in finite:
         if not torch.isfinite(tensors[name]).all():
             raise ValueError(f"{path}: tensor '{name}' contains NaN or Inf")
+
+
+def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The JSON object in ``path``.
+
+    Args:
+        what: what the file holds, for messages, e.g. ``"camera-path JSON"``.
+
+    Raises:
+        ValueError: ``"<file>: cannot read <what>: <reason>"`` when the file is missing, unreadable
+            or not JSON, and ``"<file>: expected a JSON object, got <kind>"``.
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read {what}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {json_kind(data)}")
+    return data
+
+
+def json_kind(value: object) -> str:
+    """How a JSON value reads in an error message: ``"a string ('wide')"``, ``"a list"``, ``"null"`` ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int | float):
+        return f"the number {value:g}"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    return "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
