@@ -47,13 +47,15 @@ def write_versioned(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]
     Raises:
         OSError: naming ``path`` when the file cannot be written (safetensors' own error turned into one).
     """
-    metadata = {"format": format_name, "version": str(version), **{key: json.dumps(value) for key, value in entries.items()}}
+    metadata = {"format": format_name, "version": str(version), **{key: json.dumps(v) for key, v in entries.items()}}
+    cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     with atomic_path(path) as tmp:
         try:
-            save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, str(tmp), metadata=metadata)
+            save_file(cpu, str(tmp), metadata=metadata)
         except SafetensorError as exc:  # "... I/O error: No space left on device (os error 28)"
             code = re.search(r"os error (\d+)", str(exc))
-            raise OSError(int(code.group(1)) if code else None, os.strerror(int(code.group(1))) if code else str(exc), str(path)) from exc
+            errno = int(code.group(1)) if code else None
+            raise OSError(errno, os.strerror(errno) if errno else str(exc), str(path)) from exc
 
 
 def read_versioned(path: str | os.PathLike, format_name: str, version: int,
@@ -115,7 +117,9 @@ def check_tensors(path: Path, tensors: Mapping[str, torch.Tensor], layout: Layou
         t = tensors[name]
         expected = tuple(rows.setdefault(d, t.shape[0] if t.ndim else -1) if isinstance(d, str) else d for d in shape)
         if t.dtype != (dtype or t.dtype) or tuple(t.shape) != expected:
-            raise ValueError(f"{path}: tensor '{name}' is {t.dtype} {list(t.shape)}, expected {dtype or t.dtype} {list(expected)}")
+            raise ValueError(
+                f"{path}: tensor '{name}' is {t.dtype} {list(t.shape)}, expected {dtype or t.dtype} {list(expected)}"
+            )
     for name in finite:
         if not torch.isfinite(tensors[name]).all():
             raise ValueError(f"{path}: tensor '{name}' contains NaN or Inf")

@@ -309,7 +309,8 @@ def write_memory_file(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
     Raises:
         OSError: naming ``path`` when the file cannot be written.
     """
-    write_versioned(path, tensors, format_name, version, {"config": asdict(config), **{k: int(v) for k, v in fields.items()}})
+    entries = {"config": asdict(config), **{name: int(value) for name, value in fields.items()}}
+    write_versioned(path, tensors, format_name, version, entries)
 
 
 def read_memory_file(path: str | os.PathLike, format_name: str, version: int, fields: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], MemoryConfig, dict[str, int]]:
