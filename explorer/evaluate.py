@@ -49,13 +49,13 @@ import numpy as np
 import torch
 
 from explorer import session as sessions
-from explorer.video_io import read_mp4_frames
 from model.atomic import OutputSet, write_json_atomic
 from model.camera import invert_pose, read_re10k
 from model.formats import read_json_object
 from model.metrics import video_metrics
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.video_io import read_mp4_frames
 
 # OpenCV camera axes -> Blender/OpenGL camera axes (right-multiplied onto c2w), and our world axes
 # (the first OpenCV camera's) -> WorldScore's PyTorch3D world axes (left-multiplied).

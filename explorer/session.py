@@ -37,11 +37,11 @@ import imageio_ffmpeg
 import numpy as np
 import torch
 
-from explorer.video_io import Mp4Writer, read_mp4_frames, read_mp4_metadata
 from model.atomic import OutputError, OutputSet
 from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses, write_camera_path_json, write_re10k
 from model.formats import read_json_object
 from model.image_io import load_image, save_png
+from model.video_io import Mp4Writer, read_mp4_frames, read_mp4_metadata
 
 FORMAT_NAME = "mirage-explorer-session"
 FORMAT_VERSION = 1
