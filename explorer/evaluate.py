@@ -44,7 +44,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -52,6 +51,7 @@ from explorer import session as sessions
 from model.atomic import OutputSet, write_json_atomic
 from model.camera import invert_pose, read_re10k
 from model.formats import read_json_object
+from model.image_io import save_png
 from model.metrics import video_metrics
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
@@ -291,11 +291,6 @@ def _write_export(folder: Path, frames: np.ndarray, data: dict) -> None:
     """Fill the empty folder ``folder`` with the export's frames, input image and ``camera_data.json``."""
     (folder / "frames").mkdir()
     for i, frame in enumerate(frames):
-        _write_png(folder / "frames" / f"{i:03d}.png", frame)
-    _write_png(folder / "input_image.png", frames[0])
+        save_png(folder / "frames" / f"{i:03d}.png", frame)
+    save_png(folder / "input_image.png", frames[0])
     write_json_atomic(folder / "camera_data.json", data)
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(None, "could not write the PNG (disk full or not writable?)", str(path))
