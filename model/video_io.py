@@ -94,8 +94,10 @@ class Mp4Writer:
         self._own = OutputSet() if outputs is None else None
         tmp = (outputs or self._own).reserve(self.path)
         params = ["-metadata", f"comment={json.dumps(metadata, separators=(',', ':'))}"] if metadata is not None else []
-        cmd = _ffmpeg_command(["-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(Fraction(fps).limit_denominator()),
-                               "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(CRF), *params, "-movflags", "+faststart", str(tmp)])
+        cmd = _ffmpeg_command([
+            "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(Fraction(fps).limit_denominator()),
+            "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(CRF), *params, "-movflags", "+faststart", str(tmp),
+        ])
         self._ffmpeg: subprocess.Popen | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=20)
         try:
@@ -182,7 +184,8 @@ def concat_mp4(parts: Sequence[Path], dst: Path, metadata: dict) -> None:
         OutputError: naming ``dst`` when ffmpeg fails.
     """
     listing, meta = dst.with_name(".video-parts.txt"), dst.with_name(".video-comment.ffmeta")
-    listing.write_text("".join("file '" + str(p.resolve()).replace("'", "'\\''") + "'\n" for p in parts), encoding="utf-8")
+    quoted = ("'" + str(p.resolve()).replace("'", "'\\''") + "'" for p in parts)
+    listing.write_text("".join(f"file {q}\n" for q in quoted), encoding="utf-8")
     comment = json.dumps(metadata, separators=(",", ":"))
     for char in ("\\", "=", ";", "#", "\n"):
         comment = comment.replace(char, "\\" + char)

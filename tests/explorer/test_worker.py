@@ -240,5 +240,6 @@ def test_error_messages_say_how_to_fix():
     assert title == "Out of GPU memory" and "lower the resolution or use --offload group" in message
     title, message = describe_error(RuntimeError("boom"), "Generating segment 3")
     assert title == "Generation error" and "boom" in message
-    title, message = describe_error(ModelFolderError(Path("/models/da2"), "depth model", ["config.json missing"]), "Opening photo")
+    folder_error = ModelFolderError(Path("/models/da2"), "depth model", ["config.json missing"])
+    title, message = describe_error(folder_error, "Opening photo")
     assert title == "Depth model not usable" and "/models/da2 is not a usable depth model folder" in message

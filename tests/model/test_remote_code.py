@@ -182,7 +182,8 @@ def test_depth_and_sky_folders_with_custom_code_are_refused(tmp_path, prompts, l
     with pytest.raises(ModelFolderError) as caught:
         loader(folder)
     assert str(caught.value).startswith(f"{folder} is not a usable {what} folder:")
-    assert caught.value.problems[0].startswith(f"{folder / 'config.json'}: ships custom code (auto_map: custom_code.CustomConfig)")
+    refusal = f"{folder / 'config.json'}: ships custom code (auto_map: custom_code.CustomConfig)"
+    assert caught.value.problems[0].startswith(refusal)
     assert prompts == [] and not marker.exists()
 
 
