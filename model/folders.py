@@ -56,6 +56,10 @@ class FolderCheck:
         model_dir: the folder (``~`` expanded).
         what: what it should hold (see :class:`ModelFolderError`).
 
+    Attributes:
+        folder: the folder checked. problems: what is wrong so far; checks of a kind of folder of
+            their own (e.g. Wan2.2's latent channels) append to it.
+
     Raises:
         ModelFolderError: at once, ``"<folder>: <what> folder not found"``, when ``model_dir`` is not a folder.
 
