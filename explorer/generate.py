@@ -28,7 +28,7 @@ from model.backbone import BackboneConfig
 from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
-from model.depth import check_model_folder
+from model.folders import check_model_folder
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory
 from model.pipeline import DepthSource, MiragePipeline, PipelineConfig, check_memory_channels
