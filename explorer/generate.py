@@ -23,19 +23,19 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from explorer.video_io import Mp4Writer, min_video_bytes
 from model.atomic import OutputSet, write_json_atomic
 from model.backbone import BackboneConfig
 from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
-from model.depth import check_model_folder
+from model.folders import check_model_folder
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory
 from model.pipeline import DepthSource, MiragePipeline, PipelineConfig, check_memory_channels
 from model.profiles import DEFAULT_BACKEND, profile
 from model.scenes import SceneRenderer
 from model.stack import load_generation_stack
+from model.video_io import Mp4Writer, min_video_bytes
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about

@@ -57,10 +57,9 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from explorer.flight import resample_path
 from explorer.preview import cell_footprints
 from explorer.scene_inputs import SceneInputs, bundled_scene, photo_inputs
-from model.backbone import Backbone, BackboneConfig
-from model.backbone import ModelFolderError as BackboneFolderError
+from model.backbone import WAN_FOLDER, Backbone, BackboneConfig
 from model.camera import validate_poses
-from model.depth import ModelFolderError as DepthFolderError
+from model.folders import ModelFolderError
 from model.image_io import ImageLoadError
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory, point_stride
@@ -220,13 +219,13 @@ def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
             "Fix: lower the resolution or use --offload group (Settings > Offload: group; 'model' saves less), "
             "or use fewer denoising steps. Nothing generated so far is lost."
         )
-    if isinstance(exc, BackboneFolderError):
+    if isinstance(exc, ModelFolderError) and exc.what == WAN_FOLDER:
         return "Model weights not found", (
             f"{text}\n\nFix: point the model folder at a local Wan2.2-TI2V-5B diffusers download "
             "(model_index.json, scheduler/, tokenizer/, text_encoder/, transformer/, vae/ with *.safetensors), "
             "or choose the tiny backend."
         )
-    if isinstance(exc, DepthFolderError):
+    if isinstance(exc, ModelFolderError):  # a depth (or sky segmentation) model
         return "Depth model not usable", f"{text}\n\nFix: choose a local metric depth-estimation model folder, or none (flat prior depth)."
     if isinstance(exc, ImageLoadError):
         return "Cannot open image", f"{text}\n\nFix: choose a readable photo (JPEG, PNG, WebP, TIFF ...)."

@@ -27,7 +27,7 @@ import re
 import torch
 import torch.nn.functional as F
 
-from model.depth import ModelFolderError, check_model_folder
+from model.folders import ModelFolderError, check_model_folder
 from model.memory import CellLabel, downsample_depth
 
 #: Depth beyond which a pixel counts as sky, in metres. Metric models put the sky at their range cap
@@ -80,7 +80,7 @@ class SemanticSkySegmenter:
     offline: ``local_files_only=True``, safetensors only, no remote code.
 
     Args:
-        model_dir: folder written by ``save_pretrained`` (see :func:`model.depth.check_model_folder`).
+        model_dir: folder written by ``save_pretrained`` (see :func:`model.folders.check_model_folder`).
         device: where the model runs. batch_size: frames per forward pass.
 
     Raises:
@@ -97,10 +97,12 @@ class SemanticSkySegmenter:
                 str(folder), local_files_only=True, trust_remote_code=False, use_safetensors=True
             )
         except (ImportError, OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelFolderError(f"{folder}: cannot load the sky segmentation model: {exc}") from exc
+            problem = f"cannot load the sky segmentation model: {exc}"
+            raise ModelFolderError(folder, "sky segmentation model", [problem]) from exc
         self.sky_ids = sky_label_ids(model.config.id2label)
         if not self.sky_ids:
-            raise ModelFolderError(f"{folder}: the segmentation model has no class labelled 'sky'")
+            problem = "the segmentation model has no class labelled 'sky'"
+            raise ModelFolderError(folder, "sky segmentation model", [problem])
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = max(1, int(batch_size))

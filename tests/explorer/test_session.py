@@ -130,7 +130,7 @@ def test_corrupt_or_incomplete_sessions_raise_clear_errors(tmp_path, generated):
         change(folder)
         return folder
 
-    with pytest.raises(SessionError, match=r"session\.json: not valid JSON"):
+    with pytest.raises(SessionError, match=r"session\.json: cannot read session JSON"):
         load_session(variant("badjson", lambda f: (f / "session.json").write_text("{not json")))
     with pytest.raises(SessionError, match=r"video\.mp4: missing"):
         load_session(variant("novideo", lambda f: (f / "video.mp4").unlink()))
