@@ -40,22 +40,22 @@ comes from the benchmark's own instance list and is not written here.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
 from explorer import session as sessions
-from explorer.video_io import read_mp4_frames
 from model.atomic import OutputSet, write_json_atomic
 from model.camera import invert_pose, read_re10k
+from model.formats import read_json_object
+from model.image_io import save_png
 from model.metrics import video_metrics
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.video_io import read_mp4_frames
 
 # OpenCV camera axes -> Blender/OpenGL camera axes (right-multiplied onto c2w), and our world axes
 # (the first OpenCV camera's) -> WorldScore's PyTorch3D world axes (left-multiplied).
@@ -137,13 +137,10 @@ def resolve_run(path: str | Path) -> tuple[str, Path]:
 
 def _session_folder_kind(json_path: Path) -> tuple[str, Path]:
     """``("session", video.mp4)`` or ``("walkthrough", preview.mp4)`` by the ``session.json`` of a folder."""
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{json_path}: not valid JSON ({exc})") from exc
-    if isinstance(data, dict) and data.get("format") == sessions.FORMAT_NAME:
+    data = read_json_object(json_path, "session JSON")
+    if data.get("format") == sessions.FORMAT_NAME:
         return "session", json_path.parent / sessions.VIDEO
-    if isinstance(data, dict) and data.get("kind") == "walkthrough":
+    if data.get("kind") == "walkthrough":
         return "walkthrough", json_path.parent / WALKTHROUGH_VIDEO
     raise ValueError(f"{json_path}: format: neither an explorer session ({sessions.FORMAT_NAME!r}) nor a walkthrough (kind 'walkthrough')")
 
@@ -168,10 +165,7 @@ def load_run(path: str | Path) -> GeneratedRun:
     for needed in (video, report_path, cameras_path):
         if not needed.is_file():
             raise ValueError(f"{needed}: missing; expected {RUN_LAYOUTS}")
-    try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{report_path}: not a readable JSON report: {exc}") from exc
+    report = read_json_object(report_path, "JSON report")
     cameras = read_re10k(cameras_path)
     try:
         frames = read_mp4_frames(video)
@@ -297,11 +291,6 @@ def _write_export(folder: Path, frames: np.ndarray, data: dict) -> None:
     """Fill the empty folder ``folder`` with the export's frames, input image and ``camera_data.json``."""
     (folder / "frames").mkdir()
     for i, frame in enumerate(frames):
-        _write_png(folder / "frames" / f"{i:03d}.png", frame)
-    _write_png(folder / "input_image.png", frames[0])
+        save_png(folder / "frames" / f"{i:03d}.png", frame)
+    save_png(folder / "input_image.png", frames[0])
     write_json_atomic(folder / "camera_data.json", data)
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(None, "could not write the PNG (disk full or not writable?)", str(path))

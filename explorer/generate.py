@@ -23,20 +23,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from explorer.video_io import Mp4Writer, min_video_bytes
 from model.atomic import OutputSet, write_json_atomic
 from model.backbone import BackboneConfig
 from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
-from model.depth import DepthSource, check_model_folder
-from model.masks import SemanticSkySegmenter
+from model.depth import DepthSource
+from model.folders import check_model_folder
+from model.masks import SKY_FOLDER, SemanticSkySegmenter
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory
 from model.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
 from model.profiles import DEFAULT_BACKEND, profile
 from model.scenes import SceneRenderer
 from model.stack import load_generation_stack
+from model.video_io import Mp4Writer, min_video_bytes
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
@@ -150,7 +151,7 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     if args.depth_model:
         check_model_folder(args.depth_model, "depth model")
     if args.sky_model:
-        check_model_folder(args.sky_model, "sky segmentation model")
+        check_model_folder(args.sky_model, SKY_FOLDER)
     trajectory = None
     if args.trajectory not in TRAJECTORIES:
         path = Path(args.trajectory)

@@ -19,7 +19,7 @@ so at any instant the folder is a valid session: the previous recording until th
 committed, then all segments up to the last committed one. A crash, ``kill -9`` or a failed write
 loses at most the segment in flight; the next recording into that folder removes the temporaries a
 killed recorder left. Each segment is encoded on its own and appended to the committed video by a
-stream copy (``ffmpeg -f concat -c copy``, no re-encoding), with the session JSON as the comment read
+stream copy (:func:`model.video_io.concat_mp4`, no re-encoding), with the session JSON as the comment read
 from an ffmetadata file, so long sessions do not hit command-line length limits.
 """
 
@@ -28,20 +28,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import torch
 
-from explorer.video_io import Mp4Writer, read_mp4_frames
-from model.atomic import OutputError, OutputSet
+from model.atomic import OutputSet
 from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses, write_camera_path_json, write_re10k
+from model.formats import read_json_object
 from model.image_io import load_image, save_png
 from model.memory_kinds import load_memory
+from model.video_io import Mp4Writer, concat_mp4, read_mp4_frames
 
 FORMAT_NAME = "mirage-explorer-session"
 FORMAT_VERSION = 1
@@ -186,7 +185,7 @@ class SessionRecorder:
         with Mp4Writer(part, self._info["width"], self._info["height"], self.fps) as video:
             for frame in frames if len(segments) == 1 else frames[1:]:  # later segments repeat the last frame
                 video.append(frame)
-        _concat_with_comment([part] if len(segments) == 1 else [self.folder / VIDEO, part], tmp / VIDEO, data)
+        concat_mp4([part] if len(segments) == 1 else [self.folder / VIDEO, part], tmp / VIDEO, data)
         part.unlink()
         (tmp / SESSION_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         K = torch.tensor(self._info["K"], dtype=torch.float64)
@@ -217,29 +216,6 @@ class SessionRecorder:
 def _all_frames(poses: list[torch.Tensor]) -> torch.Tensor:
     """Poses of every video frame: the first segment whole, then each next one without its shared frame."""
     return torch.cat([poses[0]] + [p[1:] for p in poses[1:]])
-
-
-def _ffmetadata_escape(text: str) -> str:
-    for char in ("\\", "=", ";", "#", "\n"):
-        text = text.replace(char, "\\" + char)
-    return text
-
-
-def _concat_with_comment(parts: list[Path], dst: Path, data: dict) -> None:
-    """Join MP4s of one encoding into ``dst`` (stream copy, no re-encoding) with ``data`` as JSON in its comment."""
-    listing, meta = dst.with_name(".video-parts.txt"), dst.with_name(".video-comment.ffmeta")
-    listing.write_text("".join("file '" + str(p.resolve()).replace("'", "'\\''") + "'\n" for p in parts), encoding="utf-8")
-    meta.write_text(";FFMETADATA1\ncomment=" + _ffmetadata_escape(json.dumps(data, separators=(",", ":"))) + "\n", encoding="utf-8")
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing), "-f", "ffmetadata", "-i", str(meta),
-           "-map", "0", "-map_metadata", "1", "-c", "copy", "-movflags", "+faststart", str(dst)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            said = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit status {done.returncode}"
-            raise OutputError(dst, f"ffmpeg could not join the video: {said}")
-    finally:
-        listing.unlink(missing_ok=True)
-        meta.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,11 +316,11 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
     if not json_path.is_file():
         raise _fail(json_path, "missing (every session folder has one)")
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _fail(json_path, f"not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise _fail(json_path, f"not a Mirage Explorer session (format {data.get('format') if isinstance(data, dict) else None!r})")
+        data = read_json_object(json_path, "session JSON")
+    except ValueError as exc:
+        raise SessionError(str(exc)) from exc
+    if data.get("format") != FORMAT_NAME:
+        raise _fail(json_path, f"not a Mirage Explorer session (format {data.get('format')!r})")
     if data.get("version") != FORMAT_VERSION:
         raise _fail(json_path, f"unsupported session version {data.get('version')!r} (this build reads {FORMAT_VERSION})")
     try:

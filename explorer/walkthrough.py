@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from explorer.video_io import Mp4Writer, min_video_bytes
 from model.atomic import OutputSet, write_json_atomic
 from model.camera import invert_pose, write_re10k
 from model.trajectories import closed_loop, orbit
@@ -22,6 +21,7 @@ from model.frames import frames_to_tensor, tensor_to_frames
 from model.memory import LatentSpatialMemory, MemoryConfig
 from model.patch_vae import PatchVAE
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
+from model.video_io import Mp4Writer, min_video_bytes
 
 
 @dataclass

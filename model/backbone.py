@@ -23,7 +23,7 @@ and again on every load, and every ``from_pretrained`` passes ``local_files_only
 from a model folder is executed: every loader gets ``trust_remote_code=False`` (left out,
 ``transformers`` asks on the terminal whether to run a folder's code) and a folder whose configs
 point to code of its own (``auto_map``) is refused by :func:`validate_wan_folder`
-(:mod:`model.custom_code`).
+(:mod:`model.folders`).
 
 Example:
     >>> backbone = load_backbone(BackboneConfig(backend="tiny", device="cpu"))  # doctest: +SKIP
@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from diffusers.hooks import apply_group_offloading
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
-from model.custom_code import custom_code_problem
+from model.folders import FolderCheck
 from model.patch_vae import PatchVAE
 from model.profiles import DEFAULT_BACKEND, WAN22_LATENT_CHANNELS, profile
 from model.vae import VideoVAE, check_frames, check_latents
@@ -162,14 +161,8 @@ def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class ModelFolderError(ValueError):
-    """A model folder that cannot be loaded; ``problems`` lists every missing or wrong piece."""
-
-    def __init__(self, model_dir: Path, problems: list[str]) -> None:
-        self.model_dir = model_dir
-        self.problems = problems
-        listing = "\n".join(f"  - {problem}" for problem in problems)
-        super().__init__(f"{model_dir} is not a usable Wan2.2-TI2V-5B diffusers folder:\n{listing}")
+#: What a ``wan`` model folder holds (:attr:`ModelFolderError.what` of its errors).
+WAN_FOLDER = "Wan2.2-TI2V-5B diffusers"
 
 
 def validate_wan_folder(model_dir: str | os.PathLike) -> Path:
@@ -178,7 +171,7 @@ def validate_wan_folder(model_dir: str | os.PathLike) -> Path:
     Checks that every config / tokenizer file exists and parses, that no config points to code
     shipped in the folder (``auto_map``), that ``text_encoder/``, ``transformer/`` and ``vae/`` hold
     safetensors weights (every shard a ``*.index.json`` lists included), and that the transformer
-    and VAE have Wan2.2's 48 latent channels.
+    and VAE have Wan2.2's 48 latent channels (:class:`model.folders.FolderCheck`).
 
     Returns:
         The folder as a ``Path``.
@@ -188,70 +181,18 @@ def validate_wan_folder(model_dir: str | os.PathLike) -> Path:
             ``".../transformer/config.json missing"``, ``"no weight files in .../vae ..."``,
             ``".../tokenizer/tokenizer_config.json: ships custom code (auto_map: ...) ..."``.
     """
-    root = Path(model_dir).expanduser()
-    if not root.is_dir():
-        raise ModelFolderError(root, [f"{root} does not exist or is not a folder"])
-    problems: list[str] = []
-    _read_json(root / "model_index.json", problems)
-    _read_json(root / "scheduler" / "scheduler_config.json", problems)
-    _check_tokenizer_folder(root / "tokenizer", problems)
-    configs = {name: _check_weight_folder(root / name, problems) for name in ("text_encoder", "transformer", "vae")}
-    for name, config in configs.items():
-        _check_no_custom_code(root / name / "config.json", config, problems)
-    _check_latent_channels(root, configs, problems)
-    if problems:
-        raise ModelFolderError(root, problems)
-    return root
-
-
-def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or ``None`` after appending why it cannot be read to ``problems``."""
-    if not path.is_file():
-        problems.append(f"{path} missing")
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        problems.append(f"{path} is not valid JSON ({error})")
-        return None
-    if not isinstance(data, dict):
-        problems.append(f"{path} does not hold a JSON object")
-        return None
-    return data
-
-
-def _check_tokenizer_folder(folder: Path, problems: list[str]) -> None:
-    if not folder.is_dir():
-        problems.append(f"{folder} missing (tokenizer files)")
-        return
-    _check_no_custom_code(folder / "tokenizer_config.json", _read_json(folder / "tokenizer_config.json", problems), problems)
-    if not (folder / "tokenizer.json").is_file() and not (folder / "spiece.model").is_file():
-        problems.append(f"{folder / 'tokenizer.json'} missing (or spiece.model)")
-
-
-def _check_no_custom_code(path: Path, config: dict[str, Any] | None, problems: list[str]) -> None:
-    """Append a problem when the config read from ``path`` points to code shipped in the folder."""
-    problem = custom_code_problem(path, config) if config is not None else None
-    if problem:
-        problems.append(problem)
-
-
-def _check_weight_folder(folder: Path, problems: list[str]) -> dict[str, Any] | None:
-    """Check ``config.json`` and safetensors weights of one model folder; return the config."""
-    if not folder.is_dir():
-        problems.append(f"{folder} missing (config.json and *.safetensors weights)")
-        return None
-    config = _read_json(folder / "config.json", problems)
-    for index_path in sorted(folder.glob("*.safetensors.index.json")):
-        index = _read_json(index_path, problems) or {}
-        for shard in sorted(set(index.get("weight_map", {}).values())):
-            if not (folder / shard).is_file():
-                problems.append(f"{folder / shard} missing (listed in {index_path.name})")
-    if not any(folder.glob("*.safetensors")):
-        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-        why = f"only pickle files {', '.join(pickles)}, never loaded" if pickles else "expected *.safetensors"
-        problems.append(f"no weight files in {folder} ({why})")
-    return config
+    check = FolderCheck(model_dir, WAN_FOLDER)
+    check.config("model_index.json")
+    check.config("scheduler/scheduler_config.json")
+    if (check.folder / "tokenizer").is_dir():
+        check.config("tokenizer/tokenizer_config.json")
+        if not any((check.folder / "tokenizer" / name).is_file() for name in ("tokenizer.json", "spiece.model")):
+            check.problems.append(f"{check.folder / 'tokenizer' / 'tokenizer.json'} missing (or spiece.model)")
+    else:
+        check.problems.append(f"{check.folder / 'tokenizer'} missing (tokenizer files)")
+    configs = {name: check.component(name) for name in ("text_encoder", "transformer", "vae")}
+    _check_latent_channels(check.folder, configs, check.problems)
+    return check.done()
 
 
 def _check_latent_channels(root: Path, configs: dict[str, dict | None], problems: list[str]) -> None:

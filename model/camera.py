@@ -29,7 +29,6 @@ File formats:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from model.atomic import write_json_atomic, write_text_atomic
+from model.formats import json_kind, read_json_object
 
 #: Tolerance on ``|det(R) - 1|`` and on ``R^T R = I`` for a matrix to count as a rotation.
 ROTATION_TOLERANCE = 1e-3
@@ -568,12 +568,7 @@ def read_camera_path_json(path: str | os.PathLike) -> Trajectory:
             readable JSON.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read camera-path JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object with a 'camera_path' list, got {_json_kind(data)}")
+    data = read_json_object(path, "camera-path JSON")
     frames = _json_field(path, data, "camera_path", "", list, "a list of frames")
     if not frames:
         raise ValueError(f"{path}: camera_path: no frames")
@@ -587,7 +582,7 @@ def read_camera_path_json(path: str | os.PathLike) -> Trajectory:
     for i, frame in enumerate(frames):
         field = f"camera_path[{i}]"
         if not isinstance(frame, dict):
-            raise ValueError(f"{path}: {field}: expected an object with camera_to_world, got {_json_kind(frame)}")
+            raise ValueError(f"{path}: {field}: expected an object with camera_to_world, got {json_kind(frame)}")
         mat = _json_field(path, frame, "camera_to_world", f"{field}.", list, "16 numbers (row-major 4x4) or 12 (3x4)")
         try:
             mat = torch.tensor(mat, dtype=torch.float64).reshape(-1)
@@ -622,33 +617,20 @@ def read_camera_path_json(path: str | os.PathLike) -> Trajectory:
     return Trajectory(invert_pose(c2w), K, width, height, fps)
 
 
-def _json_kind(value) -> str:
-    """How a JSON value reads in an error message: ``"a string ('wide')"``, ``"a list"``, ``"null"`` ..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int | float):
-        return f"the number {value:g}"
-    if isinstance(value, str):
-        return f"a string ({value[:40]!r})"
-    return "a list" if isinstance(value, list) else "an object" if isinstance(value, dict) else type(value).__name__
-
-
 def _json_field(path: Path, container: dict, key: str, prefix: str, kind: type, expected: str):
     """``container[key]`` when it is a ``kind``; else ``ValueError("<file>: <prefix><key>: ...")``."""
     if key not in container:
         raise ValueError(f"{path}: {prefix}{key}: missing (expected {expected})")
     value = container[key]
     if not isinstance(value, kind):
-        raise ValueError(f"{path}: {prefix}{key}: expected {expected}, got {_json_kind(value)}")
+        raise ValueError(f"{path}: {prefix}{key}: expected {expected}, got {json_kind(value)}")
     return value
 
 
 def _json_number(path: Path, value, field: str, positive: bool = False) -> float:
     """``value`` as a finite float (``> 0`` when ``positive``); else ``ValueError("<file>: <field>: ...")``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{path}: {field}: expected a number, got {_json_kind(value)}")
+        raise ValueError(f"{path}: {field}: expected a number, got {json_kind(value)}")
     if not math.isfinite(value):
         raise ValueError(f"{path}: {field}: NaN or Inf value")
     if positive and value <= 0:

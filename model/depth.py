@@ -25,7 +25,6 @@ pixel (sky, no measurement, a model output that is non-finite or ``<= 0``) is ``
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 import os
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 
 from model.camera import intrinsics_from_fov, validate_intrinsics
-from model.custom_code import custom_code_problem
+from model.folders import ModelFolderError, check_model_folder
 from model.image_io import center_crop_box
 from model.rgbd_io import load_depth_file
 
@@ -59,10 +58,6 @@ PRIOR_BACKDROP_M = 6.0
 METRIC_MODEL_TYPES = ("depth_pro", "zoedepth", "glpn")
 #: ``model_type`` values whose output is relative (affine-invariant inverse) depth.
 RELATIVE_MODEL_TYPES = ("dpt",)
-
-
-class ModelFolderError(ValueError):
-    """A depth or segmentation model folder is missing, incomplete, unsafe or of the wrong kind."""
 
 
 class PriorDepthWarning(UserWarning):
@@ -146,48 +141,6 @@ def _check_images(images) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def check_model_folder(model_dir: str | os.PathLike, what: str) -> Path:
-    """Check that ``model_dir`` holds a ``transformers`` model saved with ``save_pretrained``.
-
-    Required: ``config.json``, ``preprocessor_config.json`` and safetensors weights
-    (``model.safetensors``, or ``model.safetensors.index.json`` with every shard it lists).
-    Pickle weights (``pytorch_model.bin``) are refused, and so are configs that point to code
-    shipped in the folder (``auto_map``, see :mod:`model.custom_code`).
-
-    Args:
-        what: what the model is for, used in messages (e.g. ``"depth model"``).
-
-    Raises:
-        ModelFolderError: naming the folder and every missing file.
-    """
-    folder = Path(model_dir)
-    if not folder.is_dir():
-        raise ModelFolderError(f"{folder}: {what} folder not found")
-    missing = [name for name in ("config.json", "preprocessor_config.json") if not (folder / name).is_file()]
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError) as exc:
-            raise ModelFolderError(f"{index}: unreadable safetensors index: {exc}") from exc
-        missing += [name for name in shards if not (folder / name).is_file()]
-    elif not (folder / "model.safetensors").is_file():
-        pickled = any((folder / name).is_file() for name in ("pytorch_model.bin", "pytorch_model.bin.index.json"))
-        hint = " (only pickle weights pytorch_model.bin are present; convert them to safetensors)" if pickled else ""
-        missing.append("model.safetensors" + hint)
-    if missing:
-        raise ModelFolderError(f"{folder}: incomplete {what} folder, missing: {', '.join(missing)}")
-    for name in ("config.json", "preprocessor_config.json"):
-        try:
-            config = json.loads((folder / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelFolderError(f"{folder / name}: not a readable JSON file: {exc}") from exc
-        problem = custom_code_problem(folder / name, config) if isinstance(config, dict) else None
-        if problem:
-            raise ModelFolderError(f"{folder}: {what} refused: {problem}")
-    return folder
-
-
 def depth_output_kind(config) -> str:
     """What a ``transformers`` depth model predicts: ``"metric"``, ``"relative"`` or ``"unknown"``.
 
@@ -223,7 +176,7 @@ class TransformersDepthEstimator(DepthEstimator):
     estimated field of view is reported as ``fov_y_deg``.
 
     Args:
-        model_dir: folder written by ``save_pretrained`` (see :func:`check_model_folder`).
+        model_dir: folder written by ``save_pretrained`` (see :func:`model.folders.check_model_folder`).
         device: where the model runs.
         dtype: model weights dtype (float16/bfloat16 on CUDA to save memory).
         batch_size: frames per forward pass.
@@ -242,10 +195,10 @@ class TransformersDepthEstimator(DepthEstimator):
         config = _load_hf(folder, "depth model config", AutoConfig)
         kind = depth_output_kind(config)
         if kind != "metric":
-            raise ModelFolderError(
-                f"{folder}: {config.model_type!r} model predicts {kind} depth, but metric depth in metres is needed. "
+            raise ModelFolderError(folder, "depth model", [
+                f"{config.model_type!r} model predicts {kind} depth, but metric depth in metres is needed. "
                 "Use a metric model: Depth Anything V2 Metric (depth_estimation_type='metric'), Depth Pro, ZoeDepth or GLPN."
-            )
+            ])
         self.processor = _load_hf(folder, "image processor", AutoImageProcessor)
         model = _load_hf(folder, "depth model", AutoModelForDepthEstimation, use_safetensors=True, dtype=dtype)
         self.model = model.to(device).eval()
@@ -279,9 +232,10 @@ def _load_hf(folder: Path, what: str, auto_class, **kwargs):
     try:
         return auto_class.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False, **kwargs)
     except ImportError as exc:
-        raise ModelFolderError(f"{folder}: the {what} needs a package that is not installed: {exc}") from exc
+        problem = f"the {what} needs a package that is not installed: {exc}"
+        raise ModelFolderError(folder, "depth model", [problem]) from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelFolderError(f"{folder}: cannot load the {what}: {exc}") from exc
+        raise ModelFolderError(folder, "depth model", [f"cannot load the {what}: {exc}"]) from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -123,6 +123,16 @@ def center_crop_box(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[f
     return (0.0, y0, float(src_w), y0 + box_h)
 
 
+def crop_resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[H0, W0, 3]`` uint8 -> ``[height, width, 3]`` uint8: the centre crop to the target's aspect
+    ratio (:func:`center_crop_box`) resized with Lanczos in one step (antialiased, fractional box, so
+    the pixels stay square); returned as is when it already has that size."""
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    box = center_crop_box(rgb.shape[:2], (height, width))
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS, box=box), dtype=np.uint8)
+
+
 def to_rgb8(img: Image.Image) -> np.ndarray:
     """Convert a decoded PIL image of any mode to ``[H, W, 3]`` uint8 RGB.
 
@@ -278,11 +288,10 @@ def load_photo(path: str | os.PathLike, height: int, width: int) -> Photo:
             f"{path}: the {src_hw[1]}x{src_hw[0]} photo is centre-cropped to the {width}x{height} frame's aspect: "
             f"{1.0 - kept:.0%} of its {cut} is cut off, half at the {sides.replace(' and ', ', half at the ')}"
         )
-    out = Image.fromarray(rgb).resize((width, height), Image.Resampling.LANCZOS, box=box)
     scale = width / (box[2] - box[0])
     return Photo(
         path=path,
-        image=np.asarray(out, dtype=np.uint8),
+        image=crop_resize(rgb, height, width),
         original_size=src_hw,
         crop_box=box,
         exif_focal_35mm=focal_35mm,

@@ -23,7 +23,6 @@ are read (no pickle fallback), from local files only.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -39,6 +38,7 @@ from torch import nn
 
 from model.atomic import atomic_dir, write_json_atomic
 from model.backbone import BackboneConfig, tiny_sizes_for
+from model.formats import read_json_object
 from model.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings, backbone_summary, check_backbone
 from model.profiles import profile
 
@@ -241,12 +241,9 @@ def memory_weights_backbone(folder: str | os.PathLike) -> dict:
     """The backbone summary (:func:`model.memory_branch.backbone_summary`) a memory-weights folder was
     trained on, read from its manifest: lets a tiny backbone be built to match before loading."""
     path = Path(folder) / MANIFEST_FILE
-    try:
-        backbone = json.loads(path.read_text(encoding="utf-8"))["backbone"]
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"{path}: missing (a memory-weights folder holds {list(_FILES)})") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: unreadable memory-weights manifest: {exc}") from exc
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (a memory-weights folder holds {list(_FILES)})")
+    backbone = read_json_object(path, "memory-weights manifest").get("backbone")
     if not isinstance(backbone, dict):
         raise ValueError(f"{path}: 'backbone' must be an object")
     return backbone
@@ -277,11 +274,8 @@ def _read_manifest(
     The LoRA settings are None for a branch-only folder; the readout settings None for format version 1
     (warned).
     """
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable JSON ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != MEMORY_WEIGHTS_FORMAT:
+    manifest = read_json_object(path, "memory-weights manifest")
+    if manifest.get("format") != MEMORY_WEIGHTS_FORMAT:
         raise ValueError(f"{path}: not a memory-weights manifest (no format {MEMORY_WEIGHTS_FORMAT!r})")
     version = manifest.get("format_version")
     if version not in _READABLE_VERSIONS:

@@ -23,9 +23,7 @@ Design decisions:
 from __future__ import annotations
 
 import copy
-import json
 import os
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -36,11 +34,9 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 
-from model.atomic import atomic_path
 from model.camera import validate_intrinsics, validate_poses
+from model.formats import Layout, check_tensors, read_versioned, write_versioned
 
 if TYPE_CHECKING:
     from model.memory import TensorRows
@@ -308,80 +304,36 @@ def check_write(
 
 def write_memory_file(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], format_name: str, version: int, config: MemoryConfig, **fields: int) -> None:
     """Write a memory's tensors to a safetensors file (atomically) with its format, version, config
-    and integer ``fields`` in the metadata.
+    and integer ``fields`` in the metadata (:func:`model.formats.write_versioned`).
 
     Raises:
-        OSError: naming ``path`` when the file cannot be written (safetensors' own error turned into one).
+        OSError: naming ``path`` when the file cannot be written.
     """
-    metadata = {"format": format_name, "version": str(version), "config": json.dumps(asdict(config)), **{k: str(int(v)) for k, v in fields.items()}}
-    with atomic_path(path) as tmp:
-        try:
-            save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}, str(tmp), metadata=metadata)
-        except SafetensorError as exc:  # "... I/O error: No space left on device (os error 28)"
-            code = re.search(r"os error (\d+)", str(exc))
-            raise OSError(int(code.group(1)) if code else None, os.strerror(int(code.group(1))) if code else str(exc), str(path)) from exc
+    entries = {"config": asdict(config), **{name: int(value) for name, value in fields.items()}}
+    write_versioned(path, tensors, format_name, version, entries)
 
 
 def read_memory_file(path: str | os.PathLike, format_name: str, version: int, fields: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], MemoryConfig, dict[str, int]]:
     """Read a file written by :func:`write_memory_file`, checking format, version, config and ``fields``.
 
     Returns:
-        ``(tensors, config, {field: int})``; the caller checks the tensors (:func:`check_tensors`).
+        ``(tensors, config, {field: int})``; the caller checks the tensors (:func:`model.formats.check_tensors`).
 
     Raises:
         ValueError: naming the file and what is wrong (missing, not safetensors, another format or
             version, bad metadata).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: {'not a file' if path.exists() else 'file not found'}")
+    tensors, entries = read_versioned(path, format_name, version, ("config", *fields))
     try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (OSError, SafetensorError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable safetensors file: {exc}") from exc
-    if metadata.get("format") != format_name:
-        raise ValueError(f"{path}: not a {format_name} file (format {metadata.get('format')!r})")
-    if metadata.get("version") != str(version):
-        raise ValueError(f"{path}: unsupported {format_name} format version {metadata.get('version')!r} (this build reads {version})")
-    try:
-        config_dict = dict(json.loads(metadata["config"]))
+        config_dict = dict(entries["config"])
         for old, new in _RENAMED_CONFIG_KEYS.items():  # files written before the rename
             if old in config_dict:
                 config_dict.setdefault(new, config_dict.pop(old))
         config = MemoryConfig(**{f.name: config_dict[f.name] for f in fields_of(MemoryConfig)})
-        values = {name: int(metadata[name]) for name in fields}
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        values = {name: int(entries[name]) for name in fields}
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid {format_name} metadata: {exc}") from exc
     return tensors, config, values
-
-
-#: Expected tensors of a memory: name -> (dtype, shape); a ``str`` first dimension is a row count
-#: that every tensor naming it shares (e.g. ``"N"`` points).
-Layout = dict[str, tuple[torch.dtype, tuple[int | str, ...]]]
-
-
-def check_tensors(path: Path, tensors: Mapping[str, torch.Tensor], layout: Layout, finite: tuple[str, ...]) -> None:
-    """Strict checks of a loaded memory file's tensors: names, dtypes and shapes as in ``layout``,
-    and no NaN or Inf in the tensors named in ``finite``.
-
-    Raises:
-        ValueError: naming the file and what is wrong.
-    """
-    missing = [n for n in layout if n not in tensors]
-    extra = [n for n in tensors if n not in layout]
-    if missing or extra:
-        raise ValueError(f"{path}: tensor names differ from the format (missing {missing}, unexpected {extra})")
-    rows: dict[str, int] = {}
-    for name, (dtype, shape) in layout.items():
-        t = tensors[name]
-        expected = tuple(rows.setdefault(d, t.shape[0] if t.ndim else -1) if isinstance(d, str) else d for d in shape)
-        if t.dtype != dtype or tuple(t.shape) != expected:
-            raise ValueError(f"{path}: tensor '{name}' is {t.dtype} {list(t.shape)}, expected {dtype} {list(expected)}")
-    for name in finite:
-        if not torch.isfinite(tensors[name]).all():
-            raise ValueError(f"{path}: tensor '{name}' contains NaN or Inf")
 
 
 # --------------------------------------------------------------------------------------------

@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import weakref
@@ -67,15 +66,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import safetensors
-import safetensors.torch
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
-from model.atomic import atomic_path
+from model.formats import check_tensors, read_versioned, write_versioned
 from model.memory import LatentSpatialMemory
 from model.memory_base import MemoryConfig
 
@@ -462,20 +459,16 @@ class MemoryBranch(nn.Module):
     # ------------------------------------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the branch weights to a safetensors file (atomically), config in the metadata."""
-        tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        metadata = {
-            "format": BRANCH_FORMAT,
-            "format_version": str(BRANCH_FORMAT_VERSION),
-            "config": json.dumps(asdict(self.config)),
-            "backbone": json.dumps(self.backbone),
-        }
-        with atomic_path(path) as tmp:
-            safetensors.torch.save_file(tensors, tmp, metadata=metadata)
+        """Write the branch weights to a safetensors file (atomically), config and backbone in the metadata."""
+        entries = {"config": asdict(self.config), "backbone": self.backbone}
+        write_versioned(path, self.state_dict(), BRANCH_FORMAT, BRANCH_FORMAT_VERSION, entries)
 
     @classmethod
     def load(cls, path: str | os.PathLike, transformer: nn.Module) -> MemoryBranch:
         """Read a branch written by :meth:`save` for ``transformer`` (returned detached).
+
+        Files written before the project's formats were merged (format version in the metadata entry
+        ``format_version``) load as well.
 
         Raises:
             FileNotFoundError: no file at ``path``.
@@ -483,43 +476,15 @@ class MemoryBranch(nn.Module):
                 tensors; the message names the file.
         """
         path = Path(path)
-        metadata, tensors = _read_safetensors(path)
-        if metadata.get("format") != BRANCH_FORMAT:
-            raise ValueError(f"{path}: not a memory-branch file (format {metadata.get('format')!r})")
-        if metadata.get("format_version") != str(BRANCH_FORMAT_VERSION):
-            raise ValueError(
-                f"{path}: format version {metadata.get('format_version')!r}, this code reads {BRANCH_FORMAT_VERSION}"
-            )
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        tensors, entries = read_versioned(path, BRANCH_FORMAT, BRANCH_FORMAT_VERSION, ("config", "backbone"))
         try:
-            config = MemoryBranchConfig(**json.loads(metadata["config"]))
-            expected_backbone = json.loads(metadata["backbone"])
-        except (KeyError, TypeError, ValueError) as e:
+            config = MemoryBranchConfig(**entries["config"])
+        except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: bad config metadata ({e})") from e
-        check_backbone(expected_backbone, transformer, str(path))
+        check_backbone(entries["backbone"], transformer, str(path))
         branch = cls(transformer, config)
-        _check_tensors(path, tensors, branch.state_dict())
+        check_tensors(path, tensors, {name: (None, tuple(t.shape)) for name, t in branch.state_dict().items()})
         branch.load_state_dict(tensors)
         return branch
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """Metadata and tensors (on the CPU) of a safetensors file, with errors naming the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return metadata, safetensors.torch.load_file(str(path))
-    except (safetensors.SafetensorError, OSError) as e:
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-
-
-def _check_tensors(path: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-    """Raise ``ValueError`` naming ``path`` unless ``tensors`` has exactly the keys and shapes of ``expected``."""
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    if missing or unexpected:
-        raise ValueError(f"{path}: missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}")
-    wrong = [f"{k} {tuple(tensors[k].shape)}" for k, v in expected.items() if tensors[k].shape != v.shape]
-    if wrong:
-        raise ValueError(f"{path}: tensors of the wrong shape for this branch: " + "; ".join(wrong[:5]))

@@ -17,7 +17,6 @@ through ``torch.from_numpy`` to use them with :mod:`model.camera`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from model.atomic import atomic_path, write_json_atomic
 from model.camera import validate_poses
+from model.formats import read_json_object
 from model.image_io import load_image, save_png
 
 #: The sample scene bundled with the application (independent of the working directory).
@@ -240,12 +240,7 @@ def _read_camera_json(path: Path) -> dict:
     """Parse and validate ``camera.json``: returns width, height, K [3,3], w2c [4,4], depth_unit_m, source."""
     if not path.is_file():
         raise ValueError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+    data = read_json_object(path, "RGB-D camera JSON")
     width, height = _json_int(data, "width", path), _json_int(data, "height", path)
     fx, fy = _json_float(data, "fx", path), _json_float(data, "fy", path)
     cx, cy = _json_float(data, "cx", path), _json_float(data, "cy", path)

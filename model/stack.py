@@ -67,7 +67,7 @@ def load_generation_stack(
 
     Raises:
         ValueError: mode ``"branch"`` without weights, a frame size the backbone cannot take, or bad
-            memory weights; :class:`model.backbone.ModelFolderError` for a bad model folder.
+            memory weights; :class:`model.folders.ModelFolderError` for a bad model folder.
         FileNotFoundError: a memory-weights file is missing.
     """
     check_branch_weights(mode, bool(memory_weights))

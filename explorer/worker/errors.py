@@ -6,9 +6,10 @@ import traceback
 
 import torch
 
-from model.backbone import ModelFolderError as BackboneFolderError
-from model.depth import ModelFolderError as DepthFolderError
+from model.backbone import WAN_FOLDER
+from model.folders import ModelFolderError
 from model.image_io import ImageLoadError
+from model.masks import SKY_FOLDER
 
 
 def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
@@ -20,17 +21,19 @@ def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
             "Fix: lower the resolution or use --offload group (Settings > Offload: group; 'model' saves less), "
             "or use fewer denoising steps. Nothing generated so far is lost."
         )
-    if isinstance(exc, BackboneFolderError):
+    if isinstance(exc, ModelFolderError) and exc.what == WAN_FOLDER:
         return "Model weights not found", (
             f"{text}\n\nFix: point the model folder at a local Wan2.2-TI2V-5B diffusers download "
             "(model_index.json, scheduler/, tokenizer/, text_encoder/, transformer/, vae/ with *.safetensors), "
             "or choose the tiny backend."
         )
-    if isinstance(exc, DepthFolderError):  # a depth or a sky segmentation model (the message says which)
-        return "Model folder not usable", (
-            f"{text}\n\nFix: choose a local metric depth-estimation model folder, or none (flat prior depth); "
-            "for sky segmentation, a semantic-segmentation model folder with a class labelled 'sky', or none."
+    if isinstance(exc, ModelFolderError) and exc.what == SKY_FOLDER:
+        return "Sky segmentation model not usable", (
+            f"{text}\n\nFix: choose a local semantic-segmentation model folder with a class labelled 'sky', "
+            "or none (sky by depth only)."
         )
+    if isinstance(exc, ModelFolderError):  # a depth model
+        return "Depth model not usable", f"{text}\n\nFix: choose a local metric depth-estimation model folder, or none (flat prior depth)."
     if isinstance(exc, ImageLoadError):
         return "Cannot open image", f"{text}\n\nFix: choose a readable photo (JPEG, PNG, WebP, TIFF ...)."
     if isinstance(exc, FileNotFoundError):

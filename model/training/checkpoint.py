@@ -20,9 +20,10 @@ import random
 from pathlib import Path
 
 import numpy as np
-import safetensors
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from model.formats import read_safetensors
 
 TRAINABLE_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
@@ -43,13 +44,8 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 
 def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; ``ValueError`` naming it when unreadable."""
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
-    except (safetensors.SafetensorError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable checkpoint file ({exc})") from exc
+    """Tensors and metadata of a checkpoint file; ``ValueError`` naming it when unreadable."""
+    return read_safetensors(path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Folder layout of a data set (``--data DIR``), one sub-folder per clip::
         prompt.txt               optional text prompt (UTF-8); empty prompt without it
 
 Camera line ``i`` belongs to frame ``i``; the frame and camera counts must be equal. Frames are
-centre-cropped to the training aspect ratio and resized (as photos are, :func:`model.image_io.load_photo`);
+centre-cropped to the training aspect ratio and resized like photos (:func:`model.image_io.crop_resize`);
 the intrinsics of the first camera line, cropped and scaled the same way, serve the whole clip.
 Folders starting with "." (e.g. a cache) are ignored.
 
@@ -26,15 +26,15 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-import imageio_ffmpeg
 import numpy as np
 import torch
 from PIL import Image
 
 from model.camera import intrinsics_from_fov, read_re10k
 from model.trajectories import forward_dolly, look_around, orbit, yaw_pan
-from model.image_io import ImageLoadError, center_crop_box, load_image
+from model.image_io import ImageLoadError, center_crop_box, crop_resize, load_image
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.video_io import iter_mp4_frames, mp4_frame_size
 
 CAMERA_FILE = "cameras.txt"
 FRAMES_DIR = "frames"
@@ -133,7 +133,7 @@ class FolderClip:
         sizes = {frame.shape for frame in raw.values()}
         if len(sizes) > 1:
             raise ClipError(f"clip {self.clip_id}: frames of different sizes {sorted(sizes)}")
-        return np.stack([_crop_resize(raw[i], height, width) for i in indices])
+        return np.stack([crop_resize(raw[i], height, width) for i in indices])
 
     def exact_depth(self, index: int, height: int, width: int) -> torch.Tensor | None:
         return None
@@ -152,8 +152,10 @@ class FolderClip:
                     return img.height, img.width
             except OSError as exc:
                 raise ClipError(f"clip {self.clip_id}: cannot open {self._images[0]}: {exc}") from exc
-        width, height = self._video_meta()["size"]
-        return height, width
+        try:
+            return mp4_frame_size(self.folder / VIDEO_FILE)
+        except (OSError, RuntimeError, StopIteration) as exc:
+            raise ClipError(f"clip {self.clip_id}: cannot read {self.folder / VIDEO_FILE}: {exc}") from exc
 
     def _read_images(self, wanted: list[int]) -> dict[int, np.ndarray]:
         try:
@@ -161,38 +163,19 @@ class FolderClip:
         except ImageLoadError as exc:
             raise ClipError(f"clip {self.clip_id}: {exc}") from exc
 
-    def _video_meta(self) -> dict:
-        try:
-            reader = imageio_ffmpeg.read_frames(str(self.folder / VIDEO_FILE))
-            meta = next(reader)
-            reader.close()
-            return meta
-        except (OSError, RuntimeError, StopIteration) as exc:
-            raise ClipError(f"clip {self.clip_id}: cannot read {self.folder / VIDEO_FILE}: {exc}") from exc
-
     def _read_video(self, wanted: list[int]) -> dict[int, np.ndarray]:
         """Decode the video once, keeping the ``wanted`` frames; the frame count must match the cameras."""
         path, keep, count = self.folder / VIDEO_FILE, set(wanted), 0
         out: dict[int, np.ndarray] = {}
         try:
-            reader = imageio_ffmpeg.read_frames(str(path))
-            width, height = next(reader)["size"]
-            for count, buffer in enumerate(reader, start=1):
+            for count, frame in enumerate(iter_mp4_frames(path), start=1):
                 if count - 1 in keep:
-                    out[count - 1] = np.frombuffer(buffer, np.uint8).reshape(height, width, 3).copy()
-        except (OSError, RuntimeError, StopIteration, ValueError) as exc:
+                    out[count - 1] = frame.copy()
+        except (OSError, RuntimeError, ValueError) as exc:
             raise ClipError(f"clip {self.clip_id}: cannot decode {path}: {exc}") from exc
         if count != self.num_frames:
             raise ClipError(f"clip {self.clip_id}: {path} has {count} frames but {self.num_frames} camera lines")
         return out
-
-
-def _crop_resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    """``[H0, W0, 3]`` uint8 -> ``[height, width, 3]``: centre crop to the aspect ratio, Lanczos resize."""
-    if frame.shape[:2] == (height, width):
-        return frame
-    box = center_crop_box(frame.shape[:2], (height, width))
-    return np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.LANCZOS, box=box), dtype=np.uint8)
 
 
 def discover_clips(data_dir: str | os.PathLike) -> tuple[list[FolderClip], list[str]]:

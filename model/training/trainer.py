@@ -29,7 +29,6 @@ Output folder (``--out``; loads with ``main.py generate --mode branch --memory-w
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -49,6 +48,7 @@ from torch import nn
 from model.atomic import atomic_dir, write_json_atomic
 from model.backbone import Backbone, BackboneConfig
 from model.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
+from model.formats import read_json_object
 from model.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
 from model.memory import LatentSpatialMemory
 from model.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings
@@ -433,11 +433,11 @@ class Trainer:
 
 
 def _read_state(path: Path) -> dict:
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        state["step"], state["config"], state["losses"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a readable checkpoint state ({exc})") from exc
+    """A checkpoint's ``state.json``; ``ValueError`` naming it when unreadable or lacking a key."""
+    state = read_json_object(path, "checkpoint state")
+    missing = [key for key in ("step", "config", "losses") if key not in state]
+    if missing:
+        raise ValueError(f"{path}: not a readable checkpoint state (missing {missing})")
     return state
 
 

@@ -373,8 +373,11 @@ def test_eval_and_export_that_fail_to_write_keep_the_earlier_results(tmp_path, m
     code, error = run(["eval", str(tmp_path / "run.mp4")], capsys)
     assert code == 2 and error == f"error: {tmp_path / 'run.metrics.json'}: {NO_SPACE}"
     monkeypatch.undo()
-    real_write_png = explorer.evaluate._write_png
-    monkeypatch.setattr(explorer.evaluate, "_write_png", lambda path, rgb: no_space(path) if path.name == "005.png" else real_write_png(path, rgb))
+    real_save_png = explorer.evaluate.save_png
+    def fail_at_5(path, rgb):
+        return no_space(path) if path.name == "005.png" else real_save_png(path, rgb)
+
+    monkeypatch.setattr(explorer.evaluate, "save_png", fail_at_5)
     code, error = run(["export-worldscore", str(tmp_path / "run.mp4"), str(export)], capsys)
     assert code == 2 and error == f"error: {export / 'frames' / '005.png'}: {NO_SPACE}"
     assert snapshot(tmp_path) == before and sorted(os.listdir(tmp_path)) == sorted(["run.mp4", "run.json", "run.cameras.txt", "run.metrics.json", "export"])

@@ -10,12 +10,12 @@ import torch
 from explorer.flight import step_segment
 from explorer.scene_inputs import PRIOR_DEPTH_WARNING, bundled_scene, session_inputs
 from explorer.session import SessionError, SessionRecorder, export_camera_path, load_session, session_memory
-from explorer.video_io import read_mp4_metadata
 from model.backbone import BackboneConfig, load_backbone
 from model.camera import read_camera_path_json, read_re10k
 from model.depth import PriorDepthWarning
 from model.memory import LatentSpatialMemory
 from model.pipeline import MiragePipeline, PipelineConfig
+from model.video_io import read_mp4_metadata
 
 H, W = 64, 128
 
@@ -132,7 +132,7 @@ def test_corrupt_or_incomplete_sessions_raise_clear_errors(tmp_path, generated):
         change(folder)
         return folder
 
-    with pytest.raises(SessionError, match=r"session\.json: not valid JSON"):
+    with pytest.raises(SessionError, match=r"session\.json: cannot read session JSON"):
         load_session(variant("badjson", lambda f: (f / "session.json").write_text("{not json")))
     with pytest.raises(SessionError, match=r"video\.mp4: missing"):
         load_session(variant("novideo", lambda f: (f / "video.mp4").unlink()))

@@ -5,6 +5,7 @@ alone without one, the offscreen platform is used (set before the QApplication e
 """
 
 import os
+from pathlib import Path
 
 if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -20,6 +21,7 @@ from explorer.flight import step_segment  # noqa: E402
 from explorer.session import load_session  # noqa: E402
 from explorer.worker import GenerationController, GenerationSettings, MemorySnapshot, SceneInfo, SegmentJob, SegmentMailbox, describe_error  # noqa: E402
 from model.backbone import BackboneConfig  # noqa: E402
+from model.folders import ModelFolderError  # noqa: E402
 from model.pipeline import PipelineConfig  # noqa: E402
 
 H, W = 64, 128
@@ -223,7 +225,7 @@ def test_the_sky_model_of_the_settings_keeps_its_sky_out_of_the_memory(controlle
         controller.load_backbone(TINY, PIPE, replace(SMALL, sky_model=str(tmp_path / "none")))
         controller.open_bundled()
     title, message = blocker.args
-    assert title == "Model folder not usable"
+    assert title == "Sky segmentation model not usable"
     assert f"{tmp_path / 'none'}: sky segmentation model folder not found" in message
 
 
@@ -259,3 +261,6 @@ def test_error_messages_say_how_to_fix():
     assert title == "Out of GPU memory" and "lower the resolution or use --offload group" in message
     title, message = describe_error(RuntimeError("boom"), "Generating segment 3")
     assert title == "Generation error" and "boom" in message
+    folder_error = ModelFolderError(Path("/models/da2"), "depth model", ["config.json missing"])
+    title, message = describe_error(folder_error, "Opening photo")
+    assert title == "Depth model not usable" and "/models/da2 is not a usable depth model folder" in message

@@ -19,12 +19,12 @@ from safetensors.torch import load_file
 from model.backbone import (
     Backbone,
     BackboneConfig,
-    ModelFolderError,
     WanVideoVAE,
     load_backbone,
     tiny_wan_vae,
     validate_wan_folder,
 )
+from model.folders import ModelFolderError
 from model.patch_vae import PatchVAE
 from model.vae import VideoVAE, num_latent_frames
 
@@ -304,7 +304,7 @@ def test_validate_lists_every_missing_piece_of_an_empty_folder(tmp_path):
     for piece in ("model_index.json", "scheduler_config.json", "tokenizer", "text_encoder", "transformer", "vae"):
         assert piece in text, piece
     assert len(caught.value.problems) == 6
-    with pytest.raises(ModelFolderError, match="not a folder"):
+    with pytest.raises(ModelFolderError, match="absent: Wan2.2-TI2V-5B diffusers folder not found"):
         validate_wan_folder(tmp_path / "absent")
 
 
@@ -325,7 +325,7 @@ def test_validate_names_each_broken_file(wan_folder, tmp_path):
     assert len(problems) == 4, problems
     assert f"{folder / 'transformer' / 'config.json'} missing" in problems
     assert any(p.startswith(f"no weight files in {folder / 'vae'}") and "pickle" in p for p in problems)
-    assert any("scheduler_config.json is not valid JSON" in p for p in problems)
+    assert any("scheduler_config.json: cannot read model config JSON" in p for p in problems)
     assert any("model-00002-of-00002.safetensors missing" in p for p in problems)
 
 

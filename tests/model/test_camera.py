@@ -234,7 +234,7 @@ def test_camera_path_json_unreadable(tmp_path):
     file.write_text("[1, 2]")
     with pytest.raises(ValueError) as info:
         read_camera_path_json(file)
-    assert str(info.value) == f"{file}: expected a JSON object with a 'camera_path' list, got a list"
+    assert str(info.value) == f"{file}: expected a JSON object, got a list"
 
 
 def test_trajectory_validation():

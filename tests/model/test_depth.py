@@ -17,17 +17,16 @@ from model.depth import (
     DepthEstimator,
     DepthSource,
     ExactDepth,
-    ModelFolderError,
     PriorDepth,
     PriorDepthWarning,
     TransformersDepthEstimator,
     _fov_y_from_result,
-    check_model_folder,
     default_intrinsics,
     load_depth_for_photo,
     resolve_intrinsics,
     sanitize_depth,
 )
+from model.folders import ModelFolderError, check_model_folder
 from model.image_io import load_photo
 
 # --------------------------------------------------------------------------------------------
@@ -95,7 +94,8 @@ def test_model_folder_errors_name_folder_and_missing_files(tmp_path, tiny_metric
         TransformersDepthEstimator(tmp_path / "nowhere")
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"pickle")
-    with pytest.raises(ModelFolderError, match=r"m: incomplete.*config.json.*preprocessor_config.json.*pickle"):
+    incomplete = r"(?s)m is not a usable depth model folder.*config.json missing.*preprocessor_config.json missing.*pickle"
+    with pytest.raises(ModelFolderError, match=incomplete):
         check_model_folder(tmp_path / "m", "depth model")
     sharded = tmp_path / "sharded"
     sharded.mkdir()
@@ -104,7 +104,7 @@ def test_model_folder_errors_name_folder_and_missing_files(tmp_path, tiny_metric
     index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
     (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
     (sharded / "model-00001-of-00002.safetensors").write_bytes(b"")
-    with pytest.raises(ModelFolderError, match="missing: model-00002-of-00002.safetensors"):
+    with pytest.raises(ModelFolderError, match=r"model-00002-of-00002.safetensors missing \(listed in model.safetensors.index"):
         check_model_folder(sharded, "depth model")
 
 

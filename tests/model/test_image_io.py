@@ -11,7 +11,7 @@ from PIL import Image, ImageFile
 
 from model import image_io
 from model.depth import resolve_intrinsics
-from model.image_io import ImageLoadError, center_crop_box, load_photo, save_png
+from model.image_io import ImageLoadError, center_crop_box, crop_resize, load_photo, save_png
 
 
 def _ramp_rgb(height: int, width: int) -> np.ndarray:
@@ -46,6 +46,8 @@ def test_centre_crop_keeps_the_middle_and_resizes_exactly(tmp_path):
     # only the outermost columns pick up a little red/blue
     assert np.abs(photo.image[:, 2:-2].astype(int) - (0, 255, 0)).max() <= 2
     assert photo.image[:, [0, -1], 1].min() > 200 and photo.image[:, [0, -1], 0::2].max() < 40
+    assert np.array_equal(crop_resize(rgb, 40, 40), photo.image), "frames (training clips) are cropped like photos"
+    assert crop_resize(rgb, 100, 200) is rgb
 
 
 def test_center_crop_box_tall_source_and_fractional_box():

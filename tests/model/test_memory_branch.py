@@ -8,6 +8,9 @@ checkpointing's forward, weights saved and loaded). Results of *different* compu
 two against two single calls, recomputed gradients) are compared with tolerances.
 """
 
+import json
+from dataclasses import asdict
+
 import pytest
 import safetensors.torch
 import torch
@@ -270,6 +273,23 @@ def test_save_load_round_trip_exact(transformer, branch, tmp_path):
     assert loaded.config == branch.config
     loaded.attach(fresh)
     assert torch.equal(forward(fresh, kwargs, loaded, cond), expected)
+
+
+def test_branch_file_of_the_old_layout_loads(transformer, branch, tmp_path):
+    """Files written before the formats were merged carry their version as ``format_version``."""
+    perturb(branch)
+    state = {k: v.detach().contiguous() for k, v in branch.state_dict().items()}
+    metadata = {
+        "format": "mirage-memory-branch",
+        "format_version": "1",
+        "config": json.dumps(asdict(branch.config)),
+        "backbone": json.dumps(branch.backbone),
+    }
+    path = tmp_path / "old.safetensors"
+    safetensors.torch.save_file(state, path, metadata)
+    loaded = MemoryBranch.load(path, tiny_transformer())
+    assert loaded.config == branch.config
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())
 
 
 def test_load_errors_name_the_file(transformer, branch, tmp_path):

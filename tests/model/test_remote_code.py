@@ -19,9 +19,9 @@ import pytest
 
 import model.backbone as backbone_module
 import model.depth as depth_module
-from model.backbone import BackboneConfig, ModelFolderError, load_backbone, tiny_tokenizer, validate_wan_folder
-from model.depth import ModelFolderError as DepthFolderError
+from model.backbone import BackboneConfig, load_backbone, tiny_tokenizer, validate_wan_folder
 from model.depth import TransformersDepthEstimator
+from model.folders import ModelFolderError
 from model.masks import SemanticSkySegmenter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -179,10 +179,11 @@ LOADERS = [(TransformersDepthEstimator, "depth model"), (SemanticSkySegmenter, "
 def test_depth_and_sky_folders_with_custom_code_are_refused(tmp_path, prompts, loader, what):
     marker = tmp_path / "marker"
     folder = custom_transformers_folder(tmp_path / "m", marker)
-    with pytest.raises(DepthFolderError) as caught:
+    with pytest.raises(ModelFolderError) as caught:
         loader(folder)
-    text = str(caught.value)
-    assert text.startswith(f"{folder}: {what} refused: {folder / 'config.json'}: ships custom code (auto_map: custom_code.CustomConfig)")
+    assert str(caught.value).startswith(f"{folder} is not a usable {what} folder:")
+    refusal = f"{folder / 'config.json'}: ships custom code (auto_map: custom_code.CustomConfig)"
+    assert caught.value.problems[0].startswith(refusal)
     assert prompts == [] and not marker.exists()
 
 
@@ -193,7 +194,7 @@ def test_depth_and_sky_loaders_themselves_refuse_custom_code_without_asking(tmp_
     folder = custom_transformers_folder(tmp_path / "m", marker)
     monkeypatch.setattr(depth_module, "check_model_folder", lambda model_dir, what: Path(model_dir))
     monkeypatch.setattr("model.masks.check_model_folder", lambda model_dir, what: Path(model_dir))
-    with pytest.raises(DepthFolderError, match="contains custom code") as caught:
+    with pytest.raises(ModelFolderError, match="contains custom code") as caught:
         loader(folder)
-    assert str(caught.value).startswith(f"{folder}: cannot load the ")
+    assert caught.value.folder == folder and caught.value.problems[0].startswith("cannot load the ")
     assert prompts == [] and not marker.exists()

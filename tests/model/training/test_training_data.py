@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from explorer.video_io import Mp4Writer
 from model.camera import write_re10k
 from model.trajectories import orbit
 from model.depth import PriorDepth
@@ -16,6 +15,7 @@ from model.frames import frames_to_tensor
 from model.patch_vae import PatchVAE
 from model.training.clips import ClipError, FolderClip, ProceduralClip, crop_intrinsics, discover_clips
 from model.training.samples import ClipCache, SampleSet, SampleSpec
+from model.video_io import Mp4Writer
 
 SRC_H, SRC_W = 40, 48  # source frames: wider than the 32x32 training frames, so they get cropped
 SPEC = SampleSpec(32, 32, context_frames=0, chunk_frames=9, window_stride=8)

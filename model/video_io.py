@@ -1,9 +1,12 @@
-"""MP4 (H.264, yuv420p) writing and reading with the ffmpeg that imageio-ffmpeg ships.
+"""MP4 (H.264, yuv420p) writing, joining and reading with the ffmpeg that imageio-ffmpeg ships; the
+one place that runs ffmpeg (generation, sessions, walkthroughs, evaluation and training data).
 
 :class:`Mp4Writer` streams frames to an ffmpeg process that writes a temporary file beside the target
 (:class:`model.atomic.OutputSet`), and checks ffmpeg's exit status when closing: a failed encode (a
 full disk, a killed ffmpeg) is an :class:`~model.atomic.OutputError` naming the video, and never a
-broken file under the final name.
+broken file under the final name. :func:`concat_mp4` joins videos of one encoding by a stream copy
+with JSON in the ``comment`` tag, which :func:`read_mp4_metadata` reads back; :func:`iter_mp4_frames`
+decodes frame by frame. Other ffmpeg runs go through :func:`run_ffmpeg`, which checks the exit status.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import re
 import subprocess
 import threading
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,6 +29,34 @@ from model.atomic import OutputError, OutputSet, signals_held
 
 CRF = 10  # libx264 constant rate factor (what imageio-ffmpeg's quality=8 gave)
 MIN_BYTES_PER_PIXEL = 0.05  # H.264 at CRF 10 stays above this (smooth renders ~0.1, noisy frames ~0.5)
+
+
+class FfmpegError(RuntimeError):
+    """ffmpeg exited with an error; the message is the last line it wrote (or its exit status)."""
+
+
+def run_ffmpeg(args: Sequence[str]) -> str:
+    """Run ffmpeg (errors only on stderr) with ``args`` and return what it wrote to stdout.
+
+    Raises:
+        FfmpegError: when ffmpeg exits with an error status.
+        OSError: when ffmpeg cannot be started.
+    """
+    done = subprocess.run(_ffmpeg_command(args), capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = [_log_line(line) for line in done.stderr.splitlines()]
+        raise FfmpegError(next((line for line in reversed(lines) if line), f"exit status {done.returncode}"))
+    return done.stdout
+
+
+def _ffmpeg_command(args: Sequence[str]) -> list[str]:
+    """The command line that runs the bundled ffmpeg with ``args``, logging errors only."""
+    return [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", *args]
+
+
+def _log_line(raw: str) -> str:
+    """One line of ffmpeg's log without the ``[libx264 @ 0x...]`` source prefix."""
+    return re.sub(r"^\[[^\]]*\]\s*", "", raw.strip())
 
 
 def min_video_bytes(frames: int, height: int, width: int) -> int:
@@ -62,9 +94,10 @@ class Mp4Writer:
         self._own = OutputSet() if outputs is None else None
         tmp = (outputs or self._own).reserve(self.path)
         params = ["-metadata", f"comment={json.dumps(metadata, separators=(',', ':'))}"] if metadata is not None else []
-        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
-               "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(CRF),
-               *params, "-movflags", "+faststart", str(tmp)]
+        cmd = _ffmpeg_command([
+            "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(Fraction(fps).limit_denominator()),
+            "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(CRF), *params, "-movflags", "+faststart", str(tmp),
+        ])
         self._ffmpeg: subprocess.Popen | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=20)
         try:
@@ -129,7 +162,7 @@ class Mp4Writer:
     def _read_log(self) -> None:
         """Keep the last lines ffmpeg writes to stderr (read on a thread so that ffmpeg never blocks on it)."""
         for raw in self._ffmpeg.stderr:
-            self._log.append(re.sub(r"^\[[^\]]*\]\s*", "", raw.decode("utf-8", "replace").strip()))
+            self._log.append(_log_line(raw.decode("utf-8", "replace")))
         self._ffmpeg.stderr.close()
 
     def __enter__(self) -> Mp4Writer:
@@ -142,20 +175,65 @@ class Mp4Writer:
             self.abort()
 
 
+def concat_mp4(parts: Sequence[Path], dst: Path, metadata: dict) -> None:
+    """Join MP4s of one encoding into ``dst`` (stream copy, no re-encoding) with ``metadata`` as JSON
+    in its ``comment`` tag. The comment travels in an ffmetadata file, so its length is not limited
+    by the command line; ``dst`` is written in place (give a temporary name).
+
+    Raises:
+        OutputError: naming ``dst`` when ffmpeg fails.
+    """
+    listing, meta = dst.with_name(".video-parts.txt"), dst.with_name(".video-comment.ffmeta")
+    quoted = ("'" + str(p.resolve()).replace("'", "'\\''") + "'" for p in parts)
+    listing.write_text("".join(f"file {q}\n" for q in quoted), encoding="utf-8")
+    comment = json.dumps(metadata, separators=(",", ":"))
+    for char in ("\\", "=", ";", "#", "\n"):
+        comment = comment.replace(char, "\\" + char)
+    meta.write_text(";FFMETADATA1\ncomment=" + comment + "\n", encoding="utf-8")
+    try:
+        run_ffmpeg(["-y", "-f", "concat", "-safe", "0", "-i", str(listing), "-f", "ffmetadata", "-i", str(meta),
+                    "-map", "0", "-map_metadata", "1", "-c", "copy", "-movflags", "+faststart", str(dst)])
+    except FfmpegError as exc:
+        raise OutputError(dst, f"ffmpeg could not join the video: {exc}") from exc
+    finally:
+        listing.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+
+
+def mp4_frame_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of a video's frames, read from its header (nothing decoded)."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        width, height = next(reader)["size"]
+    finally:
+        reader.close()
+    return height, width
+
+
+def iter_mp4_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """The frames of a video, one ``[H, W, 3]`` uint8 RGB array (read-only) at a time."""
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        width, height = next(reader)["size"]
+        for buffer in reader:
+            yield np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
+    finally:
+        reader.close()
+
+
 def read_mp4_frames(path: str | os.PathLike) -> np.ndarray:
     """All frames of a video as ``[T, H, W, 3]`` uint8 RGB."""
-    reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    width, height = meta["size"]
-    frames = [np.frombuffer(buf, np.uint8).reshape(height, width, 3) for buf in reader]
-    return np.stack(frames)
+    return np.stack(list(iter_mp4_frames(path)))
 
 
 def read_mp4_metadata(path: str | os.PathLike) -> dict:
-    """The JSON stored in an MP4's ``comment`` tag (empty dict when there is none)."""
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"]
-    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    for line in text.splitlines():
+    """The JSON stored in an MP4's ``comment`` tag by :class:`Mp4Writer` or :func:`concat_mp4` (empty
+    dict when there is none).
+
+    Raises:
+        FfmpegError: when ffmpeg cannot read the file.
+    """
+    for line in run_ffmpeg(["-i", str(path), "-f", "ffmetadata", "-"]).splitlines():
         if line.startswith("comment="):
             return json.loads(line[len("comment="):].replace("\\=", "=").replace("\\;", ";").replace("\\#", "#").replace("\\\\", "\\"))
     return {}
