@@ -175,6 +175,7 @@ def session_inputs(
         device, depth_model, warn: as for :func:`photo_inputs`.
     """
     height, width = session.height, session.width
+    K = torch.from_numpy(session.K.copy())  # the recorded intrinsics, whatever reopening the scene gives
     if session.source == "bundled":
         inputs = bundled_scene(height, width, renderer())
     elif session.source and Path(session.source).exists():
@@ -183,7 +184,6 @@ def session_inputs(
         if warn is not None:
             warn(f"{session.source} not found; {PRIOR_DEPTH_WARNING}")
         no_depth = torch.full((height, width), float("inf"))
-        K = torch.from_numpy(session.K)
         inputs = SceneInputs(session.last_frame, no_depth, K, PriorDepth(), "session", session.source)
-    inputs.K = torch.from_numpy(session.K.copy())
+    inputs.K = K
     return inputs

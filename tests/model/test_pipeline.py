@@ -193,7 +193,7 @@ def test_semantic_sky_is_never_written(tmp_path, save_tiny_segformer, renderer, 
     assert set(result.labels.unique().tolist()) <= {int(CellLabel.SKY), int(CellLabel.INVALID)}
     assert (result.labels == CellLabel.SKY).any()
     plain = started(backbone, renderer, scene, K, PipelineConfig(steps=1, inpaint_fraction=1.0))
-    assert plain.run_segment(path(1), SceneDepth(renderer, scene)).memory_points > before, "without it, points are added"
+    assert plain.run_segment(path(1), SceneDepth(renderer, scene)).memory_points > before, "without it points are added"
 
 
 def test_reencode_write_path(renderer, scene, K):
