@@ -65,6 +65,8 @@ def _add_generate(sub) -> None:
     gen.add_argument("--prompt", default="")
     gen.add_argument("--depth", help="depth file for the photo (.png 16-bit mm or .npy metres)")
     gen.add_argument("--depth-model", dest="depth_model", help="transformers depth-estimation model folder")
+    gen.add_argument("--sky-model", dest="sky_model", help="transformers semantic-segmentation model folder with a "
+                     "'sky' class (e.g. SegFormer ADE20k): its sky never enters the memory")
     gen.add_argument("--offload", choices=("none", "model", "group"), default="none")
     gen.add_argument("--device", help="torch device (default: cuda when available)")
     gen.add_argument("--inpaint-fraction", dest="inpaint_fraction", type=float, default=None,

@@ -6,7 +6,7 @@ memory stats), ``OUT.cameras.txt`` (RealEstate10K) and the ``--save-memory`` fil
 temporary names, and renamed into place together at the end, so a bad input, a full disk, a failure
 or a signal leaves nothing new behind and earlier results untouched.
 
-Every input file (photo, depth file, camera file, saved memory, depth model folder) is read and
+Every input file (photo, depth file, camera file, saved memory, depth and sky model folders) is read and
 checked by :func:`check_inputs` before the backbone is built, so a bad file is refused in
 milliseconds. What is read but not used whole is said on stderr: ``warning: <file>: ...`` (an
 animation's first frame, a visible centre crop) and ``note: <file>: using the first N of M poses``.
@@ -28,10 +28,12 @@ from model.backbone import BackboneConfig
 from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
+from model.depth import DepthSource
 from model.folders import check_model_folder
+from model.masks import SKY_FOLDER, SemanticSkySegmenter
 from model.memory_base import SpatialMemory
 from model.memory_kinds import load_memory, make_memory
-from model.pipeline import DepthSource, MiragePipeline, PipelineConfig, check_memory_channels
+from model.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
 from model.profiles import DEFAULT_BACKEND, profile
 from model.scenes import SceneRenderer
 from model.stack import load_generation_stack
@@ -62,6 +64,7 @@ class GenerateArgs:
     prompt: str = ""  # text prompt
     depth: str | None = None  # depth file for the photo (.png mm / .npy m)
     depth_model: str | None = None  # transformers depth-estimation model folder
+    sky_model: str | None = None  # transformers segmentation folder with a "sky" class: its sky never enters the memory
     offload: str = "none"  # none | model | group
     device: str | None = None  # torch device (default: cuda when available)
     inpaint_fraction: float | None = None  # inpaint: share of steps following the readout (None: the backend profile's)
@@ -134,8 +137,8 @@ class CheckedInputs:
 def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, latent_channels: int) -> CheckedInputs:
     """Read and check every input file of a run, before anything heavy runs.
 
-    Checks the photo (decodable, large enough, not beyond 3:1) and its depth file, the depth model
-    folder's files, the camera file (every pose, enough of them) and the saved memory (format,
+    Checks the photo (decodable, large enough, not beyond 3:1) and its depth file, the depth and sky
+    model folders' files, the camera file (every pose, enough of them) and the saved memory (format,
     tensors, channel count against ``latent_channels``). Prints ``warning: <file>: ...`` for what
     the photo loses and ``note: <file>: using the first N of M poses`` to stderr.
 
@@ -147,6 +150,8 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     photo = None if args.image is None else read_photo_files(args.image, height, width, depth_path=args.depth, warn=_warn)
     if args.depth_model:
         check_model_folder(args.depth_model, "depth model")
+    if args.sky_model:
+        check_model_folder(args.sky_model, SKY_FOLDER)
     trajectory = None
     if args.trajectory not in TRAJECTORIES:
         path = Path(args.trajectory)
@@ -182,13 +187,15 @@ def run_generate(args: GenerateArgs) -> dict:
     backbone, branch = load_generation_stack(
         backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status
     )
+    sky = SemanticSkySegmenter(args.sky_model, device=backbone.device) if args.sky_model else None
     with outputs, SceneRenderer() as renderer:
         if checked.photo is None:
             inputs = bundled_scene(height, width, renderer)
         else:
             inputs = scene_from_photo(checked.photo, backbone.device, depth_model=args.depth_model, warn=_warn)
         depth, K = inputs.depth, inputs.K
-        pipe = MiragePipeline(backbone, config, branch, make_memory(args.memory, config.memory, backbone.device, backbone.vae))
+        memory = make_memory(args.memory, config.memory, backbone.device, backbone.vae)
+        pipe = MiragePipeline(backbone, config, branch, memory, sky)
         pipe.start(inputs.image, depth, K, prompt=args.prompt)
         if checked.memory is not None:
             if checked.memory.kind == "rgb":
@@ -237,7 +244,7 @@ def _generate_video(pipe: MiragePipeline, w2c, depth_source: DepthSource, output
         "seed": args.seed,
         "model": pipe.describe(),
         "intrinsics": {"K": pipe.K.tolist(), "source": k_source},
-        "depth_source": getattr(depth_source, "name", "custom"),
+        "depth_source": depth_source.name,
         "trajectory": {"spec": args.trajectory, "frames": len(w2c), "fps": args.fps, "camera_to_world": invert_pose(w2c).reshape(len(w2c), 16).tolist()},
         "segments": segments,
         "memory": {"points": pipe.memory.stats().points, "bytes": pipe.memory.stats().bytes},

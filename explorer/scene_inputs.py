@@ -13,6 +13,8 @@ A photo is opened in two steps: :func:`read_photo_files` reads and checks the fi
 file, no model involved, so a bad file is refused before anything heavy runs) and reports through
 ``warn`` what loading changed (an animation's first frame used, a visible centre crop);
 :func:`scene_from_photo` adds the depth model and intrinsics. :func:`photo_inputs` does both.
+
+:func:`session_inputs` reopens what a recorded session started from, to continue it.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from explorer.session import RecordedSession
 from model.camera import scale_intrinsics
-from model.depth import PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
+from model.depth import DepthSource, PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
 from model.image_io import Photo, load_photo
-from model.pipeline import DepthSource, estimator_depth
 from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
 
@@ -55,13 +57,9 @@ class SceneInputs:
     k_source: str
     source: str
 
-    @property
-    def depth_name(self) -> str:
-        return getattr(self.depth_source, "name", "custom")
-
 
 class SceneDepth:
-    """Exact depth of a procedural scene at the generated frames' poses (a :class:`DepthSource`)."""
+    """Exact depth of a procedural scene at the generated frames' poses (a :class:`~model.depth.DepthSource`)."""
 
     def __init__(self, scene: ProceduralScene, renderer: SceneRenderer, width: int, height: int) -> None:
         self.scene, self.renderer, self.width, self.height = scene, renderer, width, height
@@ -136,7 +134,7 @@ def scene_from_photo(
     estimate = estimator.estimate(photo.image[None]) if files.depth is None else None
     depth = files.depth if files.depth is not None else estimate.depth[0]
     K, k_source = resolve_intrinsics(width, height, exif_focal_px=photo.exif_focal_px, depth_fov_y_deg=estimate.fov_y_deg if estimate else None)
-    return SceneInputs(photo.image, depth, K, estimator_depth(estimator), k_source, str(photo.path))
+    return SceneInputs(photo.image, depth, K, estimator, k_source, str(photo.path))
 
 
 def photo_inputs(
@@ -156,3 +154,36 @@ def photo_inputs(
         ValueError: a bad depth file or depth model folder (named in the message).
     """
     return scene_from_photo(read_photo_files(path, height, width, depth_path, warn), device, depth_model, warn)
+
+
+def session_inputs(
+    session: RecordedSession,
+    renderer: Callable[[], SceneRenderer],
+    device=None,
+    depth_model: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> SceneInputs:
+    """The scene inputs to continue a recorded session, at its frame size and with its intrinsics.
+
+    The bundled scene gets its exact depth again and a photo that still exists is opened again
+    (:func:`photo_inputs`); when the photo is gone, new frames get the flat prior depth and ``warn``
+    says so.
+
+    Args:
+        renderer: gives the :class:`~model.scenes.SceneRenderer` for the bundled scene (called only then;
+            it must outlive the result).
+        device, depth_model, warn: as for :func:`photo_inputs`.
+    """
+    height, width = session.height, session.width
+    K = torch.from_numpy(session.K.copy())  # the recorded intrinsics, whatever reopening the scene gives
+    if session.source == "bundled":
+        inputs = bundled_scene(height, width, renderer())
+    elif session.source and Path(session.source).exists():
+        inputs = photo_inputs(session.source, height, width, device, depth_model=depth_model, warn=warn)
+    else:
+        if warn is not None:
+            warn(f"{session.source} not found; {PRIOR_DEPTH_WARNING}")
+        no_depth = torch.full((height, width), float("inf"))
+        inputs = SceneInputs(session.last_frame, no_depth, K, PriorDepth(), "session", session.source)
+    inputs.K = K
+    return inputs

@@ -39,7 +39,8 @@ from model.atomic import OutputSet
 from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses, write_camera_path_json, write_re10k
 from model.formats import read_json_object
 from model.image_io import load_image, save_png
-from model.video_io import Mp4Writer, concat_mp4, read_mp4_frames, read_mp4_metadata
+from model.memory_kinds import load_memory
+from model.video_io import Mp4Writer, concat_mp4, read_mp4_frames
 
 FORMAT_NAME = "mirage-explorer-session"
 FORMAT_VERSION = 1
@@ -385,15 +386,8 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
 
 def session_memory(session: RecordedSession, pipeline_config=None, backbone=None):
     """Load a session's memory, of the pipeline's memory kind (the latent memory without a pipeline config)."""
-    from model.memory_kinds import load_memory
-
     kind = "latent" if pipeline_config is None else pipeline_config.memory_kind
     return load_memory(session.memory_path, kind, vae=None if backbone is None else backbone.vae)
-
-
-def read_session_metadata(video: str | os.PathLike) -> dict:
-    """The session JSON embedded in a recorded ``video.mp4`` (empty dict when there is none)."""
-    return read_mp4_metadata(video)
 
 
 def export_camera_path(path: str | os.PathLike, session: RecordedSession) -> None:

@@ -16,7 +16,7 @@ Each backend's defaults (frame sizes, steps, dtype, prompt length, model folder)
 entry here.
 
 Both give a :class:`Backbone`: an unmodified ``WanTransformer3DModel`` (others attach forward hooks
-and peft LoRA to it), a :class:`~model.patch_vae.VideoVAE`, ``encode_prompt`` and ``make_scheduler``.
+and peft LoRA to it), a :class:`~model.vae.VideoVAE`, ``encode_prompt`` and ``make_scheduler``.
 
 Nothing here touches the network: the Hub is switched to offline mode when this module is imported
 and again on every load, and every ``from_pretrained`` passes ``local_files_only=True``. Nothing
@@ -48,8 +48,9 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
 
 from model.folders import FolderCheck
-from model.patch_vae import PatchVAE, VideoVAE, check_frames, check_latents
+from model.patch_vae import PatchVAE
 from model.profiles import DEFAULT_BACKEND, WAN22_LATENT_CHANNELS, profile
+from model.vae import VideoVAE, check_frames, check_latents
 
 OFFLOADS = ("none", "model", "group")
 TINY_VAES = ("patch", "wan", "wan-full")
@@ -216,7 +217,7 @@ def _check_latent_channels(root: Path, configs: dict[str, dict | None], problems
 
 
 class WanVideoVAE:
-    """:class:`~model.patch_vae.VideoVAE` over a diffusers ``AutoencoderKLWan``.
+    """:class:`~model.vae.VideoVAE` over a diffusers ``AutoencoderKLWan``.
 
     Adds and removes the batch dimension and the ``[B, C, T, H, W]`` layout, casts to the VAE's dtype,
     and normalises latents as the Wan pipelines do: ``(z - latents_mean) / latents_std`` on the
@@ -268,7 +269,7 @@ class Backbone:
         config: the configuration it was built from.
         transformer: an unmodified diffusers ``WanTransformer3DModel`` (48 latent channels in and
             out, patch ``(1, 2, 2)``); ``forward`` accepts per-token timesteps ``[B, L]``.
-        vae: the :class:`~model.patch_vae.VideoVAE` for frames <-> normalised latents.
+        vae: the :class:`~model.vae.VideoVAE` for frames <-> normalised latents.
         tokenizer, text_encoder: UMT5 tokenizer and encoder behind :meth:`encode_prompt`.
         scheduler_config: config of the ``UniPCMultistepScheduler`` that :meth:`make_scheduler` builds.
         device: the execution device (inputs go here, also under offload).

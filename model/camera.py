@@ -161,12 +161,6 @@ def _rotation_errors(rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.linalg.det(rot), (rot.transpose(-1, -2) @ rot - eye).abs().amax(dim=(-1, -2))
 
 
-def rotation_error(rot: torch.Tensor) -> torch.Tensor:
-    """Per-matrix distance from a proper rotation: ``max(|det R - 1|, max|R^T R - I|)``, shape ``[...]``."""
-    det, ortho = _rotation_errors(rot)
-    return torch.maximum((det - 1.0).abs(), ortho)
-
-
 def _pose_checks(poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The measurements every pose check uses, per matrix of ``poses`` ``[..., 4, 4]``: all entries
     finite, bottom row ``[0, 0, 0, 1]`` (``isclose``, atol 1e-6), ``det R`` and ``max|R^T R - I|``."""
@@ -398,10 +392,6 @@ class Trajectory:
     @property
     def fov_y_deg(self) -> float:
         return fov_y_from_intrinsics(self.K, self.height)
-
-    def with_poses(self, w2c: torch.Tensor) -> Trajectory:
-        """The same camera and frame rate with other poses."""
-        return Trajectory(w2c, self.K, self.width, self.height, self.fps)
 
 
 # --------------------------------------------------------------------------------------------

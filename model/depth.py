@@ -1,6 +1,8 @@
 """Metric depth and intrinsics for photos and generated frames.
 
-Depth sources, all behind :class:`DepthEstimator` (``estimate(images [T,H,W,3] uint8) -> DepthEstimate``):
+:class:`DepthSource` is what the pipeline asks for the depth of generated frames (from pixels and
+cameras, with a ``name`` for logs and reports). Every :class:`DepthEstimator` is one; it estimates
+from pixels only (``estimate(images [T,H,W,3] uint8) -> DepthEstimate``):
 
 * :class:`TransformersDepthEstimator`: any *metric* ``transformers`` depth-estimation model from a local
   folder (Depth Anything V2 Metric, ZoeDepth, GLPN, Depth Pro). Relative-depth models (Depth Anything
@@ -31,6 +33,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -79,8 +82,23 @@ class DepthEstimate:
     is_prior: bool = False
 
 
+class DepthSource(Protocol):
+    """Metric depth of generated frames, for the memory write-back (:class:`model.pipeline.MiragePipeline`)."""
+
+    #: Shown in logs, reports and the UI (``"prior ..."`` for the flat prior).
+    name: str
+
+    def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        """``frames [T, H, W, 3]`` uint8, ``w2c [T, 4, 4]``, ``K [3, 3]`` pixels -> ``[T, H, W]`` metres
+        (+inf invalid)."""
+        ...
+
+
 class DepthEstimator(ABC):
-    """Metric depth for RGB frames. Subclasses implement :meth:`_estimate`."""
+    """Metric depth for RGB frames, and a :class:`DepthSource` (that ignores the cameras).
+
+    Subclasses implement :meth:`_estimate`.
+    """
 
     #: Shown in logs and the UI.
     name: str = "depth"
@@ -95,6 +113,10 @@ class DepthEstimator(ABC):
         if tuple(depth.shape) != tuple(images.shape[:3]):
             raise RuntimeError(f"{self.name}: returned depth of shape {list(depth.shape)} for images {list(images.shape)}")
         return DepthEstimate(depth, fov_y_deg, self.name, self.is_prior)
+
+    def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        """The :class:`DepthSource` call: the depth of ``frames`` from their pixels alone."""
+        return self.estimate(frames).depth
 
     @abstractmethod
     def _estimate(self, images: torch.Tensor) -> tuple[torch.Tensor, float | None]:

@@ -14,7 +14,8 @@ A memory-weights folder::
                                       the peft LoraConfig in its "lora_adapter_metadata"; absent in a
                                       branch-only folder (training stage 1 output)
     memory_weights.json               format + version, branch config, LoRA settings (null: branch only),
-                                      backbone summary
+                                      backbone summary, readout settings the weights were trained with
+                                      (MemoryBranch.readout; format version 2)
 
 It is written into a temporary folder next to the target and renamed into place. Only safetensors
 are read (no pickle fallback), from local files only.
@@ -23,6 +24,7 @@ are read (no pickle fallback), from local files only.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from torch import nn
 from model.atomic import atomic_dir, write_json_atomic
 from model.backbone import BackboneConfig, tiny_sizes_for
 from model.formats import read_json_object
-from model.memory_branch import MemoryBranch, MemoryBranchConfig, backbone_summary, check_backbone
+from model.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings, backbone_summary, check_backbone
 from model.profiles import profile
 
 #: Self-attention projections of every block (the attn1 prefix keeps attn2 out).
@@ -48,9 +50,11 @@ DEFAULT_ADAPTER = "memory"
 BRANCH_FILE = "memory_branch.safetensors"
 LORA_FILE = "pytorch_lora_weights.safetensors"
 MANIFEST_FILE = "memory_weights.json"
-#: ``format`` entry of memory_weights.json and the version this code writes and reads.
+#: ``format`` entry of memory_weights.json and the version this code writes; it reads version 1 too
+#: (without the readout settings, which version 2 added: such weights load unchecked, with a warning).
 MEMORY_WEIGHTS_FORMAT = "mirage-memory-weights"
-MEMORY_WEIGHTS_FORMAT_VERSION = 1
+MEMORY_WEIGHTS_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 
 _FILES = (BRANCH_FILE, LORA_FILE, MANIFEST_FILE)
 # Key prefix diffusers gives the transformer's LoRA tensors in a pipeline LoRA file.
@@ -148,6 +152,8 @@ def save_memory_weights(
 ) -> None:
     """Write the branch and the LoRA adapter ``adapter_name`` of ``transformer`` into ``folder``.
 
+    The manifest records the readout settings the weights were trained with (``branch.readout``).
+
     ``lora_settings=None`` writes a branch-only folder (no LoRA file; the manifest's ``lora`` is
     null), e.g. after training stage 1. An existing memory-weights folder is replaced; a folder
     holding anything else is refused.
@@ -164,12 +170,15 @@ def save_memory_weights(
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in _FILES) if folder.is_dir() else []
     if foreign:
         raise ValueError(f"{folder}: holds files that are not memory weights {foreign[:5]}; choose another folder")
+    if branch.readout is None:
+        raise ValueError("the branch's readout settings are unknown; set branch.readout to those it was trained with")
     manifest = {
         "format": MEMORY_WEIGHTS_FORMAT,
         "format_version": MEMORY_WEIGHTS_FORMAT_VERSION,
         "branch": asdict(branch.config),
         "lora": None if lora_settings is None else asdict(lora_settings),
         "backbone": backbone_summary(transformer),
+        "readout": asdict(branch.readout),
     }
     with atomic_dir(folder) as tmp:
         branch.save(tmp / BRANCH_FILE)
@@ -188,7 +197,8 @@ def load_memory_weights(
     folder: str | os.PathLike, transformer: nn.Module, adapter_name: str = DEFAULT_ADAPTER
 ) -> MemoryBranch:
     """Load a memory-weights folder into a bare ``transformer``: LoRA added and active (none for a
-    branch-only folder), branch attached.
+    branch-only folder), branch attached, its :attr:`~model.memory_branch.MemoryBranch.readout` the
+    settings the weights were trained with (None for a version-1 folder, with a warning).
 
     Returns:
         The attached :class:`MemoryBranch`.
@@ -206,7 +216,7 @@ def load_memory_weights(
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name}: missing (a memory-weights folder holds {list(_FILES)})")
     manifest_path = folder / MANIFEST_FILE
-    branch_config, settings = _read_manifest(manifest_path, transformer)
+    branch_config, settings, readout = _read_manifest(manifest_path, transformer)
     has_lora = (folder / LORA_FILE).is_file()
     if settings is not None and not has_lora:
         raise FileNotFoundError(f"{folder / LORA_FILE}: missing ({manifest_path} lists LoRA settings)")
@@ -217,6 +227,7 @@ def load_memory_weights(
     branch = MemoryBranch.load(folder / BRANCH_FILE, transformer)
     if branch.config != branch_config:
         raise ValueError(f"{folder / BRANCH_FILE}: config {branch.config} differs from {manifest_path}")
+    branch.readout = readout
     if settings is not None:
         state_dict, metadata = _read_lora(folder / LORA_FILE, transformer, settings)
         WanLoraLoaderMixin.load_lora_into_transformer(
@@ -255,27 +266,33 @@ def _adapter_config(transformer: nn.Module, adapter_name: str) -> dict:
     return configs[adapter_name].to_dict()
 
 
-def _read_manifest(path: Path, transformer: nn.Module) -> tuple[MemoryBranchConfig, LoraSettings | None]:
+def _read_manifest(
+    path: Path, transformer: nn.Module
+) -> tuple[MemoryBranchConfig, LoraSettings | None, ReadoutSettings | None]:
     """Parse and check memory_weights.json against ``transformer``; errors name ``path``.
 
-    The LoRA settings are None for a branch-only folder.
+    The LoRA settings are None for a branch-only folder; the readout settings None for format version 1
+    (warned).
     """
     manifest = read_json_object(path, "memory-weights manifest")
     if manifest.get("format") != MEMORY_WEIGHTS_FORMAT:
         raise ValueError(f"{path}: not a memory-weights manifest (no format {MEMORY_WEIGHTS_FORMAT!r})")
-    if manifest.get("format_version") != MEMORY_WEIGHTS_FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: format version {manifest.get('format_version')!r}, "
-            f"this code reads {MEMORY_WEIGHTS_FORMAT_VERSION}"
-        )
+    version = manifest.get("format_version")
+    if version not in _READABLE_VERSIONS:
+        readable = " and ".join(map(str, _READABLE_VERSIONS))
+        raise ValueError(f"{path}: format version {version!r}, this code reads {readable}")
     try:
         backbone = dict(manifest["backbone"])
         branch_config = MemoryBranchConfig(**manifest["branch"])
         settings = None if manifest["lora"] is None else LoraSettings(**manifest["lora"])
+        readout = ReadoutSettings(**manifest["readout"]) if version >= 2 else None
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: bad entry ({e})") from e
     check_backbone(backbone, transformer, str(path))
-    return branch_config, settings
+    if readout is None:
+        warnings.warn(f"{path}: format version 1 does not record the readout settings the weights were trained with; "
+                      "any memory is accepted", stacklevel=3)
+    return branch_config, settings, readout
 
 
 def _read_lora(

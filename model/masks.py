@@ -40,6 +40,8 @@ DEFAULT_SKY_FAR_M = 60.0
 #: The lower value is preferred: a missed moving object leaves a ghost in the memory for good, while a
 #: false alarm only leaves a static cell to be written by a later segment.
 DEFAULT_DYNAMIC_THRESHOLD = 0.6
+#: What a :class:`SemanticSkySegmenter` folder is, in :class:`~model.folders.ModelFolderError` messages.
+SKY_FOLDER = "sky segmentation model"
 #: A cell is sky when more than this share of its pixels are sky.
 SKY_MAJORITY = 0.5
 #: Floor of the change-score normaliser, as a share of the readout's RMS (see :func:`change_score`).
@@ -90,7 +92,7 @@ class SemanticSkySegmenter:
     def __init__(self, model_dir: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = 4) -> None:
         from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-        folder = check_model_folder(model_dir, "sky segmentation model")
+        folder = check_model_folder(model_dir, SKY_FOLDER)
         try:
             self.processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
             model = AutoModelForSemanticSegmentation.from_pretrained(
@@ -98,11 +100,11 @@ class SemanticSkySegmenter:
             )
         except (ImportError, OSError, ValueError, KeyError, TypeError) as exc:
             problem = f"cannot load the sky segmentation model: {exc}"
-            raise ModelFolderError(folder, "sky segmentation model", [problem]) from exc
+            raise ModelFolderError(folder, SKY_FOLDER, [problem]) from exc
         self.sky_ids = sky_label_ids(model.config.id2label)
         if not self.sky_ids:
             problem = "the segmentation model has no class labelled 'sky'"
-            raise ModelFolderError(folder, "sky segmentation model", [problem])
+            raise ModelFolderError(folder, SKY_FOLDER, [problem])
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.batch_size = max(1, int(batch_size))

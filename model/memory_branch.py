@@ -38,6 +38,11 @@ Initialisation (at init the output is bit-identical to the bare backbone):
 * ``before_proj`` and every ``after_proj_j``: weight and bias zero (upstream VACE). Hence at step 0
   only ``after_proj`` receives a non-zero gradient; the rest follows once it moves.
 
+The readouts a branch is trained on depend on the memory's kind and readout settings; the branch
+keeps them in :attr:`MemoryBranch.readout` (:class:`ReadoutSettings`, recorded with trained memory
+weights by :mod:`model.lora`), and :meth:`MemoryBranch.check_readout` refuses a memory that would
+read out differently.
+
 Condition API: ``with branch.condition(readout, visible): transformer(...)``. While the branch is
 attached and ``enabled``, a transformer call without a condition raises ``RuntimeError`` (a
 silently unconditioned generation is a bug that is hard to spot). ``branch.enabled = False`` turns
@@ -68,6 +73,8 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
 from model.formats import check_tensors, read_versioned, write_versioned
+from model.memory import LatentSpatialMemory
+from model.memory_base import MemoryConfig
 
 #: ``format`` entry in the safetensors metadata of a branch file.
 BRANCH_FORMAT = "mirage-memory-branch"
@@ -100,6 +107,39 @@ class MemoryBranchConfig:
             raise ValueError(f"MemoryBranchConfig.layers must be strictly increasing, got {self.layers}")
         if not math.isfinite(self.scale):
             raise ValueError(f"MemoryBranchConfig.scale must be finite, got {self.scale}")
+
+
+@dataclass(frozen=True)
+class ReadoutSettings:
+    """What a memory readout depends on besides the stored points: the memory kind (the latent
+    memory's z-buffer or the RGB baseline's VAE-encoded rasterisation) and the
+    :class:`~model.memory_base.MemoryConfig` fields that the readout uses.
+
+    A branch trained on readouts made one way sees readouts of another distribution when they are
+    made another way, so trained memory weights record these and refuse other ones
+    (:meth:`MemoryBranch.check_readout`).
+    """
+
+    memory_kind: str  # model.memory_base.MEMORY_KINDS
+    near: float  # MemoryConfig.near: points closer to the camera are not read out
+    depth_bin: float  # MemoryConfig.depth_bin: z-buffer depth bins (which of two close points shows)
+    feature_dtype: str  # MemoryConfig.feature_dtype: storage precision of the features read out
+
+    @classmethod
+    def of(cls, kind: str, config: MemoryConfig) -> ReadoutSettings:
+        """The readout settings of a memory of ``kind`` with ``config``."""
+        return cls(kind, config.near, config.depth_bin, config.feature_dtype)
+
+    def differences(self, other: ReadoutSettings) -> list[str]:
+        """``"<field> <other value> (trained: <own value>)"`` for each field where ``other`` differs."""
+        return [
+            f"{name} {value!r} (trained: {getattr(self, name)!r})"
+            for name, value in asdict(other).items() if value != getattr(self, name)
+        ]
+
+
+#: The readout of the default memory (a latent memory with the default MemoryConfig), which training uses.
+DEFAULT_READOUT = ReadoutSettings.of(LatentSpatialMemory.kind, MemoryConfig())
 
 
 @dataclass
@@ -199,6 +239,8 @@ class MemoryBranch(nn.Module):
         self.backbone = backbone_summary(transformer)
         #: False: hooks stay installed but add nothing and need no condition (ablation switch).
         self.enabled = True
+        #: The readouts it is (to be) trained on; None: unknown (weights saved before this was recorded).
+        self.readout: ReadoutSettings | None = DEFAULT_READOUT
         self.patch_embedding = self._init_patch_embedding(transformer.patch_embedding)
         weight = transformer.patch_embedding.weight
         dim = self.backbone["inner_dim"]
@@ -395,6 +437,22 @@ class MemoryBranch(nn.Module):
                 c = block(c, encoder_hidden_states, temb, rotary_emb)
             hints.append(proj(c))
         return hints
+
+    def check_readout(self, memory, source: str | os.PathLike = "memory") -> None:
+        """Refuse a memory (a :class:`~model.memory_base.SpatialMemory`) that reads out other than the
+        branch was trained on (:class:`ReadoutSettings`; nothing is checked when those are unknown).
+
+        Raises:
+            ValueError: ``"<source>: memory_kind 'rgb' (trained: 'latent') ..."`` naming every difference.
+        """
+        if self.readout is None:
+            return
+        differences = self.readout.differences(ReadoutSettings.of(memory.kind, memory.config))
+        if differences:
+            raise ValueError(
+                f"{source}: {', '.join(differences)}: the memory weights were trained on readouts with other settings; "
+                "use a memory with the settings they were trained with, or retrain"
+            )
 
     # ------------------------------------------------------------------------------------------
     # Files

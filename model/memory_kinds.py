@@ -18,8 +18,8 @@ import torch
 
 from model.memory import LatentSpatialMemory
 from model.memory_base import MEMORY_KINDS, MemoryConfig, SpatialMemory
-from model.patch_vae import VideoVAE
 from model.rgb_memory import RGBPointCloudMemory
+from model.vae import VideoVAE
 
 
 def _check_kind(kind: str) -> None:

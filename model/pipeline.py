@@ -9,7 +9,8 @@ one frame (the last frame of a segment is the first of the next). Per segment:
    conditioned on the readout either by the trained memory branch (``branch``) or, training-free,
    by replacing visible tokens with the readout noised to the current sigma (``inpaint``);
 4. decode the latents to RGB frames;
-5. estimate depth of the written latent frames and build the write masks (sky, dynamic, user);
+5. estimate depth of the written latent frames and build the write masks (sky by depth and, with a
+   semantic segmenter, by class; dynamic; user);
 6. write the latents (or re-encoded decoded frames) back into the memory.
 
 The memory is only touched in step 6 and ``update`` is all-or-nothing, so a segment cancelled
@@ -24,15 +25,15 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 import torch
 
 from model.backbone import Backbone
 from model.camera import validate_intrinsics, validate_poses
+from model.depth import DepthSource
 from model.frames import frames_to_tensor, tensor_to_frames
-from model.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, dynamic_mask, write_masks
+from model.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, SemanticSkySegmenter, dynamic_mask, write_masks
 from model.memory import LatentSpatialMemory
 from model.memory_base import MEMORY_KINDS, MemoryConfig, SpatialMemory
 from model.memory_branch import MemoryBranch
@@ -72,23 +73,6 @@ def check_memory_channels(memory: SpatialMemory, latent_channels: int, source: s
 
 class GenerationCancelled(Exception):
     """Raised between denoising steps when the cancel check says so; nothing was written."""
-
-
-class DepthSource(Protocol):
-    """Metric depth of generated frames, for the memory write-back."""
-
-    def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-        """``frames [T, H, W, 3]`` uint8, ``w2c [T, 4, 4]``, ``K [3, 3]`` pixels -> ``[T, H, W]`` metres (+inf invalid)."""
-
-
-def estimator_depth(estimator) -> DepthSource:
-    """Adapt a :class:`model.depth.DepthEstimator` (depth from pixels only) to a :class:`DepthSource`."""
-
-    def depth(frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-        return estimator.estimate(frames).depth
-
-    depth.name = estimator.name  # type: ignore[attr-defined]
-    return depth
 
 
 @dataclass
@@ -139,6 +123,8 @@ class SegmentResult:
         labels: ``[F-1, h, w]`` :class:`~model.memory.CellLabel` of the written latent frames 1..F-1.
         timings: seconds per stage (readout, encode, denoise, decode, depth, masks, update, total).
         memory_points, memory_bytes: memory size after the write.
+        action: what asked for the segment (e.g. the explorer's ``"step_forward"``); empty for the pipeline,
+            set by the caller that knows it (the explorer's worker, for session recording).
     """
 
     index: int
@@ -151,6 +137,7 @@ class SegmentResult:
     timings: dict[str, float]
     memory_points: int
     memory_bytes: int
+    action: str = ""
 
 
 StepCallback = Callable[[int, int, int], None]  # (segment, step, steps)
@@ -164,6 +151,8 @@ class MiragePipeline:
         memory: the memory that :meth:`start` builds and every segment reads and extends, of kind
             ``config.memory_kind`` (:func:`model.memory_kinds.make_memory`); moved to the backbone's
             device. Default: an empty :class:`~model.memory.LatentSpatialMemory` with ``config.memory``.
+        sky: a semantic sky segmenter: its sky pixels of the written frames are never written to the
+            memory, like sky by depth (:func:`model.masks.write_masks`). None: sky by depth only.
 
     Example:
         >>> pipe = MiragePipeline(load_backbone(BackboneConfig()), PipelineConfig(steps=4))  # doctest: +SKIP
@@ -173,8 +162,9 @@ class MiragePipeline:
     """
 
     def __init__(self, backbone: Backbone, config: PipelineConfig | None = None, branch: MemoryBranch | None = None,
-                 memory: SpatialMemory | None = None) -> None:
+                 memory: SpatialMemory | None = None, sky: SemanticSkySegmenter | None = None) -> None:
         self.backbone = backbone
+        self.sky = sky
         self.config = config or PipelineConfig()
         check_branch_weights(self.config.mode, branch is not None)
         self.branch = branch
@@ -226,12 +216,15 @@ class MiragePipeline:
             source: the memory's file, named in errors.
 
         Raises:
-            ValueError: the memory is not of ``config.memory_kind`` or holds features of other channels
-                (:func:`check_memory_channels`).
+            ValueError: the memory is not of ``config.memory_kind``, holds features of other channels
+                (:func:`check_memory_channels`), or in mode ``"branch"`` reads out other than the memory
+                weights were trained on (:meth:`~model.memory_branch.MemoryBranch.check_readout`).
         """
         if memory.kind != self.config.memory_kind:
             raise ValueError(f"{source}: a {memory.kind!r} memory cannot serve memory_kind {self.config.memory_kind!r}")
         check_memory_channels(memory, self.backbone.vae.latent_channels, source)
+        if self.config.mode == "branch":
+            self.branch.check_readout(memory, source)
         self.memory = memory.to(self.backbone.device)
 
     def resume(self, last_frame: np.ndarray, K: torch.Tensor, prompt: str, memory: SpatialMemory, segments_done: int) -> None:
@@ -373,7 +366,10 @@ class MiragePipeline:
         with clock("masks"):
             write_latents = latents[written] if cfg.write_path == "latents" else vae.encode(frames_to_tensor(frames, device))[written]
             moving = dynamic_mask(write_latents.cpu(), readout_latent[written].cpu(), readout.visible[written].cpu(), cfg.dynamic_threshold)
-            keep, labels = write_masks(depth, (h, w), far_m=cfg.sky_far_m, dynamic=moving, user_mask=user_mask)
+            semantic_sky = None if self.sky is None else self.sky.segment(torch.from_numpy(key_frames))
+            keep, labels = write_masks(
+                depth, (h, w), far_m=cfg.sky_far_m, semantic_sky=semantic_sky, dynamic=moving, user_mask=user_mask
+            )
         # 6. write back (all-or-nothing)
         frame_ids = self.segments_done * (cfg.segment_frames - 1) + np.arange(cfg.segment_frames)
         with clock("update"):

@@ -76,7 +76,7 @@ from model.frames import frames_to_tensor
 from model.memory import TensorRows, deduplicate, seen_at_depth
 from model.memory_base import Layout, MemoryConfig, PointMemory, Readout, WriteBatch, check_cameras
 from model.offscreen_gl import OffscreenGL
-from model.patch_vae import VideoVAE
+from model.vae import VideoVAE
 
 #: A latent cell is visible when at least this share of its pixels is covered by splats.
 VISIBLE_COVERAGE = 0.5
@@ -266,7 +266,7 @@ class RGBPointCloudMemory(PointMemory):
         config: de-duplication and near-plane settings (shared with the latent memory; see the
             module docstring for what applies).
         device: where the point tensors and the readout live.
-        vae: the backbone's :class:`~model.patch_vae.VideoVAE`; required by :meth:`readout`.
+        vae: the backbone's :class:`~model.vae.VideoVAE`; required by :meth:`readout`.
 
     Example:
         >>> from model.camera import intrinsics_from_fov

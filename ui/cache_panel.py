@@ -1,8 +1,8 @@
 """The latent-cache panel: the memory as a 3D point view with colour modes, label toggles, camera
 frustums, statistics and point picking.
 
-The panel takes a plain data object (:class:`CacheData`, or anything with the same numpy
-attributes), so it works without the generation worker. The 3D view is a pyqtgraph
+The panel takes the worker's :class:`~explorer.worker.messages.MemorySnapshot` (or anything with
+the same numpy attributes), so it works without the generation worker. The 3D view is a pyqtgraph
 ``GLViewWidget`` (Z-up orbit camera: drag to orbit, wheel to zoom, Ctrl+drag to pan); on Qt's
 ``offscreen`` platform, where OpenGL widgets cannot work, a text placeholder takes its place and
 everything else (stats, colour computation, picking maths) still runs.
@@ -19,70 +19,18 @@ shows that point's segment, frame and its depth in the current explorer camera.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from model.memory import CellLabel, LatentSpatialMemory
+from explorer.worker.messages import MemorySnapshot
+from model.memory import CellLabel
 from ui import cloud_math
 
 COLOR_MODES = {"rgb": "Display RGB", "pca": "Latent PCA", "labels": "Labels", "provenance": "Provenance (segment)"}
 MAX_POINTS = 300_000  # points drawn at most; above this a fixed stride decimates the cloud
 CAMERA_REDRAW_MS = 100  # camera frustums are redrawn at most this often (a redraw costs a full repaint)
-
-
-@dataclass
-class CacheData:
-    """A snapshot of the latent memory for display (numpy arrays, OpenCV world frame, metres).
-
-    Attributes:
-        positions: ``[N, 3]`` float32. colors: ``[N, 3]`` uint8 display colours.
-        segments, frames: ``[N]`` int32 provenance (segment written in, global frame number).
-        features: ``[N, C]`` latent features (for the PCA colour mode) or None.
-        rejected_positions: ``[M, 3]`` cells the last write rejected (NaN where they had no depth).
-        rejected_labels: ``[M]`` uint8 :class:`~model.memory.CellLabel` of those cells.
-        bytes: size of the memory's per-point tensors.
-    """
-
-    positions: np.ndarray
-    colors: np.ndarray
-    segments: np.ndarray
-    frames: np.ndarray
-    features: np.ndarray | None
-    rejected_positions: np.ndarray
-    rejected_labels: np.ndarray
-    bytes: int
-
-    @classmethod
-    def from_snapshot(cls, snapshot) -> CacheData:
-        """From a worker's :class:`explorer.worker.MemorySnapshot` (``features`` only if it carries them)."""
-        return cls(
-            positions=snapshot.positions,
-            colors=snapshot.colors,
-            segments=snapshot.segments,
-            frames=snapshot.frames,
-            features=getattr(snapshot, "features", None),
-            rejected_positions=snapshot.rejected_positions,
-            rejected_labels=snapshot.rejected_labels,
-            bytes=snapshot.bytes,
-        )
-
-    @classmethod
-    def from_memory(cls, memory: LatentSpatialMemory) -> CacheData:
-        """Copy a memory's tensors to numpy."""
-        return cls(
-            positions=memory.positions.cpu().numpy(),
-            colors=memory.colors.cpu().numpy(),
-            segments=memory.segments.cpu().numpy(),
-            frames=memory.frames.cpu().numpy(),
-            features=memory.features.float().cpu().numpy(),
-            rejected_positions=memory.rejected_positions.cpu().numpy(),
-            rejected_labels=memory.rejected_labels.cpu().numpy(),
-            bytes=memory.stats().bytes,
-        )
 
 
 def _has_position(positions: np.ndarray) -> np.ndarray:
@@ -161,7 +109,7 @@ class CachePanel(QWidget):
         super().__init__(parent)
         self.max_points = max_points
         self.pick_radius_px = 8.0
-        self._data: CacheData | None = None
+        self._data: MemorySnapshot | None = None
         self._drawn_points = np.zeros((0, 3), np.float32)  # display axes, what the scatter item holds
         self._drawn_source: list[tuple[str, np.ndarray]] = []  # ("memory"|"rejected", indices) per drawn block
         self._drawn_colors = np.zeros((0, 4), np.float32)
@@ -231,7 +179,7 @@ class CachePanel(QWidget):
         """Show or hide the points of one label (static = the stored memory; others = last rejected cells)."""
         self.label_boxes[CellLabel(label)].setChecked(visible)
 
-    def set_data(self, data: CacheData | None) -> None:
+    def set_data(self, data: MemorySnapshot | None) -> None:
         """Show a new memory snapshot (None clears the view)."""
         self._data = data
         has_features = data is not None and data.features is not None
@@ -289,7 +237,7 @@ class CachePanel(QWidget):
             self._points_item.setVisible(len(self._drawn_points) > 0)
         self._update_stats()
 
-    def _memory_colors(self, data: CacheData, index: np.ndarray) -> np.ndarray:
+    def _memory_colors(self, data: MemorySnapshot, index: np.ndarray) -> np.ndarray:
         mode = self.color_mode
         if mode == "pca" and data.features is not None and len(data.features):
             return cloud_math.pca_colors(np.asarray(data.features)[index])

@@ -42,7 +42,7 @@ from model.backbone import BackboneConfig
 from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
 from model.pipeline import PipelineConfig
 from model.profiles import default_backend, profile
-from ui.cache_panel import COLOR_MODES, CacheData, CachePanel
+from ui.cache_panel import COLOR_MODES, CachePanel
 from ui.controls_panel import ControlsPanel
 from ui.hud import Hud
 from ui.input_router import InputRouter
@@ -225,7 +225,10 @@ class MainWindow(QMainWindow):
         return PipelineConfig(steps=o.steps, seed=o.seed, inpaint_fraction=o.inpaint_fraction)
 
     def generation_settings(self) -> GenerationSettings:
-        return GenerationSettings(height=self.options.height, width=self.options.width, prompt=self.controls.options().prompt)
+        return GenerationSettings(
+            height=self.options.height, width=self.options.width, prompt=self.controls.options().prompt,
+            sky_model=self.settings.sky_model_dir or None,
+        )
 
     def start(self) -> None:
         """Load the backbone, then open the start scene (a session, a photo, or the bundled sample)."""
@@ -455,14 +458,13 @@ class MainWindow(QMainWindow):
         self._update_cameras()
 
     def _on_memory(self, snapshot) -> None:
-        data = CacheData.from_snapshot(snapshot)
         first = self.cache_panel.drawn_points.size == 0
-        self.cache_panel.set_data(data)
+        self.cache_panel.set_data(snapshot)
         if first:
             self.cache_panel.frame_cloud()
         renderer = self._preview_renderer()
-        if renderer is not None and len(data.positions):
-            renderer.set_points(data.positions, data.colors, snapshot.footprint_m)
+        if renderer is not None and len(snapshot.positions):
+            renderer.set_points(snapshot.positions, snapshot.colors, snapshot.footprint_m)
             if self.camera is not None:
                 self._render_preview(self.camera.w2c.numpy())
 

@@ -1,4 +1,4 @@
-"""User settings persisted with QSettings: key bindings, mouse sensitivity, speed, mouse capture, model folder.
+"""User settings persisted with QSettings: key bindings, mouse sensitivity, speed, mouse capture, model folders.
 
 :func:`user_qsettings` is the real store (organisation :data:`ORGANIZATION`, application
 :data:`APPLICATION`, the platform's native format); tests pass their own ``QSettings`` on a
@@ -50,6 +50,7 @@ class ExplorerSettings:
     speed_mps: float = 1.0  # fly speed in metres per second (Shift x4, Ctrl x0.25)
     capture_mouse: bool = False  # mouse-look without dragging: the cursor is hidden and re-centred (X11/Windows)
     model_dir: str = ""  # Wan2.2-TI2V-5B diffusers folder; empty: the tiny backend
+    sky_model_dir: str = ""  # segmentation folder with a "sky" class (its sky never enters the memory); empty: none
     problems: list[str] = field(default_factory=list, compare=False)  # stored values that were ignored
 
     def __post_init__(self) -> None:
@@ -68,7 +69,8 @@ class ExplorerSettings:
                 values["bindings"] = KeyBindings.from_dict(json.loads(raw))
             except (ValueError, TypeError) as error:
                 problems.append(f"key bindings ignored: {error}")
-        for name, kind in (("sensitivity_deg_per_px", float), ("speed_mps", float), ("model_dir", str)):
+        scalars = (("sensitivity_deg_per_px", float), ("speed_mps", float), ("model_dir", str), ("sky_model_dir", str))
+        for name, kind in scalars:
             raw = store.value(name)
             if raw is None:
                 continue
@@ -94,4 +96,5 @@ class ExplorerSettings:
         store.setValue("speed_mps", self.speed_mps)
         store.setValue("capture_mouse", self.capture_mouse)
         store.setValue("model_dir", self.model_dir)
+        store.setValue("sky_model_dir", self.sky_model_dir)
         store.sync()

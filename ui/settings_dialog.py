@@ -1,4 +1,4 @@
-"""The settings dialog: key bindings, mouse sensitivity, fly speed, mouse capture, model folder."""
+"""The settings dialog: key bindings, mouse sensitivity, fly speed, mouse capture, model folders."""
 
 from __future__ import annotations
 
@@ -53,16 +53,15 @@ class SettingsDialog(QDialog):
         self.capture.setChecked(settings.capture_mouse)
         self.model_dir = QLineEdit(settings.model_dir)
         self.model_dir.setPlaceholderText("empty: tiny backend (no weights)")
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_model)
-        model_row = QHBoxLayout()
-        model_row.addWidget(self.model_dir)
-        model_row.addWidget(browse)
+        self.sky_model_dir = QLineEdit(settings.sky_model_dir)
+        self.sky_model_dir.setPlaceholderText("empty: sky by depth only")
         other = QFormLayout()
         other.addRow("Mouse sensitivity", self.sensitivity)
         other.addRow("Fly speed", self.speed)
         other.addRow(self.capture)
-        other.addRow("Wan2.2 model folder", model_row)
+        other.addRow("Wan2.2 model folder", self._folder_row(self.model_dir, "Wan2.2-TI2V-5B diffusers folder"))
+        sky_title = "Semantic-segmentation model folder with a 'sky' class"
+        other.addRow("Sky segmentation model", self._folder_row(self.sky_model_dir, sky_title))
 
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -82,10 +81,19 @@ class SettingsDialog(QDialog):
         for action, button in self.key_buttons.items():
             button.set_key(defaults.key_for(action))
 
-    def _browse_model(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Wan2.2-TI2V-5B diffusers folder", self.model_dir.text())
+    def _folder_row(self, edit: QLineEdit, title: str) -> QHBoxLayout:
+        """``edit`` with a Browse button that picks a folder into it."""
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(lambda: self._browse(edit, title))
+        row = QHBoxLayout()
+        row.addWidget(edit)
+        row.addWidget(browse)
+        return row
+
+    def _browse(self, edit: QLineEdit, title: str) -> None:
+        folder = QFileDialog.getExistingDirectory(self, title, edit.text())
         if folder:
-            self.model_dir.setText(folder)
+            edit.setText(folder)
 
     def edited_settings(self) -> ExplorerSettings:
         """The settings as currently edited.
@@ -94,7 +102,10 @@ class SettingsDialog(QDialog):
             ValueError: a key bound twice (the message names both actions).
         """
         bindings = KeyBindings(**{action.value: button.key for action, button in self.key_buttons.items()})
-        return ExplorerSettings(bindings, self.sensitivity.value(), self.speed.value(), self.capture.isChecked(), self.model_dir.text().strip())
+        return ExplorerSettings(
+            bindings, self.sensitivity.value(), self.speed.value(), self.capture.isChecked(),
+            self.model_dir.text().strip(), self.sky_model_dir.text().strip(),
+        )
 
     def accept(self) -> None:
         """Validate; on a conflict show why and stay open."""

@@ -40,8 +40,8 @@ from model.atomic import atomic_path
 from model.depth import DepthEstimator
 from model.frames import frames_to_tensor
 from model.memory import LatentSpatialMemory, MemoryConfig
-from model.patch_vae import VideoVAE
 from model.training.clips import ClipError, ClipSource
+from model.vae import VideoVAE
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +68,6 @@ class SampleSpec:
             raise ValueError(f"chunk_frames must be 4k+1 with k >= 1, got {self.chunk_frames}")
         if self.window_stride < 1:
             raise ValueError(f"window_stride must be >= 1, got {self.window_stride}")
-
-    @property
-    def target_latent_frames(self) -> int:
-        """``N``: latent frames of the target chunk."""
-        return (self.chunk_frames - 1) // 4 + 1
 
     @property
     def clean_frames(self) -> int:

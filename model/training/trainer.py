@@ -50,7 +50,8 @@ from model.backbone import Backbone, BackboneConfig
 from model.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
 from model.formats import read_json_object
 from model.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
-from model.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.memory import LatentSpatialMemory
+from model.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings
 from model.profiles import DEFAULT_BACKEND, profile
 from model.scenes import SceneRenderer
 from model.stack import attach_before_offload
@@ -253,6 +254,8 @@ class Trainer:
         self.backbone = backbone
         self.model.to(self.backbone.device)
         self.samples = self._samples()
+        # the readouts it trains on, recorded with the weights
+        self.model.branch.readout = ReadoutSettings.of(LatentSpatialMemory.kind, self.samples.memory_config)
         self.optimizer = torch.optim.AdamW(
             list(trainable_parameters(self.model).values()), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
         )

@@ -36,6 +36,18 @@ def test_generate_on_the_bundled_scene_writes_video_json_and_cameras(tmp_path, c
     assert (tmp_path / "mem.safetensors").stat().st_size > 0
 
 
+def test_generate_keeps_the_sky_of_a_sky_model_out_of_the_memory(tmp_path, capsys, save_tiny_segformer):
+    save_tiny_segformer(tmp_path / "sky", {0: "building", 1: "sky"}, always=1)  # everything is sky
+    code, stdout, _ = run(["generate", "--out", str(tmp_path / "plain.mp4"), *FAST], capsys)
+    assert code == 0, stdout
+    code, stdout, _ = run(["generate", "--out", str(tmp_path / "sky.mp4"), "--sky-model", str(tmp_path / "sky"), *FAST],
+                          capsys)
+    assert code == 0, stdout
+    plain, sky = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "sky.json"))
+    assert sky["settings"]["sky_model"] == str(tmp_path / "sky")
+    assert sky["memory"]["points"] < plain["memory"]["points"], "all generated frames were sky: none was written"
+
+
 def save_image(path, mode):
     rng = np.random.default_rng(0)
     rgb = (rng.random((48, 96, 3)) * 255).astype(np.uint8)

@@ -142,6 +142,8 @@ def test_bad_depth_inputs_are_refused_before_the_backbone(tmp_path, capsys, no_b
     model = tmp_path / "no-depth-model"
     message = refuse(tmp_path, capsys, ["--image", str(photo), "--depth-model", str(model)])
     assert message == f"error: {model}: depth model folder not found"
+    message = refuse(tmp_path, capsys, ["--sky-model", str(model)])
+    assert message == f"error: {model}: sky segmentation model folder not found"
     message = refuse(tmp_path, capsys, ["--depth", str(depth)])
     assert message == f"error: --depth {depth}: given without --image (the bundled sample scene has exact depth)"
 

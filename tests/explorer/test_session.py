@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from explorer.flight import step_segment
-from explorer.scene_inputs import bundled_scene
-from explorer.session import SessionError, SessionRecorder, export_camera_path, load_session, read_session_metadata, session_memory
+from explorer.scene_inputs import PRIOR_DEPTH_WARNING, bundled_scene, session_inputs
+from explorer.session import SessionError, SessionRecorder, export_camera_path, load_session, session_memory
 from model.backbone import BackboneConfig, load_backbone
 from model.camera import read_camera_path_json, read_re10k
+from model.depth import PriorDepthWarning
 from model.memory import LatentSpatialMemory
 from model.pipeline import MiragePipeline, PipelineConfig
+from model.video_io import read_mp4_metadata
 
 H, W = 64, 128
 
@@ -84,7 +86,7 @@ def test_record_then_reopen_gives_the_same_frames_memory_and_poses(tmp_path, gen
         a, b = getattr(memory, name), getattr(pipe.memory, name)
         assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(torch.uint8), b.view(torch.uint8)), name  # bitwise (NaN too)
     data = json.loads((folder / "session.json").read_text())
-    assert read_session_metadata(folder / "video.mp4") == data, "the same JSON rides in the MP4 comment"
+    assert read_mp4_metadata(folder / "video.mp4") == data, "the same JSON rides in the MP4 comment"
     assert data["segments"][1]["timings_s"]["total"] > 0 and data["memory"]["points"] == pipe.memory.stats().points
     assert len(data["segments"][0]["c2w"]) == 33 and len(data["segments"][0]["c2w"][0]) == 16
     cams = read_re10k(folder / "cameras.txt")
@@ -183,3 +185,19 @@ def test_continue_from_a_replayed_session_equals_continuing_in_process(tmp_path,
     assert np.array_equal(a.frames, b.frames) and torch.equal(a.latents, b.latents)
     assert torch.equal(resumed.memory.positions, unbroken.memory.positions)
     assert isinstance(session_memory(session), LatentSpatialMemory)
+
+
+def test_session_inputs_reopen_the_scene_or_fall_back_to_the_prior_depth(tmp_path, generated, renderer):
+    session = load_session(record(tmp_path / "s", generated))
+    bundled = session_inputs(session, lambda: renderer)
+    assert bundled.depth_source.name.startswith("exact") and bundled.image.shape == (H, W, 3)
+    assert torch.equal(bundled.K, torch.from_numpy(session.K)), "K is the session's"
+    session.data["source"] = {"kind": "image", "path": str(tmp_path / "gone.jpg")}
+    warned = []
+    with pytest.warns(PriorDepthWarning):
+        gone = session_inputs(session, lambda: pytest.fail("no renderer for a photo"), warn=warned.append)
+    assert warned == [f"{tmp_path / 'gone.jpg'} not found; {PRIOR_DEPTH_WARNING}"]
+    assert gone.depth_source.name.startswith("prior") and gone.k_source == "session"
+    assert gone.source == str(tmp_path / "gone.jpg") and np.array_equal(gone.image, session.last_frame)
+    assert torch.isinf(gone.depth).all() and gone.depth.shape == (H, W)
+    assert torch.equal(gone.K, torch.from_numpy(session.K))

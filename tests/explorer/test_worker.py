@@ -10,6 +10,8 @@ from pathlib import Path
 if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from dataclasses import replace  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -206,6 +208,25 @@ def test_missing_weights_name_the_folder_and_a_model_loads_afterwards(controller
     assert title == "Model weights not found" and "Wan2.2" in message and "model_index.json" in message
     with qtbot.waitSignal(controller.backbone_ready, timeout=LONG):
         controller.load_backbone(TINY, PIPE, SMALL)
+
+
+def test_the_sky_model_of_the_settings_keeps_its_sky_out_of_the_memory(controller, qtbot, tmp_path,
+                                                                        save_tiny_segformer):
+    save_tiny_segformer(tmp_path / "sky", {0: "building", 1: "sky"}, always=1)  # everything is sky
+    with qtbot.waitSignal(controller.backbone_ready, timeout=LONG):
+        controller.load_backbone(TINY, PIPE, replace(SMALL, sky_model=str(tmp_path / "sky")))
+    controller.tiny_loaded = False  # the next test loads the plain settings again
+    with qtbot.waitSignal(controller.scene_ready, timeout=LONG) as scene:
+        controller.open_bundled()
+    with qtbot.waitSignal(controller.segment_ready, timeout=LONG) as segment:
+        controller.queue_segment(step_segment("step_forward", torch.eye(4)))
+    assert segment.args[0].memory_points == scene.args[0].points, "all generated frames were sky: nothing was written"
+    with qtbot.waitSignal(controller.failed, timeout=LONG) as blocker:
+        controller.load_backbone(TINY, PIPE, replace(SMALL, sky_model=str(tmp_path / "none")))
+        controller.open_bundled()
+    title, message = blocker.args
+    assert title == "Sky segmentation model not usable"
+    assert f"{tmp_path / 'none'}: sky segmentation model folder not found" in message
 
 
 def test_shutdown_joins_and_refuses_new_requests(qapp):

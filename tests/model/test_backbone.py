@@ -25,7 +25,8 @@ from model.backbone import (
     validate_wan_folder,
 )
 from model.folders import ModelFolderError
-from model.patch_vae import PatchVAE, VideoVAE, num_latent_frames, num_video_frames
+from model.patch_vae import PatchVAE
+from model.vae import VideoVAE, num_latent_frames
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -219,11 +220,8 @@ def test_transformer_accepts_per_token_timesteps(tiny):
 
 def test_frame_count_helpers():
     assert [num_latent_frames(t) for t in (1, 5, 33, 121)] == [1, 2, 9, 31]
-    assert [num_video_frames(f) for f in (1, 2, 9, 31)] == [1, 5, 33, 121]
     with pytest.raises(ValueError, match="4k\\+1"):
         num_latent_frames(8)
-    with pytest.raises(ValueError, match="latent frames"):
-        num_video_frames(0)
 
 
 def test_patch_vae_is_exact_both_ways():

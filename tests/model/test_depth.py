@@ -15,6 +15,7 @@ from model.camera import fov_y_from_intrinsics, intrinsics_from_fov
 from model.depth import (
     DEFAULT_FOV_LONG_SIDE_DEG,
     DepthEstimator,
+    DepthSource,
     ExactDepth,
     PriorDepth,
     PriorDepthWarning,
@@ -142,6 +143,12 @@ def test_estimator_sanitises_invalid_to_inf_and_checks_inputs():
         ExactDepth(lambda images: torch.ones(1, 3, 3)).estimate(np.zeros((1, 2, 2, 3), np.uint8))
     assert issubclass(ExactDepth, DepthEstimator)
     assert sanitize_depth(np.array([float("inf"), 3.0])).tolist() == [math.inf, 3.0]
+
+
+def test_every_estimator_is_a_named_depth_source():
+    source: DepthSource = ExactDepth(lambda images: torch.full(images.shape[:3], 2.0))
+    depth = source(np.zeros((3, 4, 5, 3), np.uint8), torch.eye(4).repeat(3, 1, 1), torch.eye(3))
+    assert depth.shape == (3, 4, 5) and torch.all(depth == 2.0) and source.name == "exact"
 
 
 def test_prior_warns_and_is_flagged(caplog):

@@ -1,6 +1,7 @@
 """Tests of the backbone LoRA and the branch + LoRA memory-weights folder (tiny transformers, CPU)."""
 
 import json
+from dataclasses import asdict
 
 import pytest
 import safetensors.torch
@@ -17,7 +18,8 @@ from model.lora import (
     lora_targets,
     save_memory_weights,
 )
-from model.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.memory_base import MemoryConfig
+from model.memory_branch import DEFAULT_READOUT, MemoryBranch, MemoryBranchConfig, ReadoutSettings
 # A sibling test module: importable by its name in pytest's default (prepend) import mode.
 from test_memory_branch import LAYERS, condition, forward, inputs, perturb, tiny_transformer
 
@@ -174,9 +176,35 @@ def test_manifest_version_and_adapter_clash(saved):
     with pytest.raises(ValueError, match="already has a LoRA adapter named 'memory'"):
         load_memory_weights(saved, fresh)
     manifest = json.loads((saved / MANIFEST_FILE).read_text())
-    (saved / MANIFEST_FILE).write_text(json.dumps(dict(manifest, format_version=2)))
-    with pytest.raises(ValueError, match=f"{MANIFEST_FILE}.*format version 2"):
+    (saved / MANIFEST_FILE).write_text(json.dumps(dict(manifest, format_version=3)))
+    with pytest.raises(ValueError, match=f"{MANIFEST_FILE}.*format version 3, this code reads 1 and 2"):
         load_memory_weights(saved, tiny_transformer())
+
+
+def test_the_readout_settings_of_training_are_recorded_and_read_back(tmp_path, saved):
+    manifest = json.loads((saved / MANIFEST_FILE).read_text())
+    assert manifest["format_version"] == 2 and manifest["readout"] == asdict(DEFAULT_READOUT)
+    assert load_memory_weights(saved, tiny_transformer()).readout == DEFAULT_READOUT
+    transformer = tiny_transformer()
+    branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS))
+    # as the trainer sets it, from the memory of its training samples
+    branch.readout = ReadoutSettings.of("latent", MemoryConfig(near=0.2, feature_dtype="bfloat16"))
+    save_memory_weights(tmp_path / "other", transformer, branch, None)
+    assert load_memory_weights(tmp_path / "other", tiny_transformer()).readout == branch.readout
+    branch.readout = None
+    with pytest.raises(ValueError, match="readout settings are unknown"):
+        save_memory_weights(tmp_path / "unknown", transformer, branch, None)
+
+
+def test_version_1_weights_load_unchecked_with_a_warning_and_a_bad_readout_entry_is_named(saved):
+    manifest = json.loads((saved / MANIFEST_FILE).read_text())
+    (saved / MANIFEST_FILE).write_text(json.dumps(dict(manifest, readout={"near": 0.05})))
+    with pytest.raises(ValueError, match=f"{MANIFEST_FILE}: bad entry"):
+        load_memory_weights(saved, tiny_transformer())
+    del manifest["readout"]
+    (saved / MANIFEST_FILE).write_text(json.dumps(dict(manifest, format_version=1)))
+    with pytest.warns(UserWarning, match=f"{MANIFEST_FILE}: format version 1 does not record the readout settings"):
+        assert load_memory_weights(saved, tiny_transformer()).readout is None
 
 
 def test_stage_two_training_reaches_only_lora_under_checkpointing():

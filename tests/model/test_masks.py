@@ -197,35 +197,23 @@ def test_write_masks_checks_inputs():
 # --------------------------------------------------------------------------------------------
 
 
-def _save_tiny_segformer(folder, labels: dict[int, str]) -> None:
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation
-    from transformers.models.segformer.image_processing_pil_segformer import SegformerImageProcessorPil
-
-    config = SegformerConfig(
-        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 2],
-        patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2], decoder_hidden_size=16,
-        num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
-    )
-    torch.manual_seed(0)
-    SegformerForSemanticSegmentation(config).save_pretrained(folder)
-    SegformerImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
-
-
 def test_sky_label_ids():
     assert sky_label_ids({0: "wall", 1: "building", 2: "Sky", 3: "skyscraper", 4: "sky, heaven"}) == [2, 4]
     assert sky_label_ids({"0": "wall"}) == []
 
 
-def test_semantic_sky_segmenter_runs_on_a_tiny_segformer(tmp_path):
-    _save_tiny_segformer(tmp_path, {0: "wall", 1: "building", 2: "sky"})
+def test_semantic_sky_segmenter_runs_on_a_tiny_segformer(tmp_path, save_tiny_segformer):
+    save_tiny_segformer(tmp_path, {0: "wall", 1: "building", 2: "sky"})
     segmenter = SemanticSkySegmenter(tmp_path, batch_size=2)
     assert segmenter.sky_ids == [2]
     images = (np.random.default_rng(0).random((3, 40, 56, 3)) * 255).astype(np.uint8)
     sky = segmenter.segment(torch.from_numpy(images))
     assert sky.shape == (3, 40, 56) and sky.dtype == torch.bool
+    save_tiny_segformer(tmp_path / "all-sky", {0: "wall", 1: "sky"}, always=1)
+    assert SemanticSkySegmenter(tmp_path / "all-sky").segment(torch.from_numpy(images)).all()
 
 
-def test_semantic_sky_segmenter_without_a_sky_class(tmp_path):
-    _save_tiny_segformer(tmp_path, {0: "wall", 1: "floor"})
+def test_semantic_sky_segmenter_without_a_sky_class(tmp_path, save_tiny_segformer):
+    save_tiny_segformer(tmp_path, {0: "wall", 1: "floor"})
     with pytest.raises(ModelFolderError, match="no class labelled 'sky'"):
         SemanticSkySegmenter(tmp_path)

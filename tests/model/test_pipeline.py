@@ -7,6 +7,8 @@ weights with the same seed in this process (reruns, resumes from copied state, s
 a zero-initialised branch that adds exactly 0).
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -15,8 +17,10 @@ from model.backbone import BackboneConfig, load_backbone
 from model.camera import intrinsics_from_fov
 from model.trajectories import orbit
 from model.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
+from model.masks import SemanticSkySegmenter
 from model.memory_branch import MemoryBranch, MemoryBranchConfig
-from model.memory import LatentSpatialMemory
+from model.memory import CellLabel, LatentSpatialMemory, MemoryConfig
+from model.memory_kinds import make_memory
 from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.scenes import ProceduralScene, SceneConfig
 
@@ -161,6 +165,35 @@ def test_branch_and_lora_save_load_reproduce_outputs(tmp_path, renderer, scene, 
     assert torch.equal(again.latents, trained.latents)
     bare = started(small_branch_backbone(), renderer, scene, K, PipelineConfig(steps=2, inpaint_fraction=0.0)).run_segment(path(1), SceneDepth(renderer, scene))
     assert not torch.equal(bare.latents, trained.latents), "the trained weights must change the output"
+
+
+def test_branch_mode_refuses_a_memory_that_reads_out_otherwise_than_the_branch_was_trained_on():
+    backbone = small_branch_backbone()
+    branch = MemoryBranch(backbone.transformer, MemoryBranchConfig(layers=(0, 2)))
+    config = PipelineConfig(steps=1, mode="branch")
+    pipe = MiragePipeline(backbone, config, branch)  # the default memory: what training reads out
+    differences = r"near 0.1 \(trained: 0.05\), depth_bin 0.01 \(trained: 0.02\)"
+    with pytest.raises(ValueError, match=rf"^saved.safetensors: {differences}: the memory weights"):
+        pipe.load_memory(LatentSpatialMemory(MemoryConfig(near=0.1, depth_bin=0.01)), source="saved.safetensors")
+    with pytest.raises(ValueError, match=r"^memory: memory_kind 'rgb' \(trained: 'latent'\)"):
+        MiragePipeline(backbone, replace(config, memory_kind="rgb"), branch, make_memory("rgb", vae=backbone.vae))
+    branch.readout = None  # weights saved before the settings were recorded: not checked
+    MiragePipeline(backbone, replace(config, memory=MemoryConfig(near=0.1)), branch)
+
+
+def test_semantic_sky_is_never_written(tmp_path, save_tiny_segformer, renderer, scene, K):
+    save_tiny_segformer(tmp_path, {0: "wall", 1: "sky"}, always=1)  # everything is sky
+    backbone = tiny()
+    pipe = MiragePipeline(backbone, PipelineConfig(steps=1, inpaint_fraction=1.0), sky=SemanticSkySegmenter(tmp_path))
+    rgb, depth = renderer.render(scene, np.eye(4), K, W, H)
+    pipe.start(rgb, torch.from_numpy(depth), K)
+    before = len(pipe.memory)
+    result = pipe.run_segment(path(1), SceneDepth(renderer, scene))
+    assert result.memory_points == len(pipe.memory) == before
+    assert set(result.labels.unique().tolist()) <= {int(CellLabel.SKY), int(CellLabel.INVALID)}
+    assert (result.labels == CellLabel.SKY).any()
+    plain = started(backbone, renderer, scene, K, PipelineConfig(steps=1, inpaint_fraction=1.0))
+    assert plain.run_segment(path(1), SceneDepth(renderer, scene)).memory_points > before, "without it points are added"
 
 
 def test_reencode_write_path(renderer, scene, K):

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from PySide6.QtCore import QCoreApplication, QObject, QSettings, Qt, Signal
+from PySide6.QtCore import QCoreApplication, QSettings, Qt
 from PySide6.QtGui import QGuiApplication, QOffscreenSurface, QOpenGLContext
 
 from explorer.flight import step_segment
-from explorer.worker import SceneInfo
+from explorer.worker import GenerationSignals, SceneInfo
 from model.frames import frames_to_tensor
 from model.memory import LatentSpatialMemory
 from model.patch_vae import PatchVAE
@@ -74,23 +74,12 @@ def sample_memory(sample_view):
     return memory
 
 
-class FakeController(QObject):
+class FakeController(GenerationSignals):
     """Stands in for :class:`explorer.worker.GenerationController`: the same signals, no model.
 
     Every request is appended to :attr:`requests` as ``(name, args)``; nothing is generated. Tests
     play the worker's part by emitting the signals, directly or through :meth:`open` and :meth:`finish_segment`.
     """
-
-    status = Signal(str)
-    backbone_ready = Signal(str)
-    scene_ready = Signal(object)
-    step_progress = Signal(int, int, int)
-    segment_ready = Signal(object)
-    memory_changed = Signal(object)
-    failed = Signal(str, str)
-    cancelled = Signal(int)
-    idle = Signal()
-    recording_saved = Signal(str)
 
     def __init__(self) -> None:
         super().__init__()

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
+from explorer.worker import snapshot_memory
 from model.memory import CellLabel
 from ui import cloud_math
-from ui.cache_panel import CacheData, CachePanel
+from ui.cache_panel import CachePanel
 
 
 def test_display_transform_is_a_rotation_to_z_up():
@@ -61,7 +62,7 @@ def test_pick_nearest_prefers_the_closest_in_screen_then_the_front_one():
 
 @pytest.fixture
 def cache(sample_memory):
-    return CacheData.from_memory(sample_memory)
+    return snapshot_memory(sample_memory, "requested", 0, {}, None, 4)
 
 
 def test_panel_modes_toggles_stats_and_decimation_without_gl(qtbot, cache):

@@ -4,6 +4,7 @@ progress and cancel, errors, recording round trip, and the screenshot."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,12 @@ def focus_view(qtbot, win):
     win.activateWindow()
     qtbot.waitUntil(win.isActiveWindow, timeout=3000)
     win.viewport.view.setFocus()
+
+
+def test_the_sky_model_folder_of_the_settings_goes_to_the_worker(window, monkeypatch):
+    assert window.generation_settings().sky_model is None, "none configured: sky by depth only"
+    monkeypatch.setattr(window, "settings", replace(window.settings, sky_model_dir="/models/segformer-ade"))
+    assert window.generation_settings().sky_model == "/models/segformer-ade"
 
 
 def test_keys_fly_the_camera_and_update_the_preview(qtbot, window):

@@ -18,7 +18,8 @@ from ui.viewport import Viewport
 
 
 def test_settings_round_trip_through_qsettings(settings):
-    edited = ExplorerSettings(KeyBindings(forward="Z", back="X"), sensitivity_deg_per_px=0.3, speed_mps=2.5, capture_mouse=True, model_dir="/models/wan")
+    edited = ExplorerSettings(KeyBindings(forward="Z", back="X"), sensitivity_deg_per_px=0.3, speed_mps=2.5,
+                              capture_mouse=True, model_dir="/models/wan", sky_model_dir="/models/segformer-ade")
     edited.save(settings)
     loaded = ExplorerSettings.load(settings)
     assert loaded == edited and loaded.problems == []
@@ -61,9 +62,11 @@ def test_settings_dialog_rebinds_keys_and_refuses_conflicts(qtbot, monkeypatch):
     qtbot.mouseClick(forward, Qt.MouseButton.LeftButton)
     qtbot.keyPress(forward, Qt.Key.Key_Z)
     dialog.sensitivity.setValue(0.5)
+    dialog.sky_model_dir.setText(" /models/segformer-ade ")
     dialog.accept()
     result = dialog.result_settings()
     assert result.bindings.forward == "Z" and result.sensitivity_deg_per_px == 0.5
+    assert result.sky_model_dir == "/models/segformer-ade", "the folder is taken without surrounding spaces"
 
 
 def test_controls_panel_modes_and_options(qtbot):

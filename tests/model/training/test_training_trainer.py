@@ -7,7 +7,7 @@ import torch
 
 from model.backbone import load_backbone
 from model.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, load_memory_weights, save_memory_weights
-from model.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.memory_branch import DEFAULT_READOUT, MemoryBranch, MemoryBranchConfig
 from model.training import checkpoint as ckpt
 from model.training.losslog import read_loss_csv
 from model.training.trainer import TrainConfig, Trainer, batch_indices, train, trainable_parameters
@@ -127,6 +127,7 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, monkeypatch, stage
     assert (stage == "lora") == (tmp_path / "crashed" / LORA_FILE).exists()
     transformer = load_backbone(TrainConfig(device="cpu").backbone_config("cpu")).transformer
     branch = load_memory_weights(tmp_path / "crashed", transformer)
+    assert branch.readout == DEFAULT_READOUT, "the readout settings of the training samples are recorded"
     assert ("memory" in (getattr(transformer, "peft_config", None) or {})) == (stage == "lora")
     trained = {k[len("branch."):]: v for k, v in a.items() if k.startswith("branch.")}
     assert all(torch.equal(branch.state_dict()[k], v) for k, v in trained.items())  # exact: file copies

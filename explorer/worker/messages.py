@@ -1,0 +1,154 @@
+"""What travels between the GUI thread and the generation thread: settings, requests, results.
+
+Plain data, no Qt: :class:`GenerationSettings` goes in with a model load, :class:`Request` carries
+every call the controller posts, :class:`SegmentJob` is one queued segment, and :class:`SceneInfo`
+and :class:`MemorySnapshot` come back with ``scene_ready`` and ``memory_changed``
+(:func:`snapshot_memory` makes the latter from any memory kind).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from explorer.preview import cell_footprints
+from model.memory_base import SpatialMemory
+from model.profiles import profile
+
+
+@dataclass
+class GenerationSettings:
+    """Explorer settings beyond the backbone / pipeline configs."""
+
+    height: int | None = None  # frame height in pixels; None: the backend profile's generate_size (model.profiles)
+    width: int | None = None  # frame width in pixels; None: the backend profile's generate_size
+    prompt: str = ""  # text prompt of every segment
+    depth_model: str | None = None  # transformers depth-estimation folder; None: flat prior depth (warned)
+    sky_model: str | None = None  # transformers segmentation folder with a "sky" class; None: sky by depth only
+    memory_weights: str | None = None  # trained memory branch + LoRA folder (pipeline mode "branch")
+
+    def size(self, backend: str) -> tuple[int, int]:
+        """``(height, width)`` in pixels of the generated frames."""
+        return profile(backend).generation_size(self.height, self.width)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One call the controller posts to the worker: ``handler(*args)``, run in the generation thread.
+
+    Attributes:
+        handler: a bound request method of :class:`explorer.worker.GenerationWorker`.
+        args: its arguments. doing: what it does, for error messages (``"Opening photo.jpg"``).
+    """
+
+    handler: Callable[..., None]
+    args: tuple
+    doing: str
+
+
+@dataclass
+class SceneInfo:
+    """A scene is ready (``scene_ready``).
+
+    Attributes:
+        image: ``[H, W, 3]`` uint8 first frame (the photo at the model size, or a resumed session's last frame).
+        K: ``[3, 3]`` float64 pixel intrinsics of ``image``. start_w2c: ``[4, 4]`` float64 pose of ``image``.
+        depth: ``[H, W]`` float32 metres of the photo (+inf invalid), None for a resumed session.
+        source: ``"bundled"``, the photo's path, or ``"session:<folder>"``.
+        depth_source: what gives the depth of generated frames. k_source: where K came from.
+        prior_depth: True when the flat prior depth stands in for a depth model (geometry is rough).
+        segments_done: segments already generated (0 unless resumed).
+        points, bytes: memory size.
+        latent_stride: pixels per latent cell (16 for Wan2.2, 4 for the tiny patch VAE).
+    """
+
+    image: np.ndarray
+    K: np.ndarray
+    start_w2c: np.ndarray
+    depth: np.ndarray | None
+    source: str
+    depth_source: str
+    k_source: str
+    prior_depth: bool
+    segments_done: int
+    points: int
+    bytes: int
+    latent_stride: int
+
+
+@dataclass
+class MemorySnapshot:
+    """Numpy copies of the memory for the cache panel and the preview (``memory_changed``).
+
+    Attributes:
+        positions: ``[N, 3]`` float32 metres. colors: ``[N, 3]`` uint8. segments, frames: ``[N]`` int32 provenance.
+        footprint_m: ``[N]`` float32 world size of each point's latent cell (0: unknown; see
+            :func:`explorer.preview.cell_footprints`).
+        rejected_positions: ``[M, 3]`` float32 and rejected_labels ``[M]`` uint8 (:class:`model.memory.CellLabel`)
+            of the last write's rejected cells (empty for memories that do not keep them).
+        points, bytes, rejected: :class:`model.memory.MemoryStats`.
+        reason: ``"scene"``, ``"segment"``, ``"loaded"``, ``"requested"``.
+        segments_done: segments generated so far.
+        features: ``[N, C]`` float16 latent features for the panel's latent-PCA colours (None for
+            memories without latent features, e.g. the RGB baseline).
+    """
+
+    positions: np.ndarray
+    colors: np.ndarray
+    segments: np.ndarray
+    frames: np.ndarray
+    footprint_m: np.ndarray
+    rejected_positions: np.ndarray
+    rejected_labels: np.ndarray
+    points: int
+    bytes: int
+    rejected: int
+    reason: str
+    segments_done: int
+    features: np.ndarray | None = None
+
+
+@dataclass
+class SegmentJob:
+    """One queued segment: poses, the action(s) that made it, and its own cancel flag."""
+
+    poses: torch.Tensor
+    action: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+def snapshot_memory(memory: SpatialMemory, reason: str, segments_done: int, poses_by_frame: dict[int, np.ndarray], K: torch.Tensor | None, stride: int) -> MemorySnapshot:
+    """Numpy copies of any pipeline memory (latent or RGB) for the UI."""
+
+    def host(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().cpu().numpy().copy()
+
+    positions = host(memory.positions)
+    frames = host(memory.frames)
+    if memory.sizes is not None:  # the RGB memory stores each point's footprint itself
+        footprint = memory.sizes.detach().float().cpu().numpy()
+    elif K is not None and len(positions):
+        focal = float(0.5 * (K[0, 0] + K[1, 1]))
+        footprint = cell_footprints(positions, frames, poses_by_frame, focal, stride)
+    else:
+        footprint = np.zeros(len(positions), np.float32)
+    stats = memory.stats()
+    return MemorySnapshot(
+        positions=positions,
+        colors=host(memory.colors),
+        segments=host(memory.segments),
+        frames=frames,
+        footprint_m=footprint.astype(np.float32),
+        rejected_positions=host(memory.rejected_positions),
+        rejected_labels=host(memory.rejected_labels),
+        points=stats.points,
+        bytes=stats.bytes,
+        rejected=stats.rejected,
+        reason=reason,
+        segments_done=segments_done,
+        features=None if memory.features is None else memory.features.detach().float().cpu().numpy().astype(np.float16),
+    )
