@@ -61,16 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.memory_ops import device_label  # noqa: E402
 from explorer.generate import build_trajectory  # noqa: E402
 from model.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
-from model.backbone import (  # noqa: E402
-    TI2V_SCHEDULER,
-    Backbone,
-    BackboneConfig,
-    WanVideoVAE,
-    _cast_like_from_pretrained,
-    load_backbone,
-    tiny_tokenizer,
-    wan22_vae,
-)
+from model.backbone import TI2V_SCHEDULER, Backbone, BackboneConfig, WanVideoVAE, _cast_like_from_pretrained, load_backbone
+from model.tiny import tiny_tokenizer, wan22_vae
 from model.camera import intrinsics_from_fov  # noqa: E402
 from model.memory_kinds import MEMORY_KINDS, make_memory  # noqa: E402
 from model.pipeline import MiragePipeline, PipelineConfig  # noqa: E402

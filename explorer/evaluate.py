@@ -49,7 +49,8 @@ import torch
 
 from explorer import session as sessions
 from model.atomic import OutputSet, write_json_atomic
-from model.camera import invert_pose, read_re10k
+from model.camera import CV_FROM_GL, invert_pose
+from model.camera_files import read_re10k
 from model.formats import read_json_object
 from model.image_io import save_png
 from model.metrics import video_metrics
@@ -57,9 +58,8 @@ from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
 from model.video_io import read_mp4_frames
 
-# OpenCV camera axes -> Blender/OpenGL camera axes (right-multiplied onto c2w), and our world axes
+# OpenCV camera axes -> Blender/OpenGL camera axes (model.camera.CV_FROM_GL, right-multiplied onto c2w), and our world axes
 # (the first OpenCV camera's) -> WorldScore's PyTorch3D world axes (left-multiplied).
-_CV_TO_GL_CAMERA = np.diag([1.0, -1.0, -1.0, 1.0])
 _CV_TO_WORLDSCORE_WORLD = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 #: What names a run, as said in errors.
@@ -250,7 +250,7 @@ def format_table(metrics: dict) -> str:
 def worldscore_c2w(w2c: torch.Tensor) -> np.ndarray:
     """Our OpenCV ``w2c`` ``[N, 4, 4]`` -> WorldScore camera-to-world ``[N, 4, 4]`` (see the module docstring)."""
     c2w = invert_pose(torch.as_tensor(w2c, dtype=torch.float64)).numpy()
-    return _CV_TO_WORLDSCORE_WORLD @ c2w @ _CV_TO_GL_CAMERA
+    return _CV_TO_WORLDSCORE_WORLD @ c2w @ CV_FROM_GL.numpy()
 
 
 def export_worldscore(path: str | Path, out_dir: str | Path) -> dict:

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from model.atomic import OutputSet, write_json_atomic
 from model.backbone import BackboneConfig
-from model.camera import invert_pose, read_camera_path_json, read_re10k, write_re10k
+from model.camera import invert_pose
+from model.camera_files import read_camera_path_json, read_re10k, write_re10k
 from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
 from model.depth import DepthSource

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from model.atomic import OutputSet
-from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses, write_camera_path_json, write_re10k
+from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses
+from model.camera_files import write_camera_path_json, write_re10k
 from model.formats import read_json_object
 from model.image_io import load_image, save_png
 from model.memory_kinds import load_memory

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from model.atomic import OutputSet, write_json_atomic
-from model.camera import invert_pose, write_re10k
+from model.camera import invert_pose
+from model.camera_files import write_re10k
 from model.trajectories import closed_loop, orbit
 from model.frames import frames_to_tensor, tensor_to_frames
 from model.memory import LatentSpatialMemory, MemoryConfig

@@ -39,7 +39,8 @@ from explorer.preview import MemoryPreviewRenderer
 from explorer.session import SESSION_JSON, RecordedSession, load_session
 from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.backbone import BackboneConfig
-from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
+from model.camera import Trajectory, scale_intrinsics
+from model.camera_files import write_camera_path_json
 from model.pipeline import PipelineConfig
 from model.profiles import default_backend, profile
 from ui.cache_panel import COLOR_MODES, CachePanel

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.camera import intrinsics_from_fov, read_re10k
+from model.camera import intrinsics_from_fov
+from model.camera_files import read_re10k
 from model.trajectories import forward_dolly, look_around, orbit, yaw_pan
 from model.image_io import ImageLoadError, center_crop_box, crop_resize, load_image
 from model.scenes import ProceduralScene, SceneConfig, SceneRenderer

@@ -12,7 +12,8 @@ import torch
 import main
 from explorer.evaluate import evaluate_run, format_table, load_run, worldscore_c2w
 from explorer.session import SessionRecorder
-from model.camera import invert_pose, read_re10k, scale_intrinsics
+from model.camera import invert_pose, scale_intrinsics
+from model.camera_files import read_re10k
 from model.memory import LatentSpatialMemory
 from model.rgbd_io import SAMPLE_SCENE_DIR, RGBDView, load_rgbd_folder, write_rgbd_folder
 from model.video_io import read_mp4_frames

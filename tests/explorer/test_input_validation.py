@@ -11,7 +11,8 @@ from PIL import Image
 
 import explorer.generate
 import main
-from model.camera import Trajectory, intrinsics_from_fov, write_camera_path_json, write_re10k
+from model.camera import Trajectory, intrinsics_from_fov
+from model.camera_files import write_camera_path_json, write_re10k
 from model.trajectories import orbit
 from model.memory import LatentSpatialMemory
 

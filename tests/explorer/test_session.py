@@ -11,7 +11,7 @@ from explorer.flight import step_segment
 from explorer.scene_inputs import PRIOR_DEPTH_WARNING, bundled_scene, session_inputs
 from explorer.session import SessionError, SessionRecorder, export_camera_path, load_session, session_memory
 from model.backbone import BackboneConfig, load_backbone
-from model.camera import read_camera_path_json, read_re10k
+from model.camera_files import read_camera_path_json, read_re10k
 from model.depth import PriorDepthWarning
 from model.memory import LatentSpatialMemory
 from model.pipeline import MiragePipeline, PipelineConfig

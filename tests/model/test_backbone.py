@@ -16,14 +16,8 @@ from diffusers import AutoencoderKLWan, WanPipeline
 from diffusers.hooks.group_offloading import _is_group_offload_enabled
 from safetensors.torch import load_file
 
-from model.backbone import (
-    Backbone,
-    BackboneConfig,
-    WanVideoVAE,
-    load_backbone,
-    tiny_wan_vae,
-    validate_wan_folder,
-)
+from model.backbone import Backbone, BackboneConfig, WanVideoVAE, load_backbone, validate_wan_folder
+from model.tiny import tiny_wan_vae
 from model.folders import ModelFolderError
 from model.patch_vae import PatchVAE
 from model.vae import VideoVAE, num_latent_frames

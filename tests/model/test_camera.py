@@ -7,22 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.camera import (
-    Trajectory,
-    gl_projection,
-    intrinsics_from_fov,
-    invert_pose,
-    look_at,
-    pixel_centers,
-    project_points,
-    read_camera_path_json,
-    read_re10k,
-    scale_intrinsics,
-    unproject_depth,
-    validate_poses,
-    write_camera_path_json,
-    write_re10k,
-)
+from model.camera import Trajectory, gl_projection, intrinsics_from_fov, invert_pose, look_at, pixel_centers, project_points, scale_intrinsics, unproject_depth, validate_poses
+from model.camera_files import read_camera_path_json, read_re10k, write_camera_path_json, write_re10k
 from model.trajectories import look_around, orbit
 
 

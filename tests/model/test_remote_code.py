@@ -19,7 +19,8 @@ import pytest
 
 import model.backbone as backbone_module
 import model.depth as depth_module
-from model.backbone import BackboneConfig, load_backbone, tiny_tokenizer, validate_wan_folder
+from model.backbone import BackboneConfig, load_backbone, validate_wan_folder
+from model.tiny import tiny_tokenizer
 from model.depth import TransformersDepthEstimator
 from model.folders import ModelFolderError
 from model.masks import SemanticSkySegmenter

@@ -179,7 +179,7 @@ def test_pipeline_runs_one_segment_with_the_rgb_memory(renderer, scene, K):
 
 def test_full_size_vae_of_the_benchmark_has_wan22s_architecture():
     """``tiny_vae="wan-full"`` (benchmarks/generation.py): Wan2.2's 705M-parameter VAE, built on the meta device here."""
-    from model.backbone import wan22_vae
+    from model.tiny import wan22_vae
 
     with torch.device("meta"):
         vae = wan22_vae()

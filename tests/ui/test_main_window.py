@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from explorer.fly_camera import Action
 from explorer.session import load_session
-from model.camera import read_camera_path_json
+from model.camera_files import read_camera_path_json
 from model.pipeline import MiragePipeline
 from model.video_io import Mp4Writer, read_mp4_frames
 from ui.launch import LaunchOptions

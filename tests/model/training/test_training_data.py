@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.camera import write_re10k
+from model.camera_files import write_re10k
 from model.trajectories import orbit
 from model.depth import PriorDepth
 from model.frames import frames_to_tensor
