@@ -13,8 +13,8 @@ import argparse
 import signal
 import sys
 
-from model.atomic import Interrupted, raise_on_signals
-from model.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
+from model.io.atomic import Interrupted, raise_on_signals
+from model.generation.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
 from ui.launch import add_gui_arguments
 
 

@@ -3,16 +3,16 @@
 Every run starts from the exact render of a procedural room at the identity pose (exact depth for
 the memory's initialisation and write-back), flies a closed loop (out along a path and back along
 the same poses, 2 segments = 65 frames, frame ``i`` at the pose of frame ``64 - i``) and is scored
-with :func:`model.metrics.video_metrics`: closed loop (PSNR_C / SSIM_C and mirrored-pair means),
+with :func:`model.eval.metrics.video_metrics`: closed loop (PSNR_C / SSIM_C and mirrored-pair means),
 forward-backward flow, ORB camera error, known-pose reprojection with exact depth, and PSNR / SSIM
 against the renderer's exact image at every pose. One more column reprojects with the *memory's*
 depth (the final memory read out at every pose, latent grid upsampled nearest-neighbour).
 
 Conditions (all ``mode="inpaint"``, tiny backend with the exact patch VAE, random weights):
 
-* ``latent``: :class:`model.memory.LatentSpatialMemory`, ``inpaint_fraction=1.0`` (visible tokens
+* ``latent``: :class:`model.memory.latent.LatentSpatialMemory`, ``inpaint_fraction=1.0`` (visible tokens
   follow the readout through every step: the tiny default of ``generate``);
-* ``rgb``: the pixel-space :class:`model.rgb_memory.RGBPointCloudMemory` (rasterise + VAE-encode per
+* ``rgb``: the pixel-space :class:`model.baselines.rgb_memory.RGBPointCloudMemory` (rasterise + VAE-encode per
   readout), ``inpaint_fraction=1.0``;
 * ``none``: the latent memory built and updated as usual but with ``inpaint_fraction=0.0``, so no
   token ever follows the readout: the frames are the random model's own output conditioned only on
@@ -47,14 +47,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.evaluate import json_safe  # noqa: E402
-from model.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from model.backbone import BackboneConfig, load_backbone  # noqa: E402
-from model.camera import intrinsics_from_fov  # noqa: E402
-from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan  # noqa: E402
-from model.memory_kinds import make_memory  # noqa: E402
-from model.metrics import MAX_PSNR_DB, mean_psnr, reprojection_error, video_metrics  # noqa: E402
-from model.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
+from model.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from model.generation.backbone import BackboneConfig, load_backbone  # noqa: E402
+from model.geometry.camera import intrinsics_from_fov  # noqa: E402
+from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan  # noqa: E402
+from model.baselines.kinds import make_memory  # noqa: E402
+from model.eval.metrics import MAX_PSNR_DB, mean_psnr, reprojection_error, video_metrics  # noqa: E402
+from model.generation.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONDITIONS = {  # name -> (memory_kind, inpaint_fraction)

@@ -1,7 +1,7 @@
 """Generation benchmark: the latent memory against the pixel-space RGB point-cloud memory, same pipeline.
 
 Both memories (``PipelineConfig.memory_kind`` ``"latent"`` and ``"rgb"``) run through the same
-:class:`~model.pipeline.MiragePipeline` with the same seed, start image, exact depth and camera path
+:class:`~model.generation.pipeline.MiragePipeline` with the same seed, start image, exact depth and camera path
 (the bundled sample scene's procedural room, an orbit as in ``main.py generate``) for ``--segments``
 segments (33 frames each by default). Each memory runs in its own fresh process, so peak RSS and GPU memory belong
 to it alone. Per segment it records the memory readout and update seconds (the RGB readout split
@@ -60,14 +60,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.memory_ops import device_label  # noqa: E402
 from explorer.generate import build_trajectory  # noqa: E402
-from model.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
-from model.backbone import TI2V_SCHEDULER, Backbone, BackboneConfig, WanVideoVAE, _cast_like_from_pretrained, load_backbone
-from model.tiny import tiny_tokenizer, wan22_vae
-from model.camera import intrinsics_from_fov  # noqa: E402
-from model.memory_kinds import MEMORY_KINDS, make_memory  # noqa: E402
-from model.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
-from model.profiles import WAN  # noqa: E402
-from model.scenes import SAMPLE_CONFIG, SAMPLE_FOV_Y_DEG, ProceduralScene, SceneRenderer  # noqa: E402
+from model.io.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
+from model.generation.backbone import TI2V_SCHEDULER, Backbone, BackboneConfig, WanVideoVAE, _cast_like_from_pretrained, load_backbone
+from model.generation.tiny import tiny_tokenizer, wan22_vae
+from model.geometry.camera import intrinsics_from_fov  # noqa: E402
+from model.baselines.kinds import MEMORY_KINDS, make_memory  # noqa: E402
+from model.generation.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
+from model.generation.profiles import WAN  # noqa: E402
+from model.eval.scenes import SAMPLE_CONFIG, SAMPLE_FOV_Y_DEG, ProceduralScene, SceneRenderer  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "a room with a table and a shelf"

@@ -24,11 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.atomic import write_json_atomic  # noqa: E402
-from model.camera import intrinsics_from_fov, scale_intrinsics  # noqa: E402
-from model.trajectories import orbit, yaw_pan  # noqa: E402
-from model.memory import LatentSpatialMemory, MemoryConfig  # noqa: E402
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
+from model.io.atomic import write_json_atomic  # noqa: E402
+from model.geometry.camera import intrinsics_from_fov, scale_intrinsics  # noqa: E402
+from model.geometry.trajectories import orbit, yaw_pan  # noqa: E402
+from model.memory.latent import LatentSpatialMemory, MemoryConfig  # noqa: E402
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
 
 HEIGHT, WIDTH, STRIDE, CHANNELS = 704, 1280, 16, 48
 LATENT_H, LATENT_W = HEIGHT // STRIDE, WIDTH // STRIDE

@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.preview import DEFAULT_MAX_DRAW_POINTS, MemoryPreviewRenderer, cell_footprints  # noqa: E402
-from model.camera import intrinsics_from_fov, invert_pose, scale_intrinsics, unproject_depth  # noqa: E402
-from model.trajectories import orbit, yaw_pan  # noqa: E402
-from model.scenes import SAMPLE_CONFIG, ProceduralScene, SceneRenderer  # noqa: E402
+from model.geometry.camera import intrinsics_from_fov, invert_pose, scale_intrinsics, unproject_depth  # noqa: E402
+from model.geometry.trajectories import orbit, yaw_pan  # noqa: E402
+from model.eval.scenes import SAMPLE_CONFIG, ProceduralScene, SceneRenderer  # noqa: E402
 
 STRIDE = 4  # PatchVAE stride; Wan2.2's is 16 (then the same room has 16x fewer points)
 

@@ -33,8 +33,8 @@ from diffusers import WanTransformer3DModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.atomic import write_json_atomic  # noqa: E402
-from model.memory_branch import MemoryBranch, MemoryBranchConfig  # noqa: E402
+from model.io.atomic import write_json_atomic  # noqa: E402
+from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig  # noqa: E402
 from model.training.samples import Batch  # noqa: E402
 from model.training.trainer import MemoryFlowModel, trainable_parameters, training_step  # noqa: E402
 

@@ -3,10 +3,10 @@
 1. Train stage 1 (memory branch only) on procedural rooms (seeds ``0 .. scenes-1``, random camera
    paths) with the tiny backend (random frozen backbone), via :func:`model.training.trainer.train`.
 2. On held-out rooms (seeds ``eval_seed ..``) generate a closed-loop orbit (out and back, two
-   33-frame segments) with :class:`model.pipeline.MiragePipeline` in ``branch`` mode, once with
+   33-frame segments) with :class:`model.generation.pipeline.MiragePipeline` in ``branch`` mode, once with
    ``branch.enabled = True`` and once with ``False`` (same backbone, seed and noise).
 3. Compare the generated frames with exact renders of the room (PSNR / SSIM per frame, mean over
-   frames 1..N) and the closed-loop metrics of :func:`model.metrics.closed_loop_metrics`
+   frames 1..N) and the closed-loop metrics of :func:`model.eval.metrics.closed_loop_metrics`
    (PSNR_C / SSIM_C: the return frame against frame 0; pair means over all mirrored poses).
 4. Write ``benchmarks/results/training-cpu.md`` (table, settings, the commands).
 
@@ -33,13 +33,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.generate import build_trajectory  # noqa: E402
-from model.atomic import write_text_atomic  # noqa: E402
-from model.metrics import closed_loop_metrics, mean_psnr, psnr, ssim  # noqa: E402
-from model.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
-from model.stack import load_generation_stack  # noqa: E402
+from model.io.atomic import write_text_atomic  # noqa: E402
+from model.eval.metrics import closed_loop_metrics, mean_psnr, psnr, ssim  # noqa: E402
+from model.generation.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
+from model.generation.stack import load_generation_stack  # noqa: E402
 from model.training.clips import PROCEDURAL_FOV_Y_DEG  # noqa: E402
-from model.camera import intrinsics_from_fov  # noqa: E402
+from model.geometry.camera import intrinsics_from_fov  # noqa: E402
 from model.training.trainer import TrainConfig, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def report(args, config: TrainConfig, rows: list[dict], seconds: float) -> str:
         f"## Held-out closed-loop evaluation (room seeds {args.eval_seed}..{args.eval_seed + args.eval_scenes - 1})",
         "",
         f"Closed-loop orbit (radius 2 m, 40 degrees out and back, 65 frames = 2 segments), {args.denoise_steps} UniPC steps, "
-        "pipeline mode `branch`, same noise seed for both rows. PSNR in dB, SSIM on luma (`model.metrics`).",
+        "pipeline mode `branch`, same noise seed for both rows. PSNR in dB, SSIM on luma (`model.eval.metrics`).",
         "`vs render`: mean over frames 1..64 against exact renders; `_c`: return frame vs frame 0 (paper's PSNR_C/SSIM_C);",
         "`pair`: mean over all mirrored pose pairs.",
         "",

@@ -1,10 +1,10 @@
-"""Tune the threshold of :func:`model.masks.dynamic_mask` on procedural rooms with a moving box.
+"""Tune the threshold of :func:`model.memory.masks.dynamic_mask` on procedural rooms with a moving box.
 
-For each seeded room (:class:`model.scenes.ProceduralScene` with ``moving_object=True``) and each
+For each seeded room (:class:`model.eval.scenes.ProceduralScene` with ``moving_object=True``) and each
 standard camera path (33 frames at 16 fps, i.e. one segment):
 
-1. render frame 0 at ``t = 0`` and build a :class:`model.memory.LatentSpatialMemory` from it, with
-   pixel patches as features (48 = 3 x 4 x 4 channels, :class:`model.patch_vae.PatchVAE`, stride 4:
+1. render frame 0 at ``t = 0`` and build a :class:`model.memory.latent.LatentSpatialMemory` from it, with
+   pixel patches as features (48 = 3 x 4 x 4 channels, :class:`model.generation.patch_vae.PatchVAE`, stride 4:
    320x176 frames give the 80x44 grid of Wan2.2 latents at 1280x704);
 2. at every 4th frame (the latent frames 1..8) read the memory out at the frame's camera, and
    "generate" the frame as the exact render at its time plus Gaussian feature noise (the generator's
@@ -34,13 +34,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.atomic import write_json_atomic  # noqa: E402
-from model.camera import intrinsics_from_fov  # noqa: E402
-from model.trajectories import forward_dolly, look_around, orbit, yaw_pan  # noqa: E402
-from model.masks import DEFAULT_DYNAMIC_THRESHOLD, change_score, confident_cells, dynamic_mask  # noqa: E402
-from model.memory import LatentSpatialMemory  # noqa: E402
-from model.patch_vae import PatchVAE  # noqa: E402
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
+from model.io.atomic import write_json_atomic  # noqa: E402
+from model.geometry.camera import intrinsics_from_fov  # noqa: E402
+from model.geometry.trajectories import forward_dolly, look_around, orbit, yaw_pan  # noqa: E402
+from model.memory.masks import DEFAULT_DYNAMIC_THRESHOLD, change_score, confident_cells, dynamic_mask  # noqa: E402
+from model.memory.latent import LatentSpatialMemory  # noqa: E402
+from model.generation.patch_vae import PatchVAE  # noqa: E402
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
 
 WIDTH, HEIGHT, FOV_Y, FPS = 320, 176, 55.0, 16.0
 SEGMENT_FRAMES, LATENT_STRIDE = 33, 4

@@ -12,7 +12,7 @@ A run is one of (:data:`RUN_LAYOUTS`):
   the folder or its ``preview.mp4``.
 
 ``eval`` writes ``OUT.metrics.json`` beside the video (``video.metrics.json`` / ``preview.metrics.json``
-in a session / walkthrough folder; checked before the run is read, written atomically), with :func:`model.metrics.video_metrics`. Runs on
+in a session / walkthrough folder; checked before the run is read, written atomically), with :func:`model.eval.metrics.video_metrics`. Runs on
 the bundled sample scene (``generate`` without ``--image``, a session recorded from it, a
 walkthrough of it) also get exact ground truth: the scene
 is re-rendered at every pose and time (``t = i / fps``), which adds the known-pose reprojection
@@ -48,17 +48,17 @@ import numpy as np
 import torch
 
 from explorer import session as sessions
-from model.atomic import OutputSet, write_json_atomic
-from model.camera import CV_FROM_GL, invert_pose
-from model.camera_files import read_re10k
-from model.formats import read_json_object
-from model.image_io import save_png
-from model.metrics import video_metrics
-from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
-from model.video_io import read_mp4_frames
+from model.io.atomic import OutputSet, write_json_atomic
+from model.geometry.camera import CV_FROM_GL, invert_pose
+from model.io.cameras import read_re10k
+from model.io.formats import read_json_object
+from model.io.images import save_png
+from model.eval.metrics import video_metrics
+from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.io.video import read_mp4_frames
 
-# OpenCV camera axes -> Blender/OpenGL camera axes (model.camera.CV_FROM_GL, right-multiplied onto c2w), and our world axes
+# OpenCV camera axes -> Blender/OpenGL camera axes (model.geometry.camera.CV_FROM_GL, right-multiplied onto c2w), and our world axes
 # (the first OpenCV camera's) -> WorldScore's PyTorch3D world axes (left-multiplied).
 _CV_TO_WORLDSCORE_WORLD = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -193,7 +193,7 @@ def bundled_ground_truth(run: GeneratedRun, renderer: SceneRenderer) -> tuple[np
 
 
 def evaluate_run(run: GeneratedRun, stride: int = 4) -> dict:
-    """:func:`model.metrics.video_metrics` of a run, with exact ground truth on the bundled scene."""
+    """:func:`model.eval.metrics.video_metrics` of a run, with exact ground truth on the bundled scene."""
     depth = reference = None
     if run.on_bundled_scene:
         with SceneRenderer() as renderer:
@@ -256,7 +256,7 @@ def worldscore_c2w(w2c: torch.Tensor) -> np.ndarray:
 def export_worldscore(path: str | Path, out_dir: str | Path) -> dict:
     """Write a run as ``OUT/frames/000.png ...``, ``OUT/input_image.png`` and ``OUT/camera_data.json``.
 
-    The folder is checked before the run is read (:meth:`model.atomic.OutputSet.add`), built under a
+    The folder is checked before the run is read (:meth:`model.io.atomic.OutputSet.add`), built under a
     temporary name and swapped into place as a whole. An existing ``OUT`` is only replaced when it
     looks like an earlier export (it holds ``camera_data.json``); any other non-empty folder is an error.
 

@@ -11,11 +11,11 @@ Two ways of driving the model:
   translation threshold plus rotation in units of the rotation threshold), so pauses in the flight
   do not become frozen frames; with no motion at all it falls back to uniform time. Between two
   samples the camera centre is interpolated linearly and the rotation along the shortest arc
-  (:func:`model.trajectories.resample_c2w`).
+  (:func:`model.geometry.trajectories.resample_c2w`).
 * **Steps** (:func:`step_segment`): one key = one segment (forward / back, turn, orbit), linear in
   the step parameter, on the ground plane relative to the current heading.
 
-All poses are ``[.., 4, 4]`` float64 torch world-to-camera in OpenCV axes (:mod:`model.camera`), from
+All poses are ``[.., 4, 4]`` float64 torch world-to-camera in OpenCV axes (:mod:`model.geometry.camera`), from
 the fly camera to the segments handed to the generation queue: samples are kept as given.
 """
 
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 
 from explorer.fly_camera import Action, ground_vectors
-from model.camera import invert_pose, rigid, validate_poses
-from model.rotations import rot_y, rotation_angle, yaw_pitch_roll
-from model.trajectories import resample_c2w
+from model.geometry.camera import invert_pose, rigid, validate_poses
+from model.geometry.rotations import rot_y, rotation_angle, yaw_pitch_roll
+from model.geometry.trajectories import resample_c2w
 
 #: RGB frames per segment (Wan2.2: 33 frames = 9 latent frames).
 SEGMENT_FRAMES = 33
@@ -204,7 +204,7 @@ def step_segment(
     * ``turn_left`` / ``turn_right``: ``turn_deg`` about world up through the camera, in place.
     * ``orbit_left`` / ``orbit_right``: ``orbit_deg`` about the vertical axis through the point
       ``orbit_radius_m`` ahead on the heading; the camera moves left (right) and turns right (left),
-      keeping that point in view, like :func:`model.trajectories.orbit`.
+      keeping that point in view, like :func:`model.geometry.trajectories.orbit`.
 
     Frame ``k`` is at parameter ``k / (n_frames - 1)`` of the motion (constant speed).
     """

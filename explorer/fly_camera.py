@@ -42,8 +42,8 @@ from enum import Enum
 
 import torch
 
-from model.camera import invert_pose, rigid, validate_poses
-from model.rotations import rot_x, rot_y, rot_z, yaw_pitch_roll
+from model.geometry.camera import invert_pose, rigid, validate_poses
+from model.geometry.rotations import rot_x, rot_y, rot_z, yaw_pitch_roll
 
 #: Speed factor while ``fast`` (Shift) is held.
 FAST_FACTOR = 4.0

@@ -2,7 +2,7 @@
 
 Writes ``OUT.mp4`` (H.264), ``OUT.json`` (settings, seed, model, trajectory, per-segment timings and
 memory stats), ``OUT.cameras.txt`` (RealEstate10K) and the ``--save-memory`` file as one
-:class:`model.atomic.OutputSet`: all of them are checked before the models load, written under
+:class:`model.io.atomic.OutputSet`: all of them are checked before the models load, written under
 temporary names, and renamed into place together at the end, so a bad input, a full disk, a failure
 or a signal leaves nothing new behind and earlier results untouched.
 
@@ -23,22 +23,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from model.atomic import OutputSet, write_json_atomic
-from model.backbone import BackboneConfig
-from model.camera import invert_pose
-from model.camera_files import read_camera_path_json, read_re10k, write_re10k
-from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
+from model.io.atomic import OutputSet, write_json_atomic
+from model.generation.backbone import BackboneConfig
+from model.geometry.camera import invert_pose
+from model.io.cameras import read_camera_path_json, read_re10k, write_re10k
+from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
-from model.depth import DepthSource
-from model.folders import check_model_folder
-from model.masks import SKY_FOLDER, SemanticSkySegmenter
-from model.memory_base import SpatialMemory
-from model.memory_kinds import load_memory, make_memory
-from model.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
-from model.profiles import DEFAULT_BACKEND, profile
-from model.scenes import SceneRenderer
-from model.stack import load_generation_stack
-from model.video_io import Mp4Writer, min_video_bytes
+from model.generation.depth import DepthSource
+from model.io.folders import check_model_folder
+from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
+from model.memory.base import SpatialMemory
+from model.baselines.kinds import load_memory, make_memory
+from model.generation.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
+from model.generation.profiles import DEFAULT_BACKEND, profile
+from model.eval.scenes import SceneRenderer
+from model.generation.stack import load_generation_stack
+from model.io.video import Mp4Writer, min_video_bytes
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
@@ -54,7 +54,7 @@ class GenerateArgs:
     image: str | None = None  # photo; None uses the bundled sample scene (with its exact depth)
     trajectory: str = "orbit"  # orbit | forward | pan | closed-orbit | a RealEstate10K .txt | a camera-path .json
     segments: int = 2  # segments of 33 frames (32 new frames each)
-    backend: str = DEFAULT_BACKEND  # one of model.profiles.BACKENDS
+    backend: str = DEFAULT_BACKEND  # one of model.generation.profiles.BACKENDS
     model: str | None = None  # model folder of backends that need one (wan: a Wan2.2-TI2V-5B diffusers folder)
     memory_weights: str | None = None  # folder with the trained memory branch + LoRA (mode branch)
     mode: str = "inpaint"  # branch | inpaint

@@ -22,7 +22,7 @@ CPU, drawn through an index buffer), and at most ``max_draw_points`` of them: be
 the preview inside its latency budget; ``max_draw_points=None`` draws everything).
 ``benchmarks/preview.py`` measures it.
 
-The GL projection is :func:`model.camera.gl_projection` (the project's one OpenCV -> OpenGL
+The GL projection is :func:`model.geometry.camera.gl_projection` (the project's one OpenCV -> OpenGL
 conversion). Several GL contexts may live in one process (the scene renderer, Qt): every GL call
 runs inside ``with self._ctx:``. A renderer is not thread-safe; use it from one thread at a time.
 """
@@ -33,8 +33,8 @@ import numpy as np
 import moderngl
 import torch
 
-from model.camera import FAR_M, NEAR_M, gl_projection, validate_intrinsics, validate_poses
-from model.offscreen_gl import OffscreenGL
+from model.geometry.camera import FAR_M, NEAR_M, gl_projection, validate_intrinsics, validate_poses
+from model.render.offscreen_gl import OffscreenGL
 
 #: Splats are drawn this many times their projected cell footprint.
 SPLAT_OVERLAP = 1.25

@@ -5,9 +5,9 @@ open a photo (or the bundled sample scene) exactly the same way:
 
 * the **bundled scene** (``resources/sample_scene``) is a procedural room: its photo is centre-cropped
   to the model size and its depth, like the depth of every generated frame, is rendered exactly;
-* a **photo** is loaded with :func:`model.image_io.load_photo` (EXIF-oriented, centre-cropped,
+* a **photo** is loaded with :func:`model.io.images.load_photo` (EXIF-oriented, centre-cropped,
   resized); depth comes from a given depth file, else a ``transformers`` depth model, else the flat
-  :class:`model.depth.PriorDepth` with a loud warning; intrinsics from EXIF / the depth model / default.
+  :class:`model.generation.depth.PriorDepth` with a loud warning; intrinsics from EXIF / the depth model / default.
 
 A photo is opened in two steps: :func:`read_photo_files` reads and checks the files (photo and depth
 file, no model involved, so a bad file is refused before anything heavy runs) and reports through
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from explorer.session import RecordedSession
-from model.camera import scale_intrinsics
-from model.depth import DepthSource, PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
-from model.image_io import Photo, load_photo
-from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.geometry.camera import scale_intrinsics
+from model.generation.depth import DepthSource, PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
+from model.io.images import Photo, load_photo
+from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
 
 #: Warning shown when a photo has neither a depth file nor a depth model.
 PRIOR_DEPTH_WARNING = (
@@ -42,7 +42,7 @@ PRIOR_DEPTH_WARNING = (
 
 @dataclass
 class SceneInputs:
-    """Everything :meth:`model.pipeline.MiragePipeline.start` and the generation loop need.
+    """Everything :meth:`model.generation.pipeline.MiragePipeline.start` and the generation loop need.
 
     Attributes:
         image: ``[H, W, 3]`` uint8 at the model size. depth: ``[H, W]`` float32 metres (+inf invalid).
@@ -59,7 +59,7 @@ class SceneInputs:
 
 
 class SceneDepth:
-    """Exact depth of a procedural scene at the generated frames' poses (a :class:`~model.depth.DepthSource`)."""
+    """Exact depth of a procedural scene at the generated frames' poses (a :class:`~model.generation.depth.DepthSource`)."""
 
     def __init__(self, scene: ProceduralScene, renderer: SceneRenderer, width: int, height: int) -> None:
         self.scene, self.renderer, self.width, self.height = scene, renderer, width, height
@@ -84,7 +84,7 @@ class PhotoFiles:
     """A photo and its depth file, read and checked by :func:`read_photo_files` (no model involved).
 
     Attributes:
-        photo: the photo at the model size (:func:`model.image_io.load_photo`).
+        photo: the photo at the model size (:func:`model.io.images.load_photo`).
         depth: ``[H, W]`` float32 metres from the depth file, cropped like the photo; None without one.
     """
 
@@ -99,10 +99,10 @@ def read_photo_files(
 
     Args:
         depth_path: depth file for the photo (``.png`` mm / ``.npy`` m), cropped like the photo.
-        warn: called with each of the photo's :attr:`~model.image_io.Photo.notices` (``"<file>: ..."``).
+        warn: called with each of the photo's :attr:`~model.io.images.Photo.notices` (``"<file>: ..."``).
 
     Raises:
-        model.image_io.ImageLoadError: the photo cannot be used (the message names the file).
+        model.io.images.ImageLoadError: the photo cannot be used (the message names the file).
         ValueError: a bad depth file (named in the message).
     """
     photo = load_photo(path, height, width)
@@ -150,7 +150,7 @@ def photo_inputs(
     :func:`scene_from_photo` (``warn`` gets the photo's notices and the flat-prior warning).
 
     Raises:
-        model.image_io.ImageLoadError: the photo cannot be used (the message names the file).
+        model.io.images.ImageLoadError: the photo cannot be used (the message names the file).
         ValueError: a bad depth file or depth model folder (named in the message).
     """
     return scene_from_photo(read_photo_files(path, height, width, depth_path, warn), device, depth_model, warn)
@@ -170,7 +170,7 @@ def session_inputs(
     says so.
 
     Args:
-        renderer: gives the :class:`~model.scenes.SceneRenderer` for the bundled scene (called only then;
+        renderer: gives the :class:`~model.eval.scenes.SceneRenderer` for the bundled scene (called only then;
             it must outlive the result).
         device, depth_model, warn: as for :func:`photo_inputs`.
     """

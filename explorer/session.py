@@ -14,12 +14,12 @@ A session folder holds:
   exact frame and not from its H.264 copy.
 
 Crash safety: every recorded segment is committed. The recorder builds the next version of the whole
-folder under a temporary name beside it and swaps it in atomically (:class:`model.atomic.OutputSet`),
+folder under a temporary name beside it and swaps it in atomically (:class:`model.io.atomic.OutputSet`),
 so at any instant the folder is a valid session: the previous recording until the first segment is
 committed, then all segments up to the last committed one. A crash, ``kill -9`` or a failed write
 loses at most the segment in flight; the next recording into that folder removes the temporaries a
 killed recorder left. Each segment is encoded on its own and appended to the committed video by a
-stream copy (:func:`model.video_io.concat_mp4`, no re-encoding), with the session JSON as the comment read
+stream copy (:func:`model.io.video.concat_mp4`, no re-encoding), with the session JSON as the comment read
 from an ffmetadata file, so long sessions do not hit command-line length limits.
 """
 
@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.atomic import OutputSet
-from model.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses
-from model.camera_files import write_camera_path_json, write_re10k
-from model.formats import read_json_object
-from model.image_io import load_image, save_png
-from model.memory_kinds import load_memory
-from model.video_io import Mp4Writer, concat_mp4, read_mp4_frames
+from model.io.atomic import OutputSet
+from model.geometry.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses
+from model.io.cameras import write_camera_path_json, write_re10k
+from model.io.formats import read_json_object
+from model.io.images import load_image, save_png
+from model.baselines.kinds import load_memory
+from model.io.video import Mp4Writer, concat_mp4, read_mp4_frames
 
 FORMAT_NAME = "mirage-explorer-session"
 FORMAT_VERSION = 1
@@ -137,7 +137,7 @@ class SessionRecorder:
         self._recording = True
 
     def add_segment(self, result, action: str | None = None, *, memory) -> None:
-        """Commit a :class:`~model.pipeline.SegmentResult` to the folder: its frames appended to the video,
+        """Commit a :class:`~model.generation.pipeline.SegmentResult` to the folder: its frames appended to the video,
         its poses to ``session.json`` and ``cameras.txt``, ``memory`` and the last frame saved.
 
         Args:

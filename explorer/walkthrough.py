@@ -1,7 +1,7 @@
 """Headless walkthrough: build the memory from the bundled scene, fly a closed-loop orbit, and write a
 preview video of what the memory shows along the way (no diffusion model involved).
 
-Features are exact 4x4 pixel patches (:class:`model.patch_vae.PatchVAE`, 48 channels like Wan's
+Features are exact 4x4 pixel patches (:class:`model.generation.patch_vae.PatchVAE`, 48 channels like Wan's
 latent), so the preview shows the memory's real content, its holes and its occlusions.
 """
 
@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.atomic import OutputSet, write_json_atomic
-from model.camera import invert_pose
-from model.camera_files import write_re10k
-from model.trajectories import closed_loop, orbit
-from model.frames import frames_to_tensor, tensor_to_frames
-from model.memory import LatentSpatialMemory, MemoryConfig
-from model.patch_vae import PatchVAE
-from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
-from model.video_io import Mp4Writer, min_video_bytes
+from model.io.atomic import OutputSet, write_json_atomic
+from model.geometry.camera import invert_pose
+from model.io.cameras import write_re10k
+from model.geometry.trajectories import closed_loop, orbit
+from model.io.frames import frames_to_tensor, tensor_to_frames
+from model.memory.latent import LatentSpatialMemory, MemoryConfig
+from model.generation.patch_vae import PatchVAE
+from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
+from model.io.video import Mp4Writer, min_video_bytes
 
 
 @dataclass
@@ -39,7 +39,7 @@ class WalkthroughConfig:
 def run_walkthrough(out_dir: str | Path, config: WalkthroughConfig | None = None) -> dict:
     """Write ``out_dir/preview.mp4``, ``out_dir/session.json`` and ``out_dir/cameras.txt``.
 
-    The three files are one :class:`model.atomic.OutputSet`: checked before the memory is built and
+    The three files are one :class:`model.io.atomic.OutputSet`: checked before the memory is built and
     renamed into place together, so a failure leaves none of them and earlier ones untouched.
 
     Returns:

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from model.scenes import SceneRenderer
+from model.eval.scenes import SceneRenderer
 
 
 @pytest.fixture(scope="session")
 def renderer():
-    """A :class:`model.scenes.SceneRenderer` shared by every test that needs exact RGB-D ground truth."""
+    """A :class:`model.eval.scenes.SceneRenderer` shared by every test that needs exact RGB-D ground truth."""
     with SceneRenderer() as shared:
         yield shared
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from model.memory import CellLabel
+from model.memory.latent import CellLabel
 
 # RGBA per CellLabel: written (static) points, and the last write's rejected cells.
 LABEL_COLORS = {
@@ -89,7 +89,7 @@ def provenance_colors(segments: np.ndarray) -> np.ndarray:
 
 
 def label_colors(labels: np.ndarray) -> np.ndarray:
-    """:class:`~model.memory.CellLabel` values ``[N]`` -> colours ``[N, 4]``."""
+    """:class:`~model.memory.latent.CellLabel` values ``[N]`` -> colours ``[N, 4]``."""
     table = np.array([LABEL_COLORS[label] for label in CellLabel], dtype=np.float32)
     return table[np.asarray(labels, dtype=np.int64).reshape(-1)]
 

@@ -9,7 +9,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from model.profiles import BACKENDS, backend_summaries, default_backend, model_folders, per_backend
+from model.generation.profiles import BACKENDS, backend_summaries, default_backend, model_folders, per_backend
 
 #: Exit code of ``python main.py`` when there is no display to open a window on (``make demo``
 #: then runs the headless walkthrough instead).
@@ -20,7 +20,7 @@ EXIT_NO_DISPLAY = 3
 class LaunchOptions:
     """What the explorer starts with (one field per flag)."""
 
-    backend: str | None = None  # one of model.profiles.BACKENDS; None: model.profiles.default_backend (wan if a folder)
+    backend: str | None = None  # one of model.generation.profiles.BACKENDS; None: model.generation.profiles.default_backend (wan if a folder)
     model: str | None = None  # Wan2.2-TI2V-5B diffusers folder (overrides the one in the settings)
     image: str | None = None  # photo to open at start; None: the bundled sample scene
     session: str | None = None  # recorded session folder to open at start (replay)

@@ -38,11 +38,11 @@ from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
 from explorer.preview import MemoryPreviewRenderer
 from explorer.session import SESSION_JSON, RecordedSession, load_session
 from explorer.worker import GenerationController, GenerationSettings, SceneInfo
-from model.backbone import BackboneConfig
-from model.camera import Trajectory, scale_intrinsics
-from model.camera_files import write_camera_path_json
-from model.pipeline import PipelineConfig
-from model.profiles import default_backend, profile
+from model.generation.backbone import BackboneConfig
+from model.geometry.camera import Trajectory, scale_intrinsics
+from model.io.cameras import write_camera_path_json
+from model.generation.pipeline import PipelineConfig
+from model.generation.profiles import default_backend, profile
 from ui.cache_panel import COLOR_MODES, CachePanel
 from ui.controls_panel import ControlsPanel
 from ui.hud import Hud
@@ -203,7 +203,7 @@ class MainWindow(QMainWindow):
         c.recording_saved.connect(self._on_recording_saved)
 
     def _choose_backend(self) -> str:
-        """``--backend`` if given, else :func:`model.profiles.default_backend` (wan when a model folder is known: flag or settings)."""
+        """``--backend`` if given, else :func:`model.generation.profiles.default_backend` (wan when a model folder is known: flag or settings)."""
         return self.options.backend or default_backend(bool(self.options.model or self.settings.model_dir))
 
     def _apply_settings(self) -> None:

@@ -7,7 +7,7 @@ worker and its signals) and :mod:`~explorer.worker.controller` (the GUI-thread f
 names are importable from ``explorer.worker``.
 
 Qt's worker-object pattern: :class:`GenerationWorker` owns the backbone, the
-:class:`~model.pipeline.MiragePipeline` and the scene, lives in its own ``QThread`` and is driven
+:class:`~model.generation.pipeline.MiragePipeline` and the scene, lives in its own ``QThread`` and is driven
 only through queued signals; :class:`GenerationController` is the GUI-thread facade the widgets
 talk to. Every worker signal is re-emitted by the controller in the GUI thread, so widgets connect
 to the controller and never touch the worker.

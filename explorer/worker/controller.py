@@ -17,8 +17,8 @@ from PySide6.QtCore import QObject, QThread, Signal
 from explorer.worker.mailbox import SegmentMailbox
 from explorer.worker.messages import GenerationSettings, Request, SegmentJob
 from explorer.worker.worker import SIGNAL_NAMES, GenerationSignals, GenerationWorker
-from model.backbone import BackboneConfig
-from model.pipeline import PipelineConfig
+from model.generation.backbone import BackboneConfig
+from model.generation.pipeline import PipelineConfig
 
 
 class GenerationController(GenerationSignals):

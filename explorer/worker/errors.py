@@ -6,10 +6,10 @@ import traceback
 
 import torch
 
-from model.backbone import WAN_FOLDER
-from model.folders import ModelFolderError
-from model.image_io import ImageLoadError
-from model.masks import SKY_FOLDER
+from model.generation.backbone import WAN_FOLDER
+from model.io.folders import ModelFolderError
+from model.io.images import ImageLoadError
+from model.memory.masks import SKY_FOLDER
 
 
 def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:

@@ -16,15 +16,15 @@ import numpy as np
 import torch
 
 from explorer.preview import cell_footprints
-from model.memory_base import SpatialMemory
-from model.profiles import profile
+from model.memory.base import SpatialMemory
+from model.generation.profiles import profile
 
 
 @dataclass
 class GenerationSettings:
     """Explorer settings beyond the backbone / pipeline configs."""
 
-    height: int | None = None  # frame height in pixels; None: the backend profile's generate_size (model.profiles)
+    height: int | None = None  # frame height in pixels; None: the backend profile's generate_size (model.generation.profiles)
     width: int | None = None  # frame width in pixels; None: the backend profile's generate_size
     prompt: str = ""  # text prompt of every segment
     depth_model: str | None = None  # transformers depth-estimation folder; None: flat prior depth (warned)
@@ -88,9 +88,9 @@ class MemorySnapshot:
         positions: ``[N, 3]`` float32 metres. colors: ``[N, 3]`` uint8. segments, frames: ``[N]`` int32 provenance.
         footprint_m: ``[N]`` float32 world size of each point's latent cell (0: unknown; see
             :func:`explorer.preview.cell_footprints`).
-        rejected_positions: ``[M, 3]`` float32 and rejected_labels ``[M]`` uint8 (:class:`model.memory.CellLabel`)
+        rejected_positions: ``[M, 3]`` float32 and rejected_labels ``[M]`` uint8 (:class:`model.memory.latent.CellLabel`)
             of the last write's rejected cells (empty for memories that do not keep them).
-        points, bytes, rejected: :class:`model.memory.MemoryStats`.
+        points, bytes, rejected: :class:`model.memory.latent.MemoryStats`.
         reason: ``"scene"``, ``"segment"``, ``"loaded"``, ``"requested"``.
         segments_done: segments generated so far.
         features: ``[N, C]`` float16 latent features for the panel's latent-PCA colours (None for

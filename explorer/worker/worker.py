@@ -26,15 +26,15 @@ from explorer.session import SessionRecorder, load_session, session_memory
 from explorer.worker.errors import describe_error
 from explorer.worker.mailbox import SegmentMailbox
 from explorer.worker.messages import GenerationSettings, Request, SceneInfo, SegmentJob, snapshot_memory
-from model.backbone import Backbone, BackboneConfig
-from model.camera import validate_poses
-from model.masks import SemanticSkySegmenter
-from model.memory_base import SpatialMemory
-from model.memory_branch import MemoryBranch
-from model.memory_kinds import load_memory, make_memory, point_stride
-from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
-from model.scenes import SceneRenderer
-from model.stack import load_generation_stack
+from model.generation.backbone import Backbone, BackboneConfig
+from model.geometry.camera import validate_poses
+from model.memory.masks import SemanticSkySegmenter
+from model.memory.base import SpatialMemory
+from model.generation.memory_branch import MemoryBranch
+from model.baselines.kinds import load_memory, make_memory, point_stride
+from model.generation.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
+from model.eval.scenes import SceneRenderer
+from model.generation.stack import load_generation_stack
 
 
 class GenerationSignals(QObject):

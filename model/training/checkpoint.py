@@ -1,6 +1,6 @@
 """Training checkpoints for exact resume, in safetensors + JSON (no pickle).
 
-A checkpoint folder (written atomically, :func:`model.atomic.atomic_dir`)::
+A checkpoint folder (written atomically, :func:`model.io.atomic.atomic_dir`)::
 
     step-000100/
       trainable.safetensors   the trainable parameters by name (branch or LoRA), exact dtype
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from model.formats import read_safetensors
+from model.io.formats import read_safetensors
 
 TRAINABLE_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from model.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
+from model.generation.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ Folder layout of a data set (``--data DIR``), one sub-folder per clip::
         prompt.txt               optional text prompt (UTF-8); empty prompt without it
 
 Camera line ``i`` belongs to frame ``i``; the frame and camera counts must be equal. Frames are
-centre-cropped to the training aspect ratio and resized like photos (:func:`model.image_io.crop_resize`);
+centre-cropped to the training aspect ratio and resized like photos (:func:`model.io.images.crop_resize`);
 the intrinsics of the first camera line, cropped and scaled the same way, serve the whole clip.
 Folders starting with "." (e.g. a cache) are ignored.
 
@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.camera import intrinsics_from_fov
-from model.camera_files import read_re10k
-from model.trajectories import forward_dolly, look_around, orbit, yaw_pan
-from model.image_io import ImageLoadError, center_crop_box, crop_resize, load_image
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
-from model.video_io import iter_mp4_frames, mp4_frame_size
+from model.geometry.camera import intrinsics_from_fov
+from model.io.cameras import read_re10k
+from model.geometry.trajectories import forward_dolly, look_around, orbit, yaw_pan
+from model.io.images import ImageLoadError, center_crop_box, crop_resize, load_image
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.io.video import iter_mp4_frames, mp4_frame_size
 
 CAMERA_FILE = "cameras.txt"
 FRAMES_DIR = "frames"
@@ -80,7 +80,7 @@ class ClipSource(Protocol):
 
 def crop_intrinsics(K: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> torch.Tensor:
     """``[3, 3]`` pixel intrinsics of a ``src_hw`` image after the centre crop + resize to ``dst_hw``
-    that :func:`model.image_io.center_crop_box` describes."""
+    that :func:`model.io.images.center_crop_box` describes."""
     x0, y0, x1, _ = center_crop_box(src_hw, dst_hw)
     scale = dst_hw[1] / (x1 - x0)  # same scale on both axes: the box has the target's aspect ratio
     out = K.clone().to(torch.float64)
@@ -212,7 +212,7 @@ def procedural_path(seed: int, num_frames: int) -> tuple[str, torch.Tensor]:
 
     One of orbit (radius 2 m, +-20..60 degrees), yaw pan (+-20..45 degrees), forward or backward
     dolly (0.4..1 m) and look-around (yaw 15..30, pitch 5..10 degrees); all stay inside the room
-    that :class:`~model.scenes.ProceduralScene` keeps clear.
+    that :class:`~model.eval.scenes.ProceduralScene` keeps clear.
     """
     rng = np.random.default_rng([seed, 1])
     name = _PATHS[int(rng.integers(len(_PATHS)))]
@@ -227,7 +227,7 @@ def procedural_path(seed: int, num_frames: int) -> tuple[str, torch.Tensor]:
 
 
 class ProceduralClip:
-    """A procedural room (:class:`~model.scenes.ProceduralScene` of ``seed``, static) along a
+    """A procedural room (:class:`~model.eval.scenes.ProceduralScene` of ``seed``, static) along a
     seeded camera path of ``num_frames`` frames, rendered on demand with exact depth."""
 
     def __init__(self, seed: int, num_frames: int, renderer: SceneRenderer) -> None:

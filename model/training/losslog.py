@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model.atomic import atomic_path, write_text_atomic
+from model.io.atomic import atomic_path, write_text_atomic
 
 CSV_COLUMNS = ("step", "loss", "lr")
 

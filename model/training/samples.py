@@ -6,7 +6,7 @@ A sample is one window of a clip (see :class:`SampleSpec`)::
                 memory   context (P)       target chunk (33 frames = N = 9 latent frames)
 
 * the **memory** is built from the clip's frame 0: its latent (encoded alone) lifted with its depth
-  (the configured :class:`~model.depth.DepthEstimator`, or exact for procedural clips);
+  (the configured :class:`~model.generation.depth.DepthEstimator`, or exact for procedural clips);
 * **context** frame ``j`` is the latent of RGB frame ``s - 4(P - j)`` encoded alone as an image,
   the way the pipeline encodes a segment's clean frame 0, so inference can make them from the
   previous segment's frames;
@@ -36,12 +36,12 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.atomic import atomic_path
-from model.depth import DepthEstimator
-from model.frames import frames_to_tensor
-from model.memory import LatentSpatialMemory, MemoryConfig
+from model.io.atomic import atomic_path
+from model.generation.depth import DepthEstimator
+from model.io.frames import frames_to_tensor
+from model.memory.latent import LatentSpatialMemory, MemoryConfig
 from model.training.clips import ClipError, ClipSource
-from model.vae import VideoVAE
+from model.generation.vae import VideoVAE
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Two-stage training of the memory branch and the backbone LoRA (Mirage paper §4).
 
-* Stage ``branch`` (1): the backbone is frozen; only the :class:`~model.memory_branch.MemoryBranch`
+* Stage ``branch`` (1): the backbone is frozen; only the :class:`~model.generation.memory_branch.MemoryBranch`
   trains (AdamW, lr 1e-5 by default). Output: a branch-only memory-weights folder.
 * Stage ``lora`` (2): the branch is loaded from a stage-1 output and frozen; a LoRA (rank 64,
   alpha 64, dropout 0.05, self-attention q/k/v/o) on the backbone trains (lr 1e-4). Output: branch
@@ -45,16 +45,16 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from model.atomic import atomic_dir, write_json_atomic
-from model.backbone import Backbone, BackboneConfig
-from model.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
-from model.formats import read_json_object
-from model.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
-from model.memory import LatentSpatialMemory
-from model.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings
-from model.profiles import DEFAULT_BACKEND, profile
-from model.scenes import SceneRenderer
-from model.stack import attach_before_offload
+from model.io.atomic import atomic_dir, write_json_atomic
+from model.generation.backbone import Backbone, BackboneConfig
+from model.generation.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
+from model.io.formats import read_json_object
+from model.generation.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
+from model.memory.latent import LatentSpatialMemory
+from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings
+from model.generation.profiles import DEFAULT_BACKEND, profile
+from model.eval.scenes import SceneRenderer
+from model.generation.stack import attach_before_offload
 from model.training import checkpoint as ckpt
 from model.training.clips import ClipSource, discover_clips, procedural_clips
 from model.training.flow import DEFAULT_SHIFT, NoisedBatch, add_flow_noise, flow_loss
@@ -76,7 +76,7 @@ class TrainConfig:
     stage: str = "branch"  # "branch": train the memory branch (stage 1); "lora": train the LoRA, branch frozen (stage 2)
     data: str = PROCEDURAL  # RealEstate10K-layout folder (see model.training.clips) or "procedural"
     out: str = "out/train"  # output folder (memory weights, loss log, checkpoints, cache)
-    backend: str = DEFAULT_BACKEND  # one of model.profiles.BACKENDS: "tiny" (CPU, random weights), "wan" (model_dir)
+    backend: str = DEFAULT_BACKEND  # one of model.generation.profiles.BACKENDS: "tiny" (CPU, random weights), "wan" (model_dir)
     model_dir: str | None = None  # model folder of backends that need one (wan: a Wan2.2-TI2V-5B diffusers folder)
     branch_dir: str | None = None  # stage lora: the stage-1 output folder whose branch is loaded and frozen
     steps: int = 1000  # total optimizer steps (a resumed run continues up to this)

@@ -12,11 +12,11 @@ import torch
 import main
 from explorer.evaluate import evaluate_run, format_table, load_run, worldscore_c2w
 from explorer.session import SessionRecorder
-from model.camera import invert_pose, scale_intrinsics
-from model.camera_files import read_re10k
-from model.memory import LatentSpatialMemory
-from model.rgbd_io import SAMPLE_SCENE_DIR, RGBDView, load_rgbd_folder, write_rgbd_folder
-from model.video_io import read_mp4_frames
+from model.geometry.camera import invert_pose, scale_intrinsics
+from model.io.cameras import read_re10k
+from model.memory.latent import LatentSpatialMemory
+from model.io.rgbd import SAMPLE_SCENE_DIR, RGBDView, load_rgbd_folder, write_rgbd_folder
+from model.io.video import read_mp4_frames
 
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1", "--trajectory", "closed-orbit"]
 

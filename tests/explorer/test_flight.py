@@ -8,8 +8,8 @@ import torch
 
 from explorer.fly_camera import Action, FlyCamera
 from explorer.flight import SegmentThreshold, FlightPath, resample_path, step_segment
-from model.camera import invert_pose, look_at
-from model.rotations import rotation_angle
+from model.geometry.camera import invert_pose, look_at
+from model.geometry.rotations import rotation_angle
 
 
 def centres(w2c):

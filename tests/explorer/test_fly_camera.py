@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from explorer.fly_camera import FAST_FACTOR, SLOW_FACTOR, Action, FlyCamera, KeyBindings
-from model.camera import invert_pose, look_at, rigid
-from model.rotations import rot_z
+from model.geometry.camera import invert_pose, look_at, rigid
+from model.geometry.rotations import rot_z
 
 
 def centre(cam):

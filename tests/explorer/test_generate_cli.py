@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 import main
-from model.camera_files import read_re10k
-from model.video_io import read_mp4_frames, read_mp4_metadata
+from model.io.cameras import read_re10k
+from model.io.video import read_mp4_frames, read_mp4_metadata
 
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 

@@ -11,10 +11,10 @@ from PIL import Image
 
 import explorer.generate
 import main
-from model.camera import Trajectory, intrinsics_from_fov
-from model.camera_files import write_camera_path_json, write_re10k
-from model.trajectories import orbit
-from model.memory import LatentSpatialMemory
+from model.geometry.camera import Trajectory, intrinsics_from_fov
+from model.io.cameras import write_camera_path_json, write_re10k
+from model.geometry.trajectories import orbit
+from model.memory.latent import LatentSpatialMemory
 
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 N_FRAMES = 33  # one segment

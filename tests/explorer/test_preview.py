@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from explorer.preview import SPLAT_OVERLAP, MemoryPreviewRenderer, cell_footprints, hole_pattern
-from model.camera import look_at, project_points
-from model.scenes import ProceduralScene, SceneConfig
+from model.geometry.camera import look_at, project_points
+from model.eval.scenes import ProceduralScene, SceneConfig
 
 W, H = 96, 64
 

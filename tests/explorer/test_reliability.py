@@ -24,7 +24,7 @@ import explorer.generate
 import explorer.walkthrough
 import main
 from explorer.session import SessionRecorder, load_session
-from model.atomic import Interrupted, OutputError, OutputSet, atomic_path, raise_on_signals, signals_held
+from model.io.atomic import Interrupted, OutputError, OutputSet, atomic_path, raise_on_signals, signals_held
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]

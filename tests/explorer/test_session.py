@@ -10,12 +10,12 @@ import torch
 from explorer.flight import step_segment
 from explorer.scene_inputs import PRIOR_DEPTH_WARNING, bundled_scene, session_inputs
 from explorer.session import SessionError, SessionRecorder, export_camera_path, load_session, session_memory
-from model.backbone import BackboneConfig, load_backbone
-from model.camera_files import read_camera_path_json, read_re10k
-from model.depth import PriorDepthWarning
-from model.memory import LatentSpatialMemory
-from model.pipeline import MiragePipeline, PipelineConfig
-from model.video_io import read_mp4_metadata
+from model.generation.backbone import BackboneConfig, load_backbone
+from model.io.cameras import read_camera_path_json, read_re10k
+from model.generation.depth import PriorDepthWarning
+from model.memory.latent import LatentSpatialMemory
+from model.generation.pipeline import MiragePipeline, PipelineConfig
+from model.io.video import read_mp4_metadata
 
 H, W = 64, 128
 

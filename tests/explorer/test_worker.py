@@ -20,9 +20,9 @@ from PySide6.QtCore import Qt  # noqa: E402
 from explorer.flight import step_segment  # noqa: E402
 from explorer.session import load_session  # noqa: E402
 from explorer.worker import GenerationController, GenerationSettings, MemorySnapshot, SceneInfo, SegmentJob, SegmentMailbox, describe_error  # noqa: E402
-from model.backbone import BackboneConfig  # noqa: E402
-from model.folders import ModelFolderError  # noqa: E402
-from model.pipeline import PipelineConfig  # noqa: E402
+from model.generation.backbone import BackboneConfig  # noqa: E402
+from model.io.folders import ModelFolderError  # noqa: E402
+from model.generation.pipeline import PipelineConfig  # noqa: E402
 
 H, W = 64, 128
 LONG = 180_000  # ms; generous for a loaded 2-core CI machine
@@ -160,7 +160,7 @@ def test_the_status_line_says_what_opening_a_photo_dropped(ready, qtbot, tmp_pat
 
 
 def test_a_memory_for_another_latent_names_its_file(ready, qtbot, tmp_path):
-    from model.memory import LatentSpatialMemory
+    from model.memory.latent import LatentSpatialMemory
 
     path = tmp_path / "mem16.safetensors"
     LatentSpatialMemory.from_points(torch.rand(5, 3), torch.rand(5, 16)).save(path)

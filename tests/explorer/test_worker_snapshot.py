@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from explorer.worker import snapshot_memory
-from model.camera import intrinsics_from_fov
-from model.memory_kinds import MEMORY_KINDS, make_memory, point_stride
-from model.patch_vae import PatchVAE
+from model.geometry.camera import intrinsics_from_fov
+from model.baselines.kinds import MEMORY_KINDS, make_memory, point_stride
+from model.generation.patch_vae import PatchVAE
 
 
 @pytest.mark.parametrize("kind", MEMORY_KINDS)

@@ -1,4 +1,4 @@
-"""Tests of model/backbone.py and model/patch_vae.py: tiny backends, VAEs, Wan folder loading, offload."""
+"""Tests of model/generation/backbone.py and model/generation/patch_vae.py: tiny backends, VAEs, Wan folder loading, offload."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ from diffusers import AutoencoderKLWan, WanPipeline
 from diffusers.hooks.group_offloading import _is_group_offload_enabled
 from safetensors.torch import load_file
 
-from model.backbone import Backbone, BackboneConfig, WanVideoVAE, load_backbone, validate_wan_folder
-from model.tiny import tiny_wan_vae
-from model.folders import ModelFolderError
-from model.patch_vae import PatchVAE
-from model.vae import VideoVAE, num_latent_frames
+from model.generation.backbone import Backbone, BackboneConfig, WanVideoVAE, load_backbone, validate_wan_folder
+from model.generation.tiny import tiny_wan_vae
+from model.io.folders import ModelFolderError
+from model.generation.patch_vae import PatchVAE
+from model.generation.vae import VideoVAE, num_latent_frames
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,7 +138,7 @@ def test_tiny_weights_are_the_same_in_a_fresh_process(tiny, tmp_path):
     code = (
         "import sys\n"
         "from safetensors.torch import save_file\n"
-        "from model.backbone import BackboneConfig, load_backbone\n"
+        "from model.generation.backbone import BackboneConfig, load_backbone\n"
         "b = load_backbone(BackboneConfig(backend='tiny', device='cpu'))\n"
         "weights = {**b.transformer.state_dict(), **{'te.' + k: v for k, v in b.text_encoder.state_dict().items()}}\n"
         "save_file({k: v.clone() for k, v in weights.items()}, sys.argv[1])\n"

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.camera import Trajectory, gl_projection, intrinsics_from_fov, invert_pose, look_at, pixel_centers, project_points, scale_intrinsics, unproject_depth, validate_poses
-from model.camera_files import read_camera_path_json, read_re10k, write_camera_path_json, write_re10k
-from model.trajectories import look_around, orbit
+from model.geometry.camera import Trajectory, gl_projection, intrinsics_from_fov, invert_pose, look_at, pixel_centers, project_points, scale_intrinsics, unproject_depth, validate_poses
+from model.io.cameras import read_camera_path_json, read_re10k, write_camera_path_json, write_re10k
+from model.geometry.trajectories import look_around, orbit
 
 
 def test_pixel_centres_and_latent_intrinsics_map_cells_onto_pixel_patches():

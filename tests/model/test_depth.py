@@ -1,4 +1,4 @@
-"""Tests of model/depth.py: estimators, depth files, the prior, intrinsics resolution."""
+"""Tests of model/generation/depth.py: estimators, depth files, the prior, intrinsics resolution."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from model.camera import fov_y_from_intrinsics, intrinsics_from_fov
-from model.depth import (
+from model.geometry.camera import fov_y_from_intrinsics, intrinsics_from_fov
+from model.generation.depth import (
     DEFAULT_FOV_LONG_SIDE_DEG,
     DepthEstimator,
     DepthSource,
@@ -26,8 +26,8 @@ from model.depth import (
     resolve_intrinsics,
     sanitize_depth,
 )
-from model.folders import ModelFolderError, check_model_folder
-from model.image_io import load_photo
+from model.io.folders import ModelFolderError, check_model_folder
+from model.io.images import load_photo
 
 # --------------------------------------------------------------------------------------------
 # a tiny random Depth Anything saved with save_pretrained
@@ -152,7 +152,7 @@ def test_every_estimator_is_a_named_depth_source():
 
 
 def test_prior_warns_and_is_flagged(caplog):
-    with caplog.at_level(logging.WARNING, logger="model.depth"), pytest.warns(PriorDepthWarning, match="no depth model"):
+    with caplog.at_level(logging.WARNING, logger="model.generation.depth"), pytest.warns(PriorDepthWarning, match="no depth model"):
         prior = PriorDepth(fov_y_deg=60.0)
     assert "flat depth prior" in caplog.text
     est = prior.estimate(np.zeros((2, 60, 80, 3), np.uint8))
@@ -229,7 +229,7 @@ def test_default_is_the_long_side_fov_for_both_orientations():
 
 
 def test_implausible_sources_fall_through(caplog):
-    with caplog.at_level(logging.WARNING, logger="model.depth"):
+    with caplog.at_level(logging.WARNING, logger="model.generation.depth"):
         K, source = resolve_intrinsics(640, 352, exif_focal_px=1.0, depth_fov_y_deg=45.0)  # 1 px: ~179 degrees
     assert source == "depth-model" and "implausible exif" in caplog.text
     _, source = resolve_intrinsics(640, 352, exif_focal_px=1e6, depth_fov_y_deg=200.0)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from model.folders import FolderCheck, ModelFolderError, check_model_folder
+from model.io.folders import FolderCheck, ModelFolderError, check_model_folder
 
 
 def test_a_missing_folder_is_refused_at_once(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model.formats import check_tensors, read_json_object, read_safetensors, read_versioned, write_versioned
+from model.io.formats import check_tensors, read_json_object, read_safetensors, read_versioned, write_versioned
 
 
 def test_versioned_round_trip_and_refusals(tmp_path):

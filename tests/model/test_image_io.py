@@ -1,4 +1,4 @@
-"""Tests of model/image_io.py: robust photo loading, EXIF, crop/resize, errors, atomic PNG writes."""
+"""Tests of model/io/images.py: robust photo loading, EXIF, crop/resize, errors, atomic PNG writes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from model import image_io
-from model.depth import resolve_intrinsics
-from model.image_io import ImageLoadError, center_crop_box, crop_resize, load_photo, save_png
+from model.io import images as image_io
+from model.generation.depth import resolve_intrinsics
+from model.io.images import ImageLoadError, center_crop_box, crop_resize, load_photo, save_png
 
 
 def _ramp_rgb(height: int, width: int) -> np.ndarray:

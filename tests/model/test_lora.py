@@ -8,7 +8,7 @@ import safetensors.torch
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from model.lora import (
+from model.generation.lora import (
     BRANCH_FILE,
     LORA_FILE,
     MANIFEST_FILE,
@@ -18,8 +18,8 @@ from model.lora import (
     lora_targets,
     save_memory_weights,
 )
-from model.memory_base import MemoryConfig
-from model.memory_branch import DEFAULT_READOUT, MemoryBranch, MemoryBranchConfig, ReadoutSettings
+from model.memory.base import MemoryConfig
+from model.generation.memory_branch import DEFAULT_READOUT, MemoryBranch, MemoryBranchConfig, ReadoutSettings
 # A sibling test module: importable by its name in pytest's default (prepend) import mode.
 from test_memory_branch import LAYERS, condition, forward, inputs, perturb, tiny_transformer
 
@@ -228,7 +228,7 @@ def test_stage_two_training_reaches_only_lora_under_checkpointing():
 def save_wide_tiny_weights(folder):
     """Write a memory-weights folder (branch on blocks 0, 2 + LoRA) trained on a tiny backbone of 4
     heads x 24, 3 blocks: wider and shallower than the default tiny one."""
-    from model.backbone import BackboneConfig, load_backbone
+    from model.generation.backbone import BackboneConfig, load_backbone
 
     wide = load_backbone(BackboneConfig(backend="tiny", device="cpu", tiny_num_heads=4, tiny_head_dim=24, tiny_num_layers=3))
     branch = MemoryBranch(wide.transformer, MemoryBranchConfig(layers=(0, 2)))
@@ -239,8 +239,8 @@ def save_wide_tiny_weights(folder):
 
 
 def test_tiny_backbone_is_rebuilt_to_match_saved_weights(tmp_path):
-    from model.backbone import BackboneConfig, load_backbone
-    from model.lora import backbone_config_for_weights
+    from model.generation.backbone import BackboneConfig, load_backbone
+    from model.generation.lora import backbone_config_for_weights
 
     save_wide_tiny_weights(tmp_path / "w")
     default = BackboneConfig(backend="tiny", device="cpu")

@@ -1,4 +1,4 @@
-"""Tests of model/masks.py: sky, dynamic cells, user masks and the combined write labels."""
+"""Tests of model/memory/masks.py: sky, dynamic cells, user masks and the combined write labels."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.depth import ModelFolderError
-from model.masks import (
+from model.generation.depth import ModelFolderError
+from model.memory.masks import (
     SemanticSkySegmenter,
     cell_fraction,
     change_score,
@@ -20,7 +20,7 @@ from model.masks import (
     user_cell_mask,
     write_masks,
 )
-from model.memory import CellLabel
+from model.memory.latent import CellLabel
 
 INF = math.inf
 

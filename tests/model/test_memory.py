@@ -7,9 +7,9 @@ import struct
 import pytest
 import torch
 
-from model.camera import intrinsics_from_fov, project_points, scale_intrinsics
-from model.trajectories import closed_loop, orbit, yaw_pan
-from model.memory import (
+from model.geometry.camera import intrinsics_from_fov, project_points, scale_intrinsics
+from model.geometry.trajectories import closed_loop, orbit, yaw_pan
+from model.memory.latent import (
     CellLabel,
     LatentSpatialMemory,
     MemoryConfig,
@@ -192,7 +192,7 @@ def test_closed_loop_mirrored_readouts_are_identical(K):
 
 def plane_depth(w2c: torch.Tensor, K: torch.Tensor, distance: float = 4.0) -> torch.Tensor:
     """Exact z-depth ``[F, H, W]`` of the world plane ``z = distance`` seen by cameras ``w2c``."""
-    from model.camera import invert_pose, pixel_centers
+    from model.geometry.camera import invert_pose, pixel_centers
 
     c2w = invert_pose(w2c.double())
     uv = pixel_centers(H, W, dtype=torch.float64)
@@ -314,7 +314,7 @@ def test_a_write_that_fails_after_its_checks_changes_nothing(K, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("lifting failed")
 
-    monkeypatch.setattr("model.memory.downsample_depth", fail)
+    monkeypatch.setattr("model.memory.latent.downsample_depth", fail)
     with pytest.raises(RuntimeError, match="lifting failed"):
         mem.update(fp16_latents(1)[:, :16], smooth_depth(n=1), torch.eye(4)[None], K)
     assert mem.channels == C and mem.features.shape == (0, C) and mem.next_segment == 1

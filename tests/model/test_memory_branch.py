@@ -16,7 +16,7 @@ import safetensors.torch
 import torch
 from diffusers import WanTransformer3DModel
 
-from model.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig
 
 C, F, H, W = 48, 3, 4, 6  # latent channels and grid; 3 x 2 x 3 = 18 tokens per sample
 TOKENS_PER_FRAME = (H // 2) * (W // 2)

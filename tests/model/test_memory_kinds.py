@@ -1,4 +1,4 @@
-"""The memory kinds behind one protocol: chosen by name in model.memory_kinds, injected into the pipeline."""
+"""The memory kinds behind one protocol: chosen by name in model.baselines.kinds, injected into the pipeline."""
 
 import subprocess
 import sys
@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.backbone import BackboneConfig, load_backbone
-from model.camera import intrinsics_from_fov
-from model.memory import LatentSpatialMemory, MemoryConfig
-from model.memory_base import SpatialMemory
-from model.memory_kinds import MEMORY_KINDS, load_memory, make_memory, point_stride
-from model.patch_vae import PatchVAE
-from model.pipeline import MiragePipeline, PipelineConfig
+from model.generation.backbone import BackboneConfig, load_backbone
+from model.geometry.camera import intrinsics_from_fov
+from model.memory.latent import LatentSpatialMemory, MemoryConfig
+from model.memory.base import SpatialMemory
+from model.baselines.kinds import MEMORY_KINDS, load_memory, make_memory, point_stride
+from model.generation.patch_vae import PatchVAE
+from model.generation.pipeline import MiragePipeline, PipelineConfig
 
 H, W = 32, 64
 
@@ -60,6 +60,6 @@ def test_the_pipeline_takes_its_memory_and_refuses_one_of_another_kind():
 
 
 def test_the_pipeline_does_not_import_the_rgb_baseline():
-    code = "import sys, model.pipeline; print('model.rgb_memory' in sys.modules)"
+    code = "import sys, model.generation.pipeline; print('model.baselines.rgb_memory' in sys.modules)"
     root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout.strip() == "False"

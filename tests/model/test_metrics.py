@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from explorer.generate import build_trajectory
-from model import metrics
-from model.camera import intrinsics_from_fov
-from model.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
-from model.scenes import ProceduralScene, SceneConfig
+from model.eval import metrics
+from model.geometry.camera import intrinsics_from_fov
+from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
+from model.eval.scenes import ProceduralScene, SceneConfig
 
 W, H = 320, 176
 K = intrinsics_from_fov(55.0, W, H)

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
-from model.backbone import BackboneConfig, load_backbone
-from model.camera import intrinsics_from_fov
-from model.trajectories import orbit
-from model.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
-from model.masks import SemanticSkySegmenter
-from model.memory_branch import MemoryBranch, MemoryBranchConfig
-from model.memory import CellLabel, LatentSpatialMemory, MemoryConfig
-from model.memory_kinds import make_memory
-from model.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
-from model.scenes import ProceduralScene, SceneConfig
+from model.generation.backbone import BackboneConfig, load_backbone
+from model.geometry.camera import intrinsics_from_fov
+from model.geometry.trajectories import orbit
+from model.generation.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
+from model.memory.masks import SemanticSkySegmenter
+from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.memory.latent import CellLabel, LatentSpatialMemory, MemoryConfig
+from model.baselines.kinds import make_memory
+from model.generation.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
+from model.eval.scenes import ProceduralScene, SceneConfig
 
 H, W = 64, 128
 SEGMENT = 33

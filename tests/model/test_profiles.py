@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import main
-from model.profiles import BACKENDS, DEFAULT_BACKEND, PROFILES, default_backend, model_folders, per_backend, profile
+from model.generation.profiles import BACKENDS, DEFAULT_BACKEND, PROFILES, default_backend, model_folders, per_backend, profile
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = ["train", "--stage", "branch", "--data", "procedural", "--out", "o"]
@@ -53,6 +53,6 @@ def test_every_parser_takes_its_backends_and_defaults_from_the_profiles(capsys):
 
 
 def test_the_profiles_and_the_parser_modules_import_no_torch():
-    code = "import sys, main, model.profiles, model.training.cli, ui.launch; print('torch' in sys.modules)"
+    code = "import sys, main, model.generation.profiles, model.training.cli, ui.launch; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False", "importing the parsers would load torch"

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-import model.backbone as backbone_module
-import model.depth as depth_module
-from model.backbone import BackboneConfig, load_backbone, validate_wan_folder
-from model.tiny import tiny_tokenizer
-from model.depth import TransformersDepthEstimator
-from model.folders import ModelFolderError
-from model.masks import SemanticSkySegmenter
+import model.generation.backbone as backbone_module
+import model.generation.depth as depth_module
+from model.generation.backbone import BackboneConfig, load_backbone, validate_wan_folder
+from model.generation.tiny import tiny_tokenizer
+from model.generation.depth import TransformersDepthEstimator
+from model.io.folders import ModelFolderError
+from model.memory.masks import SemanticSkySegmenter
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = "Do you wish to run the custom code"
@@ -153,7 +153,7 @@ def test_loading_with_stdin_closed_asks_nothing_and_runs_nothing(tmp_path):
     loader told to trust the folder does run its code), so its absence above means nothing ran."""
     marker = tmp_path / "marker"
     root = custom_tokenizer_folder(tmp_path, marker)
-    load = f"from model.backbone import BackboneConfig, load_backbone\nload_backbone(BackboneConfig(backend='wan', model_dir={str(root)!r}, device='cpu'))"
+    load = f"from model.generation.backbone import BackboneConfig, load_backbone\nload_backbone(BackboneConfig(backend='wan', model_dir={str(root)!r}, device='cpu'))"
     refused = run_python(load, tmp_path)
     assert refused.returncode == 1 and "ModelFolderError" in refused.stderr
     assert f"{root / 'tokenizer' / 'tokenizer_config.json'}: ships custom code (auto_map: custom_code.CustomTokenizer)" in refused.stderr
@@ -194,7 +194,7 @@ def test_depth_and_sky_loaders_themselves_refuse_custom_code_without_asking(tmp_
     marker = tmp_path / "marker"
     folder = custom_transformers_folder(tmp_path / "m", marker)
     monkeypatch.setattr(depth_module, "check_model_folder", lambda model_dir, what: Path(model_dir))
-    monkeypatch.setattr("model.masks.check_model_folder", lambda model_dir, what: Path(model_dir))
+    monkeypatch.setattr("model.memory.masks.check_model_folder", lambda model_dir, what: Path(model_dir))
     with pytest.raises(ModelFolderError, match="contains custom code") as caught:
         loader(folder)
     assert caught.value.folder == folder and caught.value.problems[0].startswith("cannot load the ")

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from model.backbone import BackboneConfig, load_backbone
-from model.camera import intrinsics_from_fov
-from model.trajectories import orbit
-from model.frames import frames_to_tensor
-from model.memory import LatentSpatialMemory, MemoryConfig
-from model.memory_kinds import make_memory
-from model.patch_vae import PatchVAE
-from model.pipeline import MiragePipeline, PipelineConfig
-from model.rgb_memory import RGBPointCloudMemory
-from model.scenes import ProceduralScene, SceneConfig
+from model.generation.backbone import BackboneConfig, load_backbone
+from model.geometry.camera import intrinsics_from_fov
+from model.geometry.trajectories import orbit
+from model.io.frames import frames_to_tensor
+from model.memory.latent import LatentSpatialMemory, MemoryConfig
+from model.baselines.kinds import make_memory
+from model.generation.patch_vae import PatchVAE
+from model.generation.pipeline import MiragePipeline, PipelineConfig
+from model.baselines.rgb_memory import RGBPointCloudMemory
+from model.eval.scenes import ProceduralScene, SceneConfig
 
 H, W = 64, 128
 STRIDE = 4  # PatchVAE
@@ -179,7 +179,7 @@ def test_pipeline_runs_one_segment_with_the_rgb_memory(renderer, scene, K):
 
 def test_full_size_vae_of_the_benchmark_has_wan22s_architecture():
     """``tiny_vae="wan-full"`` (benchmarks/generation.py): Wan2.2's 705M-parameter VAE, built on the meta device here."""
-    from model.tiny import wan22_vae
+    from model.generation.tiny import wan22_vae
 
     with torch.device("meta"):
         vae = wan22_vae()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.rgbd_io import (
+from model.io.rgbd import (
     CAMERA_FILE,
     DEPTH_NPY_FILE,
     DEPTH_PNG_FILE,
@@ -57,7 +57,7 @@ def test_sample_scene_loads_and_matches_its_json(monkeypatch, tmp_path):
     np.testing.assert_allclose(view.depth[raw > 0], raw[raw > 0] * 0.001, rtol=1e-6)
     assert 0.05 < np.isinf(view.depth).mean() < 0.6  # the sample has an open sky
     assert 1.0 < view.depth[raw > 0].min() and view.depth[raw > 0].max() < 12.0
-    assert view.source["generator"] == "model.scenes"
+    assert view.source["generator"] == "model.eval.scenes"
     total = sum(p.stat().st_size for p in SAMPLE_SCENE_DIR.iterdir())
     assert total < 3 * 1024 * 1024
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from model.rotations import (
+from model.geometry.rotations import (
     axis_angle_to_matrix,
     interpolate_rotation,
     matrix_to_axis_angle,

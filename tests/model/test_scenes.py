@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.camera import intrinsics_from_fov, invert_pose, look_at, project_points, unproject_depth
-from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
-from model.scenes import ProceduralScene, SceneConfig, SceneRenderer
-from model.trajectories import forward_dolly, look_around, orbit, yaw_pan
+from model.geometry.camera import intrinsics_from_fov, invert_pose, look_at, project_points, unproject_depth
+from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.geometry.trajectories import forward_dolly, look_around, orbit, yaw_pan
 
 # Relative z-depth tolerance against analytic geometry. A half-pixel error in the pixel-centre
 # convention changes the depths in these views by more than 1e-3, so this catches it.
@@ -250,7 +250,7 @@ def test_a_second_renderer_neither_disturbs_the_first_nor_renders_after_close(re
 def test_bundled_sample_is_the_render_its_json_describes(renderer):
     view = load_rgbd_folder(SAMPLE_SCENE_DIR)
     source = view.source
-    assert source["generator"] == "model.scenes"
+    assert source["generator"] == "model.eval.scenes"
     scene = ProceduralScene(SceneConfig(**source["config"]))
     rgb, depth = renderer.render(scene, view.w2c, view.K, view.width, view.height, t=source["t"])
     assert np.mean(np.abs(rgb.astype(int) - view.image) > 2) < 1e-3

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from model.atomic import OutputError
-from model.video_io import (
+from model.io.atomic import OutputError
+from model.io.video import (
     FfmpegError,
     Mp4Writer,
     concat_mp4,

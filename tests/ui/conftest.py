@@ -17,10 +17,10 @@ from PySide6.QtGui import QGuiApplication, QOffscreenSurface, QOpenGLContext
 
 from explorer.flight import step_segment
 from explorer.worker import GenerationSignals, SceneInfo
-from model.frames import frames_to_tensor
-from model.memory import LatentSpatialMemory
-from model.patch_vae import PatchVAE
-from model.rgbd_io import SAMPLE_SCENE_DIR, load_rgbd_folder
+from model.io.frames import frames_to_tensor
+from model.memory.latent import LatentSpatialMemory
+from model.generation.patch_vae import PatchVAE
+from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
 

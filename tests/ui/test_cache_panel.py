@@ -9,7 +9,7 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 
 from explorer.worker import snapshot_memory
-from model.memory import CellLabel
+from model.memory.latent import CellLabel
 from ui import cloud_math
 from ui.cache_panel import CachePanel
 

@@ -15,9 +15,9 @@ from PySide6.QtWidgets import QMessageBox
 
 from explorer.fly_camera import Action
 from explorer.session import load_session
-from model.camera_files import read_camera_path_json
-from model.pipeline import MiragePipeline
-from model.video_io import Mp4Writer, read_mp4_frames
+from model.io.cameras import read_camera_path_json
+from model.generation.pipeline import MiragePipeline
+from model.io.video import Mp4Writer, read_mp4_frames
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
 

@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from model.camera_files import write_re10k
-from model.trajectories import orbit
-from model.depth import PriorDepth
-from model.frames import frames_to_tensor
-from model.patch_vae import PatchVAE
+from model.io.cameras import write_re10k
+from model.geometry.trajectories import orbit
+from model.generation.depth import PriorDepth
+from model.io.frames import frames_to_tensor
+from model.generation.patch_vae import PatchVAE
 from model.training.clips import ClipError, FolderClip, ProceduralClip, crop_intrinsics, discover_clips
 from model.training.samples import ClipCache, SampleSet, SampleSpec
-from model.video_io import Mp4Writer
+from model.io.video import Mp4Writer
 
 SRC_H, SRC_W = 40, 48  # source frames: wider than the 32x32 training frames, so they get cropped
 SPEC = SampleSpec(32, 32, context_frames=0, chunk_frames=9, window_stride=8)

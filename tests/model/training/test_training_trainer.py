@@ -5,9 +5,9 @@ import shutil
 import pytest
 import torch
 
-from model.backbone import load_backbone
-from model.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, load_memory_weights, save_memory_weights
-from model.memory_branch import DEFAULT_READOUT, MemoryBranch, MemoryBranchConfig
+from model.generation.backbone import load_backbone
+from model.generation.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, load_memory_weights, save_memory_weights
+from model.generation.memory_branch import DEFAULT_READOUT, MemoryBranch, MemoryBranchConfig
 from model.training import checkpoint as ckpt
 from model.training.losslog import read_loss_csv
 from model.training.trainer import TrainConfig, Trainer, batch_indices, train, trainable_parameters

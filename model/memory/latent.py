@@ -1,0 +1,509 @@
+"""The latent spatial memory: a 3D cache of the diffusion model's own VAE latent tokens.
+
+Each element is one latent cell lifted to 3D with depth: a world position (fp32, metres) and the
+cell's latent feature vector (fp16 or bf16). It is read out by a hard z-buffer at latent resolution
+(no rasteriser, no VAE) and written back after every segment with moving objects and sky removed.
+
+Layout, following gsplat: pure functions (:func:`downsample_depth`, :func:`zbuffer_project`,
+:func:`voxel_keys`, :func:`deduplicate`) under one small stateful object (:class:`LatentSpatialMemory`).
+It implements only lifting a write to cells and the readout; validation at the API boundary, state,
+copies and files are shared with the RGB baseline (:class:`model.memory.base.PointMemory`).
+
+Design decisions (see also ``DESIGN.md``):
+
+* **Cell centres.** Depth is downsampled bilinearly to the latent grid (cells with any invalid
+  contributing pixel are invalid) and each latent cell centre ``(u + 0.5, v + 0.5)`` is
+  back-projected with the latent-grid intrinsics.
+* **Z-buffer.** Each point projects to the cell ``floor(u), floor(v)`` of the target grid. Points
+  behind the near plane or outside the grid are culled first; the survivors are reduced with ONE
+  ``scatter_reduce(amin)`` over int64 keys ``depth_bin << 32 | point_index``, so the nearest point
+  wins and ties go to the lower index — the older observation. Depth bins are log-spaced (the
+  float32 exponent and top mantissa bits), at most ``config.depth_bin`` (2 %) wide: two observations of the same surface a few millimetres apart tie,
+  so a camera that comes back sees what it saw first, not a later point that happens to lie a hair
+  nearer; real occluders are much more than 2 % nearer. Integer ``amin`` does not depend on the
+  order of the scatter, so the result is identical on CPU and CUDA.
+* **De-duplication** (``config.dedup``), so that revisiting seen space does not grow the cache:
+
+  - ``"view"`` (default): frames are written one by one; a cell is already known when the memory's
+    own z-buffer at the writing camera shows a point in that cell whose depth agrees within
+    ``view_tolerance`` (relative) plus the cell's own depth spread (grazing surfaces). A 1-cell gap
+    between known cells is a sampling hole of the latent z-buffer, not unseen space, and is not
+    written. This works at the latent resolution itself, so it needs no metric voxel size, never
+    merges neighbouring cells of one view (the writer's view keeps every cell), and a revisit adds
+    only what the memory could not show.
+  - ``"voxel"``: positions are hashed into voxels of ``voxel_size`` metres, one point per voxel.
+    A fixed metric voxel is either finer than a latent cell's footprint (far surfaces: several
+    points per cell-area after a segment's nine overlapping frames) or coarser (near surfaces:
+    neighbouring cells merge, holes at the writer's view); ``benchmarks/memory_ops.py`` measures both.
+
+  In both modes, with ``keep_observation="first"`` (default) a known place keeps its first
+  observation: the memory stays anchored to the input photo and the earliest generated view of a
+  place, and a camera that loops back reads exactly what it saw (no drift through repeated
+  rewrites). With ``"newest"`` the newest observation replaces it. Running means are not offered:
+  an average of latent tokens is not a token the VAE produced.
+* **Display data.** Each point carries a display colour (uint8 RGB, mean of its pixel patch when
+  frames are given, grey otherwise) and provenance (segment, frame). They are for viewing only and
+  never enter conditioning. The last write's rejected cells are kept with their label.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from model.geometry.camera import invert_pose, scale_intrinsics, unproject_depth
+from model.memory.base import (  # noqa: F401 - MemoryStats stays importable from here with the other public names
+    FEATURE_DTYPES,
+    CellLabel,
+    Layout,
+    MemoryConfig,
+    MemoryStats,
+    PointMemory,
+    Readout,
+    WriteBatch,
+    check_cameras,
+)
+
+_INT64_MAX = torch.iinfo(torch.int64).max
+_VOXEL_BITS = 21  # per axis; keys cover +-2^20 voxels (+-52 km at 5 cm)
+_VOXEL_HALF = 1 << (_VOXEL_BITS - 1)
+_DEFAULT_COLOR = 128
+
+
+# --------------------------------------------------------------------------------------------
+# Pure functions
+# --------------------------------------------------------------------------------------------
+
+
+def downsample_depth(depth: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Bilinearly resample depth maps to an ``h x w`` grid, sampling at cell centres.
+
+    A cell whose bilinear footprint touches an invalid pixel (non-finite or ``<= 0``) is invalid
+    (``+inf``), so depth never bleeds across holes or the sky.
+
+    Args:
+        depth: ``[T, H, W]`` z-depth in metres.
+
+    Returns:
+        ``[T, h, w]`` float32 metres, ``+inf`` where invalid.
+    """
+    depth = depth.to(torch.float32)
+    if depth.shape[-2:] == (h, w):
+        return torch.where(torch.isfinite(depth) & (depth > 0), depth, torch.inf)
+    valid = (torch.isfinite(depth) & (depth > 0)).to(torch.float32)
+    filled = torch.where(valid > 0, depth, 0.0)
+    size = (h, w)
+    d = F.interpolate(filled[:, None], size=size, mode="bilinear", align_corners=False, antialias=False)[:, 0]
+    v = F.interpolate(valid[:, None], size=size, mode="bilinear", align_corners=False, antialias=False)[:, 0]
+    return torch.where(v > 1.0 - 1e-5, d, torch.inf)
+
+
+def depth_spread(depth: torch.Tensor) -> torch.Tensor:
+    """Largest depth difference of each cell to its 4 neighbours, ``[..., h, w]`` metres (0 next to invalid cells).
+
+    On a surface seen at a grazing angle, one cell spans about this much depth, so the nearest memory
+    point in the cell may lie this much in front of the cell centre.
+    """
+    padded = F.pad(depth[None], (1, 1, 1, 1), mode="replicate")[0]
+    centre = padded[..., 1:-1, 1:-1]
+    neighbours = (padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2], padded[..., 1:-1, 2:])
+    spread = torch.stack([(n - centre).abs() for n in neighbours]).amax(0)
+    return torch.where(torch.isfinite(spread), spread, 0.0)
+
+
+def fills_gap(mask: torch.Tensor) -> torch.Tensor:
+    """Cells ``[h, w]`` whose left and right, or upper and lower, neighbours are both set in ``mask``."""
+    padded = F.pad(mask[None, None].to(torch.float32), (1, 1, 1, 1))[0, 0] > 0
+    horizontal = padded[1:-1, :-2] & padded[1:-1, 2:]
+    vertical = padded[:-2, 1:-1] & padded[2:, 1:-1]
+    return horizontal | vertical
+
+
+def patch_colors(frames: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Mean RGB of each cell's pixel patch: ``[T, H, W, 3]`` uint8 -> ``[T, h, w, 3]`` uint8."""
+    pooled = F.adaptive_avg_pool2d(frames.permute(0, 3, 1, 2).to(torch.float32), (h, w))
+    return pooled.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def voxel_keys(positions: torch.Tensor, voxel_size: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hash world positions ``[N, 3]`` into int64 voxel keys ``[N]`` (21 bits per axis).
+
+    Returns:
+        keys: ``[N]`` int64. in_range: ``[N]`` bool, False for points beyond ``+-2^20`` voxels.
+    """
+    q = torch.floor(positions.to(torch.float64) / voxel_size).to(torch.int64) + _VOXEL_HALF
+    in_range = ((q >= 0) & (q < (1 << _VOXEL_BITS))).all(dim=-1)
+    q = q.clamp(0, (1 << _VOXEL_BITS) - 1)
+    keys = (q[:, 0] << (2 * _VOXEL_BITS)) | (q[:, 1] << _VOXEL_BITS) | q[:, 2]
+    return keys, in_range
+
+
+def depth_bin_shift(depth_bin: float) -> int:
+    """Right shift of a positive float32's bit pattern that leaves its exponent and the top
+    ``m = ceil(log2(1 / depth_bin))`` mantissa bits: log-spaced depth bins of relative width
+    ``2^-m`` (at most ``depth_bin``; 1/64 = 1.6 % for the default 0.02) for the price of a shift."""
+    mantissa_bits = math.ceil(math.log2(1.0 / depth_bin))
+    return 23 - min(mantissa_bits, 23)
+
+
+def zbuffer_project(
+    points: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, near: float = 0.05, depth_bin: float = 0.02,
+    points_t: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard z-buffer of a point set into ``F`` cameras at grid resolution.
+
+    Point ``i`` lands in cell ``(floor(u), floor(v))`` of target ``f`` where ``(u, v)`` is its
+    projection; per cell the point in the nearest depth bin wins (log-spaced bins, see
+    :func:`depth_bin_shift`), ties within a bin go to the lower index.
+
+    Args:
+        points: ``[N, 3]`` float32 world positions in metres (``N < 2^32``).
+        w2c: ``[F, 4, 4]`` world-to-camera poses.
+        K: ``[3, 3]`` or ``[F, 3, 3]`` intrinsics of the ``h x w`` grid.
+        near: metres; points with ``z <= near`` are culled.
+        depth_bin: upper bound on the relative width of a depth bin (log-spaced).
+        points_t: optional ``[3, N]`` contiguous transpose of ``points`` (callers that read out the
+            same points repeatedly keep it instead of transposing on every call).
+
+    Returns:
+        index: ``[F, h, w]`` int64 winning point index, -1 where empty.
+        depth: ``[F, h, w]`` float32 z-depth of the winner in metres, 0 where empty.
+    """
+    n_frames = w2c.shape[0]
+    device = points.device
+    P = K.to(device, torch.float32).expand(n_frames, 3, 3) @ w2c[:, :3, :].to(device, torch.float32)  # [F,3,4]
+    if points_t is None:
+        points_t = points.T.contiguous()  # [3, N]: contiguous x/y/z rows keep each frame's pass in cache
+    best = torch.full((n_frames * h * w,), _INT64_MAX, dtype=torch.int64, device=device)
+    shift = depth_bin_shift(depth_bin)
+    for f in range(n_frames):
+        # 1. project: hom = (u z, v z, z) = P_f [p; 1], then (u, v, z) in place
+        hom = torch.addmm(P[f, :, 3:], P[f, :, :3], points_t)
+        z = hom[2]
+        hom[:2] /= z.clamp(min=near)
+        u, v = hom[0], hom[1]
+        # 2. frustum culling before the scatter; one gather of the survivors' (u, v, z)
+        point_idx = torch.nonzero((z > near) & (u >= 0) & (v >= 0) & (u < w) & (v < h)).squeeze(1)
+        kept = hom.index_select(1, point_idx)
+        cells = (kept[1].to(torch.int64) + f * h) * w + kept[0].to(torch.int64)
+        # 3. one deterministic integer amin per cell over (depth bin, index) keys
+        bins = (kept[2].contiguous().view(torch.int32) >> shift).to(torch.int64)
+        best.scatter_reduce_(0, cells, (bins << 32) | point_idx, reduce="amin", include_self=True)
+    empty = best == _INT64_MAX
+    index = torch.where(empty, -1, best & 0xFFFFFFFF).view(n_frames, h, w)
+    # 4. exact depth of the winners (recomputed, not the quantised key)
+    if len(points) == 0:
+        return index, torch.zeros(n_frames, h, w, dtype=torch.float32, device=device)
+    safe = index.clamp(min=0).view(n_frames, -1)
+    rot_z = w2c[:, 2, :3].to(device, torch.float32)
+    depth = (points[safe] * rot_z[:, None, :]).sum(-1) + w2c[:, 2, 3].to(device, torch.float32)[:, None]
+    depth = torch.where(empty.view(n_frames, -1), 0.0, depth).view(n_frames, h, w)
+    return index, depth
+
+# --------------------------------------------------------------------------------------------
+# The memory
+# --------------------------------------------------------------------------------------------
+
+
+class TensorRows:
+    """Row operations for a named tuple of tensors that share their leading dimensions (a point set)."""
+
+    __slots__ = ()
+
+    def select(self, index: torch.Tensor):
+        """Rows ``index`` (boolean mask or indices) of every field."""
+        return type(self)(*(t[index] for t in self))
+
+    def frame(self, t: int):
+        """Entry ``t`` of the leading dimension of every field."""
+        return type(self)(*(x[t] for x in self))
+
+    def cat(self, other):
+        """Rows of ``self`` followed by rows of ``other``."""
+        return type(self)(*(torch.cat([a, b]) for a, b in zip(self, other)))
+
+    def replace(self, index: torch.Tensor, other):
+        """A copy with rows ``index`` replaced by ``other``'s rows."""
+        out = [a.clone() for a in self]
+        for a, b in zip(out, other):
+            a[index] = b
+        return type(self)(*out)
+
+
+class _Points(namedtuple("_Points", "positions features colors segments frames"), TensorRows):
+    """Per-point fields, stored (``[N, ...]``) or per cell (``[T, h, w, ...]``): positions float32
+    metres ``[..., 3]``, features fp16/bf16 ``[..., C]``, colors uint8 RGB ``[..., 3]``, segments and
+    frames int32."""
+
+    __slots__ = ()
+
+
+def merge_voxels(store: TensorRows, new: TensorRows, keys: torch.Tensor, voxel_size: float, newest: bool) -> TensorRows:
+    """Voxel-hash de-duplication of a write: at most one point per voxel, the first (or, with
+    ``newest``, the last) in write order, and none where ``store`` already fills the voxel (which
+    ``newest`` overwrites instead).
+
+    Args:
+        store: the stored point set. new: the written points, ``[M, ...]`` fields.
+        keys: ``[M]`` voxel keys of ``new`` (:func:`voxel_keys`).
+    """
+    uniq, inverse = torch.unique(keys, return_inverse=True)
+    order = torch.arange(len(keys), device=keys.device)
+    pick = torch.full((len(uniq),), -1 if newest else len(keys), dtype=torch.int64, device=keys.device)
+    pick.scatter_reduce_(0, inverse, order, reduce="amax" if newest else "amin", include_self=True)
+    new, keys = new.select(pick), keys[pick]
+    old_keys, _ = voxel_keys(store.positions, voxel_size)
+    sorted_keys, sort_idx = torch.sort(old_keys)
+    slot = torch.searchsorted(sorted_keys, keys).clamp_(max=max(len(sorted_keys) - 1, 0))
+    hit = sorted_keys[slot] == keys if len(sorted_keys) else torch.zeros_like(keys, dtype=torch.bool)
+    if newest:
+        store = store.replace(sort_idx[slot[hit]], new.select(hit))
+    return store.cat(new.select(~hit))
+
+
+def seen_at_depth(index: torch.Tensor, seen_depth: torch.Tensor, depth: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """``[h, w]`` cells where the memory's own view shows a point (``index >= 0``) at the written
+    depth, within ``tolerance`` (relative) plus the cell's depth spread (:func:`depth_spread`)."""
+    return (index >= 0) & ((seen_depth - depth).abs() <= tolerance * depth + depth_spread(depth))
+
+
+def merge_unseen(store: TensorRows, new: TensorRows, write: torch.Tensor, known: torch.Tensor, index: torch.Tensor, newest: bool) -> TensorRows:
+    """View de-duplication of one frame: append the written cells the memory does not know yet.
+
+    Args:
+        new: the frame's cells (``[h, w, ...]`` fields). write: ``[h, w]`` cells to write.
+        known: ``[h, w]`` cells the memory already shows (:func:`seen_at_depth`); a 1-cell hole
+            between known cells is a sampling gap of the memory's view, not unseen space, and
+            counts as known too. index: ``[h, w]`` the point the memory shows there (-1: none),
+            overwritten by the new cell when ``newest``.
+    """
+    known = known | ((index < 0) & fills_gap(known))
+    if newest:
+        store = store.replace(index[write & known], new.select(write & known))
+    return store.cat(new.select(write & ~known))
+
+
+#: What a memory shows at one writing camera: ``(store, depth [h, w], w2c [4, 4], K [3, 3])`` ->
+#: ``(known [h, w], index [h, w])`` (:func:`seen_at_depth` of the memory's own view, and its points).
+KnownCells = Callable[[TensorRows, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def deduplicate(
+    store: TensorRows, new: TensorRows, write: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor,
+    config: MemoryConfig, known: KnownCells,
+) -> TensorRows:
+    """Merge one write into ``store`` by ``config.dedup`` (within the write and against the memory),
+    keeping ``config.keep_observation``. Shared by every memory kind, on cells or pixels.
+
+    Args:
+        store: the stored points. new: the write's candidates, ``[T, h, w, ...]`` fields.
+        write: ``[T, h, w]`` candidates to write. depth: ``[T, h, w]`` their depth in metres (+inf invalid).
+        w2c: ``[T, 4, 4]`` writing cameras. K: ``[T, 3, 3]`` intrinsics of the ``h x w`` grid.
+        known: the memory's view at a writing camera ("view" de-duplication, frame by frame).
+
+    Returns:
+        The merged point set (``store`` itself is not modified).
+    """
+    newest = config.keep_observation == "newest"
+    if config.dedup == "voxel":
+        keys, in_range = voxel_keys(new.positions[write], config.voxel_size)
+        return merge_voxels(store, new.select(write).select(in_range), keys[in_range], config.voxel_size, newest)
+    for t in range(write.shape[0]):
+        frame = new.frame(t)
+        if not len(store.positions):
+            store = store.cat(frame.select(write[t]))
+            continue
+        seen, index = known(store, depth[t], w2c[t], K[t])
+        store = merge_unseen(store, frame, write[t], seen, index, newest)
+    return store
+
+
+class LatentSpatialMemory(PointMemory):
+    """A 3D cache of latent tokens: positions ``[N, 3]`` fp32 and features ``[N, C]`` fp16/bf16.
+
+    Example:
+        >>> import torch
+        >>> from model.geometry.camera import intrinsics_from_fov
+        >>> mem = LatentSpatialMemory()
+        >>> K = intrinsics_from_fov(60.0, 64, 32)
+        >>> mem.initialize(torch.randn(48, 2, 4), torch.full((32, 64), 3.0), K, torch.eye(4))
+        >>> out = mem.readout(torch.eye(4)[None], K, 2, 4, image_hw=(32, 64))
+        >>> out.latent.shape, bool(out.visible.all())
+        (torch.Size([1, 48, 2, 4]), True)
+    """
+
+    kind = "latent"
+    FORMAT_NAME = "mirage-latent-memory"
+    Points = _Points
+    COUNTERS = ("channels", "next_segment")
+    sizes = None  # a latent cell's world size is not stored: it follows from the view that wrote it
+
+    def __init__(self, config: MemoryConfig | None = None, device: str | torch.device = "cpu") -> None:
+        self.channels: int | None = None  # channels of the stored features (None before the first write)
+        self._transposed_of: torch.Tensor | None = None  # the positions tensor _transposed was made from
+        self._transposed = torch.zeros(3, 0)
+        super().__init__(config, device)
+
+    @classmethod
+    def from_points(
+        cls,
+        positions: torch.Tensor,
+        features: torch.Tensor,
+        colors: torch.Tensor | None = None,
+        config: MemoryConfig | None = None,
+        device: str | torch.device = "cpu",
+    ) -> LatentSpatialMemory:
+        """A memory holding given points (segment 0, frame 0).
+
+        Args:
+            positions: ``[N, 3]`` world positions in metres. features: ``[N, C]``.
+            colors: optional ``[N, 3]`` uint8 display colours (grey by default).
+        """
+        positions = torch.as_tensor(positions)
+        features = torch.as_tensor(features)
+        if positions.ndim != 2 or positions.shape[1] != 3 or features.ndim != 2 or features.shape[0] != positions.shape[0]:
+            raise ValueError(f"from_points: expected positions [N,3] and features [N,C], got {list(positions.shape)} and {list(features.shape)}")
+        if not torch.isfinite(positions).all() or not torch.isfinite(features).all():
+            raise ValueError("from_points: positions and features must be finite")
+        memory = cls(config, device)
+        n = positions.shape[0]
+        memory.channels, memory.next_segment = int(features.shape[1]), 1
+        memory.positions = positions.to(memory.device, torch.float32).contiguous()
+        memory.features = features.to(memory.device, memory.feature_dtype).contiguous()
+        memory.colors = (torch.full((n, 3), _DEFAULT_COLOR, dtype=torch.uint8) if colors is None else torch.as_tensor(colors, dtype=torch.uint8)).to(memory.device)
+        memory.segments = torch.zeros(n, dtype=torch.int32, device=memory.device)
+        memory.frames = torch.zeros(n, dtype=torch.int32, device=memory.device)
+        return memory
+
+    # ---- state ---------------------------------------------------------------------------
+
+    @classmethod
+    def _layout(cls, config: MemoryConfig, counters: Mapping[str, int]) -> Layout:
+        return {
+            "positions": (torch.float32, ("N", 3)),
+            "features": (FEATURE_DTYPES[config.feature_dtype], ("N", counters["channels"])),
+            "colors": (torch.uint8, ("N", 3)),
+            "segments": (torch.int32, ("N",)),
+            "frames": (torch.int32, ("N",)),
+            "rejected_positions": (torch.float32, ("M", 3)),
+            "rejected_labels": (torch.uint8, ("M",)),
+        }
+
+    @property
+    def feature_dtype(self) -> torch.dtype:
+        return FEATURE_DTYPES[self.config.feature_dtype]
+
+    @property
+    def rejected(self) -> int:
+        """Cells rejected by the last write (kept with their label in ``rejected_positions`` / ``rejected_labels``)."""
+        return int(self.rejected_labels.numel())
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def _write(self, batch: WriteBatch) -> dict[str, object]:
+        """Lift every latent cell centre with bilinearly downsampled depth, label the cells, merge the kept ones."""
+        n_frames, channels, h, w = batch.latents.shape
+        H, W = batch.depth.shape[-2:]
+        # 1. lift every cell centre with bilinearly downsampled depth
+        depth_cells = downsample_depth(batch.depth, h, w)
+        valid = torch.isfinite(depth_cells)
+        K_cells = scale_intrinsics(batch.K.to(torch.float64), (H, W), (h, w))
+        c2w = invert_pose(batch.w2c.to(torch.float64))
+        points = unproject_depth(torch.where(valid, depth_cells, 1.0).to(torch.float64), K_cells, c2w).to(torch.float32)
+        _, in_range = voxel_keys(points.view(-1, 3), self.config.voxel_size)
+        valid &= in_range.view(n_frames, h, w)
+        # 2. label every cell; rejected ones are kept for inspection
+        keep, labels = batch.keep_at(h, w), batch.labels
+        cell_labels = torch.full((n_frames, h, w), int(CellLabel.STATIC), dtype=torch.uint8, device=self.device)
+        if labels is not None:
+            cell_labels = torch.where(labels == CellLabel.STATIC, int(CellLabel.DYNAMIC), labels)
+            cell_labels = torch.where(keep, int(CellLabel.STATIC), cell_labels)
+        else:
+            cell_labels[~keep] = int(CellLabel.DYNAMIC)
+        cell_labels[~valid & (cell_labels != CellLabel.SKY)] = int(CellLabel.INVALID)  # sky has no depth either
+        write = cell_labels == CellLabel.STATIC
+        rejected = ~write
+        # 3. candidates per cell, then de-duplicate within the write and against the memory
+        if batch.frames is not None:
+            colors = patch_colors(batch.frames, h, w)
+        else:
+            colors = torch.full((n_frames, h, w, 3), _DEFAULT_COLOR, dtype=torch.uint8, device=self.device)
+        cells = _Points(
+            points,
+            batch.latents.permute(0, 2, 3, 1).to(self.feature_dtype),
+            colors,
+            torch.full((n_frames, h, w), self.next_segment, dtype=torch.int32, device=self.device),
+            batch.frame_ids[:, None, None].expand(n_frames, h, w).to(torch.int32),
+        )
+        store = self._points()
+        if store.features.shape[1] != channels:  # an empty memory takes the write's channels
+            store = store._replace(features=store.features.new_zeros(0, channels))
+        K_grid = K_cells.to(torch.float32).expand(n_frames, 3, 3)
+        store = deduplicate(store, cells, write, depth_cells, batch.w2c, K_grid, self.config, self._known)
+        return {
+            **store._asdict(),
+            "rejected_positions": torch.where(valid[..., None], points, torch.nan)[rejected],
+            "rejected_labels": cell_labels[rejected],
+            "channels": channels,
+        }
+
+    def _known(
+        self, store: _Points, depth: torch.Tensor, w2c: torch.Tensor, K_grid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:data:`KnownCells` of the memory's own z-buffer at a writing camera."""
+        h, w = depth.shape
+        index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin)
+        return seen_at_depth(index[0], seen_depth[0], depth, self.config.view_tolerance), index[0]
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def readout(
+        self, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, image_hw: tuple[int, int] | None = None
+    ) -> Readout:
+        """Z-buffered projection of the memory onto ``F`` target cameras at grid resolution.
+
+        Args:
+            w2c: ``[F, 4, 4]`` (or ``[4, 4]``) poses.
+            K: ``[3, 3]`` or ``[F, 3, 3]`` intrinsics of the ``h x w`` grid, or in pixels of an
+                ``image_hw = (H, W)`` image when that is given (then scaled to the grid).
+            h, w: target grid size (latent resolution).
+
+        Returns:
+            :class:`Readout`: ``latent [F,C,h,w]``, ``visible [F,h,w]``, ``depth [F,h,w]``, ``index [F,h,w]``.
+        """
+        w2c, K = check_cameras(w2c, K, self.device)
+        if h <= 0 or w <= 0:
+            raise ValueError(f"readout grid must be positive, got {h}x{w}")
+        if image_hw is not None:
+            K = scale_intrinsics(K, image_hw, (h, w))
+        index, depth = zbuffer_project(self.positions, w2c, K, h, w, self.config.near, self.config.depth_bin, self._positions_t())
+        visible = index >= 0
+        n_frames, channels = w2c.shape[0], self.channels or 0
+        if len(self):
+            latent = self.features.index_select(0, index.clamp(min=0).view(-1)).view(n_frames, h, w, channels)
+            latent = latent.masked_fill_(~visible[..., None], 0).permute(0, 3, 1, 2).contiguous()
+        else:
+            latent = torch.zeros(n_frames, channels, h, w, dtype=self.feature_dtype, device=self.device)
+        return Readout(latent, visible, depth, index)
+
+    def _positions_t(self) -> torch.Tensor:
+        """``[3, N]`` transpose of the positions, kept until the positions tensor is replaced."""
+        if self._transposed_of is not self.positions:
+            self._transposed, self._transposed_of = self.positions.T.contiguous(), self.positions
+        return self._transposed
+
+    # ---- persistence ---------------------------------------------------------------------
+
+    @classmethod
+    def _check_tensors(
+        cls, path: Path, tensors: Mapping[str, torch.Tensor], config: MemoryConfig, counters: Mapping[str, int]
+    ) -> None:
+        super()._check_tensors(path, tensors, config, counters)
+        labels = tensors["rejected_labels"]
+        if labels.numel() and labels.max() > max(CellLabel):
+            raise ValueError(f"{path}: tensor 'rejected_labels' holds unknown labels")
