@@ -23,7 +23,6 @@ panel's colour mode and each file dialog's last folder persist in the window's Q
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -31,12 +30,12 @@ import numpy as np
 import torch
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence, QOpenGLContext
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QInputDialog, QMainWindow, QMessageBox, QScrollArea, QWidget
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QMainWindow, QMessageBox, QScrollArea, QWidget
 
 from explorer.flight import FlightPath, step_segment
 from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
 from explorer.preview import MemoryPreviewRenderer
-from explorer.session import SESSION_JSON, RecordedSession, load_session
+from explorer.session import RecordedSession, load_session
 from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.backbone import BackboneConfig
 from model.camera import Trajectory, scale_intrinsics, write_camera_path_json
@@ -47,6 +46,7 @@ from ui.controls_panel import ControlsPanel
 from ui.hud import Hud
 from ui.input_router import InputRouter
 from ui.launch import LaunchOptions
+from ui.recording import RecordingFlow
 from ui.settings import ExplorerSettings, last_folder, remember_folder
 from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
@@ -57,19 +57,6 @@ DOCK_MIN_WIDTH = 200  # a dock's content scrolls when the dock is narrower than 
 PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this wide
 PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
-
-
-def free_name(parent: Path, name: str) -> str:
-    """``name`` if ``parent`` has nothing by that name, else the first free ``name-2``, ``name-3``, …
-    (counting on from a name that already ends in one: ``kitchen-2`` -> ``kitchen-3``)."""
-    if not (parent / name).exists():
-        return name
-    counted = re.fullmatch(r"(.+)-(\d{1,3})", name)
-    stem = counted.group(1) if counted else name
-    number = 2
-    while (parent / f"{stem}-{number}").exists():
-        number += 1
-    return f"{stem}-{number}"
 
 
 class MainWindow(QMainWindow):
@@ -94,8 +81,6 @@ class MainWindow(QMainWindow):
         self.flight: FlightPath | None = None
         self.scene: SceneInfo | None = None
         self.replayed: RecordedSession | None = None  # the session the open scene continues, if any
-        self.recording_folder: str | None = None  # the worker records while this is set
-        self._recording_since: float | None = None  # time.monotonic() when the recording started
         self.trajectory: list[np.ndarray] = []  # w2c of every generated frame
         self.segments_done = 0  # segments generated in this scene (a continued session included)
         self.pending = 0  # segments queued and not yet finished
@@ -117,6 +102,7 @@ class MainWindow(QMainWindow):
         self._narrow = False  # the docks share one tabbed column (see _fit_docks)
         self.hud = Hud(self.statusBar())
         self.hud.set_device(self._device)
+        self.recording = RecordingFlow(self, store, self.controller, self.controls, self.viewport, self._scene_open)
         self._build_menus()
 
         self.router = InputRouter(self, self.viewport.view, self._trigger)
@@ -199,7 +185,7 @@ class MainWindow(QMainWindow):
         c.failed.connect(self._on_failed)
         c.cancelled.connect(self._on_cancelled)
         c.idle.connect(self._on_idle)
-        c.recording_saved.connect(self._on_recording_saved)
+        c.recording_saved.connect(self.recording.saved)
 
     def _choose_backend(self) -> str:
         """``--backend`` if given, else :func:`model.profiles.default_backend` (wan when a model folder is known: flag or settings)."""
@@ -489,109 +475,23 @@ class MainWindow(QMainWindow):
     def _refresh_hud(self) -> None:
         self.hud.set_rates(self.viewport.view.paint_rate(), self._seconds_per_frame)
         self.hud.set_device(self._device)
-        self._update_recording_badge()
+        self.recording.update_badge()
 
     # ---- sessions ------------------------------------------------------------------------
 
     def set_recording(self, on: bool) -> None:
-        """Record into a folder the user picks, or stop.
+        """Record into a folder the user picks, or stop (see :meth:`ui.recording.RecordingFlow.set_recording`)."""
+        self.recording.set_recording(on)
 
-        The worker thread owns the recorder (it owns the memory too): a stop request queues behind
-        the running segment, so that segment still goes into the recording, and ``recording_saved``
-        follows once the files are written.
-        """
-        if on and self.recording_folder is None and self._scene_open("Record"):
-            folder = self.choose_recording_folder()
-            if folder:
-                self.start_recording(folder)
-        elif not on and self.recording_folder is not None:
-            self.controller.stop_recording()
-            self.statusBar().showMessage("Recording stops after the running segment…", 5000)
-            self.recording_folder = None
-        self._show_recording(self.recording_folder is not None)
+    def start_recording(self, folder: str) -> None:
+        """Record every segment generated from now on into ``folder`` (replaced when the recording finishes)."""
+        self.recording.start(folder)
 
     def _scene_open(self, title: str) -> bool:
         """Whether a scene is open; if not, a message box titled ``title`` says to open one."""
         if self.scene is None:
             QMessageBox.information(self, title, "Open a scene first.")
         return self.scene is not None
-
-    def choose_recording_folder(self) -> str | None:
-        """Ask where to record; None when the user gives up.
-
-        An empty folder is used as it is. A folder holding a recorded session is replaced only after
-        a yes to "Replace it?"; a no asks for the name of a new folder beside it. In any other folder
-        that is not empty a new session folder is created, named by the user: its files are never
-        touched (a recording replaces its folder as a whole).
-        """
-        chosen = QFileDialog.getExistingDirectory(self, "Record the session into… (an empty folder, or one to create it in)", last_folder(self.store, "record"))
-        if not chosen:
-            return None
-        remember_folder(self.store, "record", chosen)
-        folder = Path(chosen)
-        if not any(folder.iterdir()):
-            return str(folder)
-        if not (folder / SESSION_JSON).is_file():
-            return self._ask_new_folder(folder, time.strftime("session-%Y%m%d-%H%M%S"))
-        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel
-        answer = QMessageBox.question(
-            self, "Replace the recorded session?",
-            f"{folder} already holds a recorded session.\n\nYes: replace it with this recording (when it is saved).\n"
-            "No: record into a new folder beside it.",
-            buttons, QMessageBox.StandardButton.Cancel,
-        )
-        if answer == QMessageBox.StandardButton.Yes:
-            return str(folder)
-        if answer == QMessageBox.StandardButton.No:
-            return self._ask_new_folder(folder.parent, folder.name)
-        return None
-
-    def _ask_new_folder(self, parent: Path, suggestion: str) -> str | None:
-        """Ask for the name of a new (or empty) session folder in ``parent``, suggesting a free name like ``suggestion``."""
-        prompt = f"Name of the new session folder in {parent}:"
-        while True:
-            typed, ok = QInputDialog.getText(self, "New session folder", prompt, text=free_name(parent, suggestion))
-            name = typed.strip()
-            if not ok or not name:
-                return None
-            target = parent / name
-            if Path(name).name != name or name in (".", ".."):
-                problem = f"'{name}': a folder name cannot contain a path separator, nor be . or .."
-            elif target.exists() and not (target.is_dir() and not any(target.iterdir())):
-                problem = f"'{name}' already exists in {parent} and is not an empty folder"
-            else:
-                return str(target)
-            prompt = f"{problem}. Name of the new session folder in {parent}:"
-            suggestion = Path(name).name or suggestion
-
-    def start_recording(self, folder: str) -> None:
-        """Record every segment generated from now on into ``folder`` (replaced when the recording finishes)."""
-        if not self._scene_open("Record"):
-            return
-        self.controller.start_recording(folder, fps=self.viewport.fps)
-        self.recording_folder = folder
-        self._show_recording(True)
-        self.statusBar().showMessage(f"Recording into {folder}", 5000)
-
-    def _show_recording(self, on: bool) -> None:
-        """Red record button and the viewport's REC badge with the elapsed time while recording."""
-        self.controls.set_recording(on)
-        if not on:
-            self._recording_since = None
-        elif self._recording_since is None:
-            self._recording_since = time.monotonic()
-        self._update_recording_badge()
-
-    def _update_recording_badge(self) -> None:
-        """The REC badge's elapsed time (called with the HUD refresh); no badge when not recording."""
-        if self._recording_since is None:
-            self.viewport.view.set_badge("")
-            return
-        seconds = int(time.monotonic() - self._recording_since)
-        self.viewport.view.set_badge(f"● REC {seconds // 60}:{seconds % 60:02d}")
-
-    def _on_recording_saved(self, folder: str) -> None:
-        self.statusBar().showMessage(f"Recording saved to {folder}", 8000)
 
     def choose_session(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a recorded session", last_folder(self.store, "session"))
@@ -694,7 +594,7 @@ class MainWindow(QMainWindow):
         """Stop timers, finish a recording, stop the worker thread and free the preview context."""
         self.tick_timer.stop()
         self.hud_timer.stop()
-        self.recording_folder = None  # the worker saves an active recording when it closes
+        self.recording.folder = None  # the worker saves an active recording when it closes
         self.router.detach()
         self.controller.shutdown()
         if self._preview:
