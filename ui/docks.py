@@ -43,7 +43,8 @@ class SideDocks:
         left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
         narrow = w.width() < NARROW_WIDTH
         if narrow and not self.narrow:
-            if w.dockWidgetArea(left_dock) == left and w.dockWidgetArea(right_dock) == right and not (left_dock.isFloating() or right_dock.isFloating()):
+            in_place = w.dockWidgetArea(left_dock) == left and w.dockWidgetArea(right_dock) == right
+            if in_place and not (left_dock.isFloating() or right_dock.isFloating()):
                 w.tabifyDockWidget(left_dock, right_dock)
                 left_dock.raise_()
                 w.resizeDocks([left_dock], [left_dock.widget().sizeHint().width()], Qt.Orientation.Horizontal)

@@ -80,7 +80,8 @@ class RecordingFlow:
         that is not empty a new session folder is created, named by the user: its files are never
         touched (a recording replaces its folder as a whole).
         """
-        chosen = QFileDialog.getExistingDirectory(self.window, "Record the session into… (an empty folder, or one to create it in)", last_folder(self.store, "record"))
+        caption = "Record the session into… (an empty folder, or one to create it in)"
+        chosen = QFileDialog.getExistingDirectory(self.window, caption, last_folder(self.store, "record"))
         if not chosen:
             return None
         remember_folder(self.store, "record", chosen)
@@ -103,10 +104,12 @@ class RecordingFlow:
         return None
 
     def _ask_new_folder(self, parent: Path, suggestion: str) -> str | None:
-        """Ask for the name of a new (or empty) session folder in ``parent``, suggesting a free name like ``suggestion``."""
+        """Ask for the name of a new (or empty) session folder in ``parent``, suggesting a free name like
+        ``suggestion``."""
         prompt = f"Name of the new session folder in {parent}:"
         while True:
-            typed, ok = QInputDialog.getText(self.window, "New session folder", prompt, text=free_name(parent, suggestion))
+            suggested = free_name(parent, suggestion)
+            typed, ok = QInputDialog.getText(self.window, "New session folder", prompt, text=suggested)
             name = typed.strip()
             if not ok or not name:
                 return None
