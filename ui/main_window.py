@@ -4,73 +4,58 @@ on the right, menus, drag-and-drop of photos and the status-bar HUD.
 Wiring (everything heavy runs in :class:`explorer.worker.GenerationController`'s thread):
 
 * a 60 Hz :class:`QTimer` ticks the :class:`~explorer.fly_camera.FlyCamera`; when the pose changed
-  the preview (:class:`~explorer.preview.MemoryPreviewRenderer`, in this thread: it owns a GL
-  context) renders the memory at the new pose and the viewport shows it at once;
+  the preview (:class:`ui.live_preview.LivePreview`, in this thread: it owns a GL context)
+  renders the memory at the new pose and the viewport shows it at once;
 * free flight records every moved pose into a :class:`~explorer.flight.FlightPath`; when it is
   ``ready()`` (or on Space / Generate) its segment is queued on the controller; steps mode queues
   one :func:`~explorer.flight.step_segment` per button or key; U (reset) is a teleport that starts
   a new flight at the reset pose;
 * controller signals drive the HUD, the viewport (frames), the cache panel (memory snapshots),
-  the recorder, and error boxes (``QMessageBox.critical``; the app keeps running). A scene that
-  fails to open leaves the open one as it was.
+  the recording (:class:`ui.recording.RecordingFlow`), and error boxes (``QMessageBox.critical``;
+  the app keeps running). A scene that fails to open leaves the open one as it was.
 
 What the user sees besides: the HUD's idle state names the keys of the current mode; warnings that
 matter (no depth model, no preview, damaged settings) stay in the viewport's banner until resolved;
 while recording, the record button is red and the viewport shows "● REC m:ss". Below
-:data:`NARROW_WIDTH` the two docks share one tabbed column. Geometry, dock layout, the cache
+:data:`ui.docks.NARROW_WIDTH` the two docks share one tabbed column. Geometry, dock layout, the cache
 panel's colour mode and each file dialog's last folder persist in the window's QSettings store.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence, QOpenGLContext
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QFrame, QInputDialog, QMainWindow, QMessageBox, QScrollArea, QWidget
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMainWindow, QMessageBox
 
 from explorer.flight import FlightPath, step_segment
 from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
-from explorer.preview import MemoryPreviewRenderer
-from explorer.session import SESSION_JSON, RecordedSession, load_session
+from explorer.session import RecordedSession, load_session
 from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.generation.backbone import BackboneConfig
-from model.geometry.camera import Trajectory, scale_intrinsics
+from model.geometry.camera import Trajectory
 from model.io.cameras import write_camera_path_json
 from model.generation.pipeline import PipelineConfig
 from model.generation.profiles import default_backend, profile
 from ui.cache_panel import COLOR_MODES, CachePanel
 from ui.controls_panel import ControlsPanel
+from ui.docks import SideDocks, add_scrolling_dock
 from ui.hud import Hud
 from ui.input_router import InputRouter
 from ui.launch import LaunchOptions
+from ui.live_preview import LivePreview
+from ui.recording import RecordingFlow
 from ui.settings import ExplorerSettings, last_folder, remember_folder
 from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
 
 TICK_MS = 16  # camera tick (~60 Hz)
-NARROW_WIDTH = 1280  # below this window width the two docks share one tabbed column (the viewport keeps over half)
-DOCK_MIN_WIDTH = 200  # a dock's content scrolls when the dock is narrower than it
-PREVIEW_MAX_WIDTH = 640  # preview renders at the generation size, at most this wide
 PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
-
-
-def free_name(parent: Path, name: str) -> str:
-    """``name`` if ``parent`` has nothing by that name, else the first free ``name-2``, ``name-3``, …
-    (counting on from a name that already ends in one: ``kitchen-2`` -> ``kitchen-3``)."""
-    if not (parent / name).exists():
-        return name
-    counted = re.fullmatch(r"(.+)-(\d{1,3})", name)
-    stem = counted.group(1) if counted else name
-    number = 2
-    while (parent / f"{stem}-{number}").exists():
-        number += 1
-    return f"{stem}-{number}"
 
 
 class MainWindow(QMainWindow):
@@ -95,12 +80,9 @@ class MainWindow(QMainWindow):
         self.flight: FlightPath | None = None
         self.scene: SceneInfo | None = None
         self.replayed: RecordedSession | None = None  # the session the open scene continues, if any
-        self.recording_folder: str | None = None  # the worker records while this is set
-        self._recording_since: float | None = None  # time.monotonic() when the recording started
         self.trajectory: list[np.ndarray] = []  # w2c of every generated frame
         self.segments_done = 0  # segments generated in this scene (a continued session included)
         self.pending = 0  # segments queued and not yet finished
-        self._preview: MemoryPreviewRenderer | None = None
         self._pending_open: tuple[str, str | None] | None = None
         self._opening = False  # a scene was asked for and has neither opened nor failed yet
         self._loaded_options = None  # the generation options the loaded backbone uses
@@ -113,11 +95,13 @@ class MainWindow(QMainWindow):
         self.controls.steps.setValue(self.options.steps or profile(self.backend).steps)
         self.controls.inpaint.setValue(profile(self.backend).inpaint_fraction)
         self.cache_panel = CachePanel()
-        self.controls_dock = self._add_dock("Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.cache_dock = self._add_dock("Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._narrow = False  # the docks share one tabbed column (see _fit_docks)
+        self.controls_dock = add_scrolling_dock(self, "Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.cache_dock = add_scrolling_dock(self, "Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.docks = SideDocks(self, self.controls_dock, self.cache_dock)
+        self.preview = LivePreview(self.viewport)
         self.hud = Hud(self.statusBar())
         self.hud.set_device(self._device)
+        self.recording = RecordingFlow(self, store, self.controller, self.controls, self.viewport, self._scene_open)
         self._build_menus()
 
         self.router = InputRouter(self, self.viewport.view, self._trigger)
@@ -134,19 +118,6 @@ class MainWindow(QMainWindow):
         self._restore_window_state()
 
     # ---- construction --------------------------------------------------------------------
-
-    def _add_dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
-        """A dock holding ``widget`` in a scroll area, so the dock can be narrower than the widget."""
-        scroll = QScrollArea()
-        scroll.setWidget(widget)
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setMinimumWidth(DOCK_MIN_WIDTH)
-        dock = QDockWidget(title, self)
-        dock.setObjectName(title)
-        dock.setWidget(scroll)
-        self.addDockWidget(area, dock)
-        return dock
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -200,7 +171,7 @@ class MainWindow(QMainWindow):
         c.failed.connect(self._on_failed)
         c.cancelled.connect(self._on_cancelled)
         c.idle.connect(self._on_idle)
-        c.recording_saved.connect(self._on_recording_saved)
+        c.recording_saved.connect(self.recording.saved)
 
     def _choose_backend(self) -> str:
         """``--backend`` if given, else :func:`model.generation.profiles.default_backend` (wan when a model folder is known: flag or settings)."""
@@ -315,8 +286,7 @@ class MainWindow(QMainWindow):
         else:
             self.trajectory = [start.numpy()]
         self.viewport.set_live(np.asarray(scene.image), "start image" if not scene.segments_done else "last generated frame")
-        if self._preview_renderer() is not None:
-            self._preview.cell_angle_rad = scene.latent_stride / float(scene.K[0, 0])
+        self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
         self.hud.set_state(self._ready_text())
         self.viewport.view.setFocus()
@@ -364,7 +334,7 @@ class MainWindow(QMainWindow):
         if self.camera.tick(min(dt, 0.1)):
             w2c = self.camera.w2c
             self.flight.record(now, w2c)
-            self._render_preview(w2c.numpy())
+            self.preview.render(w2c.numpy(), self.scene)
             self._update_cameras()
         if self.controls.mode == "flight" and self.flight.ready():
             self.generate_now()
@@ -405,34 +375,6 @@ class MainWindow(QMainWindow):
 
     # ---- preview and panel ---------------------------------------------------------------
 
-    def _preview_renderer(self) -> MemoryPreviewRenderer | None:
-        """The preview renderer, with no Qt OpenGL context current.
-
-        The preview draws through its own EGL context; with a Qt (GLX) context still current in this
-        thread, Mesa's dispatch crashed in ``glDrawElements`` (seen under Xvfb/llvmpipe). Qt makes
-        its context current again whenever it paints.
-        """
-        current = QOpenGLContext.currentContext()
-        if current is not None:
-            current.doneCurrent()
-        if self._preview is None:
-            try:
-                self._preview = MemoryPreviewRenderer()
-            except Exception as error:  # noqa: BLE001 (no EGL: the app works without the preview)
-                self.viewport.set_warning("preview", f"Preview unavailable (no offscreen OpenGL): {error}")
-                self._preview = False
-        return self._preview or None
-
-    def _render_preview(self, w2c: np.ndarray) -> None:
-        renderer = self._preview_renderer()
-        if renderer is None or self.scene is None:
-            return
-        height, width = np.asarray(self.scene.image).shape[:2]
-        scale = min(1.0, PREVIEW_MAX_WIDTH / width)
-        size = (max(2, round(height * scale)), max(2, round(width * scale)))
-        K = scale_intrinsics(torch.as_tensor(np.asarray(self.scene.K), dtype=torch.float64), (height, width), size)
-        self.viewport.set_live(renderer.render(w2c, K, size[1], size[0]))
-
     def _update_cameras(self) -> None:
         if self.scene is None:
             return
@@ -463,11 +405,8 @@ class MainWindow(QMainWindow):
         self.cache_panel.set_data(snapshot)
         if first:
             self.cache_panel.frame_cloud()
-        renderer = self._preview_renderer()
-        if renderer is not None and len(snapshot.positions):
-            renderer.set_points(snapshot.positions, snapshot.colors, snapshot.footprint_m)
-            if self.camera is not None:
-                self._render_preview(self.camera.w2c.numpy())
+        if self.preview.set_points(snapshot) and self.camera is not None:
+            self.preview.render(self.camera.w2c.numpy(), self.scene)
 
     def _on_failed(self, title: str, message: str) -> None:
         if self._pending_open is not None:  # the model did not load: the next open tries again
@@ -490,109 +429,23 @@ class MainWindow(QMainWindow):
     def _refresh_hud(self) -> None:
         self.hud.set_rates(self.viewport.view.paint_rate(), self._seconds_per_frame)
         self.hud.set_device(self._device)
-        self._update_recording_badge()
+        self.recording.update_badge()
 
     # ---- sessions ------------------------------------------------------------------------
 
     def set_recording(self, on: bool) -> None:
-        """Record into a folder the user picks, or stop.
+        """Record into a folder the user picks, or stop (see :meth:`ui.recording.RecordingFlow.set_recording`)."""
+        self.recording.set_recording(on)
 
-        The worker thread owns the recorder (it owns the memory too): a stop request queues behind
-        the running segment, so that segment still goes into the recording, and ``recording_saved``
-        follows once the files are written.
-        """
-        if on and self.recording_folder is None and self._scene_open("Record"):
-            folder = self.choose_recording_folder()
-            if folder:
-                self.start_recording(folder)
-        elif not on and self.recording_folder is not None:
-            self.controller.stop_recording()
-            self.statusBar().showMessage("Recording stops after the running segment…", 5000)
-            self.recording_folder = None
-        self._show_recording(self.recording_folder is not None)
+    def start_recording(self, folder: str) -> None:
+        """Record every segment generated from now on into ``folder`` (replaced when the recording finishes)."""
+        self.recording.start(folder)
 
     def _scene_open(self, title: str) -> bool:
         """Whether a scene is open; if not, a message box titled ``title`` says to open one."""
         if self.scene is None:
             QMessageBox.information(self, title, "Open a scene first.")
         return self.scene is not None
-
-    def choose_recording_folder(self) -> str | None:
-        """Ask where to record; None when the user gives up.
-
-        An empty folder is used as it is. A folder holding a recorded session is replaced only after
-        a yes to "Replace it?"; a no asks for the name of a new folder beside it. In any other folder
-        that is not empty a new session folder is created, named by the user: its files are never
-        touched (a recording replaces its folder as a whole).
-        """
-        chosen = QFileDialog.getExistingDirectory(self, "Record the session into… (an empty folder, or one to create it in)", last_folder(self.store, "record"))
-        if not chosen:
-            return None
-        remember_folder(self.store, "record", chosen)
-        folder = Path(chosen)
-        if not any(folder.iterdir()):
-            return str(folder)
-        if not (folder / SESSION_JSON).is_file():
-            return self._ask_new_folder(folder, time.strftime("session-%Y%m%d-%H%M%S"))
-        buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel
-        answer = QMessageBox.question(
-            self, "Replace the recorded session?",
-            f"{folder} already holds a recorded session.\n\nYes: replace it with this recording (when it is saved).\n"
-            "No: record into a new folder beside it.",
-            buttons, QMessageBox.StandardButton.Cancel,
-        )
-        if answer == QMessageBox.StandardButton.Yes:
-            return str(folder)
-        if answer == QMessageBox.StandardButton.No:
-            return self._ask_new_folder(folder.parent, folder.name)
-        return None
-
-    def _ask_new_folder(self, parent: Path, suggestion: str) -> str | None:
-        """Ask for the name of a new (or empty) session folder in ``parent``, suggesting a free name like ``suggestion``."""
-        prompt = f"Name of the new session folder in {parent}:"
-        while True:
-            typed, ok = QInputDialog.getText(self, "New session folder", prompt, text=free_name(parent, suggestion))
-            name = typed.strip()
-            if not ok or not name:
-                return None
-            target = parent / name
-            if Path(name).name != name or name in (".", ".."):
-                problem = f"'{name}': a folder name cannot contain a path separator, nor be . or .."
-            elif target.exists() and not (target.is_dir() and not any(target.iterdir())):
-                problem = f"'{name}' already exists in {parent} and is not an empty folder"
-            else:
-                return str(target)
-            prompt = f"{problem}. Name of the new session folder in {parent}:"
-            suggestion = Path(name).name or suggestion
-
-    def start_recording(self, folder: str) -> None:
-        """Record every segment generated from now on into ``folder`` (replaced when the recording finishes)."""
-        if not self._scene_open("Record"):
-            return
-        self.controller.start_recording(folder, fps=self.viewport.fps)
-        self.recording_folder = folder
-        self._show_recording(True)
-        self.statusBar().showMessage(f"Recording into {folder}", 5000)
-
-    def _show_recording(self, on: bool) -> None:
-        """Red record button and the viewport's REC badge with the elapsed time while recording."""
-        self.controls.set_recording(on)
-        if not on:
-            self._recording_since = None
-        elif self._recording_since is None:
-            self._recording_since = time.monotonic()
-        self._update_recording_badge()
-
-    def _update_recording_badge(self) -> None:
-        """The REC badge's elapsed time (called with the HUD refresh); no badge when not recording."""
-        if self._recording_since is None:
-            self.viewport.view.set_badge("")
-            return
-        seconds = int(time.monotonic() - self._recording_since)
-        self.viewport.view.set_badge(f"● REC {seconds // 60}:{seconds % 60:02d}")
-
-    def _on_recording_saved(self, folder: str) -> None:
-        self.statusBar().showMessage(f"Recording saved to {folder}", 8000)
 
     def choose_session(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a recorded session", last_folder(self.store, "session"))
@@ -663,28 +516,7 @@ class MainWindow(QMainWindow):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         super().resizeEvent(event)
-        self._fit_docks()
-
-    def _fit_docks(self) -> None:
-        """Keep the viewport the widest part of the window.
-
-        Below :data:`NARROW_WIDTH` the latent-cache panel becomes a tab beside the controls (one
-        column instead of two) and goes back to the right when the window is wide again, each time
-        at its natural width; layouts the user made (floating or moved docks) are left alone. Dock
-        contents scroll, so at the window's minimum width the column is only :data:`DOCK_MIN_WIDTH`.
-        """
-        left, right = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
-        narrow = self.width() < NARROW_WIDTH
-        if narrow and not self._narrow:
-            if self.dockWidgetArea(self.controls_dock) == left and self.dockWidgetArea(self.cache_dock) == right and not (self.controls_dock.isFloating() or self.cache_dock.isFloating()):
-                self.tabifyDockWidget(self.controls_dock, self.cache_dock)
-                self.controls_dock.raise_()
-                self.resizeDocks([self.controls_dock], [self.controls_dock.widget().sizeHint().width()], Qt.Orientation.Horizontal)
-        elif not narrow and self._narrow and self.cache_dock in self.tabifiedDockWidgets(self.controls_dock):
-            self.addDockWidget(right, self.cache_dock)
-            docks = [self.controls_dock, self.cache_dock]
-            self.resizeDocks(docks, [dock.widget().sizeHint().width() for dock in docks], Qt.Orientation.Horizontal)
-        self._narrow = narrow
+        self.docks.fit()
 
     def changeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         if event.type() == event.Type.ActivationChange and not self.isActiveWindow():
@@ -695,12 +527,10 @@ class MainWindow(QMainWindow):
         """Stop timers, finish a recording, stop the worker thread and free the preview context."""
         self.tick_timer.stop()
         self.hud_timer.stop()
-        self.recording_folder = None  # the worker saves an active recording when it closes
+        self.recording.folder = None  # the worker saves an active recording when it closes
         self.router.detach()
         self.controller.shutdown()
-        if self._preview:
-            self._preview_renderer().close()
-        self._preview = None
+        self.preview.close()
 
     def closeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         self.store.setValue("window/geometry", self.saveGeometry())

@@ -226,7 +226,7 @@ def test_geometry_docks_colour_mode_and_dialog_folders_are_remembered(qtbot, new
     first.choose_session()
     first.choose_export_path()
     first.set_recording(True)
-    assert first.recording_folder == str(folders["recordings"] / "kitchen")
+    assert first.recording.folder == str(folders["recordings"] / "kitchen")
     first.close()
 
     asked.clear()
