@@ -45,6 +45,7 @@ demo: $(STAMP) system-deps
 	else exit $$code; fi
 
 test: $(STAMP) system-deps
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 clean:
