@@ -13,8 +13,8 @@ import argparse
 import signal
 import sys
 
-from model.io.atomic import Interrupted, raise_on_signals
 from model.generation.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
+from model.io.atomic import Interrupted, raise_on_signals
 from ui.launch import add_gui_arguments
 
 
@@ -40,23 +40,32 @@ def _generate(args: argparse.Namespace) -> int:
     fields = {k: v for k, v in vars(args).items() if k not in ("command", "run") and not k.startswith("gui_")}
     report = run_generate(GenerateArgs(**fields))
     last = report["segments"][-1]
-    print(f"wrote {args.out} ({report['trajectory']['frames']} frames), {args.out[:-4]}.json, {args.out[:-4]}.cameras.txt; "
-          f"memory {report['memory']['points']} points; last segment {last['seconds_per_frame']:.2f} s/frame")
+    print(
+        f"wrote {args.out} ({report['trajectory']['frames']} frames), {args.out[:-4]}.json, {args.out[:-4]}.cameras.txt; "
+        f"memory {report['memory']['points']} points; last segment {last['seconds_per_frame']:.2f} s/frame"
+    )
     return 0
 
 
 def _add_generate(sub) -> None:
     from explorer.generate import TRAJECTORIES
 
-    gen = sub.add_parser("generate", help="headless: a photo and a camera path in, OUT.mp4 + OUT.json + OUT.cameras.txt out")
+    gen = sub.add_parser(
+        "generate", help="headless: a photo and a camera path in, OUT.mp4 + OUT.json + OUT.cameras.txt out"
+    )
     gen.add_argument("--out", required=True, help="output video OUT.mp4 (OUT.json and OUT.cameras.txt go beside it)")
     gen.add_argument("--image", help="photo (default: the bundled sample scene with its exact depth)")
-    gen.add_argument("--trajectory", default="orbit", help=f"{' | '.join(TRAJECTORIES)} | a RealEstate10K .txt | a camera-path .json")
+    gen.add_argument(
+        "--trajectory", default="orbit", help=f"{' | '.join(TRAJECTORIES)} | a RealEstate10K .txt | a camera-path .json"
+    )
     gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")
-    gen.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                     help=f"{backend_summaries()} (default: %(default)s)")
+    gen.add_argument(
+        "--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=f"{backend_summaries()} (default: %(default)s)"
+    )
     gen.add_argument("--model", help=f"model folder ({model_folders()})")
-    gen.add_argument("--memory-weights", dest="memory_weights", help="trained memory branch + LoRA folder (mode branch)")
+    gen.add_argument(
+        "--memory-weights", dest="memory_weights", help="trained memory branch + LoRA folder (mode branch)"
+    )
     gen.add_argument("--mode", choices=("inpaint", "branch"), default="inpaint")
     gen.add_argument("--steps", type=int, default=20)
     gen.add_argument("--height", type=int, help=f"frame height (default {per_backend(lambda p: p.generate_size[0])})")
@@ -65,17 +74,31 @@ def _add_generate(sub) -> None:
     gen.add_argument("--prompt", default="")
     gen.add_argument("--depth", help="depth file for the photo (.png 16-bit mm or .npy metres)")
     gen.add_argument("--depth-model", dest="depth_model", help="transformers depth-estimation model folder")
-    gen.add_argument("--sky-model", dest="sky_model", help="transformers semantic-segmentation model folder with a "
-                     "'sky' class (e.g. SegFormer ADE20k): its sky never enters the memory")
+    gen.add_argument(
+        "--sky-model",
+        dest="sky_model",
+        help="transformers semantic-segmentation model folder with a "
+        "'sky' class (e.g. SegFormer ADE20k): its sky never enters the memory",
+    )
     gen.add_argument("--offload", choices=("none", "model", "group"), default="none")
     gen.add_argument("--device", help="torch device (default: cuda when available)")
-    gen.add_argument("--inpaint-fraction", dest="inpaint_fraction", type=float, default=None,
-                     help="inpaint mode: share of the steps during which visible tokens follow the memory "
-                          f"(default {per_backend(lambda p: p.inpaint_fraction)})")
+    gen.add_argument(
+        "--inpaint-fraction",
+        dest="inpaint_fraction",
+        type=float,
+        default=None,
+        help="inpaint mode: share of the steps during which visible tokens follow the memory "
+        f"(default {per_backend(lambda p: p.inpaint_fraction)})",
+    )
     gen.add_argument("--save-memory", dest="save_memory", help="write the final memory (.safetensors)")
     gen.add_argument("--load-memory", dest="load_memory", help="start from a saved memory")
     gen.add_argument("--fps", type=float, default=16.0)
-    gen.add_argument("--memory", choices=("latent", "rgb"), default="latent", help="latent memory, or the pixel-space RGB point-cloud baseline")
+    gen.add_argument(
+        "--memory",
+        choices=("latent", "rgb"),
+        default="latent",
+        help="latent memory, or the pixel-space RGB point-cloud baseline",
+    )
     gen.set_defaults(run=_generate)
 
 
@@ -98,10 +121,16 @@ def _export_worldscore(args: argparse.Namespace) -> int:
 
 def _add_eval(sub) -> None:
     ev = sub.add_parser("eval", help="consistency metrics of a generate run; writes OUT.metrics.json")
-    ev.add_argument("run_path", metavar="RUN", help="a generate run: OUT.mp4 (with OUT.json, OUT.cameras.txt) or a folder holding one")
+    ev.add_argument(
+        "run_path",
+        metavar="RUN",
+        help="a generate run: OUT.mp4 (with OUT.json, OUT.cameras.txt) or a folder holding one",
+    )
     ev.add_argument("--stride", type=int, default=4, help="frame step of the camera-error and reprojection pairs")
     ev.set_defaults(run=_eval)
-    ws = sub.add_parser("export-worldscore", help="a generate run as WorldScore input: OUT/frames/000.png.. + OUT/camera_data.json")
+    ws = sub.add_parser(
+        "export-worldscore", help="a generate run as WorldScore input: OUT/frames/000.png.. + OUT/camera_data.json"
+    )
     ws.add_argument("run_path", metavar="RUN", help="a generate run: OUT.mp4 or a folder holding one")
     ws.add_argument("out", metavar="OUT", help="output folder (new, empty, or an earlier export)")
     ws.set_defaults(run=_export_worldscore)
@@ -110,14 +139,20 @@ def _add_eval(sub) -> None:
 def _add_train(sub) -> None:
     from model.training.cli import add_train_arguments
 
-    add_train_arguments(sub.add_parser("train", help="train the memory branch (--stage branch) or the LoRA (--stage lora)"))
+    add_train_arguments(
+        sub.add_parser("train", help="train the memory branch (--stage branch) or the LoRA (--stage lora)")
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="main.py", description="Mirage Explorer: fly through a photo with a video world model.")
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="Mirage Explorer: fly through a photo with a video world model."
+    )
     add_gui_arguments(parser)
     sub = parser.add_subparsers(dest="command")
-    walk = sub.add_parser("walkthrough", help="headless: memory from the bundled scene, closed-loop orbit, preview video")
+    walk = sub.add_parser(
+        "walkthrough", help="headless: memory from the bundled scene, closed-loop orbit, preview video"
+    )
     walk.add_argument("--out", required=True, help="output folder (preview.mp4, session.json, cameras.txt)")
     walk.add_argument("--scene", default=None, help="RGB-D view folder (default: the bundled sample scene)")
     walk.add_argument("--frames", type=int, default=48, help="frames of the orbit out (the video goes out and back)")

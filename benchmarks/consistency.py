@@ -47,14 +47,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.evaluate import json_safe  # noqa: E402
-from model.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-from model.generation.backbone import BackboneConfig, load_backbone  # noqa: E402
-from model.geometry.camera import intrinsics_from_fov  # noqa: E402
-from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan  # noqa: E402
 from model.baselines.kinds import make_memory  # noqa: E402
 from model.eval.metrics import MAX_PSNR_DB, mean_psnr, reprojection_error, video_metrics  # noqa: E402
-from model.generation.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
 from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
+from model.generation.backbone import BackboneConfig, load_backbone  # noqa: E402
+from model.generation.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
+from model.geometry.camera import intrinsics_from_fov  # noqa: E402
+from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan  # noqa: E402
+from model.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CONDITIONS = {  # name -> (memory_kind, inpaint_fraction)
@@ -92,7 +92,9 @@ def run_one(backbone, renderer: SceneRenderer, seed: int, trajectory: str, condi
     K = intrinsics_from_fov(FOV_Y_DEG, args.width, args.height)
     w2c = out_and_back(TRAJECTORIES[trajectory](args.segments * 16 + 1))
     kind, fraction = CONDITIONS[condition]
-    config = PipelineConfig(steps=args.steps, mode="inpaint", inpaint_fraction=fraction, seed=args.seed, memory_kind=kind)
+    config = PipelineConfig(
+        steps=args.steps, mode="inpaint", inpaint_fraction=fraction, seed=args.seed, memory_kind=kind
+    )
     pipe = MiragePipeline(backbone, config, memory=make_memory(kind, config.memory, backbone.device, backbone.vae))
     image, depth0 = renderer.render(scene, w2c[0], K, args.width, args.height)
     pipe.start(image, torch.from_numpy(depth0), K, w2c[0])
@@ -108,7 +110,10 @@ def run_one(backbone, renderer: SceneRenderer, seed: int, trajectory: str, condi
     start = time.perf_counter()
     metrics = video_metrics(frames, w2c, K, stride=4, depth=depth, reference=reference)
     mem_depth = memory_depth(pipe, w2c, args.height, args.width)
-    rows = [reprojection_error(frames[i], frames[i + 4], mem_depth[i + 4], K, w2c[i], w2c[i + 4]) for i in range(0, len(frames) - 4, 4)]
+    rows = [
+        reprojection_error(frames[i], frames[i + 4], mem_depth[i + 4], K, w2c[i], w2c[i + 4])
+        for i in range(0, len(frames) - 4, 4)
+    ]
     metrics["reprojection_memory_depth"] = {
         "pairs": len(rows),
         "mae": _finite_mean([r["mae"] for r in rows]),
@@ -117,10 +122,17 @@ def run_one(backbone, renderer: SceneRenderer, seed: int, trajectory: str, condi
     }
     metrics_s = time.perf_counter() - start
     return {
-        "scene_seed": seed, "trajectory": trajectory, "condition": condition, "memory_kind": kind, "inpaint_fraction": fraction,
-        "memory_points": segments[-1].memory_points, "memory_bytes": segments[-1].memory_bytes,
+        "scene_seed": seed,
+        "trajectory": trajectory,
+        "condition": condition,
+        "memory_kind": kind,
+        "inpaint_fraction": fraction,
+        "memory_points": segments[-1].memory_points,
+        "memory_bytes": segments[-1].memory_bytes,
         "visible_fraction": float(np.mean([s.visible[1:].float().mean() for s in segments])),
-        "generate_s": generate_s, "metrics_s": metrics_s, **metrics,
+        "generate_s": generate_s,
+        "metrics_s": metrics_s,
+        **metrics,
     }
 
 
@@ -155,7 +167,9 @@ def _finite_mean(values) -> float:
 
 
 def _mean(results: list[dict], path: tuple) -> float:
-    return _finite_mean([min(_get(r, path), MAX_PSNR_DB) for r in results])  # identical frames (inf dB) count as MAX_PSNR_DB
+    return _finite_mean(
+        [min(_get(r, path), MAX_PSNR_DB) for r in results]
+    )  # identical frames (inf dB) count as MAX_PSNR_DB
 
 
 def _row(label: str, results: list[dict]) -> str:
@@ -183,13 +197,19 @@ def markdown(results: list[dict], args, command: str, machine: str, wall_s: floa
         "",
         "## Mean over all scenes and trajectories",
         "",
-        header, rule,
+        header,
+        rule,
         *[_row(c, [r for r in results if r["condition"] == c]) for c in args.conditions],
         "",
         "## Per trajectory (mean over scenes)",
         "",
-        header, rule,
-        *[_row(f"{t} / {c}", [r for r in results if r["condition"] == c and r["trajectory"] == t]) for t in args.trajectories for c in args.conditions],
+        header,
+        rule,
+        *[
+            _row(f"{t} / {c}", [r for r in results if r["condition"] == c and r["trajectory"] == t])
+            for t in args.trajectories
+            for c in args.conditions
+        ],
         "",
         "## Columns",
         "",
@@ -242,11 +262,17 @@ def parse_args(argv=None):
     parser.add_argument("--height", type=int, default=176)
     parser.add_argument("--width", type=int, default=320)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--segments", type=int, default=2, help="segments of 32 new frames; half go out, half come back")
+    parser.add_argument(
+        "--segments", type=int, default=2, help="segments of 32 new frames; half go out, half come back"
+    )
     parser.add_argument("--seed", type=int, default=0, help="noise seed")
-    parser.add_argument("--quick", action="store_true", help="1 scene, orbit only, 64x128, 1 step; print, write nothing")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 scene, orbit only, 64x128, 1 step; print, write nothing"
+    )
     parser.add_argument("--out", default=str(RESULTS / "consistency-cpu"), help="output stem (.json and .md are added)")
-    parser.add_argument("--render", metavar="JSON", help="only rewrite the markdown of an earlier run's JSON (next to it)")
+    parser.add_argument(
+        "--render", metavar="JSON", help="only rewrite the markdown of an earlier run's JSON (next to it)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.scenes, args.trajectories, args.height, args.width, args.steps = args.scenes[:1], ["orbit"], 64, 128, 1
@@ -259,7 +285,13 @@ def render_saved(path: Path) -> int:
     """Rewrite ``path``'s markdown (same stem, ``.md``) from its saved results and settings."""
     saved = json.loads(path.read_text(encoding="utf-8"))
     args = argparse.Namespace(**saved["settings"])
-    text = markdown(saved["results"], args, saved.get("command", ".venv/bin/python benchmarks/consistency.py"), saved["machine"], saved["wall_s"])
+    text = markdown(
+        saved["results"],
+        args,
+        saved.get("command", ".venv/bin/python benchmarks/consistency.py"),
+        saved["machine"],
+        saved["wall_s"],
+    )
     write_text_atomic(path.with_suffix(".md"), text)
     print(text)
     return 0
@@ -278,15 +310,24 @@ def main(argv=None) -> int:
                 for condition in args.conditions:
                     result = run_one(backbone, renderer, seed, trajectory, condition, args)
                     results.append(result)
-                    print(f"scene {seed} {trajectory:6s} {condition:6s}: GT PSNR {result['ground_truth']['psnr']:.2f}, "
-                          f"PSNR_C {result['closed_loop']['psnr_c']:.2f}, reproj MAE {result['reprojection']['stride']['mae']:.1f}, "
-                          f"generate {result['generate_s']:.0f} s, metrics {result['metrics_s']:.0f} s", flush=True)
+                    print(
+                        f"scene {seed} {trajectory:6s} {condition:6s}: GT PSNR {result['ground_truth']['psnr']:.2f}, "
+                        f"PSNR_C {result['closed_loop']['psnr_c']:.2f}, reproj MAE {result['reprojection']['stride']['mae']:.1f}, "
+                        f"generate {result['generate_s']:.0f} s, metrics {result['metrics_s']:.0f} s",
+                        flush=True,
+                    )
     wall_s = time.perf_counter() - started
     command = ".venv/bin/python benchmarks/consistency.py " + " ".join(sys.argv[1:] if argv is None else argv)
     text = markdown(results, args, command.strip(), machine_description(), wall_s)
     print(text)
     if not args.quick:
-        payload = {"settings": vars(args), "command": command.strip(), "machine": machine_description(), "wall_s": wall_s, "results": results}
+        payload = {
+            "settings": vars(args),
+            "command": command.strip(),
+            "machine": machine_description(),
+            "wall_s": wall_s,
+            "results": results,
+        }
         write_json_atomic(Path(args.out).with_suffix(".json"), json_safe(payload))
         write_text_atomic(Path(args.out).with_suffix(".md"), text)
     return 0

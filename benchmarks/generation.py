@@ -60,14 +60,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.memory_ops import device_label  # noqa: E402
 from explorer.generate import build_trajectory  # noqa: E402
-from model.io.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
-from model.generation.backbone import TI2V_SCHEDULER, Backbone, BackboneConfig, WanVideoVAE, _cast_like_from_pretrained, load_backbone
-from model.generation.tiny import tiny_tokenizer, wan22_vae
-from model.geometry.camera import intrinsics_from_fov  # noqa: E402
 from model.baselines.kinds import MEMORY_KINDS, make_memory  # noqa: E402
+from model.eval.scenes import SAMPLE_CONFIG, SAMPLE_FOV_Y_DEG, ProceduralScene, SceneRenderer  # noqa: E402
+from model.generation.backbone import (
+    TI2V_SCHEDULER,
+    Backbone,
+    BackboneConfig,
+    WanVideoVAE,
+    _cast_like_from_pretrained,
+    load_backbone,
+)
 from model.generation.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
 from model.generation.profiles import WAN  # noqa: E402
-from model.eval.scenes import SAMPLE_CONFIG, SAMPLE_FOV_Y_DEG, ProceduralScene, SceneRenderer  # noqa: E402
+from model.generation.tiny import tiny_tokenizer, wan22_vae
+from model.geometry.camera import intrinsics_from_fov  # noqa: E402
+from model.io.atomic import atomic_path, write_json_atomic, write_text_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT = "a room with a table and a shelf"
@@ -110,8 +117,8 @@ def build_backbone(bench: BenchConfig) -> Backbone:
     """The configuration's backbone with seeded random weights (see the module docstring)."""
     if bench.name == "cpu":
         return load_backbone(BackboneConfig(backend="tiny", tiny_vae="wan-full", device=bench.device))
-    from transformers import UMT5Config, UMT5EncoderModel
     from diffusers import WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
 
     device = torch.device(bench.device)
     torch.manual_seed(0)
@@ -203,12 +210,21 @@ def run_kind(kind: str, bench: BenchConfig) -> dict:
                 "load_1min": load,
             }
             if kind == "rgb":
-                row["rasterise_s"], row["encode_s"] = pipe.memory.last_readout.rasterise, pipe.memory.last_readout.encode
+                row["rasterise_s"], row["encode_s"] = (
+                    pipe.memory.last_readout.rasterise,
+                    pipe.memory.last_readout.encode,
+                )
             rows.append(row)
             print(f"  {kind:>6} segment {s + 1}: readout {row['readout_s']:.3f} s, update {row['update_s']:.3f} s, "
                   f"{row['seconds_per_frame']:.2f} s/frame, {row['memory_mib']:.2f} MiB, RSS {row['peak_rss_mib']:.0f} MiB, load {load:.2f}",
                   file=sys.stderr, flush=True)  # fmt: skip
-    return {"kind": kind, "start_s": start_s, "backbone": backbone.describe(), "memory_config": asdict(config.memory), "segments": rows}
+    return {
+        "kind": kind,
+        "start_s": start_s,
+        "backbone": backbone.describe(),
+        "memory_config": asdict(config.memory),
+        "segments": rows,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -228,9 +244,13 @@ def summarise(runs: dict[str, dict]) -> dict:
         # same work in both runs, so this cancels how fast the (shared) machine was at the time
         "memory_cost_ratio_vs_decode": relative(rgb) / relative(latent),
         "cache_size_ratio": rgb[-1]["memory_bytes"] / latent[-1]["memory_bytes"],
-        "latent_flatness": latent[4]["seconds_per_frame"] / latent[1]["seconds_per_frame"] if len(latent) >= 5 else None,
+        "latent_flatness": latent[4]["seconds_per_frame"] / latent[1]["seconds_per_frame"]
+        if len(latent) >= 5
+        else None,
         "rgb_flatness": rgb[4]["seconds_per_frame"] / rgb[1]["seconds_per_frame"] if len(rgb) >= 5 else None,
-        "end_to_end_speedup": float(np.mean([r["seconds_per_frame"] for r in rgb]) / np.mean([q["seconds_per_frame"] for q in latent])),
+        "end_to_end_speedup": float(
+            np.mean([r["seconds_per_frame"] for r in rgb]) / np.mean([q["seconds_per_frame"] for q in latent])
+        ),
     }
     summary["goals"] = {
         name: {"goal": f"{op} {bound}", "value": summary[name], "met": None if summary[name] is None else (summary[name] >= bound if op == ">=" else summary[name] <= bound)}
@@ -267,7 +287,9 @@ def markdown(report: dict) -> str:
     for name, goal in s["goals"].items():
         value = "n/a" if goal["value"] is None else f"{goal['value']:.2f}"
         lines.append(f"| {name} | {value} | {goal['goal']} | {goal['met']} |")
-    lines.append(f"| memory_cost_ratio_vs_decode (each run's cost / its own decode time) | {s['memory_cost_ratio_vs_decode']:.2f} | | |")
+    lines.append(
+        f"| memory_cost_ratio_vs_decode (each run's cost / its own decode time) | {s['memory_cost_ratio_vs_decode']:.2f} | | |"
+    )
     lines.append(f"| end_to_end_speedup (RGB / latent s per frame) | {s['end_to_end_speedup']:.2f} | | |")
     return "\n".join(lines) + "\n"
 
@@ -277,7 +299,11 @@ def plot(report: dict, path: Path) -> None:
     from PIL import Image, ImageDraw, ImageFont
 
     colours = {"latent": (31, 119, 180), "rgb": (255, 127, 14)}
-    panels = [("seconds per frame", "seconds_per_frame", False), ("memory cost s (readout + update), log", "memory_cost_s", True), ("cache MiB, log", "memory_mib", True)]
+    panels = [
+        ("seconds per frame", "seconds_per_frame", False),
+        ("memory cost s (readout + update), log", "memory_cost_s", True),
+        ("cache MiB, log", "memory_mib", True),
+    ]
     width, height, margin = 420, 320, 50
     image = Image.new("RGB", (width * len(panels), height + 40), "white")
     draw = ImageDraw.Draw(image)
@@ -310,7 +336,12 @@ def plot(report: dict, path: Path) -> None:
     for k, kind in enumerate(colours):
         draw.rectangle([20 + k * 120, height + 18, 32 + k * 120, height + 30], fill=colours[kind])
         draw.text((38 + k * 120, height + 16), f"{kind} memory", fill="black", font=font)
-    draw.text((270, height + 16), f"segment ->   {report['config']['name']} config, {report['machine']}", fill="black", font=font)
+    draw.text(
+        (270, height + 16),
+        f"segment ->   {report['config']['name']} config, {report['machine']}",
+        fill="black",
+        font=font,
+    )
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
 
@@ -323,8 +354,14 @@ def plot(report: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
-    parser.add_argument("--segments", type=int, default=None, help="segments to generate (default 5; >= 5 for the flatness ratio)")
-    parser.add_argument("--quick", action="store_true", help="smaller frames (cpu: 192x320, 9-frame segments): results go to *-quick files")
+    parser.add_argument(
+        "--segments", type=int, default=None, help="segments to generate (default 5; >= 5 for the flatness ratio)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller frames (cpu: 192x320, 9-frame segments): results go to *-quick files",
+    )
     parser.add_argument("--worker", choices=MEMORY_KINDS, help=argparse.SUPPRESS)  # internal: run one memory kind ...
     parser.add_argument("--result", help=argparse.SUPPRESS)  # ... and write its JSON here
     args = parser.parse_args(argv)
@@ -346,7 +383,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind} memory, {bench}", file=sys.stderr, flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             result = Path(tmp) / f"{kind}.json"
-            command = [sys.executable, __file__, "--config", args.config, "--segments", str(bench.segments), "--worker", kind, "--result", str(result)]
+            command = [
+                sys.executable,
+                __file__,
+                "--config",
+                args.config,
+                "--segments",
+                str(bench.segments),
+                "--worker",
+                kind,
+                "--result",
+                str(result),
+            ]
             subprocess.run(command + (["--quick"] if args.quick else []), check=True)
             runs[kind] = json.loads(result.read_text())
         loads += [r["load_1min"] for r in runs[kind]["segments"]]

@@ -24,11 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.io.atomic import write_json_atomic  # noqa: E402
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
 from model.geometry.camera import intrinsics_from_fov, scale_intrinsics  # noqa: E402
 from model.geometry.trajectories import orbit, yaw_pan  # noqa: E402
+from model.io.atomic import write_json_atomic  # noqa: E402
 from model.memory.latent import LatentSpatialMemory, MemoryConfig  # noqa: E402
-from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
 
 HEIGHT, WIDTH, STRIDE, CHANNELS = 704, 1280, 16, 48
 LATENT_H, LATENT_W = HEIGHT // STRIDE, WIDTH // STRIDE
@@ -41,7 +41,14 @@ TARGETS = {"readout_350k_cpu_ms": 50.0, "readout_350k_cuda_ms": 1.0, "growth_new
 def device_label(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return f"{model}, {torch.get_num_threads()} threads"
 
 
@@ -65,7 +72,16 @@ def room_surface_points(scene: ProceduralScene, n: int, seed: int = 0) -> torch.
     """``[n, 3]`` points uniformly on the room's walls, floor and ceiling (area-weighted)."""
     lo, hi = scene.room_lo, scene.room_hi
     size = hi - lo
-    areas = np.array([size[1] * size[2], size[1] * size[2], size[0] * size[2], size[0] * size[2], size[0] * size[1], size[0] * size[1]])
+    areas = np.array(
+        [
+            size[1] * size[2],
+            size[1] * size[2],
+            size[0] * size[2],
+            size[0] * size[2],
+            size[0] * size[1],
+            size[0] * size[1],
+        ]
+    )
     rng = np.random.default_rng(seed)
     face = rng.choice(6, size=n, p=areas / areas.sum())
     pts = lo + rng.random((n, 3)) * size
@@ -95,12 +111,29 @@ def measure_ops(device: torch.device, repeats: int, scene: ProceduralScene, rend
         clone_ms = timed(lambda: memory.clone(), device, max(3, repeats // 2))
         stats = memory.stats()
         visible = float(memory.readout(targets, K_grid, LATENT_H, LATENT_W).visible.float().mean())
-        rows.append({"points": n, "mib": stats.mib, "readout_9x44x80_ms": readout_ms, "update_9_frames_ms": update_ms - clone_ms, "visible_fraction": visible})
-        print(f"  {n:>9,d} points {stats.mib:8.2f} MiB  readout {readout_ms:8.2f} ms  update {update_ms - clone_ms:8.2f} ms  visible {visible:.2f}")
+        rows.append(
+            {
+                "points": n,
+                "mib": stats.mib,
+                "readout_9x44x80_ms": readout_ms,
+                "update_9_frames_ms": update_ms - clone_ms,
+                "visible_fraction": visible,
+            }
+        )
+        print(
+            f"  {n:>9,d} points {stats.mib:8.2f} MiB  readout {readout_ms:8.2f} ms  update {update_ms - clone_ms:8.2f} ms  visible {visible:.2f}"
+        )
     return rows
 
 
-def measure_growth(device: torch.device, scene: ProceduralScene, renderer: SceneRenderer, config: MemoryConfig, segments: int = 5, sweep: float = 40.0) -> dict:
+def measure_growth(
+    device: torch.device,
+    scene: ProceduralScene,
+    renderer: SceneRenderer,
+    config: MemoryConfig,
+    segments: int = 5,
+    sweep: float = 40.0,
+) -> dict:
     """MiB added per segment while panning into new space, then per segment coming back the same way."""
     K = intrinsics_from_fov(FOV_Y, WIDTH, HEIGHT)
     memory = LatentSpatialMemory(config, device)
@@ -138,12 +171,18 @@ def main(argv: list[str] | None = None) -> int:
         ops = measure_ops(device, args.repeats, scene, renderer)
         growth = [
             measure_growth(device, scene, renderer, cfg)
-            for cfg in (MemoryConfig(dedup="view"), MemoryConfig(dedup="voxel", voxel_size=0.05), MemoryConfig(dedup="voxel", voxel_size=0.10))
+            for cfg in (
+                MemoryConfig(dedup="view"),
+                MemoryConfig(dedup="voxel", voxel_size=0.05),
+                MemoryConfig(dedup="voxel", voxel_size=0.10),
+            )
         ]
     print(f"{'de-dup':<16} {'new space MiB/segment':<40} {'revisit MiB/segment':<40}")
     for g in growth:
         name = g["config"]["dedup"] + ("" if g["config"]["dedup"] == "view" else f"@{g['config']['voxel_size']}m")
-        print(f"{name:<16} {' '.join(f'{v:.3f}' for v in g['mib_added_new_space']):<40} {' '.join(f'{v:.3f}' for v in g['mib_added_revisit']):<40}")
+        print(
+            f"{name:<16} {' '.join(f'{v:.3f}' for v in g['mib_added_new_space']):<40} {' '.join(f'{v:.3f}' for v in g['mib_added_revisit']):<40}"
+        )
     at_350k = next(r for r in ops if r["points"] == 350_000)
     default = growth[0]
     summary = {

@@ -25,9 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.preview import DEFAULT_MAX_DRAW_POINTS, MemoryPreviewRenderer, cell_footprints  # noqa: E402
+from model.eval.scenes import SAMPLE_CONFIG, ProceduralScene, SceneRenderer  # noqa: E402
 from model.geometry.camera import intrinsics_from_fov, invert_pose, scale_intrinsics, unproject_depth  # noqa: E402
 from model.geometry.trajectories import orbit, yaw_pan  # noqa: E402
-from model.eval.scenes import SAMPLE_CONFIG, ProceduralScene, SceneRenderer  # noqa: E402
 
 STRIDE = 4  # PatchVAE stride; Wan2.2's is 16 (then the same room has 16x fewer points)
 
@@ -71,7 +71,9 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     runs = {}
     for name, cap in (("default_lod", DEFAULT_MAX_DRAW_POINTS), ("no_lod", None)):
-        with MemoryPreviewRenderer(cell_angle_rad=STRIDE / float(K[0, 0]) * args.width / 1280, max_draw_points=cap) as preview:
+        with MemoryPreviewRenderer(
+            cell_angle_rad=STRIDE / float(K[0, 0]) * args.width / 1280, max_draw_points=cap
+        ) as preview:
             with preview._ctx:  # noqa: SLF001 - reporting only
                 renderer_info = dict(preview._ctx.info)  # noqa: SLF001
             t = time.perf_counter()
@@ -89,7 +91,12 @@ def main(argv=None) -> int:
         times_sorted = sorted(times)
         runs[name] = {
             "max_draw_points": cap,
-            "render_ms": {"median": statistics.median(times), "p90": times_sorted[int(0.9 * (len(times) - 1))], "max": max(times), "min": min(times)},
+            "render_ms": {
+                "median": statistics.median(times),
+                "p90": times_sorted[int(0.9 * (len(times) - 1))],
+                "max": max(times),
+                "min": min(times),
+            },
             "cpu_ms_all_threads": {"median": statistics.median(cpu), "max": max(cpu)},
             "upload_ms": upload_ms,
             "mean_points_drawn": statistics.mean(drawn),
@@ -105,11 +112,18 @@ def main(argv=None) -> int:
         "runs": runs,
         "gl_renderer": renderer_info.get("GL_RENDERER"),
         "gl_version": renderer_info.get("GL_VERSION"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_average_before": load_before, "load_average_after": os.getloadavg()},
-        "note": ("render_ms is wall-clock on a shared machine: read it with the load averages. cpu_ms_all_threads is the "
-                 "CPU time of all of this process's threads (llvmpipe's included) per render: the wall time it would take "
-                 "on one idle core, an upper bound on an idle machine with more cores"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+        },
+        "note": (
+            "render_ms is wall-clock on a shared machine: read it with the load averages. cpu_ms_all_threads is the "
+            "CPU time of all of this process's threads (llvmpipe's included) per render: the wall time it would take "
+            "on one idle core, an upper bound on an idle machine with more cores"
+        ),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

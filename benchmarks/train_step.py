@@ -33,21 +33,39 @@ from diffusers import WanTransformer3DModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model.io.atomic import write_json_atomic  # noqa: E402
 from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig  # noqa: E402
+from model.io.atomic import write_json_atomic  # noqa: E402
 from model.training.samples import Batch  # noqa: E402
 from model.training.trainer import MemoryFlowModel, trainable_parameters, training_step  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Wan2.2-TI2V-5B transformer (diffusers config of Wan-AI/Wan2.2-TI2V-5B-Diffusers).
 TI2V_5B = dict(
-    patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48, text_dim=4096,
-    freq_dim=256, ffn_dim=14336, num_layers=30, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6, rope_max_seq_len=1024,
+    patch_size=(1, 2, 2),
+    num_attention_heads=24,
+    attention_head_dim=128,
+    in_channels=48,
+    out_channels=48,
+    text_dim=4096,
+    freq_dim=256,
+    ffn_dim=14336,
+    num_layers=30,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
 )
 TINY = dict(TI2V_5B, num_attention_heads=2, attention_head_dim=16, text_dim=32, ffn_dim=64, num_layers=4)
 CONFIGS = {
     # architecture, (latent frames, h, w) of one sample, text tokens, dtype, gradient checkpointing, branch layers
-    "gpu": dict(arch=TI2V_5B, grid=(9, 44, 80), text_tokens=512, dtype=torch.bfloat16, checkpointing=True, layers=tuple(range(0, 30, 4))),
+    "gpu": dict(
+        arch=TI2V_5B,
+        grid=(9, 44, 80),
+        text_tokens=512,
+        dtype=torch.bfloat16,
+        checkpointing=True,
+        layers=tuple(range(0, 30, 4)),
+    ),
     "cpu": dict(arch=TINY, grid=(9, 8, 16), text_tokens=32, dtype=torch.float32, checkpointing=True, layers=(0, 2)),
 }
 
@@ -86,7 +104,11 @@ def measure(name: str, warmup: int, steps: int) -> dict:
     optimizer = torch.optim.AdamW(list(params.values()), lr=1e-5)
     generator = torch.Generator("cpu").manual_seed(0)
     batch = random_batch(config, device, generator)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config["dtype"] == torch.bfloat16 else contextlib.nullcontext()
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16)
+        if config["dtype"] == torch.bfloat16
+        else contextlib.nullcontext()
+    )
     model.train()
     times, losses = [], []
     if device.type == "cuda":
@@ -110,7 +132,9 @@ def measure(name: str, warmup: int, steps: int) -> dict:
     _, ph, pw = config["arch"]["patch_size"]
     return {
         "config": name,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (platform.processor() or platform.machine()),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "backbone_parameters": sum(p.numel() for p in model.transformer.parameters()),
@@ -137,7 +161,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="result JSON (default benchmarks/results/train_step-<cuda|cpu>.json)")
     args = parser.parse_args(argv)
     result = measure(args.config, args.warmup, args.steps)
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"train_step-{'cuda' if args.config == 'gpu' else 'cpu'}.json")
+    out = Path(
+        args.out or ROOT / "benchmarks" / "results" / f"train_step-{'cuda' if args.config == 'gpu' else 'cpu'}.json"
+    )
     write_json_atomic(out, result)
     peak = f", peak {result['peak_memory_gib']:.1f} GiB" if result["peak_memory_gib"] is not None else ""
     print(f"{result['device']}: median step {result['median_step_s']:.3f} s{peak}; wrote {out}")

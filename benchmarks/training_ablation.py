@@ -33,13 +33,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from explorer.generate import build_trajectory  # noqa: E402
-from model.io.atomic import write_text_atomic  # noqa: E402
 from model.eval.metrics import closed_loop_metrics, mean_psnr, psnr, ssim  # noqa: E402
-from model.generation.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
 from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
+from model.generation.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
 from model.generation.stack import load_generation_stack  # noqa: E402
-from model.training.clips import PROCEDURAL_FOV_Y_DEG  # noqa: E402
 from model.geometry.camera import intrinsics_from_fov  # noqa: E402
+from model.io.atomic import write_text_atomic  # noqa: E402
+from model.training.clips import PROCEDURAL_FOV_Y_DEG  # noqa: E402
 from model.training.trainer import TrainConfig, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--work", default="out/training_ablation", help="training output folder")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/training-cpu.md"))
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--lr", type=float, default=1e-3, help="higher than the 1e-5 default: a few CPU minutes instead of days")
+    p.add_argument(
+        "--lr", type=float, default=1e-3, help="higher than the 1e-5 default: a few CPU minutes instead of days"
+    )
     p.add_argument("--scenes", type=int, default=8, help="training rooms (seeds 0..scenes-1)")
     p.add_argument("--eval-seed", type=int, default=100, help="first held-out room seed")
     p.add_argument("--eval-scenes", type=int, default=4)
@@ -58,7 +60,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--denoise-steps", type=int, default=10)
     p.add_argument("--reuse", action="store_true", help="evaluate the weights already in --work")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (tiny models run fastest on one, above all on a shared machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (tiny models run fastest on one, above all on a shared machine)",
+    )
     return p.parse_args(argv)
 
 
@@ -67,9 +74,21 @@ def train_config(args) -> TrainConfig:
     represent the 192-value velocity of a 2x2 patch of 48-channel latents (its output projection
     has rank 32), so no conditioning could lower the loss much."""
     return TrainConfig(
-        stage="branch", data="procedural", out=args.work, backend="tiny", steps=args.steps, lr=args.lr, seed=0,
-        height=args.height, width=args.width, procedural_scenes=args.scenes, branch_layers=(0, 2),
-        checkpoint_every=max(1, args.steps // 2), tiny_num_heads=4, tiny_head_dim=48, device="cpu",
+        stage="branch",
+        data="procedural",
+        out=args.work,
+        backend="tiny",
+        steps=args.steps,
+        lr=args.lr,
+        seed=0,
+        height=args.height,
+        width=args.width,
+        procedural_scenes=args.scenes,
+        branch_layers=(0, 2),
+        checkpoint_every=max(1, args.steps // 2),
+        tiny_num_heads=4,
+        tiny_head_dim=48,
+        device="cpu",
     )
 
 
@@ -94,12 +113,18 @@ def evaluate(args, config: TrainConfig, renderer: SceneRenderer) -> list[dict]:
             segments = list(pipe.generate(w2c, depth_source))
             frames = np.concatenate([segments[0].frames] + [s.frames[1:] for s in segments[1:]])
             loop = closed_loop_metrics(frames, w2c)
-            rows.append({
-                "seed": seed, "branch": "trained" if enabled else "disabled",
-                "psnr_vs_render": mean_psnr([psnr(frames[i], truth[i]) for i in range(1, len(frames))]),
-                "ssim_vs_render": float(np.mean([ssim(frames[i], truth[i]) for i in range(1, len(frames))])),
-                "psnr_c": loop["psnr_c"], "ssim_c": loop["ssim_c"], "pair_psnr": loop["pair_psnr"], "pair_ssim": loop["pair_ssim"],
-            })
+            rows.append(
+                {
+                    "seed": seed,
+                    "branch": "trained" if enabled else "disabled",
+                    "psnr_vs_render": mean_psnr([psnr(frames[i], truth[i]) for i in range(1, len(frames))]),
+                    "ssim_vs_render": float(np.mean([ssim(frames[i], truth[i]) for i in range(1, len(frames))])),
+                    "psnr_c": loop["psnr_c"],
+                    "ssim_c": loop["ssim_c"],
+                    "pair_psnr": loop["pair_psnr"],
+                    "pair_ssim": loop["pair_ssim"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -144,9 +169,19 @@ def report(args, config: TrainConfig, rows: list[dict], seconds: float) -> str:
         sel = [r for r in rows if r["branch"] == name]
         means = [np.nanmean([r[m] for r in sel]) for m in metrics]
         lines.append(f"| {name} (mean of {len(sel)}) | " + " | ".join(f"{v:.3f}" for v in means) + " |")
-    lines += ["", "Per room:", "", "| seed | branch | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    lines += [
+        "",
+        "Per room:",
+        "",
+        "| seed | branch | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
     for r in rows:
-        lines.append(f"| {r['seed']} | {r['branch']} | " + " | ".join("nan" if math.isnan(r[m]) else f"{r[m]:.3f}" for m in metrics) + " |")
+        lines.append(
+            f"| {r['seed']} | {r['branch']} | "
+            + " | ".join("nan" if math.isnan(r[m]) else f"{r[m]:.3f}" for m in metrics)
+            + " |"
+        )
     lines += [
         "",
         "## Reproduce",

@@ -34,13 +34,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.io.atomic import write_json_atomic  # noqa: E402
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
+from model.generation.patch_vae import PatchVAE  # noqa: E402
 from model.geometry.camera import intrinsics_from_fov  # noqa: E402
 from model.geometry.trajectories import forward_dolly, look_around, orbit, yaw_pan  # noqa: E402
-from model.memory.masks import DEFAULT_DYNAMIC_THRESHOLD, change_score, confident_cells, dynamic_mask  # noqa: E402
+from model.io.atomic import write_json_atomic  # noqa: E402
 from model.memory.latent import LatentSpatialMemory  # noqa: E402
-from model.generation.patch_vae import PatchVAE  # noqa: E402
-from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
+from model.memory.masks import DEFAULT_DYNAMIC_THRESHOLD, change_score, confident_cells, dynamic_mask  # noqa: E402
 
 WIDTH, HEIGHT, FOV_Y, FPS = 320, 176, 55.0, 16.0
 SEGMENT_FRAMES, LATENT_STRIDE = 33, 4
@@ -79,7 +79,10 @@ def collect(seeds: int) -> tuple[dict, dict]:
     vae = PatchVAE()
     K = intrinsics_from_fov(FOV_Y, WIDTH, HEIGHT)
     h, w = HEIGHT // LATENT_STRIDE, WIDTH // LATENT_STRIDE
-    counts = {rule: {noise: {k: np.zeros(len(THRESHOLDS), np.int64) for k in ("tp", "fp", "fn")} for noise in NOISE_LEVELS} for rule in RULES}
+    counts = {
+        rule: {noise: {k: np.zeros(len(THRESHOLDS), np.int64) for k in ("tp", "fp", "fn")} for noise in NOISE_LEVELS}
+        for rule in RULES
+    }
     stats = {"scored_cells": 0, "changed_cells": 0, "changed_cells_confident": 0, "frames": 0}
     gen = torch.Generator().manual_seed(0)
     with SceneRenderer() as renderer:
@@ -108,9 +111,14 @@ def collect(seeds: int) -> tuple[dict, dict]:
                         score = change_score(generated, readout.latent, readout.visible)[0]
                         # dynamic_mask(threshold) == visible & (score > threshold), for all thresholds at once
                         above = score > torch.from_numpy(THRESHOLDS).float()[:, None, None]
-                        reference = dynamic_mask(generated, readout.latent, readout.visible, DEFAULT_DYNAMIC_THRESHOLD)[0]
+                        reference = dynamic_mask(generated, readout.latent, readout.visible, DEFAULT_DYNAMIC_THRESHOLD)[
+                            0
+                        ]
                         assert torch.equal(reference, readout.visible[0] & (score > DEFAULT_DYNAMIC_THRESHOLD))
-                        for rule, flagged in (("confident", confident & above), ("visible", readout.visible[0] & above)):
+                        for rule, flagged in (
+                            ("confident", confident & above),
+                            ("visible", readout.visible[0] & above),
+                        ):
                             c = counts[rule][noise]
                             c["tp"] += (flagged & positive).sum(dim=(1, 2)).numpy()
                             c["fp"] += (flagged & scored & ~positive).sum(dim=(1, 2)).numpy()
@@ -126,8 +134,14 @@ def curves(counts: dict) -> dict:
         tp, fp, fn = (c[k].astype(np.float64) for k in ("tp", "fp", "fn"))
         precision = np.divide(tp, tp + fp, out=np.ones_like(tp), where=(tp + fp) > 0)
         recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
-        f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
-        out[str(noise)] = {"precision": precision.round(4).tolist(), "recall": recall.round(4).tolist(), "f1": f1.round(4).tolist()}
+        f1 = np.divide(
+            2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0
+        )
+        out[str(noise)] = {
+            "precision": precision.round(4).tolist(),
+            "recall": recall.round(4).tolist(),
+            "f1": f1.round(4).tolist(),
+        }
     return out
 
 
@@ -142,9 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     best = int(np.argmax(mean_f1["visible"]))
     result = {
         "setup": {
-            "size": [WIDTH, HEIGHT], "fov_y_deg": FOV_Y, "fps": FPS, "seeds": args.seeds, "paths": sorted(PATHS),
-            "segment_frames": SEGMENT_FRAMES, "features": "PatchVAE pixel patches (48 ch, stride 4)",
-            "noise_levels": list(NOISE_LEVELS), "rules": list(RULES),
+            "size": [WIDTH, HEIGHT],
+            "fov_y_deg": FOV_Y,
+            "fps": FPS,
+            "seeds": args.seeds,
+            "paths": sorted(PATHS),
+            "segment_frames": SEGMENT_FRAMES,
+            "features": "PatchVAE pixel patches (48 ch, stride 4)",
+            "noise_levels": list(NOISE_LEVELS),
+            "rules": list(RULES),
             "ground_truth": "visible cells with >= 50% pixels changed by the object (depth > 1 cm or colour > 10/255) vs none",
         },
         "stats": stats,
@@ -156,16 +176,25 @@ def main(argv: list[str] | None = None) -> int:
         "current_default": DEFAULT_DYNAMIC_THRESHOLD,
     }
     write_json_atomic(RESULT, result)
-    print(f"scored cells {stats['scored_cells']}, changed {stats['changed_cells']} "
-          f"({stats['changed_cells_confident']} confident) over {stats['frames']} frames")
+    print(
+        f"scored cells {stats['scored_cells']}, changed {stats['changed_cells']} "
+        f"({stats['changed_cells_confident']} confident) over {stats['frames']} frames"
+    )
     for rule in RULES:
         table = tables[rule]
         print(f"rule {rule!r}\nthr   " + "  ".join(f"P/R/F1@{n:<4}" for n in NOISE_LEVELS))
         for i, thr in enumerate(THRESHOLDS):
             if i % 2 == 0 or i == best:
-                row = "  ".join(f"{table[str(n)]['precision'][i]:.2f}/{table[str(n)]['recall'][i]:.2f}/{table[str(n)]['f1'][i]:.2f}" for n in NOISE_LEVELS)
-                print(f"{thr:4.2f}  {row}  mean F1 {mean_f1[rule][i]:.3f}{'  <- best (default rule)' if i == best else ''}")
-    print(f"best threshold {THRESHOLDS[best]:.2f} (mean F1 {mean_f1['visible'][best]:.3f}); current default {DEFAULT_DYNAMIC_THRESHOLD}")
+                row = "  ".join(
+                    f"{table[str(n)]['precision'][i]:.2f}/{table[str(n)]['recall'][i]:.2f}/{table[str(n)]['f1'][i]:.2f}"
+                    for n in NOISE_LEVELS
+                )
+                print(
+                    f"{thr:4.2f}  {row}  mean F1 {mean_f1[rule][i]:.3f}{'  <- best (default rule)' if i == best else ''}"
+                )
+    print(
+        f"best threshold {THRESHOLDS[best]:.2f} (mean F1 {mean_f1['visible'][best]:.3f}); current default {DEFAULT_DYNAMIC_THRESHOLD}"
+    )
     print(f"wrote {RESULT}")
     return 0
 

@@ -48,14 +48,14 @@ import numpy as np
 import torch
 
 from explorer import session as sessions
-from model.io.atomic import OutputSet, write_json_atomic
+from model.eval.metrics import video_metrics
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
 from model.geometry.camera import CV_FROM_GL, invert_pose
+from model.io.atomic import OutputSet, write_json_atomic
 from model.io.cameras import read_re10k
 from model.io.formats import read_json_object
 from model.io.images import save_png
-from model.eval.metrics import video_metrics
 from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
-from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
 from model.io.video import read_mp4_frames
 
 # OpenCV camera axes -> Blender/OpenGL camera axes (model.geometry.camera.CV_FROM_GL, right-multiplied onto c2w), and our world axes
@@ -124,7 +124,9 @@ def resolve_run(path: str | Path) -> tuple[str, Path]:
         videos = sorted(p for p in path.glob("*.mp4") if not p.name.startswith("."))
         if len(videos) != 1:
             found = ", ".join(p.name for p in videos) or "none"
-            raise ValueError(f"{path}: expected {RUN_LAYOUTS}; found {len(videos)} videos ({found}) and no {sessions.SESSION_JSON}")
+            raise ValueError(
+                f"{path}: expected {RUN_LAYOUTS}; found {len(videos)} videos ({found}) and no {sessions.SESSION_JSON}"
+            )
         return "generate", videos[0]
     if path.suffix.lower() != ".mp4":
         raise ValueError(f"{path}: not a video; expected {RUN_LAYOUTS}")
@@ -142,7 +144,9 @@ def _session_folder_kind(json_path: Path) -> tuple[str, Path]:
         return "session", json_path.parent / sessions.VIDEO
     if data.get("kind") == "walkthrough":
         return "walkthrough", json_path.parent / WALKTHROUGH_VIDEO
-    raise ValueError(f"{json_path}: format: neither an explorer session ({sessions.FORMAT_NAME!r}) nor a walkthrough (kind 'walkthrough')")
+    raise ValueError(
+        f"{json_path}: format: neither an explorer session ({sessions.FORMAT_NAME!r}) nor a walkthrough (kind 'walkthrough')"
+    )
 
 
 def load_run(path: str | Path) -> GeneratedRun:
@@ -156,8 +160,16 @@ def load_run(path: str | Path) -> GeneratedRun:
     kind, video = resolve_run(path)
     if kind == "session":
         session = sessions.load_session(video.parent)
-        return GeneratedRun(video, session.data, session.frames, torch.from_numpy(session.all_w2c()), torch.from_numpy(session.K),
-                            session.fps, kind, segment_frames=int(session.w2c.shape[1]))
+        return GeneratedRun(
+            video,
+            session.data,
+            session.frames,
+            torch.from_numpy(session.all_w2c()),
+            torch.from_numpy(session.K),
+            session.fps,
+            kind,
+            segment_frames=int(session.w2c.shape[1]),
+        )
     if kind == "generate":
         report_path, cameras_path = video.with_suffix(".json"), video.with_suffix(".cameras.txt")
     else:
@@ -175,10 +187,19 @@ def load_run(path: str | Path) -> GeneratedRun:
     if len(cameras.w2c) != n:
         raise ValueError(f"{cameras_path}: {len(cameras.w2c)} cameras, but {video.name} has {n} frames")
     if kind == "generate":  # OUT.json
-        field, expected, fps = "trajectory.frames", report.get("trajectory", {}).get("frames"), report.get("trajectory", {}).get("fps")
+        field, expected, fps = (
+            "trajectory.frames",
+            report.get("trajectory", {}).get("frames"),
+            report.get("trajectory", {}).get("fps"),
+        )
         segment_frames = int(report.get("model", {}).get("pipeline", {}).get("segment_frames", 33))
     else:  # a walkthrough's session.json
-        field, expected, fps, segment_frames = "frames", report.get("frames"), report.get("settings", {}).get("fps"), None
+        field, expected, fps, segment_frames = (
+            "frames",
+            report.get("frames"),
+            report.get("settings", {}).get("fps"),
+            None,
+        )
     if expected is not None and expected != n:
         raise ValueError(f"{report_path}: {field}: {expected} frames, but {video.name} has {n}")
     fps = float(fps if fps is not None else cameras.trajectory(width, height).fps)
@@ -203,7 +224,11 @@ def evaluate_run(run: GeneratedRun, stride: int = 4) -> dict:
         reason = "no exact depth or images: the run did not start from the bundled sample scene"
         metrics["reprojection"] = metrics["ground_truth"] = None
         metrics["ground_truth_reason"] = reason
-    return {"video": str(run.video), "ground_truth_source": "bundled sample scene, re-rendered" if depth is not None else None, **metrics}
+    return {
+        "video": str(run.video),
+        "ground_truth_source": "bundled sample scene, re-rendered" if depth is not None else None,
+        **metrics,
+    }
 
 
 def run_eval(path: str | Path, stride: int = 4) -> tuple[dict, Path]:
@@ -264,10 +289,14 @@ def export_worldscore(path: str | Path, out_dir: str | Path) -> dict:
         the ``camera_data.json`` contents.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "camera_data.json").is_file())):
+    if out_dir.exists() and (
+        not out_dir.is_dir() or (any(out_dir.iterdir()) and not (out_dir / "camera_data.json").is_file())
+    ):
         raise ValueError(f"{out_dir}: exists and is not an earlier WorldScore export; choose an empty or new folder")
     outputs = OutputSet()
-    outputs.add(out_dir, folder=True, size=resolve_run(path)[1].stat().st_size)  # lossless PNGs outweigh the H.264 video
+    outputs.add(
+        out_dir, folder=True, size=resolve_run(path)[1].stat().st_size
+    )  # lossless PNGs outweigh the H.264 video
     run = load_run(path)
     n, height, width = run.frames.shape[:3]
     c2w = worldscore_c2w(run.w2c)

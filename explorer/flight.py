@@ -149,7 +149,9 @@ class FlightPath:
         steps = metres / threshold.translation_m + degrees / threshold.rotation_deg
         return torch.cat([steps.new_zeros(1), steps]).cumsum(0)
 
-    def take_segment(self, n_frames: int = SEGMENT_FRAMES, threshold: SegmentThreshold = DEFAULT_THRESHOLD) -> torch.Tensor:
+    def take_segment(
+        self, n_frames: int = SEGMENT_FRAMES, threshold: SegmentThreshold = DEFAULT_THRESHOLD
+    ) -> torch.Tensor:
         """Resample the flight since the anchor into ``[n_frames, 4, 4]`` w2c and start a new one.
 
         Frame 0 is exactly the anchor (the last generated pose), the last frame exactly the current
@@ -223,11 +225,16 @@ def step_segment(
         if action in (Action.TURN_LEFT, Action.TURN_RIGHT):
             angle, pivot = math.radians(turn_deg) * (1.0 if action is Action.TURN_RIGHT else -1.0), centre
         else:  # orbiting left turns the view right (positive yaw) about a point ahead
-            angle, pivot = math.radians(orbit_deg) * (1.0 if action is Action.ORBIT_LEFT else -1.0), centre + orbit_radius_m * forward
+            angle, pivot = (
+                math.radians(orbit_deg) * (1.0 if action is Action.ORBIT_LEFT else -1.0),
+                centre + orbit_radius_m * forward,
+            )
         rot = rot_y(angle * s)  # about world y, i.e. about world up (-y) with the yaw sign convention
         c2w = rigid(rot @ c2w0[:3, :3], pivot + rot @ (centre - pivot))
     else:
-        raise ValueError(f"{action.value!r} is not a step action (expected one of step_forward, step_back, turn_left, turn_right, orbit_left, orbit_right)")
+        raise ValueError(
+            f"{action.value!r} is not a step action (expected one of step_forward, step_back, turn_left, turn_right, orbit_left, orbit_right)"
+        )
     w2c = invert_pose(c2w)
     w2c[0] = start
     return w2c

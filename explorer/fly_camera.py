@@ -82,7 +82,9 @@ MOTION_ACTIONS = frozenset({Action.FORWARD, Action.BACK, Action.LEFT, Action.RIG
 #: Held actions that scale the speed.
 MODIFIER_ACTIONS = frozenset({Action.FAST, Action.SLOW})
 #: One-shot actions of the steps mode (each one a segment, see :func:`explorer.flight.step_segment`).
-STEP_ACTIONS = frozenset({Action.STEP_FORWARD, Action.STEP_BACK, Action.TURN_LEFT, Action.TURN_RIGHT, Action.ORBIT_LEFT, Action.ORBIT_RIGHT})
+STEP_ACTIONS = frozenset(
+    {Action.STEP_FORWARD, Action.STEP_BACK, Action.TURN_LEFT, Action.TURN_RIGHT, Action.ORBIT_LEFT, Action.ORBIT_RIGHT}
+)
 #: One-shot actions the UI handles.
 TRIGGER_ACTIONS = frozenset({Action.PAUSE, Action.RESET, Action.GENERATE_NOW}) | STEP_ACTIONS
 
@@ -299,9 +301,12 @@ class FlyCamera:
         forward, right = self.heading_vectors()
         held = self._held
         direction = (
-            (Action.FORWARD in held) * forward - (Action.BACK in held) * forward
-            + (Action.RIGHT in held) * right - (Action.LEFT in held) * right
-            + (Action.UP in held) * WORLD_UP - (Action.DOWN in held) * WORLD_UP
+            (Action.FORWARD in held) * forward
+            - (Action.BACK in held) * forward
+            + (Action.RIGHT in held) * right
+            - (Action.LEFT in held) * right
+            + (Action.UP in held) * WORLD_UP
+            - (Action.DOWN in held) * WORLD_UP
         )
         norm = float(direction.norm())
         if norm < 1e-12:

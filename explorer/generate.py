@@ -23,22 +23,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from model.io.atomic import OutputSet, write_json_atomic
-from model.generation.backbone import BackboneConfig
-from model.geometry.camera import invert_pose
-from model.io.cameras import read_camera_path_json, read_re10k, write_re10k
-from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
-from model.generation.depth import DepthSource
-from model.io.folders import check_model_folder
-from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
-from model.memory.base import SpatialMemory
 from model.baselines.kinds import load_memory, make_memory
+from model.eval.scenes import SceneRenderer
+from model.generation.backbone import BackboneConfig
+from model.generation.depth import DepthSource
 from model.generation.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
 from model.generation.profiles import DEFAULT_BACKEND, profile
-from model.eval.scenes import SceneRenderer
 from model.generation.stack import load_generation_stack
+from model.geometry.camera import invert_pose
+from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
+from model.io.atomic import OutputSet, write_json_atomic
+from model.io.cameras import read_camera_path_json, read_re10k, write_re10k
+from model.io.folders import check_model_folder
 from model.io.video import Mp4Writer, min_video_bytes
+from model.memory.base import SpatialMemory
+from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
 
 TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
@@ -72,7 +72,9 @@ class GenerateArgs:
     save_memory: str | None = None  # write the final memory here (.safetensors)
     load_memory: str | None = None  # start from this saved memory instead of the photo alone
     fps: float = 16.0  # frames per second of the video
-    memory: str = "latent"  # latent | rgb (the pixel-space RGB point-cloud baseline: rasterise + VAE-encode per readout)
+    memory: str = (
+        "latent"  # latent | rgb (the pixel-space RGB point-cloud baseline: rasterise + VAE-encode per readout)
+    )
 
 
 def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: float) -> torch.Tensor:
@@ -148,7 +150,9 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     """
     if args.image is None and args.depth:
         raise ValueError(f"--depth {args.depth}: given without --image (the bundled sample scene has exact depth)")
-    photo = None if args.image is None else read_photo_files(args.image, height, width, depth_path=args.depth, warn=_warn)
+    photo = (
+        None if args.image is None else read_photo_files(args.image, height, width, depth_path=args.depth, warn=_warn)
+    )
     if args.depth_model:
         check_model_folder(args.depth_model, "depth model")
     if args.sky_model:
@@ -157,7 +161,9 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     if args.trajectory not in TRAJECTORIES:
         path = Path(args.trajectory)
         if not path.exists():
-            raise ValueError(f"--trajectory: {args.trajectory!r} is neither one of {', '.join(TRAJECTORIES)} nor an existing file")
+            raise ValueError(
+                f"--trajectory: {args.trajectory!r} is neither one of {', '.join(TRAJECTORIES)} nor an existing file"
+            )
         trajectory = read_trajectory_file(path, n_frames, _note)
     memory = None
     if args.load_memory:
@@ -179,11 +185,15 @@ def run_generate(args: GenerateArgs) -> dict:
     backend = profile(args.backend)
     height, width = backend.generation_size(args.height, args.width)
     fraction = args.inpaint_fraction if args.inpaint_fraction is not None else backend.inpaint_fraction
-    config = PipelineConfig(steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction, memory_kind=args.memory)
+    config = PipelineConfig(
+        steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction, memory_kind=args.memory
+    )
     n_frames = args.segments * (config.segment_frames - 1) + 1
     outputs = declare_outputs(args, n_frames, height, width)
     status = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    backbone_config = BackboneConfig(backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device)
+    backbone_config = BackboneConfig(
+        backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device
+    )
     checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
     backbone, branch = load_generation_stack(
         backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status
@@ -200,7 +210,9 @@ def run_generate(args: GenerateArgs) -> dict:
         pipe.start(inputs.image, depth, K, prompt=args.prompt)
         if checked.memory is not None:
             if checked.memory.kind == "rgb":
-                checked.memory.vae = backbone.vae  # read before the backbone existed; its readouts encode through this VAE
+                checked.memory.vae = (
+                    backbone.vae
+                )  # read before the backbone existed; its readouts encode through this VAE
             pipe.load_memory(checked.memory, source=args.load_memory)
         if checked.trajectory is not None:
             w2c = checked.trajectory
@@ -209,7 +221,12 @@ def run_generate(args: GenerateArgs) -> dict:
             radius = float(finite.median()) if finite.numel() else 2.0
             w2c = build_trajectory(args.trajectory, n_frames, torch.eye(4, dtype=torch.float64), radius)
         report = _generate_video(pipe, w2c, inputs.depth_source, outputs, width, height, args, inputs.k_source)
-        outputs.write(out.with_suffix(".cameras.txt"), lambda tmp: write_re10k(tmp, w2c, K, width, height, fps=args.fps, url=f"mirage-explorer generate seed={args.seed}"))
+        outputs.write(
+            out.with_suffix(".cameras.txt"),
+            lambda tmp: write_re10k(
+                tmp, w2c, K, width, height, fps=args.fps, url=f"mirage-explorer generate seed={args.seed}"
+            ),
+        )
         outputs.write(out.with_suffix(".json"), lambda tmp: write_json_atomic(tmp, report))
         if args.save_memory is not None:
             outputs.write(args.save_memory, pipe.memory.save)
@@ -228,17 +245,44 @@ def declare_outputs(args: GenerateArgs, frames: int, height: int, width: int) ->
     return outputs
 
 
-def _generate_video(pipe: MiragePipeline, w2c, depth_source: DepthSource, outputs: OutputSet, width: int, height: int, args: GenerateArgs, k_source: str) -> dict:
+def _generate_video(
+    pipe: MiragePipeline,
+    w2c,
+    depth_source: DepthSource,
+    outputs: OutputSet,
+    width: int,
+    height: int,
+    args: GenerateArgs,
+    k_source: str,
+) -> dict:
     segments = []
     total_steps = args.segments * pipe.config.steps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
-        with tqdm(total=total_steps, desc="generating", unit="step", file=sys.stderr) as bar, Mp4Writer(args.out, width, height, args.fps, metadata={"generator": "mirage-explorer", "seed": args.seed}, outputs=outputs) as video:
+        with (
+            tqdm(total=total_steps, desc="generating", unit="step", file=sys.stderr) as bar,
+            Mp4Writer(
+                args.out,
+                width,
+                height,
+                args.fps,
+                metadata={"generator": "mirage-explorer", "seed": args.seed},
+                outputs=outputs,
+            ) as video,
+        ):
             for segment in pipe.generate(w2c, depth_source, args.segments, on_step=lambda s, i, n: bar.update(1)):
                 for frame in segment.frames if segment.index == 0 else segment.frames[1:]:
                     video.append(frame)
-                segments.append({"index": segment.index, "timings_s": segment.timings, "memory_points": segment.memory_points, "memory_bytes": segment.memory_bytes,
-                                 "seconds_per_frame": segment.timings["total"] / (pipe.config.segment_frames - 1), "visible_fraction": float(segment.visible[1:].float().mean())})
+                segments.append(
+                    {
+                        "index": segment.index,
+                        "timings_s": segment.timings,
+                        "memory_points": segment.memory_points,
+                        "memory_bytes": segment.memory_bytes,
+                        "seconds_per_frame": segment.timings["total"] / (pipe.config.segment_frames - 1),
+                        "visible_fraction": float(segment.visible[1:].float().mean()),
+                    }
+                )
                 bar.set_postfix(segment=segment.index + 1, points=segment.memory_points)
     return {
         "settings": asdict(args),
@@ -246,7 +290,12 @@ def _generate_video(pipe: MiragePipeline, w2c, depth_source: DepthSource, output
         "model": pipe.describe(),
         "intrinsics": {"K": pipe.K.tolist(), "source": k_source},
         "depth_source": depth_source.name,
-        "trajectory": {"spec": args.trajectory, "frames": len(w2c), "fps": args.fps, "camera_to_world": invert_pose(w2c).reshape(len(w2c), 16).tolist()},
+        "trajectory": {
+            "spec": args.trajectory,
+            "frames": len(w2c),
+            "fps": args.fps,
+            "camera_to_world": invert_pose(w2c).reshape(len(w2c), 16).tolist(),
+        },
         "segments": segments,
         "memory": {"points": pipe.memory.stats().points, "bytes": pipe.memory.stats().bytes},
     }

@@ -29,8 +29,8 @@ runs inside ``with self._ctx:``. A renderer is not thread-safe; use it from one 
 
 from __future__ import annotations
 
-import numpy as np
 import moderngl
+import numpy as np
 import torch
 
 from model.geometry.camera import FAR_M, NEAR_M, gl_projection, validate_intrinsics, validate_poses
@@ -86,7 +86,9 @@ def hole_pattern(height: int, width: int) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
-def cell_footprints(positions, frames, poses_by_frame: dict[int, np.ndarray], focal_px: float, stride_px: int) -> np.ndarray:
+def cell_footprints(
+    positions, frames, poses_by_frame: dict[int, np.ndarray], focal_px: float, stride_px: int
+) -> np.ndarray:
     """World size in metres of each point's latent cell, from the camera that wrote it.
 
     Args:
@@ -125,7 +127,9 @@ class MemoryPreviewRenderer(OffscreenGL):
         ...     rgb = preview.render(camera.w2c, K, 640, 352)
     """
 
-    def __init__(self, cell_angle_rad: float = 16.0 / 1100.0, max_draw_points: int | None = DEFAULT_MAX_DRAW_POINTS) -> None:
+    def __init__(
+        self, cell_angle_rad: float = 16.0 / 1100.0, max_draw_points: int | None = DEFAULT_MAX_DRAW_POINTS
+    ) -> None:
         if not cell_angle_rad > 0:
             raise ValueError(f"cell_angle_rad must be positive, got {cell_angle_rad}")
         if max_draw_points is not None and max_draw_points < 1:
@@ -172,7 +176,11 @@ class MemoryPreviewRenderer(OffscreenGL):
             raise ValueError(f"colors: expected uint8 [{n},3], got {colors.dtype} {list(colors.shape)}")
         if not np.isfinite(positions).all():
             raise ValueError("positions contain NaN or Inf")
-        footprint = np.zeros(n, np.float32) if footprint_m is None else np.broadcast_to(np.asarray(_numpy(footprint_m), np.float32), (n,))
+        footprint = (
+            np.zeros(n, np.float32)
+            if footprint_m is None
+            else np.broadcast_to(np.asarray(_numpy(footprint_m), np.float32), (n,))
+        )
         data = np.empty((n, 7), np.float32)
         data[:, :3] = positions
         data[:, 3:6] = colors.astype(np.float32) / 255.0
@@ -185,7 +193,10 @@ class MemoryPreviewRenderer(OffscreenGL):
                 self._vbo = self._ctx.buffer(data.tobytes())
                 self._ibo = self._ctx.buffer(reserve=4 * n)
                 self._vao = self._ctx.vertex_array(
-                    self._program, [(self._vbo, "3f 3f 1f", "in_pos", "in_colour", "in_footprint")], index_buffer=self._ibo, index_element_size=4
+                    self._program,
+                    [(self._vbo, "3f 3f 1f", "in_pos", "in_colour", "in_footprint")],
+                    index_buffer=self._ibo,
+                    index_element_size=4,
                 )
 
     def render(self, w2c, K, width: int, height: int) -> np.ndarray:
@@ -215,7 +226,9 @@ class MemoryPreviewRenderer(OffscreenGL):
                 self._ctx.enable(moderngl.DEPTH_TEST | moderngl.PROGRAM_POINT_SIZE)
                 self._ctx.disable(moderngl.BLEND | moderngl.CULL_FACE)
                 self._program["u_w2c"].write(w2c.numpy().T.astype(np.float32).tobytes())  # column-major
-                self._program["u_proj"].write(gl_projection(K_np, width, height, NEAR_M, FAR_M).T.astype(np.float32).tobytes())
+                self._program["u_proj"].write(
+                    gl_projection(K_np, width, height, NEAR_M, FAR_M).T.astype(np.float32).tobytes()
+                )
                 self._program["u_focal"].value = float(0.5 * (K_np[0, 0] + K_np[1, 1]))
                 self._program["u_cell_angle"].value = self.cell_angle_rad
                 self._program["u_overlap"].value = SPLAT_OVERLAP

@@ -27,11 +27,17 @@ import numpy as np
 import torch
 
 from explorer.session import RecordedSession
+from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.generation.depth import (
+    DepthSource,
+    PriorDepth,
+    TransformersDepthEstimator,
+    load_depth_for_photo,
+    resolve_intrinsics,
+)
 from model.geometry.camera import scale_intrinsics
-from model.generation.depth import DepthSource, PriorDepth, TransformersDepthEstimator, load_depth_for_photo, resolve_intrinsics
 from model.io.images import Photo, load_photo
 from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
-from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
 
 #: Warning shown when a photo has neither a depth file nor a depth model.
 PRIOR_DEPTH_WARNING = (
@@ -66,7 +72,9 @@ class SceneDepth:
         self.name = "exact (procedural scene)"
 
     def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.stack([self.renderer.render(self.scene, p, K, self.width, self.height)[1] for p in w2c]))
+        return torch.from_numpy(
+            np.stack([self.renderer.render(self.scene, p, K, self.width, self.height)[1] for p in w2c])
+        )
 
 
 def bundled_scene(height: int, width: int, renderer: SceneRenderer) -> SceneInputs:
@@ -76,7 +84,14 @@ def bundled_scene(height: int, width: int, renderer: SceneRenderer) -> SceneInpu
     photo = load_photo(SAMPLE_SCENE_DIR / "image.png", height, width)
     K = scale_intrinsics(torch.from_numpy(view.K), (view.height, view.width), (height, width))
     depth = torch.from_numpy(renderer.render(scene, view.w2c, K, width, height)[1])
-    return SceneInputs(photo.image, depth, K, SceneDepth(scene, renderer, width, height), "bundled sample scene (camera.json)", "bundled")
+    return SceneInputs(
+        photo.image,
+        depth,
+        K,
+        SceneDepth(scene, renderer, width, height),
+        "bundled sample scene (camera.json)",
+        "bundled",
+    )
 
 
 @dataclass
@@ -133,7 +148,9 @@ def scene_from_photo(
         estimator = PriorDepth()
     estimate = estimator.estimate(photo.image[None]) if files.depth is None else None
     depth = files.depth if files.depth is not None else estimate.depth[0]
-    K, k_source = resolve_intrinsics(width, height, exif_focal_px=photo.exif_focal_px, depth_fov_y_deg=estimate.fov_y_deg if estimate else None)
+    K, k_source = resolve_intrinsics(
+        width, height, exif_focal_px=photo.exif_focal_px, depth_fov_y_deg=estimate.fov_y_deg if estimate else None
+    )
     return SceneInputs(photo.image, depth, K, estimator, k_source, str(photo.path))
 
 

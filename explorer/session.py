@@ -35,17 +35,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.io.atomic import OutputSet
+from model.baselines.kinds import load_memory
 from model.geometry.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses
+from model.io.atomic import OutputSet
 from model.io.cameras import write_camera_path_json, write_re10k
 from model.io.formats import read_json_object
 from model.io.images import load_image, save_png
-from model.baselines.kinds import load_memory
 from model.io.video import Mp4Writer, concat_mp4, read_mp4_frames
 
 FORMAT_NAME = "mirage-explorer-session"
 FORMAT_VERSION = 1
-VIDEO, SESSION_JSON, CAMERAS, MEMORY, LAST_FRAME = "video.mp4", "session.json", "cameras.txt", "memory.safetensors", "last_frame.png"
+VIDEO, SESSION_JSON, CAMERAS, MEMORY, LAST_FRAME = (
+    "video.mp4",
+    "session.json",
+    "cameras.txt",
+    "memory.safetensors",
+    "last_frame.png",
+)
 
 
 class SessionError(ValueError):
@@ -121,7 +127,10 @@ class SessionRecorder:
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "source": {"kind": "bundled" if source == "bundled" else "image", "path": None if source == "bundled" else str(source)},
+            "source": {
+                "kind": "bundled" if source == "bundled" else "image",
+                "path": None if source == "bundled" else str(source),
+            },
             "prompt": prompt,
             "seed": int(seed),
             "settings": settings or {},
@@ -154,24 +163,31 @@ class SessionRecorder:
         if frames.ndim != 4 or len(frames) != len(w2c):
             raise ValueError(f"segment {result.index}: {len(frames)} frames but {len(w2c)} poses")
         action = action if action is not None else getattr(result, "action", "")
-        segments = [*self._segments, {
-            "index": int(result.index),
-            "action": action or "",
-            "frame_ids": [int(result.frame_ids[0]), int(result.frame_ids[-1])],
-            "c2w": _c2w_rows(w2c),
-            "timings_s": {k: float(v) for k, v in result.timings.items()},
-            "memory": {"points": int(result.memory_points), "bytes": int(result.memory_bytes)},
-        }]
+        segments = [
+            *self._segments,
+            {
+                "index": int(result.index),
+                "action": action or "",
+                "frame_ids": [int(result.frame_ids[0]), int(result.frame_ids[-1])],
+                "c2w": _c2w_rows(w2c),
+                "timings_s": {k: float(v) for k, v in result.timings.items()},
+                "memory": {"points": int(result.memory_points), "bytes": int(result.memory_bytes)},
+            },
+        ]
         poses = [*self._poses, w2c]
         try:
             with OutputSet() as outputs:
-                outputs.write(self.folder, lambda tmp: self._write_folder(tmp, segments, poses, frames, memory), folder=True)
+                outputs.write(
+                    self.folder, lambda tmp: self._write_folder(tmp, segments, poses, frames, memory), folder=True
+                )
         except BaseException:
             self._recording = False
             raise
         self._segments, self._poses = segments, poses
 
-    def _write_folder(self, tmp: Path, segments: list[dict], poses: list[torch.Tensor], frames: np.ndarray, memory) -> None:
+    def _write_folder(
+        self, tmp: Path, segments: list[dict], poses: list[torch.Tensor], frames: np.ndarray, memory
+    ) -> None:
         """Write the session with ``segments`` into the empty folder ``tmp``."""
         stats = memory.stats()
         data = {
@@ -190,8 +206,15 @@ class SessionRecorder:
         part.unlink()
         (tmp / SESSION_JSON).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
         K = torch.tensor(self._info["K"], dtype=torch.float64)
-        write_re10k(tmp / CAMERAS, _all_frames(poses), K, self._info["width"], self._info["height"], fps=self.fps,
-                    url=f"mirage-explorer session seed={self._info['seed']}")
+        write_re10k(
+            tmp / CAMERAS,
+            _all_frames(poses),
+            K,
+            self._info["width"],
+            self._info["height"],
+            fps=self.fps,
+            url=f"mirage-explorer session seed={self._info['seed']}",
+        )
         memory.save(tmp / MEMORY)
         save_png(tmp / LAST_FRAME, frames[-1])
 
@@ -323,14 +346,22 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
     if data.get("format") != FORMAT_NAME:
         raise _fail(json_path, f"not a Mirage Explorer session (format {data.get('format')!r})")
     if data.get("version") != FORMAT_VERSION:
-        raise _fail(json_path, f"unsupported session version {data.get('version')!r} (this build reads {FORMAT_VERSION})")
+        raise _fail(
+            json_path, f"unsupported session version {data.get('version')!r} (this build reads {FORMAT_VERSION})"
+        )
     try:
         width, height, fps = int(data["width"]), int(data["height"]), float(data["fps"])
         if width <= 0 or height <= 0 or not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"width/height/fps must be positive, got {width}, {height}, {fps}")
         source = data["source"]
-        if not isinstance(source, dict) or source.get("kind") not in ("bundled", "image") or (source["kind"] == "image" and not isinstance(source.get("path"), str)):
-            raise ValueError(f"source must be {{'kind': 'bundled'}} or {{'kind': 'image', 'path': ...}}, got {source!r}")
+        if (
+            not isinstance(source, dict)
+            or source.get("kind") not in ("bundled", "image")
+            or (source["kind"] == "image" and not isinstance(source.get("path"), str))
+        ):
+            raise ValueError(
+                f"source must be {{'kind': 'bundled'}} or {{'kind': 'image', 'path': ...}}, got {source!r}"
+            )
         K = validate_intrinsics(torch.tensor(data["K"], dtype=torch.float64), "K")
         if K.shape != (3, 3):
             raise ValueError(f"K must be 3x3, got {list(K.shape)}")
@@ -368,7 +399,10 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
         raise _fail(video, f"cannot decode the video ({exc})") from exc
     expected = 1 + sum(len(p) - 1 for p in poses)
     if frames.shape != (expected, height, width, 3):
-        raise _fail(video, f"holds {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}, but {json_path.name} describes {expected} frames of {width}x{height}")
+        raise _fail(
+            video,
+            f"holds {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}, but {json_path.name} describes {expected} frames of {width}x{height}",
+        )
     memory_path = folder / MEMORY
     if not memory_path.is_file():
         raise _fail(memory_path, "missing (the memory after the last segment)")
@@ -382,7 +416,9 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
             raise _fail(last_path, f"is {last_frame.shape[1]}x{last_frame.shape[0]}, expected {width}x{height}")
     else:
         last_frame = frames[-1].copy()
-    return RecordedSession(folder, data, frames, np.stack(poses), K.numpy(), start_w2c.numpy(), last_frame, memory_path, actions)
+    return RecordedSession(
+        folder, data, frames, np.stack(poses), K.numpy(), start_w2c.numpy(), last_frame, memory_path, actions
+    )
 
 
 def session_memory(session: RecordedSession, pipeline_config=None, backbone=None):
@@ -393,5 +429,7 @@ def session_memory(session: RecordedSession, pipeline_config=None, backbone=None
 
 def export_camera_path(path: str | os.PathLike, session: RecordedSession) -> None:
     """Write the session's camera path (every video frame) as camera-path JSON (nerfstudio's shape, OpenCV axes)."""
-    trajectory = Trajectory(torch.from_numpy(session.all_w2c()), torch.from_numpy(session.K), session.width, session.height, session.fps)
+    trajectory = Trajectory(
+        torch.from_numpy(session.all_w2c()), torch.from_numpy(session.K), session.width, session.height, session.fps
+    )
     write_camera_path_json(path, trajectory)

@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.io.atomic import OutputSet, write_json_atomic
-from model.geometry.camera import invert_pose
-from model.io.cameras import write_re10k
-from model.geometry.trajectories import closed_loop, orbit
-from model.io.frames import frames_to_tensor, tensor_to_frames
-from model.memory.latent import LatentSpatialMemory, MemoryConfig
 from model.generation.patch_vae import PatchVAE
+from model.geometry.camera import invert_pose
+from model.geometry.trajectories import closed_loop, orbit
+from model.io.atomic import OutputSet, write_json_atomic
+from model.io.cameras import write_re10k
+from model.io.frames import frames_to_tensor, tensor_to_frames
 from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.io.video import Mp4Writer, min_video_bytes
+from model.memory.latent import LatentSpatialMemory, MemoryConfig
 
 
 @dataclass
@@ -71,7 +71,14 @@ def run_walkthrough(out_dir: str | Path, config: WalkthroughConfig | None = None
 
     with outputs:
         visible_fraction, readout_ms = [], []
-        with Mp4Writer(out_dir / "preview.mp4", view.width, view.height, config.fps, metadata={"generator": "mirage-explorer walkthrough"}, outputs=outputs) as video:
+        with Mp4Writer(
+            out_dir / "preview.mp4",
+            view.width,
+            view.height,
+            config.fps,
+            metadata={"generator": "mirage-explorer walkthrough"},
+            outputs=outputs,
+        ) as video:
             for start in range(0, len(path), config.chunk):
                 poses = path[start : start + config.chunk]
                 t = time.perf_counter()
@@ -81,13 +88,24 @@ def run_walkthrough(out_dir: str | Path, config: WalkthroughConfig | None = None
                     video.append(tensor_to_frames(vae.decode(latent_frame[None].float()))[0])
                     visible_fraction.append(float(visible.float().mean()))
 
-        outputs.write(out_dir / "cameras.txt", lambda tmp: write_re10k(tmp, path, K, view.width, view.height, fps=config.fps, url="mirage-explorer walkthrough"))
+        outputs.write(
+            out_dir / "cameras.txt",
+            lambda tmp: write_re10k(
+                tmp, path, K, view.width, view.height, fps=config.fps, url="mirage-explorer walkthrough"
+            ),
+        )
         stats = memory.stats()
         session = {
             "kind": "walkthrough",
             "settings": asdict(config),
             "scene": {"dir": config.scene_dir, "width": view.width, "height": view.height, "source": view.source},
-            "memory": {"config": asdict(memory.config), "points": stats.points, "bytes": stats.bytes, "grid": [h, w], "features": "4x4 pixel patches (48 channels)"},
+            "memory": {
+                "config": asdict(memory.config),
+                "points": stats.points,
+                "bytes": stats.bytes,
+                "grid": [h, w],
+                "features": "4x4 pixel patches (48 channels)",
+            },
             "orbit_radius_m": radius,
             "frames": len(path),
             "camera_to_world": invert_pose(path).reshape(len(path), 16).tolist(),

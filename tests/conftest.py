@@ -23,9 +23,18 @@ def _save_tiny_segformer(folder, labels: dict[int, str], always: int | None = No
     from transformers.models.segformer.image_processing_pil_segformer import SegformerImageProcessorPil
 
     config = SegformerConfig(
-        num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 2],
-        patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2], decoder_hidden_size=16,
-        num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        num_attention_heads=[1, 2],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+        num_labels=len(labels),
+        id2label=labels,
+        label2id={v: k for k, v in labels.items()},
     )
     torch.manual_seed(0)
     model = SegformerForSemanticSegmentation(config)

@@ -14,7 +14,10 @@ def run(args) -> int:
     """
     problem = display_problem()
     if problem:
-        print(f"error: {problem}; the explorer needs a desktop. Headless demo: python main.py walkthrough --out out/walkthrough", file=sys.stderr)
+        print(
+            f"error: {problem}; the explorer needs a desktop. Headless demo: python main.py walkthrough --out out/walkthrough",
+            file=sys.stderr,
+        )
         return EXIT_NO_DISPLAY
     from PySide6.QtCore import QCoreApplication, Qt
     from PySide6.QtWidgets import QApplication

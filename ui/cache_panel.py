@@ -74,7 +74,11 @@ def _create_gl_view(parent: QWidget):
 
         def mouseReleaseEvent(self, ev):
             start = getattr(self, "_press_pos", None)
-            if ev.button() == Qt.MouseButton.LeftButton and start is not None and (ev.position() - start).manhattanLength() <= 4:
+            if (
+                ev.button() == Qt.MouseButton.LeftButton
+                and start is not None
+                and (ev.position() - start).manhattanLength() <= 4
+            ):
                 self.clicked.emit(ev.position())
             super().mouseReleaseEvent(ev)
 
@@ -88,9 +92,25 @@ def _create_gl_view(parent: QWidget):
     grid.translate(0, 0, -1.5)
     grid.setColor((255, 255, 255, 40))
     view.addItem(grid)
-    points = gl.GLScatterPlotItem(pos=np.zeros((1, 3), np.float32), color=(0, 0, 0, 0), size=2.0, pxMode=True, glOptions="opaque")
-    trajectory = gl.GLLinePlotItem(pos=np.zeros((2, 3), np.float32), color=(0.9, 0.9, 0.9, 0.8), width=1.0, mode="lines", antialias=False, glOptions="opaque")
-    current = gl.GLLinePlotItem(pos=np.zeros((2, 3), np.float32), color=(1.0, 0.85, 0.1, 1.0), width=2.0, mode="lines", antialias=False, glOptions="opaque")
+    points = gl.GLScatterPlotItem(
+        pos=np.zeros((1, 3), np.float32), color=(0, 0, 0, 0), size=2.0, pxMode=True, glOptions="opaque"
+    )
+    trajectory = gl.GLLinePlotItem(
+        pos=np.zeros((2, 3), np.float32),
+        color=(0.9, 0.9, 0.9, 0.8),
+        width=1.0,
+        mode="lines",
+        antialias=False,
+        glOptions="opaque",
+    )
+    current = gl.GLLinePlotItem(
+        pos=np.zeros((2, 3), np.float32),
+        color=(1.0, 0.85, 0.1, 1.0),
+        width=2.0,
+        mode="lines",
+        antialias=False,
+        glOptions="opaque",
+    )
     for item in (points, trajectory, current):
         view.addItem(item)
     return view, points, trajectory, current
@@ -138,7 +158,9 @@ class CachePanel(QWidget):
         self.rejected_label = QLabel("")
         self.rejected_label.setWordWrap(True)
         self.rejected_label.setTextFormat(Qt.TextFormat.RichText)
-        self.rejected_label.setToolTip("cells the last write left out of the memory, per label; only those with a depth have a position to draw")
+        self.rejected_label.setToolTip(
+            "cells the last write left out of the memory, per label; only those with a depth have a position to draw"
+        )
         self.pick_label = QLabel("click a point to inspect it")
         self.pick_label.setWordWrap(True)
 
@@ -193,7 +215,11 @@ class CachePanel(QWidget):
         if data is None:
             self._segment_points = []
         else:
-            self._segment_points = np.bincount(np.asarray(data.segments, dtype=np.int64), minlength=1).tolist() if len(data.segments) else []
+            self._segment_points = (
+                np.bincount(np.asarray(data.segments, dtype=np.int64), minlength=1).tolist()
+                if len(data.segments)
+                else []
+            )
         self._redraw()
 
     @property
@@ -218,7 +244,10 @@ class CachePanel(QWidget):
                 blocks.append(("memory", index))
                 points.append(cloud_math.to_display(data.positions[index]))
                 colors.append(self._memory_colors(data, index))
-            shown = np.isin(data.rejected_labels, [int(k) for k, box in self.label_boxes.items() if k != CellLabel.STATIC and box.isChecked()])
+            shown = np.isin(
+                data.rejected_labels,
+                [int(k) for k, box in self.label_boxes.items() if k != CellLabel.STATIC and box.isChecked()],
+            )
             shown &= _has_position(data.rejected_positions)
             index = np.flatnonzero(shown)
             self._drawable += len(index)
@@ -268,12 +297,19 @@ class CachePanel(QWidget):
 
     # ---- cameras -------------------------------------------------------------------------
 
-    def set_cameras(self, trajectory_w2c: np.ndarray, current_w2c: np.ndarray | None, K: np.ndarray, width: int, height: int) -> None:
+    def set_cameras(
+        self, trajectory_w2c: np.ndarray, current_w2c: np.ndarray | None, K: np.ndarray, width: int, height: int
+    ) -> None:
         """Frustums of the generated trajectory (every 8th frame) and of the current camera.
 
         Redraws are coalesced to one per :data:`CAMERA_REDRAW_MS` so flying at 60 Hz stays cheap.
         """
-        self._camera = {"trajectory": np.asarray(trajectory_w2c, dtype=np.float64).reshape(-1, 4, 4), "current": current_w2c, "K": np.asarray(K, dtype=np.float64), "size": (width, height)}
+        self._camera = {
+            "trajectory": np.asarray(trajectory_w2c, dtype=np.float64).reshape(-1, 4, 4),
+            "current": current_w2c,
+            "K": np.asarray(K, dtype=np.float64),
+            "size": (width, height),
+        }
         if not self._camera_timer.isActive():
             self._camera_timer.start()
 
@@ -285,7 +321,9 @@ class CachePanel(QWidget):
         scale = self._frustum_scale()
         trajectory = cam["trajectory"][::8]
         if len(trajectory):
-            self._trajectory_item.setData(pos=cloud_math.frustum_lines(trajectory, cam["K"], width, height, 0.6 * scale))
+            self._trajectory_item.setData(
+                pos=cloud_math.frustum_lines(trajectory, cam["K"], width, height, 0.6 * scale)
+            )
         self._trajectory_item.setVisible(len(trajectory) > 0)
         if cam["current"] is not None:
             self._current_item.setData(pos=cloud_math.frustum_lines(cam["current"], cam["K"], width, height, scale))
@@ -306,7 +344,9 @@ class CachePanel(QWidget):
 
         centre = np.median(self._drawn_points, axis=0)
         extent = np.percentile(self._drawn_points, 95, axis=0) - np.percentile(self._drawn_points, 5, axis=0)
-        self.view.setCameraPosition(pos=Vector(*centre.tolist()), distance=float(max(np.linalg.norm(extent) * 0.9, 1.0)))
+        self.view.setCameraPosition(
+            pos=Vector(*centre.tolist()), distance=float(max(np.linalg.norm(extent) * 0.9, 1.0))
+        )
 
     # ---- picking -------------------------------------------------------------------------
 
@@ -337,14 +377,32 @@ class CachePanel(QWidget):
             offset += len(index)
         if kind == "memory":
             position = np.asarray(data.positions[source], dtype=np.float64)
-            info = {"kind": kind, "index": source, "segment": int(data.segments[source]), "frame": int(data.frames[source]), "label": CellLabel.STATIC.name.lower()}
+            info = {
+                "kind": kind,
+                "index": source,
+                "segment": int(data.segments[source]),
+                "frame": int(data.frames[source]),
+                "label": CellLabel.STATIC.name.lower(),
+            }
         else:
             position = np.asarray(data.rejected_positions[source], dtype=np.float64)
-            info = {"kind": kind, "index": source, "segment": None, "frame": None, "label": CellLabel(int(data.rejected_labels[source])).name.lower()}
+            info = {
+                "kind": kind,
+                "index": source,
+                "segment": None,
+                "frame": None,
+                "label": CellLabel(int(data.rejected_labels[source])).name.lower(),
+            }
         current = self._camera["current"]
         info["position"] = position.tolist()
-        info["depth_m"] = float((np.asarray(current, dtype=np.float64) @ np.append(position, 1.0))[2]) if current is not None else None
+        info["depth_m"] = (
+            float((np.asarray(current, dtype=np.float64) @ np.append(position, 1.0))[2])
+            if current is not None
+            else None
+        )
         depth = f"{info['depth_m']:.2f} m from the camera" if info["depth_m"] is not None else "depth: no camera yet"
-        where = f"segment {info['segment']}, frame {info['frame']}" if kind == "memory" else "rejected by the last write"
+        where = (
+            f"segment {info['segment']}, frame {info['frame']}" if kind == "memory" else "rejected by the last write"
+        )
         self.pick_label.setText(f"{info['label']} point #{source}: {where}; {depth}")
         return info

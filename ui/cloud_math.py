@@ -117,7 +117,9 @@ def frustum_lines(w2c: np.ndarray, K: np.ndarray, width: int, height: int, depth
     return to_display(np.concatenate([spokes, edges], axis=1).reshape(-1, 3))
 
 
-def project_to_screen(points: np.ndarray, mvp: np.ndarray, width: float, height: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def project_to_screen(
+    points: np.ndarray, mvp: np.ndarray, width: float, height: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Project display points with an OpenGL model-view-projection matrix onto a ``width x height`` view.
 
     Returns:
@@ -134,7 +136,9 @@ def project_to_screen(points: np.ndarray, mvp: np.ndarray, width: float, height:
     return xy, ndc[:, 2], inside
 
 
-def pick_nearest(xy: np.ndarray, depth: np.ndarray, inside: np.ndarray, click: tuple[float, float], radius_px: float) -> int | None:
+def pick_nearest(
+    xy: np.ndarray, depth: np.ndarray, inside: np.ndarray, click: tuple[float, float], radius_px: float
+) -> int | None:
     """Index of the projected point nearest to ``click`` in screen space, or None beyond ``radius_px``.
 
     Ties in screen distance (points stacked behind each other) go to the nearer one (smaller depth).

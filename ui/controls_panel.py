@@ -22,7 +22,10 @@ from PySide6.QtWidgets import (
 from explorer.fly_camera import Action
 
 MODES = {"flight": "Free flight", "steps": "Steps"}
-RECORD_TEXT = {False: "● Record", True: "■ Stop"}  # the record button's text, by recording state (no wider than the first)
+RECORD_TEXT = {
+    False: "● Record",
+    True: "■ Stop",
+}  # the record button's text, by recording state (no wider than the first)
 STEP_BUTTONS = (  # (action, label, grid row, grid column)
     (Action.TURN_LEFT, "↶ Turn", 0, 0),
     (Action.STEP_FORWARD, "↑ Forward", 0, 1),
@@ -74,7 +77,12 @@ class ControlsPanel(QWidget):
         self.prompt.setPlaceholderText("optional text prompt")
         self.inpaint = QDoubleSpinBox(minimum=0.0, maximum=1.0, singleStep=0.05, decimals=2, value=0.6)
         self.inpaint.setToolTip("share of the denoising steps in which cells the memory shows follow it")
-        for signal in (self.steps.valueChanged, self.seed.valueChanged, self.prompt.editingFinished, self.inpaint.valueChanged):
+        for signal in (
+            self.steps.valueChanged,
+            self.seed.valueChanged,
+            self.prompt.editingFinished,
+            self.inpaint.valueChanged,
+        ):
             signal.connect(self.options_changed)
 
         self.generate_button = QPushButton("Generate (Space)")
@@ -84,7 +92,9 @@ class ControlsPanel(QWidget):
         self.cancel_button.clicked.connect(self.cancel_clicked)
         self.record_button = QPushButton(RECORD_TEXT[False])
         self.record_button.setCheckable(True)
-        self.record_button.setStyleSheet("QPushButton:checked { background-color: rgb(200, 30, 30); color: white; font-weight: bold; }")
+        self.record_button.setStyleSheet(
+            "QPushButton:checked { background-color: rgb(200, 30, 30); color: white; font-weight: bold; }"
+        )
         self.record_button.toggled.connect(self.record_toggled)
         self.step_buttons: dict[Action, QPushButton] = {}
         grid = QGridLayout()
@@ -131,7 +141,9 @@ class ControlsPanel(QWidget):
         self.mode_changed.emit(self.mode)
 
     def options(self) -> GenerationOptions:
-        return GenerationOptions(self.steps.value(), self.seed.value(), self.prompt.text().strip(), self.inpaint.value())
+        return GenerationOptions(
+            self.steps.value(), self.seed.value(), self.prompt.text().strip(), self.inpaint.value()
+        )
 
     def set_recording(self, on: bool) -> None:
         """Show the recording state (a red "■ Stop" while on) without emitting ``record_toggled``."""

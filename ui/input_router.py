@@ -29,7 +29,9 @@ from explorer.fly_camera import MODIFIER_ACTIONS, MOTION_ACTIONS, Action, FlyCam
 from ui.keys import KeyCaptureButton, key_name
 
 _TEXT_INPUTS = (QLineEdit, QAbstractSpinBox, QTextEdit, QPlainTextEdit, QComboBox)
-_SHORTCUT_MODIFIERS = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier | Qt.KeyboardModifier.MetaModifier
+_SHORTCUT_MODIFIERS = (
+    Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier | Qt.KeyboardModifier.MetaModifier
+)
 
 
 class InputRouter(QObject):
@@ -90,7 +92,11 @@ class InputRouter(QObject):
         kind = event.type()
         if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and self._routes_keys(target):
             return self._key(event, kind == QEvent.Type.KeyPress)
-        if kind == QEvent.Type.ShortcutOverride and self._routes_keys(target) and self.bindings.action_for(key_name(event.key())):
+        if (
+            kind == QEvent.Type.ShortcutOverride
+            and self._routes_keys(target)
+            and self.bindings.action_for(key_name(event.key()))
+        ):
             if not self._is_window_shortcut(event):
                 event.accept()  # our bindings win over menu shortcuts while flying
             return False

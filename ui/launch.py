@@ -20,7 +20,9 @@ EXIT_NO_DISPLAY = 3
 class LaunchOptions:
     """What the explorer starts with (one field per flag)."""
 
-    backend: str | None = None  # one of model.generation.profiles.BACKENDS; None: model.generation.profiles.default_backend (wan if a folder)
+    backend: str | None = (
+        None  # one of model.generation.profiles.BACKENDS; None: model.generation.profiles.default_backend (wan if a folder)
+    )
     model: str | None = None  # Wan2.2-TI2V-5B diffusers folder (overrides the one in the settings)
     image: str | None = None  # photo to open at start; None: the bundled sample scene
     session: str | None = None  # recorded session folder to open at start (replay)
@@ -41,22 +43,54 @@ class LaunchOptions:
 def add_gui_arguments(parser: argparse.ArgumentParser) -> None:
     """The GUI's flags, on the top-level parser (they apply when no subcommand is given)."""
     gui = parser.add_argument_group("explorer (no subcommand: open the desktop GUI)")
-    gui.add_argument("--backend", dest="gui_backend", choices=BACKENDS, default=None,
-                     help=f"{backend_summaries()} (default: {default_backend(True)} when a model folder is known, "
-                          f"else {default_backend(False)})")
-    gui.add_argument("--model", dest="gui_model", default=None,
-                     help=f"model folder ({model_folders()}; remembered in the settings dialog too)")
-    gui.add_argument("--image", dest="gui_image", default=None, help="photo to open at start (default: the bundled sample scene)")
+    gui.add_argument(
+        "--backend",
+        dest="gui_backend",
+        choices=BACKENDS,
+        default=None,
+        help=f"{backend_summaries()} (default: {default_backend(True)} when a model folder is known, "
+        f"else {default_backend(False)})",
+    )
+    gui.add_argument(
+        "--model",
+        dest="gui_model",
+        default=None,
+        help=f"model folder ({model_folders()}; remembered in the settings dialog too)",
+    )
+    gui.add_argument(
+        "--image", dest="gui_image", default=None, help="photo to open at start (default: the bundled sample scene)"
+    )
     gui.add_argument("--session", dest="gui_session", default=None, help="recorded session folder to replay at start")
     gui.add_argument("--device", dest="gui_device", default=None, help="torch device (default: cuda when available)")
-    gui.add_argument("--offload", dest="gui_offload", choices=("none", "model", "group"), default="none", help="memory profile of the wan backend")
-    gui.add_argument("--steps", dest="gui_steps", type=int, default=None,
-                     help=f"denoising steps per segment (default {per_backend(lambda p: p.steps)})")
+    gui.add_argument(
+        "--offload",
+        dest="gui_offload",
+        choices=("none", "model", "group"),
+        default="none",
+        help="memory profile of the wan backend",
+    )
+    gui.add_argument(
+        "--steps",
+        dest="gui_steps",
+        type=int,
+        default=None,
+        help=f"denoising steps per segment (default {per_backend(lambda p: p.steps)})",
+    )
     gui.add_argument("--fps", dest="gui_fps", type=float, default=16.0, help="playback frame rate")
-    gui.add_argument("--height", dest="gui_height", type=int, default=None,
-                     help=f"frame height (default {per_backend(lambda p: p.generate_size[0])})")
-    gui.add_argument("--width", dest="gui_width", type=int, default=None,
-                     help=f"frame width (default {per_backend(lambda p: p.generate_size[1])})")
+    gui.add_argument(
+        "--height",
+        dest="gui_height",
+        type=int,
+        default=None,
+        help=f"frame height (default {per_backend(lambda p: p.generate_size[0])})",
+    )
+    gui.add_argument(
+        "--width",
+        dest="gui_width",
+        type=int,
+        default=None,
+        help=f"frame width (default {per_backend(lambda p: p.generate_size[1])})",
+    )
 
 
 def display_problem() -> str | None:

@@ -37,10 +37,10 @@ from explorer.fly_camera import STEP_ACTIONS, Action, FlyCamera
 from explorer.session import RecordedSession, load_session
 from explorer.worker import GenerationController, GenerationSettings, SceneInfo
 from model.generation.backbone import BackboneConfig
-from model.geometry.camera import Trajectory
-from model.io.cameras import write_camera_path_json
 from model.generation.pipeline import PipelineConfig
 from model.generation.profiles import default_backend, profile
+from model.geometry.camera import Trajectory
+from model.io.cameras import write_camera_path_json
 from ui.cache_panel import COLOR_MODES, CachePanel
 from ui.controls_panel import ControlsPanel
 from ui.docks import SideDocks, add_scrolling_dock
@@ -67,7 +67,9 @@ class MainWindow(QMainWindow):
         controller: the generation facade (default: a new :class:`GenerationController`).
     """
 
-    def __init__(self, store: QSettings, options: LaunchOptions | None = None, controller: GenerationController | None = None) -> None:
+    def __init__(
+        self, store: QSettings, options: LaunchOptions | None = None, controller: GenerationController | None = None
+    ) -> None:
         super().__init__()
         self.setWindowTitle("Mirage Explorer")
         self.resize(1500, 860)
@@ -96,7 +98,9 @@ class MainWindow(QMainWindow):
         self.controls.inpaint.setValue(profile(self.backend).inpaint_fraction)
         self.cache_panel = CachePanel()
         self.controls_dock = add_scrolling_dock(self, "Controls", self.controls, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.cache_dock = add_scrolling_dock(self, "Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.cache_dock = add_scrolling_dock(
+            self, "Latent cache", self.cache_panel, Qt.DockWidgetArea.RightDockWidgetArea
+        )
         self.docks = SideDocks(self, self.controls_dock, self.cache_dock)
         self.preview = LivePreview(self.viewport)
         self.hud = Hud(self.statusBar())
@@ -150,7 +154,9 @@ class MainWindow(QMainWindow):
             self.restoreState(layout)
         if self.store.value("window/color_mode") in COLOR_MODES:
             self.cache_panel.set_color_mode(self.store.value("window/color_mode"))
-        self.cache_panel.mode_box.currentIndexChanged.connect(lambda: self.store.setValue("window/color_mode", self.cache_panel.color_mode))
+        self.cache_panel.mode_box.currentIndexChanged.connect(
+            lambda: self.store.setValue("window/color_mode", self.cache_panel.color_mode)
+        )
 
     def _connect_controls(self) -> None:
         self.controls.generate_clicked.connect(self.generate_now)
@@ -190,7 +196,12 @@ class MainWindow(QMainWindow):
 
     def backbone_config(self) -> BackboneConfig:
         model = self.options.model or self.settings.model_dir or None
-        return BackboneConfig(backend=self.backend, model_dir=model if profile(self.backend).needs_model_dir else None, device=self.options.device, offload=self.options.offload)
+        return BackboneConfig(
+            backend=self.backend,
+            model_dir=model if profile(self.backend).needs_model_dir else None,
+            device=self.options.device,
+            offload=self.options.offload,
+        )
 
     def pipeline_config(self) -> PipelineConfig:
         o = self.controls.options()
@@ -198,7 +209,9 @@ class MainWindow(QMainWindow):
 
     def generation_settings(self) -> GenerationSettings:
         return GenerationSettings(
-            height=self.options.height, width=self.options.width, prompt=self.controls.options().prompt,
+            height=self.options.height,
+            width=self.options.width,
+            prompt=self.controls.options().prompt,
             sky_model=self.settings.sky_model_dir or None,
         )
 
@@ -285,7 +298,9 @@ class MainWindow(QMainWindow):
             self.viewport.append_frames(self.replayed.frames)
         else:
             self.trajectory = [start.numpy()]
-        self.viewport.set_live(np.asarray(scene.image), "start image" if not scene.segments_done else "last generated frame")
+        self.viewport.set_live(
+            np.asarray(scene.image), "start image" if not scene.segments_done else "last generated frame"
+        )
         self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
         self.hud.set_state(self._ready_text())
@@ -312,7 +327,9 @@ class MainWindow(QMainWindow):
         """Esc: pause flying and release the mouse (a click on the view resumes)."""
         self.router.paused = paused
         self.router.release_all()
-        self.hud.set_state("paused: click the view to resume" if paused else "generating" if self.pending else self._ready_text())
+        self.hud.set_state(
+            "paused: click the view to resume" if paused else "generating" if self.pending else self._ready_text()
+        )
 
     def _ready_text(self) -> str:
         """The HUD state while nothing runs: the keys that drive the current mode."""
@@ -370,7 +387,9 @@ class MainWindow(QMainWindow):
         if self._loaded_options is None or self._pending_open is not None:
             return  # nothing loaded yet (or loading): the options are read when the model loads
         options = self.controls.options()
-        self.controller.update_generation(prompt=options.prompt, steps=options.steps, seed=options.seed, inpaint_fraction=options.inpaint_fraction)
+        self.controller.update_generation(
+            prompt=options.prompt, steps=options.steps, seed=options.seed, inpaint_fraction=options.inpaint_fraction
+        )
         self._loaded_options = (self.backbone_config(), self.pipeline_config(), self.generation_settings())
 
     # ---- preview and panel ---------------------------------------------------------------
@@ -473,11 +492,22 @@ class MainWindow(QMainWindow):
     def export_camera_path(self, path: str) -> None:
         """Write the trajectory of every generated frame as camera-path JSON (OpenCV axes)."""
         if self.scene is None or len(self.trajectory) < 2:
-            QMessageBox.information(self, "Export camera path", "Nothing generated yet: fly and generate a segment first.")
+            QMessageBox.information(
+                self, "Export camera path", "Nothing generated yet: fly and generate a segment first."
+            )
             return
         height, width = np.asarray(self.scene.image).shape[:2]
         try:
-            write_camera_path_json(path, Trajectory(torch.from_numpy(np.stack(self.trajectory)), torch.from_numpy(np.asarray(self.scene.K)), width, height, self.viewport.fps))
+            write_camera_path_json(
+                path,
+                Trajectory(
+                    torch.from_numpy(np.stack(self.trajectory)),
+                    torch.from_numpy(np.asarray(self.scene.K)),
+                    width,
+                    height,
+                    self.viewport.fps,
+                ),
+            )
         except (ValueError, OSError) as error:
             self._on_failed("Export camera path", f"{path}: {error}")
             return

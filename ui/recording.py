@@ -48,8 +48,13 @@ class RecordingFlow:
     """
 
     def __init__(
-        self, window: QMainWindow, store: QSettings, controller: GenerationController, controls: ControlsPanel,
-        viewport: Viewport, scene_open: Callable[[str], bool],
+        self,
+        window: QMainWindow,
+        store: QSettings,
+        controller: GenerationController,
+        controls: ControlsPanel,
+        viewport: Viewport,
+        scene_open: Callable[[str], bool],
     ) -> None:
         self.window, self.store, self.controller = window, store, controller
         self.controls, self.viewport, self.scene_open = controls, viewport, scene_open
@@ -92,10 +97,12 @@ class RecordingFlow:
             return self._ask_new_folder(folder, time.strftime("session-%Y%m%d-%H%M%S"))
         buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No | QMessageBox.StandardButton.Cancel
         answer = QMessageBox.question(
-            self.window, "Replace the recorded session?",
+            self.window,
+            "Replace the recorded session?",
             f"{folder} already holds a recorded session.\n\nYes: replace it with this recording (when it is saved).\n"
             "No: record into a new folder beside it.",
-            buttons, QMessageBox.StandardButton.Cancel,
+            buttons,
+            QMessageBox.StandardButton.Cancel,
         )
         if answer == QMessageBox.StandardButton.Yes:
             return str(folder)

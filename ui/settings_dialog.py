@@ -103,8 +103,12 @@ class SettingsDialog(QDialog):
         """
         bindings = KeyBindings(**{action.value: button.key for action, button in self.key_buttons.items()})
         return ExplorerSettings(
-            bindings, self.sensitivity.value(), self.speed.value(), self.capture.isChecked(),
-            self.model_dir.text().strip(), self.sky_model_dir.text().strip(),
+            bindings,
+            self.sensitivity.value(),
+            self.speed.value(),
+            self.capture.isChecked(),
+            self.model_dir.text().strip(),
+            self.sky_model_dir.text().strip(),
         )
 
     def accept(self) -> None:

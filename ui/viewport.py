@@ -58,7 +58,9 @@ class FrameView(QWidget):
         self.badge = ""
         self._paint_times: list[float] = []
 
-    def show_image(self, image: QImage | None, caption: str, inset: QImage | None = None, inset_caption: str = "") -> None:
+    def show_image(
+        self, image: QImage | None, caption: str, inset: QImage | None = None, inset_caption: str = ""
+    ) -> None:
         """Display ``image`` (None: the hint text) with a caption and an optional corner inset."""
         self._image, self.caption, self._inset, self.inset_caption = image, caption, inset, inset_caption
         self.update()
@@ -226,7 +228,9 @@ class Viewport(QWidget):
         """New preview at the current camera: shown at once (or as the inset while frames play)."""
         self._live = to_qimage(image)
         self._live_caption = caption
-        if self.mode == "live" or (self.mode == "play" and not self._play_timer.isActive() and not self.play_button.isChecked()):
+        if self.mode == "live" or (
+            self.mode == "play" and not self._play_timer.isActive() and not self.play_button.isChecked()
+        ):
             self.mode, self._shown = "live", -1
         self._render()
 
@@ -286,7 +290,9 @@ class Viewport(QWidget):
         else:
             image = to_qimage(self._frames[self._shown])
             number = f"frame {self._shown + 1} / {len(self._frames)}"  # 1-based, like the timeline's label
-            self.view.show_image(image, f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}", self._live, "live preview")
+            self.view.show_image(
+                image, f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}", self._live, "live preview"
+            )
             self.slider.blockSignals(True)
             self.slider.setValue(self._shown)
             self.slider.blockSignals(False)

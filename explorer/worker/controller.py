@@ -67,7 +67,12 @@ class GenerationController(GenerationSignals):
         """Whether a segment is running or waiting."""
         return self._mailbox.busy
 
-    def load_backbone(self, backbone_config: BackboneConfig, pipeline_config: PipelineConfig, settings: GenerationSettings | None = None) -> None:
+    def load_backbone(
+        self,
+        backbone_config: BackboneConfig,
+        pipeline_config: PipelineConfig,
+        settings: GenerationSettings | None = None,
+    ) -> None:
         """Load (or replace) the model; an open scene is reopened with it."""
         self._pipeline_config = pipeline_config
         self._post("Loading the model", self._worker.load_backbone, backbone_config, pipeline_config, settings)

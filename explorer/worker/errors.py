@@ -33,7 +33,10 @@ def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
             "or none (sky by depth only)."
         )
     if isinstance(exc, ModelFolderError):  # a depth model
-        return "Depth model not usable", f"{text}\n\nFix: choose a local metric depth-estimation model folder, or none (flat prior depth)."
+        return (
+            "Depth model not usable",
+            f"{text}\n\nFix: choose a local metric depth-estimation model folder, or none (flat prior depth).",
+        )
     if isinstance(exc, ImageLoadError):
         return "Cannot open image", f"{text}\n\nFix: choose a readable photo (JPEG, PNG, WebP, TIFF ...)."
     if isinstance(exc, FileNotFoundError):

@@ -31,7 +31,9 @@ class SegmentMailbox:
             if pending is None:
                 self._pending = job
                 return "queued"
-            if len(pending.poses) == len(job.poses) and torch.allclose(pending.poses[-1], job.poses[0], atol=1e-9, rtol=0):
+            if len(pending.poses) == len(job.poses) and torch.allclose(
+                pending.poses[-1], job.poses[0], atol=1e-9, rtol=0
+            ):
                 merged = resample_path(torch.cat([pending.poses, job.poses[1:]]), len(job.poses))
                 actions = "+".join(a for a in (pending.action, job.action) if a)
                 self._pending = SegmentJob(merged, actions)

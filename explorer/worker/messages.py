@@ -16,15 +16,17 @@ import numpy as np
 import torch
 
 from explorer.preview import cell_footprints
-from model.memory.base import SpatialMemory
 from model.generation.profiles import profile
+from model.memory.base import SpatialMemory
 
 
 @dataclass
 class GenerationSettings:
     """Explorer settings beyond the backbone / pipeline configs."""
 
-    height: int | None = None  # frame height in pixels; None: the backend profile's generate_size (model.generation.profiles)
+    height: int | None = (
+        None  # frame height in pixels; None: the backend profile's generate_size (model.generation.profiles)
+    )
     width: int | None = None  # frame width in pixels; None: the backend profile's generate_size
     prompt: str = ""  # text prompt of every segment
     depth_model: str | None = None  # transformers depth-estimation folder; None: flat prior depth (warned)
@@ -121,7 +123,14 @@ class SegmentJob:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-def snapshot_memory(memory: SpatialMemory, reason: str, segments_done: int, poses_by_frame: dict[int, np.ndarray], K: torch.Tensor | None, stride: int) -> MemorySnapshot:
+def snapshot_memory(
+    memory: SpatialMemory,
+    reason: str,
+    segments_done: int,
+    poses_by_frame: dict[int, np.ndarray],
+    K: torch.Tensor | None,
+    stride: int,
+) -> MemorySnapshot:
     """Numpy copies of any pipeline memory (latent or RGB) for the UI."""
 
     def host(tensor: torch.Tensor) -> np.ndarray:

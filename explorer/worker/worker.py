@@ -26,15 +26,15 @@ from explorer.session import SessionRecorder, load_session, session_memory
 from explorer.worker.errors import describe_error
 from explorer.worker.mailbox import SegmentMailbox
 from explorer.worker.messages import GenerationSettings, Request, SceneInfo, SegmentJob, snapshot_memory
-from model.generation.backbone import Backbone, BackboneConfig
-from model.geometry.camera import validate_poses
-from model.memory.masks import SemanticSkySegmenter
-from model.memory.base import SpatialMemory
-from model.generation.memory_branch import MemoryBranch
 from model.baselines.kinds import load_memory, make_memory, point_stride
-from model.generation.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.eval.scenes import SceneRenderer
+from model.generation.backbone import Backbone, BackboneConfig
+from model.generation.memory_branch import MemoryBranch
+from model.generation.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.generation.stack import load_generation_stack
+from model.geometry.camera import validate_poses
+from model.memory.base import SpatialMemory
+from model.memory.masks import SemanticSkySegmenter
 
 
 class GenerationSignals(QObject):
@@ -100,7 +100,9 @@ class GenerationWorker(GenerationSignals):
         job = self._mailbox.take()
         if job is not None:
             try:
-                self._guarded(self._run_segment, f"Generating segment {self._pipe.segments_done if self._pipe else 0}", job)
+                self._guarded(
+                    self._run_segment, f"Generating segment {self._pipe.segments_done if self._pipe else 0}", job
+                )
             finally:
                 self._mailbox.done()
         self._maybe_idle()
@@ -124,7 +126,9 @@ class GenerationWorker(GenerationSignals):
 
     # ---- requests --------------------------------------------------------------------------
 
-    def load_backbone(self, backbone_config: BackboneConfig, pipeline_config: PipelineConfig, settings: GenerationSettings | None) -> None:
+    def load_backbone(
+        self, backbone_config: BackboneConfig, pipeline_config: PipelineConfig, settings: GenerationSettings | None
+    ) -> None:
         """Load (or replace) the model and its memory weights; a scene that was open is reopened with it."""
         self._backbone = self._pipe = self._branch = self._sky = None
         if torch.cuda.is_available():
@@ -132,8 +136,11 @@ class GenerationWorker(GenerationSignals):
         self._settings = settings or GenerationSettings()
         height, width = self._settings.size(backbone_config.backend)
         backbone, self._branch = load_generation_stack(
-            backbone_config, self._settings.memory_weights, (height, width),
-            mode=pipeline_config.mode, on_status=self.status.emit,
+            backbone_config,
+            self._settings.memory_weights,
+            (height, width),
+            mode=pipeline_config.mode,
+            on_status=self.status.emit,
         )
         self._backbone, self._config = backbone, pipeline_config
         self.backbone_ready.emit(backbone.describe())
@@ -164,7 +171,12 @@ class GenerationWorker(GenerationSignals):
         height, width = self._settings.size(backbone.config.backend)
         self.status.emit(f"Opening {path} at {width}x{height}…")
         inputs = photo_inputs(
-            path, height, width, backbone.device, depth_path=depth_path, depth_model=self._settings.depth_model,
+            path,
+            height,
+            width,
+            backbone.device,
+            depth_path=depth_path,
+            depth_model=self._settings.depth_model,
             warn=self._warn,
         )
         self._start_scene(inputs, partial(self.open_image, path, depth_path))
@@ -188,12 +200,22 @@ class GenerationWorker(GenerationSignals):
         self._poses_by_frame = {0: start.numpy()}
         self._last_pose = start
         stats = pipe.memory.stats()
-        self.scene_ready.emit(SceneInfo(
-            image=inputs.image.copy(), K=inputs.K.numpy().copy(), start_w2c=start.numpy().copy(), depth=inputs.depth.numpy().copy(),
-            source=inputs.source, depth_source=inputs.depth_source.name, k_source=inputs.k_source,
-            prior_depth=inputs.depth_source.name.startswith("prior"),
-            segments_done=0, points=stats.points, bytes=stats.bytes, latent_stride=self._stride(),
-        ))
+        self.scene_ready.emit(
+            SceneInfo(
+                image=inputs.image.copy(),
+                K=inputs.K.numpy().copy(),
+                start_w2c=start.numpy().copy(),
+                depth=inputs.depth.numpy().copy(),
+                source=inputs.source,
+                depth_source=inputs.depth_source.name,
+                k_source=inputs.k_source,
+                prior_depth=inputs.depth_source.name.startswith("prior"),
+                segments_done=0,
+                points=stats.points,
+                bytes=stats.bytes,
+                latent_stride=self._stride(),
+            )
+        )
         self._emit_snapshot("scene")
         self.status.emit(f"Scene ready: {inputs.source}; memory {stats.points} points")
 
@@ -223,12 +245,22 @@ class GenerationWorker(GenerationSignals):
         last = torch.from_numpy(session.w2c[-1][-1].copy())
         self._last_pose = last
         stats = pipe.memory.stats()
-        self.scene_ready.emit(SceneInfo(
-            image=session.last_frame.copy(), K=session.K.copy(), start_w2c=last.numpy().copy(), depth=None,
-            source=f"session:{folder}", depth_source=inputs.depth_source.name, k_source="session",
-            prior_depth=inputs.depth_source.name.startswith("prior"),
-            segments_done=session.segments_done, points=stats.points, bytes=stats.bytes, latent_stride=self._stride(),
-        ))
+        self.scene_ready.emit(
+            SceneInfo(
+                image=session.last_frame.copy(),
+                K=session.K.copy(),
+                start_w2c=last.numpy().copy(),
+                depth=None,
+                source=f"session:{folder}",
+                depth_source=inputs.depth_source.name,
+                k_source="session",
+                prior_depth=inputs.depth_source.name.startswith("prior"),
+                segments_done=session.segments_done,
+                points=stats.points,
+                bytes=stats.bytes,
+                latent_stride=self._stride(),
+            )
+        )
         self._emit_snapshot("loaded")
         self.status.emit(f"Continuing {folder} after {session.segments_done} segments; memory {stats.points} points")
 
@@ -251,7 +283,12 @@ class GenerationWorker(GenerationSignals):
         self.status.emit(f"Generating segment {index + 1}…")
         should_cancel = lambda: job.cancel.is_set() or self._closing.is_set()  # noqa: E731
         try:
-            result = pipe.run_segment(poses, self._inputs.depth_source, on_step=lambda s, i, n: self.step_progress.emit(s, i, n), should_cancel=should_cancel)
+            result = pipe.run_segment(
+                poses,
+                self._inputs.depth_source,
+                on_step=lambda s, i, n: self.step_progress.emit(s, i, n),
+                should_cancel=should_cancel,
+            )
         except GenerationCancelled:
             self.cancelled.emit(index)
             self.status.emit(f"Segment {index + 1} cancelled; the memory is unchanged")
@@ -267,11 +304,19 @@ class GenerationWorker(GenerationSignals):
             except Exception as exc:  # noqa: BLE001 - the segment itself is fine; only the recording stops
                 recorder, self._recorder = self._recorder, None
                 recorder.abort()
-                kept = f"The folder keeps the {recorder.segments} segment(s) recorded before." if recorder.segments else "The folder is unchanged."
-                self.failed.emit("Recording stopped", f"Adding segment {index + 1} to the recording failed: {exc}\n\n{kept}")
+                kept = (
+                    f"The folder keeps the {recorder.segments} segment(s) recorded before."
+                    if recorder.segments
+                    else "The folder is unchanged."
+                )
+                self.failed.emit(
+                    "Recording stopped", f"Adding segment {index + 1} to the recording failed: {exc}\n\n{kept}"
+                )
         self.segment_ready.emit(result)
         self._emit_snapshot("segment")
-        self.status.emit(f"Segment {index + 1} done in {result.timings['total']:.1f} s; memory {result.memory_points} points")
+        self.status.emit(
+            f"Segment {index + 1} done in {result.timings['total']:.1f} s; memory {result.memory_points} points"
+        )
 
     def start_recording(self, folder: str, fps: float) -> None:
         """Record every following segment into a session folder."""
@@ -281,9 +326,20 @@ class GenerationWorker(GenerationSignals):
         recorder = SessionRecorder(folder, fps)
         height, width = pipe.frame_hw
         recorder.start(
-            width=width, height=height, K=pipe.K, start_w2c=self._last_pose, source=self._inputs.source, prompt=self._settings.prompt,
-            seed=pipe.config.seed, model=pipe.describe(), first_segment=pipe.segments_done,
-            settings={"backbone": asdict(self._backbone.config), "pipeline": asdict(pipe.config), "generation": asdict(self._settings)},
+            width=width,
+            height=height,
+            K=pipe.K,
+            start_w2c=self._last_pose,
+            source=self._inputs.source,
+            prompt=self._settings.prompt,
+            seed=pipe.config.seed,
+            model=pipe.describe(),
+            first_segment=pipe.segments_done,
+            settings={
+                "backbone": asdict(self._backbone.config),
+                "pipeline": asdict(pipe.config),
+                "generation": asdict(self._settings),
+            },
         )
         self._recorder = recorder
         self.status.emit(f"Recording to {folder}")
@@ -295,7 +351,9 @@ class GenerationWorker(GenerationSignals):
             raise ValueError("not recording")
         if not recorder.segments:  # news, not an error: nothing to save
             recorder.abort()
-            self.status.emit(f"Recording stopped: nothing was recorded (no segment was generated); {recorder.folder} is unchanged")
+            self.status.emit(
+                f"Recording stopped: nothing was recorded (no segment was generated); {recorder.folder} is unchanged"
+            )
             return
         folder = recorder.finish()
         self.recording_saved.emit(str(folder))
@@ -318,7 +376,9 @@ class GenerationWorker(GenerationSignals):
 
     def _emit_snapshot(self, reason: str) -> None:
         pipe = self._require_pipe()
-        self.memory_changed.emit(snapshot_memory(pipe.memory, reason, pipe.segments_done, self._poses_by_frame, pipe.K, self._stride()))
+        self.memory_changed.emit(
+            snapshot_memory(pipe.memory, reason, pipe.segments_done, self._poses_by_frame, pipe.K, self._stride())
+        )
 
     def _stride(self) -> int:
         return point_stride(self._config.memory_kind, self._require_backbone().vae)

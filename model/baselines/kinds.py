@@ -16,10 +16,10 @@ import os
 
 import torch
 
-from model.memory.latent import LatentSpatialMemory
-from model.memory.base import MEMORY_KINDS, MemoryConfig, SpatialMemory
 from model.baselines.rgb_memory import RGBPointCloudMemory
 from model.generation.vae import VideoVAE
+from model.memory.base import MEMORY_KINDS, MemoryConfig, SpatialMemory
+from model.memory.latent import LatentSpatialMemory
 
 
 def _check_kind(kind: str) -> None:

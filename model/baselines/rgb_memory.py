@@ -71,12 +71,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.generation.vae import VideoVAE
 from model.geometry.camera import gl_projection, invert_pose, scale_intrinsics, unproject_depth, validate_intrinsics
 from model.io.frames import frames_to_tensor
-from model.memory.latent import TensorRows, deduplicate, seen_at_depth
 from model.memory.base import Layout, MemoryConfig, PointMemory, Readout, WriteBatch, check_cameras
+from model.memory.latent import TensorRows, deduplicate, seen_at_depth
 from model.render.offscreen_gl import OffscreenGL
-from model.generation.vae import VideoVAE
 
 #: A latent cell is visible when at least this share of its pixels is covered by splats.
 VISIBLE_COVERAGE = 0.5
@@ -157,7 +157,9 @@ class PointRasterizer(OffscreenGL):
         self._count = 0
         self._key: object = None
 
-    def render(self, positions, colors, sizes, w2c, K, height: int, width: int, near: float, key: object = None) -> RenderedViews:
+    def render(
+        self, positions, colors, sizes, w2c, K, height: int, width: int, near: float, key: object = None
+    ) -> RenderedViews:
         """Rasterise points into ``F`` views.
 
         Args:
@@ -189,13 +191,19 @@ class PointRasterizer(OffscreenGL):
             for f in range(n_frames):
                 fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
                 self._program["u_w2c"].write(w2c[f].T.astype(np.float32).tobytes())  # GL is column-major
-                self._program["u_proj"].write(gl_projection(K[f], width, height, near, FAR_M).T.astype(np.float32).tobytes())
+                self._program["u_proj"].write(
+                    gl_projection(K[f], width, height, near, FAR_M).T.astype(np.float32).tobytes()
+                )
                 self._program["u_focal"].value = float(max(K[f, 0, 0], K[f, 1, 1]))
                 self._vao.render(moderngl.POINTS, vertices=self._count)
                 # GL rows start at the bottom
                 rgb[f] = np.frombuffer(fbo.read(components=3, attachment=0), np.uint8).reshape(height, width, 3)[::-1]
-                depth[f] = np.frombuffer(fbo.read(components=1, attachment=1, dtype="f4"), np.float32).reshape(height, width)[::-1]
-                ids = np.frombuffer(fbo.read(components=1, attachment=2, dtype="i4"), np.int32).reshape(height, width)[::-1]
+                depth[f] = np.frombuffer(fbo.read(components=1, attachment=1, dtype="f4"), np.float32).reshape(
+                    height, width
+                )[::-1]
+                ids = np.frombuffer(fbo.read(components=1, attachment=2, dtype="i4"), np.int32).reshape(height, width)[
+                    ::-1
+                ]
                 index[f] = np.where(depth[f] > 0, ids, -1)
         return RenderedViews(torch.from_numpy(rgb), torch.from_numpy(depth), torch.from_numpy(index))
 
@@ -213,7 +221,11 @@ class PointRasterizer(OffscreenGL):
             sizes.detach().cpu().numpy().astype(np.float16, copy=False),
         )
         self._buffers = [self._ctx.buffer(np.ascontiguousarray(a).tobytes()) for a in arrays]
-        layout = [(self._buffers[0], "3f", "in_pos"), (self._buffers[1], "3f1", "in_col"), (self._buffers[2], "f2", "in_size")]
+        layout = [
+            (self._buffers[0], "3f", "in_pos"),
+            (self._buffers[1], "3f1", "in_col"),
+            (self._buffers[2], "f2", "in_size"),
+        ]
         self._vao = self._ctx.vertex_array(self._program, layout)
 
     def _release_points(self) -> None:
@@ -248,7 +260,6 @@ class _RGBPoints(namedtuple("_RGBPoints", "positions colors sizes segments frame
     and frames int32."""
 
     __slots__ = ()
-
 
 
 @dataclass
@@ -288,7 +299,9 @@ class RGBPointCloudMemory(PointMemory):
     FRAMES_REQUIRED = True
     features = None  # the cloud stores colours, not latent features
 
-    def __init__(self, config: MemoryConfig | None = None, device: str | torch.device = "cpu", vae: VideoVAE | None = None) -> None:
+    def __init__(
+        self, config: MemoryConfig | None = None, device: str | torch.device = "cpu", vae: VideoVAE | None = None
+    ) -> None:
         self.vae = vae
         self.last_readout = _Timings()
         super().__init__(config, device)
@@ -343,7 +356,9 @@ class RGBPointCloudMemory(PointMemory):
         return self._render(self._points(), w2c, K, height, width, key=(self._version,))
 
     def _render(self, points: _RGBPoints, w2c, K, height: int, width: int, key=None) -> RenderedViews:
-        return shared_rasterizer_render(points.positions, points.colors, points.sizes, w2c, K, height, width, self.config.near, key=key)
+        return shared_rasterizer_render(
+            points.positions, points.colors, points.sizes, w2c, K, height, width, self.config.near, key=key
+        )
 
     # ---- writing -------------------------------------------------------------------------
 
@@ -356,7 +371,9 @@ class RGBPointCloudMemory(PointMemory):
         write = valid & batch.keep_at(H, W)
         depth = torch.where(valid, depth, torch.inf)
         w2c64 = batch.w2c.to(torch.float64)
-        points = unproject_depth(torch.where(valid, depth, 1.0).to(torch.float64), K.to(torch.float64), invert_pose(w2c64)).to(torch.float32)
+        points = unproject_depth(
+            torch.where(valid, depth, 1.0).to(torch.float64), K.to(torch.float64), invert_pose(w2c64)
+        ).to(torch.float32)
         focal = torch.minimum(K[..., 0, 0], K[..., 1, 1]).to(torch.float32).expand(n_frames)
         sizes = torch.where(valid, depth, 0.0) / focal[:, None, None]
         if self.config.dedup == "voxel":
@@ -418,7 +435,9 @@ class RGBPointCloudMemory(PointMemory):
         views = self.render(w2c, K, H, W)
         rasterised = time.perf_counter()
         # 2. VAE-encode each rendered frame as a single image: one latent frame per target pose
-        latent = torch.cat([self.vae.encode(frames_to_tensor(frame, self.vae.device)) for frame in views.rgb]).to(self.device)
+        latent = torch.cat([self.vae.encode(frames_to_tensor(frame, self.vae.device)) for frame in views.rgb]).to(
+            self.device
+        )
         if self.vae.device.type == "cuda":
             torch.cuda.synchronize(self.vae.device)
         self.last_readout = _Timings(rasterised - start, time.perf_counter() - rasterised)

@@ -236,7 +236,9 @@ def mirrored_pairs(w2c, rot_tol_deg: float = 0.1, trans_tol_m: float = 1e-3) -> 
     return np.stack([i[keep], j[keep]], axis=1).astype(np.int64)
 
 
-def closed_loop_metrics(frames: np.ndarray, w2c, rot_tol_deg: float = 0.1, trans_tol_m: float = 1e-3, channels: str = "luma") -> dict:
+def closed_loop_metrics(
+    frames: np.ndarray, w2c, rot_tol_deg: float = 0.1, trans_tol_m: float = 1e-3, channels: str = "luma"
+) -> dict:
     """Closed-loop consistency of a video whose camera returns along its own path.
 
     * ``psnr_c`` / ``ssim_c``: the last frame at the start pose against frame 0 (the paper's
@@ -259,7 +261,15 @@ def closed_loop_metrics(frames: np.ndarray, w2c, rot_tol_deg: float = 0.1, trans
     if frames.ndim != 4 or len(frames) != len(w2c):
         raise ValueError(f"frames: expected [N,H,W,3] with N = {len(w2c)} poses, got shape {list(frames.shape)}")
     pairs = mirrored_pairs(w2c, rot_tol_deg, trans_tol_m)
-    per_pair = [{"i": int(i), "j": int(j), "psnr": psnr(frames[i], frames[j]), "ssim": ssim(frames[i], frames[j], channels=channels)} for i, j in pairs]
+    per_pair = [
+        {
+            "i": int(i),
+            "j": int(j),
+            "psnr": psnr(frames[i], frames[j]),
+            "ssim": ssim(frames[i], frames[j], channels=channels),
+        }
+        for i, j in pairs
+    ]
     rot_deg, dist = pose_distances(w2c)
     at_start = np.flatnonzero((rot_deg[0, 1:] < rot_tol_deg) & (dist[0, 1:] < trans_tol_m)) + 1
     ret = int(at_start.max()) if len(at_start) else None
@@ -279,7 +289,15 @@ def closed_loop_metrics(frames: np.ndarray, w2c, rot_tol_deg: float = 0.1, trans
 # --------------------------------------------------------------------------------------------
 
 
-def warp_with_depth(src: np.ndarray, depth_dst: np.ndarray, K, w2c_src, w2c_dst, depth_src: np.ndarray | None = None, occlusion_rel_tol: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+def warp_with_depth(
+    src: np.ndarray,
+    depth_dst: np.ndarray,
+    K,
+    w2c_src,
+    w2c_dst,
+    depth_src: np.ndarray | None = None,
+    occlusion_rel_tol: float = 0.05,
+) -> tuple[np.ndarray, np.ndarray]:
     """Backward-warp image ``src`` into the view ``dst`` with the destination's depth and known poses.
 
     Every destination pixel centre with a valid depth is lifted to the world
@@ -326,7 +344,9 @@ def warp_with_depth(src: np.ndarray, depth_dst: np.ndarray, K, w2c_src, w2c_dst,
     return warped, covered
 
 
-def reprojection_error(src: np.ndarray, dst: np.ndarray, depth_dst: np.ndarray, K, w2c_src, w2c_dst, depth_src: np.ndarray | None = None) -> dict:
+def reprojection_error(
+    src: np.ndarray, dst: np.ndarray, depth_dst: np.ndarray, K, w2c_src, w2c_dst, depth_src: np.ndarray | None = None
+) -> dict:
     """Photometric error of ``dst`` against ``src`` warped into ``dst``'s view (:func:`warp_with_depth`).
 
     Measures whether two frames agree with one 3D scene at their known poses: with exact depth an
@@ -410,7 +430,12 @@ def flow_fb_consistency(a: np.ndarray, b: np.ndarray, threshold_px: float = 1.0)
     back = cv2.remap(backward, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     err = np.linalg.norm(forward + back, axis=-1)[inside]
     if len(err) == 0:
-        return {"inconsistent_fraction": math.nan, "mean_fb_error_px": math.nan, "warp_mae": math.nan, "in_view_fraction": 0.0}
+        return {
+            "inconsistent_fraction": math.nan,
+            "mean_fb_error_px": math.nan,
+            "warp_mae": math.nan,
+            "in_view_fraction": 0.0,
+        }
     warped = cv2.remap(_grey(b).astype(np.float32), qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return {
         "inconsistent_fraction": float((err > threshold_px).mean()),
@@ -435,7 +460,9 @@ def _angle_between_deg(a: np.ndarray, b: np.ndarray) -> float:
     return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
 
 
-def relative_pose_error(a: np.ndarray, b: np.ndarray, K, w2c_a, w2c_b, min_matches: int = MIN_MATCHES, ransac_px: float = 0.5) -> dict:
+def relative_pose_error(
+    a: np.ndarray, b: np.ndarray, K, w2c_a, w2c_b, min_matches: int = MIN_MATCHES, ransac_px: float = 0.5
+) -> dict:
     """Camera error between two frames: the relative pose seen in the pixels vs the commanded one.
 
     ORB features (up to 2000, 8 levels of scale 1.2, FAST threshold 10, 15 px patches: small frames
@@ -462,7 +489,13 @@ def relative_pose_error(a: np.ndarray, b: np.ndarray, K, w2c_a, w2c_b, min_match
     K = np.asarray(K.numpy() if isinstance(K, torch.Tensor) else K, dtype=np.float64)
     rel = _poses(np.stack([np.asarray(w2c_b, dtype=np.float64), np.asarray(w2c_a, dtype=np.float64)]))
     rel = rel[0] @ np.linalg.inv(rel[1])
-    result = {"rotation_error_deg": math.nan, "translation_error_deg": math.nan, "matches": 0, "inliers": 0, "status": "too few matches"}
+    result = {
+        "rotation_error_deg": math.nan,
+        "translation_error_deg": math.nan,
+        "matches": 0,
+        "inliers": 0,
+        "status": "too few matches",
+    }
     orb = cv2.ORB_create(nfeatures=2000, scaleFactor=1.2, nlevels=8, edgeThreshold=15, patchSize=15, fastThreshold=10)
     kp_a, des_a = orb.detectAndCompute(ga, None)
     kp_b, des_b = orb.detectAndCompute(gb, None)
@@ -501,7 +534,9 @@ def _mean_of(rows: list[dict], key: str) -> float:
     return _nanmean([row[key] for row in rows])
 
 
-def video_metrics(frames: np.ndarray, w2c, K, stride: int = 4, depth: np.ndarray | None = None, reference: np.ndarray | None = None) -> dict:
+def video_metrics(
+    frames: np.ndarray, w2c, K, stride: int = 4, depth: np.ndarray | None = None, reference: np.ndarray | None = None
+) -> dict:
     """Every consistency metric of this module on one video with known poses.
 
     * ``closed_loop``: :func:`closed_loop_metrics` (without the per-pair list).
@@ -528,7 +563,9 @@ def video_metrics(frames: np.ndarray, w2c, K, stride: int = 4, depth: np.ndarray
     w2c = _poses(w2c)
     n = len(frames)
     if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8 or n != len(w2c):
-        raise ValueError(f"frames: expected uint8 [N,H,W,3] with N = {len(w2c)} poses, got {frames.dtype} {list(frames.shape)}")
+        raise ValueError(
+            f"frames: expected uint8 [N,H,W,3] with N = {len(w2c)} poses, got {frames.dtype} {list(frames.shape)}"
+        )
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
     K = np.asarray(K.numpy() if isinstance(K, torch.Tensor) else K, dtype=np.float64)
@@ -540,7 +577,12 @@ def video_metrics(frames: np.ndarray, w2c, K, stride: int = 4, depth: np.ndarray
     out = {
         "frames": n,
         "closed_loop": loop,
-        "flow": {"pairs": len(flows), "inconsistent_fraction": _mean_of(flows, "inconsistent_fraction"), "mean_fb_error_px": _mean_of(flows, "mean_fb_error_px"), "warp_mae": _mean_of(flows, "warp_mae")},
+        "flow": {
+            "pairs": len(flows),
+            "inconsistent_fraction": _mean_of(flows, "inconsistent_fraction"),
+            "mean_fb_error_px": _mean_of(flows, "mean_fb_error_px"),
+            "warp_mae": _mean_of(flows, "warp_mae"),
+        },
         "camera": {
             "stride": stride,
             "pairs": len(cams),
@@ -555,9 +597,17 @@ def video_metrics(frames: np.ndarray, w2c, K, stride: int = 4, depth: np.ndarray
         if depth.shape != frames.shape[:3]:
             raise ValueError(f"depth: expected {list(frames.shape[:3])}, got {list(depth.shape)}")
         local = [reprojection_error(frames[i], frames[j], depth[j], K, w2c[i], w2c[j], depth[i]) for i, j in pairs]
-        start = [reprojection_error(frames[0], frames[j], depth[j], K, w2c[0], w2c[j], depth[0]) for j in range(stride, n, stride)]
+        start = [
+            reprojection_error(frames[0], frames[j], depth[j], K, w2c[0], w2c[j], depth[0])
+            for j in range(stride, n, stride)
+        ]
         out["reprojection"] = {
-            key: {"pairs": len(rows), "mae": _mean_of(rows, "mae"), "psnr": mean_psnr([r["psnr"] for r in rows]), "coverage": _mean_of(rows, "coverage")}
+            key: {
+                "pairs": len(rows),
+                "mae": _mean_of(rows, "mae"),
+                "psnr": mean_psnr([r["psnr"] for r in rows]),
+                "coverage": _mean_of(rows, "coverage"),
+            }
             for key, rows in (("stride", local), ("from_start", start))
         }
     if reference is not None:

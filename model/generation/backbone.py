@@ -46,11 +46,11 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, Wa
 from diffusers.hooks import apply_group_offloading
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderModel
 
-from model.io.folders import FolderCheck
 from model.generation.patch_vae import PatchVAE
 from model.generation.profiles import DEFAULT_BACKEND, WAN22_LATENT_CHANNELS, profile
 from model.generation.tiny import seeded, tiny_text_encoder, tiny_tokenizer, tiny_transformer, tiny_wan_vae, wan22_vae
 from model.generation.vae import VideoVAE, check_frames, check_latents
+from model.io.folders import FolderCheck
 
 OFFLOADS = ("none", "model", "group")
 TINY_VAES = ("patch", "wan", "wan-full")
@@ -486,9 +486,7 @@ def load_backbone(
     return backbone
 
 
-def _load_wan_parts(
-    config: BackboneConfig, dtype: torch.dtype, device: torch.device, status: StatusCallback
-) -> _Parts:
+def _load_wan_parts(config: BackboneConfig, dtype: torch.dtype, device: torch.device, status: StatusCallback) -> _Parts:
     """Read Wan2.2-TI2V-5B from ``config.model_dir`` (validated first) onto the CPU."""
     status("Checking model folder…")
     root = validate_wan_folder(config.model_dir)

@@ -111,7 +111,9 @@ class DepthEstimator(ABC):
         depth, fov_y_deg = self._estimate(images)
         depth = sanitize_depth(depth)
         if tuple(depth.shape) != tuple(images.shape[:3]):
-            raise RuntimeError(f"{self.name}: returned depth of shape {list(depth.shape)} for images {list(images.shape)}")
+            raise RuntimeError(
+                f"{self.name}: returned depth of shape {list(depth.shape)} for images {list(images.shape)}"
+            )
         return DepthEstimate(depth, fov_y_deg, self.name, self.is_prior)
 
     def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -186,7 +188,13 @@ class TransformersDepthEstimator(DepthEstimator):
             or unknown model, or a processor that needs a package that is not installed.
     """
 
-    def __init__(self, model_dir: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, batch_size: int = 4) -> None:
+    def __init__(
+        self,
+        model_dir: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = 4,
+    ) -> None:
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForDepthEstimation
 
         folder = check_model_folder(model_dir, "depth model")
@@ -195,10 +203,14 @@ class TransformersDepthEstimator(DepthEstimator):
         config = _load_hf(folder, "depth model config", AutoConfig)
         kind = depth_output_kind(config)
         if kind != "metric":
-            raise ModelFolderError(folder, "depth model", [
-                f"{config.model_type!r} model predicts {kind} depth, but metric depth in metres is needed. "
-                "Use a metric model: Depth Anything V2 Metric (depth_estimation_type='metric'), Depth Pro, ZoeDepth or GLPN."
-            ])
+            raise ModelFolderError(
+                folder,
+                "depth model",
+                [
+                    f"{config.model_type!r} model predicts {kind} depth, but metric depth in metres is needed. "
+                    "Use a metric model: Depth Anything V2 Metric (depth_estimation_type='metric'), Depth Pro, ZoeDepth or GLPN."
+                ],
+            )
         self.processor = _load_hf(folder, "image processor", AutoImageProcessor)
         model = _load_hf(folder, "depth model", AutoModelForDepthEstimation, use_safetensors=True, dtype=dtype)
         self.model = model.to(device).eval()
@@ -253,7 +265,9 @@ class ExactDepth(DepthEstimator):
         name: shown in logs and the UI.
     """
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], fov_y_deg: float | None = None, name: str = "exact") -> None:
+    def __init__(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], fov_y_deg: float | None = None, name: str = "exact"
+    ) -> None:
         self.fn = fn
         self.fov_y_deg = fov_y_deg
         self.name = name
@@ -278,7 +292,12 @@ class PriorDepth(DepthEstimator):
 
     is_prior = True
 
-    def __init__(self, fov_y_deg: float | None = None, eye_height_m: float = PRIOR_EYE_HEIGHT_M, backdrop_m: float = PRIOR_BACKDROP_M) -> None:
+    def __init__(
+        self,
+        fov_y_deg: float | None = None,
+        eye_height_m: float = PRIOR_EYE_HEIGHT_M,
+        backdrop_m: float = PRIOR_BACKDROP_M,
+    ) -> None:
         if not (eye_height_m > 0 and backdrop_m > 0):
             raise ValueError(f"eye_height_m and backdrop_m must be positive, got {eye_height_m}, {backdrop_m}")
         self.fov_y_deg = fov_y_deg
@@ -328,7 +347,9 @@ def load_depth_for_photo(
     depth = load_depth_file(path)
     src_h, src_w = depth.shape
     if photo_size is not None and abs((src_w / src_h) / (photo_size[1] / photo_size[0]) - 1.0) > 0.01:
-        raise ValueError(f"{path}: depth map is {src_w}x{src_h}, which does not have the aspect ratio of the {photo_size[1]}x{photo_size[0]} photo")
+        raise ValueError(
+            f"{path}: depth map is {src_w}x{src_h}, which does not have the aspect ratio of the {photo_size[1]}x{photo_size[0]} photo"
+        )
     x0, y0, x1, y1 = center_crop_box((src_h, src_w), (height, width))
     cols = np.clip(np.floor(x0 + (np.arange(width) + 0.5) * (x1 - x0) / width).astype(np.int64), 0, src_w - 1)
     rows = np.clip(np.floor(y0 + (np.arange(height) + 0.5) * (y1 - y0) / height).astype(np.int64), 0, src_h - 1)
@@ -343,7 +364,9 @@ def load_depth_for_photo(
 def default_intrinsics(width: int, height: int) -> torch.Tensor:
     """``[3, 3]`` float64 pixel intrinsics of the default camera: :data:`DEFAULT_FOV_LONG_SIDE_DEG`
     across the longer side, square pixels, principal point at the centre."""
-    return intrinsics_from_fov(_fov_y_from_focal(_focal_from_long_side_fov(DEFAULT_FOV_LONG_SIDE_DEG, width, height), height), width, height)
+    return intrinsics_from_fov(
+        _fov_y_from_focal(_focal_from_long_side_fov(DEFAULT_FOV_LONG_SIDE_DEG, width, height), height), width, height
+    )
 
 
 def _focal_from_long_side_fov(fov_deg: float, width: int, height: int) -> float:
@@ -386,7 +409,9 @@ def resolve_intrinsics(
         return validate_intrinsics(torch.as_tensor(given_K, dtype=torch.float64), "given K").clone(), "given"
     depth_focal = None
     if depth_fov_y_deg is not None:
-        depth_focal = 0.5 * height / math.tan(math.radians(depth_fov_y_deg) / 2.0) if 0 < depth_fov_y_deg < 180 else math.nan
+        depth_focal = (
+            0.5 * height / math.tan(math.radians(depth_fov_y_deg) / 2.0) if 0 < depth_fov_y_deg < 180 else math.nan
+        )
     for source, focal in (("exif", exif_focal_px), ("depth-model", depth_focal)):
         if focal is None:
             continue

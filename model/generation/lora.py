@@ -36,11 +36,17 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict
 from torch import nn
 
-from model.io.atomic import atomic_dir, write_json_atomic
 from model.generation.backbone import BackboneConfig, tiny_sizes_for
-from model.io.formats import read_json_object
-from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings, backbone_summary, check_backbone
+from model.generation.memory_branch import (
+    MemoryBranch,
+    MemoryBranchConfig,
+    ReadoutSettings,
+    backbone_summary,
+    check_backbone,
+)
 from model.generation.profiles import profile
+from model.io.atomic import atomic_dir, write_json_atomic
+from model.io.formats import read_json_object
 
 #: Self-attention projections of every block (the attn1 prefix keeps attn2 out).
 SELF_ATTENTION_TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
@@ -221,7 +227,9 @@ def load_memory_weights(
     if settings is not None and not has_lora:
         raise FileNotFoundError(f"{folder / LORA_FILE}: missing ({manifest_path} lists LoRA settings)")
     if settings is None and has_lora:
-        raise ValueError(f"{folder / LORA_FILE}: present, but {manifest_path} says the folder is branch-only (lora null)")
+        raise ValueError(
+            f"{folder / LORA_FILE}: present, but {manifest_path} says the folder is branch-only (lora null)"
+        )
     if adapter_name in (getattr(transformer, "peft_config", None) or {}):
         raise ValueError(f"the transformer already has a LoRA adapter named {adapter_name!r}")
     branch = MemoryBranch.load(folder / BRANCH_FILE, transformer)
@@ -290,14 +298,15 @@ def _read_manifest(
         raise ValueError(f"{path}: bad entry ({e})") from e
     check_backbone(backbone, transformer, str(path))
     if readout is None:
-        warnings.warn(f"{path}: format version 1 does not record the readout settings the weights were trained with; "
-                      "any memory is accepted", stacklevel=3)
+        warnings.warn(
+            f"{path}: format version 1 does not record the readout settings the weights were trained with; "
+            "any memory is accepted",
+            stacklevel=3,
+        )
     return branch_config, settings, readout
 
 
-def _read_lora(
-    path: Path, transformer: nn.Module, settings: LoraSettings
-) -> tuple[dict[str, torch.Tensor], dict]:
+def _read_lora(path: Path, transformer: nn.Module, settings: LoraSettings) -> tuple[dict[str, torch.Tensor], dict]:
     """Read the LoRA file through ``WanLoraLoaderMixin.lora_state_dict`` and check it fully.
 
     Returns:

@@ -73,8 +73,8 @@ from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
 from model.io.formats import check_tensors, read_versioned, write_versioned
-from model.memory.latent import LatentSpatialMemory
 from model.memory.base import MemoryConfig
+from model.memory.latent import LatentSpatialMemory
 
 #: ``format`` entry in the safetensors metadata of a branch file.
 BRANCH_FORMAT = "mirage-memory-branch"
@@ -134,7 +134,8 @@ class ReadoutSettings:
         """``"<field> <other value> (trained: <own value>)"`` for each field where ``other`` differs."""
         return [
             f"{name} {value!r} (trained: {getattr(self, name)!r})"
-            for name, value in asdict(other).items() if value != getattr(self, name)
+            for name, value in asdict(other).items()
+            if value != getattr(self, name)
         ]
 
 

@@ -30,13 +30,19 @@ import numpy as np
 import torch
 
 from model.generation.backbone import Backbone
-from model.geometry.camera import validate_intrinsics, validate_poses
 from model.generation.depth import DepthSource
-from model.io.frames import frames_to_tensor, tensor_to_frames
-from model.memory.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, SemanticSkySegmenter, dynamic_mask, write_masks
-from model.memory.latent import LatentSpatialMemory
-from model.memory.base import MEMORY_KINDS, MemoryConfig, SpatialMemory
 from model.generation.memory_branch import MemoryBranch
+from model.geometry.camera import validate_intrinsics, validate_poses
+from model.io.frames import frames_to_tensor, tensor_to_frames
+from model.memory.base import MEMORY_KINDS, MemoryConfig, SpatialMemory
+from model.memory.latent import LatentSpatialMemory
+from model.memory.masks import (
+    DEFAULT_DYNAMIC_THRESHOLD,
+    DEFAULT_SKY_FAR_M,
+    SemanticSkySegmenter,
+    dynamic_mask,
+    write_masks,
+)
 
 MODES = ("inpaint", "branch")
 WRITE_PATHS = ("latents", "reencode")
@@ -68,7 +74,9 @@ def check_memory_channels(memory: SpatialMemory, latent_channels: int, source: s
         ValueError: ``"<source>: channels: memory holds 16-channel features, the backbone's latent has 48"``.
     """
     if memory.channels not in (None, latent_channels):
-        raise ValueError(f"{source}: channels: memory holds {memory.channels}-channel features, the backbone's latent has {latent_channels}")
+        raise ValueError(
+            f"{source}: channels: memory holds {memory.channels}-channel features, the backbone's latent has {latent_channels}"
+        )
 
 
 class GenerationCancelled(Exception):
@@ -88,7 +96,9 @@ class PipelineConfig:
     sky_far_m: float = DEFAULT_SKY_FAR_M  # depth beyond which a cell is sky and never written, metres
     dynamic_threshold: float = DEFAULT_DYNAMIC_THRESHOLD  # change score above which a visible cell is dynamic
     memory: MemoryConfig = field(default_factory=MemoryConfig)  # memory settings (de-duplication, near plane)
-    memory_kind: str = "latent"  # "latent": LatentSpatialMemory; "rgb": the pixel-space RGB baseline (model.baselines.kinds)
+    memory_kind: str = (
+        "latent"  # "latent": LatentSpatialMemory; "rgb": the pixel-space RGB baseline (model.baselines.kinds)
+    )
 
     def __post_init__(self) -> None:
         if self.segment_frames < 5 or (self.segment_frames - 1) % 4:
@@ -161,15 +171,23 @@ class MiragePipeline:
         ...     show(segment.frames)
     """
 
-    def __init__(self, backbone: Backbone, config: PipelineConfig | None = None, branch: MemoryBranch | None = None,
-                 memory: SpatialMemory | None = None, sky: SemanticSkySegmenter | None = None) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        config: PipelineConfig | None = None,
+        branch: MemoryBranch | None = None,
+        memory: SpatialMemory | None = None,
+        sky: SemanticSkySegmenter | None = None,
+    ) -> None:
         self.backbone = backbone
         self.sky = sky
         self.config = config or PipelineConfig()
         check_branch_weights(self.config.mode, branch is not None)
         self.branch = branch
         if memory is None and self.config.memory_kind != LatentSpatialMemory.kind:
-            raise ValueError(f"memory_kind {self.config.memory_kind!r}: pass its memory (model.baselines.kinds.make_memory)")
+            raise ValueError(
+                f"memory_kind {self.config.memory_kind!r}: pass its memory (model.baselines.kinds.make_memory)"
+            )
         self.load_memory(LatentSpatialMemory(self.config.memory, backbone.device) if memory is None else memory)
         self.segments_done = 0
         self._last_frame: np.ndarray | None = None
@@ -179,7 +197,15 @@ class MiragePipeline:
 
     # ---- set-up --------------------------------------------------------------------------
 
-    def start(self, image: np.ndarray, depth: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor | None = None, prompt: str = "", keep=None) -> None:
+    def start(
+        self,
+        image: np.ndarray,
+        depth: torch.Tensor,
+        K: torch.Tensor,
+        w2c: torch.Tensor | None = None,
+        prompt: str = "",
+        keep=None,
+    ) -> None:
         """Reset the memory (keeping its kind and settings) and build it from the first frame.
 
         Args:
@@ -194,7 +220,9 @@ class MiragePipeline:
         if depth.shape != (height, width):
             raise ValueError(f"depth: expected [{height},{width}], got {list(depth.shape)}")
         K = validate_intrinsics(torch.as_tensor(K, dtype=torch.float64), "K")
-        w2c = validate_poses(torch.eye(4, dtype=torch.float64) if w2c is None else torch.as_tensor(w2c, dtype=torch.float64), "w2c")
+        w2c = validate_poses(
+            torch.eye(4, dtype=torch.float64) if w2c is None else torch.as_tensor(w2c, dtype=torch.float64), "w2c"
+        )
         latent = self.backbone.vae.encode(frames_to_tensor(image, self.backbone.device))[0]
         self.memory.initialize(latent, depth, K, w2c, keep=keep, image=torch.from_numpy(image.copy()))
         self._prompt_embeds = self.backbone.encode_prompt(prompt)
@@ -227,7 +255,9 @@ class MiragePipeline:
             self.branch.check_readout(memory, source)
         self.memory = memory.to(self.backbone.device)
 
-    def resume(self, last_frame: np.ndarray, K: torch.Tensor, prompt: str, memory: SpatialMemory, segments_done: int) -> None:
+    def resume(
+        self, last_frame: np.ndarray, K: torch.Tensor, prompt: str, memory: SpatialMemory, segments_done: int
+    ) -> None:
         """Continue a recorded session: the state :meth:`run_segment` needs, without re-encoding a photo.
 
         Args:
@@ -257,7 +287,9 @@ class MiragePipeline:
         """
         fixed = sorted({"mode", "segment_frames", "memory", "memory_kind"} & changes.keys())
         if fixed:
-            raise ValueError(f"{', '.join(fixed)} cannot change during a scene; open the scene again with the new setting")
+            raise ValueError(
+                f"{', '.join(fixed)} cannot change during a scene; open the scene again with the new setting"
+            )
         self.config = replace(self.config, **changes)  # validates in __post_init__
         if prompt is not None:
             self._prompt_embeds = self.backbone.encode_prompt(prompt)
@@ -320,10 +352,18 @@ class MiragePipeline:
         available = self.segment_count(len(w2c))
         segments = available if segments is None else segments
         if not 1 <= segments <= available:
-            raise ValueError(f"segments must be in 1..{available} for a trajectory of {len(w2c)} frames, got {segments}")
+            raise ValueError(
+                f"segments must be in 1..{available} for a trajectory of {len(w2c)} frames, got {segments}"
+            )
         stride = self.config.segment_frames - 1
         for s in range(segments):
-            yield self.run_segment(w2c[s * stride : s * stride + self.config.segment_frames], depth_source, on_step, should_cancel, user_mask)
+            yield self.run_segment(
+                w2c[s * stride : s * stride + self.config.segment_frames],
+                depth_source,
+                on_step,
+                should_cancel,
+                user_mask,
+            )
 
     def run_segment(
         self,
@@ -364,8 +404,17 @@ class MiragePipeline:
         with clock("depth"):
             depth = torch.as_tensor(depth_source(key_frames, key_poses[written], self._K), dtype=torch.float32)
         with clock("masks"):
-            write_latents = latents[written] if cfg.write_path == "latents" else vae.encode(frames_to_tensor(frames, device))[written]
-            moving = dynamic_mask(write_latents.cpu(), readout_latent[written].cpu(), readout.visible[written].cpu(), cfg.dynamic_threshold)
+            write_latents = (
+                latents[written]
+                if cfg.write_path == "latents"
+                else vae.encode(frames_to_tensor(frames, device))[written]
+            )
+            moving = dynamic_mask(
+                write_latents.cpu(),
+                readout_latent[written].cpu(),
+                readout.visible[written].cpu(),
+                cfg.dynamic_threshold,
+            )
             semantic_sky = None if self.sky is None else self.sky.segment(torch.from_numpy(key_frames))
             keep, labels = write_masks(
                 depth, (h, w), far_m=cfg.sky_far_m, semantic_sky=semantic_sky, dynamic=moving, user_mask=user_mask
@@ -373,14 +422,36 @@ class MiragePipeline:
         # 6. write back (all-or-nothing)
         frame_ids = self.segments_done * (cfg.segment_frames - 1) + np.arange(cfg.segment_frames)
         with clock("update"):
-            stats = self.memory.update(write_latents, depth, key_poses[written], self._K, keep=keep, labels=labels, frames=torch.from_numpy(key_frames), frame_ids=torch.as_tensor(frame_ids[::4][written]))
+            stats = self.memory.update(
+                write_latents,
+                depth,
+                key_poses[written],
+                self._K,
+                keep=keep,
+                labels=labels,
+                frames=torch.from_numpy(key_frames),
+                frame_ids=torch.as_tensor(frame_ids[::4][written]),
+            )
         timings["total"] = sum(timings.values())
-        result = SegmentResult(self.segments_done, frames, frame_ids, w2c, latents.cpu(), readout.visible.cpu(), labels.cpu(), timings, stats.points, stats.bytes)
+        result = SegmentResult(
+            self.segments_done,
+            frames,
+            frame_ids,
+            w2c,
+            latents.cpu(),
+            readout.visible.cpu(),
+            labels.cpu(),
+            timings,
+            stats.points,
+            stats.bytes,
+        )
         self._last_frame = frames[-1]
         self.segments_done += 1
         return result
 
-    def _denoise(self, first: torch.Tensor, readout: torch.Tensor, visible: torch.Tensor, on_step, should_cancel) -> torch.Tensor:
+    def _denoise(
+        self, first: torch.Tensor, readout: torch.Tensor, visible: torch.Tensor, on_step, should_cancel
+    ) -> torch.Tensor:
         """Denoise one segment's latents ``[F, C, h, w]`` (frame 0 clean and fixed)."""
         cfg, backbone = self.config, self.backbone
         n_latent = cfg.latent_frames
@@ -413,7 +484,10 @@ class MiragePipeline:
             timestep = token_mask * t.to(device, torch.float32)
             with condition, torch.no_grad():
                 velocity = backbone.transformer(
-                    hidden_states=model_input.to(dtype), timestep=timestep, encoder_hidden_states=self._prompt_embeds, return_dict=False
+                    hidden_states=model_input.to(dtype),
+                    timestep=timestep,
+                    encoder_hidden_states=self._prompt_embeds,
+                    return_dict=False,
                 )[0]
             latents = scheduler.step(velocity.float(), t, latents, return_dict=False)[0]
             if i < n_follow:  # RePaint-style: visible tokens follow the readout at the next noise level
@@ -432,7 +506,11 @@ class MiragePipeline:
 
     def describe(self) -> dict:
         """Settings for reports and session files."""
-        return {"pipeline": asdict(self.config), "backbone": self.backbone.describe(), "branch": self.branch is not None}
+        return {
+            "pipeline": asdict(self.config),
+            "backbone": self.backbone.describe(),
+            "branch": self.branch is not None,
+        }
 
 
 class _Reusable:

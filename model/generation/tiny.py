@@ -30,6 +30,7 @@ TINY_WORDS = (
     "walk walking fly flying move moving turn look camera view scene photo realistic cinematic"
 ).split()
 
+
 def seeded(seed: int, factory: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     """``factory()`` with torch's CPU RNG seeded to ``seed``; the caller's RNG state is left untouched."""
     with torch.random.fork_rng(devices=[]):

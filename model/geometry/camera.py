@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
 #: Tolerance on ``|det(R) - 1|`` and on ``R^T R = I`` for a matrix to count as a rotation.
 ROTATION_TOLERANCE = 1e-3
 #: Default near / far clipping distances of the GL renderers (:func:`gl_projection`), metres.
@@ -386,4 +385,3 @@ class Trajectory:
     @property
     def fov_y_deg(self) -> float:
         return fov_y_from_intrinsics(self.K, self.height)
-

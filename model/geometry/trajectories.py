@@ -20,8 +20,10 @@ from model.geometry.rotations import interpolate_rotation, rot_x, rot_y
 
 def _relative_path(rel_c2w: torch.Tensor, start_w2c: torch.Tensor | None) -> torch.Tensor:
     """Turn camera motions expressed in the start camera's frame (``[T,4,4]`` c2w) into world ``w2c``."""
-    start_c2w = torch.eye(4, dtype=torch.float64) if start_w2c is None else invert_pose(
-        validate_poses(torch.as_tensor(start_w2c, dtype=torch.float64), "start_w2c")
+    start_c2w = (
+        torch.eye(4, dtype=torch.float64)
+        if start_w2c is None
+        else invert_pose(validate_poses(torch.as_tensor(start_w2c, dtype=torch.float64), "start_w2c"))
     )
     return invert_pose(start_c2w @ rel_c2w)
 

@@ -172,8 +172,11 @@ class OutputSet:
             self._needed[device] = self._needed.get(device, 0) + int(size)
             free = shutil.disk_usage(existing).free
             if self._needed[device] > free:
-                raise OutputError(final, f"not enough free space: the outputs need about {_size(self._needed[device])} on the disk of "
-                                         f"{existing}, which has {_size(free)} free")
+                raise OutputError(
+                    final,
+                    f"not enough free space: the outputs need about {_size(self._needed[device])} on the disk of "
+                    f"{existing}, which has {_size(free)} free",
+                )
         self._outputs[_key(final)] = _Output(final, folder)
         sweep_orphans(final)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from model.io.atomic import write_json_atomic, write_text_atomic
 from model.geometry.camera import (
     CV_FROM_GL,
     Trajectory,
@@ -23,6 +22,7 @@ from model.geometry.camera import (
     validate_intrinsics,
     validate_poses,
 )
+from model.io.atomic import write_json_atomic, write_text_atomic
 from model.io.formats import json_kind, read_json_object
 
 #: Rotation tolerance for text files, whose matrices are often printed with few digits.
@@ -112,9 +112,13 @@ def read_re10k(path: str | os.PathLike) -> Re10kCameras:
         if not finite[bad].all():
             raise ValueError(f"{where}: column {int(torch.nonzero(~finite[bad])[0]) + 1}: NaN or Inf value")
         if not focal_ok[bad]:
-            raise ValueError(f"{where}: focal lengths fx, fy (columns 2-3) must be positive, got {values[bad, 1]:g}, {values[bad, 2]:g}")
+            raise ValueError(
+                f"{where}: focal lengths fx, fy (columns 2-3) must be positive, got {values[bad, 1]:g}, {values[bad, 2]:g}"
+            )
         raise ValueError(f"{where}: {pose_problem(w2c[bad], FILE_ROTATION_TOLERANCE)}")
-    return Re10kCameras(url=url, timestamps_us=torch.round(values[:, 0]).to(torch.int64), intrinsics=values[:, 1:5].clone(), w2c=w2c)
+    return Re10kCameras(
+        url=url, timestamps_us=torch.round(values[:, 0]).to(torch.int64), intrinsics=values[:, 1:5].clone(), w2c=w2c
+    )
 
 
 def _is_float(text: str) -> bool:
@@ -152,7 +156,11 @@ def write_re10k(
     for i in range(len(w2c)):
         intr = [K[i, 0, 0] / width, K[i, 1, 1] / height, K[i, 0, 2] / width, K[i, 1, 2] / height]
         mat = w2c[i, :3, :].reshape(-1).tolist()
-        rows.append(" ".join([str(int(timestamps_us[i]))] + [repr(float(v)) for v in intr] + ["0", "0"] + [repr(v) for v in mat]))
+        rows.append(
+            " ".join(
+                [str(int(timestamps_us[i]))] + [repr(float(v)) for v in intr] + ["0", "0"] + [repr(v) for v in mat]
+            )
+        )
     write_text_atomic(path, "\n".join(rows) + "\n")
 
 
@@ -169,7 +177,11 @@ def write_camera_path_json(path: str | os.PathLike, trajectory: Trajectory) -> N
     """
     K = trajectory.K
     frames = [
-        {"camera_to_world": c2w.reshape(-1).tolist(), "fov": trajectory.fov_y_deg, "aspect": trajectory.width / trajectory.height}
+        {
+            "camera_to_world": c2w.reshape(-1).tolist(),
+            "fov": trajectory.fov_y_deg,
+            "aspect": trajectory.width / trajectory.height,
+        }
         for c2w in trajectory.c2w
     ]
     write_json_atomic(
@@ -221,10 +233,16 @@ def read_camera_path_json(path: str | os.PathLike) -> Trajectory:
         try:
             mat = torch.tensor(mat, dtype=torch.float64).reshape(-1)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise ValueError(f"{path}: {field}.camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4): {exc}") from exc
+            raise ValueError(
+                f"{path}: {field}.camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4): {exc}"
+            ) from exc
         if mat.numel() not in (12, 16):
-            raise ValueError(f"{path}: {field}.camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4), got {mat.numel()}")
-        rows.append(mat if mat.numel() == 16 else torch.cat([mat, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)]))
+            raise ValueError(
+                f"{path}: {field}.camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4), got {mat.numel()}"
+            )
+        rows.append(
+            mat if mat.numel() == 16 else torch.cat([mat, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)])
+        )
     c2w = torch.stack(rows).reshape(-1, 4, 4)
     ok = rigid_mask(c2w)
     if not ok.all():

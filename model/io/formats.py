@@ -39,8 +39,13 @@ VERSION_KEYS = ("version", "format_version")
 Layout = dict[str, tuple[torch.dtype | None, tuple[int | str, ...]]]
 
 
-def write_versioned(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], format_name: str, version: int,
-                    entries: Mapping[str, object]) -> None:
+def write_versioned(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    format_name: str,
+    version: int,
+    entries: Mapping[str, object],
+) -> None:
     """Write ``tensors`` to a safetensors file atomically, with ``format_name``, ``version`` and each
     of ``entries`` (JSON-encoded) in its metadata.
 
@@ -58,8 +63,9 @@ def write_versioned(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]
             raise OSError(errno, os.strerror(errno) if errno else str(exc), str(path)) from exc
 
 
-def read_versioned(path: str | os.PathLike, format_name: str, version: int,
-                   entries: Sequence[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_versioned(
+    path: str | os.PathLike, format_name: str, version: int, entries: Sequence[str]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a file written by :func:`write_versioned`, checking its format name and version.
 
     Returns:

@@ -8,7 +8,9 @@ import torch
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
     """``[T, H, W, 3]`` (or ``[H, W, 3]``) uint8 RGB -> ``[T, 3, H, W]`` float32 in ``[-1, 1]``."""
-    frames = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.array(frames))  # copy: inputs may be read-only
+    frames = (
+        frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.array(frames))
+    )  # copy: inputs may be read-only
     if frames.dtype != torch.uint8 or frames.shape[-1] != 3 or frames.ndim not in (3, 4):
         raise ValueError(f"frames: expected uint8 [T,H,W,3] or [H,W,3], got {frames.dtype} {list(frames.shape)}")
     if frames.ndim == 3:

@@ -221,10 +221,14 @@ def _open_checked(path: Path, min_side: int) -> Image.Image:
     width, height = img.size
     if width * height > MAX_PIXELS:
         img.close()
-        raise ImageLoadError(f"{path}: image is too large ({width}x{height} = {width * height:,} pixels, limit {MAX_PIXELS:,})")
+        raise ImageLoadError(
+            f"{path}: image is too large ({width}x{height} = {width * height:,} pixels, limit {MAX_PIXELS:,})"
+        )
     if min(width, height) < min_side:
         img.close()
-        raise ImageLoadError(f"{path}: image is too small ({width}x{height}); the shorter side must be at least {min_side} px")
+        raise ImageLoadError(
+            f"{path}: image is too small ({width}x{height}); the shorter side must be at least {min_side} px"
+        )
     return img
 
 
@@ -312,6 +316,8 @@ def save_png(path: str | os.PathLike, image) -> None:
     ok_uint8 = array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (3, 4)))
     ok_uint16 = array.dtype == np.uint16 and array.ndim == 2
     if not (ok_uint8 or ok_uint16) or min(array.shape[:2]) == 0:
-        raise ValueError(f"{path}: expected uint8 [H,W], [H,W,3], [H,W,4] or uint16 [H,W], got {array.dtype} {list(array.shape)}")
+        raise ValueError(
+            f"{path}: expected uint8 [H,W], [H,W,3], [H,W,4] or uint16 [H,W], got {array.dtype} {list(array.shape)}"
+        )
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")

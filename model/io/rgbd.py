@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from model.io.atomic import atomic_path, write_json_atomic
 from model.geometry.camera import validate_poses
+from model.io.atomic import atomic_path, write_json_atomic
 from model.io.formats import read_json_object
 from model.io.images import load_image, save_png
 
@@ -165,7 +165,9 @@ def write_rgbd_folder(path: str | os.PathLike, view: RGBDView, depth_unit_m: flo
     """
     folder = Path(path)
     if view.depth.shape != view.image.shape[:2]:
-        raise ValueError(f"{folder}: depth shape {list(view.depth.shape)} does not match image {list(view.image.shape[:2])}")
+        raise ValueError(
+            f"{folder}: depth shape {list(view.depth.shape)} does not match image {list(view.image.shape[:2])}"
+        )
     K = np.asarray(view.K, dtype=np.float64)
     w2c = validate_poses(torch.as_tensor(view.w2c, dtype=torch.float64), "w2c").numpy()
     save_png(folder / IMAGE_FILE, view.image)
@@ -253,7 +255,14 @@ def _read_camera_json(path: Path) -> dict:
     if not isinstance(source, dict):
         raise ValueError(f"{path}: 'source' must be a JSON object")
     K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
-    return {"width": width, "height": height, "K": K, "w2c": _json_pose(data, path), "depth_unit_m": unit, "source": source}
+    return {
+        "width": width,
+        "height": height,
+        "K": K,
+        "w2c": _json_pose(data, path),
+        "depth_unit_m": unit,
+        "source": source,
+    }
 
 
 def _json_float(data: dict, key: str, path: Path) -> float:

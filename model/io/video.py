@@ -85,8 +85,15 @@ class Mp4Writer:
         ...     video.append(frame_uint8_hw3)
     """
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, metadata: dict | None = None,
-                 outputs: OutputSet | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        width: int,
+        height: int,
+        fps: float,
+        metadata: dict | None = None,
+        outputs: OutputSet | None = None,
+    ) -> None:
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(f"{path}: H.264 yuv420p needs even, positive frame sizes, got {width}x{height}")
         self.path, self.width, self.height = Path(path), width, height
@@ -94,16 +101,44 @@ class Mp4Writer:
         self._own = OutputSet() if outputs is None else None
         tmp = (outputs or self._own).reserve(self.path)
         params = ["-metadata", f"comment={json.dumps(metadata, separators=(',', ':'))}"] if metadata is not None else []
-        cmd = _ffmpeg_command([
-            "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(Fraction(fps).limit_denominator()),
-            "-i", "-", "-an", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(CRF), *params, "-movflags", "+faststart", str(tmp),
-        ])
+        cmd = _ffmpeg_command(
+            [
+                "-y",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "rgb24",
+                "-s",
+                f"{width}x{height}",
+                "-r",
+                str(Fraction(fps).limit_denominator()),
+                "-i",
+                "-",
+                "-an",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                "-crf",
+                str(CRF),
+                *params,
+                "-movflags",
+                "+faststart",
+                str(tmp),
+            ]
+        )
         self._ffmpeg: subprocess.Popen | None = None
         self._log: collections.deque[str] = collections.deque(maxlen=20)
         try:
             with signals_held():  # a signal must not strike between ffmpeg's start and our handle on it
                 # its own session: a Ctrl-C in the terminal reaches Python, which stops ffmpeg and removes the file
-                self._ffmpeg = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                self._ffmpeg = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
                 self._log_reader = threading.Thread(target=self._read_log, daemon=True)
                 self._log_reader.start()
         except BaseException as exc:
@@ -116,7 +151,9 @@ class Mp4Writer:
         """Add one frame: ``[height, width, 3]`` uint8 RGB."""
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3):
-            raise ValueError(f"{self.path}: expected uint8 frames of shape {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}")
+            raise ValueError(
+                f"{self.path}: expected uint8 frames of shape {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}"
+            )
         try:
             self._ffmpeg.stdin.write(np.ascontiguousarray(frame).tobytes())
         except OSError as exc:  # ffmpeg exited (a write error of its own, or killed)
@@ -191,8 +228,30 @@ def concat_mp4(parts: Sequence[Path], dst: Path, metadata: dict) -> None:
         comment = comment.replace(char, "\\" + char)
     meta.write_text(";FFMETADATA1\ncomment=" + comment + "\n", encoding="utf-8")
     try:
-        run_ffmpeg(["-y", "-f", "concat", "-safe", "0", "-i", str(listing), "-f", "ffmetadata", "-i", str(meta),
-                    "-map", "0", "-map_metadata", "1", "-c", "copy", "-movflags", "+faststart", str(dst)])
+        run_ffmpeg(
+            [
+                "-y",
+                "-f",
+                "concat",
+                "-safe",
+                "0",
+                "-i",
+                str(listing),
+                "-f",
+                "ffmetadata",
+                "-i",
+                str(meta),
+                "-map",
+                "0",
+                "-map_metadata",
+                "1",
+                "-c",
+                "copy",
+                "-movflags",
+                "+faststart",
+                str(dst),
+            ]
+        )
     except FfmpegError as exc:
         raise OutputError(dst, f"ffmpeg could not join the video: {exc}") from exc
     finally:
@@ -235,5 +294,11 @@ def read_mp4_metadata(path: str | os.PathLike) -> dict:
     """
     for line in run_ffmpeg(["-i", str(path), "-f", "ffmetadata", "-"]).splitlines():
         if line.startswith("comment="):
-            return json.loads(line[len("comment="):].replace("\\=", "=").replace("\\;", ";").replace("\\#", "#").replace("\\\\", "\\"))
+            return json.loads(
+                line[len("comment=") :]
+                .replace("\\=", "=")
+                .replace("\\;", ";")
+                .replace("\\#", "#")
+                .replace("\\\\", "\\")
+            )
     return {}

@@ -60,13 +60,17 @@ class CellLabel(IntEnum):
 class MemoryConfig:
     """Settings of a memory (the RGB memory ignores ``feature_dtype`` and ``depth_bin``)."""
 
-    dedup: str = "view"  # "view": a cell the memory already shows at that depth is a duplicate; "voxel": one point per voxel
+    dedup: str = (
+        "view"  # "view": a cell the memory already shows at that depth is a duplicate; "voxel": one point per voxel
+    )
     voxel_size: float = 0.05  # metres; voxel edge of the "voxel" de-duplication
     view_tolerance: float = 0.05  # "view" de-duplication: relative depth difference under which a cell counts as seen
     keep_observation: str = "first"  # de-duplication ("view" and "voxel"): a known place keeps its "first" observation or takes the "newest"
     feature_dtype: str = "float16"  # storage dtype of latent features: "float16" or "bfloat16"
     near: float = 0.05  # metres; points closer to the camera than this are never read out
-    depth_bin: float = 0.02  # max relative width of the z-buffer's log-spaced depth bins (1/64 used); ties go to the older point
+    depth_bin: float = (
+        0.02  # max relative width of the z-buffer's log-spaced depth bins (1/64 used); ties go to the older point
+    )
 
     def __post_init__(self) -> None:
         if not (self.voxel_size > 0):
@@ -150,15 +154,31 @@ class SpatialMemory(Protocol):
 
     def __len__(self) -> int: ...
 
-    def initialize(self, latent: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor,
-                   keep: torch.Tensor | None = None, image: torch.Tensor | None = None) -> None: ...
+    def initialize(
+        self,
+        latent: torch.Tensor,
+        depth: torch.Tensor,
+        K: torch.Tensor,
+        w2c: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        image: torch.Tensor | None = None,
+    ) -> None: ...
 
-    def update(self, latents: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor,
-               keep: torch.Tensor | None = None, labels: torch.Tensor | None = None, frames: torch.Tensor | None = None,
-               frame_ids: torch.Tensor | list[int] | None = None) -> MemoryStats: ...
+    def update(
+        self,
+        latents: torch.Tensor,
+        depth: torch.Tensor,
+        w2c: torch.Tensor,
+        K: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        frames: torch.Tensor | None = None,
+        frame_ids: torch.Tensor | list[int] | None = None,
+    ) -> MemoryStats: ...
 
-    def readout(self, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int,
-                image_hw: tuple[int, int] | None = None) -> Readout: ...
+    def readout(
+        self, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, image_hw: tuple[int, int] | None = None
+    ) -> Readout: ...
 
     def stats(self) -> MemoryStats: ...
 
@@ -240,9 +260,18 @@ def check_cameras(
 
 
 def check_write(
-    latents: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, keep: torch.Tensor | None,
-    labels: torch.Tensor | None, frames: torch.Tensor | None, frame_ids: torch.Tensor | list[int] | None,
-    *, device: torch.device, channels: int | None = None, frames_required: bool = False,
+    latents: torch.Tensor,
+    depth: torch.Tensor,
+    w2c: torch.Tensor,
+    K: torch.Tensor,
+    keep: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    frames: torch.Tensor | None,
+    frame_ids: torch.Tensor | list[int] | None,
+    *,
+    device: torch.device,
+    channels: int | None = None,
+    frames_required: bool = False,
 ) -> WriteBatch:
     """Validate and normalise the arguments of a memory write; changes nothing.
 
@@ -270,7 +299,9 @@ def check_write(
     if H < h or W < w:
         raise ValueError(f"depth: {[H, W]} is smaller than the latent grid {[h, w]}")
     if frames is None and frames_required:
-        raise ValueError("frames: this memory stores pixels; pass the decoded frames [T,H,W,3] uint8 (image [H,W,3] to initialize)")
+        raise ValueError(
+            "frames: this memory stores pixels; pass the decoded frames [T,H,W,3] uint8 (image [H,W,3] to initialize)"
+        )
     if frames is not None:
         frames = torch.as_tensor(frames).to(device)
         if frames.dtype != torch.uint8 or frames.shape != (n_frames, H, W, 3):
@@ -302,7 +333,14 @@ def check_write(
 # --------------------------------------------------------------------------------------------
 
 
-def write_memory_file(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], format_name: str, version: int, config: MemoryConfig, **fields: int) -> None:
+def write_memory_file(
+    path: str | os.PathLike,
+    tensors: Mapping[str, torch.Tensor],
+    format_name: str,
+    version: int,
+    config: MemoryConfig,
+    **fields: int,
+) -> None:
     """Write a memory's tensors to a safetensors file (atomically) with its format, version, config
     and integer ``fields`` in the metadata (:func:`model.io.formats.write_versioned`).
 
@@ -313,7 +351,9 @@ def write_memory_file(path: str | os.PathLike, tensors: Mapping[str, torch.Tenso
     write_versioned(path, tensors, format_name, version, entries)
 
 
-def read_memory_file(path: str | os.PathLike, format_name: str, version: int, fields: tuple[str, ...]) -> tuple[dict[str, torch.Tensor], MemoryConfig, dict[str, int]]:
+def read_memory_file(
+    path: str | os.PathLike, format_name: str, version: int, fields: tuple[str, ...]
+) -> tuple[dict[str, torch.Tensor], MemoryConfig, dict[str, int]]:
     """Read a file written by :func:`write_memory_file`, checking format, version, config and ``fields``.
 
     Returns:
@@ -413,8 +453,12 @@ class PointMemory(ABC):
         """Drop every point; the next write is segment 0."""
         self.next_segment = 0
         layout = self._layout(self.config, self._counters())
-        self._set_state({name: torch.zeros([0 if isinstance(d, str) else d for d in shape], dtype=dtype, device=self.device)
-                         for name, (dtype, shape) in layout.items()})
+        self._set_state(
+            {
+                name: torch.zeros([0 if isinstance(d, str) else d for d in shape], dtype=dtype, device=self.device)
+                for name, (dtype, shape) in layout.items()
+            }
+        )
 
     def stats(self) -> MemoryStats:
         """Points stored, bytes of every per-point tensor (position, payload, colour, provenance), and
@@ -435,8 +479,15 @@ class PointMemory(ABC):
 
     # ---- writing -------------------------------------------------------------------------
 
-    def initialize(self, latent: torch.Tensor, depth: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor,
-                   keep: torch.Tensor | None = None, image: torch.Tensor | None = None) -> None:
+    def initialize(
+        self,
+        latent: torch.Tensor,
+        depth: torch.Tensor,
+        K: torch.Tensor,
+        w2c: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        image: torch.Tensor | None = None,
+    ) -> None:
         """Reset the memory and write the first frame (segment 0). Nothing changes when a check fails.
 
         Args:
@@ -457,7 +508,16 @@ class PointMemory(ABC):
         keep = None if keep is None else torch.as_tensor(keep)[None]
         frames = None if image is None else torch.as_tensor(image)[None]
         batch = check_write(
-            latent[None], depth[None], w2c, K, keep, None, frames, None, device=self.device, frames_required=self.FRAMES_REQUIRED
+            latent[None],
+            depth[None],
+            w2c,
+            K,
+            keep,
+            None,
+            frames,
+            None,
+            device=self.device,
+            frames_required=self.FRAMES_REQUIRED,
         )
         self._reset()
         self._commit(batch)
@@ -494,8 +554,17 @@ class PointMemory(ABC):
             The stats after the write.
         """
         batch = check_write(
-            latents, depth, w2c, K, keep, labels, frames, frame_ids,
-            device=self.device, channels=self.channels if len(self) else None, frames_required=self.FRAMES_REQUIRED,
+            latents,
+            depth,
+            w2c,
+            K,
+            keep,
+            labels,
+            frames,
+            frame_ids,
+            device=self.device,
+            channels=self.channels if len(self) else None,
+            frames_required=self.FRAMES_REQUIRED,
         )
         return self._commit(batch)
 

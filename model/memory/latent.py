@@ -152,7 +152,13 @@ def depth_bin_shift(depth_bin: float) -> int:
 
 
 def zbuffer_project(
-    points: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, near: float = 0.05, depth_bin: float = 0.02,
+    points: torch.Tensor,
+    w2c: torch.Tensor,
+    K: torch.Tensor,
+    h: int,
+    w: int,
+    near: float = 0.05,
+    depth_bin: float = 0.02,
     points_t: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard z-buffer of a point set into ``F`` cameras at grid resolution.
@@ -204,6 +210,7 @@ def zbuffer_project(
     depth = (points[safe] * rot_z[:, None, :]).sum(-1) + w2c[:, 2, 3].to(device, torch.float32)[:, None]
     depth = torch.where(empty.view(n_frames, -1), 0.0, depth).view(n_frames, h, w)
     return index, depth
+
 
 # --------------------------------------------------------------------------------------------
 # The memory
@@ -272,7 +279,9 @@ def seen_at_depth(index: torch.Tensor, seen_depth: torch.Tensor, depth: torch.Te
     return (index >= 0) & ((seen_depth - depth).abs() <= tolerance * depth + depth_spread(depth))
 
 
-def merge_unseen(store: TensorRows, new: TensorRows, write: torch.Tensor, known: torch.Tensor, index: torch.Tensor, newest: bool) -> TensorRows:
+def merge_unseen(
+    store: TensorRows, new: TensorRows, write: torch.Tensor, known: torch.Tensor, index: torch.Tensor, newest: bool
+) -> TensorRows:
     """View de-duplication of one frame: append the written cells the memory does not know yet.
 
     Args:
@@ -294,8 +303,14 @@ KnownCells = Callable[[TensorRows, torch.Tensor, torch.Tensor, torch.Tensor], tu
 
 
 def deduplicate(
-    store: TensorRows, new: TensorRows, write: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor,
-    config: MemoryConfig, known: KnownCells,
+    store: TensorRows,
+    new: TensorRows,
+    write: torch.Tensor,
+    depth: torch.Tensor,
+    w2c: torch.Tensor,
+    K: torch.Tensor,
+    config: MemoryConfig,
+    known: KnownCells,
 ) -> TensorRows:
     """Merge one write into ``store`` by ``config.dedup`` (within the write and against the memory),
     keeping ``config.keep_observation``. Shared by every memory kind, on cells or pixels.
@@ -366,8 +381,15 @@ class LatentSpatialMemory(PointMemory):
         """
         positions = torch.as_tensor(positions)
         features = torch.as_tensor(features)
-        if positions.ndim != 2 or positions.shape[1] != 3 or features.ndim != 2 or features.shape[0] != positions.shape[0]:
-            raise ValueError(f"from_points: expected positions [N,3] and features [N,C], got {list(positions.shape)} and {list(features.shape)}")
+        if (
+            positions.ndim != 2
+            or positions.shape[1] != 3
+            or features.ndim != 2
+            or features.shape[0] != positions.shape[0]
+        ):
+            raise ValueError(
+                f"from_points: expected positions [N,3] and features [N,C], got {list(positions.shape)} and {list(features.shape)}"
+            )
         if not torch.isfinite(positions).all() or not torch.isfinite(features).all():
             raise ValueError("from_points: positions and features must be finite")
         memory = cls(config, device)
@@ -375,7 +397,11 @@ class LatentSpatialMemory(PointMemory):
         memory.channels, memory.next_segment = int(features.shape[1]), 1
         memory.positions = positions.to(memory.device, torch.float32).contiguous()
         memory.features = features.to(memory.device, memory.feature_dtype).contiguous()
-        memory.colors = (torch.full((n, 3), _DEFAULT_COLOR, dtype=torch.uint8) if colors is None else torch.as_tensor(colors, dtype=torch.uint8)).to(memory.device)
+        memory.colors = (
+            torch.full((n, 3), _DEFAULT_COLOR, dtype=torch.uint8)
+            if colors is None
+            else torch.as_tensor(colors, dtype=torch.uint8)
+        ).to(memory.device)
         memory.segments = torch.zeros(n, dtype=torch.int32, device=memory.device)
         memory.frames = torch.zeros(n, dtype=torch.int32, device=memory.device)
         return memory
@@ -457,7 +483,9 @@ class LatentSpatialMemory(PointMemory):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:data:`KnownCells` of the memory's own z-buffer at a writing camera."""
         h, w = depth.shape
-        index, seen_depth = zbuffer_project(store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin)
+        index, seen_depth = zbuffer_project(
+            store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin
+        )
         return seen_at_depth(index[0], seen_depth[0], depth, self.config.view_tolerance), index[0]
 
     # ---- reading -------------------------------------------------------------------------
@@ -481,7 +509,9 @@ class LatentSpatialMemory(PointMemory):
             raise ValueError(f"readout grid must be positive, got {h}x{w}")
         if image_hw is not None:
             K = scale_intrinsics(K, image_hw, (h, w))
-        index, depth = zbuffer_project(self.positions, w2c, K, h, w, self.config.near, self.config.depth_bin, self._positions_t())
+        index, depth = zbuffer_project(
+            self.positions, w2c, K, h, w, self.config.near, self.config.depth_bin, self._positions_t()
+        )
         visible = index >= 0
         n_frames, channels = w2c.shape[0], self.channels or 0
         if len(self):

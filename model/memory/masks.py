@@ -94,7 +94,9 @@ class SemanticSkySegmenter:
 
         folder = check_model_folder(model_dir, SKY_FOLDER)
         try:
-            self.processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+            self.processor = AutoImageProcessor.from_pretrained(
+                str(folder), local_files_only=True, trust_remote_code=False
+            )
             model = AutoModelForSemanticSegmentation.from_pretrained(
                 str(folder), local_files_only=True, trust_remote_code=False, use_safetensors=True
             )
@@ -180,7 +182,9 @@ def change_score(latents: torch.Tensor, readout: torch.Tensor, visible: torch.Te
     n_frames, channels, h, w = latents.shape
     neighbours = F.unfold(readout, 3, padding=1).view(n_frames, channels, 9, h, w)
     neighbour_visible = F.unfold(visible[:, None].to(torch.float32), 3, padding=1).view(n_frames, 9, h, w) > 0.5
-    match = torch.where(neighbour_visible, (latents[:, :, None] - neighbours).square().mean(dim=1).sqrt(), torch.inf).amin(dim=1)
+    match = torch.where(
+        neighbour_visible, (latents[:, :, None] - neighbours).square().mean(dim=1).sqrt(), torch.inf
+    ).amin(dim=1)
     weight = visible[:, None].to(torch.float32)
     readout_mean = F.avg_pool2d(readout * weight, 3, 1, 1) / F.avg_pool2d(weight, 3, 1, 1).clamp(min=1e-6)
     context = (F.avg_pool2d(latents, 3, 1, 1) - readout_mean).square().mean(dim=1).sqrt()
@@ -222,7 +226,11 @@ def dynamic_mask(
     Returns:
         ``[T, h, w]`` bool.
     """
-    latents, readout, visible = torch.as_tensor(latents), torch.as_tensor(readout), torch.as_tensor(visible).to(torch.bool)
+    latents, readout, visible = (
+        torch.as_tensor(latents),
+        torch.as_tensor(readout),
+        torch.as_tensor(visible).to(torch.bool),
+    )
     if latents.ndim != 4 or readout.shape != latents.shape or visible.shape != latents.shape[:1] + latents.shape[2:]:
         raise ValueError(
             f"expected latents and readout [T,C,h,w] and visible [T,h,w], got {list(latents.shape)}, "

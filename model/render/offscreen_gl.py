@@ -54,7 +54,9 @@ class OffscreenGL:
         if self._fbo is None or self._fbo.size != (width, height):
             self._release_framebuffer()
             size = (width, height)
-            colours = [self._ctx.renderbuffer(size, components, dtype=dtype) for components, dtype in self.COLOR_ATTACHMENTS]
+            colours = [
+                self._ctx.renderbuffer(size, components, dtype=dtype) for components, dtype in self.COLOR_ATTACHMENTS
+            ]
             self._fbo = self._ctx.framebuffer(colours, self._ctx.depth_renderbuffer(size))
         return self._fbo
 

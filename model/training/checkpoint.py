@@ -85,11 +85,18 @@ def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
 def rng_tensors(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Every RNG a training step may draw from: torch CPU/CUDA, ``generator``, numpy, Python."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors = {"torch_cpu": torch.get_rng_state(), "noise": generator.get_state(), "numpy_keys": torch.from_numpy(keys.astype(np.int64))}
+    tensors = {
+        "torch_cpu": torch.get_rng_state(),
+        "noise": generator.get_state(),
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+    }
     if torch.cuda.is_available():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"torch_cuda_{i}"] = state
-    metadata = {"numpy": json.dumps([kind, int(pos), int(has_gauss), float(cached)]), "python": json.dumps(random.getstate())}
+    metadata = {
+        "numpy": json.dumps([kind, int(pos), int(has_gauss), float(cached)]),
+        "python": json.dumps(random.getstate()),
+    }
     return tensors, metadata
 
 
@@ -131,5 +138,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         return path
     found = list_checkpoints(path)
     if not found:
-        raise FileNotFoundError(f"--resume {path}: no checkpoint there (expected {STATE_FILE} or {CHECKPOINTS_DIR}/step-*/)")
+        raise FileNotFoundError(
+            f"--resume {path}: no checkpoint there (expected {STATE_FILE} or {CHECKPOINTS_DIR}/step-*/)"
+        )
     return found[-1]

@@ -9,29 +9,62 @@ from model.generation.profiles import BACKENDS, DEFAULT_BACKEND, backend_summari
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` flags to ``parser`` and set its ``run`` callback."""
-    parser.add_argument("--stage", choices=("branch", "lora"), required=True, help="branch: stage 1 (memory branch); lora: stage 2 (LoRA, branch frozen)")
-    parser.add_argument("--data", required=True, help="'procedural' or a folder of RealEstate10K-layout clips (<clip>/cameras.txt + frames/ or video.mp4)")
-    parser.add_argument("--out", required=True, help="output folder: memory weights (loads with generate --memory-weights OUT), loss.csv/png, checkpoints")
-    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
-                        help=f"{backend_summaries()} (default: %(default)s)")
+    parser.add_argument(
+        "--stage",
+        choices=("branch", "lora"),
+        required=True,
+        help="branch: stage 1 (memory branch); lora: stage 2 (LoRA, branch frozen)",
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="'procedural' or a folder of RealEstate10K-layout clips (<clip>/cameras.txt + frames/ or video.mp4)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder: memory weights (loads with generate --memory-weights OUT), loss.csv/png, checkpoints",
+    )
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=f"{backend_summaries()} (default: %(default)s)"
+    )
     parser.add_argument("--model", dest="model_dir", help=f"model folder ({model_folders()})")
     parser.add_argument("--branch", dest="branch_dir", help="stage lora: the stage-1 output folder")
     parser.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=1, help="samples per step and process")
     parser.add_argument("--lr", type=float, help="learning rate (default 1e-5 branch, 1e-4 lora)")
-    parser.add_argument("--resume", help="continue from a checkpoint folder or the newest checkpoint of an output folder")
-    parser.add_argument("--checkpoint-every", dest="checkpoint_every", type=int, default=500, help="steps between checkpoints")
+    parser.add_argument(
+        "--resume", help="continue from a checkpoint folder or the newest checkpoint of an output folder"
+    )
+    parser.add_argument(
+        "--checkpoint-every", dest="checkpoint_every", type=int, default=500, help="steps between checkpoints"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--height", type=int, help=f"frame height (default {per_backend(lambda p: p.train_size[0])})")
     parser.add_argument("--width", type=int, help=f"frame width (default {per_backend(lambda p: p.train_size[1])})")
-    parser.add_argument("--context-frames", dest="context_frames", type=int, default=0, help="preceding clean latent frames 0-2 (the pipeline feeds 0)")
-    parser.add_argument("--branch-layers", dest="branch_layers", help="injection blocks, e.g. 0,4,8 (default every 4th from 0)")
-    parser.add_argument("--scenes", dest="procedural_scenes", type=int, default=8, help="procedural data: number of rooms")
+    parser.add_argument(
+        "--context-frames",
+        dest="context_frames",
+        type=int,
+        default=0,
+        help="preceding clean latent frames 0-2 (the pipeline feeds 0)",
+    )
+    parser.add_argument(
+        "--branch-layers", dest="branch_layers", help="injection blocks, e.g. 0,4,8 (default every 4th from 0)"
+    )
+    parser.add_argument(
+        "--scenes", dest="procedural_scenes", type=int, default=8, help="procedural data: number of rooms"
+    )
     parser.add_argument("--depth-model", dest="depth_model", help="metric depth model folder for folder clips")
     parser.add_argument("--cache-dir", dest="cache_dir", help="clip cache folder (default OUT/cache)")
     parser.add_argument("--device", help="torch device (default: cuda when available)")
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
-    parser.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true", help="recompute blocks in backward (GPU memory)")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        dest="gradient_checkpointing",
+        action="store_true",
+        help="recompute blocks in backward (GPU memory)",
+    )
     parser.set_defaults(run=run_train)
 
 
@@ -39,17 +72,41 @@ def run_train(args: argparse.Namespace) -> int:
     """Build the config from ``args`` and train; prints where the weights went."""
     from model.training.trainer import TrainConfig, train
 
-    names = ("stage", "data", "out", "backend", "model_dir", "branch_dir", "steps", "batch_size", "lr", "checkpoint_every", "seed",
-             "height", "width", "context_frames", "procedural_scenes", "depth_model", "cache_dir", "device", "bf16", "gradient_checkpointing")
+    names = (
+        "stage",
+        "data",
+        "out",
+        "backend",
+        "model_dir",
+        "branch_dir",
+        "steps",
+        "batch_size",
+        "lr",
+        "checkpoint_every",
+        "seed",
+        "height",
+        "width",
+        "context_frames",
+        "procedural_scenes",
+        "depth_model",
+        "cache_dir",
+        "device",
+        "bf16",
+        "gradient_checkpointing",
+    )
     layers = None
     if args.branch_layers:
         try:
             layers = tuple(int(i) for i in args.branch_layers.split(","))
         except ValueError as exc:
-            raise ValueError(f"--branch-layers: expected comma-separated block numbers, got {args.branch_layers!r}") from exc
+            raise ValueError(
+                f"--branch-layers: expected comma-separated block numbers, got {args.branch_layers!r}"
+            ) from exc
     config = TrainConfig(**{name: getattr(args, name) for name in names}, branch_layers=layers)
     result = train(config, resume=args.resume)
     losses = result.losses
-    print(f"trained {config.stage} steps {result.start_step}..{result.steps}; loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
-          f"wrote {result.out} (generate --mode branch --memory-weights {result.out}); skipped {len(result.skipped)} clips")
+    print(
+        f"trained {config.stage} steps {result.start_step}..{result.steps}; loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+        f"wrote {result.out} (generate --mode branch --memory-weights {result.out}); skipped {len(result.skipped)} clips"
+    )
     return 0

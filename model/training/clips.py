@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.geometry.camera import intrinsics_from_fov
-from model.io.cameras import read_re10k
-from model.geometry.trajectories import forward_dolly, look_around, orbit, yaw_pan
-from model.io.images import ImageLoadError, center_crop_box, crop_resize, load_image
 from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.geometry.camera import intrinsics_from_fov
+from model.geometry.trajectories import forward_dolly, look_around, orbit, yaw_pan
+from model.io.cameras import read_re10k
+from model.io.images import ImageLoadError, center_crop_box, crop_resize, load_image
 from model.io.video import iter_mp4_frames, mp4_frame_size
 
 CAMERA_FILE = "cameras.txt"
@@ -107,11 +107,19 @@ class FolderClip:
             raise ClipError(f"clip {self.clip_id}: {exc}") from exc
         frames_dir, video = self.folder / FRAMES_DIR, self.folder / VIDEO_FILE
         if frames_dir.is_dir() == video.is_file():
-            raise ClipError(f"clip {self.clip_id}: needs exactly one of {FRAMES_DIR}/ and {VIDEO_FILE} in {self.folder}")
-        self._images = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES) if frames_dir.is_dir() else None
+            raise ClipError(
+                f"clip {self.clip_id}: needs exactly one of {FRAMES_DIR}/ and {VIDEO_FILE} in {self.folder}"
+            )
+        self._images = (
+            sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+            if frames_dir.is_dir()
+            else None
+        )
         self.num_frames = len(self._cameras.w2c)
         if self._images is not None and len(self._images) != self.num_frames:
-            raise ClipError(f"clip {self.clip_id}: {len(self._images)} frames in {frames_dir} but {self.num_frames} camera lines")
+            raise ClipError(
+                f"clip {self.clip_id}: {len(self._images)} frames in {frames_dir} but {self.num_frames} camera lines"
+            )
 
     def describe(self) -> dict:
         files = [self.folder / CAMERA_FILE, *(self._images or [self.folder / VIDEO_FILE])]
@@ -129,7 +137,9 @@ class FolderClip:
     def read_frames(self, indices: list[int], height: int, width: int) -> np.ndarray:
         wanted = sorted(set(indices))
         if wanted and not 0 <= wanted[0] <= wanted[-1] < self.num_frames:
-            raise ClipError(f"clip {self.clip_id}: frame indices {wanted[0]}..{wanted[-1]} outside 0..{self.num_frames - 1}")
+            raise ClipError(
+                f"clip {self.clip_id}: frame indices {wanted[0]}..{wanted[-1]} outside 0..{self.num_frames - 1}"
+            )
         raw = self._read_images(wanted) if self._images is not None else self._read_video(wanted)
         sizes = {frame.shape for frame in raw.values()}
         if len(sizes) > 1:
@@ -237,14 +247,22 @@ class ProceduralClip:
         self.path_name, self._w2c = procedural_path(seed, num_frames)
 
     def describe(self) -> dict:
-        return {"kind": "procedural", "seed": self.seed, "frames": self.num_frames, "path": self.path_name, "fov_y_deg": PROCEDURAL_FOV_Y_DEG}
+        return {
+            "kind": "procedural",
+            "seed": self.seed,
+            "frames": self.num_frames,
+            "path": self.path_name,
+            "fov_y_deg": PROCEDURAL_FOV_Y_DEG,
+        }
 
     def cameras(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self._w2c.clone(), intrinsics_from_fov(PROCEDURAL_FOV_Y_DEG, width, height).to(torch.float64)
 
     def read_frames(self, indices: list[int], height: int, width: int) -> np.ndarray:
         w2c, K = self.cameras(height, width)
-        return np.stack([self.renderer.render(self.scene, w2c[i], K, width, height, t=i / PROCEDURAL_FPS)[0] for i in indices])
+        return np.stack(
+            [self.renderer.render(self.scene, w2c[i], K, width, height, t=i / PROCEDURAL_FPS)[0] for i in indices]
+        )
 
     def exact_depth(self, index: int, height: int, width: int) -> torch.Tensor:
         w2c, K = self.cameras(height, width)

@@ -80,7 +80,9 @@ def plot_loss(steps: list[int], losses: list[float], size: tuple[int, int] = (64
         return list(zip(px.tolist(), py.tolist()))
 
     window = max(1, len(y) // 20)
-    smooth = np.convolve(y, np.ones(window) / window, mode="full")[: len(y)] / np.minimum(np.arange(1, len(y) + 1) / window, 1.0)
+    smooth = np.convolve(y, np.ones(window) / window, mode="full")[: len(y)] / np.minimum(
+        np.arange(1, len(y) + 1) / window, 1.0
+    )
     if len(y) > 1:
         draw.line(points(y), fill=(150, 190, 240), width=1)
         draw.line(points(smooth), fill=(20, 60, 160), width=2)

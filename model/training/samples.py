@@ -36,12 +36,12 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from model.io.atomic import atomic_path
 from model.generation.depth import DepthEstimator
+from model.generation.vae import VideoVAE
+from model.io.atomic import atomic_path
 from model.io.frames import frames_to_tensor
 from model.memory.latent import LatentSpatialMemory, MemoryConfig
 from model.training.clips import ClipError, ClipSource
-from model.generation.vae import VideoVAE
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,13 @@ class ClipCache:
 
     def path(self, clip: ClipSource) -> Path:
         """The cache file of ``clip`` (its name changes whenever the clip's files or settings do)."""
-        key = {"clip": clip.describe(), "spec": asdict(self.spec), "encoder": self.encoder_id, "depth": self.depth.name if self.depth else None, "version": CACHE_FORMAT_VERSION}
+        key = {
+            "clip": clip.describe(),
+            "spec": asdict(self.spec),
+            "encoder": self.encoder_id,
+            "depth": self.depth.name if self.depth else None,
+            "version": CACHE_FORMAT_VERSION,
+        }
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return self.folder / f"{clip.clip_id}-{digest}.safetensors"
 
@@ -200,7 +206,11 @@ class ClipCache:
                 logger.warning("cache file %s unreadable (%s): rebuilding", path, exc)
         cached = self._build(clip)
         with atomic_path(path) as tmp:
-            save_file({k: v.contiguous() for k, v in asdict(cached).items()}, str(tmp), metadata={"format": CACHE_FORMAT, "clip_id": clip.clip_id})
+            save_file(
+                {k: v.contiguous() for k, v in asdict(cached).items()},
+                str(tmp),
+                metadata={"format": CACHE_FORMAT, "clip_id": clip.clip_id},
+            )
         return cached
 
     def _encode(self, frames) -> torch.Tensor:
@@ -221,7 +231,10 @@ class ClipCache:
         chunks, context = [], []
         for s in starts:
             chunks.append(self._encode(clip.read_frames(list(range(s, s + spec.chunk_frames)), height, width)))
-            singles = [self._encode(clip.read_frames([s - 4 * (spec.context_frames - j)], height, width)) for j in range(spec.context_frames)]
+            singles = [
+                self._encode(clip.read_frames([s - 4 * (spec.context_frames - j)], height, width))
+                for j in range(spec.context_frames)
+            ]
             context.append(torch.cat(singles) if singles else chunks[-1][:0])
         return CachedClip(
             starts=torch.tensor(starts, dtype=torch.int64),
@@ -245,7 +258,13 @@ class SampleSet:
         ValueError: no usable sample is left.
     """
 
-    def __init__(self, clips: list[ClipSource], cache: ClipCache, memory_config: MemoryConfig | None = None, on_status: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        clips: list[ClipSource],
+        cache: ClipCache,
+        memory_config: MemoryConfig | None = None,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
         self.cache, self.spec = cache, cache.spec
         self.memory_config = memory_config or MemoryConfig()
         self.skipped: list[str] = []
@@ -262,7 +281,9 @@ class SampleSet:
             self._index += [(len(self._clips), w) for w in range(len(cached.starts))]
             self._clips.append((clip, cache.path(clip)))
         if not self._index:
-            raise ValueError(f"no usable training clips ({len(clips)} given, {len(self.skipped)} skipped: {self.skipped[:3]})")
+            raise ValueError(
+                f"no usable training clips ({len(clips)} given, {len(self.skipped)} skipped: {self.skipped[:3]})"
+            )
 
     def skip(self, reason: str) -> None:
         """Record and log a skipped clip."""
@@ -286,7 +307,9 @@ class SampleSet:
         memory = LatentSpatialMemory(self.memory_config)
         memory.initialize(cached.memory_latent, cached.memory_depth, cached.K, cached.w2c[0])
         start = int(cached.starts[window])
-        readout = memory.readout(spec.sequence_poses(cached.w2c, start), cached.K, h, w, image_hw=(spec.height, spec.width))
+        readout = memory.readout(
+            spec.sequence_poses(cached.w2c, start), cached.K, h, w, image_hw=(spec.height, spec.width)
+        )
         return TrainingSample(
             latents=torch.cat([cached.context[window], cached.chunks[window]]),
             readout=readout.latent.float(),

@@ -45,16 +45,16 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 
-from model.io.atomic import atomic_dir, write_json_atomic
+from model.eval.scenes import SceneRenderer
 from model.generation.backbone import Backbone, BackboneConfig
 from model.generation.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
-from model.io.formats import read_json_object
 from model.generation.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
-from model.memory.latent import LatentSpatialMemory
 from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings
 from model.generation.profiles import DEFAULT_BACKEND, profile
-from model.eval.scenes import SceneRenderer
 from model.generation.stack import attach_before_offload
+from model.io.atomic import atomic_dir, write_json_atomic
+from model.io.formats import read_json_object
+from model.memory.latent import LatentSpatialMemory
 from model.training import checkpoint as ckpt
 from model.training.clips import ClipSource, discover_clips, procedural_clips
 from model.training.flow import DEFAULT_SHIFT, NoisedBatch, add_flow_noise, flow_loss
@@ -73,10 +73,14 @@ StatusCallback = Callable[[str], None]
 class TrainConfig:
     """Settings of one training run (``main.py train`` flags map onto these)."""
 
-    stage: str = "branch"  # "branch": train the memory branch (stage 1); "lora": train the LoRA, branch frozen (stage 2)
+    stage: str = (
+        "branch"  # "branch": train the memory branch (stage 1); "lora": train the LoRA, branch frozen (stage 2)
+    )
     data: str = PROCEDURAL  # RealEstate10K-layout folder (see model.training.clips) or "procedural"
     out: str = "out/train"  # output folder (memory weights, loss log, checkpoints, cache)
-    backend: str = DEFAULT_BACKEND  # one of model.generation.profiles.BACKENDS: "tiny" (CPU, random weights), "wan" (model_dir)
+    backend: str = (
+        DEFAULT_BACKEND  # one of model.generation.profiles.BACKENDS: "tiny" (CPU, random weights), "wan" (model_dir)
+    )
     model_dir: str | None = None  # model folder of backends that need one (wan: a Wan2.2-TI2V-5B diffusers folder)
     branch_dir: str | None = None  # stage lora: the stage-1 output folder whose branch is loaded and frozen
     steps: int = 1000  # total optimizer steps (a resumed run continues up to this)
@@ -116,7 +120,14 @@ class TrainConfig:
             raise ValueError("--stage lora needs --branch DIR (the stage-1 output with the trained memory branch)")
         if self.stage == "branch" and self.branch_dir:
             raise ValueError("--branch is only for --stage lora (stage 1 trains a fresh branch)")
-        for name in ("steps", "batch_size", "checkpoint_every", "keep_checkpoints", "procedural_scenes", "window_stride"):
+        for name in (
+            "steps",
+            "batch_size",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "procedural_scenes",
+            "window_stride",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -136,8 +147,13 @@ class TrainConfig:
 
     def backbone_config(self, device: str | None) -> BackboneConfig:
         return BackboneConfig(
-            backend=self.backend, model_dir=self.model_dir, device=device, seed=0,
-            tiny_num_heads=self.tiny_num_heads, tiny_head_dim=self.tiny_head_dim, tiny_num_layers=self.tiny_num_layers,
+            backend=self.backend,
+            model_dir=self.model_dir,
+            device=device,
+            seed=0,
+            tiny_num_heads=self.tiny_num_heads,
+            tiny_head_dim=self.tiny_head_dim,
+            tiny_num_layers=self.tiny_num_layers,
         )
 
     def lora_settings(self) -> LoraSettings:
@@ -170,7 +186,10 @@ class MemoryFlowModel(nn.Module):
         dtype = self.transformer.dtype
         with self.branch.condition(readout.to(dtype), visible):
             return self.transformer(
-                hidden_states=model_input.to(dtype), timestep=timestep, encoder_hidden_states=prompt_embeds.to(dtype), return_dict=False
+                hidden_states=model_input.to(dtype),
+                timestep=timestep,
+                encoder_hidden_states=prompt_embeds.to(dtype),
+                return_dict=False,
             )[0]
 
 
@@ -212,12 +231,22 @@ def batch_indices(seed: int, step: int, batch_size: int, num_samples: int, rank:
     return out
 
 
-def training_step(model: nn.Module, batch: Batch, clean_frames: int, generator: torch.Generator, shift: float) -> tuple[torch.Tensor, NoisedBatch]:
+def training_step(
+    model: nn.Module, batch: Batch, clean_frames: int, generator: torch.Generator, shift: float
+) -> tuple[torch.Tensor, NoisedBatch]:
     """Noise ``batch``, predict the velocity, return ``(loss, noised batch)`` (no backward)."""
     device = next(p for p in model.parameters()).device
     transformer = model.module.transformer if hasattr(model, "module") else model.transformer
-    noised = add_flow_noise(batch.latents.to(device), clean_frames, tuple(transformer.config.patch_size), generator, shift)
-    prediction = model(noised.model_input, noised.timestep, batch.prompt_embeds.to(device), batch.readout.to(device), batch.visible.to(device))
+    noised = add_flow_noise(
+        batch.latents.to(device), clean_frames, tuple(transformer.config.patch_size), generator, shift
+    )
+    prediction = model(
+        noised.model_input,
+        noised.timestep,
+        batch.prompt_embeds.to(device),
+        batch.readout.to(device),
+        batch.visible.to(device),
+    )
     return flow_loss(prediction, noised), noised
 
 
@@ -244,7 +273,7 @@ class Trainer:
         self.out = Path(config.out)
         self.accelerator = Accelerator(
             mixed_precision="bf16" if config.bf16 or profile(config.backend).dtype == "bfloat16" else "no",
-            cpu=config.device == "cpu" or (config.device is None and not torch.cuda.is_available())
+            cpu=config.device == "cpu" or (config.device is None and not torch.cuda.is_available()),
         )
         device = config.device or str(self.accelerator.device)
         set_seed(config.seed)  # LoRA init and dropout draw from the global RNGs (restored on resume)
@@ -257,7 +286,10 @@ class Trainer:
         # the readouts it trains on, recorded with the weights
         self.model.branch.readout = ReadoutSettings.of(LatentSpatialMemory.kind, self.samples.memory_config)
         self.optimizer = torch.optim.AdamW(
-            list(trainable_parameters(self.model).values()), lr=config.learning_rate, betas=config.betas, weight_decay=config.weight_decay
+            list(trainable_parameters(self.model).values()),
+            lr=config.learning_rate,
+            betas=config.betas,
+            weight_decay=config.weight_decay,
         )
         self.prepared, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.generator = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + self.accelerator.process_index)
@@ -273,8 +305,13 @@ class Trainer:
         spec = SampleSpec(height, width, config.context_frames, config.chunk_frames, config.window_stride)
         encoder_id = {k: v for k, v in asdict(self.backbone.config).items() if k not in ("device", "offload")}
         cache = ClipCache(
-            Path(config.cache_dir) if config.cache_dir else self.out / "cache", spec, self.backbone.vae,
-            self.backbone.encode_prompt, self._depth_estimator(), encoder_id, self.backbone.device,
+            Path(config.cache_dir) if config.cache_dir else self.out / "cache",
+            spec,
+            self.backbone.vae,
+            self.backbone.encode_prompt,
+            self._depth_estimator(),
+            encoder_id,
+            self.backbone.device,
         )
         with self.accelerator.main_process_first():  # the main process builds the cache, the others read it
             if config.data == PROCEDURAL:
@@ -298,12 +335,21 @@ class Trainer:
             return None
         if self.config.depth_model:
             return TransformersDepthEstimator(self.config.depth_model, device=self.backbone.device)
-        self.status("warning: no --depth-model: folder clips get a flat prior depth (ground plane + backdrop) for their memory")
+        self.status(
+            "warning: no --depth-model: folder clips get a flat prior depth (ground plane + backdrop) for their memory"
+        )
         return PriorDepth()
 
     def batch(self, step: int) -> Batch:
         """The batch of (0-based) ``step`` on this process."""
-        indices = batch_indices(self.config.seed, step, self.config.batch_size, len(self.samples), self.accelerator.process_index, self.accelerator.num_processes)
+        indices = batch_indices(
+            self.config.seed,
+            step,
+            self.config.batch_size,
+            len(self.samples),
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
+        )
         return collate([self.samples.sample(i) for i in indices])
 
     # ---- one step --------------------------------------------------------------------------
@@ -337,7 +383,10 @@ class Trainer:
                 ckpt.save_tensors(tmp / ckpt.OPTIMIZER_FILE, tensors, meta)
                 for path in staging.iterdir():
                     shutil.move(str(path), tmp / path.name)
-                write_json_atomic(tmp / ckpt.STATE_FILE, {"step": self.step, "config": self.config.identity(), "losses": self.log.to_json()})
+                write_json_atomic(
+                    tmp / ckpt.STATE_FILE,
+                    {"step": self.step, "config": self.config.identity(), "losses": self.log.to_json()},
+                )
             shutil.rmtree(staging, ignore_errors=True)
             for old in ckpt.list_checkpoints(self.out)[: -self.config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -354,7 +403,11 @@ class Trainer:
         folder = ckpt.resolve_checkpoint(path)
         state = _read_state(folder / ckpt.STATE_FILE)
         mine = self.config.identity()
-        diffs = [f"{k}: checkpoint {state['config'].get(k)!r} != now {v!r}" for k, v in mine.items() if state["config"].get(k) != v]
+        diffs = [
+            f"{k}: checkpoint {state['config'].get(k)!r} != now {v!r}"
+            for k, v in mine.items()
+            if state["config"].get(k) != v
+        ]
         if diffs:
             raise ValueError(f"--resume {folder}: made with other settings: " + "; ".join(diffs))
         tensors, _ = ckpt.read_tensors(folder / ckpt.TRAINABLE_FILE)
@@ -367,7 +420,9 @@ class Trainer:
         ckpt.load_optimizer(self.optimizer, folder / ckpt.OPTIMIZER_FILE)
         rng = folder / ckpt.rng_file(self.accelerator.process_index)
         if not rng.is_file():
-            raise ValueError(f"{folder}: no RNG state for process {self.accelerator.process_index} (resume with the same number of processes)")
+            raise ValueError(
+                f"{folder}: no RNG state for process {self.accelerator.process_index} (resume with the same number of processes)"
+            )
         ckpt.restore_rng(rng, self.generator)
         self.step = int(state["step"])
         self.log = LossLog.from_json(state["losses"])
@@ -414,16 +469,22 @@ class Trainer:
     def _write_report(self, start: int, seconds: float) -> None:
         losses = self.log.losses
         head = losses[: max(1, len(losses) // 10)]
-        tail = losses[-max(1, len(losses) // 10):]
-        write_json_atomic(self.out / "train.json", {
-            "config": {k: _jsonable(v) for k, v in asdict(self.config).items()},
-            "backbone": self.backbone.describe(),
-            "trainable_parameters": sum(p.numel() for p in trainable_parameters(self.model).values()),
-            "processes": self.accelerator.num_processes,
-            "data": {"samples": len(self.samples), "clips": self.samples.clip_ids, "skipped": self.samples.skipped},
-            "steps": {"resumed_from": start, "final": self.step, "seconds_this_run": seconds},
-            "loss": {"first_10pct_mean": float(np.mean(head)) if losses else None, "last_10pct_mean": float(np.mean(tail)) if losses else None},
-        })
+        tail = losses[-max(1, len(losses) // 10) :]
+        write_json_atomic(
+            self.out / "train.json",
+            {
+                "config": {k: _jsonable(v) for k, v in asdict(self.config).items()},
+                "backbone": self.backbone.describe(),
+                "trainable_parameters": sum(p.numel() for p in trainable_parameters(self.model).values()),
+                "processes": self.accelerator.num_processes,
+                "data": {"samples": len(self.samples), "clips": self.samples.clip_ids, "skipped": self.samples.skipped},
+                "steps": {"resumed_from": start, "final": self.step, "seconds_this_run": seconds},
+                "loss": {
+                    "first_10pct_mean": float(np.mean(head)) if losses else None,
+                    "last_10pct_mean": float(np.mean(tail)) if losses else None,
+                },
+            },
+        )
 
     def close(self) -> None:
         """Release the procedural renderer (if any)."""
@@ -445,7 +506,9 @@ def check_output_folder(config: TrainConfig, resume: str | None) -> None:
     """Refuse to start a fresh run in a folder that already holds one (pass ``--resume`` instead)."""
     out = Path(config.out)
     if resume is None and (ckpt.list_checkpoints(out) or (out / "train.json").exists()):
-        raise ValueError(f"--out {out}: already holds a training run; pass --resume {out} to continue it or choose another folder")
+        raise ValueError(
+            f"--out {out}: already holds a training run; pass --resume {out} to continue it or choose another folder"
+        )
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
 

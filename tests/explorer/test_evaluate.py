@@ -14,9 +14,9 @@ from explorer.evaluate import evaluate_run, format_table, load_run, worldscore_c
 from explorer.session import SessionRecorder
 from model.geometry.camera import invert_pose, scale_intrinsics
 from model.io.cameras import read_re10k
-from model.memory.latent import LatentSpatialMemory
 from model.io.rgbd import SAMPLE_SCENE_DIR, RGBDView, load_rgbd_folder, write_rgbd_folder
 from model.io.video import read_mp4_frames
+from model.memory.latent import LatentSpatialMemory
 
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1", "--trajectory", "closed-orbit"]
 
@@ -120,7 +120,9 @@ def test_runs_from_a_photo_get_no_ground_truth_metrics(run_dir):
     run = load_run(run_dir)
     run.report["settings"]["image"] = "photo.jpg"  # as if generated from a user's photo
     metrics = evaluate_run(run)
-    assert metrics["reprojection"] is None and metrics["ground_truth"] is None and metrics["ground_truth_source"] is None
+    assert (
+        metrics["reprojection"] is None and metrics["ground_truth"] is None and metrics["ground_truth_source"] is None
+    )
     assert "bundled sample scene" in metrics["ground_truth_reason"]
     assert metrics["closed_loop"]["pairs"] == 16, "pose-only metrics still apply"
     assert "reprojection" not in format_table(metrics)
@@ -132,9 +134,18 @@ def session_from_run(run_dir, folder):
     height, width = run.frames.shape[1:3]
     recorder = SessionRecorder(folder, fps=run.fps)
     recorder.start(width=width, height=height, K=run.K, start_w2c=run.w2c[0], source="bundled")
-    segment = SimpleNamespace(index=0, frames=run.frames, w2c=run.w2c, frame_ids=[0, len(run.frames) - 1],
-                              timings={"total": 1.0}, memory_points=1, memory_bytes=1)
-    recorder.add_segment(segment, action="orbit", memory=LatentSpatialMemory.from_points(torch.zeros(1, 3), torch.zeros(1, 48)))
+    segment = SimpleNamespace(
+        index=0,
+        frames=run.frames,
+        w2c=run.w2c,
+        frame_ids=[0, len(run.frames) - 1],
+        timings={"total": 1.0},
+        memory_points=1,
+        memory_bytes=1,
+    )
+    recorder.add_segment(
+        segment, action="orbit", memory=LatentSpatialMemory.from_points(torch.zeros(1, 3), torch.zeros(1, 48))
+    )
     return recorder.finish()
 
 
@@ -144,10 +155,14 @@ def test_eval_and_export_accept_an_explorer_session_folder(run_dir, tmp_path, ca
         assert main.main(["eval", str(name)]) == 0, capsys.readouterr().err
         metrics = json.loads((folder / "video.metrics.json").read_text())
         assert metrics["frames"] == 33 and metrics["closed_loop"]["pairs"] == 16
-        assert metrics["ground_truth_source"].startswith("bundled"), "a session recorded on the bundled scene has exact ground truth"
+        assert metrics["ground_truth_source"].startswith("bundled"), (
+            "a session recorded on the bundled scene has exact ground truth"
+        )
     assert main.main(["export-worldscore", str(folder), str(tmp_path / "ws")]) == 0
     data = json.loads((tmp_path / "ws" / "camera_data.json").read_text())
-    assert len(data["cameras_interp"]) == 33 and len(data["cameras"]) == 2 and data["source"] == str(folder / "video.mp4")
+    assert (
+        len(data["cameras_interp"]) == 33 and len(data["cameras"]) == 2 and data["source"] == str(folder / "video.mp4")
+    )
     capsys.readouterr()
 
 
@@ -163,7 +178,10 @@ def small_scene(folder):
 
 def test_eval_and_export_accept_a_walkthrough_folder(tmp_path, capsys):
     walk = tmp_path / "walk"
-    assert main.main(["walkthrough", "--out", str(walk), "--frames", "3", "--scene", str(small_scene(tmp_path / "scene"))]) == 0
+    assert (
+        main.main(["walkthrough", "--out", str(walk), "--frames", "3", "--scene", str(small_scene(tmp_path / "scene"))])
+        == 0
+    )
     for name in (walk, walk / "preview.mp4"):
         assert main.main(["eval", str(name), "--stride", "1"]) == 0, capsys.readouterr().err
         metrics = json.loads((walk / "preview.metrics.json").read_text())
@@ -172,7 +190,9 @@ def test_eval_and_export_accept_a_walkthrough_folder(tmp_path, capsys):
     data = json.loads((tmp_path / "ws" / "camera_data.json").read_text())
     assert len(data["cameras_interp"]) == 6 and len(data["cameras"]) == 2
     run = load_run(walk)
-    assert run.kind == "walkthrough" and run.fps == 16.0 and not run.on_bundled_scene, "another scene: no exact ground truth"
+    assert run.kind == "walkthrough" and run.fps == 16.0 and not run.on_bundled_scene, (
+        "another scene: no exact ground truth"
+    )
     run.report["settings"]["scene_dir"] = str(SAMPLE_SCENE_DIR)
     assert run.on_bundled_scene, "a walkthrough of the bundled scene gets exact ground truth"
     capsys.readouterr()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from explorer.flight import FlightPath, SegmentThreshold, resample_path, step_segment
 from explorer.fly_camera import Action, FlyCamera
-from explorer.flight import SegmentThreshold, FlightPath, resample_path, step_segment
 from model.geometry.camera import invert_pose, look_at
 from model.geometry.rotations import rotation_angle
 
@@ -77,9 +77,14 @@ def test_take_segment_exact_endpoints_monotone_and_chained():
     # progress: distance from the start never decreases, then yaw never decreases
     dist = np.linalg.norm(centres(seg) - centres(seg)[0], axis=1)
     assert np.all(np.diff(dist) >= -1e-12)
-    yaws = [math.degrees(angle_between(invert_pose(seg[0])[:3, :3].numpy(), invert_pose(p)[:3, :3].numpy())) for p in seg]
+    yaws = [
+        math.degrees(angle_between(invert_pose(seg[0])[:3, :3].numpy(), invert_pose(p)[:3, :3].numpy())) for p in seg
+    ]
     assert np.all(np.diff(yaws) >= -1e-9)
-    assert np.count_nonzero(np.all(np.isclose(np.diff(centres(seg), axis=0), 0), axis=1) & np.isclose(np.diff(yaws), 0)) == 0, "no frozen frames"
+    assert (
+        np.count_nonzero(np.all(np.isclose(np.diff(centres(seg), axis=0), 0), axis=1) & np.isclose(np.diff(yaws), 0))
+        == 0
+    ), "no frozen frames"
     # chained: the next segment starts exactly where this one ended (copies, exact by construction)
     assert torch.equal(path.anchor_w2c, end) and len(path) == 1
     cam.press(Action.RIGHT)
@@ -159,7 +164,9 @@ def test_resample_path_merges_two_segments():
     assert torch.equal(merged[0], a[0]) and torch.equal(merged[-1], b[-1])
 
 
-@pytest.mark.parametrize("action", ["step_forward", "step_back", "turn_left", "turn_right", "orbit_left", "orbit_right"])
+@pytest.mark.parametrize(
+    "action", ["step_forward", "step_back", "turn_left", "turn_right", "orbit_left", "orbit_right"]
+)
 def test_step_segments_exact_endpoints_and_monotone(action):
     start = look_at([0.5, -0.1, 0.2], [1.0, 0.3, 3.0])  # pitched down a little, turned right
     seg = step_segment(action, start, n_frames=33, distance_m=0.5, turn_deg=20, orbit_deg=20, orbit_radius_m=2)
@@ -193,7 +200,9 @@ def test_step_segments_exact_endpoints_and_monotone(action):
             assert moved_left == (action == "orbit_left")
             look = c2w_end[:3, 2]
             to_pivot = (pivot - c[-1]) / np.linalg.norm(pivot - c[-1])
-            assert np.allclose(look[[0, 2]] / np.linalg.norm(look[[0, 2]]), to_pivot[[0, 2]] / np.linalg.norm(to_pivot[[0, 2]]))
+            assert np.allclose(
+                look[[0, 2]] / np.linalg.norm(look[[0, 2]]), to_pivot[[0, 2]] / np.linalg.norm(to_pivot[[0, 2]])
+            )
 
 
 def test_step_segment_rejects_non_step_actions():

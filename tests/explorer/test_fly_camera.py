@@ -148,8 +148,17 @@ def test_key_bindings_defaults_round_trip_and_validation():
     assert kb.action_for("w") is Action.FORWARD and kb.action_for("Shift") is Action.FAST
     assert kb.action_for("ctrl") is Action.SLOW and kb.action_for("Esc") is Action.PAUSE
     assert kb.action_for("Space") is Action.GENERATE_NOW and kb.action_for("U") is Action.RESET
-    steps = {a: kb.key_for(a) for a in ("step_forward", "step_back", "turn_left", "turn_right", "orbit_left", "orbit_right")}
-    assert steps == {"step_forward": "I", "step_back": "K", "turn_left": "J", "turn_right": "L", "orbit_left": "N", "orbit_right": "M"}
+    steps = {
+        a: kb.key_for(a) for a in ("step_forward", "step_back", "turn_left", "turn_right", "orbit_left", "orbit_right")
+    }
+    assert steps == {
+        "step_forward": "I",
+        "step_back": "K",
+        "turn_left": "J",
+        "turn_right": "L",
+        "orbit_left": "N",
+        "orbit_right": "M",
+    }
     assert kb.action_for("F12") is None
     assert KeyBindings.from_dict(kb.to_dict()) == kb
     remapped = KeyBindings.from_dict({"forward": "Up", "back": "Down"})

@@ -22,7 +22,19 @@ def run(argv, capsys):
 
 def test_generate_on_the_bundled_scene_writes_video_json_and_cameras(tmp_path, capsys):
     out = tmp_path / "run.mp4"
-    code, stdout, _ = run(["generate", "--out", str(out), "--trajectory", "closed-orbit", "--save-memory", str(tmp_path / "mem.safetensors"), *FAST], capsys)
+    code, stdout, _ = run(
+        [
+            "generate",
+            "--out",
+            str(out),
+            "--trajectory",
+            "closed-orbit",
+            "--save-memory",
+            str(tmp_path / "mem.safetensors"),
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 0, stdout
     frames = read_mp4_frames(out)
     assert frames.shape == (33, 64, 128, 3)
@@ -40,8 +52,9 @@ def test_generate_keeps_the_sky_of_a_sky_model_out_of_the_memory(tmp_path, capsy
     save_tiny_segformer(tmp_path / "sky", {0: "building", 1: "sky"}, always=1)  # everything is sky
     code, stdout, _ = run(["generate", "--out", str(tmp_path / "plain.mp4"), *FAST], capsys)
     assert code == 0, stdout
-    code, stdout, _ = run(["generate", "--out", str(tmp_path / "sky.mp4"), "--sky-model", str(tmp_path / "sky"), *FAST],
-                          capsys)
+    code, stdout, _ = run(
+        ["generate", "--out", str(tmp_path / "sky.mp4"), "--sky-model", str(tmp_path / "sky"), *FAST], capsys
+    )
     assert code == 0, stdout
     plain, sky = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "sky.json"))
     assert sky["settings"]["sky_model"] == str(tmp_path / "sky")

@@ -12,8 +12,8 @@ from PIL import Image
 import explorer.generate
 import main
 from model.geometry.camera import Trajectory, intrinsics_from_fov
-from model.io.cameras import write_camera_path_json, write_re10k
 from model.geometry.trajectories import orbit
+from model.io.cameras import write_camera_path_json, write_re10k
 from model.memory.latent import LatentSpatialMemory
 
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
@@ -71,7 +71,10 @@ def drop_intrinsics_negative_width(data):
     "mutate, message",
     [
         (lambda d: d["intrinsics"].pop("fx"), "intrinsics.fx: missing (intrinsics needs fx, fy, cx and cy in pixels)"),
-        (lambda d: d.update(intrinsics="50mm"), "intrinsics: expected an object {fx, fy, cx, cy} in pixels, got a string ('50mm')"),
+        (
+            lambda d: d.update(intrinsics="50mm"),
+            "intrinsics: expected an object {fx, fy, cx, cy} in pixels, got a string ('50mm')",
+        ),
         (drop_intrinsics_negative_width, "render_width: must be positive, got -128"),
         (mirror_frame_3, "camera_path[3].camera_to_world: not a rotation (det -1.000)"),
     ],
@@ -87,7 +90,9 @@ def test_bad_realestate10k_file_names_file_line_and_column(tmp_path, capsys, no_
     lines = path.read_text().splitlines()
     lines[8] = " ".join(lines[8].split()[:-1] + ["nan"])
     path.write_text("\n".join(lines) + "\n")
-    assert refuse(tmp_path, capsys, ["--trajectory", str(path)]) == f"error: {path}: line 9: column 19: NaN or Inf value"
+    assert (
+        refuse(tmp_path, capsys, ["--trajectory", str(path)]) == f"error: {path}: line 9: column 19: NaN or Inf value"
+    )
 
 
 def test_a_trajectory_file_with_too_few_poses(tmp_path, capsys, no_backbone):
@@ -109,7 +114,9 @@ def test_a_missing_or_corrupt_memory_file_is_named(tmp_path, capsys, no_backbone
     assert refuse(tmp_path, capsys, ["--load-memory", str(missing)]) == f"error: {missing}: file not found"
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    assert refuse(tmp_path, capsys, ["--load-memory", str(corrupt)]).startswith(f"error: {corrupt}: not a readable safetensors file: ")
+    assert refuse(tmp_path, capsys, ["--load-memory", str(corrupt)]).startswith(
+        f"error: {corrupt}: not a readable safetensors file: "
+    )
 
 
 def save_photo(path, width, height, frames=1):
@@ -122,7 +129,10 @@ def save_photo(path, width, height, frames=1):
 def test_a_bad_image_is_refused_before_the_backbone_is_built(tmp_path, capsys, no_backbone):
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"not an image at all" * 10)
-    assert refuse(tmp_path, capsys, ["--image", str(garbage)]) == f"error: {garbage}: not an image, or a format PIL cannot read"
+    assert (
+        refuse(tmp_path, capsys, ["--image", str(garbage)])
+        == f"error: {garbage}: not an image, or a format PIL cannot read"
+    )
     assert no_backbone == []
 
 
@@ -160,8 +170,10 @@ def test_partly_used_inputs_say_what_is_used(tmp_path, capsys):
     assert code == 0, err
     lines = err.splitlines()
     assert f"warning: {gif}: the file holds 3 frames: using frame 1 of 3" in lines
-    assert (f"warning: {gif}: the 48x96 photo is centre-cropped to the 128x64 frame's aspect: "
-            "75% of its height is cut off, half at the top, half at the bottom") in lines
+    assert (
+        f"warning: {gif}: the 48x96 photo is centre-cropped to the 128x64 frame's aspect: "
+        "75% of its height is cut off, half at the top, half at the bottom"
+    ) in lines
     assert f"note: {cams}: using the first {N_FRAMES} of 1000 poses" in lines
     assert lines.index(f"note: {cams}: using the first {N_FRAMES} of 1000 poses") < next(
         i for i, line in enumerate(lines) if "tiny models" in line

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from explorer.preview import SPLAT_OVERLAP, MemoryPreviewRenderer, cell_footprints, hole_pattern
-from model.geometry.camera import look_at, project_points
 from model.eval.scenes import ProceduralScene, SceneConfig
+from model.geometry.camera import look_at, project_points
 
 W, H = 96, 64
 
@@ -56,8 +56,17 @@ def test_nearer_point_occludes_farther_in_either_order(preview, K):
     near = np.array([[0.0, 0.0, 1.0]], np.float32)
     far = np.array([[0.0, 0.0, 3.0]], np.float32)
     red, blue = np.array([[255, 0, 0]], np.uint8), np.array([[0, 0, 255]], np.uint8)
-    for positions, colors in ((np.concatenate([near, far]), np.concatenate([red, blue])), (np.concatenate([far, near]), np.concatenate([blue, red]))):
-        preview.set_points(positions, colors, footprint_m=np.array([0.02, 0.5], np.float32) if positions[0, 2] == 1.0 else np.array([0.5, 0.02], np.float32))
+    for positions, colors in (
+        (np.concatenate([near, far]), np.concatenate([red, blue])),
+        (np.concatenate([far, near]), np.concatenate([blue, red])),
+    ):
+        preview.set_points(
+            positions,
+            colors,
+            footprint_m=np.array([0.02, 0.5], np.float32)
+            if positions[0, 2] == 1.0
+            else np.array([0.5, 0.02], np.float32),
+        )
         image = preview.render(torch.eye(4), K, W, H)
         assert np.array_equal(image[32, 48], [255, 0, 0]), "the near point wins the centre pixel"
         assert (image == [0, 0, 255]).all(axis=2).any(), "the far point's big splat shows around it"
@@ -73,7 +82,9 @@ def test_splat_size_follows_the_cell_footprint(preview, K):
 
 
 def test_points_behind_the_camera_and_outside_are_culled(preview, K):
-    preview.set_points(np.array([[0.0, 0.0, -2.0], [50.0, 0.0, 1.0], [0.0, 0.0, 2.0]], np.float32), np.full((3, 3), 255, np.uint8))
+    preview.set_points(
+        np.array([[0.0, 0.0, -2.0], [50.0, 0.0, 1.0], [0.0, 0.0, 2.0]], np.float32), np.full((3, 3), 255, np.uint8)
+    )
     preview.render(torch.eye(4), K, W, H)
     assert preview.last_drawn == 1 and preview.last_coverage.sum() == 1
 

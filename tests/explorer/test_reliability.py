@@ -50,7 +50,12 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 def reference(tmp_path_factory):
     """One good ``generate`` run with ``--save-memory``: {name: bytes} of run.mp4/.json/.cameras.txt and mem.safetensors."""
     folder = tmp_path_factory.mktemp("reference")
-    assert main.main(["generate", "--out", str(folder / "run.mp4"), "--save-memory", str(folder / "mem.safetensors"), *FAST]) == 0
+    assert (
+        main.main(
+            ["generate", "--out", str(folder / "run.mp4"), "--save-memory", str(folder / "mem.safetensors"), *FAST]
+        )
+        == 0
+    )
     return snapshot(folder)
 
 
@@ -64,7 +69,9 @@ def small_disk(tmp_path):
             pytest.skip("a small tmpfs needs root; the injected variant covers this case")
         folder = tmp_path / "disk"
         folder.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the injected variant covers this case")
         mounted.append(folder)
@@ -78,7 +85,9 @@ def small_disk(tmp_path):
 def ffmpeg_that_fills_the_disk(tmp_path, monkeypatch):
     """Make every :class:`Mp4Writer` run a stand-in ffmpeg that reads all frames, then fails as on a full disk."""
     script = tmp_path / "ffmpeg-disk-full"
-    script.write_text("#!/bin/sh\ncat > /dev/null\necho '[out#0/mp4 @ 0x1] Error closing file: No space left on device' >&2\nexit 228\n")
+    script.write_text(
+        "#!/bin/sh\ncat > /dev/null\necho '[out#0/mp4 @ 0x1] Error closing file: No space left on device' >&2\nexit 228\n"
+    )
     script.chmod(0o755)
     monkeypatch.setattr("imageio_ffmpeg.get_ffmpeg_exe", lambda: str(script))
 
@@ -96,21 +105,27 @@ def page_rounded(n: int) -> int:
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_full_disk_fresh_output_fails_naming_the_video_and_leaves_nothing(variant, tmp_path, small_disk, monkeypatch, capsys):
+def test_full_disk_fresh_output_fails_naming_the_video_and_leaves_nothing(
+    variant, tmp_path, small_disk, monkeypatch, capsys
+):
     if variant == "tmpfs":
         folder = small_disk(64 * 1024)  # the 64x128 video alone is ~140 KiB
     else:
         folder = tmp_path / "out"
         folder.mkdir()
         ffmpeg_that_fills_the_disk(tmp_path, monkeypatch)
-    code, error = run(["generate", "--out", str(folder / "run.mp4"), "--save-memory", str(folder / "mem.safetensors"), *FAST], capsys)
+    code, error = run(
+        ["generate", "--out", str(folder / "run.mp4"), "--save-memory", str(folder / "mem.safetensors"), *FAST], capsys
+    )
     assert code == 2
     assert error.startswith(f"error: {folder / 'run.mp4'}: ffmpeg failed") and NO_SPACE in error, error
     assert os.listdir(folder) == [], "no final files and no temporaries"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_full_disk_rerun_keeps_the_earlier_result_byte_identical(variant, tmp_path, small_disk, monkeypatch, capsys, reference):
+def test_full_disk_rerun_keeps_the_earlier_result_byte_identical(
+    variant, tmp_path, small_disk, monkeypatch, capsys, reference
+):
     if variant == "tmpfs":
         # room for the earlier files and the rough size check (~20 KiB), not for a second ~140 KiB video
         folder = small_disk(sum(page_rounded(len(data)) for data in reference.values()) + 32 * 1024)
@@ -121,7 +136,19 @@ def test_full_disk_rerun_keeps_the_earlier_result_byte_identical(variant, tmp_pa
         (folder / name).write_bytes(data)
     if variant == "injected":
         ffmpeg_that_fills_the_disk(tmp_path, monkeypatch)
-    code, error = run(["generate", "--out", str(folder / "run.mp4"), "--save-memory", str(folder / "mem.safetensors"), "--seed", "1", *FAST], capsys)
+    code, error = run(
+        [
+            "generate",
+            "--out",
+            str(folder / "run.mp4"),
+            "--save-memory",
+            str(folder / "mem.safetensors"),
+            "--seed",
+            "1",
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 2 and error.startswith(f"error: {folder / 'run.mp4'}: ") and NO_SPACE in error, error
     assert snapshot(folder) == reference, "the earlier result is untouched and no temporaries are left"
 
@@ -134,10 +161,14 @@ def test_room_for_the_video_only_leaves_no_partial_set(variant, tmp_path, small_
         folder = tmp_path / "out"
         folder.mkdir()
         monkeypatch.setattr(explorer.generate, "write_re10k", no_space)
-    code, error = run(["generate", "--out", str(folder / "run.mp4"), "--save-memory", str(folder / "mem.safetensors"), *FAST], capsys)
+    code, error = run(
+        ["generate", "--out", str(folder / "run.mp4"), "--save-memory", str(folder / "mem.safetensors"), *FAST], capsys
+    )
     assert code == 2 and NO_SPACE in error, error
     named = error.split(": ")[1]
-    assert named in {str(folder / n) for n in ("run.cameras.txt", "run.json", "mem.safetensors")}, f"names the file that did not fit: {error}"
+    assert named in {str(folder / n) for n in ("run.cameras.txt", "run.json", "mem.safetensors")}, (
+        f"names the file that did not fit: {error}"
+    )
     assert os.listdir(folder) == [], "the finished video is not left alone at its final name"
 
 
@@ -157,8 +188,9 @@ def bad_save_memory(tmp_path):
 
 def test_save_memory_and_outputs_are_checked_before_the_backbone_loads(tmp_path, monkeypatch, capsys):
     loads = []
-    monkeypatch.setattr(explorer.generate, "load_generation_stack",
-                        lambda *a, **k: loads.append(a) or pytest.fail("backbone loaded"))
+    monkeypatch.setattr(
+        explorer.generate, "load_generation_stack", lambda *a, **k: loads.append(a) or pytest.fail("backbone loaded")
+    )
     out = tmp_path / "out"
     out.mkdir()
     for path, reason in bad_save_memory(tmp_path):
@@ -167,7 +199,9 @@ def test_save_memory_and_outputs_are_checked_before_the_backbone_loads(tmp_path,
     (out / "run.cameras.txt").mkdir()
     code, error = run(["generate", "--out", str(out / "run.mp4"), *FAST], capsys)
     assert code == 2 and error == f"error: {out / 'run.cameras.txt'}: is a folder; expected a file name"
-    monkeypatch.setattr("shutil.disk_usage", lambda path: types.SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000))
+    monkeypatch.setattr(
+        "shutil.disk_usage", lambda path: types.SimpleNamespace(total=10**6, used=10**6 - 1000, free=1000)
+    )
     code, error = run(["generate", "--out", str(tmp_path / "big.mp4"), *FAST], capsys)
     assert code == 2 and "not enough free space" in error and "big.mp4" in error
     assert loads == [] and sorted(os.listdir(out)) == ["run.cameras.txt"] and not (tmp_path / "sub").exists()
@@ -221,7 +255,11 @@ def test_a_failed_rename_in_the_middle_of_a_commit_puts_every_earlier_result_bac
 
 def test_temporaries_carry_the_pid_and_finished_files_get_the_usual_permissions(tmp_path):
     with atomic_path(tmp_path / "new" / "x.json") as tmp:
-        assert tmp.parent == tmp_path / "new" and tmp.name.startswith(f".x.json.tmp-{os.getpid()}-") and tmp.suffix == ".json"
+        assert (
+            tmp.parent == tmp_path / "new"
+            and tmp.name.startswith(f".x.json.tmp-{os.getpid()}-")
+            and tmp.suffix == ".json"
+        )
         tmp.write_text("{}")
         tmp.chmod(0o600)  # what safetensors and mkstemp do
     mask = os.umask(0)
@@ -236,7 +274,10 @@ def test_orphans_of_dead_processes_are_removed_and_a_kept_aside_result_is_restor
     dead = subprocess.Popen(["true"])
     dead.wait()  # reaped: its pid names no process
     alive = os.getppid()
-    orphans = [f".run.mp4.tmp-{dead.pid}-0a1b2c3d.mp4", f"..run.mp4.tmp-{dead.pid}-0a1b2c3d.mp4.tmp-{dead.pid}-00ff00ff.mp4"]
+    orphans = [
+        f".run.mp4.tmp-{dead.pid}-0a1b2c3d.mp4",
+        f"..run.mp4.tmp-{dead.pid}-0a1b2c3d.mp4.tmp-{dead.pid}-00ff00ff.mp4",
+    ]
     for name in [*orphans, f".run.mp4.tmp-{alive}-0a1b2c3d.mp4", ".other.mp4.tmp-1-0a1b2c3d.mp4"]:
         (tmp_path / name).write_text("partial")
     (tmp_path / f".folder.tmp-{dead.pid}-0a1b2c3d").mkdir()
@@ -245,7 +286,11 @@ def test_orphans_of_dead_processes_are_removed_and_a_kept_aside_result_is_restor
     outputs.add(tmp_path / "run.mp4")
     outputs.add(tmp_path / "folder", folder=True)
     outputs.add(tmp_path / "kept.json")
-    assert sorted(os.listdir(tmp_path)) == [".other.mp4.tmp-1-0a1b2c3d.mp4", f".run.mp4.tmp-{alive}-0a1b2c3d.mp4", "kept.json"]
+    assert sorted(os.listdir(tmp_path)) == [
+        ".other.mp4.tmp-1-0a1b2c3d.mp4",
+        f".run.mp4.tmp-{alive}-0a1b2c3d.mp4",
+        "kept.json",
+    ]
     assert (tmp_path / "kept.json").read_text() == "earlier result", "killed between its two renames: put back"
 
 
@@ -254,8 +299,23 @@ def test_orphans_of_dead_processes_are_removed_and_a_kept_aside_result_is_restor
 
 def start_generate(out: Path) -> subprocess.Popen:
     """``main.py generate`` long enough to be interrupted; returns once its video temporary exists."""
-    cmd = [sys.executable, "main.py", "generate", "--out", str(out), "--save-memory", str(out.with_name("mem.safetensors")),
-           "--height", "64", "--width", "128", "--steps", "50", "--segments", "4"]
+    cmd = [
+        sys.executable,
+        "main.py",
+        "generate",
+        "--out",
+        str(out),
+        "--save-memory",
+        str(out.with_name("mem.safetensors")),
+        "--height",
+        "64",
+        "--width",
+        "128",
+        "--steps",
+        "50",
+        "--segments",
+        "4",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(f".{out.name}.tmp-{proc.pid}-") for p in out.parent.iterdir()):
@@ -274,7 +334,10 @@ def test_a_signal_during_a_held_step_is_raised_when_the_step_ends():
             steps.append("finished")
         steps.append("after")
     assert steps == ["finished"] and raised.value.signum == signal.SIGTERM
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (
+        signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -283,7 +346,9 @@ def test_a_signal_stops_generate_cleanly_and_removes_its_temporaries(signum, cod
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert "Traceback" not in err and err.rstrip().splitlines()[-1] == f"interrupted ({signal.Signals(signum).name})", err
+    assert "Traceback" not in err and err.rstrip().splitlines()[-1] == f"interrupted ({signal.Signals(signum).name})", (
+        err
+    )
     assert os.listdir(tmp_path) == [], "no final files, no temporaries"
 
 
@@ -335,16 +400,29 @@ RECORDER = textwrap.dedent("""
 
 def test_recorder_killed_mid_segment_leaves_a_valid_session_with_every_committed_segment(tmp_path):
     folder = tmp_path / "session"
-    proc = subprocess.Popen([sys.executable, "-c", RECORDER, str(folder), "3"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RECORDER, str(folder), "3"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines = [proc.stdout.readline().strip() for _ in range(3)]
-    assert lines == ["committed 1", "committed 2", "in flight"], (lines, proc.stderr.read() if proc.poll() is not None else "")
+    assert lines == ["committed 1", "committed 2", "in flight"], (
+        lines,
+        proc.stderr.read() if proc.poll() is not None else "",
+    )
     proc.kill()
     proc.communicate(timeout=60)
     session = load_session(folder)  # what a crash leaves is a valid session...
     assert session.segments_done == 2 and session.frames.shape == (65, 64, 128, 3), "...holding every committed segment"
-    assert np.abs(session.frames[40].astype(int) - 80).max() <= 2 and np.array_equal(session.last_frame, np.full((64, 128, 3), 80, np.uint8))
+    assert np.abs(session.frames[40].astype(int) - 80).max() <= 2 and np.array_equal(
+        session.last_frame, np.full((64, 128, 3), 80, np.uint8)
+    )
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "session"]
-    assert len(leftovers) == 1 and leftovers[0].startswith(f".session.tmp-{proc.pid}-"), "the segment in flight, under a pid-named temporary"
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".session.tmp-{proc.pid}-"), (
+        "the segment in flight, under a pid-named temporary"
+    )
     SessionRecorder(folder).start(width=128, height=64, K=session.K, start_w2c=np.eye(4), source="bundled")
     assert os.listdir(tmp_path) == ["session"], "the next recording into that folder removes it"
 
@@ -374,11 +452,13 @@ def test_eval_and_export_that_fail_to_write_keep_the_earlier_results(tmp_path, m
     assert code == 2 and error == f"error: {tmp_path / 'run.metrics.json'}: {NO_SPACE}"
     monkeypatch.undo()
     real_save_png = explorer.evaluate.save_png
+
     def fail_at_5(path, rgb):
         return no_space(path) if path.name == "005.png" else real_save_png(path, rgb)
 
     monkeypatch.setattr(explorer.evaluate, "save_png", fail_at_5)
     code, error = run(["export-worldscore", str(tmp_path / "run.mp4"), str(export)], capsys)
     assert code == 2 and error == f"error: {export / 'frames' / '005.png'}: {NO_SPACE}"
-    assert snapshot(tmp_path) == before and sorted(os.listdir(tmp_path)) == sorted(["run.mp4", "run.json", "run.cameras.txt", "run.metrics.json", "export"])
-
+    assert snapshot(tmp_path) == before and sorted(os.listdir(tmp_path)) == sorted(
+        ["run.mp4", "run.json", "run.cameras.txt", "run.metrics.json", "export"]
+    )

@@ -11,11 +11,11 @@ from explorer.flight import step_segment
 from explorer.scene_inputs import PRIOR_DEPTH_WARNING, bundled_scene, session_inputs
 from explorer.session import SessionError, SessionRecorder, export_camera_path, load_session, session_memory
 from model.generation.backbone import BackboneConfig, load_backbone
-from model.io.cameras import read_camera_path_json, read_re10k
 from model.generation.depth import PriorDepthWarning
-from model.memory.latent import LatentSpatialMemory
 from model.generation.pipeline import MiragePipeline, PipelineConfig
+from model.io.cameras import read_camera_path_json, read_re10k
 from model.io.video import read_mp4_metadata
+from model.memory.latent import LatentSpatialMemory
 
 H, W = 64, 128
 
@@ -59,24 +59,43 @@ class BrokenMemory:
 def record(folder, generated, fail_memory=False):
     pipe, inputs, results = generated
     recorder = SessionRecorder(folder, fps=12.0)
-    recorder.start(width=W, height=H, K=inputs.K, start_w2c=torch.eye(4), source="bundled", prompt="a room", seed=2,
-                   settings={"pipeline": {"steps": 1}}, model=pipe.describe())
+    recorder.start(
+        width=W,
+        height=H,
+        K=inputs.K,
+        start_w2c=torch.eye(4),
+        source="bundled",
+        prompt="a room",
+        seed=2,
+        settings={"pipeline": {"steps": 1}},
+        model=pipe.describe(),
+    )
     recorder.add_segment(results[0], memory=pipe.memory)
-    recorder.add_segment(results[1], action="turn_left", memory=BrokenMemory(pipe.memory) if fail_memory else pipe.memory)
+    recorder.add_segment(
+        results[1], action="turn_left", memory=BrokenMemory(pipe.memory) if fail_memory else pipe.memory
+    )
     return recorder.finish()
 
 
 def test_record_then_reopen_gives_the_same_frames_memory_and_poses(tmp_path, generated):
     pipe, inputs, results = generated
     folder = record(tmp_path / "s1", generated)
-    assert sorted(p.name for p in folder.iterdir()) == ["cameras.txt", "last_frame.png", "memory.safetensors", "session.json", "video.mp4"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "cameras.txt",
+        "last_frame.png",
+        "memory.safetensors",
+        "session.json",
+        "video.mp4",
+    ]
     session = load_session(folder)
     expected = np.concatenate([results[0].frames, results[1].frames[1:]])
     assert session.frames.shape == expected.shape == (65, H, W, 3)
     assert np.abs(session.frames.astype(int) - expected.astype(int)).mean() < 3, "H.264 is lossy but close"
     assert np.array_equal(session.last_frame, results[1].frames[-1]), "last_frame.png is exact"  # lossless uint8
     # tolerance: session.json stores c2w, inverted back on load (a rounding round trip)
-    assert np.allclose(session.w2c[0], results[0].w2c.numpy(), atol=1e-12) and np.allclose(session.w2c[1], results[1].w2c.numpy(), atol=1e-12)
+    assert np.allclose(session.w2c[0], results[0].w2c.numpy(), atol=1e-12) and np.allclose(
+        session.w2c[1], results[1].w2c.numpy(), atol=1e-12
+    )
     assert np.allclose(session.all_w2c()[32], results[1].w2c[0].numpy(), atol=1e-12)
     assert np.allclose(session.K, inputs.K.numpy()) and np.allclose(session.start_w2c, np.eye(4))
     assert session.actions == ["step_forward", "turn_left"] and session.segments_done == 2
@@ -84,7 +103,9 @@ def test_record_then_reopen_gives_the_same_frames_memory_and_poses(tmp_path, gen
     memory = session_memory(session)  # exact: the safetensors file holds copies of the tensors
     for name in ("positions", "features", "colors", "segments", "frames", "rejected_positions", "rejected_labels"):
         a, b = getattr(memory, name), getattr(pipe.memory, name)
-        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(torch.uint8), b.view(torch.uint8)), name  # bitwise (NaN too)
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(torch.uint8), b.view(torch.uint8)), (
+            name
+        )  # bitwise (NaN too)
     data = json.loads((folder / "session.json").read_text())
     assert read_mp4_metadata(folder / "video.mp4") == data, "the same JSON rides in the MP4 comment"
     assert data["segments"][1]["timings_s"]["total"] > 0 and data["memory"]["points"] == pipe.memory.stats().points
@@ -93,7 +114,11 @@ def test_record_then_reopen_gives_the_same_frames_memory_and_poses(tmp_path, gen
     assert len(cams.w2c) == 65 and torch.allclose(cams.w2c, torch.from_numpy(session.all_w2c()), atol=1e-9)
     export_camera_path(tmp_path / "path.json", session)
     traj = read_camera_path_json(tmp_path / "path.json")
-    assert len(traj) == 65 and traj.fps == 12.0 and torch.allclose(traj.w2c, torch.from_numpy(session.all_w2c()), atol=1e-9)
+    assert (
+        len(traj) == 65
+        and traj.fps == 12.0
+        and torch.allclose(traj.w2c, torch.from_numpy(session.all_w2c()), atol=1e-9)
+    )
 
 
 def test_a_failed_or_aborted_recording_keeps_what_was_committed(tmp_path, generated):
@@ -106,11 +131,15 @@ def test_a_failed_or_aborted_recording_keeps_what_was_committed(tmp_path, genera
     with pytest.raises(OSError, match=r"s/memory\.safetensors: No space left on device"):
         recorder.add_segment(results[0], memory=BrokenMemory(pipe.memory))
     assert not recorder.recording, "a failed segment ends the recording"
-    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, "nothing committed: the previous recording is intact"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, (
+        "nothing committed: the previous recording is intact"
+    )
     with pytest.raises(OSError, match="No space left"):
         record(folder, generated, fail_memory=True)
     session = load_session(folder)
-    assert session.segments_done == 1 and len(session.frames) == 33, "the first segment was committed, the failed second one not"
+    assert session.segments_done == 1 and len(session.frames) == 33, (
+        "the first segment was committed, the failed second one not"
+    )
     recorder = SessionRecorder(folder)
     recorder.start(width=W, height=H, K=inputs.K, start_w2c=torch.eye(4), source="bundled")
     recorder.abort()
@@ -149,6 +178,7 @@ def test_corrupt_or_incomplete_sessions_raise_clear_errors(tmp_path, generated):
             else:
                 data[key] = value
             (folder / "session.json").write_text(json.dumps(data))
+
         return change
 
     with pytest.raises(SessionError, match="unsupported session version"):
@@ -158,7 +188,9 @@ def test_corrupt_or_incomplete_sessions_raise_clear_errors(tmp_path, generated):
     with pytest.raises(SessionError, match="missing key 'K'"):
         load_session(variant("noK", edit("K", lambda d: d.pop("K"))))
     with pytest.raises(SessionError, match=r"segments\[1\]"):
-        load_session(variant("nan", edit("segments", lambda d: d["segments"][1]["c2w"][3].__setitem__(0, float("nan")))))
+        load_session(
+            variant("nan", edit("segments", lambda d: d["segments"][1]["c2w"][3].__setitem__(0, float("nan"))))
+        )
     with pytest.raises(SessionError, match="65 frames"):
         load_session(variant("short", edit("segments", lambda d: d["segments"].append(d["segments"][1]))))
     with pytest.raises(SessionError, match=r"video\.mp4: cannot decode"):

@@ -19,10 +19,18 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from explorer.flight import step_segment  # noqa: E402
 from explorer.session import load_session  # noqa: E402
-from explorer.worker import GenerationController, GenerationSettings, MemorySnapshot, SceneInfo, SegmentJob, SegmentMailbox, describe_error  # noqa: E402
+from explorer.worker import (  # noqa: E402
+    GenerationController,
+    GenerationSettings,
+    MemorySnapshot,
+    SceneInfo,
+    SegmentJob,
+    SegmentMailbox,
+    describe_error,
+)
 from model.generation.backbone import BackboneConfig  # noqa: E402
-from model.io.folders import ModelFolderError  # noqa: E402
 from model.generation.pipeline import PipelineConfig  # noqa: E402
+from model.io.folders import ModelFolderError  # noqa: E402
 
 H, W = 64, 128
 LONG = 180_000  # ms; generous for a loaded 2-core CI machine
@@ -55,7 +63,9 @@ def ready(controller, qtbot):
 
 
 def snapshot(controller, qtbot) -> MemorySnapshot:
-    with qtbot.waitSignal(controller.memory_changed, timeout=LONG, check_params_cb=lambda s: s.reason == "requested") as blocker:
+    with qtbot.waitSignal(
+        controller.memory_changed, timeout=LONG, check_params_cb=lambda s: s.reason == "requested"
+    ) as blocker:
         controller.request_memory_snapshot()
     return blocker.args[0]
 
@@ -83,9 +93,15 @@ def test_progress_signals_and_segment_arrive(ready, qtbot):
     assert steps == [(0, 1, 2), (0, 2, 2)]
     qtbot.waitUntil(lambda: any(s.reason == "segment" for s in snaps), timeout=LONG)
     snap = [s for s in snaps if s.reason == "segment"][-1]
-    assert snap.points == result.memory_points and snap.positions.shape == (snap.points, 3) and snap.colors.dtype == np.uint8
+    assert (
+        snap.points == result.memory_points
+        and snap.positions.shape == (snap.points, 3)
+        and snap.colors.dtype == np.uint8
+    )
     assert snap.segments_done == 1 and (snap.footprint_m > 0).all(), "every point's writing pose is known"
-    assert snap.features.shape == (snap.points, 48) and snap.features.dtype == np.float16, "latent features for the PCA colours"
+    assert snap.features.shape == (snap.points, 48) and snap.features.dtype == np.float16, (
+        "latent features for the PCA colours"
+    )
     ready.step_progress.disconnect()
     ready.memory_changed.disconnect()
     ready.segment_ready.disconnect()
@@ -155,8 +171,10 @@ def test_the_status_line_says_what_opening_a_photo_dropped(ready, qtbot, tmp_pat
         ready.open_image(tmp_path / "anim.gif")
     ready.status.disconnect()
     assert f"WARNING: {tmp_path / 'anim.gif'}: the file holds 3 frames: using frame 1 of 3" in messages
-    assert (f"WARNING: {tmp_path / 'anim.gif'}: the 120x90 photo is centre-cropped to the {W}x{H} frame's aspect: "
-            "33% of its height is cut off, half at the top, half at the bottom") in messages
+    assert (
+        f"WARNING: {tmp_path / 'anim.gif'}: the 120x90 photo is centre-cropped to the {W}x{H} frame's aspect: "
+        "33% of its height is cut off, half at the top, half at the bottom"
+    ) in messages
 
 
 def test_a_memory_for_another_latent_names_its_file(ready, qtbot, tmp_path):
@@ -184,7 +202,11 @@ def test_record_through_the_controller_then_continue_the_session(ready, qtbot, t
     with qtbot.waitSignal(ready.scene_ready, timeout=LONG) as blocker:
         ready.continue_session(folder)
     scene = blocker.args[0]
-    assert scene.segments_done == 1 and scene.source == f"session:{folder}" and np.array_equal(scene.image, session.last_frame)  # exact: the same PNG (lossless uint8)
+    assert (
+        scene.segments_done == 1
+        and scene.source == f"session:{folder}"
+        and np.array_equal(scene.image, session.last_frame)
+    )  # exact: the same PNG (lossless uint8)
     assert np.allclose(scene.start_w2c, first[-1].numpy())
     with qtbot.waitSignal(ready.segment_ready, timeout=LONG) as blocker:
         ready.queue_segment(step_segment("turn_right", first[-1]))
@@ -210,8 +232,9 @@ def test_missing_weights_name_the_folder_and_a_model_loads_afterwards(controller
         controller.load_backbone(TINY, PIPE, SMALL)
 
 
-def test_the_sky_model_of_the_settings_keeps_its_sky_out_of_the_memory(controller, qtbot, tmp_path,
-                                                                        save_tiny_segformer):
+def test_the_sky_model_of_the_settings_keeps_its_sky_out_of_the_memory(
+    controller, qtbot, tmp_path, save_tiny_segformer
+):
     save_tiny_segformer(tmp_path / "sky", {0: "building", 1: "sky"}, always=1)  # everything is sky
     with qtbot.waitSignal(controller.backbone_ready, timeout=LONG):
         controller.load_backbone(TINY, PIPE, replace(SMALL, sky_model=str(tmp_path / "sky")))
@@ -246,7 +269,9 @@ def test_mailbox_merges_continuing_requests_and_replaces_others():
     assert box.put(SegmentJob(b, "turn_right")) == "merged"
     job = box.take()
     assert job.action == "step_forward+turn_right" and len(job.poses) == 33
-    assert torch.equal(job.poses[0], a[0]) and torch.equal(job.poses[-1], b[-1])  # exact: resample_path copies both ends
+    assert torch.equal(job.poses[0], a[0]) and torch.equal(
+        job.poses[-1], b[-1]
+    )  # exact: resample_path copies both ends
     assert box.busy and box.take() is None
     assert box.put(SegmentJob(a)) == "queued"
     assert box.put(SegmentJob(step_segment("orbit_left", torch.eye(4) * 1.0))) == "replaced"
@@ -257,7 +282,9 @@ def test_mailbox_merges_continuing_requests_and_replaces_others():
 
 
 def test_error_messages_say_how_to_fix():
-    title, message = describe_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "Generating segment 3")
+    title, message = describe_error(
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "Generating segment 3"
+    )
     assert title == "Out of GPU memory" and "lower the resolution or use --offload group" in message
     title, message = describe_error(RuntimeError("boom"), "Generating segment 3")
     assert title == "Generation error" and "boom" in message

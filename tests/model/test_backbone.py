@@ -17,10 +17,10 @@ from diffusers.hooks.group_offloading import _is_group_offload_enabled
 from safetensors.torch import load_file
 
 from model.generation.backbone import Backbone, BackboneConfig, WanVideoVAE, load_backbone, validate_wan_folder
-from model.generation.tiny import tiny_wan_vae
-from model.io.folders import ModelFolderError
 from model.generation.patch_vae import PatchVAE
+from model.generation.tiny import tiny_wan_vae
 from model.generation.vae import VideoVAE, num_latent_frames
+from model.io.folders import ModelFolderError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -223,7 +223,9 @@ def test_patch_vae_is_exact_both_ways():
     latents = torch.rand(3, 48, 5, 7, generator=torch.Generator().manual_seed(0)) * 2 - 1
     frames = vae.decode(latents)
     assert frames.shape == (9, 3, 20, 28)
-    assert torch.equal(vae.encode(frames), latents)  # exact: pixel (un)shuffle copies; keyframes are lerp weight 0 / copies
+    assert torch.equal(
+        vae.encode(frames), latents
+    )  # exact: pixel (un)shuffle copies; keyframes are lerp weight 0 / copies
     x = video(9, 20, 28)
     assert torch.equal(vae.decode(vae.encode(x))[::4], x[::4])
     assert vae.encode(x[:1]).shape == (1, 48, 5, 7) and vae.decode(vae.encode(x[:1])).shape == (1, 3, 20, 28)

@@ -7,9 +7,20 @@ import numpy as np
 import pytest
 import torch
 
-from model.geometry.camera import Trajectory, gl_projection, intrinsics_from_fov, invert_pose, look_at, pixel_centers, project_points, scale_intrinsics, unproject_depth, validate_poses
-from model.io.cameras import read_camera_path_json, read_re10k, write_camera_path_json, write_re10k
+from model.geometry.camera import (
+    Trajectory,
+    gl_projection,
+    intrinsics_from_fov,
+    invert_pose,
+    look_at,
+    pixel_centers,
+    project_points,
+    scale_intrinsics,
+    unproject_depth,
+    validate_poses,
+)
 from model.geometry.trajectories import look_around, orbit
+from model.io.cameras import read_camera_path_json, read_re10k, write_camera_path_json, write_re10k
 
 
 def test_pixel_centres_and_latent_intrinsics_map_cells_onto_pixel_patches():
@@ -17,7 +28,9 @@ def test_pixel_centres_and_latent_intrinsics_map_cells_onto_pixel_patches():
     K_lat = scale_intrinsics(K, (704, 1280), (44, 80))
     assert K_lat[0, 0] == pytest.approx(K[0, 0] / 16) and K_lat[1, 2] == pytest.approx(22.0)
     # the centre of latent cell (u, v) back-projects onto the centre of its 16x16 pixel patch
-    point = unproject_depth(torch.full((44, 80), 3.0, dtype=torch.float64), K_lat, torch.eye(4, dtype=torch.float64))[5, 7]
+    point = unproject_depth(torch.full((44, 80), 3.0, dtype=torch.float64), K_lat, torch.eye(4, dtype=torch.float64))[
+        5, 7
+    ]
     uv, z = project_points(point[None], torch.eye(4, dtype=torch.float64)[None], K)
     assert uv[0, 0].tolist() == pytest.approx([7 * 16 + 8, 5 * 16 + 8])
     assert pixel_centers(2, 3)[1, 2].tolist() == [2.5, 1.5]  # exact: integer + 0.5
@@ -103,10 +116,16 @@ GOOD_LINE = "0 0.5 0.9 0.5 0.5 0 0 1 0 0 0 0 1 0 0 0 0 1 0"
         (["url", GOOD_LINE.replace("0.9", "nan")], "line 2: column 3: NaN or Inf value"),
         (["url", GOOD_LINE.replace("0.9", "inf")], "line 2: column 3: NaN or Inf value"),
         (["url", GOOD_LINE.replace("0.9", "abc")], "line 2: column 3: not a number ('abc')"),
-        (["url", GOOD_LINE.replace(" 0.9 ", " -0.9 ")], "line 2: focal lengths fx, fy (columns 2-3) must be positive, got 0.5, -0.9"),
+        (
+            ["url", GOOD_LINE.replace(" 0.9 ", " -0.9 ")],
+            "line 2: focal lengths fx, fy (columns 2-3) must be positive, got 0.5, -0.9",
+        ),
         (["url", "0 0.5 0.9 0.5 0.5 0 0 2 0 0 0 0 1 0 0 0 0 1 0"], "line 2: not a rotation (det 2.000)"),
         (["url", "0 0.5 0.9 0.5 0.5 0 0 -1 0 0 0 0 1 0 0 0 0 1 0"], "line 2: not a rotation (det -1.000)"),
-        (["url", "0 0.5 0.9 0.5 0.5 0 0 1 1 0 0 0 1 0 0 0 0 1 0"], "line 2: not a rotation (R^T R differs from I by 1)"),
+        (
+            ["url", "0 0.5 0.9 0.5 0.5 0 0 1 1 0 0 0 1 0 0 0 0 1 0"],
+            "line 2: not a rotation (R^T R differs from I by 1)",
+        ),
         (["url"], "no camera frames after the URL line"),
         ([], "empty file (expected a URL line and one line per frame)"),
     ],
@@ -136,7 +155,12 @@ def test_camera_path_json_round_trip(tmp_path):
 def test_camera_path_json_reads_nerfstudio_opengl_files(tmp_path):
     # nerfstudio: OpenGL camera axes (y up, looking down -z); this camera looks along world +x
     c2w_gl = [[0, 0, -1, 0.5], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
-    data = {"render_width": 64, "render_height": 32, "fps": 24, "camera_path": [{"camera_to_world": sum(c2w_gl, []), "fov": 45.0, "aspect": 2.0}]}
+    data = {
+        "render_width": 64,
+        "render_height": 32,
+        "fps": 24,
+        "camera_path": [{"camera_to_world": sum(c2w_gl, []), "fov": 45.0, "aspect": 2.0}],
+    }
     file = tmp_path / "ns.json"
     file.write_text(json.dumps(data))
     traj = read_camera_path_json(file)
@@ -176,25 +200,55 @@ def without_intrinsics(data):
         (lambda d: d.update(camera_path=[]), "camera_path: no frames"),
         (lambda d: d.pop("camera_path"), "camera_path: missing (expected a list of frames)"),
         (lambda d: d.update(camera_path={"0": 1}), "camera_path: expected a list of frames, got an object"),
-        (lambda d: d["camera_path"].__setitem__(2, [1, 2]), "camera_path[2]: expected an object with camera_to_world, got a list"),
-        (lambda d: d["camera_path"][4].pop("camera_to_world"), "camera_path[4].camera_to_world: missing (expected 16 numbers (row-major 4x4) or 12 (3x4))"),
-        (lambda d: d["camera_path"][1].update(camera_to_world=[1.0] * 15), "camera_path[1].camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4), got 15"),
-        (lambda d: d["camera_path"][1]["camera_to_world"].__setitem__(3, float("nan")), "camera_path[1].camera_to_world: NaN or Inf value"),
-        (lambda d: d["camera_path"][2]["camera_to_world"].__setitem__(12, 1.0), "camera_path[2].camera_to_world: bottom row must be [0, 0, 0, 1], got [1, 0, 0, 1]"),
+        (
+            lambda d: d["camera_path"].__setitem__(2, [1, 2]),
+            "camera_path[2]: expected an object with camera_to_world, got a list",
+        ),
+        (
+            lambda d: d["camera_path"][4].pop("camera_to_world"),
+            "camera_path[4].camera_to_world: missing (expected 16 numbers (row-major 4x4) or 12 (3x4))",
+        ),
+        (
+            lambda d: d["camera_path"][1].update(camera_to_world=[1.0] * 15),
+            "camera_path[1].camera_to_world: expected 16 numbers (row-major 4x4) or 12 (3x4), got 15",
+        ),
+        (
+            lambda d: d["camera_path"][1]["camera_to_world"].__setitem__(3, float("nan")),
+            "camera_path[1].camera_to_world: NaN or Inf value",
+        ),
+        (
+            lambda d: d["camera_path"][2]["camera_to_world"].__setitem__(12, 1.0),
+            "camera_path[2].camera_to_world: bottom row must be [0, 0, 0, 1], got [1, 0, 0, 1]",
+        ),
         (lambda d: mirror(d, 3), "camera_path[3].camera_to_world: not a rotation (det -1.000)"),
-        (lambda d: d["camera_path"][0]["camera_to_world"].__setitem__(0, 3.0), "camera_path[0].camera_to_world: not a rotation (det 3.000)"),
+        (
+            lambda d: d["camera_path"][0]["camera_to_world"].__setitem__(0, 3.0),
+            "camera_path[0].camera_to_world: not a rotation (det 3.000)",
+        ),
         (lambda d: d.pop("render_width"), "render_width: missing (expected the image size in pixels)"),
         (lambda d: d.update(render_width=-64), "render_width: must be positive, got -64"),
         (lambda d: d.update(render_height=31.5), "render_height: expected a whole number of pixels, got 31.5"),
         (lambda d: d.update(render_height="32"), "render_height: expected a number, got a string ('32')"),
         (lambda d: d.update(fps=0), "fps: must be positive, got 0"),
-        (lambda d: d.update(camera_convention="blender"), "camera_convention: must be 'opencv' or 'opengl', got 'blender'"),
+        (
+            lambda d: d.update(camera_convention="blender"),
+            "camera_convention: must be 'opencv' or 'opengl', got 'blender'",
+        ),
         (lambda d: d["intrinsics"].pop("fx"), "intrinsics.fx: missing (intrinsics needs fx, fy, cx and cy in pixels)"),
-        (lambda d: d.update(intrinsics="fx=50"), "intrinsics: expected an object {fx, fy, cx, cy} in pixels, got a string ('fx=50')"),
+        (
+            lambda d: d.update(intrinsics="fx=50"),
+            "intrinsics: expected an object {fx, fy, cx, cy} in pixels, got a string ('fx=50')",
+        ),
         (lambda d: d["intrinsics"].update(fy=-3.0), "intrinsics.fy: must be positive, got -3"),
         (lambda d: d["intrinsics"].update(cx=None), "intrinsics.cx: expected a number, got null"),
-        (lambda d: (without_intrinsics(d), d["camera_path"][0].pop("fov")), "camera_path[0].fov: missing (needed when the file has no intrinsics object)"),
-        (lambda d: (without_intrinsics(d), d["camera_path"][0].update(fov=180)), "camera_path[0].fov: must be a vertical field of view in (0, 180) degrees, got 180"),
+        (
+            lambda d: (without_intrinsics(d), d["camera_path"][0].pop("fov")),
+            "camera_path[0].fov: missing (needed when the file has no intrinsics object)",
+        ),
+        (
+            lambda d: (without_intrinsics(d), d["camera_path"][0].update(fov=180)),
+            "camera_path[0].fov: must be a vertical field of view in (0, 180) degrees, got 180",
+        ),
     ],
 )
 def test_camera_path_json_malformed_names_file_field_and_index(tmp_path, mutate, message):

@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from model.geometry.camera import fov_y_from_intrinsics, intrinsics_from_fov
 from model.generation.depth import (
     DEFAULT_FOV_LONG_SIDE_DEG,
     DepthEstimator,
@@ -26,6 +25,7 @@ from model.generation.depth import (
     resolve_intrinsics,
     sanitize_depth,
 )
+from model.geometry.camera import fov_y_from_intrinsics, intrinsics_from_fov
 from model.io.folders import ModelFolderError, check_model_folder
 from model.io.images import load_photo
 
@@ -39,13 +39,25 @@ def _save_tiny_depth_anything(folder, depth_type: str = "metric") -> None:
     from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
 
     backbone = Dinov2Config(
-        image_size=28, patch_size=14, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=32, out_indices=[1, 2], reshape_hidden_states=False,
+        image_size=28,
+        patch_size=14,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        out_indices=[1, 2],
+        reshape_hidden_states=False,
     )
     config = DepthAnythingConfig(
-        backbone_config=backbone, patch_size=14, reassemble_hidden_size=16, reassemble_factors=[2, 1],
-        neck_hidden_sizes=[8, 16], fusion_hidden_size=8, head_hidden_size=4,
-        depth_estimation_type=depth_type, max_depth=20,
+        backbone_config=backbone,
+        patch_size=14,
+        reassemble_hidden_size=16,
+        reassemble_factors=[2, 1],
+        neck_hidden_sizes=[8, 16],
+        fusion_hidden_size=8,
+        head_hidden_size=4,
+        depth_estimation_type=depth_type,
+        max_depth=20,
     )
     torch.manual_seed(0)
     model = DepthAnythingForDepthEstimation(config)
@@ -53,7 +65,9 @@ def _save_tiny_depth_anything(folder, depth_type: str = "metric") -> None:
         for p in model.head.parameters():
             p.normal_(0.0, 0.5)
     model.save_pretrained(folder)
-    DPTImageProcessorPil(size={"height": 28, "width": 28}, keep_aspect_ratio=True, ensure_multiple_of=14, do_pad=False).save_pretrained(folder)
+    DPTImageProcessorPil(
+        size={"height": 28, "width": 28}, keep_aspect_ratio=True, ensure_multiple_of=14, do_pad=False
+    ).save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +108,9 @@ def test_model_folder_errors_name_folder_and_missing_files(tmp_path, tiny_metric
         TransformersDepthEstimator(tmp_path / "nowhere")
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "pytorch_model.bin").write_bytes(b"pickle")
-    incomplete = r"(?s)m is not a usable depth model folder.*config.json missing.*preprocessor_config.json missing.*pickle"
+    incomplete = (
+        r"(?s)m is not a usable depth model folder.*config.json missing.*preprocessor_config.json missing.*pickle"
+    )
     with pytest.raises(ModelFolderError, match=incomplete):
         check_model_folder(tmp_path / "m", "depth model")
     sharded = tmp_path / "sharded"
@@ -104,7 +120,9 @@ def test_model_folder_errors_name_folder_and_missing_files(tmp_path, tiny_metric
     index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
     (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
     (sharded / "model-00001-of-00002.safetensors").write_bytes(b"")
-    with pytest.raises(ModelFolderError, match=r"model-00002-of-00002.safetensors missing \(listed in model.safetensors.index"):
+    with pytest.raises(
+        ModelFolderError, match=r"model-00002-of-00002.safetensors missing \(listed in model.safetensors.index"
+    ):
         check_model_folder(sharded, "depth model")
 
 
@@ -152,7 +170,10 @@ def test_every_estimator_is_a_named_depth_source():
 
 
 def test_prior_warns_and_is_flagged(caplog):
-    with caplog.at_level(logging.WARNING, logger="model.generation.depth"), pytest.warns(PriorDepthWarning, match="no depth model"):
+    with (
+        caplog.at_level(logging.WARNING, logger="model.generation.depth"),
+        pytest.warns(PriorDepthWarning, match="no depth model"),
+    ):
         prior = PriorDepth(fov_y_deg=60.0)
     assert "flat depth prior" in caplog.text
     est = prior.estimate(np.zeros((2, 60, 80, 3), np.uint8))

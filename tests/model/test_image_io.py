@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from model.io import images as image_io
 from model.generation.depth import resolve_intrinsics
+from model.io import images as image_io
 from model.io.images import ImageLoadError, center_crop_box, crop_resize, load_photo, save_png
 
 
@@ -214,9 +214,18 @@ def test_animated_gif_says_it_uses_the_first_frame(tmp_path):
 @pytest.mark.parametrize(
     "size, notice",
     [
-        ((640, 480), "the 640x480 photo is centre-cropped to the 320x176 frame's aspect: 27% of its height is cut off, half at the top, half at the bottom"),
-        ((480, 640), "the 480x640 photo is centre-cropped to the 320x176 frame's aspect: 59% of its height is cut off, half at the top, half at the bottom"),
-        ((900, 300), "the 900x300 photo is centre-cropped to the 320x176 frame's aspect: 39% of its width is cut off, half at the left, half at the right"),
+        (
+            (640, 480),
+            "the 640x480 photo is centre-cropped to the 320x176 frame's aspect: 27% of its height is cut off, half at the top, half at the bottom",
+        ),
+        (
+            (480, 640),
+            "the 480x640 photo is centre-cropped to the 320x176 frame's aspect: 59% of its height is cut off, half at the top, half at the bottom",
+        ),
+        (
+            (900, 300),
+            "the 900x300 photo is centre-cropped to the 320x176 frame's aspect: 39% of its width is cut off, half at the left, half at the right",
+        ),
     ],
 )
 def test_a_visible_centre_crop_is_reported(tmp_path, size, notice):
@@ -249,7 +258,9 @@ def _png_header_only(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 def test_decompression_bomb_is_a_clear_error(tmp_path, monkeypatch):

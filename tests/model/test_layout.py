@@ -45,7 +45,10 @@ def test_model_subpackages_import_only_lower_layers():
     assert upward == []
 
 
-@pytest.mark.parametrize("package, forbidden", [("model", ("explorer", "ui", "PySide6")), ("explorer", ("ui", "PySide6.QtWidgets", "PySide6.QtGui"))])
+@pytest.mark.parametrize(
+    "package, forbidden",
+    [("model", ("explorer", "ui", "PySide6")), ("explorer", ("ui", "PySide6.QtWidgets", "PySide6.QtGui"))],
+)
 def test_layers_above_stay_above(package, forbidden):
     hits = [
         f"{path.relative_to(ROOT)} imports {module}"

@@ -8,6 +8,9 @@ import safetensors.torch
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 
+# A sibling test module: importable by its name in pytest's default (prepend) import mode.
+from test_memory_branch import LAYERS, condition, forward, inputs, perturb, tiny_transformer
+
 from model.generation.lora import (
     BRANCH_FILE,
     LORA_FILE,
@@ -18,10 +21,8 @@ from model.generation.lora import (
     lora_targets,
     save_memory_weights,
 )
-from model.memory.base import MemoryConfig
 from model.generation.memory_branch import DEFAULT_READOUT, MemoryBranch, MemoryBranchConfig, ReadoutSettings
-# A sibling test module: importable by its name in pytest's default (prepend) import mode.
-from test_memory_branch import LAYERS, condition, forward, inputs, perturb, tiny_transformer
+from model.memory.base import MemoryConfig
 
 SETTINGS = LoraSettings(rank=4, alpha=8, dropout=0.0)
 
@@ -230,7 +231,9 @@ def save_wide_tiny_weights(folder):
     heads x 24, 3 blocks: wider and shallower than the default tiny one."""
     from model.generation.backbone import BackboneConfig, load_backbone
 
-    wide = load_backbone(BackboneConfig(backend="tiny", device="cpu", tiny_num_heads=4, tiny_head_dim=24, tiny_num_layers=3))
+    wide = load_backbone(
+        BackboneConfig(backend="tiny", device="cpu", tiny_num_heads=4, tiny_head_dim=24, tiny_num_layers=3)
+    )
     branch = MemoryBranch(wide.transformer, MemoryBranchConfig(layers=(0, 2)))
     settings = LoraSettings(rank=2, alpha=2, dropout=0.0)
     add_lora(wide.transformer, settings)

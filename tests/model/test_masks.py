@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model.generation.depth import ModelFolderError
+from model.memory.latent import CellLabel
 from model.memory.masks import (
     SemanticSkySegmenter,
     cell_fraction,
@@ -20,7 +21,6 @@ from model.memory.masks import (
     user_cell_mask,
     write_masks,
 )
-from model.memory.latent import CellLabel
 
 INF = math.inf
 
@@ -61,7 +61,9 @@ def test_change_score_needs_both_no_matching_neighbour_and_a_changed_context():
     single[0, :, 6, 6] = obj  # one odd cell: nothing nearby matches it, but its context barely moves
     block = readout.clone()
     block[0, :, 6:8, 6:8] = obj[:, None, None]  # a 2x2 object
-    assert change_score(single, readout, visible)[0, 6, 6] < 0.5 < change_score(block, readout, visible)[0, 6:8, 6:8].min()
+    assert (
+        change_score(single, readout, visible)[0, 6, 6] < 0.5 < change_score(block, readout, visible)[0, 6:8, 6:8].min()
+    )
     # the match term alone would have flagged the single cell: its best neighbour is far off
     best_match = (single[0, :, 6, 6, None, None] - readout[0, :, 5:8, 5:8]).square().mean(0).sqrt().min()
     assert best_match > 2.0 * readout[0].std()
@@ -74,7 +76,9 @@ def test_change_score_is_scale_and_offset_free_and_tolerates_one_cell_shift():
     visible = torch.ones(2, 12, 16, dtype=torch.bool)
     score = change_score(latents, readout, visible)
     offset = torch.linspace(-5, 5, 48).view(1, 48, 1, 1)
-    torch.testing.assert_close(change_score(7.0 * latents + offset, 7.0 * readout + offset, visible), score, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        change_score(7.0 * latents + offset, 7.0 * readout + offset, visible), score, rtol=1e-4, atol=1e-4
+    )
     # exact 0 on the unchanged frame: each cell's own readout is among its neighbours, so the match term is 0
     assert score[0, 3:5, 3:5].min() > 1.0 and score[1].max() == 0.0
     shifted = torch.roll(readout, shifts=1, dims=3)  # reprojection off by one cell

@@ -113,7 +113,9 @@ def test_zbuffer_matches_brute_force_on_random_clouds():
 def test_depth_bins_let_the_older_of_two_nearly_equal_points_win():
     K_grid = torch.tensor([[2.0, 0, 2.0], [0, 2.0, 2.0], [0, 0, 1]])
     older = torch.tensor([[0.05, 0.05, 3.02]])
-    newer_nearer = torch.tensor([[0.05, 0.05, 3.005]])  # 0.5 % nearer, same 1/64-octave bin: the same surface seen again
+    newer_nearer = torch.tensor(
+        [[0.05, 0.05, 3.005]]
+    )  # 0.5 % nearer, same 1/64-octave bin: the same surface seen again
     occluder = torch.tensor([[0.05, 0.05, 2.50]])  # 17 % nearer: a real occluder
     index, _ = zbuffer_project(torch.cat([older, newer_nearer]), torch.eye(4)[None], K_grid, 4, 4)
     assert index[0, 2, 2] == 0
@@ -196,7 +198,9 @@ def plane_depth(w2c: torch.Tensor, K: torch.Tensor, distance: float = 4.0) -> to
 
     c2w = invert_pose(w2c.double())
     uv = pixel_centers(H, W, dtype=torch.float64)
-    rays = torch.stack([(uv[..., 0] - K[0, 2]) / K[0, 0], (uv[..., 1] - K[1, 2]) / K[1, 1], torch.ones(H, W, dtype=torch.float64)], -1)
+    rays = torch.stack(
+        [(uv[..., 0] - K[0, 2]) / K[0, 0], (uv[..., 1] - K[1, 2]) / K[1, 1], torch.ones(H, W, dtype=torch.float64)], -1
+    )
     dirs_z = torch.einsum("hwc,fc->fhw", rays, c2w[:, 2, :3])  # world z of each ray direction
     return ((distance - c2w[:, 2, 3, None, None]) / dirs_z).float()
 
@@ -270,7 +274,9 @@ def test_update_records_labels_colours_and_provenance(K):
     frames = torch.zeros(2, H, W, 3, dtype=torch.uint8)
     frames[..., 0] = 200
     frames[:, :2, :2, 1] = 255  # a quarter of cell (0, 0)'s 4x4 patch is bright green
-    mem.update(fp16_latents(2), depth, orbit(2, 2.0, 10.0), K, keep=keep, labels=labels, frames=frames, frame_ids=[40, 44])
+    mem.update(
+        fp16_latents(2), depth, orbit(2, 2.0, 10.0), K, keep=keep, labels=labels, frames=frames, frame_ids=[40, 44]
+    )
     counts = torch.bincount(mem.rejected_labels.long(), minlength=4)
     assert counts[CellLabel.DYNAMIC] == 9 and counts[CellLabel.SKY] == 2 * h and counts[CellLabel.INVALID] == 9
     assert mem.stats().points == len(mem) == int(keep.sum()) - 9
@@ -278,7 +284,11 @@ def test_update_records_labels_colours_and_provenance(K):
     assert torch.isfinite(mem.rejected_positions[mem.rejected_labels == CellLabel.DYNAMIC]).all()
     assert set(mem.frames.tolist()) == {40, 44}
     assert (mem.colors[:, 0] == 200).all()
-    assert mem.colors[0].tolist() == [200, 64, 0]  # mean of 4 bright pixels in a 16-pixel patch, rounded (63.75: exact in float)
+    assert mem.colors[0].tolist() == [
+        200,
+        64,
+        0,
+    ]  # mean of 4 bright pixels in a 16-pixel patch, rounded (63.75: exact in float)
 
 
 def test_bad_input_raises_and_leaves_memory_unchanged(K):
@@ -309,7 +319,9 @@ def test_bad_input_raises_and_leaves_memory_unchanged(K):
 def test_a_write_that_fails_after_its_checks_changes_nothing(K, monkeypatch):
     """The write check is pure: even the channel count of an empty memory changes only when a write commits."""
     mem = LatentSpatialMemory()
-    mem.initialize(fp16_latents(1)[0], torch.full((H, W), torch.inf), K, torch.eye(4))  # no valid depth: empty, C channels
+    mem.initialize(
+        fp16_latents(1)[0], torch.full((H, W), torch.inf), K, torch.eye(4)
+    )  # no valid depth: empty, C channels
 
     def fail(*args, **kwargs):
         raise RuntimeError("lifting failed")
@@ -334,7 +346,9 @@ def test_save_load_round_trip_is_bit_exact(tmp_path, K):
             assert torch.equal(getattr(loaded, name), getattr(mem, name)), name
         assert torch.equal(torch.isnan(loaded.rejected_positions), torch.isnan(mem.rejected_positions))
         targets = orbit(3, 2.0, 25.0)
-        assert torch.equal(loaded.readout(targets, K, h, w, (H, W)).latent, mem.readout(targets, K, h, w, (H, W)).latent)
+        assert torch.equal(
+            loaded.readout(targets, K, h, w, (H, W)).latent, mem.readout(targets, K, h, w, (H, W)).latent
+        )
         assert not list(tmp_path.glob(".*")), "no temporary files left behind"
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from model.eval.scenes import ProceduralScene, SceneConfig
 from model.geometry.camera import intrinsics_from_fov, look_at
 from model.geometry.trajectories import closed_loop, orbit
 from model.memory.latent import LatentSpatialMemory, MemoryConfig
-from model.eval.scenes import ProceduralScene, SceneConfig
 
 H, W = 176, 320
 

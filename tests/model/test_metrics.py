@@ -8,9 +8,9 @@ import torch
 
 from explorer.generate import build_trajectory
 from model.eval import metrics
+from model.eval.scenes import ProceduralScene, SceneConfig
 from model.geometry.camera import intrinsics_from_fov
 from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
-from model.eval.scenes import ProceduralScene, SceneConfig
 
 W, H = 320, 176
 K = intrinsics_from_fov(55.0, W, H)
@@ -101,7 +101,12 @@ def test_closed_loop_metrics_on_exact_renders_and_a_broken_return(renderer, scen
     broken[8] = noisy(frames[8], 30)
     result = metrics.closed_loop_metrics(broken, w2c)
     assert result["psnr_c"] < 20 and result["ssim_c"] < 0.6
-    assert result["pair_psnr"] < metrics.MAX_PSNR_DB and result["per_pair"][0] == {"i": 0, "j": 8, "psnr": result["psnr_c"], "ssim": result["ssim_c"]}
+    assert result["pair_psnr"] < metrics.MAX_PSNR_DB and result["per_pair"][0] == {
+        "i": 0,
+        "j": 8,
+        "psnr": result["psnr_c"],
+        "ssim": result["ssim_c"],
+    }
     open_path = metrics.closed_loop_metrics(frames[:4], w2c[:4])
     assert open_path["pairs"] == 0 and open_path["return_frame"] is None and math.isnan(open_path["psnr_c"])
 
@@ -129,7 +134,9 @@ def test_reprojection_with_exact_depth_agrees_and_a_wrong_pose_does_not(renderer
 
 def test_occlusion_test_drops_points_hidden_in_the_source(start_view):
     image, depth = start_view
-    warped, covered = metrics.warp_with_depth(image, depth, K, torch.eye(4, dtype=torch.float64), torch.eye(4, dtype=torch.float64), depth_src=depth * 1.5)
+    warped, covered = metrics.warp_with_depth(
+        image, depth, K, torch.eye(4, dtype=torch.float64), torch.eye(4, dtype=torch.float64), depth_src=depth * 1.5
+    )
     assert not covered.any(), "every point is 'behind' a nearer source surface"
     assert (warped == 0).all()
 

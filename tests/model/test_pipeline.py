@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 
+from model.baselines.kinds import make_memory
+from model.eval.scenes import ProceduralScene, SceneConfig
 from model.generation.backbone import BackboneConfig, load_backbone
+from model.generation.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
+from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.generation.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.geometry.camera import intrinsics_from_fov
 from model.geometry.trajectories import orbit
-from model.generation.lora import LoraSettings, add_lora, load_memory_weights, save_memory_weights
-from model.memory.masks import SemanticSkySegmenter
-from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig
 from model.memory.latent import CellLabel, LatentSpatialMemory, MemoryConfig
-from model.baselines.kinds import make_memory
-from model.generation.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
-from model.eval.scenes import ProceduralScene, SceneConfig
+from model.memory.masks import SemanticSkySegmenter
 
 H, W = 64, 128
 SEGMENT = 33
@@ -70,7 +70,15 @@ def test_three_segments_end_to_end(renderer, scene, K, vae):
     assert steps[-1] == (2, 2, 2) and len(steps) == 6
     for r in results:
         assert r.frames.shape == (SEGMENT, H, W, 3) and r.frames.dtype == np.uint8
-        assert r.latents.shape[0] == 9 and set(r.timings) >= {"readout", "denoise", "decode", "depth", "masks", "update", "total"}
+        assert r.latents.shape[0] == 9 and set(r.timings) >= {
+            "readout",
+            "denoise",
+            "decode",
+            "depth",
+            "masks",
+            "update",
+            "total",
+        }
     assert results[1].frame_ids[0] == 32 and results[2].frame_ids[-1] == 96
     assert np.array_equal(results[0].frames[-1], results[1].frames[0]), "segments share their boundary frame"
     assert results[-1].memory_points > results[0].memory_points > 0
@@ -96,14 +104,22 @@ def test_inpaint_fraction_one_keeps_visible_tokens_equal_to_the_readout(renderer
     generated = result.latents[1:].permute(0, 2, 3, 1)[visible]
     assert torch.equal(generated, readout.latent[1:].float().permute(0, 2, 3, 1)[visible])
     # and without the memory the same tokens come out different
-    free = started(tiny(), renderer, scene, K, PipelineConfig(steps=3, inpaint_fraction=0.0)).run_segment(poses, SceneDepth(renderer, scene))
+    free = started(tiny(), renderer, scene, K, PipelineConfig(steps=3, inpaint_fraction=0.0)).run_segment(
+        poses, SceneDepth(renderer, scene)
+    )
     assert not torch.equal(free.latents[1:].permute(0, 2, 3, 1)[visible], generated)
 
 
 def test_seeded_and_reproducible(renderer, scene, K):
-    a = started(tiny(), renderer, scene, K, PipelineConfig(steps=2, seed=3)).run_segment(path(1), SceneDepth(renderer, scene))
-    b = started(tiny(), renderer, scene, K, PipelineConfig(steps=2, seed=3)).run_segment(path(1), SceneDepth(renderer, scene))
-    c = started(tiny(), renderer, scene, K, PipelineConfig(steps=2, seed=4)).run_segment(path(1), SceneDepth(renderer, scene))
+    a = started(tiny(), renderer, scene, K, PipelineConfig(steps=2, seed=3)).run_segment(
+        path(1), SceneDepth(renderer, scene)
+    )
+    b = started(tiny(), renderer, scene, K, PipelineConfig(steps=2, seed=3)).run_segment(
+        path(1), SceneDepth(renderer, scene)
+    )
+    c = started(tiny(), renderer, scene, K, PipelineConfig(steps=2, seed=4)).run_segment(
+        path(1), SceneDepth(renderer, scene)
+    )
     assert np.array_equal(a.frames, b.frames) and torch.equal(a.latents, b.latents)
     assert not torch.equal(a.latents, c.latents)
 
@@ -138,10 +154,14 @@ def small_branch_backbone():
 
 def test_zero_init_branch_equals_the_bare_backbone(renderer, scene, K):
     backbone = small_branch_backbone()
-    bare = started(backbone, renderer, scene, K, PipelineConfig(steps=2, inpaint_fraction=0.0)).run_segment(path(1), SceneDepth(renderer, scene))
+    bare = started(backbone, renderer, scene, K, PipelineConfig(steps=2, inpaint_fraction=0.0)).run_segment(
+        path(1), SceneDepth(renderer, scene)
+    )
     branch = MemoryBranch(backbone.transformer, MemoryBranchConfig(layers=(0, 2)))
     branch.attach(backbone.transformer)
-    with_branch = started(backbone, renderer, scene, K, PipelineConfig(steps=2, mode="branch"), branch).run_segment(path(1), SceneDepth(renderer, scene))
+    with_branch = started(backbone, renderer, scene, K, PipelineConfig(steps=2, mode="branch"), branch).run_segment(
+        path(1), SceneDepth(renderer, scene)
+    )
     assert torch.equal(with_branch.latents, bare.latents)
     assert np.array_equal(with_branch.frames, bare.frames)
 
@@ -154,7 +174,9 @@ def test_branch_and_lora_save_load_reproduce_outputs(tmp_path, renderer, scene, 
     add_lora(backbone.transformer, settings)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # stand-in for training: make both parts non-trivial
-        for name, p in list(branch.named_parameters()) + [(n, p) for n, p in backbone.transformer.named_parameters() if "lora_" in n]:
+        for name, p in list(branch.named_parameters()) + [
+            (n, p) for n, p in backbone.transformer.named_parameters() if "lora_" in n
+        ]:
             p.add_(0.05 * torch.randn(p.shape, generator=g))
     config = PipelineConfig(steps=2, mode="branch")
     trained = started(backbone, renderer, scene, K, config, branch).run_segment(path(1), SceneDepth(renderer, scene))
@@ -163,7 +185,9 @@ def test_branch_and_lora_save_load_reproduce_outputs(tmp_path, renderer, scene, 
     loaded = load_memory_weights(tmp_path / "weights", fresh.transformer)
     again = started(fresh, renderer, scene, K, config, loaded).run_segment(path(1), SceneDepth(renderer, scene))
     assert torch.equal(again.latents, trained.latents)
-    bare = started(small_branch_backbone(), renderer, scene, K, PipelineConfig(steps=2, inpaint_fraction=0.0)).run_segment(path(1), SceneDepth(renderer, scene))
+    bare = started(
+        small_branch_backbone(), renderer, scene, K, PipelineConfig(steps=2, inpaint_fraction=0.0)
+    ).run_segment(path(1), SceneDepth(renderer, scene))
     assert not torch.equal(bare.latents, trained.latents), "the trained weights must change the output"
 
 
@@ -231,7 +255,13 @@ def test_resume_continues_exactly_like_an_unbroken_run(tmp_path, renderer, scene
     recorded.run_segment(path(2)[:SEGMENT], depth)
     recorded.memory.save(tmp_path / "memory.safetensors")
     resumed = MiragePipeline(tiny(), PipelineConfig(steps=2, seed=1))
-    resumed.resume(first.frames[-1], K, "a room with a table", LatentSpatialMemory.load(tmp_path / "memory.safetensors"), segments_done=1)
+    resumed.resume(
+        first.frames[-1],
+        K,
+        "a room with a table",
+        LatentSpatialMemory.load(tmp_path / "memory.safetensors"),
+        segments_done=1,
+    )
     again = resumed.run_segment(path(2)[32:], depth)
     assert again.index == 1 and np.array_equal(again.frame_ids, second.frame_ids)
     assert np.array_equal(again.frames, second.frames) and torch.equal(again.latents, second.latents)

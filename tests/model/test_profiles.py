@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 import main
-from model.generation.profiles import BACKENDS, DEFAULT_BACKEND, PROFILES, default_backend, model_folders, per_backend, profile
+from model.generation.profiles import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    PROFILES,
+    default_backend,
+    model_folders,
+    per_backend,
+    profile,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = ["train", "--stage", "branch", "--data", "procedural", "--out", "o"]

@@ -20,8 +20,8 @@ import pytest
 import model.generation.backbone as backbone_module
 import model.generation.depth as depth_module
 from model.generation.backbone import BackboneConfig, load_backbone, validate_wan_folder
-from model.generation.tiny import tiny_tokenizer
 from model.generation.depth import TransformersDepthEstimator
+from model.generation.tiny import tiny_tokenizer
 from model.io.folders import ModelFolderError
 from model.memory.masks import SemanticSkySegmenter
 
@@ -144,7 +144,13 @@ def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
     """``code`` in a fresh interpreter with stdin closed and its own transformers module cache."""
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -156,10 +162,16 @@ def test_loading_with_stdin_closed_asks_nothing_and_runs_nothing(tmp_path):
     load = f"from model.generation.backbone import BackboneConfig, load_backbone\nload_backbone(BackboneConfig(backend='wan', model_dir={str(root)!r}, device='cpu'))"
     refused = run_python(load, tmp_path)
     assert refused.returncode == 1 and "ModelFolderError" in refused.stderr
-    assert f"{root / 'tokenizer' / 'tokenizer_config.json'}: ships custom code (auto_map: custom_code.CustomTokenizer)" in refused.stderr
+    assert (
+        f"{root / 'tokenizer' / 'tokenizer_config.json'}: ships custom code (auto_map: custom_code.CustomTokenizer)"
+        in refused.stderr
+    )
     assert PROMPT not in refused.stdout + refused.stderr
     assert not marker.exists() and not list(tmp_path.glob("modules/**/custom_code.py")), "nothing imported or copied"
-    trusted = run_python(f"from transformers import AutoTokenizer\nAutoTokenizer.from_pretrained({str(root / 'tokenizer')!r}, trust_remote_code=True)", tmp_path)
+    trusted = run_python(
+        f"from transformers import AutoTokenizer\nAutoTokenizer.from_pretrained({str(root / 'tokenizer')!r}, trust_remote_code=True)",
+        tmp_path,
+    )
     assert trusted.returncode == 0, trusted.stderr
     assert marker.read_text() == "the folder's code ran"
 
@@ -167,8 +179,13 @@ def test_loading_with_stdin_closed_asks_nothing_and_runs_nothing(tmp_path):
 def custom_transformers_folder(folder: Path, marker: Path) -> Path:
     """A depth / segmentation model folder whose config and image processor are the folder's own classes."""
     write_custom_code(folder, marker)
-    write_json(folder / "config.json", {"model_type": "mirage-custom", "auto_map": {"AutoConfig": "custom_code.CustomConfig"}})
-    write_json(folder / "preprocessor_config.json", {"image_processor_type": "CustomProcessor", "auto_map": {"AutoImageProcessor": "custom_code.CustomProcessor"}})
+    write_json(
+        folder / "config.json", {"model_type": "mirage-custom", "auto_map": {"AutoConfig": "custom_code.CustomConfig"}}
+    )
+    write_json(
+        folder / "preprocessor_config.json",
+        {"image_processor_type": "CustomProcessor", "auto_map": {"AutoImageProcessor": "custom_code.CustomProcessor"}},
+    )
     (folder / "model.safetensors").write_bytes(b"")
     return folder
 
@@ -189,7 +206,9 @@ def test_depth_and_sky_folders_with_custom_code_are_refused(tmp_path, prompts, l
 
 
 @pytest.mark.parametrize(("loader", "what"), LOADERS)
-def test_depth_and_sky_loaders_themselves_refuse_custom_code_without_asking(tmp_path, prompts, monkeypatch, loader, what):
+def test_depth_and_sky_loaders_themselves_refuse_custom_code_without_asking(
+    tmp_path, prompts, monkeypatch, loader, what
+):
     """With the folder check bypassed, their ``from_pretrained`` calls refuse too: nothing asked, nothing run."""
     marker = tmp_path / "marker"
     folder = custom_transformers_folder(tmp_path / "m", marker)

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from model.baselines.kinds import make_memory
+from model.baselines.rgb_memory import RGBPointCloudMemory
+from model.eval.scenes import ProceduralScene, SceneConfig
 from model.generation.backbone import BackboneConfig, load_backbone
+from model.generation.patch_vae import PatchVAE
+from model.generation.pipeline import MiragePipeline, PipelineConfig
 from model.geometry.camera import intrinsics_from_fov
 from model.geometry.trajectories import orbit
 from model.io.frames import frames_to_tensor
 from model.memory.latent import LatentSpatialMemory, MemoryConfig
-from model.baselines.kinds import make_memory
-from model.generation.patch_vae import PatchVAE
-from model.generation.pipeline import MiragePipeline, PipelineConfig
-from model.baselines.rgb_memory import RGBPointCloudMemory
-from model.eval.scenes import ProceduralScene, SceneConfig
 
 H, W = 64, 128
 STRIDE = 4  # PatchVAE
@@ -41,7 +41,9 @@ def source_memory(renderer, scene, K, vae, config=None):
     rgb, depth = renderer.render(scene, np.eye(4), K, W, H)
     memory = RGBPointCloudMemory(config, vae=vae)
     latent = vae.encode(frames_to_tensor(rgb))[0]
-    memory.initialize(latent, torch.from_numpy(depth), K, torch.eye(4, dtype=torch.float64), image=torch.from_numpy(rgb))
+    memory.initialize(
+        latent, torch.from_numpy(depth), K, torch.eye(4, dtype=torch.float64), image=torch.from_numpy(rgb)
+    )
     return memory, rgb, depth
 
 
@@ -52,12 +54,16 @@ def test_readout_at_the_source_view_reproduces_the_source_image(renderer, scene,
     covered = views.depth[0] > 0
     assert covered.float().mean() > 0.999
     # exact: uint8 colours are copied, each point lands at its own pixel centre (half a pixel from any edge)
-    assert torch.equal(views.rgb[0][covered], torch.from_numpy(rgb)[covered]), "each pixel's own point covers exactly that pixel"
+    assert torch.equal(views.rgb[0][covered], torch.from_numpy(rgb)[covered]), (
+        "each pixel's own point covers exactly that pixel"
+    )
     assert torch.allclose(views.depth[0][covered], torch.from_numpy(depth)[covered], rtol=1e-5)
     readout = memory.readout(torch.eye(4)[None], K, h, w, image_hw=(H, W))
     assert readout.visible.all()
     # exact: the rendered view is the source image (above), encoded by the same code
-    assert torch.equal(readout.latent[0], vae.encode(frames_to_tensor(rgb))[0]), "the readout is the VAE encoding of the rendered source view"
+    assert torch.equal(readout.latent[0], vae.encode(frames_to_tensor(rgb))[0]), (
+        "the readout is the VAE encoding of the rendered source view"
+    )
 
 
 def test_z_buffer_shows_the_nearest_surface_from_a_new_view(renderer, scene, K, vae):
@@ -90,17 +96,27 @@ def test_near_points_occlude_far_points_whatever_the_write_order(K, vae):
         assert (views.rgb[0, 20:44, 36:92] == torch.tensor([255, 0, 0], dtype=torch.uint8)).all()
         assert (views.rgb[0, :12] == torch.tensor([0, 0, 255], dtype=torch.uint8)).all()
         readout = memory.readout(torch.eye(4)[None], K, h, w, image_hw=(H, W))
-        assert torch.allclose(readout.depth[0, 5:11, 9:23], torch.tensor(2.0)) and torch.allclose(readout.depth[0, 0], torch.tensor(4.0))
+        assert torch.allclose(readout.depth[0, 5:11, 9:23], torch.tensor(2.0)) and torch.allclose(
+            readout.depth[0, 0], torch.tensor(4.0)
+        )
 
 
 def test_revisiting_a_view_adds_nothing_and_new_space_adds_points(renderer, scene, K, vae):
     memory, rgb, depth = source_memory(renderer, scene, K, vae)
     before = len(memory)
-    memory.update(torch.zeros(1, 48, h, w), torch.from_numpy(depth)[None], torch.eye(4)[None], K, frames=torch.from_numpy(rgb)[None])
+    memory.update(
+        torch.zeros(1, 48, h, w),
+        torch.from_numpy(depth)[None],
+        torch.eye(4)[None],
+        K,
+        frames=torch.from_numpy(rgb)[None],
+    )
     assert len(memory) - before < 0.01 * before
     poses = orbit(3, 2.0, 40.0)[1:]
     rgbs, depths = zip(*[renderer.render(scene, p, K, W, H) for p in poses])
-    stats = memory.update(torch.zeros(2, 48, h, w), torch.from_numpy(np.stack(depths)), poses, K, frames=torch.from_numpy(np.stack(rgbs)))
+    stats = memory.update(
+        torch.zeros(2, 48, h, w), torch.from_numpy(np.stack(depths)), poses, K, frames=torch.from_numpy(np.stack(rgbs))
+    )
     assert stats.points > 1.1 * before and memory.next_segment == 3
 
 
@@ -109,7 +125,9 @@ def test_keep_mask_per_latent_cell_drops_the_cells_pixels(renderer, scene, K, va
     keep = torch.ones(h, w, dtype=torch.bool)
     keep[:, : w // 2] = False
     memory = RGBPointCloudMemory(vae=vae)
-    memory.initialize(torch.zeros(48, h, w), torch.from_numpy(depth), K, torch.eye(4), keep=keep, image=torch.from_numpy(rgb))
+    memory.initialize(
+        torch.zeros(48, h, w), torch.from_numpy(depth), K, torch.eye(4), keep=keep, image=torch.from_numpy(rgb)
+    )
     u = memory.positions[:, 0] / memory.positions[:, 2] * K[0, 0] + K[0, 2]
     assert len(memory) == int(np.isfinite(depth[:, W // 2 :]).sum()) and (u > W // 2 - 1e-3).all()
     assert memory.stats().rejected == H * W - len(memory)
@@ -121,8 +139,12 @@ def test_bad_writes_raise_and_leave_the_memory_unchanged(renderer, scene, K, vae
     with pytest.raises(ValueError, match="frames"):
         memory.update(torch.zeros(1, 48, h, w), torch.from_numpy(depth)[None], torch.eye(4)[None], K)
     with pytest.raises(ValueError, match="depth"):
-        memory.update(torch.zeros(1, 48, h, w), torch.ones(1, H, W + 4), torch.eye(4)[None], K, frames=torch.from_numpy(rgb)[None])
-    assert torch.equal(memory.positions, before.positions) and memory.next_segment == before.next_segment  # exact: nothing written
+        memory.update(
+            torch.zeros(1, 48, h, w), torch.ones(1, H, W + 4), torch.eye(4)[None], K, frames=torch.from_numpy(rgb)[None]
+        )
+    assert (
+        torch.equal(memory.positions, before.positions) and memory.next_segment == before.next_segment
+    )  # exact: nothing written
     with pytest.raises(ValueError, match="VAE"):
         RGBPointCloudMemory().readout(torch.eye(4)[None], K, h, w, image_hw=(H, W))
 
@@ -132,11 +154,19 @@ def test_save_load_round_trip_and_format_checks(renderer, scene, K, vae, tmp_pat
     path = tmp_path / "rgb.safetensors"
     memory.save(path)
     loaded = RGBPointCloudMemory.load(path, vae=vae)
-    for name in ("positions", "colors", "sizes", "segments", "frames"):  # exact: file copies, then the same readout code
+    for name in (
+        "positions",
+        "colors",
+        "sizes",
+        "segments",
+        "frames",
+    ):  # exact: file copies, then the same readout code
         assert torch.equal(getattr(loaded, name), getattr(memory, name)), name
     assert loaded.config == memory.config and loaded.next_segment == 1 and loaded.stats() == memory.stats()
     target = orbit(2, 2.0, 10.0)[1:]
-    assert torch.equal(loaded.readout(target, K, h, w, image_hw=(H, W)).latent, memory.readout(target, K, h, w, image_hw=(H, W)).latent)
+    assert torch.equal(
+        loaded.readout(target, K, h, w, image_hw=(H, W)).latent, memory.readout(target, K, h, w, image_hw=(H, W)).latent
+    )
     latent_file = tmp_path / "latent.safetensors"
     LatentSpatialMemory().save(latent_file)
     with pytest.raises(ValueError, match="not a mirage-rgb-memory file"):
@@ -151,7 +181,9 @@ def test_interface_matches_the_latent_memory():
         latent = list(inspect.signature(getattr(LatentSpatialMemory, name)).parameters.values())
         rgb = list(inspect.signature(getattr(RGBPointCloudMemory, name)).parameters.values())
         assert [(p.name, p.default) for p in latent] == [(p.name, p.default) for p in rgb[: len(latent)]], name
-        assert all(p.default is not inspect.Parameter.empty for p in rgb[len(latent) :]), f"{name}: extra parameters must be optional"
+        assert all(p.default is not inspect.Parameter.empty for p in rgb[len(latent) :]), (
+            f"{name}: extra parameters must be optional"
+        )
 
 
 def test_pipeline_runs_one_segment_with_the_rgb_memory(renderer, scene, K):
@@ -196,6 +228,22 @@ def test_generate_cli_runs_with_the_rgb_memory_and_reloads_it(tmp_path):
     assert main.main(["generate", "--out", str(tmp_path / "a.mp4"), "--save-memory", str(saved), *fast]) == 0
     first = RGBPointCloudMemory.load(saved)
     assert first.next_segment == 2 and len(first) > 0
-    assert main.main(["generate", "--out", str(tmp_path / "b.mp4"), "--load-memory", str(saved), "--save-memory", str(saved), *fast]) == 0
+    assert (
+        main.main(
+            [
+                "generate",
+                "--out",
+                str(tmp_path / "b.mp4"),
+                "--load-memory",
+                str(saved),
+                "--save-memory",
+                str(saved),
+                *fast,
+            ]
+        )
+        == 0
+    )
     assert RGBPointCloudMemory.load(saved).next_segment == 3, "the second run continued from the saved RGB memory"
-    assert main.main(["generate", "--out", str(tmp_path / "c.mp4"), "--load-memory", str(saved), *fast[:-2]]) == 2, "a latent run rejects an RGB file"
+    assert main.main(["generate", "--out", str(tmp_path / "c.mp4"), "--load-memory", str(saved), *fast[:-2]]) == 2, (
+        "a latent run rejects an RGB file"
+    )

@@ -79,7 +79,9 @@ def test_npy_depth_is_metres_with_invalid_values_as_inf(tmp_path):
     np.save(tmp_path / "d.npy", depth)
     loaded = load_depth_file(tmp_path / "d.npy")
     assert loaded.dtype == np.float32
-    np.testing.assert_array_equal(loaded, np.array([[1.25, np.inf, np.inf], [np.inf, np.inf, 3.5]], np.float32))  # copies
+    np.testing.assert_array_equal(
+        loaded, np.array([[1.25, np.inf, np.inf], [np.inf, np.inf, 3.5]], np.float32)
+    )  # copies
 
 
 def test_folder_with_npy_depth_loads(folder):
@@ -91,7 +93,9 @@ def test_folder_with_npy_depth_loads(folder):
 def test_depth_png_unit_and_range(tmp_path):
     write_depth_png(tmp_path / "d.png", np.array([[0.0004, 1.2345], [np.nan, 65.535]]))
     raw = np.array(Image.open(tmp_path / "d.png"))
-    np.testing.assert_array_equal(raw, [[1, 1234], [0, 65535]])  # tiny depths stay valid (integers: rint of an IEEE product)
+    np.testing.assert_array_equal(
+        raw, [[1, 1234], [0, 65535]]
+    )  # tiny depths stay valid (integers: rint of an IEEE product)
     with pytest.raises(ValueError, match="does not fit"):
         write_depth_png(tmp_path / "far.png", np.array([[70.0]]))
     assert not (tmp_path / "far.png").exists()
@@ -100,7 +104,11 @@ def test_depth_png_unit_and_range(tmp_path):
 @pytest.mark.parametrize(
     ("name", "make", "message"),
     [
-        ("pickled object array", lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "readable"),
+        (
+            "pickled object array",
+            lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+            "readable",
+        ),
         ("3-D array", lambda p: np.save(p, np.zeros((2, 2, 2))), "2-D"),
         ("garbage", lambda p: p.write_bytes(b"not numpy"), "readable"),
     ],

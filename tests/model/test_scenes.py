@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from model.geometry.camera import intrinsics_from_fov, invert_pose, look_at, project_points, unproject_depth
-from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
+from model.geometry.camera import intrinsics_from_fov, invert_pose, look_at, project_points, unproject_depth
 from model.geometry.trajectories import forward_dolly, look_around, orbit, yaw_pan
+from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
 
 # Relative z-depth tolerance against analytic geometry. A half-pixel error in the pixel-centre
 # convention changes the depths in these views by more than 1e-3, so this catches it.

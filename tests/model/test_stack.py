@@ -2,12 +2,13 @@
 
 import pytest
 
+# A sibling test module: importable by its name in pytest's default (prepend) import mode.
+from test_lora import save_wide_tiny_weights
+
 import model.generation.stack
 from model.generation.backbone import Backbone, BackboneConfig
 from model.generation.lora import LoraSettings, add_lora
 from model.generation.stack import attach_before_offload, load_generation_stack
-# A sibling test module: importable by its name in pytest's default (prepend) import mode.
-from test_lora import save_wide_tiny_weights
 
 TINY = BackboneConfig(backend="tiny", device="cpu")
 
@@ -43,7 +44,9 @@ def test_without_weights_the_stock_backbone_is_placed_and_no_branch_returned(off
 
 
 def test_branch_mode_without_weights_is_refused_before_anything_loads(monkeypatch):
-    monkeypatch.setattr(model.generation.stack, "load_backbone", lambda *args, **kwargs: pytest.fail("loaded a backbone"))
+    monkeypatch.setattr(
+        model.generation.stack, "load_backbone", lambda *args, **kwargs: pytest.fail("loaded a backbone")
+    )
     for weights in (None, ""):
         with pytest.raises(ValueError, match=r"mode 'branch' needs trained memory weights \(--memory-weights DIR"):
             load_generation_stack(TINY, weights, mode="branch")

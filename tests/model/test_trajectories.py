@@ -7,7 +7,15 @@ import torch
 
 from model.geometry.camera import intrinsics_from_fov, invert_pose, look_at, project_points, rigid
 from model.geometry.rotations import rot_y, rotation_angle
-from model.geometry.trajectories import closed_loop, forward_dolly, interpolate_c2w, look_around, orbit, resample_c2w, yaw_pan
+from model.geometry.trajectories import (
+    closed_loop,
+    forward_dolly,
+    interpolate_c2w,
+    look_around,
+    orbit,
+    resample_c2w,
+    yaw_pan,
+)
 
 TOL = 1e-12  # a handful of float64 operations
 

@@ -17,10 +17,10 @@ from PySide6.QtGui import QGuiApplication, QOffscreenSurface, QOpenGLContext
 
 from explorer.flight import step_segment
 from explorer.worker import GenerationSignals, SceneInfo
-from model.io.frames import frames_to_tensor
-from model.memory.latent import LatentSpatialMemory
 from model.generation.patch_vae import PatchVAE
+from model.io.frames import frames_to_tensor
 from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
+from model.memory.latent import LatentSpatialMemory
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
 
@@ -67,7 +67,13 @@ def sample_memory(sample_view):
     """A memory lifted from the bundled view with exact 4x4 pixel-patch features (plus a fake rejected write)."""
     view = sample_view
     memory = LatentSpatialMemory()
-    memory.initialize(PatchVAE().encode(frames_to_tensor(view.image))[0], torch.from_numpy(view.depth.copy()), torch.from_numpy(view.K.copy()), torch.from_numpy(view.w2c.copy()), image=torch.from_numpy(view.image.copy()))
+    memory.initialize(
+        PatchVAE().encode(frames_to_tensor(view.image))[0],
+        torch.from_numpy(view.depth.copy()),
+        torch.from_numpy(view.K.copy()),
+        torch.from_numpy(view.w2c.copy()),
+        image=torch.from_numpy(view.image.copy()),
+    )
     rng = np.random.default_rng(0)
     memory.rejected_positions = memory.positions[rng.choice(len(memory), 50, replace=False)] + 0.01
     memory.rejected_labels = torch.tensor([1] * 30 + [2] * 20, dtype=torch.uint8)
@@ -134,8 +140,18 @@ class FakeController(GenerationSignals):
         image = np.repeat(np.broadcast_to(ramp, (height, width))[..., None], 3, axis=-1).astype(np.uint8)
         K = np.array([[100.0, 0.0, width / 2], [0.0, 100.0, height / 2], [0.0, 0.0, 1.0]])
         return SceneInfo(
-            image=image, K=K, start_w2c=np.eye(4), depth=None, source=source, depth_source="prior" if prior_depth else "exact",
-            k_source="default", prior_depth=prior_depth, segments_done=0, points=0, bytes=0, latent_stride=4,
+            image=image,
+            K=K,
+            start_w2c=np.eye(4),
+            depth=None,
+            source=source,
+            depth_source="prior" if prior_depth else "exact",
+            k_source="default",
+            prior_depth=prior_depth,
+            segments_done=0,
+            points=0,
+            bytes=0,
+            latent_stride=4,
         )
 
     def open(self, window, scene: SceneInfo) -> None:
@@ -169,7 +185,11 @@ def new_fake_window(qtbot, settings):
     the isolated QSettings of ``settings``: ``new_fake_window(controller=None) -> MainWindow``."""
 
     def make(controller: FakeController | None = None) -> MainWindow:
-        window = MainWindow(settings, LaunchOptions(backend="tiny", height=64, width=128, fps=200.0), controller=controller or FakeController())
+        window = MainWindow(
+            settings,
+            LaunchOptions(backend="tiny", height=64, width=128, fps=200.0),
+            controller=controller or FakeController(),
+        )
         qtbot.addWidget(window)
         window.show()
         qtbot.waitExposed(window)

@@ -98,7 +98,9 @@ def test_gl_panel_draws_the_cloud_and_picks_the_clicked_point(qtbot, cache, samp
     panel.frame_cloud()
     qtbot.wait(150)  # the coalesced frustum redraw
     image = panel.view.grabFramebuffer()
-    pixels = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())[:, : image.width() * 4]
+    pixels = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())[
+        :, : image.width() * 4
+    ]
     assert pixels.std() > 10, "the GL view must show the point cloud, not a flat background"
 
     # click the projected position of a known memory point: the panel must report that point
@@ -112,8 +114,12 @@ def test_gl_panel_draws_the_cloud_and_picks_the_clicked_point(qtbot, cache, samp
         qtbot.mouseClick(panel.view, Qt.MouseButton.LeftButton, pos=pos)
     info = picked.args[0]
     assert info["kind"] == "memory"
-    picked_xy, _, _ = cloud_math.project_to_screen(cloud_math.to_display(cache.positions[info["index"]]), mvp, viewport[2], viewport[3])
-    assert np.hypot(*(picked_xy[0] - xy[target])) <= panel.pick_radius_px * ratio + 1, "the reported point lies under the click"
+    picked_xy, _, _ = cloud_math.project_to_screen(
+        cloud_math.to_display(cache.positions[info["index"]]), mvp, viewport[2], viewport[3]
+    )
+    assert np.hypot(*(picked_xy[0] - xy[target])) <= panel.pick_radius_px * ratio + 1, (
+        "the reported point lies under the click"
+    )
     assert info["segment"] == 0 and info["depth_m"] > 0
     assert "segment 0" in panel.pick_label.text()
 
@@ -129,9 +135,16 @@ def test_labels_mode_counts_rejected_cells_per_label_and_draws_those_with_a_posi
     panel.set_data(data)
     panel.set_color_mode("labels")
     text = panel.rejected_label.text()
-    assert "95 cells rejected by the last write" in text and "dynamic 30" in text and "sky 25" in text and "invalid 40" in text
+    assert (
+        "95 cells rejected by the last write" in text
+        and "dynamic 30" in text
+        and "sky 25" in text
+        and "invalid 40" in text
+    )
     assert "45 have no position" in text
-    assert "drawing" not in panel.stats_label.text(), "nothing is decimated: cells without a position are not 'left out'"
+    assert "drawing" not in panel.stats_label.text(), (
+        "nothing is decimated: cells without a position are not 'left out'"
+    )
     panel.set_label_visible(CellLabel.STATIC, False)
     assert len(panel.drawn_points) == 50, "every rejected cell that has a position is drawn"
     expected = cloud_math.label_colors(labels[:50])

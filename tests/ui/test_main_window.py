@@ -15,8 +15,8 @@ from PySide6.QtWidgets import QMessageBox
 
 from explorer.fly_camera import Action
 from explorer.session import load_session
-from model.io.cameras import read_camera_path_json
 from model.generation.pipeline import MiragePipeline
+from model.io.cameras import read_camera_path_json
 from model.io.video import Mp4Writer, read_mp4_frames
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
@@ -82,7 +82,9 @@ def test_keys_fly_the_camera_and_update_the_preview(qtbot, window):
     qtbot.keyRelease(window.viewport.view, Qt.Key.Key_W)
     moved = window.camera.position - start
     assert moved[2] > 0.05 and abs(moved[0]) < 1e-9, "W flies forward (+z) and only forward"
-    assert window.viewport.shown_index == -1 and window.viewport.view._image is not live_before, "the preview follows the camera"
+    assert window.viewport.shown_index == -1 and window.viewport.view._image is not live_before, (
+        "the preview follows the camera"
+    )
     # keys typed while the GL cache panel has focus still fly the camera
     window.cache_panel.view.setFocus()
     x0 = window.camera.position[0]
@@ -128,6 +130,7 @@ def test_free_flight_queues_a_segment_along_the_flown_path(qtbot, window):
 def test_cancel_through_the_ui_keeps_memory_and_frames(qtbot, window):
     window.controls.set_mode("steps")
     gate = threading.Event()
+
     # hold the worker after step 1 until the Cancel button was clicked (no race with a 2-step segment)
     def hold(s, i, n):
         gate.wait(10)
@@ -154,13 +157,20 @@ def test_cancel_through_the_ui_keeps_memory_and_frames(qtbot, window):
 def test_a_bad_photo_gets_a_message_box_naming_it_and_the_open_scene_stays(qtbot, window, tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: shown.append((title, text)))
-    scene, frames, memory, done = window.scene, window.viewport.frame_count, window.cache_panel.stats_label.text(), window.segments_done
+    scene, frames, memory, done = (
+        window.scene,
+        window.viewport.frame_count,
+        window.cache_panel.stats_label.text(),
+        window.segments_done,
+    )
     assert scene is not None and frames > 0 and done > 0
     garbage = tmp_path / "holiday.jpg"
     garbage.write_bytes(b"not a jpeg" * 20)
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(garbage))])
-    drop = QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    drop = QDropEvent(
+        QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
     window.dropEvent(drop)  # drag-and-drop of a photo onto the window
     qtbot.waitUntil(lambda: bool(shown), timeout=TIMEOUT_MS)
     assert "holiday.jpg" in shown[0][1] and "Fix" in shown[0][1]
@@ -213,6 +223,7 @@ def test_stopping_a_recording_before_any_segment_is_news_not_an_error(qtbot, win
     folder = tmp_path / "session"
     window.start_recording(str(folder))
     seen = []
+
     def note_status(message):
         seen.append(message)
 
@@ -222,7 +233,9 @@ def test_stopping_a_recording_before_any_segment_is_news_not_an_error(qtbot, win
     window.controller.status.connect(note_status)
     window.controller.idle.connect(note_idle)
     window.set_recording(False)
-    qtbot.waitUntil(lambda: any("nothing" in m for m in seen) and seen[-1] == "<idle>", timeout=TIMEOUT_MS)  # the stop handled
+    qtbot.waitUntil(
+        lambda: any("nothing" in m for m in seen) and seen[-1] == "<idle>", timeout=TIMEOUT_MS
+    )  # the stop handled
     window.controller.status.disconnect(note_status)
     window.controller.idle.disconnect(note_idle)
     assert errors == [], "no error box"
@@ -238,7 +251,10 @@ def test_recording_round_trip_and_continue(qtbot, window, tmp_path):
     with qtbot.waitSignal(window.controller.segment_ready, timeout=TIMEOUT_MS):
         window.step(Action.TURN_LEFT)
     qtbot.waitUntil(lambda: not window.controller.busy, timeout=TIMEOUT_MS)
-    qtbot.waitUntil(lambda: window.cache_panel._data is not None and window.cache_panel._data.segments.max() == 1, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: window.cache_panel._data is not None and window.cache_panel._data.segments.max() == 1,
+        timeout=TIMEOUT_MS,
+    )
     generated = np.stack(window.viewport.frames)
     memory = window.cache_panel._data.positions.copy()
     with qtbot.waitSignal(window.controller.recording_saved, timeout=TIMEOUT_MS) as saved:
@@ -258,7 +274,9 @@ def test_recording_round_trip_and_continue(qtbot, window, tmp_path):
         for frame in generated:
             video.append(frame)
     reference = read_mp4_frames(reference_path)
-    assert np.abs(replayed.astype(int) - reference.astype(int)).mean() < 1.0, "the recording holds the generated frames, in order"
+    assert np.abs(replayed.astype(int) - reference.astype(int)).mean() < 1.0, (
+        "the recording holds the generated frames, in order"
+    )
     assert np.abs(replayed[0].astype(int) - generated[0].astype(int)).mean() < 4.0
     assert np.array_equal(window.cache_panel._data.positions, memory), "same memory"
     assert window.segments_done == 1 and len(window.trajectory) == 33

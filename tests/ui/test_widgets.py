@@ -18,8 +18,14 @@ from ui.viewport import Viewport
 
 
 def test_settings_round_trip_through_qsettings(settings):
-    edited = ExplorerSettings(KeyBindings(forward="Z", back="X"), sensitivity_deg_per_px=0.3, speed_mps=2.5,
-                              capture_mouse=True, model_dir="/models/wan", sky_model_dir="/models/segformer-ade")
+    edited = ExplorerSettings(
+        KeyBindings(forward="Z", back="X"),
+        sensitivity_deg_per_px=0.3,
+        speed_mps=2.5,
+        capture_mouse=True,
+        model_dir="/models/wan",
+        sky_model_dir="/models/segformer-ade",
+    )
     edited.save(settings)
     loaded = ExplorerSettings.load(settings)
     assert loaded == edited and loaded.problems == []
@@ -35,7 +41,11 @@ def test_damaged_settings_fall_back_to_defaults_and_say_why(settings):
 
 
 def test_key_names_match_the_binding_defaults():
-    assert key_name(Qt.Key.Key_W) == "W" and key_name(Qt.Key.Key_Control) == "Ctrl" and key_name(Qt.Key.Key_Shift) == "Shift"
+    assert (
+        key_name(Qt.Key.Key_W) == "W"
+        and key_name(Qt.Key.Key_Control) == "Ctrl"
+        and key_name(Qt.Key.Key_Shift) == "Shift"
+    )
     assert KeyBindings().action_for(key_name(Qt.Key.Key_Control)) is Action.SLOW
 
 

@@ -33,14 +33,18 @@ def test_reset_right_after_a_step_is_a_teleport_not_a_segment(qtbot, fake_window
     fake_window.controls.set_mode("flight")  # free flight queues a segment for any 0.4 m flown
     qtbot.keyClick(fake_window.viewport.view, Qt.Key.Key_U)
     assert torch.equal(fake_window.camera.w2c, fake_window.camera.start_w2c)
-    assert torch.equal(fake_window.flight.anchor_w2c, fake_window.camera.start_w2c), "the next segment starts where the reset went"
+    assert torch.equal(fake_window.flight.anchor_w2c, fake_window.camera.start_w2c), (
+        "the next segment starts where the reset went"
+    )
     for _ in range(3):  # camera ticks record the pose; the 0.5 m jump back must not count as flown
         with qtbot.waitSignal(fake_window.tick_timer.timeout, timeout=1000):
             pass
     assert len(fake_controller.calls("queue_segment")) == 1, "the reset queued no segment"
 
 
-def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_viewport(qtbot, fake_window, fake_controller):
+def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_viewport(
+    qtbot, fake_window, fake_controller
+):
     hud, viewport = fake_window.hud, fake_window.viewport
     fake_controller.open(fake_window, fake_controller.scene(prior_depth=True))
     fake_controller.status.emit("Scene ready: photo.jpg; memory 366 points")  # the worker's next messages
@@ -52,7 +56,9 @@ def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_vie
     assert hud.progress.format().startswith("segment 1 done") and hud.progress.value() == hud.progress.maximum()
     fake_controller.cancelled.emit(1)
     fake_controller.idle.emit()
-    assert hud.progress.format() == "segment 2 cancelled" and hud.progress.value() == hud.progress.minimum(), "a cancel fills nothing"
+    assert hud.progress.format() == "segment 2 cancelled" and hud.progress.value() == hud.progress.minimum(), (
+        "a cancel fills nothing"
+    )
     assert "geometry is approximate" in viewport.warning_label.text(), "still there after everything else that happened"
 
     fake_controller.open(fake_window, fake_controller.scene(prior_depth=False))
@@ -69,7 +75,9 @@ def redness(widget, region=None) -> float:
     return float(pixels[..., 0].mean() - pixels[..., 1].mean())
 
 
-def test_recording_shows_a_red_button_and_a_rec_badge_with_the_elapsed_time(qtbot, fake_window, fake_controller, tmp_path):
+def test_recording_shows_a_red_button_and_a_rec_badge_with_the_elapsed_time(
+    qtbot, fake_window, fake_controller, tmp_path
+):
     fake_controller.open(fake_window, fake_controller.scene())
     fake_controller.finish_segment(0, fake_window.flight.anchor_w2c)  # a generated frame with the live inset
     button, view = fake_window.controls.record_button, fake_window.viewport.view
@@ -118,7 +126,9 @@ def click_record(qtbot, window):
     qtbot.mouseClick(window.controls.record_button, Qt.MouseButton.LeftButton)
 
 
-def test_recording_never_replaces_a_session_unasked_and_offers_a_new_named_folder(qtbot, fake_window, fake_controller, tmp_path, monkeypatch):
+def test_recording_never_replaces_a_session_unasked_and_offers_a_new_named_folder(
+    qtbot, fake_window, fake_controller, tmp_path, monkeypatch
+):
     fake_controller.open(fake_window, fake_controller.scene())
     script = Script(monkeypatch)
     kitchen = tmp_path / "kitchen"
@@ -138,7 +148,9 @@ def test_recording_never_replaces_a_session_unasked_and_offers_a_new_named_folde
     script.asked.clear()
     script.answer = QMessageBox.StandardButton.Cancel
     click_record(qtbot, fake_window)
-    assert len(fake_controller.calls("start_recording")) == 1 and not fake_window.controls.record_button.isChecked(), "cancel: no recording"
+    assert len(fake_controller.calls("start_recording")) == 1 and not fake_window.controls.record_button.isChecked(), (
+        "cancel: no recording"
+    )
 
     script.answer = QMessageBox.StandardButton.Yes  # yes: replace it (when the recording is saved)
     click_record(qtbot, fake_window)
@@ -153,7 +165,10 @@ def test_recording_never_replaces_a_session_unasked_and_offers_a_new_named_folde
     click_record(qtbot, fake_window)
     assert [a[0] for a in script.asked] == ["folder", "text", "text"], "a bad name is asked for again"
     assert "cannot contain" in script.asked[2][1]
-    assert fake_controller.calls("start_recording")[-1][0] == str(photos / "walk") and fake_window.controls.record_button.isChecked()
+    assert (
+        fake_controller.calls("start_recording")[-1][0] == str(photos / "walk")
+        and fake_window.controls.record_button.isChecked()
+    )
     fake_window.set_recording(False)
 
     empty = tmp_path / "empty"
@@ -181,11 +196,21 @@ def test_narrow_windows_keep_the_viewport_wide_and_the_timeline_usable(qtbot, fa
     check(1)  # as narrow as the window goes now
     assert fake_window.width() < 967
     fake_window.resize(1500, 860)
-    qtbot.waitUntil(lambda: fake_window.dockWidgetArea(cache_dock) == Qt.DockWidgetArea.RightDockWidgetArea and not fake_window.tabifiedDockWidgets(cache_dock), timeout=3000)
-    assert cache_dock.isVisible() and fake_window.viewport.width() >= 0.6 * fake_window.width(), "wide again: both panels side by side"
+    qtbot.waitUntil(
+        lambda: (
+            fake_window.dockWidgetArea(cache_dock) == Qt.DockWidgetArea.RightDockWidgetArea
+            and not fake_window.tabifiedDockWidgets(cache_dock)
+        ),
+        timeout=3000,
+    )
+    assert cache_dock.isVisible() and fake_window.viewport.width() >= 0.6 * fake_window.width(), (
+        "wide again: both panels side by side"
+    )
 
 
-def test_geometry_docks_colour_mode_and_dialog_folders_are_remembered(qtbot, new_fake_window, fake_controller, tmp_path, monkeypatch):
+def test_geometry_docks_colour_mode_and_dialog_folders_are_remembered(
+    qtbot, new_fake_window, fake_controller, tmp_path, monkeypatch
+):
     folders = {name: tmp_path / name for name in ("photos", "sessions", "exports", "recordings")}
     for folder in folders.values():
         folder.mkdir()
@@ -232,7 +257,10 @@ def test_geometry_docks_colour_mode_and_dialog_folders_are_remembered(qtbot, new
     asked.clear()
     second = new_fake_window()
     qtbot.waitUntil(lambda: (second.width(), second.height()) == (700, 500), timeout=3000)
-    assert second.dockWidgetArea(second.controls_dock) == Qt.DockWidgetArea.RightDockWidgetArea and not second.cache_dock.isVisible()
+    assert (
+        second.dockWidgetArea(second.controls_dock) == Qt.DockWidgetArea.RightDockWidgetArea
+        and not second.cache_dock.isVisible()
+    )
     assert second.cache_panel.color_mode == "provenance"
     second.controller.open(second, second.controller.scene())  # (its own fake controller)
     second.choose_image()

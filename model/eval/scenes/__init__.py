@@ -23,9 +23,16 @@ Regenerate the bundled sample scene with::
     python -m model.eval.scenes write-sample resources/sample_scene
 """
 
-
 from model.eval.scenes.renderer import SceneRenderer
 from model.eval.scenes.sample import write_sample
 from model.eval.scenes.world import SAMPLE_CONFIG, SAMPLE_FOV_Y_DEG, SAMPLE_SIZE, ProceduralScene, SceneConfig
 
-__all__ = ["SAMPLE_CONFIG", "SAMPLE_FOV_Y_DEG", "SAMPLE_SIZE", "ProceduralScene", "SceneConfig", "SceneRenderer", "write_sample"]
+__all__ = [
+    "SAMPLE_CONFIG",
+    "SAMPLE_FOV_Y_DEG",
+    "SAMPLE_SIZE",
+    "ProceduralScene",
+    "SceneConfig",
+    "SceneRenderer",
+    "write_sample",
+]

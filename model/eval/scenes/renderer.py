@@ -8,10 +8,18 @@ import moderngl
 import numpy as np
 import torch
 
+from model.eval.scenes.world import (
+    AMBIENT,
+    DIFFUSE,
+    LIGHT_DIR,
+    SKY_BOX_HALF_M,
+    SKY_MATERIAL,
+    Box,
+    ProceduralScene,
+    box_vertices,
+)
 from model.geometry.camera import gl_projection, invert_pose, validate_intrinsics, validate_poses
 from model.render.offscreen_gl import OffscreenGL
-from model.eval.scenes.world import AMBIENT, DIFFUSE, LIGHT_DIR, SKY_BOX_HALF_M, SKY_MATERIAL, Box, ProceduralScene, box_vertices
-
 
 # --------------------------------------------------------------------------------------------
 # Rendering (moderngl, EGL)
@@ -167,7 +175,9 @@ class SceneRenderer(OffscreenGL):
         with self._ctx:  # make this context current: another renderer may exist in the process
             return self._draw(scene, w2c.numpy(), K.numpy(), camera_centre, int(width), int(height), float(t))
 
-    def render_trajectory(self, scene: ProceduralScene, w2c, K, width: int, height: int, fps: float = 16.0, t0: float = 0.0):
+    def render_trajectory(
+        self, scene: ProceduralScene, w2c, K, width: int, height: int, fps: float = 16.0, t0: float = 0.0
+    ):
         """Render frames ``i = 0..T-1`` at times ``t0 + i / fps`` seconds.
 
         Args:
@@ -188,12 +198,16 @@ class SceneRenderer(OffscreenGL):
         frames = [self.render(scene, w2c[i], K[i], width, height, t0 + i / fps) for i in range(len(w2c))]
         return np.stack([f[0] for f in frames]), np.stack([f[1] for f in frames])
 
-    def _draw(self, scene: ProceduralScene, w2c: np.ndarray, K: np.ndarray, camera_centre: np.ndarray, width, height, t):
+    def _draw(
+        self, scene: ProceduralScene, w2c: np.ndarray, K: np.ndarray, camera_centre: np.ndarray, width, height, t
+    ):
         """Rasterise the scene (and the sky box for an open sky); returns rgb and depth (+inf: sky or nothing)."""
         fbo = self._framebuffer(width, height)
         self._upload(scene)
         fbo.use()
-        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)  # depth attachment 0 = nothing drawn (surfaces have z >= model.geometry.camera.NEAR_M)
+        fbo.clear(
+            0.0, 0.0, 0.0, 0.0, depth=1.0
+        )  # depth attachment 0 = nothing drawn (surfaces have z >= model.geometry.camera.NEAR_M)
         self._ctx.enable(moderngl.DEPTH_TEST)
         self._ctx.disable(moderngl.CULL_FACE | moderngl.BLEND)
         self._program["u_w2c"].write(w2c.T.astype(np.float32).tobytes())  # GL matrices are column-major

@@ -6,11 +6,9 @@ import argparse
 import sys
 from dataclasses import asdict
 
-
-from model.geometry.camera import intrinsics_from_fov
 from model.eval.scenes.renderer import SceneRenderer
 from model.eval.scenes.world import SAMPLE_CONFIG, SAMPLE_FOV_Y_DEG, SAMPLE_SIZE, ProceduralScene, SceneConfig
-
+from model.geometry.camera import intrinsics_from_fov
 
 # --------------------------------------------------------------------------------------------
 # The bundled sample scene
@@ -49,5 +47,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {args.out_dir}")
     return 0
-
-

@@ -53,7 +53,9 @@ class SceneConfig:
         if not 0.2 < self.eye_height < self.room_size[2] - 0.2:
             raise ValueError(f"eye_height {self.eye_height} m must lie inside the room height {self.room_size[2]} m")
         if not 0.0 < self.back_clearance < self.room_size[1]:
-            raise ValueError(f"back_clearance {self.back_clearance} m must lie inside the room length {self.room_size[1]} m")
+            raise ValueError(
+                f"back_clearance {self.back_clearance} m must lie inside the room length {self.room_size[1]} m"
+            )
 
 
 #: Configuration of the bundled sample scene.
@@ -133,7 +135,9 @@ class ProceduralScene:
         self.room_hi = np.array([width / 2, config.eye_height, length - config.back_clearance])
         path = standard_path_centres()
         if not self._inside(path, margin=0.3).all():
-            raise ValueError(f"room {config.room_size} m is too small for the standard camera paths (orbit 2 m, dolly 1 m)")
+            raise ValueError(
+                f"room {config.room_size} m is too small for the standard camera paths (orbit 2 m, dolly 1 m)"
+            )
         self.waves = _random_waves(rng)
         self.room_materials = _room_materials(rng, config.texture_scale)
         moving, self._motion = _moving_box(rng, self.room_lo, self.room_hi, config.texture_scale)
@@ -382,7 +386,12 @@ def _box_faces(lo: np.ndarray, hi: np.ndarray, inward: bool) -> list[tuple[str, 
     ``wall_z0/z1`` (z min/max).
     """
     names = {
-        (0, 0): "wall_x0", (0, 1): "wall_x1", (1, 0): "ceiling", (1, 1): "floor", (2, 0): "wall_z0", (2, 1): "wall_z1"
+        (0, 0): "wall_x0",
+        (0, 1): "wall_x1",
+        (1, 0): "ceiling",
+        (1, 1): "floor",
+        (2, 0): "wall_z0",
+        (2, 1): "wall_z1",
     }
     faces = []
     for axis in range(3):

@@ -6,7 +6,22 @@ import pytest
 
 import main
 
-FAST = ["--data", "procedural", "--scenes", "1", "--height", "32", "--width", "32", "--steps", "2", "--lr", "1e-3", "--device", "cpu"]
+FAST = [
+    "--data",
+    "procedural",
+    "--scenes",
+    "1",
+    "--height",
+    "32",
+    "--width",
+    "32",
+    "--steps",
+    "2",
+    "--lr",
+    "1e-3",
+    "--device",
+    "cpu",
+]
 
 
 def run(argv, capsys):
@@ -23,13 +38,45 @@ def test_two_stages_then_generate_with_the_weights(tmp_path, capsys):
     manifest = json.loads((stage1 / "memory_weights.json").read_text())
     assert manifest["lora"] is None and manifest["branch"]["layers"] == [0]  # default tiny: 4 blocks, every 4th
     assert (stage1 / "loss.csv").read_text().splitlines()[0] == "step,loss,lr"
-    code, out, err = run(["train", "--stage", "lora", "--out", str(stage2), "--branch", str(stage1), "--cache-dir", str(stage1 / "cache"), *FAST], capsys)
+    code, out, err = run(
+        [
+            "train",
+            "--stage",
+            "lora",
+            "--out",
+            str(stage2),
+            "--branch",
+            str(stage1),
+            "--cache-dir",
+            str(stage1 / "cache"),
+            *FAST,
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads((stage2 / "memory_weights.json").read_text())["lora"]["rank"] == 64
     assert json.loads((stage2 / "train.json").read_text())["config"]["lr"] == 1e-3
     video = tmp_path / "branch.mp4"
-    code, out, err = run(["generate", "--out", str(video), "--mode", "branch", "--memory-weights", str(stage2),
-                          "--height", "64", "--width", "128", "--steps", "1", "--segments", "1"], capsys)
+    code, out, err = run(
+        [
+            "generate",
+            "--out",
+            str(video),
+            "--mode",
+            "branch",
+            "--memory-weights",
+            str(stage2),
+            "--height",
+            "64",
+            "--width",
+            "128",
+            "--steps",
+            "1",
+            "--segments",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert video.stat().st_size > 0 and json.loads(video.with_suffix(".json").read_text())["model"]["branch"] is True
 
@@ -53,10 +100,36 @@ def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, capsys, extra, mess
 
 
 def test_missing_data_folder_and_occupied_output(tmp_path, capsys):
-    code, _, err = run(["train", "--stage", "branch", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--device", "cpu"], capsys)
+    code, _, err = run(
+        [
+            "train",
+            "--stage",
+            "branch",
+            "--data",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 2 and "not a folder" in err
     (tmp_path / "empty").mkdir()
-    code, _, err = run(["train", "--stage", "branch", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), "--device", "cpu"], capsys)
+    code, _, err = run(
+        [
+            "train",
+            "--stage",
+            "branch",
+            "--data",
+            str(tmp_path / "empty"),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 2 and "no usable training clips" in err
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "train.json").write_text("{}")

@@ -8,14 +8,14 @@ import pytest
 import torch
 from PIL import Image
 
-from model.io.cameras import write_re10k
-from model.geometry.trajectories import orbit
 from model.generation.depth import PriorDepth
-from model.io.frames import frames_to_tensor
 from model.generation.patch_vae import PatchVAE
+from model.geometry.trajectories import orbit
+from model.io.cameras import write_re10k
+from model.io.frames import frames_to_tensor
+from model.io.video import Mp4Writer
 from model.training.clips import ClipError, FolderClip, ProceduralClip, crop_intrinsics, discover_clips
 from model.training.samples import ClipCache, SampleSet, SampleSpec
-from model.io.video import Mp4Writer
 
 SRC_H, SRC_W = 40, 48  # source frames: wider than the 32x32 training frames, so they get cropped
 SPEC = SampleSpec(32, 32, context_frames=0, chunk_frames=9, window_stride=8)
@@ -65,7 +65,14 @@ def video_clip(root, name, n_frames, n_cameras=None):
 
 
 def make_cache(tmp_path, vae, spec=SPEC):
-    return ClipCache(tmp_path / "cache", spec, vae, lambda prompt: torch.full((1, 4, 8), float(len(prompt))), PriorDepth(), {"vae": "patch"})
+    return ClipCache(
+        tmp_path / "cache",
+        spec,
+        vae,
+        lambda prompt: torch.full((1, 4, 8), float(len(prompt))),
+        PriorDepth(),
+        {"vae": "patch"},
+    )
 
 
 @pytest.fixture
@@ -154,10 +161,16 @@ def test_samples_with_context_from_a_procedural_clip(renderer, tmp_path):
     samples = SampleSet([clip], ClipCache(tmp_path / "cache", spec, vae, lambda p: torch.zeros(1, 4, 8), None, {}))
     sample = samples.sample(0)
     assert sample.start == 4 and len(samples) == 1
-    assert sample.latents.shape == (1 + 3, 48, 8, 8) and sample.readout.shape == (4, 48, 8, 8) and sample.visible.shape == (4, 8, 8)
+    assert (
+        sample.latents.shape == (1 + 3, 48, 8, 8)
+        and sample.readout.shape == (4, 48, 8, 8)
+        and sample.visible.shape == (4, 8, 8)
+    )
     encoded = torch.cat([vae.encode(frames_to_tensor(frame)) for frame in clip.read_frames([0, 4, 8, 12], 32, 32)])
     # exact: the same VAE code on the same rendered uint8 frames
-    assert torch.equal(sample.latents, encoded), "context frame = RGB frame s-4 alone, target = the chunk's latent frames"
+    assert torch.equal(sample.latents, encoded), (
+        "context frame = RGB frame s-4 alone, target = the chunk's latent frames"
+    )
     # the memory is built from frame 0 with exact depth: read out at frame 0's own pose it is frame 0's latent
     assert sample.visible[0].all()
     assert torch.allclose(sample.readout[0], sample.latents[0], atol=1e-2)

@@ -25,7 +25,9 @@ def test_noising_equals_scale_noise_and_clean_frames_stay_clean():
     x0 = latents(batch=1)
     noised = add_flow_noise(x0, clean_frames=2, patch_size=PATCH, generator=torch.Generator().manual_seed(1))
     assert noised.noisy.tolist() == [False, False, True, True, True]
-    assert torch.equal(noised.model_input[:, :, :2], x0[:, :, :2]), "context and target frame 0 enter clean"  # sigma 0: exact
+    assert torch.equal(noised.model_input[:, :, :2], x0[:, :, :2]), (
+        "context and target frame 0 enter clean"
+    )  # sigma 0: exact
     assert (noised.sigmas[:, :2] == 0).all() and (noised.sigmas[:, 2:] > 0).all()
     tokens = 2 * 3
     assert noised.timestep.shape == (1, 5 * tokens)
@@ -61,7 +63,9 @@ def test_same_generator_state_same_noise():
     x0 = latents()
     a = add_flow_noise(x0, 1, PATCH, torch.Generator().manual_seed(3))
     b = add_flow_noise(x0, 1, PATCH, torch.Generator().manual_seed(3))
-    assert torch.equal(a.model_input, b.model_input) and torch.equal(a.timestep, b.timestep)  # exact: same draws, same code
+    assert torch.equal(a.model_input, b.model_input) and torch.equal(
+        a.timestep, b.timestep
+    )  # exact: same draws, same code
     with pytest.raises(ValueError, match="clean_frames"):
         add_flow_noise(x0, 5, PATCH, torch.Generator())
     with pytest.raises(ValueError, match="patch size"):

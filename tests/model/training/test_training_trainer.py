@@ -39,7 +39,12 @@ def changed(before: dict, module) -> set[str]:
 
 def test_each_stage_halves_the_loss_on_a_fixed_batch_and_trains_only_its_parameters(tmp_path):
     # stage 1: only the branch trains (lr 3e-3 for a quick overfit; the default is 1e-5)
-    stage1 = Trainer(TrainConfig(stage="branch", out=str(tmp_path / "s1"), lr=3e-3, procedural_scenes=1, branch_layers=(0, 2), **WIDE), **QUIET)
+    stage1 = Trainer(
+        TrainConfig(
+            stage="branch", out=str(tmp_path / "s1"), lr=3e-3, procedural_scenes=1, branch_layers=(0, 2), **WIDE
+        ),
+        **QUIET,
+    )
     batch = stage1.batch(0)
     assert set(trainable_parameters(stage1.model)) == {f"branch.{k}" for k, _ in stage1.model.branch.named_parameters()}
     transformer_before = snapshot(stage1.model.transformer)
@@ -50,11 +55,24 @@ def test_each_stage_halves_the_loss_on_a_fixed_batch_and_trains_only_its_paramet
     losses = early + overfit(stage1, batch, 10)
     assert losses[-1] <= 0.5 * losses[0], f"stage 1 loss {losses[0]:.4f} -> {losses[-1]:.4f}"
     assert not changed(transformer_before, stage1.model.transformer), "the backbone stays frozen in stage 1"
-    assert {"after_proj.0.weight", "before_proj.weight", "patch_embedding.weight"} <= changed(branch_before, stage1.model.branch)
+    assert {"after_proj.0.weight", "before_proj.weight", "patch_embedding.weight"} <= changed(
+        branch_before, stage1.model.branch
+    )
     stage1.close()
 
     # stage 2: the stage-1 branch frozen, only the LoRA trains (lr 1e-2; the default is 1e-4)
-    stage2 = Trainer(TrainConfig(stage="lora", out=str(tmp_path / "s2"), lr=1e-2, procedural_scenes=1, branch_dir=str(tmp_path / "branch"), lora_dropout=0.0, **WIDE), **QUIET)
+    stage2 = Trainer(
+        TrainConfig(
+            stage="lora",
+            out=str(tmp_path / "s2"),
+            lr=1e-2,
+            procedural_scenes=1,
+            branch_dir=str(tmp_path / "branch"),
+            lora_dropout=0.0,
+            **WIDE,
+        ),
+        **QUIET,
+    )
     names = set(trainable_parameters(stage2.model))
     assert names and all(".attn1." in n and ".lora_" in n for n in names)
     transformer_before = snapshot(stage2.model.transformer)
@@ -71,7 +89,11 @@ def test_batches_are_a_pure_function_of_seed_and_step():
     order = [batch_indices(0, step, 2, 5) for step in range(5)]
     flat = [i for batch in order for i in batch]
     assert sorted(flat[:5]) == list(range(5)) and sorted(flat[5:10]) == list(range(5)), "each epoch is a permutation"
-    assert batch_indices(0, 3, 2, 5) == order[3] and batch_indices(1, 3, 2, 5) != order[3] or batch_indices(1, 0, 2, 5) != order[0]
+    assert (
+        batch_indices(0, 3, 2, 5) == order[3]
+        and batch_indices(1, 3, 2, 5) != order[3]
+        or batch_indices(1, 0, 2, 5) != order[0]
+    )
     # two processes share out the same global order
     assert batch_indices(0, 0, 2, 5, rank=1, world=2) == flat[2:4]
 
@@ -88,8 +110,19 @@ def zero_branch(tmp_path_factory):
 @pytest.mark.parametrize("stage", ["branch", "lora"])
 def test_resume_after_a_crash_continues_bit_exactly(tmp_path, monkeypatch, stage, zero_branch):
     extra = dict(branch_dir=str(zero_branch)) if stage == "lora" else dict(branch_layers=(0, 2))
-    common = dict(stage=stage, steps=4, checkpoint_every=2, lr=1e-3, procedural_scenes=2, height=32, width=32,
-                  chunk_frames=9, window_stride=8, device="cpu", **extra)  # lora: dropout 0.05 draws from torch's RNG
+    common = dict(
+        stage=stage,
+        steps=4,
+        checkpoint_every=2,
+        lr=1e-3,
+        procedural_scenes=2,
+        height=32,
+        width=32,
+        chunk_frames=9,
+        window_stride=8,
+        device="cpu",
+        **extra,
+    )  # lora: dropout 0.05 draws from torch's RNG
     straight = train(TrainConfig(out=str(tmp_path / "straight"), **common), **QUIET)
 
     calls = {"n": 0}
@@ -111,7 +144,11 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, monkeypatch, stage
     resumed = train(TrainConfig(out=str(tmp_path / "crashed"), **common), resume=str(tmp_path / "crashed"), **QUIET)
     assert resumed.start_step == 2 and resumed.steps == 4
 
-    assert read_loss_csv(tmp_path / "crashed" / "loss.csv") == read_loss_csv(tmp_path / "straight" / "loss.csv") == straight.losses
+    assert (
+        read_loss_csv(tmp_path / "crashed" / "loss.csv")
+        == read_loss_csv(tmp_path / "straight" / "loss.csv")
+        == straight.losses
+    )
     a, _ = ckpt.read_tensors(tmp_path / "straight" / "checkpoints" / "step-000004" / ckpt.TRAINABLE_FILE)
     b, _ = ckpt.read_tensors(tmp_path / "crashed" / "checkpoints" / "step-000004" / ckpt.TRAINABLE_FILE)
     # exact: the resumed run restores weights, optimiser and RNG states bit for bit and repeats the same
@@ -119,7 +156,11 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, monkeypatch, stage
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "crashed" / "loss.png").stat().st_size > 0
     with pytest.raises(ValueError, match="other settings.*lr"):
-        train(TrainConfig(out=str(tmp_path / "crashed"), **{**common, "lr": 5e-4, "steps": 6}), resume=str(tmp_path / "crashed"), **QUIET)
+        train(
+            TrainConfig(out=str(tmp_path / "crashed"), **{**common, "lr": 5e-4, "steps": 6}),
+            resume=str(tmp_path / "crashed"),
+            **QUIET,
+        )
 
     # the output folder is a memory-weights folder: branch only after stage 1, branch + LoRA after stage 2
     files = {BRANCH_FILE, MANIFEST_FILE} | ({LORA_FILE} if stage == "lora" else set())
@@ -129,7 +170,7 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, monkeypatch, stage
     branch = load_memory_weights(tmp_path / "crashed", transformer)
     assert branch.readout == DEFAULT_READOUT, "the readout settings of the training samples are recorded"
     assert ("memory" in (getattr(transformer, "peft_config", None) or {})) == (stage == "lora")
-    trained = {k[len("branch."):]: v for k, v in a.items() if k.startswith("branch.")}
+    trained = {k[len("branch.") :]: v for k, v in a.items() if k.startswith("branch.")}
     assert all(torch.equal(branch.state_dict()[k], v) for k, v in trained.items())  # exact: file copies
 
 
