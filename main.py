@@ -41,7 +41,8 @@ def _generate(args: argparse.Namespace) -> int:
     report = run_generate(GenerateArgs(**fields))
     last = report["segments"][-1]
     print(
-        f"wrote {args.out} ({report['trajectory']['frames']} frames), {args.out[:-4]}.json, {args.out[:-4]}.cameras.txt; "
+        f"wrote {args.out} ({report['trajectory']['frames']} frames), {args.out[:-4]}.json, "
+        f"{args.out[:-4]}.cameras.txt; "
         f"memory {report['memory']['points']} points; last segment {last['seconds_per_frame']:.2f} s/frame"
     )
     return 0

@@ -24,7 +24,8 @@ nothing about the quality of a trained model's inpainting.
 
 Usage::
 
-    .venv/bin/python benchmarks/consistency.py            # full study, writes benchmarks/results/consistency-cpu.{json,md}
+    .venv/bin/python benchmarks/consistency.py            # full study, writes consistency-cpu.{json,md}
+                                                          # in benchmarks/results/
     .venv/bin/python benchmarks/consistency.py --quick    # 1 scene x 1 trajectory, 64x128, prints only
     .venv/bin/python benchmarks/consistency.py --render benchmarks/results/consistency-cpu.json  # markdown only
 """
@@ -79,7 +80,9 @@ TRAJECTORIES = {  # name -> builder of the outward half (n frames)
 
 
 def memory_depth(pipe: MiragePipeline, w2c: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """``[N, H, W]`` depth of the final memory at every pose: readout depth on the latent grid, upsampled nearest (``inf`` where empty)."""
+    """``[N, H, W]`` depth of the final memory at every pose: readout depth on the latent grid, upsampled nearest
+    (``inf`` where empty).
+    """
     h, w = pipe.latent_hw
     readout = pipe.memory.readout(w2c, pipe.K, h, w, image_hw=(height, width))
     depth = torch.where(readout.visible, readout.depth, torch.full_like(readout.depth, math.inf)).cpu().numpy()
@@ -215,26 +218,39 @@ def markdown(results: list[dict], args, command: str, machine: str, wall_s: floa
         "",
         "- GT PSNR / SSIM: generated frames 1..N-1 vs the renderer's exact image at the same pose (all pixels).",
         "- PSNR_C / SSIM_C: the last frame (back at the start pose) vs frame 0 (the input image), paper §5.2.",
-        "- pair PSNR / SSIM: mean over all pairs of frames at the same pose (found from the poses); identical pairs count as 100 dB.",
-        "- reproj MAE: frame i warped into frame i+4 with exact depth and known poses, mean absolute error (0-255) on covered, unoccluded pixels.",
+        "- pair PSNR / SSIM: mean over all pairs of frames at the same pose (found from the poses); identical pairs "
+        "count as 100 dB.",
+        "- reproj MAE: frame i warped into frame i+4 with exact depth and known poses, mean absolute error (0-255) on "
+        "covered, unoccluded pixels.",
         "- from-start MAE: frame 0 warped into every 4th frame the same way.",
-        "- mem-depth MAE: like reproj MAE, but with the final memory's readout depth (latent grid, nearest-upsampled) instead of exact depth.",
-        "- FB incons. / FB err px: forward-backward DIS optical flow between consecutive frames: share of round trips > 1 px, mean round-trip error.",
-        "- flow-warp MAE: consecutive frames compared after flow compensation (grey levels); catches flicker that has no flow (and so round-trips perfectly).",
-        "- rot / trans err deg: ORB + essential matrix between frames i and i+4 vs the commanded relative pose (pan pairs have no translation).",
+        "- mem-depth MAE: like reproj MAE, but with the final memory's readout depth (latent grid, nearest-upsampled) "
+        "instead of exact depth.",
+        "- FB incons. / FB err px: forward-backward DIS optical flow between consecutive frames: share of round trips "
+        "> 1 px, mean round-trip error.",
+        "- flow-warp MAE: consecutive frames compared after flow compensation (grey levels); catches flicker that has "
+        "no flow (and so round-trips perfectly).",
+        "- rot / trans err deg: ORB + essential matrix between frames i and i+4 vs the commanded relative pose (pan "
+        "pairs have no translation).",
         "- visible: mean share of latent cells the memory covered in the readouts.",
         "",
         "## Caveats",
         "",
-        "- The tiny backbone has random weights: where the memory does not cover the view (or with `none`), frames are its",
-        "  noise-like output. The study measures how much of each frame the memory explains and how consistent that content",
+        "- The tiny backbone has random weights: where the memory does not cover the view (or with `none`), frames "
+        "are its",
+        "  noise-like output. The study measures how much of each frame the memory explains and how consistent that "
+        "content",
         "  is with the scene's geometry, not how well a trained model inpaints.",
-        "- The latent memory's readout pastes each 4x4-pixel token unwarped at its cell (patch VAE); the RGB memory rasterises",
-        "  one point per pixel and re-encodes. Pixel-level metrics therefore favour the RGB memory by construction; its cost",
-        "  (per-readout rasterisation + VAE encode, memory size) is in `benchmarks/results/` of the memory benchmarks, not here.",
-        "- FB consistency alone is fooled by structureless flicker (zero flow both ways round-trips perfectly): read it with",
+        "- The latent memory's readout pastes each 4x4-pixel token unwarped at its cell (patch VAE); the RGB memory "
+        "rasterises",
+        "  one point per pixel and re-encodes. Pixel-level metrics therefore favour the RGB memory by construction; "
+        "its cost",
+        "  (per-readout rasterisation + VAE encode, memory size) is in `benchmarks/results/` of the memory "
+        "benchmarks, not here.",
+        "- FB consistency alone is fooled by structureless flicker (zero flow both ways round-trips perfectly): read "
+        "it with",
         "  the flow-warp MAE.",
-        "- ORB + essential matrix is unreliable on these periodic procedural textures beyond ~20 degrees between frames and on",
+        "- ORB + essential matrix is unreliable on these periodic procedural textures beyond ~20 degrees between "
+        "frames and on",
         "  noise-like frames (errors near 90-180 degrees mean 'no usable matches', not a slightly wrong camera).",
         "- PSNR_C compares frame 0 (the exact input render, never VAE'd) with the generated return frame.",
         "",
@@ -251,7 +267,10 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} (CPU), {platform.system()} {platform.release()}"
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} (CPU), "
+        f"{platform.system()} {platform.release()}"
+    )
 
 
 def parse_args(argv=None):
@@ -312,7 +331,8 @@ def main(argv=None) -> int:
                     results.append(result)
                     print(
                         f"scene {seed} {trajectory:6s} {condition:6s}: GT PSNR {result['ground_truth']['psnr']:.2f}, "
-                        f"PSNR_C {result['closed_loop']['psnr_c']:.2f}, reproj MAE {result['reprojection']['stride']['mae']:.1f}, "
+                        f"PSNR_C {result['closed_loop']['psnr_c']:.2f}, reproj MAE "
+                        f"{result['reprojection']['stride']['mae']:.1f}, "
                         f"generate {result['generate_s']:.0f} s, metrics {result['metrics_s']:.0f} s",
                         flush=True,
                     )

@@ -82,7 +82,8 @@ PROMPT = "a room with a table and a shelf"
 GOALS = {"memory_cost_ratio": (">=", 50.0), "cache_size_ratio": (">=", 50.0), "latent_flatness": ("<=", 1.05)}
 #: ``WanTransformer3DModel`` config of Wan2.2-TI2V-5B (diffusers' converter).
 TI2V_5B_TRANSFORMER = dict(
-    patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48, text_dim=4096,
+    patch_size=(1, 2, 2), num_attention_heads=24, attention_head_dim=128, in_channels=48, out_channels=48,
+    text_dim=4096,
     freq_dim=256, ffn_dim=14336, num_layers=30, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
 )  # fmt: skip
 
@@ -216,7 +217,8 @@ def run_kind(kind: str, bench: BenchConfig) -> dict:
                 )
             rows.append(row)
             print(f"  {kind:>6} segment {s + 1}: readout {row['readout_s']:.3f} s, update {row['update_s']:.3f} s, "
-                  f"{row['seconds_per_frame']:.2f} s/frame, {row['memory_mib']:.2f} MiB, RSS {row['peak_rss_mib']:.0f} MiB, load {load:.2f}",
+                  f"{row['seconds_per_frame']:.2f} s/frame, {row['memory_mib']:.2f} MiB, RSS {row['peak_rss_mib']:.0f} "
+                  f"MiB, load {load:.2f}",
                   file=sys.stderr, flush=True)  # fmt: skip
     return {
         "kind": kind,
@@ -239,7 +241,9 @@ def summarise(runs: dict[str, dict]) -> dict:
     relative = lambda rows: float(np.mean([r["memory_cost_s"] / r["timings_s"]["decode"] for r in rows]))  # noqa: E731
     summary = {
         "memory_cost_ratio": cost(rgb) / cost(latent),
-        "memory_cost_ratio_per_segment": [r["memory_cost_s"] / q["memory_cost_s"] for r, q in zip(rgb, latent)],
+        "memory_cost_ratio_per_segment": [
+            r["memory_cost_s"] / q["memory_cost_s"] for r, q in zip(rgb, latent, strict=True)
+        ],
         # each run's memory cost over its own VAE decode time in the same segment: the decode is the
         # same work in both runs, so this cancels how fast the (shared) machine was at the time
         "memory_cost_ratio_vs_decode": relative(rgb) / relative(latent),
@@ -253,7 +257,9 @@ def summarise(runs: dict[str, dict]) -> dict:
         ),
     }
     summary["goals"] = {
-        name: {"goal": f"{op} {bound}", "value": summary[name], "met": None if summary[name] is None else (summary[name] >= bound if op == ">=" else summary[name] <= bound)}
+        name: {"goal": f"{op} {bound}", "value": summary[name],
+               "met": None if summary[name] is None
+               else (summary[name] >= bound if op == ">=" else summary[name] <= bound)}
         for name, (op, bound) in GOALS.items()
     }  # fmt: skip
     return summary
@@ -265,21 +271,26 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Generation benchmark: latent vs RGB point-cloud memory ({report['config']['name']})",
         "",
-        f"Machine: {report['machine']}. torch {report['torch']}. {report['config']['height']}x{report['config']['width']}, "
-        f"{report['config']['steps']} steps, {report['config']['segments']} segments of {report['config']['segment_frames']} frames. Load average (1 min) "
+        f"Machine: {report['machine']}. torch {report['torch']}. "
+        f"{report['config']['height']}x{report['config']['width']}, "
+        f"{report['config']['steps']} steps, {report['config']['segments']} segments of "
+        f"{report['config']['segment_frames']} frames. Load average (1 min) "
         f"during the runs: {report['load_during']['min']:.2f} to {report['load_during']['max']:.2f}.",
         "",
         f"Backbone: {report['runs']['latent']['backbone']}",
         "",
-        "| segment | memory | readout s | update s | memory cost s | s / frame | cache MiB | points | peak RSS MiB |" + (" peak CUDA MiB |" if cuda else ""),
+        "| segment | memory | readout s | update s | memory cost s | s / frame | cache MiB | points | peak RSS MiB |"
+        + (" peak CUDA MiB |" if cuda else ""),
         "|---|---|---|---|---|---|---|---|---|" + ("---|" if cuda else ""),
     ]  # fmt: skip
-    for latent, rgb in zip(report["runs"]["latent"]["segments"], report["runs"]["rgb"]["segments"]):
+    for latent, rgb in zip(report["runs"]["latent"]["segments"], report["runs"]["rgb"]["segments"], strict=True):
         for kind, r in (("latent", latent), ("rgb", rgb)):
             split = f" (raster {r['rasterise_s']:.2f} + encode {r['encode_s']:.2f})" if kind == "rgb" else ""
             lines.append(
-                f"| {r['segment']} | {kind} | {r['readout_s']:.3f}{split} | {r['update_s']:.3f} | {r['memory_cost_s']:.3f} | "
-                f"{r['seconds_per_frame']:.2f} | {r['memory_mib']:.2f} | {r['memory_points']:,} | {r['peak_rss_mib']:.0f} |"
+                f"| {r['segment']} | {kind} | {r['readout_s']:.3f}{split} | {r['update_s']:.3f} | "
+                f"{r['memory_cost_s']:.3f} | "
+                f"{r['seconds_per_frame']:.2f} | {r['memory_mib']:.2f} | {r['memory_points']:,} | "
+                f"{r['peak_rss_mib']:.0f} |"
                 + (f" {r['peak_cuda_mib']:.0f} |" if cuda else "")
             )  # fmt: skip
     s = report["summary"]
@@ -288,7 +299,8 @@ def markdown(report: dict) -> str:
         value = "n/a" if goal["value"] is None else f"{goal['value']:.2f}"
         lines.append(f"| {name} | {value} | {goal['goal']} | {goal['met']} |")
     lines.append(
-        f"| memory_cost_ratio_vs_decode (each run's cost / its own decode time) | {s['memory_cost_ratio_vs_decode']:.2f} | | |"
+        "| memory_cost_ratio_vs_decode (each run's cost / its own decode time) | "
+        f"{s['memory_cost_ratio_vs_decode']:.2f} | | |"
     )
     lines.append(f"| end_to_end_speedup (RGB / latent s per frame) | {s['end_to_end_speedup']:.2f} | | |")
     return "\n".join(lines) + "\n"
@@ -319,7 +331,8 @@ def plot(report: dict, path: Path) -> None:
         top = max(max(v) for v in values.values())
         bottom = min(min(v) for v in values.values())
         lo, hi = (np.floor(np.log10(bottom)), np.ceil(np.log10(top))) if log else (0.0, top * 1.1)
-        scale = (lambda v: (np.log10(v) - lo) / max(hi - lo, 1e-9)) if log else (lambda v: v / hi)
+        # this panel's lo / hi bound as defaults (scale is only used within this iteration, but say so)
+        scale = (lambda v, lo=lo, hi=hi: (np.log10(v) - lo) / max(hi - lo, 1e-9)) if log else (lambda v, hi=hi: v / hi)
         draw.text((p * width + 10, 8), title, fill="black", font=font)
         draw.line([(x0, y0), (x0, y1), (x1, y1)], fill="black")
         ticks = [10.0**e for e in range(int(lo), int(hi) + 1)] if log else list(np.linspace(0, hi, 5))

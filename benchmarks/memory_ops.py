@@ -106,9 +106,11 @@ def measure_ops(device: torch.device, repeats: int, scene: ProceduralScene, rend
     for n in SIZES:
         points = room_surface_points(scene, n)
         memory = LatentSpatialMemory.from_points(points, torch.randn(n, CHANNELS), device=device)
-        readout_ms = timed(lambda: memory.readout(targets, K_grid, LATENT_H, LATENT_W), device, repeats)
-        update_ms = timed(lambda: memory.clone().update(latents, depth, write_poses, K), device, max(3, repeats // 2))
-        clone_ms = timed(lambda: memory.clone(), device, max(3, repeats // 2))
+        readout_ms = timed(lambda memory=memory: memory.readout(targets, K_grid, LATENT_H, LATENT_W), device, repeats)
+        update_ms = timed(
+            lambda memory=memory: memory.clone().update(latents, depth, write_poses, K), device, max(3, repeats // 2)
+        )
+        clone_ms = timed(lambda memory=memory: memory.clone(), device, max(3, repeats // 2))
         stats = memory.stats()
         visible = float(memory.readout(targets, K_grid, LATENT_H, LATENT_W).visible.float().mean())
         rows.append(
@@ -121,7 +123,8 @@ def measure_ops(device: torch.device, repeats: int, scene: ProceduralScene, rend
             }
         )
         print(
-            f"  {n:>9,d} points {stats.mib:8.2f} MiB  readout {readout_ms:8.2f} ms  update {update_ms - clone_ms:8.2f} ms  visible {visible:.2f}"
+            f"  {n:>9,d} points {stats.mib:8.2f} MiB  readout {readout_ms:8.2f} ms  update {update_ms - clone_ms:8.2f} "
+            f"ms  visible {visible:.2f}"
         )
     return rows
 
@@ -181,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     for g in growth:
         name = g["config"]["dedup"] + ("" if g["config"]["dedup"] == "view" else f"@{g['config']['voxel_size']}m")
         print(
-            f"{name:<16} {' '.join(f'{v:.3f}' for v in g['mib_added_new_space']):<40} {' '.join(f'{v:.3f}' for v in g['mib_added_revisit']):<40}"
+            f"{name:<16} {' '.join(f'{v:.3f}' for v in g['mib_added_new_space']):<40} "
+            f"{' '.join(f'{v:.3f}' for v in g['mib_added_revisit']):<40}"
         )
     at_350k = next(r for r in ops if r["points"] == 350_000)
     default = growth[0]

@@ -103,7 +103,7 @@ def evaluate(args, config: TrainConfig, renderer: SceneRenderer) -> list[dict]:
         truth = np.stack([renderer.render(scene, p, K, width, height)[0] for p in w2c])
         depth0 = torch.from_numpy(renderer.render(scene, w2c[0], K, width, height)[1])
 
-        def depth_source(frames, poses, K_):
+        def depth_source(frames, poses, K_, scene=scene):  # this seed's scene, bound now
             return torch.from_numpy(np.stack([renderer.render(scene, p, K_, width, height)[1] for p in poses]))
 
         for enabled in (True, False):
@@ -137,7 +137,8 @@ def report(args, config: TrainConfig, rows: list[dict], seconds: float) -> str:
     lines = [
         "# Memory-branch training on CPU: trained vs disabled branch (tiny backend)",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}. "
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch "
+        f"{torch.__version__}. "
         f"Wall time (train + eval): {seconds / 60:.1f} min.",
         "",
         "**What this shows, and what it does not.** The backbone is the tiny Wan transformer with *random* frozen",
@@ -150,16 +151,20 @@ def report(args, config: TrainConfig, rows: list[dict], seconds: float) -> str:
         "",
         f"- data: procedural rooms, seeds 0..{args.scenes - 1}, random orbit / pan / dolly / look-around paths, "
         f"{args.height}x{args.width} px, 33-frame chunks (9 latent frames), memory from frame 0 with exact depth",
-        f"- {args.steps} steps, batch 1, AdamW lr {args.lr:g} (the paper's 1e-5 is for 32 GPUs x days), branch at blocks (0, 2), "
+        f"- {args.steps} steps, batch 1, AdamW lr {args.lr:g} (the paper's 1e-5 is for 32 GPUs x days), branch at "
+        "blocks (0, 2), "
         f"{train_json['trainable_parameters']} trainable parameters",
-        f"- loss (flow matching, per-frame sigma, shift 5): mean of the first 20 steps {head:.4f} -> last 20 steps {tail:.4f} "
+        f"- loss (flow matching, per-frame sigma, shift 5): mean of the first 20 steps {head:.4f} -> last 20 steps "
+        f"{tail:.4f} "
         f"({100 * (1 - tail / head):.0f} % lower); curve in `{args.work}/loss.png`",
         "",
         f"## Held-out closed-loop evaluation (room seeds {args.eval_seed}..{args.eval_seed + args.eval_scenes - 1})",
         "",
-        f"Closed-loop orbit (radius 2 m, 40 degrees out and back, 65 frames = 2 segments), {args.denoise_steps} UniPC steps, "
+        f"Closed-loop orbit (radius 2 m, 40 degrees out and back, 65 frames = 2 segments), {args.denoise_steps} UniPC "
+        "steps, "
         "pipeline mode `branch`, same noise seed for both rows. PSNR in dB, SSIM on luma (`model.eval.metrics`).",
-        "`vs render`: mean over frames 1..64 against exact renders; `_c`: return frame vs frame 0 (paper's PSNR_C/SSIM_C);",
+        "`vs render`: mean over frames 1..64 against exact renders; `_c`: return frame vs frame 0 (paper's "
+        "PSNR_C/SSIM_C);",
         "`pair`: mean over all mirrored pose pairs.",
         "",
         "| branch | " + " | ".join(metrics) + " |",
@@ -188,11 +193,15 @@ def report(args, config: TrainConfig, rows: list[dict], seconds: float) -> str:
         "",
         "```bash",
         f".venv/bin/python benchmarks/training_ablation.py --work {args.work} --steps {args.steps} --lr {args.lr:g} "
-        f"--scenes {args.scenes} --eval-seed {args.eval_seed} --eval-scenes {args.eval_scenes} --height {args.height} --width {args.width}",
+        f"--scenes {args.scenes} --eval-seed {args.eval_seed} --eval-scenes {args.eval_scenes} --height {args.height} "
+        f"--width {args.width}",
         "# the same training through the CLI (default tiny width, so `generate --memory-weights` can load it):",
-        ".venv/bin/python main.py train --stage branch --data procedural --backend tiny --out out/stage1 --steps 300 --lr 1e-3 --height 32 --width 64",
-        ".venv/bin/python main.py train --stage lora --data procedural --backend tiny --out out/stage2 --branch out/stage1 --steps 300 --lr 1e-3 --height 32 --width 64",
-        ".venv/bin/python main.py generate --out out/branch.mp4 --mode branch --memory-weights out/stage2 --height 64 --width 128",
+        ".venv/bin/python main.py train --stage branch --data procedural --backend tiny --out out/stage1 --steps 300 "
+        "--lr 1e-3 --height 32 --width 64",
+        ".venv/bin/python main.py train --stage lora --data procedural --backend tiny --out out/stage2 --branch "
+        "out/stage1 --steps 300 --lr 1e-3 --height 32 --width 64",
+        ".venv/bin/python main.py generate --out out/branch.mp4 --mode branch --memory-weights out/stage2 --height 64 "
+        "--width 128",
         "```",
         "",
     ]

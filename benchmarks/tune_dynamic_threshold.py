@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             "features": "PatchVAE pixel patches (48 ch, stride 4)",
             "noise_levels": list(NOISE_LEVELS),
             "rules": list(RULES),
-            "ground_truth": "visible cells with >= 50% pixels changed by the object (depth > 1 cm or colour > 10/255) vs none",
+            "ground_truth": "visible cells with >= 50% pixels changed by the object "
+            "(depth > 1 cm or colour > 10/255) vs none",
         },
         "stats": stats,
         "thresholds": THRESHOLDS.tolist(),
@@ -190,10 +191,12 @@ def main(argv: list[str] | None = None) -> int:
                     for n in NOISE_LEVELS
                 )
                 print(
-                    f"{thr:4.2f}  {row}  mean F1 {mean_f1[rule][i]:.3f}{'  <- best (default rule)' if i == best else ''}"
+                    f"{thr:4.2f}  {row}  mean F1 "
+                    f"{mean_f1[rule][i]:.3f}{'  <- best (default rule)' if i == best else ''}"
                 )
     print(
-        f"best threshold {THRESHOLDS[best]:.2f} (mean F1 {mean_f1['visible'][best]:.3f}); current default {DEFAULT_DYNAMIC_THRESHOLD}"
+        f"best threshold {THRESHOLDS[best]:.2f} (mean F1 {mean_f1['visible'][best]:.3f}); current default "
+        f"{DEFAULT_DYNAMIC_THRESHOLD}"
     )
     print(f"wrote {RESULT}")
     return 0

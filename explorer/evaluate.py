@@ -12,7 +12,8 @@ A run is one of (:data:`RUN_LAYOUTS`):
   the folder or its ``preview.mp4``.
 
 ``eval`` writes ``OUT.metrics.json`` beside the video (``video.metrics.json`` / ``preview.metrics.json``
-in a session / walkthrough folder; checked before the run is read, written atomically), with :func:`model.eval.metrics.video_metrics`. Runs on
+in a session / walkthrough folder; checked before the run is read, written atomically), with
+:func:`model.eval.metrics.video_metrics`. Runs on
 the bundled sample scene (``generate`` without ``--image``, a session recorded from it, a
 walkthrough of it) also get exact ground truth: the scene
 is re-rendered at every pose and time (``t = i / fps``), which adds the known-pose reprojection
@@ -58,13 +59,15 @@ from model.io.images import save_png
 from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.io.video import read_mp4_frames
 
-# OpenCV camera axes -> Blender/OpenGL camera axes (model.geometry.camera.CV_FROM_GL, right-multiplied onto c2w), and our world axes
+# OpenCV camera axes -> Blender/OpenGL camera axes (model.geometry.camera.CV_FROM_GL, right-multiplied onto c2w), and
+# our world axes
 # (the first OpenCV camera's) -> WorldScore's PyTorch3D world axes (left-multiplied).
 _CV_TO_WORLDSCORE_WORLD = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 #: What names a run, as said in errors.
 RUN_LAYOUTS = (
-    "a generate run (OUT.mp4 + OUT.json + OUT.cameras.txt, or a folder holding exactly one), an explorer session folder "
+    "a generate run (OUT.mp4 + OUT.json + OUT.cameras.txt, or a folder holding exactly one), an explorer session "
+    "folder "
     "(video.mp4 + session.json + cameras.txt) or a walkthrough folder (preview.mp4 + session.json + cameras.txt)"
 )
 #: The video of a walkthrough folder (:func:`explorer.walkthrough.run_walkthrough`).
@@ -145,7 +148,8 @@ def _session_folder_kind(json_path: Path) -> tuple[str, Path]:
     if data.get("kind") == "walkthrough":
         return "walkthrough", json_path.parent / WALKTHROUGH_VIDEO
     raise ValueError(
-        f"{json_path}: format: neither an explorer session ({sessions.FORMAT_NAME!r}) nor a walkthrough (kind 'walkthrough')"
+        f"{json_path}: format: neither an explorer session ({sessions.FORMAT_NAME!r}) nor a walkthrough (kind "
+        "'walkthrough')"
     )
 
 
@@ -207,7 +211,9 @@ def load_run(path: str | Path) -> GeneratedRun:
 
 
 def bundled_ground_truth(run: GeneratedRun, renderer: SceneRenderer) -> tuple[np.ndarray, np.ndarray]:
-    """Exact images ``[N, H, W, 3]`` uint8 and depth ``[N, H, W]`` metres of the bundled scene at the run's poses and times."""
+    """Exact images ``[N, H, W, 3]`` uint8 and depth ``[N, H, W]`` metres of the bundled scene at the run's poses and
+    times.
+    """
     scene = ProceduralScene(SceneConfig(**load_rgbd_folder(SAMPLE_SCENE_DIR).source["config"]))
     height, width = run.frames.shape[1:3]
     return renderer.render_trajectory(scene, run.w2c, run.K, width, height, fps=run.fps)
@@ -306,7 +312,8 @@ def export_worldscore(path: str | Path, out_dir: str | Path) -> dict:
         "scale": 1.0,
         "cameras": c2w[keys].tolist(),
         "cameras_interp": c2w.tolist(),
-        "camera_convention": "camera-to-world, Blender/OpenGL camera axes (x right, y up, z back), WorldScore world axes; first camera diag(-1,1,-1,1)",
+        "camera_convention": "camera-to-world, Blender/OpenGL camera axes (x right, y up, z back), "
+        "WorldScore world axes; first camera diag(-1,1,-1,1)",
         "intrinsics": {"K": run.K.tolist(), "width": width, "height": height},
         "frames": n,
         "source": str(run.video),

@@ -233,7 +233,8 @@ def step_segment(
         c2w = rigid(rot @ c2w0[:3, :3], pivot + rot @ (centre - pivot))
     else:
         raise ValueError(
-            f"{action.value!r} is not a step action (expected one of step_forward, step_back, turn_left, turn_right, orbit_left, orbit_right)"
+            f"{action.value!r} is not a step action (expected one of step_forward, step_back, turn_left, turn_right, "
+            "orbit_left, orbit_right)"
         )
     w2c = invert_pose(c2w)
     w2c[0] = start

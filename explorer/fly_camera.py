@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
@@ -55,7 +55,7 @@ PITCH_LIMIT_DEG = 85.0
 WORLD_UP = torch.tensor([0.0, -1.0, 0.0], dtype=torch.float64)
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     """Everything a key can be bound to."""
 
     FORWARD = "forward"

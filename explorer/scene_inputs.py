@@ -65,7 +65,9 @@ class SceneInputs:
 
 
 class SceneDepth:
-    """Exact depth of a procedural scene at the generated frames' poses (a :class:`~model.generation.depth.DepthSource`)."""
+    """Exact depth of a procedural scene at the generated frames' poses (a
+    :class:`~model.generation.depth.DepthSource`).
+    """
 
     def __init__(self, scene: ProceduralScene, renderer: SceneRenderer, width: int, height: int) -> None:
         self.scene, self.renderer, self.width, self.height = scene, renderer, width, height

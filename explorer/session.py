@@ -401,7 +401,8 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
     if frames.shape != (expected, height, width, 3):
         raise _fail(
             video,
-            f"holds {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}, but {json_path.name} describes {expected} frames of {width}x{height}",
+            f"holds {frames.shape[0]} frames of {frames.shape[2]}x{frames.shape[1]}, but {json_path.name} describes "
+            f"{expected} frames of {width}x{height}",
         )
     memory_path = folder / MEMORY
     if not memory_path.is_file():

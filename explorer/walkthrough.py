@@ -84,7 +84,7 @@ def run_walkthrough(out_dir: str | Path, config: WalkthroughConfig | None = None
                 t = time.perf_counter()
                 readout = memory.readout(poses, K, h, w, image_hw=(view.height, view.width))
                 readout_ms.append(1000 * (time.perf_counter() - t))
-                for latent_frame, visible in zip(readout.latent, readout.visible):
+                for latent_frame, visible in zip(readout.latent, readout.visible, strict=True):
                     video.append(tensor_to_frames(vae.decode(latent_frame[None].float()))[0])
                     visible_fraction.append(float(visible.float().mean()))
 

@@ -15,7 +15,8 @@ def run(args) -> int:
     problem = display_problem()
     if problem:
         print(
-            f"error: {problem}; the explorer needs a desktop. Headless demo: python main.py walkthrough --out out/walkthrough",
+            f"error: {problem}; the explorer needs a desktop. Headless demo: python main.py walkthrough --out "
+            "out/walkthrough",
             file=sys.stderr,
         )
         return EXIT_NO_DISPLAY

@@ -370,9 +370,9 @@ class CachePanel(QWidget):
     def describe_drawn(self, drawn_index: int) -> dict:
         """Segment, frame, label and depth (in the current camera) of the ``drawn_index``-th drawn point."""
         data, offset = self._data, 0
-        for kind, index in self._drawn_source:
+        for source_kind, index in self._drawn_source:
             if drawn_index < offset + len(index):
-                source = int(index[drawn_index - offset])
+                kind, source = source_kind, int(index[drawn_index - offset])
                 break
             offset += len(index)
         if kind == "memory":

@@ -20,9 +20,8 @@ EXIT_NO_DISPLAY = 3
 class LaunchOptions:
     """What the explorer starts with (one field per flag)."""
 
-    backend: str | None = (
-        None  # one of model.generation.profiles.BACKENDS; None: model.generation.profiles.default_backend (wan if a folder)
-    )
+    # one of model.generation.profiles.BACKENDS; None: model.generation.profiles.default_backend (wan if a folder)
+    backend: str | None = None
     model: str | None = None  # Wan2.2-TI2V-5B diffusers folder (overrides the one in the settings)
     image: str | None = None  # photo to open at start; None: the bundled sample scene
     session: str | None = None  # recorded session folder to open at start (replay)

@@ -180,7 +180,9 @@ class MainWindow(QMainWindow):
         c.recording_saved.connect(self.recording.saved)
 
     def _choose_backend(self) -> str:
-        """``--backend`` if given, else :func:`model.generation.profiles.default_backend` (wan when a model folder is known: flag or settings)."""
+        """``--backend`` if given, else :func:`model.generation.profiles.default_backend` (wan when a model folder is
+        known: flag or settings).
+        """
         return self.options.backend or default_backend(bool(self.options.model or self.settings.model_dir))
 
     def _apply_settings(self) -> None:
@@ -335,7 +337,10 @@ class MainWindow(QMainWindow):
         """The HUD state while nothing runs: the keys that drive the current mode."""
         b = self.settings.bindings
         if self.controls.mode == "steps":
-            return f"ready: step {b.step_forward}/{b.step_back}, turn {b.turn_left}/{b.turn_right}, orbit {b.orbit_left}/{b.orbit_right}"
+            return (
+                f"ready: step {b.step_forward}/{b.step_back}, turn {b.turn_left}/{b.turn_right}, "
+                f"orbit {b.orbit_left}/{b.orbit_right}"
+            )
         return f"ready: fly with {b.forward}/{b.left}/{b.back}/{b.right}, drag to look, {b.generate_now} generates"
 
     def _mode_changed(self) -> None:
@@ -531,7 +536,8 @@ class MainWindow(QMainWindow):
             f"Move: {b.forward}/{b.left}/{b.back}/{b.right}, down/up {b.down}/{b.up}; {b.fast} fast, {b.slow} slow\n"
             f"Look: drag in the view (or captured mouse-look, see Settings)\n"
             f"{b.generate_now}: generate now · {b.pause}: pause / release mouse · {b.reset}: reset camera\n"
-            f"Steps mode: {b.step_forward}/{b.step_back} forward/back, {b.turn_left}/{b.turn_right} turn, {b.orbit_left}/{b.orbit_right} orbit",
+            f"Steps mode: {b.step_forward}/{b.step_back} forward/back, {b.turn_left}/{b.turn_right} turn, "
+            f"{b.orbit_left}/{b.orbit_right} orbit",
         )
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt override)

@@ -90,7 +90,8 @@ class MemorySnapshot:
         positions: ``[N, 3]`` float32 metres. colors: ``[N, 3]`` uint8. segments, frames: ``[N]`` int32 provenance.
         footprint_m: ``[N]`` float32 world size of each point's latent cell (0: unknown; see
             :func:`explorer.preview.cell_footprints`).
-        rejected_positions: ``[M, 3]`` float32 and rejected_labels ``[M]`` uint8 (:class:`model.memory.latent.CellLabel`)
+        rejected_positions: ``[M, 3]`` float32 and rejected_labels ``[M]`` uint8
+        (:class:`model.memory.latent.CellLabel`)
             of the last write's rejected cells (empty for memories that do not keep them).
         points, bytes, rejected: :class:`model.memory.latent.MemoryStats`.
         reason: ``"scene"``, ``"segment"``, ``"loaded"``, ``"requested"``.

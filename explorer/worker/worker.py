@@ -295,7 +295,7 @@ class GenerationWorker(GenerationSignals):
             return
         result.action = job.action  # what made the segment (for session recording)
         written = result.frame_ids[::4][1:]
-        for frame_id, pose in zip(written, result.w2c[::4][1:]):
+        for frame_id, pose in zip(written, result.w2c[::4][1:], strict=True):
             self._poses_by_frame[int(frame_id)] = pose.numpy().copy()
         self._last_pose = result.w2c[-1].clone()
         if self._recorder is not None:

@@ -1,4 +1,5 @@
-"""Baselines the latent memory is measured against (the pixel-space RGB point cloud), and the one place a memory kind becomes a memory.
+"""Baselines the latent memory is measured against (the pixel-space RGB point cloud), and the one place a memory kind
+becomes a memory.
 
 Public names are importable from here (``from model.baselines import ...``); they load on first use."""
 

@@ -182,7 +182,9 @@ def _poses(w2c) -> np.ndarray:
 
 
 def _angle_deg(rot: np.ndarray) -> np.ndarray:
-    """Angle of rotations ``[..., 3, 3]`` in degrees, shape ``[...]`` (:func:`model.geometry.rotations.rotation_angle`)."""
+    """Angle of rotations ``[..., 3, 3]`` in degrees, shape ``[...]``
+    (:func:`model.geometry.rotations.rotation_angle`).
+    """
     return np.degrees(rotation_angle(torch.from_numpy(np.asarray(rot, dtype=np.float64))).numpy())
 
 

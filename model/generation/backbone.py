@@ -88,7 +88,8 @@ force_offline()
 class BackboneConfig:
     """What backbone to build and where it runs. Invalid values raise ``ValueError`` naming the field."""
 
-    # one of model.generation.profiles.BACKENDS: "wan" (Wan2.2-TI2V-5B from model_dir) or "tiny" (seeded random weights, CPU)
+    # one of model.generation.profiles.BACKENDS: "wan" (Wan2.2-TI2V-5B from model_dir) or "tiny" (seeded random weights,
+    # CPU)
     backend: str = DEFAULT_BACKEND
     # local model folder (required for, and only used by, backends whose profile needs one: wan)
     model_dir: str | None = None

@@ -83,7 +83,9 @@ class DepthEstimate:
 
 
 class DepthSource(Protocol):
-    """Metric depth of generated frames, for the memory write-back (:class:`model.generation.pipeline.MiragePipeline`)."""
+    """Metric depth of generated frames, for the memory write-back
+    (:class:`model.generation.pipeline.MiragePipeline`).
+    """
 
     #: Shown in logs, reports and the UI (``"prior ..."`` for the flat prior).
     name: str
@@ -208,7 +210,8 @@ class TransformersDepthEstimator(DepthEstimator):
                 "depth model",
                 [
                     f"{config.model_type!r} model predicts {kind} depth, but metric depth in metres is needed. "
-                    "Use a metric model: Depth Anything V2 Metric (depth_estimation_type='metric'), Depth Pro, ZoeDepth or GLPN."
+                    "Use a metric model: Depth Anything V2 Metric (depth_estimation_type='metric'), Depth Pro, "
+                    "ZoeDepth or GLPN."
                 ],
             )
         self.processor = _load_hf(folder, "image processor", AutoImageProcessor)
@@ -348,7 +351,8 @@ def load_depth_for_photo(
     src_h, src_w = depth.shape
     if photo_size is not None and abs((src_w / src_h) / (photo_size[1] / photo_size[0]) - 1.0) > 0.01:
         raise ValueError(
-            f"{path}: depth map is {src_w}x{src_h}, which does not have the aspect ratio of the {photo_size[1]}x{photo_size[0]} photo"
+            f"{path}: depth map is {src_w}x{src_h}, which does not have the aspect ratio of the "
+            f"{photo_size[1]}x{photo_size[0]} photo"
         )
     x0, y0, x1, y1 = center_crop_box((src_h, src_w), (height, width))
     cols = np.clip(np.floor(x0 + (np.arange(width) + 0.5) * (x1 - x0) / width).astype(np.int64), 0, src_w - 1)

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 import os
 import weakref
@@ -103,7 +104,7 @@ class MemoryBranchConfig:
         self.layers = tuple(int(i) for i in self.layers)
         if not self.layers or self.layers[0] != 0:
             raise ValueError(f"MemoryBranchConfig.layers must start with 0, got {self.layers}")
-        if any(b <= a for a, b in zip(self.layers, self.layers[1:])):
+        if any(b <= a for a, b in itertools.pairwise(self.layers)):
             raise ValueError(f"MemoryBranchConfig.layers must be strictly increasing, got {self.layers}")
         if not math.isfinite(self.scale):
             raise ValueError(f"MemoryBranchConfig.scale must be finite, got {self.scale}")
@@ -431,7 +432,7 @@ class MemoryBranch(nn.Module):
         """
         c = self.before_proj(self._embed(call.condition, hidden_states.dtype)) + hidden_states
         hints: list[torch.Tensor | None] = []
-        for block, proj in zip(self.blocks, self.after_proj):
+        for block, proj in zip(self.blocks, self.after_proj, strict=True):
             if call.checkpointed:
                 c = checkpoint(block, c, encoder_hidden_states, temb, rotary_emb, use_reentrant=False)
             else:

@@ -75,7 +75,8 @@ def check_memory_channels(memory: SpatialMemory, latent_channels: int, source: s
     """
     if memory.channels not in (None, latent_channels):
         raise ValueError(
-            f"{source}: channels: memory holds {memory.channels}-channel features, the backbone's latent has {latent_channels}"
+            f"{source}: channels: memory holds {memory.channels}-channel features, the backbone's latent has "
+            f"{latent_channels}"
         )
 
 

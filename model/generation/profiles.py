@@ -8,7 +8,8 @@ Wan-specific today: the transformer call (:mod:`model.generation.pipeline`), the
 (:mod:`model.generation.memory_branch`) and the LoRA targets (:mod:`model.generation.lora`).
 
 Imports nothing heavy (no torch), so the parser modules (``main.py``, ``ui/launch.py``,
-``model/training/cli.py``) import without loading the numerical stack. Dtypes are therefore names (``"bfloat16"``), mapped to torch by
+``model/training/cli.py``) import without loading the numerical stack. Dtypes are therefore names (``"bfloat16"``),
+mapped to torch by
 :data:`model.generation.backbone.DTYPES`.
 
 Example:

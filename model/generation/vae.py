@@ -8,7 +8,8 @@ dimension, latents already normalised the way Wan pipelines feed them to the tra
   ``4k-3 .. 4k``), ``H`` and ``W`` multiples of ``spatial_stride``.
 * Latents are ``[F, C, h, w]`` with ``F = k + 1``, ``C = latent_channels``, ``h = H / spatial_stride``.
 
-Implementations: :class:`model.generation.backbone.WanVideoVAE` (Wan2.2) and :class:`model.generation.patch_vae.PatchVAE`
+Implementations: :class:`model.generation.backbone.WanVideoVAE` (Wan2.2) and
+:class:`model.generation.patch_vae.PatchVAE`
 (the ``tiny`` backend's exact pixel-patch autoencoder).
 """
 

@@ -1,4 +1,5 @@
-"""Files in and out: atomic output sets, images, RGB-D folders, MP4 video, camera files, versioned safetensors, model folders.
+"""Files in and out: atomic output sets, images, RGB-D folders, MP4 video, camera files, versioned safetensors, model
+folders.
 
 Public names are importable from here (``from model.io import ...``); they load on first use."""
 

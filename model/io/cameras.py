@@ -113,7 +113,8 @@ def read_re10k(path: str | os.PathLike) -> Re10kCameras:
             raise ValueError(f"{where}: column {int(torch.nonzero(~finite[bad])[0]) + 1}: NaN or Inf value")
         if not focal_ok[bad]:
             raise ValueError(
-                f"{where}: focal lengths fx, fy (columns 2-3) must be positive, got {values[bad, 1]:g}, {values[bad, 2]:g}"
+                f"{where}: focal lengths fx, fy (columns 2-3) must be positive, got {values[bad, 1]:g}, "
+                f"{values[bad, 2]:g}"
             )
         raise ValueError(f"{where}: {pose_problem(w2c[bad], FILE_ROTATION_TOLERANCE)}")
     return Re10kCameras(

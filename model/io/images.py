@@ -281,7 +281,8 @@ def load_photo(path: str | os.PathLike, height: int, width: int) -> Photo:
     if aspect > MAX_ASPECT:
         raise ImageLoadError(
             f"{path}: aspect ratio: {src_hw[1]}x{src_hw[0]} is {aspect:.2f}:1, beyond the {MAX_ASPECT:g}:1 limit "
-            f"(the centre crop to the {width}x{height} frame would keep only {kept:.0%} of it); crop the photo to the part you want first"
+            f"(the centre crop to the {width}x{height} frame would keep only {kept:.0%} of it); crop the photo to the "
+            "part you want first"
         )
     notices = []
     if n_frames > 1:

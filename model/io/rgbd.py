@@ -146,13 +146,15 @@ def load_rgbd_folder(path: str | os.PathLike) -> RGBDView:
     expected = (camera["height"], camera["width"])
     if image.shape[:2] != expected:
         raise ValueError(
-            f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but {CAMERA_FILE} says {expected[1]}x{expected[0]}"
+            f"{image_path}: image is {image.shape[1]}x{image.shape[0]} but {CAMERA_FILE} says "
+            f"{expected[1]}x{expected[0]}"
         )
     depth_path = _find_depth_file(folder)
     depth = load_depth_file(depth_path, camera["depth_unit_m"])
     if depth.shape != image.shape[:2]:
         raise ValueError(
-            f"{depth_path}: depth is {depth.shape[1]}x{depth.shape[0]} but {IMAGE_FILE} is {image.shape[1]}x{image.shape[0]}"
+            f"{depth_path}: depth is {depth.shape[1]}x{depth.shape[0]} but {IMAGE_FILE} is "
+            f"{image.shape[1]}x{image.shape[0]}"
         )
     return RGBDView(image=image, depth=depth, K=camera["K"], w2c=camera["w2c"], source=camera["source"])
 

@@ -152,7 +152,8 @@ class Mp4Writer:
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.shape != (self.height, self.width, 3):
             raise ValueError(
-                f"{self.path}: expected uint8 frames of shape {(self.height, self.width, 3)}, got {frame.dtype} {frame.shape}"
+                f"{self.path}: expected uint8 frames of shape {(self.height, self.width, 3)}, got {frame.dtype} "
+                f"{frame.shape}"
             )
         try:
             self._ffmpeg.stdin.write(np.ascontiguousarray(frame).tobytes())

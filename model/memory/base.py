@@ -60,12 +60,12 @@ class CellLabel(IntEnum):
 class MemoryConfig:
     """Settings of a memory (the RGB memory ignores ``feature_dtype`` and ``depth_bin``)."""
 
-    dedup: str = (
-        "view"  # "view": a cell the memory already shows at that depth is a duplicate; "voxel": one point per voxel
-    )
+    # "view": a cell the memory already shows at that depth is a duplicate; "voxel": one point per voxel
+    dedup: str = "view"
     voxel_size: float = 0.05  # metres; voxel edge of the "voxel" de-duplication
     view_tolerance: float = 0.05  # "view" de-duplication: relative depth difference under which a cell counts as seen
-    keep_observation: str = "first"  # de-duplication ("view" and "voxel"): a known place keeps its "first" observation or takes the "newest"
+    # de-duplication ("view" and "voxel"): a known place keeps its "first" observation or takes the "newest"
+    keep_observation: str = "first"
     feature_dtype: str = "float16"  # storage dtype of latent features: "float16" or "bfloat16"
     near: float = 0.05  # metres; points closer to the camera than this are never read out
     depth_bin: float = (
@@ -91,7 +91,9 @@ class MemoryConfig:
 
 @dataclass
 class MemoryStats:
-    """Size of the memory: ``points`` stored, ``bytes`` of all per-point tensors, ``rejected`` cells of the last write."""
+    """Size of the memory: ``points`` stored, ``bytes`` of all per-point tensors, ``rejected`` cells of the last
+    write.
+    """
 
     points: int
     bytes: int

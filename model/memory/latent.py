@@ -18,7 +18,8 @@ Design decisions (see also ``DESIGN.md``):
   behind the near plane or outside the grid are culled first; the survivors are reduced with ONE
   ``scatter_reduce(amin)`` over int64 keys ``depth_bin << 32 | point_index``, so the nearest point
   wins and ties go to the lower index — the older observation. Depth bins are log-spaced (the
-  float32 exponent and top mantissa bits), at most ``config.depth_bin`` (2 %) wide: two observations of the same surface a few millimetres apart tie,
+  float32 exponent and top mantissa bits), at most ``config.depth_bin`` (2 %) wide: two observations of the same surface
+  a few millimetres apart tie,
   so a camera that comes back sees what it saw first, not a later point that happens to lie a hair
   nearer; real occluders are much more than 2 % nearer. Integer ``amin`` does not depend on the
   order of the scatter, so the result is identical on CPU and CUDA.
@@ -232,12 +233,12 @@ class TensorRows:
 
     def cat(self, other):
         """Rows of ``self`` followed by rows of ``other``."""
-        return type(self)(*(torch.cat([a, b]) for a, b in zip(self, other)))
+        return type(self)(*(torch.cat([a, b]) for a, b in zip(self, other, strict=True)))
 
     def replace(self, index: torch.Tensor, other):
         """A copy with rows ``index`` replaced by ``other``'s rows."""
         out = [a.clone() for a in self]
-        for a, b in zip(out, other):
+        for a, b in zip(out, other, strict=True):
             a[index] = b
         return type(self)(*out)
 
@@ -388,7 +389,8 @@ class LatentSpatialMemory(PointMemory):
             or features.shape[0] != positions.shape[0]
         ):
             raise ValueError(
-                f"from_points: expected positions [N,3] and features [N,C], got {list(positions.shape)} and {list(features.shape)}"
+                f"from_points: expected positions [N,3] and features [N,C], got {list(positions.shape)} and "
+                f"{list(features.shape)}"
             )
         if not torch.isfinite(positions).all() or not torch.isfinite(features).all():
             raise ValueError("from_points: positions and features must be finite")

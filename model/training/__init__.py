@@ -7,5 +7,6 @@ Modules:
 * :mod:`model.training.flow`: the flow-matching objective (per-frame sigma, clean context);
 * :mod:`model.training.checkpoint`: checkpoints for exact resume (safetensors + JSON);
 * :mod:`model.training.losslog`: ``loss.csv`` and ``loss.png``;
-* :mod:`model.training.trainer`: :class:`~model.training.trainer.TrainConfig`, the loop, :func:`~model.training.trainer.train`.
+* :mod:`model.training.trainer`: :class:`~model.training.trainer.TrainConfig`, the loop,
+  :func:`~model.training.trainer.train`.
 """

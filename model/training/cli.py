@@ -107,6 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
     losses = result.losses
     print(
         f"trained {config.stage} steps {result.start_step}..{result.steps}; loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
-        f"wrote {result.out} (generate --mode branch --memory-weights {result.out}); skipped {len(result.skipped)} clips"
+        f"wrote {result.out} (generate --mode branch --memory-weights {result.out}); skipped {len(result.skipped)} "
+        "clips"
     )
     return 0

@@ -38,14 +38,14 @@ class LossLog:
 
     @classmethod
     def from_json(cls, rows: list) -> LossLog:
-        return cls([(int(s), float(l), float(r)) for s, l, r in rows])
+        return cls([(int(s), float(loss), float(r)) for s, loss, r in rows])
 
     def write(self, folder: str | os.PathLike) -> None:
         """Write ``loss.csv`` and ``loss.png`` into ``folder`` (each atomically)."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
-        writer.writerows((s, repr(l), repr(r)) for s, l, r in self.rows)
+        writer.writerows((s, repr(loss), repr(r)) for s, loss, r in self.rows)
         write_text_atomic(Path(folder) / "loss.csv", buffer.getvalue())
         with atomic_path(Path(folder) / "loss.png") as tmp:
             plot_loss([r[0] for r in self.rows], self.losses).save(tmp, format="PNG")
@@ -77,7 +77,7 @@ def plot_loss(steps: list[int], losses: list[float], size: tuple[int, int] = (64
     def points(values: np.ndarray) -> list[tuple[float, float]]:
         px = left + (x - x0) / (x1 - x0) * (width - left - right)
         py = height - bottom - (values - lo) / (hi - lo) * (height - top - bottom)
-        return list(zip(px.tolist(), py.tolist()))
+        return list(zip(px.tolist(), py.tolist(), strict=True))
 
     window = max(1, len(y) // 20)
     smooth = np.convolve(y, np.ones(window) / window, mode="full")[: len(y)] / np.minimum(

@@ -421,7 +421,8 @@ class Trainer:
         rng = folder / ckpt.rng_file(self.accelerator.process_index)
         if not rng.is_file():
             raise ValueError(
-                f"{folder}: no RNG state for process {self.accelerator.process_index} (resume with the same number of processes)"
+                f"{folder}: no RNG state for process {self.accelerator.process_index} (resume with the same number of "
+                "processes)"
             )
         ckpt.restore_rng(rng, self.generator)
         self.step = int(state["step"])

@@ -204,13 +204,16 @@ def test_what_eval_accepts_is_said_exactly(run_dir, tmp_path, capsys):
     shutil.copy(run_dir / "run.mp4", half / "video.mp4")
     assert main.main(["eval", str(half)]) == 2
     assert capsys.readouterr().err == (
-        f"error: {half / 'video.json'}: missing; expected a generate run (OUT.mp4 + OUT.json + OUT.cameras.txt, or a folder "
-        "holding exactly one), an explorer session folder (video.mp4 + session.json + cameras.txt) or a walkthrough folder "
+        f"error: {half / 'video.json'}: missing; expected a generate run (OUT.mp4 + OUT.json + OUT.cameras.txt, or a "
+        "folder "
+        "holding exactly one), an explorer session folder (video.mp4 + session.json + cameras.txt) or a walkthrough "
+        "folder "
         "(preview.mp4 + session.json + cameras.txt)\n"
     )
     (half / "session.json").write_text(json.dumps({"kind": "something else"}))
     assert main.main(["eval", str(half)]) == 2
     assert capsys.readouterr().err == (
-        f"error: {half / 'session.json'}: format: neither an explorer session ('mirage-explorer-session') nor a walkthrough (kind 'walkthrough')\n"
+        f"error: {half / 'session.json'}: format: neither an explorer session ('mirage-explorer-session') nor a "
+        "walkthrough (kind 'walkthrough')\n"
     )
     assert not list(half.glob("*.metrics.json"))

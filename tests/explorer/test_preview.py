@@ -37,7 +37,9 @@ def test_points_land_at_projected_pixels(preview, K):
     preview.set_points(world, colors)
     image = preview.render(w2c, K, W, H)
     assert image.shape == (H, W, 3) and image.dtype == np.uint8
-    for (u, v), colour in zip(uv, colors):  # exact: uint8 colours pass through; every uv is >= 0.1 px from a pixel edge
+    for (u, v), colour in zip(
+        uv, colors, strict=True
+    ):  # exact: uint8 colours pass through; every uv is >= 0.1 px from a pixel edge
         assert np.array_equal(image[int(v), int(u)], colour), (u, v)
     assert preview.last_coverage.sum() == len(uv), "1 px splats cover exactly one pixel each"
     holes = ~preview.last_coverage

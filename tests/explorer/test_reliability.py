@@ -48,7 +48,9 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """One good ``generate`` run with ``--save-memory``: {name: bytes} of run.mp4/.json/.cameras.txt and mem.safetensors."""
+    """One good ``generate`` run with ``--save-memory``: {name: bytes} of run.mp4/.json/.cameras.txt and
+    mem.safetensors.
+    """
     folder = tmp_path_factory.mktemp("reference")
     assert (
         main.main(
@@ -86,7 +88,8 @@ def ffmpeg_that_fills_the_disk(tmp_path, monkeypatch):
     """Make every :class:`Mp4Writer` run a stand-in ffmpeg that reads all frames, then fails as on a full disk."""
     script = tmp_path / "ffmpeg-disk-full"
     script.write_text(
-        "#!/bin/sh\ncat > /dev/null\necho '[out#0/mp4 @ 0x1] Error closing file: No space left on device' >&2\nexit 228\n"
+        "#!/bin/sh\ncat > /dev/null\necho '[out#0/mp4 @ 0x1] Error closing file: No space left on device' >&2\nexit "
+        "228\n"
     )
     script.chmod(0o755)
     monkeypatch.setattr("imageio_ffmpeg.get_ffmpeg_exe", lambda: str(script))
@@ -387,11 +390,12 @@ RECORDER = textwrap.dedent("""
         w2c = torch.eye(4, dtype=torch.float64).repeat(33, 1, 1)
         w2c[:, 2, 3] = torch.linspace(0.1 * k, 0.1 * (k + 1), 33)
         frames = np.full((33, 64, 128, 3), 60 * k + 20, np.uint8)
-        return types.SimpleNamespace(index=k, frames=frames, w2c=w2c, frame_ids=[32 * k, 32 * k + 32], timings={"total": 1.0},
-                                     memory_points=1, memory_bytes=1, action="step_forward")
+        return types.SimpleNamespace(index=k, frames=frames, w2c=w2c, frame_ids=[32 * k, 32 * k + 32],
+                                     timings={"total": 1.0}, memory_points=1, memory_bytes=1, action="step_forward")
 
     recorder = SessionRecorder(folder, fps=8.0)
-    recorder.start(width=128, height=64, K=torch.tensor([[90.0, 0, 64], [0, 90.0, 32], [0, 0, 1]]), start_w2c=np.eye(4), source="bundled")
+    recorder.start(width=128, height=64, K=torch.tensor([[90.0, 0, 64], [0, 90.0, 32], [0, 0, 1]]),
+                   start_w2c=np.eye(4), source="bundled")
     for k in range(stall_at):
         recorder.add_segment(segment(k), memory=Memory())
         print(f"committed {k + 1}", flush=True)

@@ -1,4 +1,6 @@
-"""Tests of model/generation/backbone.py and model/generation/patch_vae.py: tiny backends, VAEs, Wan folder loading, offload."""
+"""Tests of model/generation/backbone.py and model/generation/patch_vae.py: tiny backends, VAEs, Wan folder loading,
+offload.
+"""
 
 from __future__ import annotations
 

@@ -216,15 +216,18 @@ def test_animated_gif_says_it_uses_the_first_frame(tmp_path):
     [
         (
             (640, 480),
-            "the 640x480 photo is centre-cropped to the 320x176 frame's aspect: 27% of its height is cut off, half at the top, half at the bottom",
+            "the 640x480 photo is centre-cropped to the 320x176 frame's aspect: 27% of its height is cut off, half at "
+            "the top, half at the bottom",
         ),
         (
             (480, 640),
-            "the 480x640 photo is centre-cropped to the 320x176 frame's aspect: 59% of its height is cut off, half at the top, half at the bottom",
+            "the 480x640 photo is centre-cropped to the 320x176 frame's aspect: 59% of its height is cut off, half at "
+            "the top, half at the bottom",
         ),
         (
             (900, 300),
-            "the 900x300 photo is centre-cropped to the 320x176 frame's aspect: 39% of its width is cut off, half at the left, half at the right",
+            "the 900x300 photo is centre-cropped to the 320x176 frame's aspect: 39% of its width is cut off, half at "
+            "the left, half at the right",
         ),
     ],
 )
@@ -247,7 +250,8 @@ def test_photos_beyond_3_to_1_are_refused_with_the_reason(tmp_path, size, kept):
     aspect = max(size) / min(size)
     assert str(info.value) == (
         f"{tmp_path / 'strip.png'}: aspect ratio: {size[0]}x{size[1]} is {aspect:.2f}:1, beyond the 3:1 limit "
-        f"(the centre crop to the 320x176 frame would keep only {kept} of it); crop the photo to the part you want first"
+        f"(the centre crop to the 320x176 frame would keep only {kept} of it); crop the photo to the part you want "
+        "first"
     )
 
 

@@ -1,5 +1,6 @@
 """Consistency metrics on known cases: exact renders of procedural rooms, shifted images, noise."""
 
+import itertools
 import math
 
 import numpy as np
@@ -57,8 +58,8 @@ def test_ssim_hand_checked_value_identity_and_monotone_noise(start_view):
     assert metrics.ssim(image, image, channels="rgb") == pytest.approx(1.0, abs=1e-12)
     scores = [metrics.ssim(image, noisy(image, s)) for s in (2, 5, 10, 20, 40)]
     psnrs = [metrics.psnr(image, noisy(image, s)) for s in (2, 5, 10, 20, 40)]
-    assert all(x > y for x, y in zip(scores, scores[1:])), scores
-    assert all(x > y for x, y in zip(psnrs, psnrs[1:])), psnrs
+    assert all(x > y for x, y in itertools.pairwise(scores)), scores
+    assert all(x > y for x, y in itertools.pairwise(psnrs)), psnrs
     assert scores[0] > 0.95 and scores[-1] < 0.5
 
 

@@ -174,7 +174,7 @@ def test_branch_and_lora_save_load_reproduce_outputs(tmp_path, renderer, scene, 
     add_lora(backbone.transformer, settings)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():  # stand-in for training: make both parts non-trivial
-        for name, p in list(branch.named_parameters()) + [
+        for _, p in list(branch.named_parameters()) + [
             (n, p) for n, p in backbone.transformer.named_parameters() if "lora_" in n
         ]:
             p.add_(0.05 * torch.randn(p.shape, generator=g))

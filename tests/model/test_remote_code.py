@@ -159,7 +159,10 @@ def test_loading_with_stdin_closed_asks_nothing_and_runs_nothing(tmp_path):
     loader told to trust the folder does run its code), so its absence above means nothing ran."""
     marker = tmp_path / "marker"
     root = custom_tokenizer_folder(tmp_path, marker)
-    load = f"from model.generation.backbone import BackboneConfig, load_backbone\nload_backbone(BackboneConfig(backend='wan', model_dir={str(root)!r}, device='cpu'))"
+    load = (
+        "from model.generation.backbone import BackboneConfig, load_backbone\n"
+        f"load_backbone(BackboneConfig(backend='wan', model_dir={str(root)!r}, device='cpu'))"
+    )
     refused = run_python(load, tmp_path)
     assert refused.returncode == 1 and "ModelFolderError" in refused.stderr
     assert (
@@ -169,7 +172,8 @@ def test_loading_with_stdin_closed_asks_nothing_and_runs_nothing(tmp_path):
     assert PROMPT not in refused.stdout + refused.stderr
     assert not marker.exists() and not list(tmp_path.glob("modules/**/custom_code.py")), "nothing imported or copied"
     trusted = run_python(
-        f"from transformers import AutoTokenizer\nAutoTokenizer.from_pretrained({str(root / 'tokenizer')!r}, trust_remote_code=True)",
+        f"from transformers import AutoTokenizer\nAutoTokenizer.from_pretrained({str(root / 'tokenizer')!r}, "
+        "trust_remote_code=True)",
         tmp_path,
     )
     assert trusted.returncode == 0, trusted.stderr

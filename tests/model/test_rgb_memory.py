@@ -67,7 +67,9 @@ def test_readout_at_the_source_view_reproduces_the_source_image(renderer, scene,
 
 
 def test_z_buffer_shows_the_nearest_surface_from_a_new_view(renderer, scene, K, vae):
-    """From an orbit 12 degrees away the rendered cloud matches the true view: furniture occludes the walls behind it."""
+    """From an orbit 12 degrees away the rendered cloud matches the true view: furniture occludes the walls behind
+    it.
+    """
     memory, _, _ = source_memory(renderer, scene, K, vae)
     target = orbit(2, 2.0, 12.0)[1]
     true_rgb, true_depth = renderer.render(scene, target, K, W, H)
@@ -113,7 +115,7 @@ def test_revisiting_a_view_adds_nothing_and_new_space_adds_points(renderer, scen
     )
     assert len(memory) - before < 0.01 * before
     poses = orbit(3, 2.0, 40.0)[1:]
-    rgbs, depths = zip(*[renderer.render(scene, p, K, W, H) for p in poses])
+    rgbs, depths = zip(*[renderer.render(scene, p, K, W, H) for p in poses], strict=True)
     stats = memory.update(
         torch.zeros(2, 48, h, w), torch.from_numpy(np.stack(depths)), poses, K, frames=torch.from_numpy(np.stack(rgbs))
     )
@@ -210,7 +212,9 @@ def test_pipeline_runs_one_segment_with_the_rgb_memory(renderer, scene, K):
 
 
 def test_full_size_vae_of_the_benchmark_has_wan22s_architecture():
-    """``tiny_vae="wan-full"`` (benchmarks/generation.py): Wan2.2's 705M-parameter VAE, built on the meta device here."""
+    """``tiny_vae="wan-full"`` (benchmarks/generation.py): Wan2.2's 705M-parameter VAE, built on the meta device
+    here.
+    """
     from model.generation.tiny import wan22_vae
 
     with torch.device("meta"):

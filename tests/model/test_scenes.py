@@ -112,7 +112,7 @@ def test_same_seed_renders_identically_and_another_seed_differs(renderer):
 
 def projected_rect(box_lo, box_hi, offset, w2c, K, width, height):
     """Pixel bounding rectangle (u0, v0, u1, v1) of a box's 8 corners, all in front of the camera."""
-    corners = np.stack(np.meshgrid(*zip(box_lo, box_hi), indexing="ij"), axis=-1).reshape(8, 3)
+    corners = np.stack(np.meshgrid(*zip(box_lo, box_hi, strict=True), indexing="ij"), axis=-1).reshape(8, 3)
     uv, z = project_points(torch.from_numpy(corners + offset), torch.from_numpy(w2c)[None], torch.from_numpy(K))
     assert (z > 0).all()
     uv = uv[0].numpy()

@@ -164,7 +164,9 @@ class FakeController(GenerationSignals):
         self.idle.emit()
 
     def finish_segment(self, index: int, start_w2c, height: int = 64, width: int = 128) -> SimpleNamespace:
-        """Emit ``segment_ready`` (a step forward from ``start_w2c``, 33 flat frames) and ``idle``; returns the result."""
+        """Emit ``segment_ready`` (a step forward from ``start_w2c``, 33 flat frames) and ``idle``; returns the
+        result.
+        """
         poses = step_segment("step_forward", torch.as_tensor(start_w2c, dtype=torch.float64))
         frames = np.full((len(poses), height, width, 3), 40 + 5 * index, np.uint8)
         result = SimpleNamespace(index=index, frames=frames, w2c=poses, timings={"total": 1.0})

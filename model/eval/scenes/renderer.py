@@ -190,7 +190,8 @@ class SceneRenderer(OffscreenGL):
         K = torch.as_tensor(K, dtype=torch.float64)
         if w2c.ndim != 3 or len(w2c) == 0 or K.shape not in ((3, 3), (len(w2c), 3, 3)):
             raise ValueError(
-                f"render_trajectory: expected w2c [T,4,4] and K [3,3] or [T,3,3], got {list(w2c.shape)}, {list(K.shape)}"
+                f"render_trajectory: expected w2c [T,4,4] and K [3,3] or [T,3,3], got {list(w2c.shape)}, "
+                f"{list(K.shape)}"
             )
         if not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"render_trajectory: fps must be positive, got {fps}")
