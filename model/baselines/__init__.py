@@ -1,14 +1,8 @@
 """Baselines the latent memory is measured against (the pixel-space RGB point cloud), and the one place a memory kind
 becomes a memory.
 
-Public names are importable from here (``from model.baselines import ...``); they load on first use."""
+Public names load on first use (:mod:`model._exports`)."""
 
 from model._exports import lazy_exports
 
-_EXPORTS = {
-    "RGBPointCloudMemory": "rgb_memory",
-    "load_memory": "kinds",
-    "make_memory": "kinds",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

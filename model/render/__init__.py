@@ -1,11 +1,7 @@
 """Offscreen OpenGL (moderngl on EGL, no display).
 
-Public names are importable from here (``from model.render import ...``); they load on first use."""
+Public names load on first use (:mod:`model._exports`)."""
 
 from model._exports import lazy_exports
 
-_EXPORTS = {
-    "OffscreenGL": "offscreen_gl",
-}
-__all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)
