@@ -61,8 +61,22 @@ class ImageLoadError(ValueError):
     """A photo could not be loaded; the message names the file and what is wrong."""
 
 
+class ImageSize:
+    """``height`` and ``width`` in pixels of an ``image`` ``[H, W, ...]`` attribute (for dataclasses holding one)."""
+
+    image: np.ndarray
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
 @dataclass
-class Photo:
+class Photo(ImageSize):
     """A photo prepared for the pipeline.
 
     Attributes:
@@ -86,14 +100,6 @@ class Photo:
     exif_focal_35mm: float | None
     exif_focal_px: float | None
     notices: tuple[str, ...] = ()
-
-    @property
-    def height(self) -> int:
-        return int(self.image.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.image.shape[1])
 
 
 def center_crop_box(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> tuple[float, float, float, float]:

@@ -29,7 +29,7 @@ from PIL import Image, UnidentifiedImageError
 from model.geometry.camera import validate_poses
 from model.io.atomic import atomic_path, write_json_atomic
 from model.io.formats import read_json_object
-from model.io.images import load_image, save_png
+from model.io.images import ImageSize, load_image, save_png
 
 #: The sample scene bundled with the application (independent of the working directory).
 SAMPLE_SCENE_DIR = Path(__file__).resolve().parents[2] / "resources" / "sample_scene"
@@ -45,7 +45,7 @@ _DEPTH_PNG_MODES = ("I;16", "I;16B", "I")
 
 
 @dataclass
-class RGBDView:
+class RGBDView(ImageSize):
     """One RGB-D view with its camera.
 
     Attributes:
@@ -61,14 +61,6 @@ class RGBDView:
     K: np.ndarray
     w2c: np.ndarray
     source: dict = field(default_factory=dict)
-
-    @property
-    def height(self) -> int:
-        return int(self.image.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.image.shape[1])
 
 
 # --------------------------------------------------------------------------------------------
