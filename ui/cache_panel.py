@@ -95,22 +95,20 @@ def _create_gl_view(parent: QWidget):
     points = gl.GLScatterPlotItem(
         pos=np.zeros((1, 3), np.float32), color=(0, 0, 0, 0), size=2.0, pxMode=True, glOptions="opaque"
     )
-    trajectory = gl.GLLinePlotItem(
-        pos=np.zeros((2, 3), np.float32),
-        color=(0.9, 0.9, 0.9, 0.8),
-        width=1.0,
-        mode="lines",
-        antialias=False,
-        glOptions="opaque",
-    )
-    current = gl.GLLinePlotItem(
-        pos=np.zeros((2, 3), np.float32),
-        color=(1.0, 0.85, 0.1, 1.0),
-        width=2.0,
-        mode="lines",
-        antialias=False,
-        glOptions="opaque",
-    )
+
+    def line_item(color: tuple[float, float, float, float], width: float) -> gl.GLLinePlotItem:
+        """An empty, opaque line-segment item (``mode="lines"``) of ``color`` (RGBA 0-1), ``width`` pixels."""
+        return gl.GLLinePlotItem(
+            pos=np.zeros((2, 3), np.float32),
+            color=color,
+            width=width,
+            mode="lines",
+            antialias=False,
+            glOptions="opaque",
+        )
+
+    trajectory = line_item(color=(0.9, 0.9, 0.9, 0.8), width=1.0)
+    current = line_item(color=(1.0, 0.85, 0.1, 1.0), width=2.0)
     for item in (points, trajectory, current):
         view.addItem(item)
     return view, points, trajectory, current
