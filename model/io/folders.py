@@ -9,7 +9,7 @@ builds the Wan2.2 check from the same pieces.
 
 Custom code: a Hugging Face folder can name classes from its own ``.py`` files in the ``auto_map`` of
 a config (``config.json``, ``tokenizer_config.json``, ``preprocessor_config.json``). ``transformers``
-imports that code when ``trust_remote_code=True``, and when the argument is left out it *asks on the
+imports that code when remote code is trusted, and when the argument is left out it *asks on the
 terminal* ("Do you wish to run the custom code? [y/N]"), so one keystroke runs whatever the folder
 holds. This project therefore passes ``trust_remote_code=False`` to every ``transformers`` /
 ``diffusers`` loader, and :meth:`FolderCheck.config` refuses every config with an ``auto_map``
