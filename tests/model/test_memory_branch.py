@@ -16,7 +16,9 @@ import safetensors.torch
 import torch
 from diffusers import WanTransformer3DModel
 
+from model.generation.backbone import BackboneConfig
 from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig
+from model.generation.tiny import tiny_transformer as build_tiny_transformer
 
 C, F, H, W = 48, 3, 4, 6  # latent channels and grid; 3 x 2 x 3 = 18 tokens per sample
 TOKENS_PER_FRAME = (H // 2) * (W // 2)
@@ -24,21 +26,10 @@ LAYERS = (0, 2)
 
 
 def tiny_transformer(num_layers: int = 4, seed: int = 0) -> WanTransformer3DModel:
+    """The tiny backend's transformer (text width 32), ``num_layers`` blocks, weights from ``seed``."""
     torch.manual_seed(seed)
-    return WanTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=C,
-        out_channels=C,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=num_layers,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=64,
-    ).eval()
+    config = BackboneConfig(tiny_num_layers=num_layers, tiny_num_heads=2, tiny_head_dim=12, tiny_ffn_dim=32)
+    return build_tiny_transformer(config, text_dim=32).eval()
 
 
 def inputs(batch: int = 1, seed: int = 1) -> dict:
