@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -108,3 +109,16 @@ def test_a_repo_id_not_in_the_cache_names_fetch_models(hub, tmp_path, capsys):
     assert code == 2 and f"--model {WAN}: not a folder, and not in the local Hugging Face cache" in err
     assert "python main.py fetch-models" in err and not (tmp_path / "run.mp4").exists()
     assert resolve_model_ref(str(tmp_path), "--model") == str(tmp_path), "a folder stays as it is"
+
+
+def test_tests_never_touch_the_users_settings_or_model_cache():
+    """tests/conftest.py moves the settings store and the Hugging Face cache into a temporary folder."""
+    import tempfile
+    from pathlib import Path
+
+    import huggingface_hub.constants
+
+    sandbox = Path(os.environ["XDG_CONFIG_HOME"]).parent
+    assert sandbox.is_relative_to(Path(tempfile.gettempdir())) and sandbox.name.startswith("mirage-tests-user-")
+    assert Path(user_qsettings().fileName()).is_relative_to(sandbox)
+    assert Path(huggingface_hub.constants.HF_HUB_CACHE).is_relative_to(sandbox)
