@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import huggingface_hub
-from huggingface_hub.errors import HTTPError
+from huggingface_hub.errors import HTTPError, OfflineModeIsEnabled
 
 from tests.model.test_remote_code import fake_wan_folder
 
@@ -52,7 +52,14 @@ class FakeHub:
 
     # ---- the huggingface_hub API the project calls -------------------------------------------
 
+    @staticmethod
+    def _reach() -> None:
+        """As the real client: no request while ``huggingface_hub`` is in offline mode."""
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            raise OfflineModeIsEnabled("Cannot reach the Hub: offline mode is enabled")
+
     def model_info(self, repo_id: str, files_metadata: bool = False):
+        self._reach()
         folder, licence = self.repos[repo_id]
         sizes = [SimpleNamespace(size=p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()]
         return SimpleNamespace(card_data={"license": licence}, tags=[f"license:{licence}"], siblings=sizes)
@@ -60,6 +67,7 @@ class FakeHub:
     def snapshot_download(self, repo_id: str, *, local_dir=None, local_files_only: bool = False, **kwargs) -> str:
         if local_files_only:
             return huggingface_hub.snapshot_download(repo_id, local_files_only=True, cache_dir=self.cache)
+        self._reach()
         self.downloads.append(repo_id)
         source, _ = self.repos[repo_id]
         repo_root = self.cache / f"models--{repo_id.replace('/', '--')}"
@@ -84,6 +92,8 @@ def install(monkeypatch, cache: Path) -> FakeHub:
 
     fake = FakeHub(cache)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    # as in main.py, where the parsers import the backbone module, which switches the process offline
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub, "snapshot_download", fake.snapshot_download)
     monkeypatch.setattr(hub, "HfApi", lambda: fake)
     return fake

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,22 @@ class RepoFacts:
     size_bytes: int  # total size of the repository's files at its main revision, in bytes
 
 
+@contextmanager
+def _online() -> Iterator[None]:
+    """The Hub reachable inside the block, offline mode as it was after it.
+
+    The loaders switch the whole process to offline mode (``model.generation.backbone.force_offline``,
+    which runs when the backbone module is imported, e.g. by ``main.py``'s parsers); downloading is
+    what :func:`repo_facts` and :func:`download` are asked to do, so they lift it for their call only.
+    """
+    before = huggingface_hub.constants.HF_HUB_OFFLINE
+    huggingface_hub.constants.HF_HUB_OFFLINE = False
+    try:
+        yield
+    finally:
+        huggingface_hub.constants.HF_HUB_OFFLINE = before
+
+
 def looks_like_repo_id(text: str) -> bool:
     """True for ``"owner/name"`` (one slash, Hub characters, not a path such as ``./a/b`` or ``/models/x``)."""
     return bool(_REPO_ID.match(text)) and ".." not in text
@@ -62,7 +80,8 @@ def repo_facts(repo_id: str) -> RepoFacts:
         DownloadError: the Hub cannot be reached or does not know the repository.
     """
     try:
-        info = HfApi().model_info(repo_id, files_metadata=True)
+        with _online():
+            info = HfApi().model_info(repo_id, files_metadata=True)
     except (OSError, ValueError, HTTPError) as exc:  # HfHubHTTPError and OfflineModeIsEnabled are OSErrors
         raise DownloadError(f"{repo_id}: cannot read the repository's details from the Hub: {exc}") from exc
     licence = None
@@ -88,7 +107,8 @@ def download(repo_id: str, local_dir: str | os.PathLike | None = None) -> Path:
             complete stay, so the same call resumes.
     """
     try:
-        folder = snapshot_download(repo_id, local_dir=None if local_dir is None else str(local_dir))
+        with _online():
+            folder = snapshot_download(repo_id, local_dir=None if local_dir is None else str(local_dir))
     except (OSError, ValueError, HTTPError) as exc:  # HTTPError: the transport's (a dropped connection)
         raise DownloadError(
             f"{repo_id}: download interrupted: {exc}; run {FETCH_COMMAND} again to resume "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import huggingface_hub.constants
 import pytest
 
 import main
@@ -41,7 +42,8 @@ def user_settings():
 def test_fetch_models_downloads_checks_and_records_the_defaults(hub, user_settings, capsys):
     assert main.main(["fetch-models", "--yes"]) == 0
     out = capsys.readouterr().out
-    assert hub.downloads == [WAN, DEPTH]
+    assert hub.downloads == [WAN, DEPTH], "the Hub is reached although the process is in offline mode"
+    assert huggingface_hub.constants.HF_HUB_OFFLINE, "and offline mode is back after the download"
     assert "licence: apache-2.0" in out and "MiB" in out, "licence and size are stated"
     settings = ExplorerSettings.load(user_settings)
     for repo_id, folder in ((WAN, settings.model_dir), (DEPTH, settings.depth_model_dir)):
@@ -115,8 +117,6 @@ def test_tests_never_touch_the_users_settings_or_model_cache():
     """tests/conftest.py moves the settings store and the Hugging Face cache into a temporary folder."""
     import tempfile
     from pathlib import Path
-
-    import huggingface_hub.constants
 
     sandbox = Path(os.environ["XDG_CONFIG_HOME"]).parent
     assert sandbox.is_relative_to(Path(tempfile.gettempdir())) and sandbox.name.startswith("mirage-tests-user-")
