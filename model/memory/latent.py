@@ -33,12 +33,12 @@ Design decisions (see also ``DESIGN.md``):
 * **De-duplication** (``config.dedup``), so that revisiting seen space does not grow the cache:
 
   - ``"view"`` (default): frames are written one by one; a cell is already known when the memory's
-    own z-buffer (the readout's, footprints included) at the writing camera shows a point in that cell whose depth agrees within
-    ``view_tolerance`` (relative) plus the cell's own depth spread (grazing surfaces). A 1-cell gap
-    between known cells is a sampling hole of the latent z-buffer, not unseen space, and is not
-    written. This works at the latent resolution itself, so it needs no metric voxel size, never
-    merges neighbouring cells of one view (the writer's view keeps every cell), and a revisit adds
-    only what the memory could not show.
+    own z-buffer at the writing camera (the readout's, footprints included) shows a point in that
+    cell whose depth agrees within ``view_tolerance`` (relative) plus the cell's own depth spread
+    (grazing surfaces). A 1-cell gap between known cells is a sampling hole of the latent z-buffer,
+    not unseen space, and is not written. This works at the latent resolution itself, so it needs no
+    metric voxel size, never merges neighbouring cells of one view (the writer's view keeps every
+    cell), and a revisit adds only what the memory could not show.
   - ``"voxel"``: positions are hashed into voxels of ``voxel_size`` metres, one point per voxel.
     A fixed metric voxel is either finer than a latent cell's footprint (far surfaces: several
     points per cell-area after a segment's nine overlapping frames) or coarser (near surfaces:
