@@ -61,6 +61,9 @@ class BackendProfile:
     bundled_folder: str | None = None
     # what the app tells a user who opens their own photo with this backend; None: nothing
     photo_notice: str | None = None
+    # free GPU memory in GiB each offload profile needs, least offloaded first (model.generation.gpu_fit picks
+    # the first that fits); empty: not checked (small enough for any card)
+    device_gib: tuple[tuple[str, float], ...] = ()
 
     @property
     def needs_model_dir(self) -> bool:
@@ -89,6 +92,11 @@ WAN = BackendProfile(
     max_sequence_length=512,  # the Wan pipelines' prompt length
     latent_channels=WAN22_LATENT_CHANNELS,
     sized_by_config=False,
+    # estimates (research/wan-diffusers.md), at the default 704x1280, 33 frames: weights are transformer 9.3 GiB
+    # bf16 + UMT5 10.6 GiB bf16 + VAE 2.6 GiB fp32; about 6 GiB on top for activations, the tiled VAE decode
+    # and the CUDA context. "none" keeps all resident; "model" one model at a time (transformer + work, the
+    # 10.6 GiB text encoder alone is less); "group" the VAE + work + the streamed groups in flight
+    device_gib=(("none", 30.0), ("model", 16.0), ("group", 10.0)),
 )
 
 TINY = BackendProfile(
@@ -158,8 +166,7 @@ def default_backend(model_dir_known: bool) -> str:
 
 
 def per_backend(value: Callable[[BackendProfile], object]) -> str:
-    """A per-backend default for ``--help``, e.g. ``per_backend(lambda p: p.steps)`` -> ``"20 wan / 4 tiny / 6 mini"``.
-    """
+    """A per-backend default for ``--help``: ``per_backend(lambda p: p.steps)`` -> ``"20 wan / 4 tiny / 6 mini"``."""
     return " / ".join(f"{value(p)} {p.name}" for p in PROFILES.values())
 
 
