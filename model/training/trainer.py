@@ -392,7 +392,7 @@ class Trainer:
         self.backbone.check_image_size(height, width)
         if getattr(self, "renderer", None) is None:
             self.renderer = SceneRenderer()
-        spec = WorldSpec(height, width, segments=config.world_segments)
+        spec = WorldSpec(height, width, segments=config.world_segments, segment_frames=config.chunk_frames)
         encoder_id = {k: v for k, v in asdict(self.backbone.config).items() if k in ("backend", "tiny_vae")}
         with self.accelerator.main_process_first():
             samples = WorldSampleSet(
