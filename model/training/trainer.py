@@ -142,6 +142,8 @@ class TrainConfig:
             raise ValueError("--stage lora needs --branch DIR (the stage-1 output with the trained memory branch)")
         if self.stage != "lora" and self.branch_dir:
             raise ValueError("--branch is only for --stage lora (stages branch and mini train a fresh branch)")
+        if self.backend == "mini":
+            raise ValueError("--backend mini is the trained model itself; retrain it with --stage mini --backend tiny")
         if self.stage == "mini":
             if self.data != PROCEDURAL or self.backend != "tiny":
                 raise ValueError(
