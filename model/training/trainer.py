@@ -620,7 +620,7 @@ class Trainer:
             "heldout_seeds_from": HELD_OUT_SEED,
             "heldout": self.heldout_log[-1] if self.heldout_log else None,
         }
-        extra = {"size": [height, width], "prompt": PROMPT, "training": training}
+        extra = {"size": [height, width], "prompt": PROMPT, "flow_shift": config.shift, "training": training}
         save_mini(self.out / MINI_MODEL_DIR, model.transformer, model.branch, self.backbone.text_encoder, sizes, extra)
 
     def _write_report(self, start: int, seconds: float) -> None:
