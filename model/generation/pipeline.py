@@ -94,8 +94,8 @@ class PipelineConfig:
     mode: str = "inpaint"  # "branch": trained memory branch + LoRA; "inpaint": training-free token replacement
     inpaint_fraction: float = 0.6  # inpaint: share of the steps during which visible tokens follow the readout
     # branch: visible tokens also follow the readout for inpaint_fraction of the steps (the branch conditions
-    # every step); False: the branch alone (the paper's setting)
-    branch_follow: bool = False
+    # every step); False: the branch alone (the paper's setting); None: the backend profile's (True for mini)
+    branch_follow: bool | None = None
     write_path: str = "latents"  # "latents": write denoised latents; "reencode": VAE-encode decoded frames (paper)
     seed: int = 0  # seeds the noise of every segment (segment s uses seed * 1_000_003 + s)
     sky_far_m: float = DEFAULT_SKY_FAR_M  # depth beyond which a cell is sky and never written, metres
@@ -484,7 +484,10 @@ class MiragePipeline:
         scheduler = backbone.make_scheduler()
         scheduler.set_timesteps(cfg.steps, device=device)
         sigmas = scheduler.sigmas.to(device, torch.float32)
-        following = cfg.mode == "inpaint" or cfg.branch_follow
+        branch_follow = (
+            profile(backbone.config.backend).branch_follow if cfg.branch_follow is None else cfg.branch_follow
+        )
+        following = cfg.mode == "inpaint" or branch_follow
         n_follow = round(cfg.inpaint_fraction * cfg.steps) if following else 0
         patch_h, patch_w = backbone.transformer.config.patch_size[1:]
         tokens_per_frame = (h // patch_h) * (w // patch_w)
