@@ -120,6 +120,14 @@ def _export_worldscore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_cloud(args: argparse.Namespace) -> int:
+    from explorer.cloud_export import export_cloud
+
+    count = export_cloud(args.memory, args.out)
+    print(f"wrote {args.out}: {count} points (x, y, z, red, green, blue, label, segment, frame)")
+    return 0
+
+
 def _add_eval(sub) -> None:
     ev = sub.add_parser("eval", help="consistency metrics of a generate run; writes OUT.metrics.json")
     ev.add_argument(
@@ -135,6 +143,12 @@ def _add_eval(sub) -> None:
     ws.add_argument("run_path", metavar="RUN", help="a generate run: OUT.mp4 or a folder holding one")
     ws.add_argument("out", metavar="OUT", help="output folder (new, empty, or an earlier export)")
     ws.set_defaults(run=_export_worldscore)
+    cloud = sub.add_parser(
+        "export-cloud", help="a saved memory as a binary PLY point cloud (one vertex per stored point)"
+    )
+    cloud.add_argument("memory", metavar="MEMORY", help="memory file (.safetensors) from --save-memory or Save memory")
+    cloud.add_argument("out", metavar="OUT", help="output .ply file")
+    cloud.set_defaults(run=_export_cloud)
 
 
 def _add_train(sub) -> None:
