@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from PySide6.QtCore import QRectF, Qt, QTimer
+from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSlider, QVBoxLayout, QWidget
 
@@ -41,8 +41,15 @@ class FrameView(QWidget):
     """Paints one image scaled to fit (letterboxed), a caption, an optional inset image, and a red
     badge in the top-right corner (:attr:`badge`, e.g. "● REC 0:42"; empty: none).
 
-    Counts its paints so the HUD can show the display frame rate (:meth:`paint_rate`).
+    Counts its paints so the HUD can show the display frame rate (:meth:`paint_rate`). Objects in
+    :attr:`overlays` (each with ``paint(painter, rect)``, e.g. :class:`ui.hud_overlay.HudOverlay`)
+    paint over everything else.
+
+    Signals:
+        wheel_turned(float): mouse-wheel notches over the view (positive: away from the user).
     """
+
+    wheel_turned = Signal(float)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -56,6 +63,7 @@ class FrameView(QWidget):
         self.inset_caption = ""
         self.hint = "File → Open image… or drop a photo here"
         self.badge = ""
+        self.overlays: list = []
         self._paint_times: list[float] = []
 
     def show_image(
@@ -94,6 +102,7 @@ class FrameView(QWidget):
             painter.setPen(QColor(170, 170, 180))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
             self._draw_badge(painter)
+            self._draw_overlays(painter)
             return
         target = self._fit(self._image, QRectF(self.rect()))
         painter.drawImage(target, self._image)
@@ -107,6 +116,17 @@ class FrameView(QWidget):
             painter.drawRect(inset)
             self._draw_caption(painter, inset.x() + 4, inset.y() + 4, self.inset_caption)
         self._draw_badge(painter)  # over the picture
+        self._draw_overlays(painter)
+
+    def _draw_overlays(self, painter: QPainter) -> None:
+        for overlay in self.overlays:
+            overlay.paint(painter, QRectF(self.rect()))
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        notches = event.angleDelta().y() / 120.0
+        if notches:
+            self.wheel_turned.emit(notches)
+        event.accept()
 
     def _draw_badge(self, painter: QPainter) -> None:
         if not self.badge:
@@ -152,8 +172,9 @@ class Viewport(QWidget):
         self.play_button = QPushButton("Pause")
         self.play_button.setCheckable(True)
         self.play_button.toggled.connect(self._toggle_pause)
+        self.play_button.setToolTip("pause or play the generated frames (P)")
         self.live_button = QPushButton("Live")
-        self.live_button.setToolTip("Follow the camera and new frames again")
+        self.live_button.setToolTip("follow the camera and new frames again (Home)")
         self.live_button.clicked.connect(self.follow)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 0)
@@ -162,6 +183,7 @@ class Viewport(QWidget):
         self.slider.actionTriggered.connect(lambda _action: self.scrub(self.slider.sliderPosition()))
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.slider.setMinimumWidth(100)  # the timeline never collapses in a narrow window
+        self.slider.setToolTip("timeline: drag or click to scrub the generated frames (, and . step one frame)")
         self.warning_label = QLabel()
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("QLabel { background: rgb(120, 85, 0); color: white; padding: 4px; }")
@@ -199,6 +221,16 @@ class Viewport(QWidget):
         """Every generated frame so far (``[H, W, 3]`` uint8 each)."""
         return self._frames
 
+    @property
+    def live_image(self) -> np.ndarray | None:
+        """``[H, W, 3]`` uint8: the latest live preview (None before a scene)."""
+        return getattr(self, "_live_array", None)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The warnings shown above the picture, in the order they came."""
+        return list(self._warnings.values())
+
     def set_fps(self, fps: float) -> None:
         """Playback frame rate of generated frames."""
         if not fps > 0:
@@ -209,6 +241,7 @@ class Viewport(QWidget):
     def clear(self) -> None:
         """Forget all frames and the live image (a new scene)."""
         self._frames, self._live, self._shown, self._next, self.mode = [], None, -1, 0, "live"
+        self._live_array = None
         self._play_timer.stop()
         self._sync_timeline()
         self.view.show_image(None, "")
@@ -227,6 +260,7 @@ class Viewport(QWidget):
     def set_live(self, image: np.ndarray, caption: str = "preview · memory at the camera") -> None:
         """New preview at the current camera: shown at once (or as the inset while frames play)."""
         self._live = to_qimage(image)
+        self._live_array = np.asarray(image, dtype=np.uint8)
         self._live_caption = caption
         if self.mode == "live" or (
             self.mode == "play" and not self._play_timer.isActive() and not self.play_button.isChecked()
