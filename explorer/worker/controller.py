@@ -93,6 +93,10 @@ class GenerationController(GenerationSignals):
         """Replace the open scene's memory by a saved one (``.safetensors``)."""
         self._post(f"Loading memory {path}", self._worker.load_memory, str(path))
 
+    def save_memory(self, path: str | Path) -> None:
+        """Write the open scene's memory to ``path`` (``.safetensors``, atomically); a status says where."""
+        self._post(f"Saving the memory to {path}", self._worker.save_memory, str(path))
+
     def start_recording(self, folder: str | Path, fps: float = 16.0) -> None:
         """Record every following segment into a session folder (:mod:`explorer.session`)."""
         self._post(f"Recording to {folder}", self._worker.start_recording, str(folder), float(fps))

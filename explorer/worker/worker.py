@@ -271,6 +271,12 @@ class GenerationWorker(GenerationSignals):
         self._emit_snapshot("loaded")
         self.status.emit(f"Loaded memory {path}: {pipe.memory.stats().points} points")
 
+    def save_memory(self, path: str) -> None:
+        """Write the open scene's memory to ``path``."""
+        pipe = self._require_pipe()
+        pipe.memory.save(path)
+        self.status.emit(f"Memory saved to {path}: {pipe.memory.stats().points} points")
+
     def _run_segment(self, job: SegmentJob) -> None:
         """Generate the segment of ``job`` (from ``wake``; a cancel leaves the memory as it was)."""
         pipe = self._require_pipe()

@@ -111,6 +111,9 @@ class FakeController(GenerationSignals):
     def continue_session(self, folder) -> None:
         self._request("continue_session", str(folder))
 
+    def save_memory(self, path) -> None:
+        self._request("save_memory", str(path))
+
     def start_recording(self, folder, fps: float = 16.0) -> None:
         self._request("start_recording", str(folder), fps)
 
