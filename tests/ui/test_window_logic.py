@@ -9,6 +9,7 @@ from PySide6.QtCore import QRect, Qt
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QMessageBox
 
 from explorer.fly_camera import Action
+from ui.image_dialog import ImageFileDialog
 
 
 def test_ctrl_q_from_the_file_menu_quits_while_q_is_a_fly_key(qtbot, fake_window, fake_controller):
@@ -229,7 +230,8 @@ def test_geometry_docks_colour_mode_and_dialog_folders_are_remembered(
         asked.append(("export", directory))
         return str(folders["exports"] / "path.json"), ""
 
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", open_file)
+    # Open image is Qt's own file dialog with a preview pane (ui/image_dialog.py): answer for it
+    monkeypatch.setattr(ImageFileDialog, "chosen", lambda self: open_file(None, "", self.directory().absolutePath())[0])
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", existing_folder)
     monkeypatch.setattr(QFileDialog, "getSaveFileName", save_file)
     monkeypatch.setattr(QMessageBox, "critical", lambda *a: None)  # the session folder is not a session
