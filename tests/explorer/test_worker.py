@@ -187,6 +187,19 @@ def test_a_memory_for_another_latent_names_its_file(ready, qtbot, tmp_path):
     assert f"{path}: channels: memory holds 16-channel features, the backbone's latent has 48" in blocker.args[1]
 
 
+def test_save_memory_writes_the_workers_memory_and_says_where(ready, qtbot, tmp_path):
+    from model.memory.latent import LatentSpatialMemory
+
+    path = tmp_path / "saved.safetensors"
+    shown = snapshot(ready, qtbot)
+    with qtbot.waitSignal(ready.status, timeout=LONG, check_params_cb=lambda m: m.startswith("Memory saved")) as said:
+        ready.save_memory(path)
+    assert str(path) in said.args[0]
+    saved = LatentSpatialMemory.load(path)
+    assert len(saved) == len(shown.positions) > 0
+    assert torch.equal(saved.positions, torch.from_numpy(shown.positions))
+
+
 def test_record_through_the_controller_then_continue_the_session(ready, qtbot, tmp_path):
     folder = tmp_path / "session"
     ready.start_recording(folder, fps=8.0)
