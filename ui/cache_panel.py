@@ -220,6 +220,7 @@ class CachePanel(QWidget):
         self.look_button.clicked.connect(self.look_through_camera)
         self._views: dict[str, dict] = {}  # saved orbit view per scene key
         self._scene: str | None = None
+        self._scene_shown = False  # the current scene's view has been shown (so it is worth keeping)
         self.mode_box.setToolTip("what the point colours show (the legend below says how to read them)")
 
         self.use_gl = gl_available() if use_gl is None else use_gl
@@ -500,13 +501,14 @@ class CachePanel(QWidget):
     def set_scene(self, key: str) -> None:
         """A scene ``key`` (its source) is shown from now on: the view of the previous scene is kept for
         it, and the next :meth:`show_scene_view` restores the view this scene had, if any."""
-        if self._scene is not None and self.view_params() is not None and len(self._drawn_points):
+        if self._scene is not None and self._scene_shown and self.view_params() is not None:
             self._views[self._scene] = self.view_params()
-        self._scene = key
+        self._scene, self._scene_shown = key, False
 
     def show_scene_view(self) -> None:
         """The saved view of the current scene, or (first time) the default view framed on the cloud."""
         saved = self._views.get(self._scene) if self._scene is not None else None
+        self._scene_shown = True
         if saved is None or not self.use_gl:
             self.reset_view()
             return

@@ -321,3 +321,20 @@ def test_window_title_names_the_open_scene_and_the_recording(qtbot, fake_window,
     fake_window._refresh_hud()
     fake_controller.scene_ready.emit(fake_controller.scene(source=f"session:{tmp_path / 'kitchen'}"))
     assert fake_window.windowTitle() == "Mirage Explorer — session kitchen"
+
+
+def test_the_cache_view_is_kept_per_scene_across_scene_loads(
+    qtbot, fake_window, fake_controller, sample_memory, needs_gl
+):
+    w, panel = fake_window, fake_window.cache_panel
+    snapshot = snapshot_memory(sample_memory, "scene", 0, {}, None, 4)
+    fake_controller.open(w, fake_controller.scene(source="/photos/a.jpg"))
+    fake_controller.memory_changed.emit(snapshot)
+    panel.view.setCameraPosition(elevation=80.0, azimuth=30.0)  # the user tilts the view
+    tilted = panel.view_params()
+    fake_controller.open(w, fake_controller.scene(source="/photos/b.jpg"))
+    fake_controller.memory_changed.emit(snapshot)
+    assert panel.view_params()["elevation"] == 25.0, "another scene: the default view, not the tilt"
+    fake_controller.open(w, fake_controller.scene(source="/photos/a.jpg"))
+    fake_controller.memory_changed.emit(snapshot)
+    assert panel.view_params() == tilted, "back to the first scene: its view again"
