@@ -285,7 +285,7 @@ def test_error_messages_say_how_to_fix():
     title, message = describe_error(
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "Generating segment 3"
     )
-    assert title == "Out of GPU memory" and "lower the resolution or use --offload group" in message
+    assert title == "Out of GPU memory" and "lower the resolution or start with --offload group" in message
     title, message = describe_error(RuntimeError("boom"), "Generating segment 3")
     assert title == "Generation error" and "boom" in message
     folder_error = ModelFolderError(Path("/models/da2"), "depth model", ["config.json missing"])
