@@ -50,7 +50,7 @@ def _pose(w2c, name: str) -> np.ndarray:
 
 
 def catmull_rom(points: torch.Tensor, knots: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
-    """Centripetal Catmull-Rom spline through ``points`` ``[K, 3]`` at ``knots`` ``[K]`` (seconds), sampled at ``times``.
+    """Centripetal Catmull-Rom spline through ``points`` [K, 3] at ``knots`` [K] seconds, sampled at ``times`` [T].
 
     The curve parameter of each piece is the centripetal one (``sqrt`` of the chord length) so the
     curve has no cusps or self-intersections; the time inside a piece maps linearly onto it. The end
@@ -214,7 +214,8 @@ class CameraPath:
         if kind == "json":
             write_camera_path_json(path, trajectory)
         else:
-            write_re10k(path, trajectory.w2c, trajectory.K, width, height, fps=self.fps, url="mirage-explorer camera path")
+            url = "mirage-explorer camera path"
+            write_re10k(path, trajectory.w2c, trajectory.K, width, height, fps=self.fps, url=url)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, kind: str | None = None) -> CameraPath:

@@ -3,7 +3,7 @@
 Plain data, no Qt: :class:`GenerationSettings` goes in with a model load, :class:`Request` carries
 every call the controller posts, :class:`SegmentJob` is one queued segment, and :class:`SceneInfo`
 and :class:`MemorySnapshot` come back with ``scene_ready`` and ``memory_changed``
-(:func:`snapshot_memory` makes the latter from any memory kind).
+(:func:`snapshot_memory` makes the latter from any memory kind), :class:`SegmentReadout` with ``readout_ready``.
 """
 
 from __future__ import annotations
@@ -113,6 +113,29 @@ class MemorySnapshot:
     reason: str
     segments_done: int
     features: np.ndarray | None = None
+
+
+@dataclass
+class SegmentReadout:
+    """What the memory showed the model for one segment (``readout_ready``, before its ``segment_ready``).
+
+    Attributes:
+        index: the segment (0-based, global).
+        frame_ids: ``[F]`` int64 global RGB frame ids of the latent frames (latent frame ``k`` <-> RGB frame ``4k``).
+        frames: ``[F, H, W, 3]`` uint8 readout decoded by the VAE (the frames of latent frames 0..F-1).
+        visible: ``[F, h, w]`` bool latent cells where the memory had a point (False: the model invented them).
+        decode_s: seconds the decode took (not part of the segment's own timings).
+    """
+
+    index: int
+    frame_ids: np.ndarray
+    frames: np.ndarray
+    visible: np.ndarray
+    decode_s: float = 0.0
+
+    def latent_frame_of(self, frame_id: int) -> int:
+        """The latent frame nearest to global RGB frame ``frame_id`` (clamped to the segment)."""
+        return int(np.abs(self.frame_ids - int(frame_id)).argmin())
 
 
 @dataclass

@@ -13,6 +13,7 @@ frames.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from functools import partial
@@ -21,11 +22,19 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from explorer.history import BranchingHistory, MemoryCheckpoint
 from explorer.scene_inputs import SceneInputs, bundled_scene, photo_inputs, session_inputs
 from explorer.session import SessionRecorder, load_session, session_memory
 from explorer.worker.errors import describe_error
 from explorer.worker.mailbox import SegmentMailbox
-from explorer.worker.messages import GenerationSettings, Request, SceneInfo, SegmentJob, snapshot_memory
+from explorer.worker.messages import (
+    GenerationSettings,
+    Request,
+    SceneInfo,
+    SegmentJob,
+    SegmentReadout,
+    snapshot_memory,
+)
 from model.baselines.kinds import load_memory, make_memory, point_stride
 from model.eval.scenes import SceneRenderer
 from model.generation.backbone import Backbone, BackboneConfig
@@ -33,6 +42,7 @@ from model.generation.memory_branch import MemoryBranch
 from model.generation.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.generation.stack import load_generation_stack
 from model.geometry.camera import validate_poses
+from model.io.frames import tensor_to_frames
 from model.memory.base import SpatialMemory
 from model.memory.masks import SemanticSkySegmenter
 
@@ -43,7 +53,9 @@ class GenerationSignals(QObject):
     ``status(str)``, ``backbone_ready(str describe)``, ``scene_ready(SceneInfo)``,
     ``step_progress(segment, step, steps)``, ``segment_ready(SegmentResult)``,
     ``memory_changed(MemorySnapshot)``, ``failed(title, message)``, ``cancelled(segment)``,
-    ``idle()`` (nothing running or waiting), ``recording_saved(folder)``.
+    ``idle()`` (nothing running or waiting), ``recording_saved(folder)``,
+    ``readout_ready(SegmentReadout)`` (before each ``segment_ready``), ``rewound(segments_done)`` (after a
+    ``rewind`` or ``switch_branch``: the memory and the next segment's start are those after that segment).
     """
 
     status = Signal(str)
@@ -56,6 +68,8 @@ class GenerationSignals(QObject):
     cancelled = Signal(int)
     idle = Signal()
     recording_saved = Signal(str)
+    readout_ready = Signal(object)
+    rewound = Signal(int)
 
 
 class GenerationWorker(GenerationSignals):
@@ -81,6 +95,8 @@ class GenerationWorker(GenerationSignals):
         self._last_pose: torch.Tensor | None = None
         self._reopen: Callable[[], None] | None = None  # opens the current scene again (after a model change)
         self._recorder: SessionRecorder | None = None
+        self._history: BranchingHistory[MemoryCheckpoint] = BranchingHistory()  # per-segment memory checkpoints
+        self._camera_path: dict | None = None  # the planned camera path, saved with recordings
 
     # ---- dispatch -------------------------------------------------------------------------
 
@@ -199,6 +215,7 @@ class GenerationWorker(GenerationSignals):
         start = torch.eye(4, dtype=torch.float64)
         self._poses_by_frame = {0: start.numpy()}
         self._last_pose = start
+        self._restart_history()
         stats = pipe.memory.stats()
         self.scene_ready.emit(
             SceneInfo(
@@ -244,6 +261,7 @@ class GenerationWorker(GenerationSignals):
         self._poses_by_frame = session.poses_by_frame()
         last = torch.from_numpy(session.w2c[-1][-1].copy())
         self._last_pose = last
+        self._restart_history()
         stats = pipe.memory.stats()
         self.scene_ready.emit(
             SceneInfo(
@@ -268,6 +286,7 @@ class GenerationWorker(GenerationSignals):
         """Replace the open scene's memory by a saved one."""
         pipe = self._require_pipe()
         pipe.load_memory(load_memory(path, self._config.memory_kind, pipe.backbone.vae), source=path)
+        self._restart_history()
         self._emit_snapshot("loaded")
         self.status.emit(f"Loaded memory {path}: {pipe.memory.stats().points} points")
 
@@ -298,6 +317,8 @@ class GenerationWorker(GenerationSignals):
         for frame_id, pose in zip(written, result.w2c[::4][1:], strict=True):
             self._poses_by_frame[int(frame_id)] = pose.numpy().copy()
         self._last_pose = result.w2c[-1].clone()
+        self._history.rewind(self._history.end)  # nothing later survives a new segment on this line
+        self._history.append(self._checkpoint())
         if self._recorder is not None:
             try:
                 self._recorder.add_segment(result, job.action, memory=pipe.memory)
@@ -312,11 +333,82 @@ class GenerationWorker(GenerationSignals):
                 self.failed.emit(
                     "Recording stopped", f"Adding segment {index + 1} to the recording failed: {exc}\n\n{kept}"
                 )
+        self._emit_readout(result)
         self.segment_ready.emit(result)
         self._emit_snapshot("segment")
         self.status.emit(
             f"Segment {index + 1} done in {result.timings['total']:.1f} s; memory {result.memory_points} points"
         )
+
+    def _emit_readout(self, result) -> None:
+        """Decode the segment's memory readout and send it with its visibility (``readout_ready``)."""
+        if result.readout is None:
+            return
+        started = time.perf_counter()
+        vae = self._require_backbone().vae
+        with torch.no_grad():
+            frames = tensor_to_frames(vae.decode(result.readout.to(vae.device)))[::4]
+        self.readout_ready.emit(
+            SegmentReadout(
+                index=int(result.index),
+                frame_ids=np.asarray(result.frame_ids[::4], dtype=np.int64).copy(),
+                frames=frames,
+                visible=result.visible.bool().numpy().copy(),
+                decode_s=time.perf_counter() - started,
+            )
+        )
+
+    # ---- rewind and branches ---------------------------------------------------------------
+
+    def _checkpoint(self) -> MemoryCheckpoint:
+        pipe = self._require_pipe()
+        return MemoryCheckpoint.take(
+            pipe.memory, pipe.last_frame, self._last_pose, pipe.segments_done, self._poses_by_frame
+        )
+
+    def _restart_history(self) -> None:
+        """A new line of segments from the pipeline's current state (scene opened, session resumed, memory loaded)."""
+        self._history = BranchingHistory(self._require_pipe().segments_done, self._checkpoint())
+
+    @property
+    def history(self) -> BranchingHistory[MemoryCheckpoint]:
+        """The per-segment memory checkpoints and kept branches (read it in the generation thread only)."""
+        return self._history
+
+    def rewind(self, segments_done: int, keep_as: str | None) -> None:
+        """Continue after segment ``segments_done`` with the memory exactly as it was then; the later
+        segments' checkpoints are kept as branch ``keep_as`` (or dropped when None)."""
+        self._no_recording("rewind")
+        self._history.rewind(segments_done, keep_as)
+        self._restore(self._history.at(segments_done))
+
+    def switch_branch(self, name: str, keep_as: str | None) -> None:
+        """Continue at the tip of branch ``name``; the segments after its fork become branch ``keep_as``."""
+        self._no_recording("switch branches")
+        self._history.switch(name, keep_as)
+        self._restore(self._history.at(self._history.end))
+
+    def _no_recording(self, what: str) -> None:
+        if self._recorder is not None:
+            raise ValueError(f"cannot {what} while recording to {self._recorder.folder}: stop the recording first")
+
+    def _restore(self, checkpoint: MemoryCheckpoint) -> None:
+        pipe = self._require_pipe()
+        memory = checkpoint.restore(pipe.backbone.device)
+        pipe.resume(checkpoint.last_frame, pipe.K, self._settings.prompt, memory, checkpoint.segments_done)
+        self._last_pose = checkpoint.last_pose.clone()
+        self._poses_by_frame = dict(checkpoint.poses_by_frame)
+        self.rewound.emit(checkpoint.segments_done)
+        self._emit_snapshot("rewound")
+        self.status.emit(
+            f"Continuing after segment {checkpoint.segments_done}; memory {pipe.memory.stats().points} points"
+        )
+
+    def set_camera_path(self, camera_path: dict | None) -> None:
+        """The planned camera path (:meth:`explorer.camera_path.CameraPath.to_dict`), saved with recordings."""
+        self._camera_path = camera_path
+        if self._recorder is not None:
+            self._recorder.camera_path = camera_path
 
     def start_recording(self, folder: str, fps: float) -> None:
         """Record every following segment into a session folder."""
@@ -324,6 +416,7 @@ class GenerationWorker(GenerationSignals):
         if self._recorder is not None:
             raise ValueError(f"already recording to {self._recorder.folder}; stop that recording first")
         recorder = SessionRecorder(folder, fps)
+        recorder.camera_path = self._camera_path
         height, width = pipe.frame_hw
         recorder.start(
             width=width,

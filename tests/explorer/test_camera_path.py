@@ -13,7 +13,8 @@ from model.geometry.camera import intrinsics_from_fov, invert_pose, look_at
 
 def pose(eye, target=(0.0, 0.0, 4.0)) -> np.ndarray:
     """w2c of a camera at ``eye`` looking at ``target``."""
-    return invert_pose(look_at(torch.tensor(eye, dtype=torch.float64), torch.tensor(target, dtype=torch.float64))).numpy()
+    eye, target = torch.tensor(eye, dtype=torch.float64), torch.tensor(target, dtype=torch.float64)
+    return invert_pose(look_at(eye, target)).numpy()
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_segments_share_endpoints_and_start_at_the_camera(path):
     assert all(s.shape == (SEGMENT_FRAMES, 4, 4) for s in segments)
     assert np.array_equal(segments[0][0].numpy(), elsewhere)
     assert np.array_equal(segments[-1][-1].numpy(), path.keyframes[-1].w2c)
-    for a, b in zip(segments, segments[1:]):
+    for a, b in zip(segments, segments[1:], strict=False):
         assert torch.equal(a[-1], b[0])
     on_path = path.segments(start_w2c=path.keyframes[0].w2c)
     assert np.array_equal(on_path[0][0].numpy(), path.keyframes[0].w2c), "no extra keyframe at the first one"
@@ -89,7 +90,7 @@ def test_files_round_trip(tmp_path, path, name):
 def test_sessions_store_keyframes(path):
     back = CameraPath.from_dict(json.loads(json.dumps(path.to_dict())))
     assert [k.time_s for k in back.keyframes] == [k.time_s for k in path.keyframes]
-    assert all(np.allclose(a.w2c, b.w2c, atol=1e-12) for a, b in zip(back.keyframes, path.keyframes))
+    assert all(np.allclose(a.w2c, b.w2c, atol=1e-12) for a, b in zip(back.keyframes, path.keyframes, strict=True))
     bad = path.to_dict()
     bad["keyframes"][1]["c2w"] = [1.0] * 16
     with pytest.raises(ValueError, match=r"camera_path: keyframes\[1\]"):
