@@ -136,6 +136,8 @@ class CachePanel(QWidget):
         self._segment_points: list[int] = []
         self._camera_timer = QTimer(self, singleShot=True, interval=CAMERA_REDRAW_MS)
         self._camera_timer.timeout.connect(self._draw_cameras)
+        self._planned: np.ndarray | None = None  # [T, 4, 4] w2c of the planned camera path (ui/path_editor.py)
+        self._planned_item = None
 
         self.mode_box = QComboBox()
         for key, text in COLOR_MODES.items():
@@ -326,6 +328,31 @@ class CachePanel(QWidget):
         if cam["current"] is not None:
             self._current_item.setData(pos=cloud_math.frustum_lines(cam["current"], cam["K"], width, height, scale))
         self._current_item.setVisible(cam["current"] is not None)
+        self._draw_planned()
+
+    def set_planned_path(self, w2c: np.ndarray | None) -> None:
+        """Frustums of a planned camera path ``[T, 4, 4]`` w2c (every 4th pose and the last, orange); None: none."""
+        self._planned = None if w2c is None or not len(w2c) else np.asarray(w2c, dtype=np.float64).reshape(-1, 4, 4)
+        self._draw_planned()
+
+    def _draw_planned(self) -> None:
+        cam = self._camera
+        if not self.use_gl:
+            return
+        if self._planned_item is None:
+            import pyqtgraph.opengl as gl
+
+            self._planned_item = gl.GLLinePlotItem(
+                pos=np.zeros((2, 3), np.float32), color=(1.0, 0.45, 0.05, 1.0), width=2.0, mode="lines"
+            )
+            self.view.addItem(self._planned_item)
+        show = self._planned is not None and cam["K"] is not None
+        if show:
+            width, height = cam["size"]
+            poses = np.concatenate([self._planned[:-1:4], self._planned[-1:]])
+            lines = cloud_math.frustum_lines(poses, cam["K"], width, height, 0.5 * self._frustum_scale())
+            self._planned_item.setData(pos=lines)
+        self._planned_item.setVisible(show)
 
     def _frustum_scale(self) -> float:
         """Frustum depth: a tenth of the cloud's extent (0.3 m without a cloud)."""
