@@ -30,6 +30,7 @@ from ui import cloud_math
 
 COLOR_MODES = {"rgb": "Display RGB", "pca": "Latent PCA", "labels": "Labels", "provenance": "Provenance (segment)"}
 MAX_POINTS = 300_000  # points drawn at most; above this a fixed stride decimates the cloud
+PATH_FRUSTUMS = 8  # frustums drawn along a planned camera path
 CAMERA_REDRAW_MS = 100  # camera frustums are redrawn at most this often (a redraw costs a full repaint)
 
 
@@ -331,7 +332,8 @@ class CachePanel(QWidget):
         self._draw_planned()
 
     def set_planned_path(self, w2c: np.ndarray | None) -> None:
-        """Frustums of a planned camera path ``[T, 4, 4]`` w2c (every 4th pose and the last, orange); None: none."""
+        """A planned camera path ``[T, 4, 4]`` w2c in orange: the line through its camera centres and
+        :data:`PATH_FRUSTUMS` frustums spread along it (the first and last included); None: none."""
         self._planned = None if w2c is None or not len(w2c) else np.asarray(w2c, dtype=np.float64).reshape(-1, 4, 4)
         self._draw_planned()
 
@@ -349,9 +351,12 @@ class CachePanel(QWidget):
         show = self._planned is not None and cam["K"] is not None
         if show:
             width, height = cam["size"]
-            poses = np.concatenate([self._planned[:-1:4], self._planned[-1:]])
-            lines = cloud_math.frustum_lines(poses, cam["K"], width, height, 0.5 * self._frustum_scale())
-            self._planned_item.setData(pos=lines)
+            count = len(self._planned)
+            poses = self._planned[np.unique(np.linspace(0, count - 1, min(count, PATH_FRUSTUMS)).round().astype(int))]
+            centres = cloud_math.to_display(np.linalg.inv(self._planned)[:, :3, 3])
+            track = np.stack([centres[:-1], centres[1:]], axis=1).reshape(-1, 3)
+            frustums = cloud_math.frustum_lines(poses, cam["K"], width, height, 0.3 * self._frustum_scale())
+            self._planned_item.setData(pos=np.concatenate([track, frustums]))
         self._planned_item.setVisible(show)
 
     def _frustum_scale(self) -> float:

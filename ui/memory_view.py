@@ -7,7 +7,8 @@ while the viewport's "Memory vs model" toggle is on, gives the viewport (:meth:`
 a three-panel picture for the generated frame shown (:func:`compose`):
 
 1. the generated frame;
-2. the memory readout of the nearest latent frame (black where the memory had nothing);
+2. the memory readout of the nearest latent frame, decoded (where the memory had nothing it is a zero
+   latent: mid-grey with the tiny patch VAE);
 3. the generated frame tinted **green** where the memory had a point (visible cells) and **red**
    where the model invented the content (holes), with the share of each in the label.
 """
@@ -25,6 +26,7 @@ SEEN_RGB = np.array([40, 220, 90], np.float32)  # tint of cells the memory cover
 INVENTED_RGB = np.array([235, 50, 60], np.float32)  # tint of holes the model filled in
 TINT = 0.45  # share of the tint colour in the third panel
 GAP_PX = 4  # dark gap between the panels
+LABEL_MIN_HEIGHT = 360  # smaller frames are enlarged (whole pixels) so the panel labels are drawn sharp
 
 
 def tint(frame: np.ndarray, visible: np.ndarray) -> np.ndarray:
@@ -47,13 +49,18 @@ def compose(frame: np.ndarray, readout: np.ndarray, visible: np.ndarray) -> np.n
     return np.concatenate([frame, gap, readout, gap, tint(frame, visible)], axis=1)
 
 
-def _label(image: QImage, texts: list[str]) -> QImage:
-    """Each panel's name in its top-left corner (panels of equal width split by the gaps)."""
+def _label(image: QImage, texts: list[str], scale: int) -> QImage:
+    """Each panel's name in its bottom-left corner (panels of equal width split by ``scale * GAP_PX``)."""
     painter = QPainter(image)
-    panel = (image.width() - 2 * GAP_PX) / 3
+    font = painter.font()
+    font.setPixelSize(max(10, image.width() // 70))  # about the same size on screen whatever the frame size
+    painter.setFont(font)
+    gap = scale * GAP_PX
+    panel = (image.width() - 2 * gap) / 3
     metrics = painter.fontMetrics()
     for i, text in enumerate(texts):
-        box = QRectF(i * (panel + GAP_PX) + 3, 3, metrics.horizontalAdvance(text) + 8, metrics.height() + 4)
+        height = metrics.height() + 4
+        box = QRectF(i * (panel + gap) + 3, image.height() - height - 3, metrics.horizontalAdvance(text) + 8, height)
         painter.fillRect(box, QColor(0, 0, 0, 170))
         painter.setPen(QColor(240, 240, 240))
         painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
@@ -103,13 +110,16 @@ class MemoryView:
         return None if readout is None else (readout, readout.latent_frame_of(frame_id))
 
     def overlay(self, index: int, frame: np.ndarray) -> QImage | None:
-        """The composite for viewport frame ``index`` showing ``frame`` (None without a readout)."""
+        """The composite for viewport frame ``index`` showing ``frame`` (None without a readout), enlarged by
+        whole pixels to at least :data:`LABEL_MIN_HEIGHT` rows so the labels are readable."""
         found = self.readout_for(index)
         if found is None:
             return None
         readout, k = found
         visible = readout.visible[k]
-        image = to_qimage(compose(frame, readout.frames[k], visible))
+        panels = compose(frame, readout.frames[k], visible)
+        scale = max(1, -(-LABEL_MIN_HEIGHT // panels.shape[0]))
+        image = to_qimage(np.repeat(np.repeat(panels, scale, axis=0), scale, axis=1) if scale > 1 else panels)
         seen = float(visible.mean())
         return _label(
             image,
@@ -118,4 +128,5 @@ class MemoryView:
                 f"memory readout (frame {int(readout.frame_ids[k]) - self.frame_offset + 1})",
                 f"green: memory {seen:.0%} · red: invented {1 - seen:.0%}",
             ],
+            scale,
         )

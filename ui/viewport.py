@@ -335,12 +335,15 @@ class Viewport(QWidget):
             self.position_label.setText(f"live · {len(self._frames)} frames" if self._frames else "live preview")
         else:
             image = to_qimage(self._frames[self._shown])
+            composite = None
             if self.memory_button.isChecked() and self._overlay is not None:
-                image = self._overlay(self._shown, self._frames[self._shown]) or image
+                composite = self._overlay(self._shown, self._frames[self._shown])
             number = f"frame {self._shown + 1} / {len(self._frames)}"  # 1-based, like the timeline's label
-            self.view.show_image(
-                image, f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}", self._live, "live preview"
-            )
+            caption = f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}"
+            if composite is not None:  # the three panels fill the view: no inset over them
+                self.view.show_image(composite, caption)
+            else:
+                self.view.show_image(image, caption, self._live, "live preview")
             self.slider.blockSignals(True)
             self.slider.setValue(self._shown)
             self.slider.blockSignals(False)
