@@ -81,6 +81,15 @@ def test_keyframes_make_a_path_whose_segments_are_generated_in_turn(qtbot, qapp,
     assert np.allclose(window.camera.w2c.numpy(), editor.path.keyframes[-1].w2c), "the camera ends on the path"
 
 
+def test_preview_flies_the_path_through_the_memory(qtbot, window, monkeypatch):
+    rendered = []
+    monkeypatch.setattr(window.preview, "render", lambda w2c, scene: rendered.append(np.array(w2c)))
+    window.paths.preview()
+    qtbot.waitUntil(lambda: not window.paths.previewing, timeout=10_000)
+    sampled = window.paths.editor.path.sample().numpy()
+    assert len(rendered) == len(sampled) and np.allclose(np.stack(rendered), sampled), "every path pose, in order"
+
+
 def test_screenshot_of_the_path_editor_shows_the_path_frustums(qtbot, window, needs_gl):
     window.path_dock.show()
     window.path_dock.raise_()
