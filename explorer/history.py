@@ -8,6 +8,10 @@ segment ``k``" and either drops the later items or keeps them as a named branch;
 turn. The worker and the window drive two histories with the same calls and branch names, so their
 states stay in step.
 
+Memory checkpoints are full copies (a write may replace points, so a later memory cannot give back an
+earlier one); :func:`trim_checkpoints` drops the oldest on the current line beyond a byte budget
+(:data:`CHECKPOINT_BUDGET_BYTES`), after which rewinds reach back only as far as the oldest kept.
+
 Segment numbers are global (a continued session starts at ``base = segments_done``); "after segment
 ``k``" means ``k`` segments done.
 """
@@ -23,6 +27,8 @@ import torch
 from model.memory.base import SpatialMemory
 
 T = TypeVar("T")
+
+CHECKPOINT_BUDGET_BYTES = 1 << 30  # host memory the worker's checkpoints may use (1 GiB)
 
 
 @dataclass
@@ -135,6 +141,40 @@ class MemoryCheckpoint:
             dict(poses_by_frame),
         )
 
+    @property
+    def nbytes(self) -> int:
+        """Host bytes held: the memory's points (:meth:`~model.memory.base.SpatialMemory.stats`) and the frame."""
+        return int(self.memory.stats().bytes) + int(self.last_frame.nbytes)
+
     def restore(self, device: str | torch.device) -> SpatialMemory:
         """A fresh copy of the memory on ``device`` (the checkpoint stays as it is)."""
         return self.memory.clone().to(device)
+
+
+def trim_checkpoints(
+    history: BranchingHistory[MemoryCheckpoint | None], budget_bytes: int = CHECKPOINT_BUDGET_BYTES
+) -> int:
+    """Replace the oldest checkpoints of the current line (``start`` first) by None until every checkpoint
+    held (branches included) fits in ``budget_bytes``; the newest one always stays. Returns how many were dropped.
+    """
+
+    def size(item) -> int:
+        return 0 if item is None else item.nbytes
+
+    total = size(history.start) + sum(size(c) for c in history.items)
+    total += sum(size(c) for branch in history.branches.values() for c in branch.items)
+    dropped = 0
+    line = [history.base + k for k in range(len(history.items) + 1)]  # segments done of start, items...
+    for done in line[:-1]:
+        if total <= budget_bytes:
+            break
+        item = history.at(done)
+        if item is None:
+            continue
+        total -= size(item)
+        if done == history.base:
+            history.start = None
+        else:
+            history.items[done - history.base - 1] = None
+        dropped += 1
+    return dropped

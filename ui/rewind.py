@@ -6,9 +6,10 @@ added to the viewport, their poses, and its memory readout. "Rewind here…" (th
 Timeline → Rewind to the frame shown) takes the segment of the frame on screen, asks whether the later
 segments are kept as a branch or discarded, cuts the timeline and the trajectory back, and asks the
 worker to restore its checkpoint; Timeline → Branches switches to a kept branch (the segments it
-replaces become a branch in turn). Both sides apply the same calls with the same branch names, so
-they stay in step. Refused while a segment runs or while recording (the recorded video cannot lose
-segments).
+replaces become a branch in turn). The window applies a rewind or switch only when the worker confirms
+it (``rewound``), with the same branch names, so both stay in step; a refusal (e.g. a checkpoint
+dropped for its memory budget) comes as an error box and changes nothing. Refused here while a segment
+runs or while recording (the recorded video cannot lose segments).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class RewindFlow(QObject):
         self.history: BranchingHistory[SegmentRecord] = BranchingHistory()
         self._branch_number = 0
         self._readouts: dict[int, SegmentReadout] = {}  # arrived before their segment_ready
+        self._asked: tuple | None = None  # ("rewind", done, name) or ("switch", name, keep_as) until rewound
         menu = window.menuBar().addMenu("&Timeline")
         self.rewind_action = QAction("&Rewind to the frame shown…", self)
         self.rewind_action.setShortcut(QKeySequence("Ctrl+Shift+R"))
@@ -71,6 +73,8 @@ class RewindFlow(QObject):
         c.scene_ready.connect(self._scene_ready)
         c.readout_ready.connect(self._readout)
         c.segment_ready.connect(self._segment)
+        c.rewound.connect(self._rewound)
+        c.failed.connect(self._forget_request)
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -146,28 +150,52 @@ class RewindFlow(QObject):
             self.rewind(done, keep=box.clickedButton() is keep)
 
     def rewind(self, segments_done: int, keep: bool) -> str | None:
-        """Cut back to ``segments_done`` (the later segments kept as a new branch when ``keep``); returns
-        the branch's name (None when discarded)."""
+        """Ask the worker to continue after ``segments_done`` (the later segments kept as a new branch when
+        ``keep``); the window follows when it confirms. Returns the branch's name (None when discarded)."""
         refusal = self._refusal()
         if refusal is not None:
             raise ValueError(refusal)
         name = self._new_name() if keep else None
-        cut = self.history.rewind(segments_done, name)
-        self._cut_window(cut)
+        self._asked = ("rewind", int(segments_done), name)
         self.window.controller.rewind(segments_done, name)
-        self._fill_branch_menu()
         return name
 
     def switch(self, name: str) -> str:
-        """Continue at the tip of branch ``name``; the segments it replaces become a branch (its name returned)."""
+        """Ask the worker to continue at the tip of branch ``name``; the segments it replaces become a branch
+        (its name returned). The window follows when the worker confirms."""
         refusal = self._refusal()
         if refusal is not None:
             raise ValueError(refusal)
+        if name not in self.history.branches:
+            raise ValueError(f"no branch named {name!r}")
         keep_as = self._new_name()
+        self._asked = ("switch", name, keep_as)
+        self.window.controller.switch_branch(name, keep_as)
+        return keep_as
+
+    def _forget_request(self, *_args) -> None:
+        self._asked = None  # the worker refused: nothing changes here
+
+    def _rewound(self, segments_done: int) -> None:
+        """The worker continues after ``segments_done``: the window follows the request it made."""
+        asked, self._asked = self._asked, None
+        if asked is None:
+            return
+        if asked[0] == "rewind":
+            self._cut_window(self.history.rewind(asked[1], asked[2]), asked[1])
+        else:
+            self._apply_switch(asked[1], asked[2])
+        self._fill_branch_menu()
+        if self.history.end != segments_done:  # cannot happen while both apply the same calls
+            self.window.statusBar().showMessage(
+                f"warning: the window is at segment {self.history.end}, the worker at {segments_done}", 8000
+            )
+
+    def _apply_switch(self, name: str, keep_as: str) -> None:
         fork = self.history.branches[name].fork
         cut = self.history.items[fork - self.history.base :]
         branch = self.history.switch(name, keep_as)
-        self._cut_window(cut)
+        self._cut_window(cut, fork)
         window = self.window
         for record in branch.items:
             window.viewport.append_frames(np.stack(record.frames))
@@ -175,23 +203,20 @@ class RewindFlow(QObject):
             if record.readout is not None:
                 self.memory_view.add(record.readout)
         self._moved_to(self.history.end)
-        window.controller.switch_branch(name, keep_as)
-        self._fill_branch_menu()
-        return keep_as
 
     def _new_name(self) -> str:
         self._branch_number += 1
         return f"branch {self._branch_number}"
 
-    def _cut_window(self, cut: list[SegmentRecord]) -> None:
-        """Take the frames, poses and readouts of ``cut`` (the latest segments) out of the window."""
+    def _cut_window(self, cut: list[SegmentRecord], segments_done: int) -> None:
+        """Take the frames, poses and readouts of ``cut`` (the segments after ``segments_done``) out of the window."""
         window = self.window
         frames = sum(len(r.frames) for r in cut)
         poses = sum(len(r.w2c) for r in cut)
         window.viewport.truncate(window.viewport.frame_count - frames)
         del window.trajectory[len(window.trajectory) - poses :]
-        self.memory_view.drop_after(self.history.end)
-        self._moved_to(self.history.end)
+        self.memory_view.drop_after(segments_done)
+        self._moved_to(segments_done)
 
     def _moved_to(self, segments_done: int) -> None:
         """The next segment starts at the last pose of the trajectory; the camera goes there."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from explorer.history import BranchingHistory, MemoryCheckpoint
+from explorer.history import CHECKPOINT_BUDGET_BYTES, BranchingHistory, MemoryCheckpoint, trim_checkpoints
 from explorer.scene_inputs import SceneInputs, bundled_scene, photo_inputs, session_inputs
 from explorer.session import SessionRecorder, load_session, session_memory
 from explorer.worker.errors import describe_error
@@ -95,7 +95,7 @@ class GenerationWorker(GenerationSignals):
         self._last_pose: torch.Tensor | None = None
         self._reopen: Callable[[], None] | None = None  # opens the current scene again (after a model change)
         self._recorder: SessionRecorder | None = None
-        self._history: BranchingHistory[MemoryCheckpoint] = BranchingHistory()  # per-segment memory checkpoints
+        self._history: BranchingHistory[MemoryCheckpoint | None] = BranchingHistory()  # memory after each segment
         self._camera_path: dict | None = None  # the planned camera path, saved with recordings
 
     # ---- dispatch -------------------------------------------------------------------------
@@ -317,8 +317,8 @@ class GenerationWorker(GenerationSignals):
         for frame_id, pose in zip(written, result.w2c[::4][1:], strict=True):
             self._poses_by_frame[int(frame_id)] = pose.numpy().copy()
         self._last_pose = result.w2c[-1].clone()
-        self._history.rewind(self._history.end)  # nothing later survives a new segment on this line
         self._history.append(self._checkpoint())
+        trim_checkpoints(self._history)
         if self._recorder is not None:
             try:
                 self._recorder.add_segment(result, job.action, memory=pipe.memory)
@@ -379,14 +379,28 @@ class GenerationWorker(GenerationSignals):
         """Continue after segment ``segments_done`` with the memory exactly as it was then; the later
         segments' checkpoints are kept as branch ``keep_as`` (or dropped when None)."""
         self._no_recording("rewind")
+        checkpoint = self._kept(segments_done)
         self._history.rewind(segments_done, keep_as)
-        self._restore(self._history.at(segments_done))
+        self._restore(checkpoint)
 
     def switch_branch(self, name: str, keep_as: str | None) -> None:
         """Continue at the tip of branch ``name``; the segments after its fork become branch ``keep_as``."""
         self._no_recording("switch branches")
+        if name not in self._history.branches:
+            raise ValueError(f"no branch named {name!r}")
+        self._kept(self._history.branches[name].fork)  # the fork must still be on this line
         self._history.switch(name, keep_as)
         self._restore(self._history.at(self._history.end))
+
+    def _kept(self, segments_done: int) -> MemoryCheckpoint:
+        """The checkpoint after ``segments_done`` segments; a ``ValueError`` when it is not (or no longer) kept."""
+        checkpoint = self._history.at(segments_done)  # raises outside the history
+        if checkpoint is None:
+            raise ValueError(
+                f"the memory after segment {segments_done} is no longer kept: checkpoints are limited to "
+                f"{CHECKPOINT_BUDGET_BYTES / 2**20:.0f} MiB of host memory, the oldest are dropped first"
+            )
+        return checkpoint
 
     def _no_recording(self, what: str) -> None:
         if self._recorder is not None:

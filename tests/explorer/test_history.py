@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.history import BranchingHistory, MemoryCheckpoint
+from explorer.history import BranchingHistory, MemoryCheckpoint, trim_checkpoints
 from model.memory.latent import LatentSpatialMemory
 
 
@@ -40,3 +40,22 @@ def test_a_checkpoint_is_a_copy_that_later_writes_do_not_touch():
     restored.positions += 1.0  # a change to the restored copy ...
     assert torch.equal(checkpoint.memory.positions, sample_memory.positions), "... leaves the checkpoint as it was"
     assert len(checkpoint.memory) == before and isinstance(restored, LatentSpatialMemory)
+
+
+def test_checkpoints_beyond_the_budget_are_dropped_oldest_first():
+    memory = LatentSpatialMemory()
+    K = torch.tensor([[16.0, 0, 8], [0, 16.0, 8], [0, 0, 1]], dtype=torch.float64)
+    memory.initialize(torch.randn(4, 4, 4), torch.full((16, 16), 2.0), K, torch.eye(4, dtype=torch.float64))
+
+    def checkpoint(done: int) -> MemoryCheckpoint:
+        return MemoryCheckpoint.take(memory, np.zeros((16, 16, 3), np.uint8), torch.eye(4), done, {})
+
+    history = BranchingHistory(0, checkpoint(0))
+    for done in (1, 2, 3):
+        history.append(checkpoint(done))
+    each = history.start.nbytes
+    assert each == memory.stats().bytes + 16 * 16 * 3
+    assert trim_checkpoints(history, budget_bytes=4 * each) == 0
+    assert trim_checkpoints(history, budget_bytes=2 * each + 1) == 2
+    assert history.start is None and history.at(1) is None and history.at(2).segments_done == 2
+    assert trim_checkpoints(history, budget_bytes=0) == 1 and history.at(3) is not None, "the newest stays"

@@ -160,6 +160,19 @@ def test_rewind_keeps_a_branch_and_switching_back_restores_it(qtbot, qapp, windo
 # ---- the same pieces without a model -------------------------------------------------------------
 
 
+def test_a_refused_rewind_changes_nothing_in_the_window(qtbot, fake_window, fake_controller, monkeypatch):
+    fake_controller.open(fake_window, fake_controller.scene())
+    pose = np.eye(4)
+    for i in range(2):
+        pose = fake_controller.finish_segment(i, pose).w2c[-1]
+    monkeypatch.setattr(QMessageBox, "critical", lambda *a: None)
+    fake_window.rewinds.rewind(1, keep=True)
+    fake_controller.failed.emit("Invalid input", "the memory after segment 1 is no longer kept")
+    fake_controller.rewound.emit(2)  # (a stray confirmation: no request is waiting any more)
+    assert fake_window.viewport.frame_count == 65 and fake_window.rewinds.history.end == 2
+    assert fake_window.rewinds.history.branches == {}
+
+
 def test_rewind_is_refused_while_recording_and_asks_keep_or_discard(qtbot, fake_window, fake_controller, monkeypatch):
     fake_controller.open(fake_window, fake_controller.scene())
     pose = np.eye(4)
@@ -177,7 +190,10 @@ def test_rewind_is_refused_while_recording_and_asks_keep_or_discard(qtbot, fake_
     monkeypatch.setattr(QMessageBox, "exec", exec_box)
     fake_window.rewinds.rewind_to_shown()
     assert "after segment 1" in answers[0] and fake_controller.calls("rewind") == [(1, None)]
+    assert fake_window.viewport.frame_count == 97, "nothing changes before the worker confirms"
+    fake_controller.rewound.emit(1)
     assert fake_window.viewport.frame_count == 33 and fake_window.rewinds.history.branches == {}
+    assert len(fake_window.trajectory) == 33 and fake_window.segments_done == 1
     infos = []
     monkeypatch.setattr(QMessageBox, "information", lambda *a: infos.append(a[2]))
     fake_window.recording.folder = "/somewhere"
