@@ -308,26 +308,24 @@ def test_readouts_come_with_each_segment_and_rewind_restores_the_memory_exactly(
     worker = ready.worker
     after: dict[int, object] = {}  # segments done -> (memory copy, last frame), taken in the worker thread
 
-    def keep_copy(result):
-        after[result.index + 1] = (worker._pipe.memory.clone(), result.frames[-1].copy())  # noqa: SLF001
+    def keep_copy(result):  # in the worker thread, as the segment is done
+        after[result.index + 1] = (worker._pipe.memory.clone(), result.frames[-1].copy(), result)  # noqa: SLF001
 
-    readouts, results = [], []
+    readouts = []
     worker.segment_ready.connect(keep_copy, Qt.DirectConnection)
-    ready.readout_ready.connect(readouts.append)
-    ready.segment_ready.connect(results.append)
+    worker.readout_ready.connect(readouts.append, Qt.DirectConnection)  # only this test's segments
     try:
         pose = torch.eye(4, dtype=torch.float64)
-        for action in ("step_forward", "turn_left", "step_forward"):
+        for done, action in enumerate(("step_forward", "turn_left", "step_forward"), start=1):
             poses = step_segment(action, pose)
-            with qtbot.waitSignal(ready.segment_ready, timeout=LONG):
-                ready.queue_segment(poses, action=action)
+            ready.queue_segment(poses, action=action)
+            qtbot.waitUntil(lambda done=done: done in after and not ready.busy, timeout=LONG)
             pose = poses[-1]
     finally:
         worker.segment_ready.disconnect(keep_copy)
-        ready.readout_ready.disconnect(readouts.append)
-        ready.segment_ready.disconnect(results.append)
+        worker.readout_ready.disconnect(readouts.append)
     assert [r.index for r in readouts] == [0, 1, 2]
-    readout, result = readouts[1], results[1]
+    readout, result = readouts[1], after[2][2]
     assert readout.frames.shape == (9, H, W, 3) and readout.visible.shape == (9, H // 4, W // 4)
     assert list(readout.frame_ids) == list(range(32, 65, 4)) and readout.latent_frame_of(45) == 3
     # inpaint fraction 1.0 and the exact patch VAE: where the memory had cells, the model's key frames
@@ -351,7 +349,7 @@ def test_readouts_come_with_each_segment_and_rewind_restores_the_memory_exactly(
     memory_equals(after[1][0])
     assert np.array_equal(worker._pipe.last_frame, after[1][1])  # noqa: SLF001
     with qtbot.waitSignal(ready.segment_ready, timeout=LONG) as blocker:
-        ready.queue_segment(step_segment("turn_right", results[0].w2c[-1]))
+        ready.queue_segment(step_segment("turn_right", after[1][2].w2c[-1]))
     assert blocker.args[0].index == 1 and blocker.args[0].frame_ids[0] == 32, "numbered after the rewind point"
     with qtbot.waitSignal(ready.rewound, timeout=LONG) as blocker:
         ready.switch_branch("first try", keep_as="second try")
