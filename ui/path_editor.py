@@ -224,11 +224,12 @@ class PathFlow(QObject):
     # ---- preview and generation --------------------------------------------------------------
 
     def preview(self) -> None:
-        """Fly the sampled path through the memory preview (at the video frame rate), then stop there."""
+        """Fly the sampled path through the memory preview (at the video frame rate), then show the camera's view."""
         if self.window.scene is None or not len(self.editor.path):
             return
         self._preview_poses = self.editor.path.sample().numpy()
         self._preview_index = 0
+        self.window.viewport.follow()  # leave the timeline: the preview shows in the big picture
         self._preview_timer.start()
 
     @property
@@ -238,6 +239,8 @@ class PathFlow(QObject):
     def _preview_step(self) -> None:
         if self._preview_poses is None or self._preview_index >= len(self._preview_poses):
             self._preview_timer.stop()
+            if self.window.camera is not None:  # back to what the camera sees
+                self.window.preview.render(self.window.camera.w2c.numpy(), self.window.scene)
             return
         w2c = self._preview_poses[self._preview_index]
         self.window.preview.render(w2c, self.window.scene)

@@ -131,7 +131,10 @@ class RewindFlow(QObject):
         shown = self.window.viewport.shown_index
         index = shown if shown >= 0 else self.window.viewport.frame_count - 1
         if refusal is None and (index < 0 or self.segments_done_at(index) >= self.history.end):
-            refusal = "Show an earlier frame on the timeline: the frame shown belongs to the last segment."
+            refusal = (
+                "Show an earlier frame on the timeline: a rewind continues after the segment of the frame shown, "
+                "and no segment was generated after it in this run."
+            )
         if refusal is not None:
             QMessageBox.information(self.window, "Rewind", refusal)
             return

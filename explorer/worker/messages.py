@@ -122,7 +122,7 @@ class SegmentReadout:
     Attributes:
         index: the segment (0-based, global).
         frame_ids: ``[F]`` int64 global RGB frame ids of the latent frames (latent frame ``k`` <-> RGB frame ``4k``).
-        frames: ``[F, H, W, 3]`` uint8 readout decoded by the VAE (the frames of latent frames 0..F-1).
+        frames: ``[F, H, W, 3]`` uint8 readout decoded by the VAE, each latent frame on its own as an image.
         visible: ``[F, h, w]`` bool latent cells where the memory had a point (False: the model invented them).
         decode_s: seconds the decode took (not part of the segment's own timings).
     """

@@ -87,7 +87,8 @@ def test_preview_flies_the_path_through_the_memory(qtbot, window, monkeypatch):
     window.paths.preview()
     qtbot.waitUntil(lambda: not window.paths.previewing, timeout=10_000)
     sampled = window.paths.editor.path.sample().numpy()
-    assert len(rendered) == len(sampled) and np.allclose(np.stack(rendered), sampled), "every path pose, in order"
+    assert len(rendered) == len(sampled) + 1, "every path pose, then the camera's view again"
+    assert np.allclose(np.stack(rendered[:-1]), sampled) and np.allclose(rendered[-1], window.camera.w2c.numpy())
 
 
 def test_screenshot_of_the_path_editor_shows_the_path_frustums(qtbot, window, needs_gl):
