@@ -9,6 +9,7 @@ and :class:`MemorySnapshot` come back with ``scene_ready`` and ``memory_changed`
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import torch
 
 from explorer.preview import cell_footprints
 from model.generation.profiles import profile
+from model.io.frames import tensor_to_frames
 from model.memory.base import SpatialMemory
 
 
@@ -136,6 +138,28 @@ class SegmentReadout:
     def latent_frame_of(self, frame_id: int) -> int:
         """The latent frame nearest to global RGB frame ``frame_id`` (clamped to the segment)."""
         return int(np.abs(self.frame_ids - int(frame_id)).argmin())
+
+
+def decode_readout(vae, result) -> SegmentReadout:
+    """The :class:`SegmentReadout` of a :class:`~model.generation.pipeline.SegmentResult` whose ``readout`` is set.
+
+    Each latent frame is decoded on its own, as an image: 9 frames decoded instead of the 33 of a video
+    decode (exact with the tiny patch VAE; an approximation of the in-video decode with Wan's VAE).
+
+    Args:
+        vae: the backbone's :class:`~model.generation.vae.VideoVAE`.
+    """
+    started = time.perf_counter()
+    with torch.no_grad():
+        latents = result.readout.to(vae.device)
+        frames = np.concatenate([tensor_to_frames(vae.decode(latent[None])) for latent in latents])
+    return SegmentReadout(
+        index=int(result.index),
+        frame_ids=np.asarray(result.frame_ids[::4], dtype=np.int64).copy(),
+        frames=frames,
+        visible=result.visible.bool().cpu().numpy().copy(),
+        decode_s=time.perf_counter() - started,
+    )
 
 
 @dataclass

@@ -13,7 +13,6 @@ frames.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from functools import partial
@@ -32,7 +31,7 @@ from explorer.worker.messages import (
     Request,
     SceneInfo,
     SegmentJob,
-    SegmentReadout,
+    decode_readout,
     snapshot_memory,
 )
 from model.baselines.kinds import load_memory, make_memory, point_stride
@@ -42,7 +41,6 @@ from model.generation.memory_branch import MemoryBranch
 from model.generation.pipeline import GenerationCancelled, MiragePipeline, PipelineConfig
 from model.generation.stack import load_generation_stack
 from model.geometry.camera import validate_poses
-from model.io.frames import tensor_to_frames
 from model.memory.base import SpatialMemory
 from model.memory.masks import SemanticSkySegmenter
 
@@ -341,28 +339,9 @@ class GenerationWorker(GenerationSignals):
         )
 
     def _emit_readout(self, result) -> None:
-        """Decode the segment's memory readout and send it with its visibility (``readout_ready``).
-
-        Each latent frame is decoded on its own, as an image: 9 frames decoded instead of the 33 of a
-        video decode (exact with the tiny patch VAE; an approximation of the in-video decode with Wan's).
-        """
-        if result.readout is None:
-            return
-        started = time.perf_counter()
-        vae = self._require_backbone().vae
-        with torch.no_grad():
-            frames = np.concatenate(
-                [tensor_to_frames(vae.decode(latent[None].to(vae.device))) for latent in result.readout]
-            )
-        self.readout_ready.emit(
-            SegmentReadout(
-                index=int(result.index),
-                frame_ids=np.asarray(result.frame_ids[::4], dtype=np.int64).copy(),
-                frames=frames,
-                visible=result.visible.bool().numpy().copy(),
-                decode_s=time.perf_counter() - started,
-            )
-        )
+        """Send the segment's decoded memory readout and its visibility (``readout_ready``)."""
+        if result.readout is not None:
+            self.readout_ready.emit(decode_readout(self._require_backbone().vae, result))
 
     # ---- rewind and branches ---------------------------------------------------------------
 
