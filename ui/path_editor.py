@@ -156,9 +156,7 @@ class PathEditor(QWidget):
         row = select if select is not None and 0 <= select < len(self.path) else -1
         self.list.setCurrentRow(row)
         self._selected(row)
-        for key in ("up", "down", "delete"):
-            self.buttons[key].setEnabled(len(self.path) > 0)
-        for key in ("preview", "generate", "export"):
+        for key in ("up", "down", "delete", "preview", "generate", "export"):
             self.buttons[key].setEnabled(len(self.path) > 0)
         n = len(self.path)
         self.summary.setText(
