@@ -48,7 +48,10 @@ from ui.hud import Hud
 from ui.input_router import InputRouter
 from ui.launch import LaunchOptions
 from ui.live_preview import LivePreview
+from ui.memory_view import MemoryView
+from ui.path_editor import PathFlow
 from ui.recording import RecordingFlow
+from ui.rewind import RewindFlow
 from ui.settings import ExplorerSettings, last_folder, remember_folder
 from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
@@ -127,6 +130,7 @@ class MainWindow(QMainWindow):
         self.hud_timer.start()
         self._connect_controls()
         self._connect_controller()
+        self._add_path_memory_rewind()
         self.viewport.set_warning("settings", "; ".join(self.settings.problems))  # until the settings are saved
         self._restore_window_state()
 
@@ -147,7 +151,7 @@ class MainWindow(QMainWindow):
                 action.setShortcut(shortcut)
             action.triggered.connect(slot)
             file_menu.addAction(action)
-        view_menu = self.menuBar().addMenu("&View")
+        view_menu = self.view_menu = self.menuBar().addMenu("&View")
         for dock in self.findChildren(QDockWidget):
             view_menu.addAction(dock.toggleViewAction())
         help_menu = self.menuBar().addMenu("&Help")
@@ -187,6 +191,21 @@ class MainWindow(QMainWindow):
         c.cancelled.connect(self._on_cancelled)
         c.idle.connect(self._on_idle)
         c.recording_saved.connect(self.recording.saved)
+
+    def _add_path_memory_rewind(self) -> None:
+        """The camera-path dock (:mod:`ui.path_editor`), the memory-vs-model view (:mod:`ui.memory_view`) and
+        rewind / branches (:mod:`ui.rewind`); each connects to the controller after the window's own slots."""
+        self.memory_view = MemoryView()
+        self.viewport.set_overlay(self.memory_view.overlay)
+        self.controller.readout_ready.connect(self.memory_view.add)
+        self.paths = PathFlow(self)
+        left = Qt.DockWidgetArea.LeftDockWidgetArea
+        self.path_dock = add_scrolling_dock(self, "Camera path", self.paths.editor, left)
+        self.tabifyDockWidget(self.controls_dock, self.path_dock)  # a tab beside the controls: no taller window
+        self.controls_dock.raise_()
+        self.path_dock.hide()  # View -> Camera path (or Timeline -> Camera path editor) shows it
+        self.view_menu.addAction(self.path_dock.toggleViewAction())
+        self.rewinds = RewindFlow(self, self.memory_view)
 
     def _choose_backend(self) -> str:
         """``--backend`` if given, else :func:`model.generation.profiles.default_backend` (wan when a model folder is
@@ -385,6 +404,14 @@ class MainWindow(QMainWindow):
             return
         poses = step_segment(action, self.flight.anchor_w2c)
         self.flight = FlightPath(poses[-1], time.perf_counter())  # the next step or flight starts at its end
+        self.camera.set_pose(poses[-1])
+        self._queue(poses)
+
+    def queue_poses(self, poses: torch.Tensor) -> None:
+        """Queue a planned segment ``[33, 4, 4]`` w2c; the next segment (and the camera) start at its end."""
+        if self.flight is None or self._opening:
+            return
+        self.flight = FlightPath(poses[-1], time.perf_counter())
         self.camera.set_pose(poses[-1])
         self._queue(poses)
 
