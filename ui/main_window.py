@@ -59,8 +59,11 @@ from ui.image_dialog import ImageFileDialog
 from ui.input_router import InputRouter
 from ui.launch import LaunchOptions
 from ui.live_preview import LivePreview
+from ui.memory_view import MemoryView
+from ui.path_editor import PathFlow
 from ui.recent_files import EmptyState, RecentFiles
 from ui.recording import RecordingFlow
+from ui.rewind import RewindFlow
 from ui.settings import ExplorerSettings, help_at_start, last_folder, remember_folder, set_help_at_start
 from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
@@ -69,6 +72,15 @@ from ui.window_actions import add_viewer_actions
 TICK_MS = 16  # camera tick (~60 Hz)
 PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
 SESSION_MARKER = "session.json"  # a dropped folder (or this file) opens as a session
+
+
+def depth_source_message(scene: SceneInfo) -> str:
+    """What File > Open image says about a photo's depth: ``"photo.jpg: depth from <source>"`` (+ how to
+    get a depth model when it is the flat prior)."""
+    text = f"{Path(scene.source).name}: depth from {scene.depth_source}"
+    if scene.prior_depth:
+        text += " (no depth model: set one in Settings, or run python main.py fetch-models)"
+    return text
 
 
 class MainWindow(QMainWindow):
@@ -140,6 +152,7 @@ class MainWindow(QMainWindow):
         self.hud_timer.start()
         self._connect_controls()
         self._connect_controller()
+        self._add_path_memory_rewind()
         self.viewport.set_warning("settings", "; ".join(self.settings.problems))  # until the settings are saved
         self._restore_window_state()
 
@@ -163,7 +176,7 @@ class MainWindow(QMainWindow):
             action.triggered.connect(slot)
             file_menu.addAction(action)
             self.addAction(action)
-        view_menu = self.menuBar().addMenu("&View")
+        view_menu = self.view_menu = self.menuBar().addMenu("&View")
         for dock in self.findChildren(QDockWidget):
             view_menu.addAction(dock.toggleViewAction())
         help_menu = self.menuBar().addMenu("&Help")
@@ -204,6 +217,22 @@ class MainWindow(QMainWindow):
         c.idle.connect(self._on_idle)
         c.recording_saved.connect(self.recording.saved)
 
+    def _add_path_memory_rewind(self) -> None:
+        """The camera-path dock (:mod:`ui.path_editor`), the memory-vs-model view (:mod:`ui.memory_view`) and
+        rewind / branches (:mod:`ui.rewind`); each connects to the controller after the window's own slots."""
+        self.memory_view = MemoryView()
+        self.viewport.set_overlay(self.memory_view.overlay)
+        self.controller.readout_ready.connect(self.memory_view.add)
+        self.paths = PathFlow(self)
+        left = Qt.DockWidgetArea.LeftDockWidgetArea
+        self.path_dock = add_scrolling_dock(self, "Camera path", self.paths.editor, left)
+        self.tabifyDockWidget(self.controls_dock, self.path_dock)  # a tab beside the controls: no taller window
+        self.controls_dock.raise_()
+        self.path_dock.hide()  # View -> Camera path (or Timeline -> Camera path editor) shows it
+        self.view_menu.addAction(self.path_dock.toggleViewAction())
+        self.path_dock.toggleViewAction().setShortcut(QKeySequence("Ctrl+3"))
+        self.rewinds = RewindFlow(self, self.memory_view)
+
     def _choose_backend(self) -> str:
         """``--backend`` if given, else :func:`model.generation.profiles.default_backend` (wan when a model folder is
         known: flag or settings).
@@ -240,6 +269,7 @@ class MainWindow(QMainWindow):
             height=self.options.height,
             width=self.options.width,
             prompt=self.controls.options().prompt,
+            depth_model=self.settings.depth_model_dir or None,
             sky_model=self.settings.sky_model_dir or None,
         )
 
@@ -334,6 +364,8 @@ class MainWindow(QMainWindow):
         )
         self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
+        if scene.source != "bundled" and not scene.source.startswith("session:"):
+            self.statusBar().showMessage(depth_source_message(scene), 15000)  # a photo: say where its depth came from
         self.hud_overlay.update(depth_source=scene.depth_source, segment_depth=None, depth_residual=None)
         self.cache_panel.set_scene(scene.source)
         self._remember_recent(scene.source)
@@ -410,6 +442,14 @@ class MainWindow(QMainWindow):
             return
         poses = step_segment(action, self.flight.anchor_w2c)
         self.flight = FlightPath(poses[-1], time.perf_counter())  # the next step or flight starts at its end
+        self.camera.set_pose(poses[-1])
+        self._queue(poses)
+
+    def queue_poses(self, poses: torch.Tensor) -> None:
+        """Queue a planned segment ``[33, 4, 4]`` w2c; the next segment (and the camera) start at its end."""
+        if self.flight is None or self._opening:
+            return
+        self.flight = FlightPath(poses[-1], time.perf_counter())
         self.camera.set_pose(poses[-1])
         self._queue(poses)
 

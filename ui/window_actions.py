@@ -18,7 +18,7 @@ SHORTCUTS = {
     "save_video": "Ctrl+S",
     "save_frame": "F12",
     "export_cloud": "Ctrl+Shift+E",
-    "save_memory": "Ctrl+Shift+M",
+    "save_memory": "Ctrl+Alt+M",
     "generate": "Ctrl+G",
     "cancel": "Ctrl+.",
     "record": "Ctrl+R",
@@ -91,7 +91,7 @@ def add_viewer_actions(window, file_menu: QMenu, view_menu: QMenu, help_menu: QM
     actions["focus_prompt"] = _action(
         w, generate, "focus_prompt", "Edit &prompt", "type the prompt (Tab moves on)", w.controls.prompt.setFocus
     )
-    timeline = view_menu.addMenu("&Timeline")
+    timeline = view_menu.addMenu("&Playback")
     v = w.viewport
     actions["play_pause"] = _action(
         w, timeline, "play_pause", "&Play / pause", "pause or play the frames", v.play_button.click

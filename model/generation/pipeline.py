@@ -136,6 +136,8 @@ class SegmentResult:
         memory_points, memory_bytes: memory size after the write.
         action: what asked for the segment (e.g. the explorer's ``"step_forward"``); empty for the pipeline,
             set by the caller that knows it (the explorer's worker, for session recording).
+        readout: ``[F, C, h, w]`` float32 memory readout (zero where not ``visible``) the segment was
+            conditioned on, on the CPU (the explorer's memory-vs-model view decodes it).
     """
 
     index: int
@@ -149,6 +151,7 @@ class SegmentResult:
     memory_points: int
     memory_bytes: int
     action: str = ""
+    readout: torch.Tensor | None = None
 
 
 StepCallback = Callable[[int, int, int], None]  # (segment, step, steps)
@@ -302,6 +305,12 @@ class MiragePipeline:
         return self._K
 
     @property
+    def last_frame(self) -> np.ndarray:
+        """``[H, W, 3]`` uint8, the last frame so far (the next segment's frame 0): a copy."""
+        self._require_started()
+        return self._last_frame.copy()
+
+    @property
     def frame_hw(self) -> tuple[int, int]:
         """``(height, width)`` of the generated frames in pixels."""
         return self._require_started()
@@ -445,6 +454,7 @@ class MiragePipeline:
             timings,
             stats.points,
             stats.bytes,
+            readout=readout_latent.cpu(),
         )
         self._last_frame = frames[-1]
         self.segments_done += 1

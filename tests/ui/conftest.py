@@ -130,6 +130,15 @@ class FakeController(GenerationSignals):
     def cancel(self) -> None:
         self._request("cancel")
 
+    def rewind(self, segments_done, keep_as=None) -> None:
+        self._request("rewind", segments_done, keep_as)
+
+    def switch_branch(self, name, keep_as=None) -> None:
+        self._request("switch_branch", name, keep_as)
+
+    def set_camera_path(self, camera_path) -> None:
+        self._request("set_camera_path", camera_path)
+
     def shutdown(self, timeout_ms: int = 0) -> bool:
         self._request("shutdown")
         return True
