@@ -281,6 +281,9 @@ def _generate_video(
                         "memory_bytes": segment.memory_bytes,
                         "seconds_per_frame": segment.timings["total"] / (pipe.config.segment_frames - 1),
                         "visible_fraction": float(segment.visible[1:].float().mean()),
+                        "depth_source": segment.depth_source,
+                        "depth_residual": segment.depth_residual,
+                        "cells": segment.label_counts(),
                     }
                 )
                 bar.set_postfix(segment=segment.index + 1, points=segment.memory_points)
