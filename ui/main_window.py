@@ -305,6 +305,7 @@ class MainWindow(QMainWindow):
         )
         self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
+        self.hud.set_depth("prior" if scene.prior_depth else scene.depth_source)
         self.hud.set_state(self._ready_text())
         self.viewport.view.setFocus()
         self._update_cameras()
@@ -422,6 +423,7 @@ class MainWindow(QMainWindow):
         self.pending = max(self.pending - 1, 0)
         self._seconds_per_frame = result.timings["total"] / max(len(result.frames) - 1, 1)
         self.hud.set_done(f"segment {result.index + 1} done ({result.timings['total']:.1f} s)")
+        self.hud.set_depth(result.depth_source, result.depth_residual)
         self._update_cameras()
 
     def _on_memory(self, snapshot) -> None:
