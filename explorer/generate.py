@@ -256,6 +256,7 @@ def _generate_video(
     k_source: str,
 ) -> dict:
     segments = []
+    initial_points = pipe.memory.stats().points  # the photo's (or the loaded memory's) points, before segment 0
     total_steps = args.segments * pipe.config.steps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
@@ -300,5 +301,9 @@ def _generate_video(
             "camera_to_world": invert_pose(w2c).reshape(len(w2c), 16).tolist(),
         },
         "segments": segments,
-        "memory": {"points": pipe.memory.stats().points, "bytes": pipe.memory.stats().bytes},
+        "memory": {
+            "initial_points": initial_points,
+            "points": pipe.memory.stats().points,
+            "bytes": pipe.memory.stats().bytes,
+        },
     }

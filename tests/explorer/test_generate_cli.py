@@ -70,7 +70,8 @@ def test_a_photo_without_a_depth_model_explored_forward_keeps_its_memory_bounded
     code, _, err = run([*argv, "--segments", "3"], capsys)
     assert code == 0, err
     report = json.loads(out.with_suffix(".json").read_text())
-    initial = (64 // 4) * (128 // 4)  # every cell of the photo has prior depth
+    initial = report["memory"]["initial_points"]
+    assert initial == (64 // 4) * (128 // 4), "every cell of the photo has prior depth"
     sizes = [initial] + [segment["memory_points"] for segment in report["segments"]]
     assert max(b - a for a, b in zip(sizes, sizes[1:], strict=False)) <= 0.25 * initial, sizes
     segment = report["segments"][-1]
