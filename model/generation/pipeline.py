@@ -167,7 +167,8 @@ class SegmentResult:
     action: str = ""
 
     def label_counts(self) -> dict[str, int]:
-        """Cells of the written latent frames per :class:`~model.memory.base.CellLabel` name (lower case)."""
+        """Cells of the written latent frames per :class:`~model.memory.base.CellLabel` name (lower case);
+        ``static`` cells were offered to the memory, whose de-duplication drops those it already holds."""
         counts = torch.bincount(self.labels.reshape(-1).to(torch.int64), minlength=len(CellLabel))
         return {label.name.lower(): int(counts[label]) for label in CellLabel}
 
