@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,6 +36,7 @@ from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_p
 from model.io.atomic import OutputSet, write_json_atomic
 from model.io.cameras import read_camera_path_json, read_re10k, write_re10k
 from model.io.folders import check_model_folder
+from model.io.hub import resolve_model_ref
 from model.io.video import Mp4Writer, min_video_bytes
 from model.memory.base import SpatialMemory
 from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
@@ -66,7 +67,7 @@ class GenerateArgs:
     depth: str | None = None  # depth file for the photo (.png mm / .npy m)
     depth_model: str | None = None  # transformers depth-estimation model folder
     sky_model: str | None = None  # transformers segmentation folder with a "sky" class: its sky never enters the memory
-    offload: str = "none"  # none | model | group
+    offload: str = "auto"  # auto | none | model | group
     device: str | None = None  # torch device (default: cuda when available)
     inpaint_fraction: float | None = None  # inpaint: share of steps following the readout (None: the backend profile's)
     save_memory: str | None = None  # write the final memory here (.safetensors)
@@ -172,11 +173,24 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     return CheckedInputs(photo, trajectory, memory)
 
 
+def resolve_model_refs(args: GenerateArgs) -> GenerateArgs:
+    """``args`` with ``--model`` / ``--depth-model`` / ``--sky-model`` given as a Hub repo id replaced by
+    its folder in the local cache (looked up offline: :func:`model.io.hub.resolve_model_ref`).
+
+    Raises:
+        ValueError: a repo id that is not in the cache (the message names ``fetch-models``).
+    """
+    flags = {"model": "--model", "depth_model": "--depth-model", "sky_model": "--sky-model"}
+    found = {name: resolve_model_ref(getattr(args, name), flag) for name, flag in flags.items() if getattr(args, name)}
+    return replace(args, **found)
+
+
 def run_generate(args: GenerateArgs) -> dict:
     """Run the whole job; returns the report written to ``OUT.json``.
 
     Input files are checked (:func:`check_inputs`) before the backbone is built.
     """
+    args = resolve_model_refs(args)
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out: expected a .mp4 path, got {args.out!r}")

@@ -58,6 +58,15 @@ PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geome
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
 
 
+def depth_source_message(scene: SceneInfo) -> str:
+    """What File > Open image says about a photo's depth: ``"photo.jpg: depth from <source>"`` (+ how to
+    get a depth model when it is the flat prior)."""
+    text = f"{Path(scene.source).name}: depth from {scene.depth_source}"
+    if scene.prior_depth:
+        text += " (no depth model: set one in Settings, or run python main.py fetch-models)"
+    return text
+
+
 class MainWindow(QMainWindow):
     """The explorer window.
 
@@ -214,6 +223,7 @@ class MainWindow(QMainWindow):
             height=self.options.height,
             width=self.options.width,
             prompt=self.controls.options().prompt,
+            depth_model=self.settings.depth_model_dir or None,
             sky_model=self.settings.sky_model_dir or None,
         )
 
@@ -306,6 +316,8 @@ class MainWindow(QMainWindow):
         self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
         self.hud.set_depth("prior" if scene.prior_depth else scene.depth_source)
+        if scene.source != "bundled" and not scene.source.startswith("session:"):
+            self.statusBar().showMessage(depth_source_message(scene), 15000)  # a photo: say where its depth came from
         self.hud.set_state(self._ready_text())
         self.viewport.view.setFocus()
         self._update_cameras()
