@@ -35,9 +35,15 @@ import torch
 from model.generation.backbone import Backbone
 from model.generation.depth import DepthSource, depth_source_label
 from model.generation.memory_branch import MemoryBranch
-from model.geometry.camera import validate_intrinsics, validate_poses
+from model.geometry.camera import scale_intrinsics, validate_intrinsics, validate_poses
 from model.io.frames import frames_to_tensor, tensor_to_frames
-from model.memory.alignment import DEFAULT_DISAGREE_TOLERANCE, align_depth, anchor_to_readout, reject_cells
+from model.memory.alignment import (
+    DEFAULT_DISAGREE_TOLERANCE,
+    align_depth,
+    anchor_to_readout,
+    landed_cells,
+    reject_cells,
+)
 from model.memory.base import MEMORY_KINDS, CellLabel, MemoryConfig, Readout, SpatialMemory
 from model.memory.latent import LatentSpatialMemory
 from model.memory.masks import (
@@ -426,7 +432,10 @@ class MiragePipeline:
         key_frames = frames[::4][written]
         with clock("depth"):
             depth = torch.as_tensor(depth_source(key_frames, key_poses[written], self._K), dtype=torch.float32)
-            agreed = agree_with_memory(depth, depth_source, readout, written, cfg.depth_tolerance)
+            K_grid = scale_intrinsics(self._K, (height, width), (h, w))
+            agreed = agree_with_memory(
+                depth, depth_source, readout, self.memory.positions, key_poses, K_grid, written, cfg.depth_tolerance
+            )
             depth = agreed.depth
         with clock("masks"):
             write_latents = (
@@ -559,18 +568,28 @@ class AgreedDepth:
 
 
 def agree_with_memory(
-    depth: torch.Tensor, source: DepthSource, readout: Readout, written: slice, tolerance: float
+    depth: torch.Tensor,
+    source: DepthSource,
+    readout: Readout,
+    positions: torch.Tensor,
+    w2c: torch.Tensor,
+    K_grid: torch.Tensor,
+    written: slice,
+    tolerance: float,
 ) -> AgreedDepth:
     """Make the depth of the written frames agree with the memory, by the kind of ``source``.
 
     * the flat prior (``source.is_prior``): visible cells take the readout's depth, the others are
       ``UNANCHORED`` (:func:`~model.memory.alignment.anchor_to_readout`);
     * ``source.alignment`` ``"scale"`` / ``"affine"``: fitted per frame on the readout's confident
-      cells; visible cells that still disagree are ``DISAGREE`` (:func:`~model.memory.alignment.align_depth`);
+      cells that hold their point's own sample (:func:`~model.memory.alignment.landed_cells`); visible
+      cells that still disagree are ``DISAGREE`` (:func:`~model.memory.alignment.align_depth`);
     * ``"none"`` (exact depth; also a source without the attribute): written as is.
 
     Args:
-        depth: ``[T, H, W]`` metres from ``source``. readout: the segment's readout (all latent frames).
+        depth: ``[T, H, W]`` metres from ``source``. readout: the segment's readout (all ``F`` latent frames).
+        positions: ``[N, 3]`` the memory's points (``readout.index`` indexes them). w2c: ``[F, 4, 4]`` the
+            readout's cameras. K_grid: ``[3, 3]`` intrinsics of the latent grid.
         written: which latent frames of ``readout`` are written (``T`` of them). tolerance: relative.
     """
     visible = readout.visible[written].cpu()
@@ -581,7 +600,8 @@ def agree_with_memory(
     mode = getattr(source, "alignment", "none")
     if mode == "none":
         return AgreedDepth(depth, {}, None)
-    aligned = align_depth(depth, readout_depth, visible, confident_cells(visible), mode, tolerance)
+    landed = landed_cells(positions, readout.index[written], w2c[written], K_grid)
+    aligned = align_depth(depth, readout_depth, visible, confident_cells(visible) & landed, mode, tolerance)
     return AgreedDepth(aligned.depth, {CellLabel.DISAGREE: aligned.disagree}, aligned.residual)
 
 

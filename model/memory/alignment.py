@@ -9,7 +9,8 @@ already holds. Two cases, both pure functions on tensors:
   (``mode="scale"``, in log-depth: median of log-ratios, then Huber IRLS, then a trimmed refit on
   the inliers) or ``memory ~ scale * model + shift`` (``mode="affine"``, Huber IRLS on the relative
   error, then the same trimmed refit), on the cells where the memory's readout is visible and
-  confident (:func:`model.memory.masks.confident_cells`). A frame with fewer than
+  confident (:func:`model.memory.masks.confident_cells`) and that hold their point's own sample
+  (:func:`landed_cells`: a footprint-covered cell reads the covering point's depth). A frame with fewer than
   :data:`MIN_FIT_CELLS` such cells takes the fit pooled over its segment (or, with none at all,
   keeps the model's depth). The aligned depth is the model's depth with each frame's fit applied at
   pixel resolution; visible cells whose aligned depth still departs from the readout's by more than
@@ -233,6 +234,35 @@ def align_depth(
     pooled_residuals = pooled_residuals[torch.isfinite(pooled_residuals)]
     residual = float(pooled_residuals.median()) if len(pooled_residuals) else None
     return DepthAlignment(aligned, disagree, fits, residual)
+
+
+def landed_cells(positions: torch.Tensor, index: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Readout cells whose winning point projects into the cell itself, not only covers it with its footprint.
+
+    A footprint (:mod:`model.memory.footprint`) spreads one point's depth over the cells around it;
+    where the surface recedes (a floor, a wall seen at an angle) and footprints overlap, the nearest
+    one wins, so footprint-covered cells read nearer than the surface at their centre. The
+    point's own cell holds its true depth to within a cell: only those cells are fitted on.
+
+    Args:
+        positions: ``[N, 3]`` world metres of the memory's points. index: ``[F, h, w]`` int64 readout
+            winners (-1: none). w2c: ``[F, 4, 4]`` the readout's cameras. K: ``[3, 3]`` intrinsics of the
+            ``h x w`` grid.
+
+    Returns:
+        ``[F, h, w]`` bool.
+    """
+    n_frames, h, w = index.shape
+    if not len(positions):
+        return torch.zeros(n_frames, h, w, dtype=torch.bool)
+    points = positions.detach().to("cpu", torch.float64)[index.cpu().clamp(min=0)]  # [F, h, w, 3]
+    w2c = torch.as_tensor(w2c).to("cpu", torch.float64)
+    cam = torch.einsum("fij,fhwj->fhwi", w2c[:, :3, :3], points) + w2c[:, None, None, :3, 3]
+    K = torch.as_tensor(K).to("cpu", torch.float64)
+    z = cam[..., 2].clamp(min=1e-9)
+    col = torch.floor(K[0, 0] * cam[..., 0] / z + K[0, 2])
+    row = torch.floor(K[1, 1] * cam[..., 1] / z + K[1, 2])
+    return (index.cpu() >= 0) & (col == torch.arange(w)) & (row == torch.arange(h)[:, None])
 
 
 def anchor_to_readout(

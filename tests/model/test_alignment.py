@@ -9,11 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.geometry.camera import intrinsics_from_fov
 from model.memory.alignment import (
     MIN_FIT_CELLS,
     align_depth,
     anchor_to_readout,
     fit_depth,
+    landed_cells,
     reject_cells,
 )
 from model.memory.base import CellLabel
@@ -109,3 +111,15 @@ def test_reject_cells_overrides_only_kept_cells():
     reject_cells(keep, labels, torch.tensor([[[False, True, True]]]), CellLabel.UNANCHORED)
     assert keep.tolist() == [[[True, False, False]]]
     assert labels.tolist() == [[[0, int(CellLabel.UNANCHORED), int(CellLabel.SKY)]]]
+
+
+def test_landed_cells_are_those_holding_their_winner_s_own_sample():
+    K = intrinsics_from_fov(60.0, 8, 4)  # a 4x8 grid
+    positions = torch.tensor([[0.0, 0.0, 2.0]])  # projects to the centre: cell (row 2, col 4)
+    index = torch.full((1, 4, 8), -1)
+    index[0, 1:3, 3:5] = 0  # its footprint covers a 2x2 block
+    landed = landed_cells(positions, index, torch.eye(4)[None], K)
+    expected = torch.zeros(1, 4, 8, dtype=torch.bool)
+    expected[0, 2, 4] = True
+    assert torch.equal(landed, expected)
+    assert not landed_cells(torch.zeros(0, 3), index, torch.eye(4)[None], K).any()

@@ -16,7 +16,7 @@ from model.generation.backbone import BackboneConfig, load_backbone
 from model.generation.depth import PriorDepth
 from model.generation.pipeline import MiragePipeline, PipelineConfig
 from model.geometry.camera import intrinsics_from_fov, scale_intrinsics
-from model.geometry.trajectories import forward_dolly, orbit
+from model.geometry.trajectories import forward_dolly, orbit, yaw_pan
 from model.memory.base import CellLabel
 from model.memory.latent import downsample_depth
 
@@ -24,9 +24,10 @@ H, W = 64, 128
 STRIDE = 4  # the tiny backend's patch VAE
 SEGMENT = 17
 NOISE = 0.03
-#: Stated tolerance: written points lie within this relative depth error of the true surface (95th
-#: percentile) and their median error stays under a third of it.
-SURFACE_TOLERANCE = 0.06
+#: Stated tolerance per fit mode: written points lie within this relative depth error of the true
+#: surface (95th percentile) and their median error stays under half of it. The affine fit has a
+#: second unknown, so new content at depths away from the fitted cells lands less precisely.
+SURFACE_TOLERANCE = {"scale": 0.06, "affine": 0.10}
 
 
 class SimulatedDepthModel:
@@ -97,7 +98,8 @@ def test_aligned_depth_lands_on_the_true_surface_and_revisits_add_nothing(render
     assert all(r.depth_residual is not None and r.depth_residual < 2 * NOISE for r in results)
     errors = surface_errors(renderer, scene, K, pipe.memory, out_and_back)
     assert len(errors) > 100
-    assert errors.quantile(0.95) < SURFACE_TOLERANCE and errors.median() < SURFACE_TOLERANCE / 3, (
+    tolerance = SURFACE_TOLERANCE[alignment]
+    assert errors.quantile(0.95) < tolerance and errors.median() < tolerance / 2, (
         f"median {errors.median():.3f}, p95 {errors.quantile(0.95):.3f}"
     )
 
@@ -108,7 +110,9 @@ def test_without_a_depth_model_generated_frames_write_no_prior_geometry(renderer
     photo_depth = prior.estimate(rgb[None]).depth[0]
     pipe = started(renderer, scene, K, photo_depth)
     initial = len(pipe.memory)
-    results = list(pipe.generate(forward_dolly(3 * (SEGMENT - 1) + 1, 1.5), prior))
+    forward = forward_dolly(3 * (SEGMENT - 1) + 1, 1.5)
+    results = list(pipe.generate(forward, prior))
+    results.append(pipe.run_segment(yaw_pan(SEGMENT, 60.0, start_w2c=forward[-1]), prior))  # into unseen space
     sizes = [initial] + [r.memory_points for r in results]
     growth = [(b - a) / initial for a, b in zip(sizes, sizes[1:], strict=False)]
     assert max(growth) <= 0.25, f"growth per segment {growth} of {initial} initial points"
