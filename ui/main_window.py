@@ -334,6 +334,7 @@ class MainWindow(QMainWindow):
         )
         self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
+        self.hud.set_depth("prior" if scene.prior_depth else scene.depth_source)
         if scene.source != "bundled" and not scene.source.startswith("session:"):
             self.statusBar().showMessage(depth_source_message(scene), 15000)  # a photo: say where its depth came from
         self.hud.set_state(self._ready_text())
@@ -461,6 +462,7 @@ class MainWindow(QMainWindow):
         self.pending = max(self.pending - 1, 0)
         self._seconds_per_frame = result.timings["total"] / max(len(result.frames) - 1, 1)
         self.hud.set_done(f"segment {result.index + 1} done ({result.timings['total']:.1f} s)")
+        self.hud.set_depth(result.depth_source, result.depth_residual)
         self._update_cameras()
 
     def _on_memory(self, snapshot) -> None:
