@@ -270,6 +270,7 @@ def _generate_video(
     k_source: str,
 ) -> dict:
     segments = []
+    initial_points = pipe.memory.stats().points  # the photo's (or the loaded memory's) points, before segment 0
     total_steps = args.segments * pipe.config.steps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
@@ -295,6 +296,9 @@ def _generate_video(
                         "memory_bytes": segment.memory_bytes,
                         "seconds_per_frame": segment.timings["total"] / (pipe.config.segment_frames - 1),
                         "visible_fraction": float(segment.visible[1:].float().mean()),
+                        "depth_source": segment.depth_source,
+                        "depth_residual": segment.depth_residual,
+                        "cells": segment.label_counts(),
                     }
                 )
                 bar.set_postfix(segment=segment.index + 1, points=segment.memory_points)
@@ -311,5 +315,9 @@ def _generate_video(
             "camera_to_world": invert_pose(w2c).reshape(len(w2c), 16).tolist(),
         },
         "segments": segments,
-        "memory": {"points": pipe.memory.stats().points, "bytes": pipe.memory.stats().bytes},
+        "memory": {
+            "initial_points": initial_points,
+            "points": pipe.memory.stats().points,
+            "bytes": pipe.memory.stats().bytes,
+        },
     }

@@ -6,8 +6,8 @@ A translucent panel in the bottom-left corner of the frame view shows
   :func:`wheel_speed`) and whether mouse-look is captured;
 * the generation state, the running segment with its denoising step and a progress bar, and how
   many segments wait behind it;
-* the depth source of the scene (and of the last segment, with its residual when the pipeline
-  reports one: ``depth_source`` / ``depth_residual`` on the segment result);
+* where the depth of generated frames comes from and how well it fits the memory (the status bar's
+  :func:`ui.hud.depth_text`: the scene's source, then each segment's ``depth_source`` and residual);
 * warnings that matter (the viewport's banner warnings), in amber.
 
 While paused a large "PAUSED" sits in the middle of the view. The REC badge with the elapsed time
@@ -42,19 +42,6 @@ def wheel_speed(speed_mps: float, notches: float) -> float:
     return float(min(max(speed_mps * WHEEL_FACTOR**notches, MIN_SPEED_MPS), MAX_SPEED_MPS))
 
 
-def segment_depth(result) -> tuple[str | None, float | None]:
-    """``(depth_source, depth_residual)`` of a segment result when the pipeline reports them (else None).
-
-    Read from attributes of the result, or from a ``stats`` mapping on it.
-    """
-    stats = getattr(result, "stats", None)
-    stats = stats if isinstance(stats, dict) else {}
-    source = getattr(result, "depth_source", None) or stats.get("depth_source")
-    residual = getattr(result, "depth_residual", None)
-    residual = stats.get("depth_residual") if residual is None else residual
-    return (str(source) if source else None), (float(residual) if residual is not None else None)
-
-
 @dataclass
 class HudState:
     """What the HUD shows (one comment per field)."""
@@ -68,9 +55,7 @@ class HudState:
     steps: int = 0
     queued: int = 0  # segments waiting after the running one
     paused: bool = False
-    depth_source: str | None = None  # the scene's depth (exact, prior, a model name …)
-    segment_depth: str | None = None  # the last segment's depth source, when reported
-    depth_residual: float | None = None  # the last segment's depth residual, when reported
+    depth: str | None = None  # "depth: <source> · fit ±x %" (ui.hud.depth_text), None before a scene
     warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[tuple[str, str]]:
@@ -83,13 +68,8 @@ class HudState:
             out.append(("progress", f"segment {self.segment + 1} · step {self.step}/{self.steps}{waiting}"))
         elif self.queued:
             out.append(("text", f"{self.queued} queued"))
-        if self.depth_source:
-            depth = f"depth: {self.depth_source}"
-            if self.segment_depth and self.segment_depth != self.depth_source:
-                depth += f" · last segment: {self.segment_depth}"
-            if self.depth_residual is not None:
-                depth += f" · residual {self.depth_residual:.3f}"
-            out.append(("text", depth))
+        if self.depth:
+            out.append(("text", self.depth))
         out.extend(("warning", f"⚠ {text}") for text in self.warnings)
         return out
 

@@ -54,7 +54,7 @@ from ui.docks import SideDocks, add_scrolling_dock
 from ui.exports import Exports
 from ui.help_overlay import HelpOverlay
 from ui.hud import Hud
-from ui.hud_overlay import HudOverlay, segment_depth, wheel_speed
+from ui.hud_overlay import HudOverlay, wheel_speed
 from ui.image_dialog import ImageFileDialog
 from ui.input_router import InputRouter
 from ui.launch import LaunchOptions
@@ -364,9 +364,9 @@ class MainWindow(QMainWindow):
         )
         self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
+        self.hud.set_depth("prior" if scene.prior_depth else scene.depth_source)
         if scene.source != "bundled" and not scene.source.startswith("session:"):
             self.statusBar().showMessage(depth_source_message(scene), 15000)  # a photo: say where its depth came from
-        self.hud_overlay.update(depth_source=scene.depth_source, segment_depth=None, depth_residual=None)
         self.cache_panel.set_scene(scene.source)
         self._remember_recent(scene.source)
         self.empty_state.hide()
@@ -499,8 +499,7 @@ class MainWindow(QMainWindow):
         self.pending = max(self.pending - 1, 0)
         self._seconds_per_frame = result.timings["total"] / max(len(result.frames) - 1, 1)
         self.hud.set_done(f"segment {result.index + 1} done ({result.timings['total']:.1f} s)")
-        source, residual = segment_depth(result)
-        self.hud_overlay.update(segment_depth=source, depth_residual=residual)
+        self.hud.set_depth(result.depth_source, result.depth_residual)
         self._update_cameras()
 
     def _on_memory(self, snapshot) -> None:

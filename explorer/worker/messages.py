@@ -3,7 +3,11 @@
 Plain data, no Qt: :class:`GenerationSettings` goes in with a model load, :class:`Request` carries
 every call the controller posts, :class:`SegmentJob` is one queued segment, and :class:`SceneInfo`
 and :class:`MemorySnapshot` come back with ``scene_ready`` and ``memory_changed``
-(:func:`snapshot_memory` makes the latter from any memory kind), :class:`SegmentReadout` with ``readout_ready``.
+(:func:`snapshot_memory` makes the latter from any memory kind), :class:`SegmentReadout` with
+``readout_ready``. ``segment_ready`` carries the pipeline's
+:class:`~model.generation.pipeline.SegmentResult` itself; its per-segment depth stats are
+``depth_source`` (str: ``"exact"``, the depth model's name, or ``"prior"``) and ``depth_residual``
+(float relative residual of the alignment to the memory, or None), next to ``SceneInfo.depth_source``.
 """
 
 from __future__ import annotations

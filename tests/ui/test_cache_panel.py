@@ -260,3 +260,16 @@ def test_gl_view_buttons_highlight_point_size_and_the_view_kept_per_scene(qtbot,
     patch = (slice(max(y - 6, 0), y + 7), slice(max(x - 6, 0), x + 7))
     assert np.abs(after[patch] - before[patch]).mean() > 20, "the picked point is ringed in white"
     assert (after[patch] > 240).all(axis=-1).sum() >= 20
+
+
+def test_cells_the_depth_alignment_rejected_are_counted_and_drawn_in_their_own_colours(qtbot, cache):
+    labels = np.array([CellLabel.DISAGREE] * 7 + [CellLabel.UNANCHORED] * 12, np.uint8)
+    data = dataclasses.replace(cache, rejected_positions=cache.positions[: len(labels)] + 0.01, rejected_labels=labels)
+    panel = CachePanel(use_gl=False)
+    qtbot.addWidget(panel)
+    panel.set_data(data)
+    panel.set_color_mode("labels")
+    assert "disagree 7" in panel.rejected_label.text() and "unanchored 12" in panel.rejected_label.text()
+    panel.set_label_visible(CellLabel.STATIC, False)
+    assert np.array_equal(panel.drawn_colors, cloud_math.label_colors(labels)), "in their labels' colours"
+    assert len({tuple(cloud_math.LABEL_COLORS[label]) for label in CellLabel}) == len(CellLabel), "colours differ"

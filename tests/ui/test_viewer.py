@@ -104,9 +104,11 @@ def test_hud_shows_mode_speed_progress_depth_warnings_and_paused_on_the_canvas(q
     assert not overlay.state.paused
 
     result = fake_controller.finish_segment(0, w.flight.anchor_w2c)
-    result.depth_source, result.depth_residual = "model", 0.042
+    result.depth_source, result.depth_residual = "depth_anything:/models/da2-metric", 0.021
     w._on_segment(result)
-    assert "last segment: model · residual 0.042" in "\n".join(t for _, t in overlay.state.lines())
+    assert "depth: depth_anything (da2-metric) · fit ±2.1 %" in "\n".join(t for _, t in overlay.state.lines()), (
+        "each segment's depth source and fit, as in the status bar"
+    )
 
 
 def test_c_toggles_captured_mouse_look_and_remembers_it(qtbot, fake_window, fake_controller, settings):

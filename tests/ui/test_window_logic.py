@@ -52,8 +52,10 @@ def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_vie
     fake_controller.status.emit("Model ready: tiny")
     assert "W/A/S/D" in hud.state.text(), "the start-up hint outlives the 'idle' that follows it"
     assert viewport.warning_label.isVisible() and "geometry is approximate" in viewport.warning_label.text()
+    assert "not remembered" in hud.depth.text(), "the HUD says what the prior costs"
 
-    fake_controller.finish_segment(0, fake_window.flight.anchor_w2c)
+    fake_controller.finish_segment(0, fake_window.flight.anchor_w2c, depth_source="prior")
+    assert hud.depth.text().startswith("depth: prior") and "not remembered" in hud.depth.text()
     assert hud.progress.format().startswith("segment 1 done") and hud.progress.value() == hud.progress.maximum()
     fake_controller.cancelled.emit(1)
     fake_controller.idle.emit()
@@ -65,6 +67,7 @@ def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_vie
     fake_controller.open(fake_window, fake_controller.scene(prior_depth=False))
     assert hud.progress.format() == "no segment", "the new scene has no segment yet"
     assert not viewport.warning_label.isVisible(), "a scene with depth resolves the warning"
+    assert hud.depth.text() == "depth: exact"
 
 
 def redness(widget, region=None) -> float:
