@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -174,8 +175,8 @@ class CachePanel(QWidget):
             self.mode_box.addItem(text, key)
         self.mode_box.currentIndexChanged.connect(self._redraw)
         self.label_boxes: dict[CellLabel, QCheckBox] = {}
-        toggles = QHBoxLayout()
-        for label in CellLabel:
+        toggles = QGridLayout()  # three per row: the panel stays narrow however many labels there are
+        for number, label in enumerate(CellLabel):
             box = QCheckBox(label.name.lower())
             box.setChecked(True)
             r, g, b, _ = cloud_math.LABEL_COLORS[label]
@@ -187,7 +188,7 @@ class CachePanel(QWidget):
                 else f"show the cells the last write rejected as {label.name.lower()}"
             )
             self.label_boxes[label] = box
-            toggles.addWidget(box)
+            toggles.addWidget(box, number // 3, number % 3)
         self.stats_label = QLabel("no memory yet")
         self.stats_label.setWordWrap(True)
         self.rejected_label = QLabel("")
