@@ -30,7 +30,7 @@ from model.generation.backbone import BackboneConfig
 from model.generation.depth import DepthSource
 from model.generation.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
 from model.generation.profiles import DEFAULT_BACKEND, profile
-from model.generation.stack import load_generation_stack
+from model.generation.stack import GenerationStack, load_generation_stack
 from model.geometry.camera import invert_pose
 from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from model.io.atomic import OutputSet, write_json_atomic
@@ -172,10 +172,17 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     return CheckedInputs(photo, trajectory, memory)
 
 
-def run_generate(args: GenerateArgs) -> dict:
+#: Builds the generation stack of a run: ``load_stack(backbone_config, memory_weights, (height, width),
+#: mode=..., on_status=...)``, as :func:`model.generation.stack.load_generation_stack` does; a batch
+#: worker passes one that keeps stacks loaded across jobs (:mod:`explorer.batch.worker`).
+StackLoader = Callable[..., GenerationStack]
+
+
+def run_generate(args: GenerateArgs, load_stack: StackLoader = load_generation_stack) -> dict:
     """Run the whole job; returns the report written to ``OUT.json``.
 
-    Input files are checked (:func:`check_inputs`) before the backbone is built.
+    Input files are checked (:func:`check_inputs`) before ``load_stack`` builds (or hands out) the
+    backbone and memory weights.
     """
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
@@ -195,7 +202,7 @@ def run_generate(args: GenerateArgs) -> dict:
         backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device
     )
     checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
-    backbone, branch = load_generation_stack(
+    backbone, branch = load_stack(
         backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status
     )
     sky = SemanticSkySegmenter(args.sky_model, device=backbone.device) if args.sky_model else None
