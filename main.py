@@ -140,11 +140,14 @@ def _add_eval(sub) -> None:
 
 
 def _render_batch(args: argparse.Namespace) -> int:
-    from explorer.batch.ray_runner import run_batch
+    from explorer.batch.jobs import read_jobs
     from explorer.batch.results import RESULTS_FILE, summary_table
 
+    jobs = read_jobs(args.jobs)  # every line checked before Ray is even imported
+    from explorer.batch.ray_runner import run_batch
+
     records = run_batch(
-        args.jobs,
+        jobs,
         args.out,
         address=args.address,
         workers=args.workers,

@@ -29,7 +29,7 @@ import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
-from explorer.batch.jobs import BatchJob, read_jobs
+from explorer.batch.jobs import BatchJob
 from explorer.batch.results import RESULTS_FILE, ResultsLog, read_records
 from explorer.batch.worker import BatchWorker
 from model.io.atomic import sweep_orphans
@@ -63,7 +63,7 @@ def plan_workers(resources: dict, workers: int | None, cpus_per_job: int) -> tup
 
 
 def run_batch(
-    jobs_file: str | Path,
+    jobs: list[BatchJob],
     out_dir: str | Path,
     *,
     address: str | None = None,
@@ -74,7 +74,8 @@ def run_batch(
     progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Run every job of ``jobs_file`` into ``out_dir``; returns the records (as in ``results.jsonl``).
+    """Run ``jobs`` (:func:`explorer.batch.jobs.read_jobs`) into ``out_dir``; returns the records (as in
+    ``results.jsonl``).
 
     Args:
         address: Ray cluster to join (``"auto"``, ``"HOST:PORT"``); None: an embedded local cluster
@@ -86,9 +87,8 @@ def run_batch(
         on_record: called with each record as its job ends (after it is in ``results.jsonl``).
 
     Raises:
-        ValueError: a bad job file (``"<file>: line N: ..."``) or bad worker settings, before anything runs.
+        ValueError: bad worker settings or output folder, before anything runs.
     """
-    jobs = read_jobs(jobs_file)
     if retries < 0:
         raise ValueError(f"--retries must be >= 0, got {retries}")
     out = Path(out_dir).resolve()
