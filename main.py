@@ -59,6 +59,9 @@ def _add_generate(sub) -> None:
     gen.add_argument("--out", required=True, help="output video OUT.mp4 (OUT.json and OUT.cameras.txt go beside it)")
     gen.add_argument("--image", help="photo (default: the bundled sample scene with its exact depth)")
     gen.add_argument(
+        "--scene-seed", dest="scene_seed", type=int, help="instead of a photo: the procedural room of this seed"
+    )
+    gen.add_argument(
         "--trajectory", default="orbit", help=f"{' | '.join(TRAJECTORIES)} | a RealEstate10K .txt | a camera-path .json"
     )
     gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")

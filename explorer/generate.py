@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
+from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo, seeded_scene
 from model.baselines.kinds import load_memory, make_memory
 from model.eval.scenes import SceneRenderer
 from model.generation.backbone import BackboneConfig
@@ -52,6 +52,7 @@ class GenerateArgs:
 
     out: str  # OUT.mp4; OUT.json and OUT.cameras.txt are written beside it
     image: str | None = None  # photo; None uses the bundled sample scene (with its exact depth)
+    scene_seed: int | None = None  # instead of a photo: the procedural room of this seed (exact depth)
     trajectory: str = "orbit"  # orbit | forward | pan | closed-orbit | a RealEstate10K .txt | a camera-path .json
     segments: int = 2  # segments of 33 frames (32 new frames each)
     backend: str = DEFAULT_BACKEND  # one of model.generation.profiles.BACKENDS
@@ -150,6 +151,8 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     """
     if args.image is None and args.depth:
         raise ValueError(f"--depth {args.depth}: given without --image (the bundled sample scene has exact depth)")
+    if args.image is not None and args.scene_seed is not None:
+        raise ValueError(f"--scene-seed {args.scene_seed}: given with --image {args.image}; choose one")
     photo = (
         None if args.image is None else read_photo_files(args.image, height, width, depth_path=args.depth, warn=_warn)
     )
@@ -207,7 +210,9 @@ def run_generate(args: GenerateArgs, load_stack: StackLoader = load_generation_s
     )
     sky = SemanticSkySegmenter(args.sky_model, device=backbone.device) if args.sky_model else None
     with outputs, SceneRenderer() as renderer:
-        if checked.photo is None:
+        if checked.photo is None and args.scene_seed is not None:
+            inputs = seeded_scene(args.scene_seed, height, width, renderer)
+        elif checked.photo is None:
             inputs = bundled_scene(height, width, renderer)
         else:
             inputs = scene_from_photo(checked.photo, backbone.device, depth_model=args.depth_model, warn=_warn)

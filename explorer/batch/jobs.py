@@ -2,11 +2,13 @@
 
 A job is a ``generate`` run: its keys are ``id`` (required; letters, digits, ``.``, ``_``, ``-``, at
 most 100 characters, unique in the file), ``eval`` (bool: score the run with ``main.py eval``'s
-consistency metrics) and the ``generate`` flags of :data:`JOB_FIELDS` under their
-:class:`~explorer.generate.GenerateArgs` names (``image``, ``trajectory``, ``segments``, ``steps``,
-``seed``, ``prompt``, ``backend``, ``model``, ``memory_weights``, ...). A job without ``image`` uses
-the bundled sample scene. Relative file paths are relative to the job file's folder; ``trajectory``
-is a builder name (:data:`~explorer.generate.TRAJECTORIES`) or a RealEstate10K / camera-path file.
+consistency metrics, and against exact renders when it shows a procedural room:
+:func:`explorer.truth.truth_metrics`) and the ``generate`` flags of :data:`JOB_FIELDS` under their
+:class:`~explorer.generate.GenerateArgs` names (``image`` or ``scene_seed``, ``trajectory``,
+``segments``, ``steps``, ``seed``, ``prompt``, ``backend``, ``model``, ``memory_weights``, ...). A
+job with neither ``image`` nor ``scene_seed`` uses the bundled sample scene. Relative file paths are
+relative to the job file's folder; ``trajectory`` is a builder name
+(:data:`~explorer.generate.TRAJECTORIES`) or a RealEstate10K / camera-path file.
 
 Example line::
 

@@ -104,9 +104,12 @@ class BatchWorker:
                 generated = time.perf_counter()
                 record.update(_report_fields(report))
                 if job.eval:
-                    from explorer.evaluate import run_eval
+                    from explorer.evaluate import json_safe, run_eval
+                    from explorer.truth import truth_metrics
 
-                    record["metrics"], _ = run_eval(job.outputs(out_dir)[0])
+                    video = job.outputs(out_dir)[0]
+                    metrics, _ = run_eval(video)
+                    record["metrics"] = json_safe({**metrics, "truth": truth_metrics(video)})
                     record["eval_s"] = time.perf_counter() - generated
         except Exception as exc:  # noqa: BLE001 -- any failure of one job becomes its record; the batch goes on
             record.update(status="error", error=error_line(exc))
