@@ -62,7 +62,10 @@ def _add_generate(sub) -> None:
         "--scene-seed", dest="scene_seed", type=int, help="instead of a photo: the procedural room of this seed"
     )
     gen.add_argument(
-        "--trajectory", default="orbit", help=f"{' | '.join(TRAJECTORIES)} | a RealEstate10K .txt | a camera-path .json"
+        "--trajectory",
+        default="orbit",
+        help=f"{' | '.join(TRAJECTORIES)} (with parameters: orbit:degrees=60,radius=1.5) | a RealEstate10K .txt "
+        "| a camera-path .json",
     )
     gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")
     gen.add_argument(

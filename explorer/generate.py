@@ -14,6 +14,7 @@ animation's first frame, a visible centre crop) and ``note: <file>: using the fi
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from collections.abc import Callable
@@ -40,7 +41,7 @@ from model.io.video import Mp4Writer, min_video_bytes
 from model.memory.base import SpatialMemory
 from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
 
-TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
+TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")  # builders; parameters: BUILDER_PARAMS
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
 # one 48-channel fp16 point per 16x16-pixel latent cell.
 MEMORY_BYTES_PER_CELL = 96
@@ -78,19 +79,61 @@ class GenerateArgs:
     )
 
 
+#: Parameters of each builder and their defaults (``radius`` None: the median depth of the start view).
+BUILDER_PARAMS: dict[str, dict[str, float | None]] = {
+    "orbit": {"radius": None, "degrees": 40.0},
+    "forward": {"distance": 1.0},
+    "pan": {"degrees": 45.0},
+    "closed-orbit": {"radius": None, "degrees": 40.0},
+}
+
+
+def parse_builder(spec: str) -> tuple[str, dict[str, float | None]] | None:
+    """``NAME`` or ``NAME:key=value,...`` (e.g. ``orbit:degrees=60,radius=1.5``) as ``(name, parameters)``
+    with the defaults of :data:`BUILDER_PARAMS` filled in; None when ``spec`` names no builder (a file).
+
+    Raises:
+        ValueError: an unknown parameter or a value that is not a finite number.
+    """
+    name, _, given = spec.partition(":")
+    if name not in BUILDER_PARAMS:
+        return None
+    params = dict(BUILDER_PARAMS[name])
+    for item in filter(None, given.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            number = float(value) if key in params else None
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number):
+            raise ValueError(
+                f"--trajectory {spec!r}: {item!r}: {name} takes {', '.join(f'{k}=NUMBER' for k in params)}"
+            )
+        params[key] = number
+    return name, params
+
+
 def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: float) -> torch.Tensor:
-    """``n_frames`` poses ``[n, 4, 4]`` of a builder (one of :data:`TRAJECTORIES`) from ``start_w2c``."""
-    if spec == "orbit":
-        return orbit(n_frames, radius, 40.0, start_w2c)
-    if spec == "forward":
-        return forward_dolly(n_frames, 1.0, start_w2c)
-    if spec == "pan":
-        return yaw_pan(n_frames, 45.0, start_w2c)
-    if spec == "closed-orbit":  # out and back; the turning pose is not repeated, so n_frames stays 4k+1
-        half = orbit(n_frames // 2 + 1, radius, 40.0, start_w2c)
-        loop = closed_loop(half)
-        return torch.cat([loop[: len(half)], loop[len(half) + 1 :]])[:n_frames]
-    raise ValueError(f"--trajectory: {spec!r} is not one of {', '.join(TRAJECTORIES)}")
+    """``n_frames`` poses ``[n, 4, 4]`` of a builder spec (:func:`parse_builder`) from ``start_w2c``.
+
+    Args:
+        radius: orbit radius in metres unless the spec gives one.
+    """
+    parsed = parse_builder(spec)
+    if parsed is None:
+        raise ValueError(f"--trajectory: {spec!r} is not one of {', '.join(TRAJECTORIES)}")
+    name, p = parsed
+    radius = p["radius"] if p.get("radius") is not None else radius
+    if name == "orbit":
+        return orbit(n_frames, radius, p["degrees"], start_w2c)
+    if name == "forward":
+        return forward_dolly(n_frames, p["distance"], start_w2c)
+    if name == "pan":
+        return yaw_pan(n_frames, p["degrees"], start_w2c)
+    # closed-orbit: out and back; the turning pose is not repeated, so n_frames stays 4k+1
+    half = orbit(n_frames // 2 + 1, radius, p["degrees"], start_w2c)
+    loop = closed_loop(half)
+    return torch.cat([loop[: len(half)], loop[len(half) + 1 :]])[:n_frames]
 
 
 def read_trajectory_file(path: Path, n_frames: int, note: Callable[[str], None]) -> torch.Tensor:
@@ -161,7 +204,7 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     if args.sky_model:
         check_model_folder(args.sky_model, SKY_FOLDER)
     trajectory = None
-    if args.trajectory not in TRAJECTORIES:
+    if parse_builder(args.trajectory) is None:
         path = Path(args.trajectory)
         if not path.exists():
             raise ValueError(

@@ -8,7 +8,9 @@ consistency metrics, and against exact renders when it shows a procedural room:
 ``segments``, ``steps``, ``seed``, ``prompt``, ``backend``, ``model``, ``memory_weights``, ...). A
 job with neither ``image`` nor ``scene_seed`` uses the bundled sample scene. Relative file paths are
 relative to the job file's folder; ``trajectory`` is a builder name
-(:data:`~explorer.generate.TRAJECTORIES`) or a RealEstate10K / camera-path file.
+(:data:`~explorer.generate.TRAJECTORIES`), a builder with parameters (``{"builder": "orbit",
+"degrees": 60, "radius": 1.5}`` or the ``generate`` spelling ``"orbit:degrees=60,radius=1.5"``;
+:data:`~explorer.generate.BUILDER_PARAMS`) or a RealEstate10K / camera-path file.
 
 Example line::
 
@@ -28,7 +30,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from explorer.generate import TRAJECTORIES, GenerateArgs
+from explorer.generate import BUILDER_PARAMS, GenerateArgs, parse_builder
 
 #: ``GenerateArgs`` fields a job may set (the rest belong to the worker: output paths, device, memory files).
 JOB_FIELDS = tuple(
@@ -121,15 +123,36 @@ def parse_job(text: str, line: int, base: Path) -> BatchJob:
     evaluate = data.pop("eval", False)
     if not isinstance(evaluate, bool):
         raise ValueError(f"line {line}: eval: expected true or false, got {evaluate!r}")
+    if isinstance(data.get("trajectory"), dict):
+        data["trajectory"] = _builder_spec(data["trajectory"], line)
     for key, value in data.items():
         if not _type_ok(value, _TYPES[key]):
             raise ValueError(f"line {line}: {key}: expected {_type_name(_TYPES[key])}, got {json.dumps(value)}")
     for key in PATH_FIELDS:
         if data.get(key):
             data[key] = str(base / data[key])
-    if "trajectory" in data and data["trajectory"] not in TRAJECTORIES:
-        data["trajectory"] = str(base / data["trajectory"])
+    if "trajectory" in data:
+        try:
+            builder = parse_builder(data["trajectory"])
+        except ValueError as exc:
+            raise ValueError(f"line {line}: trajectory: {exc}") from None
+        if builder is None:
+            data["trajectory"] = str(base / data["trajectory"])
     return BatchJob(job_id, line, data, evaluate)
+
+
+def _builder_spec(trajectory: dict, line: int) -> str:
+    """``{"builder": NAME, key: number, ...}`` as the ``generate`` spec ``NAME:key=number,...``."""
+    params = dict(trajectory)
+    name = params.pop("builder", None)
+    if name not in BUILDER_PARAMS:
+        raise ValueError(f"line {line}: trajectory: builder must be one of {', '.join(BUILDER_PARAMS)}, got {name!r}")
+    for key, value in params.items():
+        if key not in BUILDER_PARAMS[name] or isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(
+                f"line {line}: trajectory: {name} takes numbers {', '.join(BUILDER_PARAMS[name])}, got {key}={value!r}"
+            )
+    return ":".join([name, ",".join(f"{k}={v}" for k, v in params.items())]).rstrip(":")
 
 
 def read_jobs(path: str | Path) -> list[BatchJob]:
