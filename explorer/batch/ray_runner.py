@@ -57,7 +57,9 @@ def plan_workers(resources: dict, workers: int | None, cpus_per_job: int) -> tup
         raise ValueError(f"--cpus-per-job must be >= 1, got {cpus_per_job}")
     if workers is not None and workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    fit = gpus if gpus else max(1, cpus // cpus_per_job)
+    if not gpus and cpus_per_job > cpus:
+        raise ValueError(f"--cpus-per-job {cpus_per_job}: the Ray cluster has {cpus} CPUs and no GPU")
+    fit = gpus if gpus else cpus // cpus_per_job
     options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": cpus_per_job}
     return (fit if workers is None else min(workers, fit)), options
 

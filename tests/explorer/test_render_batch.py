@@ -146,3 +146,16 @@ def test_a_batch_on_two_workers_survives_a_bad_job_and_a_killed_worker_and_resum
         "bad": "error",
     }
     assert again["a"]["pid"] == by_id["a"]["pid"], "a skipped job keeps the record of the run that made it"
+
+
+def test_workers_are_placed_one_per_gpu_or_per_cpus_per_job():
+    pytest.importorskip("ray")
+    from explorer.batch.ray_runner import plan_workers
+
+    assert plan_workers({"CPU": 128.0, "GPU": 8.0}, None, 4) == (8, {"num_gpus": 1, "num_cpus": 1})
+    assert plan_workers({"CPU": 16.0}, None, 4) == (4, {"num_cpus": 4})
+    assert plan_workers({"CPU": 2.0}, 8, 1) == (2, {"num_cpus": 1}), "no more workers than the resources hold"
+    with pytest.raises(ValueError, match="--cpus-per-job 4: the Ray cluster has 2 CPUs and no GPU"):
+        plan_workers({"CPU": 2.0}, None, 4)  # the actor would wait for resources forever
+    with pytest.raises(ValueError, match="--cpus-per-job must be >= 1"):
+        plan_workers({"CPU": 2.0}, None, 0)
