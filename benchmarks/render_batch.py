@@ -57,6 +57,7 @@ def machine_description() -> str:
 def run_layout(jobs_file: Path, out: Path, workers: int, threads: int) -> dict:
     """One batch with ``workers`` workers of ``threads`` CPUs each; the timings of the module docstring."""
     arrivals: list[float] = []
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     records = run_batch(
         read_jobs(jobs_file),
@@ -64,7 +65,13 @@ def run_layout(jobs_file: Path, out: Path, workers: int, threads: int) -> dict:
         workers=workers,
         cpus_per_job=threads,
         progress=False,
-        init_options={"num_cpus": os.cpu_count(), "object_store_memory": 80 * 2**20},
+        # Ray runs workers at niceness 15 by default; on a CPU shared with other work that measures
+        # starvation, so the workers here compete at the same priority as everything else
+        init_options={
+            "num_cpus": os.cpu_count(),
+            "object_store_memory": 80 * 2**20,
+            "_system_config": {"worker_niceness": 0},
+        },
         on_record=lambda record: arrivals.append(time.perf_counter() - started),
     )
     wall = time.perf_counter() - started
@@ -87,6 +94,7 @@ def run_layout(jobs_file: Path, out: Path, workers: int, threads: int) -> dict:
         "model_loads": {r["worker"]: r["model_loads"] for r in ok},
         "load_s_first_job": statistics.mean(first_loads) if first_loads else 0.0,
         "jobs_without_load": sum(r["load_s"] == 0.0 for r in ok),
+        "load_average_1min": [load_before, os.getloadavg()[0]],
     }
 
 
@@ -99,11 +107,11 @@ def report(rows: list[dict], args, machine: str) -> str:
         "suites on the same 2 cores), so absolute numbers are noisy; compare rows of this run only.",
         "",
         f"Batch: {args.jobs} jobs, tiny backend, bundled scene, {args.height}x{args.width}, {args.segments} segment(s)"
-        f" x {args.steps} steps, embedded Ray cluster (`benchmarks/render_batch.py`).",
+        f" x {args.steps} steps, embedded Ray cluster, workers at niceness 0 (`benchmarks/render_batch.py`).",
         "",
         "| workers x threads | wall s | jobs/h (wall) | jobs/h (steady) | vs 1x1 (steady) | worker start s "
-        "| job s (median) | s/frame (median) | loads per worker | first-job load s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| job s (median) | s/frame (median) | loads per worker | first-job load s | load avg before/after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = (
@@ -115,10 +123,13 @@ def report(rows: list[dict], args, machine: str) -> str:
         lines.append(
             f"| {r['workers']} x {r['threads_per_worker']} | {r['wall_s']:.1f} | {r['jobs_per_hour_wall']:.0f} | "
             f"{r['jobs_per_hour_steady'] or 0:.0f} | {ratio} | {r['worker_start_s']:.1f} | {r['job_s_median']:.2f} | "
-            f"{r['seconds_per_frame_median']:.3f} | {', '.join(map(str, loads))} | {r['load_s_first_job']:.2f} |"
+            f"{r['seconds_per_frame_median']:.3f} | {', '.join(map(str, loads))} | {r['load_s_first_job']:.2f} | "
+            f"{r['load_average_1min'][0]:.1f} / {r['load_average_1min'][1]:.1f} |"
         )
     lines += [
         "",
+        "- *load avg*: the machine's 1-minute load average before and after the layout ran (2 cores: above 2,",
+        "  other processes were competing for them).",
         "- *steady*: jobs after the first over the time from the first to the last result (workers already up).",
         "- *worker start*: arrival of the first result minus that job's own time (Ray worker process start and",
         "  imports; paid once per worker, like the model load).",

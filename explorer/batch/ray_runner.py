@@ -141,7 +141,10 @@ def _run(jobs, out, log, workers, cpus_per_job, retries, progress, on_record, to
             while idle and todo:
                 index, job = idle.pop(), todo.popleft()
                 running[pool[index].run.remote(job, str(out))] = (index, job)
-            (ref,), _ = ray.wait(list(running), num_returns=1)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)  # wakes up for Ctrl-C / SIGTERM
+            if not ready:
+                continue
+            ref = ready[0]
             index, job = running.pop(ref)
             try:
                 record = ray.get(ref)

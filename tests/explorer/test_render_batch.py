@@ -80,7 +80,13 @@ def test_a_bad_job_file_exits_2_before_ray_is_imported(tmp_path):
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 2**20)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=80 * 2**20,
+        _system_config={"worker_niceness": 0},  # not starved by the other tests sharing the CPU
+    )
     yield ray
     ray.shutdown()
 
