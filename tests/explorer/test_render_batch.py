@@ -6,12 +6,11 @@ worker's pid): the job must be retried on a restarted worker and complete, the b
 error record, and nothing half-written may remain. A re-run must skip the 3 complete jobs.
 """
 
+import ast
 import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -62,19 +61,36 @@ def test_paths_are_relative_to_the_job_file_and_builders_stay_names(tmp_path):
     assert q.generate_args(tmp_path / "out").trajectory == "pan"
 
 
-def test_a_bad_job_file_exits_2_before_ray_is_imported(tmp_path):
+def test_a_bad_job_file_exits_2_and_writes_nothing(tmp_path, capsys):
+    import main
+
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"id": "a", "segmnts": 1}])
-    script = (
-        "import sys, main; code = main.main(['render-batch', sys.argv[1], '--out', sys.argv[2]]); "
-        "import explorer.generate, explorer.batch.jobs, ui.launch; "
-        "sys.exit(code if 'ray' not in sys.modules else 99)"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(jobs), str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True
-    )
-    assert done.returncode == 2, done.stderr
-    assert f"error: {jobs}: line 1: unknown key(s) segmnts" in done.stderr
+    assert main.main(["render-batch", str(jobs), "--out", str(tmp_path / "out")]) == 2
+    assert f"error: {jobs}: line 1: unknown key(s) segmnts" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_only_the_command_imports_ray():
+    """``ray`` is imported by ``explorer/batch/ray_runner.py`` alone, and that module only inside
+    functions (main.py's command, the benchmark, tests), so the GUI and the other commands never load Ray."""
+    top_level, anywhere = [], []
+    for path in sorted([*ROOT.glob("*.py"), *(ROOT / "explorer").rglob("*.py"), *(ROOT / "model").rglob("*.py")]):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if name.split(".")[0] == "ray":
+                    anywhere.append(path.relative_to(ROOT).as_posix())
+                if name == "explorer.batch.ray_runner" and node in tree.body:
+                    top_level.append(path.relative_to(ROOT).as_posix())
+    assert set(anywhere) == {"explorer/batch/ray_runner.py"}
+    assert top_level == []
 
 
 @pytest.fixture(scope="module")
