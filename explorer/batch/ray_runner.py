@@ -141,7 +141,7 @@ def _run(jobs, out, log, workers, cpus_per_job, retries, progress, on_record, to
             while idle and todo:
                 index, job = idle.pop(), todo.popleft()
                 running[pool[index].run.remote(job, str(out))] = (index, job)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)  # wakes up for Ctrl-C / SIGTERM
+            ready = _wait_one(list(running))
             if not ready:
                 continue
             ref = ready[0]
@@ -166,3 +166,18 @@ def _run(jobs, out, log, workers, cpus_per_job, retries, progress, on_record, to
         bar.close()
         for index, _job in running.values():  # interrupted: stop the workers running a job
             ray.kill(pool[index], no_restart=True)
+
+
+def _wait_one(refs: list) -> list:
+    """``ray.wait`` for one of ``refs``, waking every second so that signals reach this process.
+
+    A signal handler that raises (Ctrl-C's ``KeyboardInterrupt``, ``main.py``'s ``Interrupted``) while
+    Ray's wait runs surfaces as a ``SystemError`` caused by it; that cause is raised as it is.
+    """
+    try:
+        return ray.wait(refs, num_returns=1, timeout=1.0)[0]
+    except SystemError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not isinstance(cause, Exception):
+            raise cause from None
+        raise
