@@ -18,7 +18,7 @@ import math
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_p
 from model.io.atomic import OutputSet, write_json_atomic
 from model.io.cameras import read_camera_path_json, read_re10k, write_re10k
 from model.io.folders import check_model_folder
+from model.io.hub import resolve_model_ref
 from model.io.video import Mp4Writer, min_video_bytes
 from model.memory.base import SpatialMemory
 from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
@@ -68,7 +69,7 @@ class GenerateArgs:
     depth: str | None = None  # depth file for the photo (.png mm / .npy m)
     depth_model: str | None = None  # transformers depth-estimation model folder
     sky_model: str | None = None  # transformers segmentation folder with a "sky" class: its sky never enters the memory
-    offload: str = "none"  # none | model | group
+    offload: str = "auto"  # auto | none | model | group
     device: str | None = None  # torch device (default: cuda when available)
     inpaint_fraction: float | None = None  # inpaint: share of steps following the readout (None: the backend profile's)
     save_memory: str | None = None  # write the final memory here (.safetensors)
@@ -218,6 +219,18 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     return CheckedInputs(photo, trajectory, memory)
 
 
+def resolve_model_refs(args: GenerateArgs) -> GenerateArgs:
+    """``args`` with ``--model`` / ``--depth-model`` / ``--sky-model`` given as a Hub repo id replaced by
+    its folder in the local cache (looked up offline: :func:`model.io.hub.resolve_model_ref`).
+
+    Raises:
+        ValueError: a repo id that is not in the cache (the message names ``fetch-models``).
+    """
+    flags = {"model": "--model", "depth_model": "--depth-model", "sky_model": "--sky-model"}
+    found = {name: resolve_model_ref(getattr(args, name), flag) for name, flag in flags.items() if getattr(args, name)}
+    return replace(args, **found)
+
+
 #: Builds the generation stack of a run: ``load_stack(backbone_config, memory_weights, (height, width),
 #: mode=..., on_status=...)``, as :func:`model.generation.stack.load_generation_stack` does; a batch
 #: worker passes one that keeps stacks loaded across jobs (:mod:`explorer.batch.worker`).
@@ -230,6 +243,7 @@ def run_generate(args: GenerateArgs, load_stack: StackLoader = load_generation_s
     Input files are checked (:func:`check_inputs`) before ``load_stack`` builds (or hands out) the
     backbone and memory weights.
     """
+    args = resolve_model_refs(args)
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out: expected a .mp4 path, got {args.out!r}")
@@ -311,6 +325,7 @@ def _generate_video(
     k_source: str,
 ) -> dict:
     segments = []
+    initial_points = pipe.memory.stats().points  # the photo's (or the loaded memory's) points, before segment 0
     total_steps = args.segments * pipe.config.steps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
@@ -336,6 +351,9 @@ def _generate_video(
                         "memory_bytes": segment.memory_bytes,
                         "seconds_per_frame": segment.timings["total"] / (pipe.config.segment_frames - 1),
                         "visible_fraction": float(segment.visible[1:].float().mean()),
+                        "depth_source": segment.depth_source,
+                        "depth_residual": segment.depth_residual,
+                        "cells": segment.label_counts(),
                     }
                 )
                 bar.set_postfix(segment=segment.index + 1, points=segment.memory_points)
@@ -352,5 +370,9 @@ def _generate_video(
             "camera_to_world": invert_pose(w2c).reshape(len(w2c), 16).tolist(),
         },
         "segments": segments,
-        "memory": {"points": pipe.memory.stats().points, "bytes": pipe.memory.stats().bytes},
+        "memory": {
+            "initial_points": initial_points,
+            "points": pipe.memory.stats().points,
+            "bytes": pipe.memory.stats().bytes,
+        },
     }

@@ -30,6 +30,7 @@ from ui import cloud_math
 
 COLOR_MODES = {"rgb": "Display RGB", "pca": "Latent PCA", "labels": "Labels", "provenance": "Provenance (segment)"}
 MAX_POINTS = 300_000  # points drawn at most; above this a fixed stride decimates the cloud
+PATH_FRUSTUMS = 8  # frustums drawn along a planned camera path
 CAMERA_REDRAW_MS = 100  # camera frustums are redrawn at most this often (a redraw costs a full repaint)
 
 
@@ -136,6 +137,8 @@ class CachePanel(QWidget):
         self._segment_points: list[int] = []
         self._camera_timer = QTimer(self, singleShot=True, interval=CAMERA_REDRAW_MS)
         self._camera_timer.timeout.connect(self._draw_cameras)
+        self._planned: np.ndarray | None = None  # [T, 4, 4] w2c of the planned camera path (ui/path_editor.py)
+        self._planned_item = None
 
         self.mode_box = QComboBox()
         for key, text in COLOR_MODES.items():
@@ -326,6 +329,35 @@ class CachePanel(QWidget):
         if cam["current"] is not None:
             self._current_item.setData(pos=cloud_math.frustum_lines(cam["current"], cam["K"], width, height, scale))
         self._current_item.setVisible(cam["current"] is not None)
+        self._draw_planned()
+
+    def set_planned_path(self, w2c: np.ndarray | None) -> None:
+        """A planned camera path ``[T, 4, 4]`` w2c in orange: the line through its camera centres and
+        :data:`PATH_FRUSTUMS` frustums spread along it (the first and last included); None: none."""
+        self._planned = None if w2c is None or not len(w2c) else np.asarray(w2c, dtype=np.float64).reshape(-1, 4, 4)
+        self._draw_planned()
+
+    def _draw_planned(self) -> None:
+        cam = self._camera
+        if not self.use_gl:
+            return
+        if self._planned_item is None:
+            import pyqtgraph.opengl as gl
+
+            self._planned_item = gl.GLLinePlotItem(
+                pos=np.zeros((2, 3), np.float32), color=(1.0, 0.45, 0.05, 1.0), width=2.0, mode="lines"
+            )
+            self.view.addItem(self._planned_item)
+        show = self._planned is not None and cam["K"] is not None
+        if show:
+            width, height = cam["size"]
+            count = len(self._planned)
+            poses = self._planned[np.unique(np.linspace(0, count - 1, min(count, PATH_FRUSTUMS)).round().astype(int))]
+            centres = cloud_math.to_display(np.linalg.inv(self._planned)[:, :3, 3])
+            track = np.stack([centres[:-1], centres[1:]], axis=1).reshape(-1, 3)
+            frustums = cloud_math.frustum_lines(poses, cam["K"], width, height, 0.3 * self._frustum_scale())
+            self._planned_item.setData(pos=np.concatenate([track, frustums]))
+        self._planned_item.setVisible(show)
 
     def _frustum_scale(self) -> float:
         """Frustum depth: a tenth of the cloud's extent (0.3 m without a cloud)."""

@@ -23,6 +23,8 @@ LABEL_COLORS = {
     CellLabel.DYNAMIC: (1.0, 0.45, 0.1, 1.0),
     CellLabel.SKY: (0.45, 0.75, 1.0, 1.0),
     CellLabel.INVALID: (0.85, 0.25, 0.85, 1.0),
+    CellLabel.DISAGREE: (0.95, 0.2, 0.2, 1.0),
+    CellLabel.UNANCHORED: (0.6, 0.6, 0.6, 1.0),
 }
 PCA_SAMPLE = 20_000  # rows of the feature matrix the PCA basis is fitted on
 

@@ -48,7 +48,10 @@ from ui.hud import Hud
 from ui.input_router import InputRouter
 from ui.launch import LaunchOptions
 from ui.live_preview import LivePreview
+from ui.memory_view import MemoryView
+from ui.path_editor import PathFlow
 from ui.recording import RecordingFlow
+from ui.rewind import RewindFlow
 from ui.settings import ExplorerSettings, last_folder, remember_folder
 from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
@@ -56,6 +59,15 @@ from ui.viewport import Viewport
 TICK_MS = 16  # camera tick (~60 Hz)
 PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
+
+
+def depth_source_message(scene: SceneInfo) -> str:
+    """What File > Open image says about a photo's depth: ``"photo.jpg: depth from <source>"`` (+ how to
+    get a depth model when it is the flat prior)."""
+    text = f"{Path(scene.source).name}: depth from {scene.depth_source}"
+    if scene.prior_depth:
+        text += " (no depth model: set one in Settings, or run python main.py fetch-models)"
+    return text
 
 
 class MainWindow(QMainWindow):
@@ -118,6 +130,7 @@ class MainWindow(QMainWindow):
         self.hud_timer.start()
         self._connect_controls()
         self._connect_controller()
+        self._add_path_memory_rewind()
         self.viewport.set_warning("settings", "; ".join(self.settings.problems))  # until the settings are saved
         self._restore_window_state()
 
@@ -138,7 +151,7 @@ class MainWindow(QMainWindow):
                 action.setShortcut(shortcut)
             action.triggered.connect(slot)
             file_menu.addAction(action)
-        view_menu = self.menuBar().addMenu("&View")
+        view_menu = self.view_menu = self.menuBar().addMenu("&View")
         for dock in self.findChildren(QDockWidget):
             view_menu.addAction(dock.toggleViewAction())
         help_menu = self.menuBar().addMenu("&Help")
@@ -179,6 +192,21 @@ class MainWindow(QMainWindow):
         c.idle.connect(self._on_idle)
         c.recording_saved.connect(self.recording.saved)
 
+    def _add_path_memory_rewind(self) -> None:
+        """The camera-path dock (:mod:`ui.path_editor`), the memory-vs-model view (:mod:`ui.memory_view`) and
+        rewind / branches (:mod:`ui.rewind`); each connects to the controller after the window's own slots."""
+        self.memory_view = MemoryView()
+        self.viewport.set_overlay(self.memory_view.overlay)
+        self.controller.readout_ready.connect(self.memory_view.add)
+        self.paths = PathFlow(self)
+        left = Qt.DockWidgetArea.LeftDockWidgetArea
+        self.path_dock = add_scrolling_dock(self, "Camera path", self.paths.editor, left)
+        self.tabifyDockWidget(self.controls_dock, self.path_dock)  # a tab beside the controls: no taller window
+        self.controls_dock.raise_()
+        self.path_dock.hide()  # View -> Camera path (or Timeline -> Camera path editor) shows it
+        self.view_menu.addAction(self.path_dock.toggleViewAction())
+        self.rewinds = RewindFlow(self, self.memory_view)
+
     def _choose_backend(self) -> str:
         """``--backend`` if given, else :func:`model.generation.profiles.default_backend` (wan when a model folder is
         known: flag or settings).
@@ -214,6 +242,7 @@ class MainWindow(QMainWindow):
             height=self.options.height,
             width=self.options.width,
             prompt=self.controls.options().prompt,
+            depth_model=self.settings.depth_model_dir or None,
             sky_model=self.settings.sky_model_dir or None,
         )
 
@@ -305,6 +334,9 @@ class MainWindow(QMainWindow):
         )
         self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
+        self.hud.set_depth("prior" if scene.prior_depth else scene.depth_source)
+        if scene.source != "bundled" and not scene.source.startswith("session:"):
+            self.statusBar().showMessage(depth_source_message(scene), 15000)  # a photo: say where its depth came from
         self.hud.set_state(self._ready_text())
         self.viewport.view.setFocus()
         self._update_cameras()
@@ -376,6 +408,14 @@ class MainWindow(QMainWindow):
         self.camera.set_pose(poses[-1])
         self._queue(poses)
 
+    def queue_poses(self, poses: torch.Tensor) -> None:
+        """Queue a planned segment ``[33, 4, 4]`` w2c; the next segment (and the camera) start at its end."""
+        if self.flight is None or self._opening:
+            return
+        self.flight = FlightPath(poses[-1], time.perf_counter())
+        self.camera.set_pose(poses[-1])
+        self._queue(poses)
+
     def _queue(self, poses: torch.Tensor) -> None:
         self.pending += 1
         self.controls.set_busy(True)
@@ -422,6 +462,7 @@ class MainWindow(QMainWindow):
         self.pending = max(self.pending - 1, 0)
         self._seconds_per_frame = result.timings["total"] / max(len(result.frames) - 1, 1)
         self.hud.set_done(f"segment {result.index + 1} done ({result.timings['total']:.1f} s)")
+        self.hud.set_depth(result.depth_source, result.depth_residual)
         self._update_cameras()
 
     def _on_memory(self, snapshot) -> None:

@@ -10,6 +10,10 @@ What the big picture shows:
 * **scrub** — the frame chosen on the timeline (drag, or a click on the groove; playback paused);
   "Live" returns to following.
 
+The "Memory vs model" toggle shows, instead of a generated frame, the picture an overlay callable
+(:meth:`Viewport.set_overlay`, :class:`ui.memory_view.MemoryView`) makes for it; "Rewind here…" asks
+to continue from the segment of the frame shown (:class:`ui.rewind.RewindFlow`).
+
 Frames are numbered from 1 on screen ("frame 12 / 65", the same in the caption and the timeline);
 :attr:`Viewport.shown_index` is 0-based.
 
@@ -21,6 +25,7 @@ window resolves them (:meth:`Viewport.set_warning`); passing news goes to the st
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, QTimer
@@ -169,19 +174,35 @@ class Viewport(QWidget):
         self._warnings: dict[str, str] = {}
         self.position_label = QLabel("no frames yet")
         self.position_label.setMinimumWidth(140)
-        for button in (self.play_button, self.live_button):
+        self._overlay: Callable[[int, np.ndarray], QImage | None] | None = None
+        self.memory_button = QPushButton("Memory vs model")
+        self.memory_button.setCheckable(True)
+        self.memory_button.setToolTip(
+            "Show the generated frame beside the memory readout, and where the model had memory (green) "
+            "or invented (red)"
+        )
+        self.memory_button.toggled.connect(self._toggle_memory_view)
+        self.rewind_button = QPushButton("Rewind here…")
+        self.rewind_button.setToolTip("Continue generating from the segment of the frame shown (its memory restored)")
+        self.rewind_button.setEnabled(False)
+        for button in (self.play_button, self.live_button, self.memory_button, self.rewind_button):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         row = QHBoxLayout()
         row.addWidget(self.play_button)
         row.addWidget(self.slider, stretch=1)
         row.addWidget(self.position_label)
         row.addWidget(self.live_button)
+        tools = QHBoxLayout()  # a row of their own: the timeline row keeps the window's minimum width
+        tools.addStretch(1)
+        tools.addWidget(self.memory_button)
+        tools.addWidget(self.rewind_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self.warning_label)
         layout.addWidget(self.view, stretch=1)
         layout.addLayout(row)
+        layout.addLayout(tools)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -205,6 +226,30 @@ class Viewport(QWidget):
             raise ValueError(f"fps must be positive, got {fps}")
         self.fps = float(fps)
         self._play_timer.setInterval(max(1, round(1000 / self.fps)))
+
+    def set_overlay(self, overlay: Callable[[int, np.ndarray], QImage | None] | None) -> None:
+        """What "Memory vs model" shows for generated frame ``index`` (``overlay(index, frame)``; None: the frame)."""
+        self._overlay = overlay
+        self._render()
+
+    def _toggle_memory_view(self, on: bool) -> None:
+        if on and self._shown < 0 and self._frames:
+            self.scrub(len(self._frames) - 1)  # the view is about a generated frame: show the last one
+        else:
+            self._render()
+
+    def truncate(self, count: int) -> list[np.ndarray]:
+        """Keep the first ``count`` generated frames (a rewind); returns the frames removed."""
+        count = max(0, int(count))
+        cut, self._frames = self._frames[count:], self._frames[:count]
+        self._next = min(self._next, count)
+        if self._shown >= count:
+            self._shown = count - 1
+        if self._shown < 0:
+            self.mode = "live"
+        self._sync_timeline()
+        self._render()
+        return cut
 
     def clear(self) -> None:
         """Forget all frames and the live image (a new scene)."""
@@ -281,6 +326,7 @@ class Viewport(QWidget):
 
     def _sync_timeline(self) -> None:
         self.slider.setEnabled(bool(self._frames))
+        self.rewind_button.setEnabled(bool(self._frames))
         self.slider.setRange(0, max(0, len(self._frames) - 1))
 
     def _render(self) -> None:
@@ -289,10 +335,15 @@ class Viewport(QWidget):
             self.position_label.setText(f"live · {len(self._frames)} frames" if self._frames else "live preview")
         else:
             image = to_qimage(self._frames[self._shown])
+            composite = None
+            if self.memory_button.isChecked() and self._overlay is not None:
+                composite = self._overlay(self._shown, self._frames[self._shown])
             number = f"frame {self._shown + 1} / {len(self._frames)}"  # 1-based, like the timeline's label
-            self.view.show_image(
-                image, f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}", self._live, "live preview"
-            )
+            caption = f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}"
+            if composite is not None:  # the three panels fill the view: no inset over them
+                self.view.show_image(composite, caption)
+            else:
+                self.view.show_image(image, caption, self._live, "live preview")
             self.slider.blockSignals(True)
             self.slider.setValue(self._shown)
             self.slider.blockSignals(False)

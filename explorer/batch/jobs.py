@@ -37,7 +37,10 @@ JOB_FIELDS = tuple(
     f.name for f in fields(GenerateArgs) if f.name not in ("out", "device", "save_memory", "load_memory")
 )
 #: Job fields that name files or folders (resolved against the job file's folder when relative).
-PATH_FIELDS = ("image", "depth", "model", "memory_weights", "depth_model", "sky_model")
+PATH_FIELDS = ("image", "depth", "memory_weights")
+#: Model-folder fields: a folder relative to the job file when one is there, else as given (a Hub
+#: repo id in the local cache, ``generate --model REPO_ID``, or a path the worker checks).
+MODEL_FIELDS = ("model", "depth_model", "sky_model")
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -86,6 +89,8 @@ def _type_ok(value, hint) -> bool:
     for option in options:
         if option is type(None) and value is None:
             return True
+        if option is bool and isinstance(value, bool):
+            return True
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return True
         if option is float and isinstance(value, int | float) and not isinstance(value, bool):
@@ -130,6 +135,9 @@ def parse_job(text: str, line: int, base: Path) -> BatchJob:
             raise ValueError(f"line {line}: {key}: expected {_type_name(_TYPES[key])}, got {json.dumps(value)}")
     for key in PATH_FIELDS:
         if data.get(key):
+            data[key] = str(base / data[key])
+    for key in MODEL_FIELDS:
+        if data.get(key) and (base / data[key]).exists():
             data[key] = str(base / data[key])
     if "trajectory" in data:
         try:

@@ -110,6 +110,19 @@ class GenerationController(GenerationSignals):
         """Ask for a ``memory_changed`` with the current memory."""
         self._post("Reading the memory", self._worker.snapshot)
 
+    def rewind(self, segments_done: int, keep_as: str | None = None) -> None:
+        """Continue after segment ``segments_done`` with the memory as it was then (``rewound`` follows); the
+        later segments become branch ``keep_as`` or are dropped. Refused while recording."""
+        self._post(f"Rewinding to segment {segments_done}", self._worker.rewind, int(segments_done), keep_as)
+
+    def switch_branch(self, name: str, keep_as: str | None = None) -> None:
+        """Continue at the tip of a kept branch (``rewound`` follows); the current later segments become ``keep_as``."""
+        self._post(f"Switching to branch {name}", self._worker.switch_branch, str(name), keep_as)
+
+    def set_camera_path(self, camera_path: dict | None) -> None:
+        """The planned camera path (``CameraPath.to_dict()``) that recordings save with the session."""
+        self._post("Saving the camera path", self._worker.set_camera_path, camera_path)
+
     def queue_segment(self, poses, action: str = "") -> str:
         """Queue the next segment's poses ``[segment_frames, 4, 4]`` w2c (latest-value mailbox).
 

@@ -46,13 +46,14 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, Wa
 from diffusers.hooks import apply_group_offloading
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderModel
 
+from model.generation.gpu_fit import AUTO, fit_offload
 from model.generation.patch_vae import PatchVAE
 from model.generation.profiles import DEFAULT_BACKEND, WAN22_LATENT_CHANNELS, profile
 from model.generation.tiny import seeded, tiny_text_encoder, tiny_tokenizer, tiny_transformer, tiny_wan_vae, wan22_vae
 from model.generation.vae import VideoVAE, check_frames, check_latents
 from model.io.folders import FolderCheck
 
-OFFLOADS = ("none", "model", "group")
+OFFLOADS = ("none", "model", "group", AUTO)
 TINY_VAES = ("patch", "wan", "wan-full")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -96,7 +97,8 @@ class BackboneConfig:
     # VAE of the tiny backend: "patch" (exact 4x4 pixel patches), "wan" (tiny random AutoencoderKLWan, stride 16) or
     # "wan-full" (the full-size Wan2.2 VAE architecture, 705M random weights: real VAE cost, for benchmarks)
     tiny_vae: str = "patch"
-    # memory profile: "none" (all on device), "model" (whole-model CPU offload), "group" (group offload, 24 GB cards)
+    # memory profile: "none" (all on device), "model" (whole-model CPU offload), "group" (group offload, 24 GB cards),
+    # "auto" (the least offloaded one that fits the free GPU memory: model.generation.gpu_fit)
     offload: str = "none"
     # torch device, e.g. "cuda", "cuda:1", "cpu"; None picks "cuda" when available, else "cpu"
     device: str | None = None
@@ -461,12 +463,17 @@ def load_backbone(
         apply_offload: place the models per ``config.offload`` now; pass ``False`` to attach LoRA
             adapters first and then call :meth:`Backbone.apply_offload`.
 
+    The offload profile is checked against the free GPU memory first (``"auto"`` picks one:
+    :func:`model.generation.gpu_fit.fit_offload`); the backbone's ``config`` holds the profile used.
+
     Raises:
         ModelFolderError: the ``wan`` folder is incomplete or wrong (before any weight is read).
+        GpuMemoryError: the offload profile does not fit the free GPU memory (before any weight is read).
     """
     force_offline()
     status = on_status or (lambda message: None)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    config = fit_offload(config, device)
     backend = profile(config.backend)
     dtype = DTYPES[config.dtype or backend.dtype]
     parts = _BUILDERS[config.backend](config, dtype, device, status)

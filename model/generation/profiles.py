@@ -55,6 +55,9 @@ class BackendProfile:
     latent_channels: int
     # True: the transformer is built from BackboneConfig's tiny_* sizes, so trained memory weights set them
     sized_by_config: bool
+    # free GPU memory in GiB each offload profile needs, least offloaded first (model.generation.gpu_fit picks
+    # the first that fits); empty: not checked (small enough for any card)
+    device_gib: tuple[tuple[str, float], ...] = ()
 
     @property
     def needs_model_dir(self) -> bool:
@@ -83,6 +86,11 @@ WAN = BackendProfile(
     max_sequence_length=512,  # the Wan pipelines' prompt length
     latent_channels=WAN22_LATENT_CHANNELS,
     sized_by_config=False,
+    # estimates (research/wan-diffusers.md), at the default 704x1280, 33 frames: weights are transformer 9.3 GiB
+    # bf16 + UMT5 10.6 GiB bf16 + VAE 2.6 GiB fp32; about 6 GiB on top for activations, the tiled VAE decode
+    # and the CUDA context. "none" keeps all resident; "model" one model at a time (transformer + work, the
+    # 10.6 GiB text encoder alone is less); "group" the VAE + work + the streamed groups in flight
+    device_gib=(("none", 30.0), ("model", 16.0), ("group", 10.0)),
 )
 
 TINY = BackendProfile(

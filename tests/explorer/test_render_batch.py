@@ -52,9 +52,16 @@ def test_a_bad_line_is_refused_with_its_line_number(tmp_path, line, message):
 def test_paths_are_relative_to_the_job_file_and_builders_stay_names(tmp_path):
     jobs = write_jobs(
         tmp_path / "jobs.jsonl",
-        ["", {"id": "p", "image": "photos/a.jpg", "trajectory": "cams.txt"}, {"id": "q", "trajectory": "pan"}],
+        [
+            "",
+            {"id": "p", "image": "photos/a.jpg", "trajectory": "cams.txt"},
+            {"id": "q", "trajectory": "pan", "model": "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "depth_model": "depth"},
+        ],
     )
+    (tmp_path / "depth").mkdir()
     p, q = read_jobs(jobs)
+    assert q.settings["model"] == "Wan-AI/Wan2.2-TI2V-5B-Diffusers", "a Hub repo id stays as it is"
+    assert q.settings["depth_model"] == str(tmp_path / "depth"), "a folder beside the job file"
     assert (p.line, q.line) == (2, 3)
     assert p.settings == {"image": str(tmp_path / "photos/a.jpg"), "trajectory": str(tmp_path / "cams.txt")}
     assert q.generate_args(tmp_path / "out").out == str(tmp_path / "out" / "q" / "q.mp4")

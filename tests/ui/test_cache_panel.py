@@ -152,3 +152,16 @@ def test_labels_mode_counts_rejected_cells_per_label_and_draws_those_with_a_posi
     panel.set_label_visible(CellLabel.DYNAMIC, False)
     panel.set_label_visible(CellLabel.SKY, False)
     assert len(panel.drawn_points) == 0 and "invalid 40" in panel.rejected_label.text()
+
+
+def test_cells_the_depth_alignment_rejected_are_counted_and_drawn_in_their_own_colours(qtbot, cache):
+    labels = np.array([CellLabel.DISAGREE] * 7 + [CellLabel.UNANCHORED] * 12, np.uint8)
+    data = dataclasses.replace(cache, rejected_positions=cache.positions[: len(labels)] + 0.01, rejected_labels=labels)
+    panel = CachePanel(use_gl=False)
+    qtbot.addWidget(panel)
+    panel.set_data(data)
+    panel.set_color_mode("labels")
+    assert "disagree 7" in panel.rejected_label.text() and "unanchored 12" in panel.rejected_label.text()
+    panel.set_label_visible(CellLabel.STATIC, False)
+    assert np.array_equal(panel.drawn_colors, cloud_math.label_colors(labels)), "in their labels' colours"
+    assert len({tuple(cloud_math.LABEL_COLORS[label]) for label in CellLabel}) == len(CellLabel), "colours differ"

@@ -51,8 +51,10 @@ def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_vie
     fake_controller.status.emit("Model ready: tiny")
     assert "W/A/S/D" in hud.state.text(), "the start-up hint outlives the 'idle' that follows it"
     assert viewport.warning_label.isVisible() and "geometry is approximate" in viewport.warning_label.text()
+    assert "not remembered" in hud.depth.text(), "the HUD says what the prior costs"
 
-    fake_controller.finish_segment(0, fake_window.flight.anchor_w2c)
+    fake_controller.finish_segment(0, fake_window.flight.anchor_w2c, depth_source="prior")
+    assert hud.depth.text().startswith("depth: prior") and "not remembered" in hud.depth.text()
     assert hud.progress.format().startswith("segment 1 done") and hud.progress.value() == hud.progress.maximum()
     fake_controller.cancelled.emit(1)
     fake_controller.idle.emit()
@@ -64,6 +66,7 @@ def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_vie
     fake_controller.open(fake_window, fake_controller.scene(prior_depth=False))
     assert hud.progress.format() == "no segment", "the new scene has no segment yet"
     assert not viewport.warning_label.isVisible(), "a scene with depth resolves the warning"
+    assert hud.depth.text() == "depth: exact"
 
 
 def redness(widget, region=None) -> float:
@@ -271,3 +274,18 @@ def test_geometry_docks_colour_mode_and_dialog_folders_are_remembered(
     assert asked[2] == ("export", str(folders["exports"] / "camera_path.json"))
     second.set_recording(True)
     assert asked[3] == ("record", str(folders["recordings"]))
+
+
+def test_open_image_says_where_the_photos_depth_came_from(fake_window, fake_controller):
+    fake_controller.open(fake_window, fake_controller.scene(prior_depth=True, source="/photos/room.jpg"))
+    message = fake_window.statusBar().currentMessage()
+    assert message.startswith("room.jpg: depth from prior") and "fetch-models" in message
+
+
+def test_the_depth_model_of_the_settings_reaches_the_worker(new_fake_window, fake_controller, settings):
+    from ui.settings import ExplorerSettings
+
+    ExplorerSettings(depth_model_dir="/models/depth").save(settings)
+    fake_controller.open(new_fake_window(fake_controller), fake_controller.scene())
+    ((_, _, generation),) = fake_controller.calls("load_backbone")
+    assert generation.depth_model == "/models/depth"
