@@ -8,7 +8,7 @@ dropped (:meth:`PointBlocks.rows`).
 * **Blocks.** The points are put in Morton (Z-curve) order of their position on a 1024^3 lattice
   over their bounding box, so :data:`BLOCK_POINTS` consecutive points are close in space whatever
   order they were written in (and however ``keep_observation="newest"`` rewrote them). Each block's
-  box is grown by the largest footprint reach in it (:func:`model.memory.footprint.reach`) and by a
+  box holds every point's sphere of footprint reach (:func:`model.memory.footprint.reach`) and a
   rounding margin, so a culled block holds no point the per-point test would keep.
 * **Same result.** Culling only removes work: the z-buffer keys keep each point's original index,
   so the readout with blocks equals the readout without, bit for bit.
@@ -59,6 +59,7 @@ class PointBlocks:
             order, or None (one cell per point).
         margin: ``[N]`` float32 metres, each point's footprint reach in block order (zeros without axes).
         lo, hi: ``[B, 3]`` float32 corners of each block's box, reach and rounding margin included.
+        size: points per block (the last block may hold fewer).
     """
 
     order: torch.Tensor
@@ -67,27 +68,29 @@ class PointBlocks:
     margin: torch.Tensor
     lo: torch.Tensor
     hi: torch.Tensor
+    size: int = BLOCK_POINTS
 
     @classmethod
-    def build(cls, points: torch.Tensor, axes: torch.Tensor | None = None) -> PointBlocks:
-        """Blocks of ``[N, 3]`` world positions (metres) with optional ``[N, 2, 3]`` half-axes."""
+    def build(cls, points: torch.Tensor, axes: torch.Tensor | None = None, size: int = BLOCK_POINTS) -> PointBlocks:
+        """Blocks of ``size`` consecutive points of ``[N, 3]`` world positions (metres) with optional
+        ``[N, 2, 3]`` half-axes."""
         from model.memory.footprint import reach
 
         order = morton_order(points)
         sorted_points = points.index_select(0, order)
         sorted_axes = None if axes is None else axes.to(torch.float32).index_select(0, order)
         margin = torch.zeros(len(points), device=points.device) if sorted_axes is None else reach(sorted_axes)
-        n_blocks = -(-len(points) // BLOCK_POINTS)
-        pad = n_blocks * BLOCK_POINTS - len(points)
+        n_blocks = -(-len(points) // size)
+        pad = n_blocks * size - len(points)
         padded = torch.cat([sorted_points, sorted_points[-1:].expand(pad, 3)]) if pad and len(points) else sorted_points
         padded_margin = torch.cat([margin, margin[-1:].expand(pad)]) if pad and len(points) else margin
-        grouped = padded.view(n_blocks, BLOCK_POINTS, 3)
-        grow = padded_margin.view(n_blocks, BLOCK_POINTS).amax(1, keepdim=True) + _ROUNDING_M
-        lo, hi = grouped.amin(1), grouped.amax(1)
-        lo = lo - grow - _ROUNDING_REL * lo.abs()
-        hi = hi + grow + _ROUNDING_REL * hi.abs()
+        grouped = padded.view(n_blocks, size, 3)
+        grow = padded_margin.view(n_blocks, size, 1)  # each point's sphere of reach
+        lo, hi = (grouped - grow).amin(1), (grouped + grow).amax(1)
+        lo = lo - _ROUNDING_M - _ROUNDING_REL * lo.abs()
+        hi = hi + _ROUNDING_M + _ROUNDING_REL * hi.abs()
         axes_t = None if sorted_axes is None else sorted_axes.reshape(-1, 6).T.contiguous()
-        return cls(order, sorted_points.T.contiguous(), axes_t, margin, lo, hi)
+        return cls(order, sorted_points.T.contiguous(), axes_t, margin, lo, hi, size)
 
     def __len__(self) -> int:
         return int(self.order.shape[0])
@@ -114,5 +117,5 @@ class PointBlocks:
         if bool(visible.all()):
             return None
         blocks = torch.nonzero(visible).squeeze(1)
-        rows = (blocks[:, None] * BLOCK_POINTS + torch.arange(BLOCK_POINTS, device=blocks.device)).view(-1)
+        rows = (blocks[:, None] * self.size + torch.arange(self.size, device=blocks.device)).view(-1)
         return rows[rows < len(self)]

@@ -567,3 +567,23 @@ def test_version_1_files_load_with_one_cell_footprints(tmp_path, K):
     _rewrite(tmp_path / "v2.safetensors", tmp_path / "bad.safetensors", tensors_fn=drop_axes)
     with pytest.raises(ValueError, match="bad.safetensors.*missing tensors \\['axes'\\]"):
         LatentSpatialMemory.load(tmp_path / "bad.safetensors")
+
+
+def test_chunk_culling_gives_the_same_readout_and_skips_what_is_out_of_view(K):
+    from model.memory.blocks import PointBlocks
+
+    views = yaw_pan(13, 360.0)[:12]  # a full turn: most of the memory is behind any one camera
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(12), smooth_depth(n=12), views, K)
+    K_grid = scale_intrinsics(K, (H, W), (h, w))
+    targets = torch.cat([forward_dolly(3, 1.0), orbit(3, 2.0, 40.0)])
+    blocks = PointBlocks.build(mem.positions, mem.axes, size=32)  # small blocks for a small memory
+    culled = zbuffer_project(mem.positions, targets, K_grid, h, w, blocks=blocks)
+    full = zbuffer_project(mem.positions, targets, K_grid, h, w, axes=mem.axes)
+    assert torch.equal(culled[0], full[0]) and torch.equal(culled[1], full[1])  # exact: culling only skips work
+    assert (culled[0] >= 0).float().mean() > 0.9
+    P = K_grid.float() @ targets[0, :3].float()
+    kept = blocks.rows(P, h, w, 0.05)
+    assert kept is not None and len(kept) < 0.5 * len(mem)
+    # the memory's own readout uses the blocks
+    assert torch.equal(mem.readout(targets, K_grid, h, w).index, full[0])
