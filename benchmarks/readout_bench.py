@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -146,8 +147,12 @@ def written_cache(scene, renderer, views: torch.Tensor, K, device) -> LatentSpat
 
 
 def measure(fn, device: torch.device, repeats: int) -> float:
-    """Fastest of ``repeats`` calls (after two warm-ups) in milliseconds: CPU time of this process on
-    the CPU (robust to other processes sharing the cores; sums the threads), wall time on CUDA."""
+    """Fastest of ``repeats`` calls (after two warm-ups) in milliseconds: on the CPU, CPU time of this
+    process with one thread (robust to other processes sharing the cores; with several threads the
+    waiting threads' spinning would count too); wall time on CUDA."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     for _ in range(2):
         fn()
     best = float("inf")
@@ -162,6 +167,7 @@ def measure(fn, device: torch.device, repeats: int) -> float:
             start = time.process_time()
             fn()
             best = min(best, time.process_time() - start)
+    torch.set_num_threads(threads)
     return 1000 * best
 
 
@@ -214,6 +220,14 @@ def markdown(label: str, result: dict) -> str:
         "",
         "Run: `python benchmarks/memory_ops.py --part readout`",
         "",
+        f"Machine: {label}, torch {result['torch']}; load average {result['load']:.1f} when the run began "
+        "(other processes shared the cores: wall times are not comparable across runs, 1-thread CPU times are "
+        "the better measure).",
+        "",
+        "Coverage: share of the grid filled; 'share of surfaces' = cells filled where the memory's own surfaces",
+        "truly project (full-resolution depth) over those cells; 'filled without surface' = cells filled where",
+        "no surface projects, over the grid.",
+        "",
     ]
     for stride in STRIDES:
         rows = result["coverage"]["sample"][str(stride)]
@@ -253,8 +267,8 @@ def markdown(label: str, result: dict) -> str:
         )
     sp = result["speed"]
     lines += ["", "## Speed (9 latent frames 44x80, ms)", "",
-              "`*_ms`: fastest of the repeats, CPU time of the process on the CPU (it sums both threads; robust",
-              "to other processes on the shared cores), wall time on CUDA; `*_wall_ms`: median wall time.",
+              "`*_ms`: fastest of the repeats; on the CPU the process's CPU time with 1 thread (robust to other",
+              "processes on the shared cores), on CUDA wall time; `*_wall_ms`: median wall time, 2 threads.",
               "`lifted_350k`: 100 views of a room lifted cell by cell with their footprints (no de-duplication:",
               "~30 points per cell in view); `random_350k`: the `ops` part's random surface points (no footprints);",
               "`100_views` / `20_views`: written with de-duplication from 100 views around the room / the 20 around",
@@ -270,6 +284,7 @@ def run_readout_benchmark(device: torch.device, repeats: int, out: Path, label: 
     """Run every measurement of the readout part and write ``readout-coverage-<device>.{json,md}``."""
     from memory_ops import room_surface_points
 
+    load = os.getloadavg()[0]
     view = load_rgbd_folder(SAMPLE)
     sample_scene = ProceduralScene(SceneConfig(**view.source["config"]))
     depth, K, w2c = torch.from_numpy(view.depth), torch.from_numpy(view.K), torch.from_numpy(view.w2c)
@@ -286,6 +301,7 @@ def run_readout_benchmark(device: torch.device, repeats: int, out: Path, label: 
         speed_scene = ProceduralScene(SceneConfig(seed=1, room_size=(9.0, 10.0, 3.0), num_objects=10))
         speed = speed_rows(speed_scene, renderer, device, repeats, timed, room_surface_points(speed_scene, 350_000))
     result = {"benchmark": "readout", "device": label, "torch": torch.__version__, "seconds": time.perf_counter() - t0,
+              "load": load,
               "coverage": coverage, "accuracy": accuracy, "speed": speed, "goals": GOALS}  # fmt: skip
     write_json_atomic(out / f"readout-coverage-{device.type}.json", result)
     write_text_atomic(out / f"readout-coverage-{device.type}.md", markdown(label, result))

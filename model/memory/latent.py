@@ -259,6 +259,9 @@ def zbuffer_project(
             cells.masked_fill_((u < 0) | (v < 0) | (u >= w) | (v >= h), best.shape[0] - 1)
         best.scatter_reduce_(0, cells, keys, reduce="amin")
         if axes_t is not None:
+            spread = torch.nonzero(margin.index_select(0, row) > 0).squeeze(1)  # zero axes: one cell, done
+            if len(spread) < len(row):
+                u, v, z, row, point_idx, cells = (t[spread] for t in (u, v, z, row, point_idx, cells))
             axes_hom = torch.block_diag(P[f, :, :3], P[f, :, :3]) @ axes_t.index_select(1, row)  # [6, M]: KRa, KRb
             ru, rv = footprint_radii(u, v, z, axes_hom, near)
             covering = cover_keys(z, axes_hom, point_idx, shift)
