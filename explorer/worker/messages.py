@@ -104,6 +104,8 @@ class MemorySnapshot:
         segments_done: segments generated so far.
         features: ``[N, C]`` float16 latent features for the panel's latent-PCA colours (None for
             memories without latent features, e.g. the RGB baseline).
+        axes: ``[N, 2, 3]`` float32 footprint half-axes of the latent memory's points (the preview
+            shows the readout's coverage with them); None for memories without them.
     """
 
     positions: np.ndarray
@@ -119,6 +121,7 @@ class MemorySnapshot:
     reason: str
     segments_done: int
     features: np.ndarray | None = None
+    axes: np.ndarray | None = None
 
 
 @dataclass
@@ -212,4 +215,5 @@ def snapshot_memory(
         reason=reason,
         segments_done=segments_done,
         features=None if memory.features is None else memory.features.detach().float().cpu().numpy().astype(np.float16),
+        axes=host(memory.axes) if getattr(memory, "axes", None) is not None else None,
     )
