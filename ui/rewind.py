@@ -34,12 +34,15 @@ from explorer.worker import SegmentReadout
 @dataclass
 class SegmentRecord:
     """What one segment added to the window: frames ``[H, W, 3]`` uint8 and their ``[4, 4]`` w2c
-    (the segment's frames after the one it shares with the previous segment), its readout and action."""
+    (the segment's frames after the one it shares with the previous segment), its readout, and what the
+    session records of it: the action, the depth source and the depth fit's residual."""
 
     frames: list[np.ndarray]
     w2c: list[np.ndarray]
     readout: SegmentReadout | None
     action: str = ""
+    depth_source: str = ""
+    depth_residual: float | None = None
 
 
 class RewindFlow(QObject):
@@ -105,7 +108,14 @@ class RewindFlow(QObject):
         frames = self.window.viewport.frames[-added:]
         poses = list(np.asarray(result.w2c)[1:])  # the window's trajectory already holds the shared first pose
         self.history.append(
-            SegmentRecord(list(frames), poses, self._readouts.pop(result.index, None), getattr(result, "action", ""))
+            SegmentRecord(
+                list(frames),
+                poses,
+                self._readouts.pop(result.index, None),
+                getattr(result, "action", "") or "",
+                getattr(result, "depth_source", "") or "",
+                getattr(result, "depth_residual", None),
+            )
         )
 
     # ---- actions -------------------------------------------------------------------------------
@@ -252,9 +262,10 @@ class RewindFlow(QObject):
         return index + sum(len(r.frames) for r in self.history.items[: segments_done - self.history.base])
 
     def branch_payload(self) -> list[tuple]:
-        """Every kept branch as ``(name, fork, frames, w2c, actions)``: per segment all its frames ``[T, H, W, 3]``
-        uint8 and ``[T, 4, 4]`` w2c, the one shared with the previous segment first (what
-        :meth:`explorer.session.SessionRecorder.save_branch` records)."""
+        """Every kept branch as ``(name, fork, frames, w2c, infos)``: per segment all its frames ``[T, H, W, 3]``
+        uint8 and ``[T, 4, 4]`` w2c, the one shared with the previous segment first, and a dict of its
+        ``action``, ``depth_source`` and ``depth_residual`` (what :meth:`explorer.session.SessionRecorder.save_branch`
+        records)."""
         window, out = self.window, []
         for name, branch in self.history.branches.items():
             shared = self.frame_index_after(branch.fork)
@@ -266,7 +277,11 @@ class RewindFlow(QObject):
                 frames.append(np.stack(full))
                 poses.append(np.stack([pose, *record.w2c]))
                 frame, pose = full[-1], record.w2c[-1]
-            out.append((name, branch.fork, frames, poses, [r.action or "" for r in branch.items]))
+            infos = [
+                {"action": r.action, "depth_source": r.depth_source, "depth_residual": r.depth_residual}
+                for r in branch.items
+            ]
+            out.append((name, branch.fork, frames, poses, infos))
         return out
 
     def saved_branches(self) -> list:

@@ -106,7 +106,7 @@ class GenerationController(GenerationSignals):
         or only a status when no segment was recorded (nothing is saved, the folder is left alone).
 
         Args:
-            branches: kept branches to save into the recording, ``(name, fork, frames, w2c, actions)`` each
+            branches: kept branches to save into the recording, ``(name, fork, frames, w2c, infos)`` each
                 (:meth:`ui.rewind.RewindFlow.branch_payload`; names as in the worker's history).
         """
         self._post("Saving the recording", self._worker.stop_recording, list(branches))

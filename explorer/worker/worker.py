@@ -464,16 +464,25 @@ class GenerationWorker(GenerationSignals):
         :meth:`explorer.session.SessionRecorder.save_branch`), each with the memory of its checkpoints.
 
         Args:
-            branches: ``(name, fork, frames, w2c, actions)`` per branch: per segment ``[T, H, W, 3]`` uint8
-                frames and ``[T, 4, 4]`` w2c (the shared first frame included), and its action.
+            branches: ``(name, fork, frames, w2c, infos)`` per branch: per segment ``[T, H, W, 3]`` uint8
+                frames and ``[T, 4, 4]`` w2c (the shared first frame included), and a dict of its ``action``,
+                ``depth_source`` and ``depth_residual`` (:meth:`ui.rewind.RewindFlow.branch_payload`).
         """
-        for name, fork, frames, w2c, actions in branches:
+        for name, fork, frames, w2c, infos in branches:
             branch = self._history.branches.get(name)
             if branch is None or branch.fork != fork or len(branch.items) != len(frames):
                 raise ValueError(f"no branch {name!r} of {len(frames)} segment(s) after segment {fork} is kept")
             segments = [
-                BranchSegment(fork + k, np.asarray(f), np.asarray(p), action, checkpoint.memory)
-                for k, (f, p, action, checkpoint) in enumerate(zip(frames, w2c, actions, branch.items, strict=True))
+                BranchSegment(
+                    fork + k,
+                    np.asarray(f),
+                    np.asarray(p),
+                    info.get("action", ""),
+                    checkpoint.memory,
+                    info.get("depth_source", ""),
+                    info.get("depth_residual"),
+                )
+                for k, (f, p, info, checkpoint) in enumerate(zip(frames, w2c, infos, branch.items, strict=True))
             ]
             saved = recorder.save_branch(name, fork, segments)
             self.status.emit(f"Branch {name!r} saved to {saved}")

@@ -182,6 +182,8 @@ def test_kept_branches_are_saved_with_a_recording_and_reopen(qtbot, qapp, window
     assert np.abs(means - window_frames.reshape(len(window_frames), -1, 3).mean(1)).max() < 8, "the branch's frames"
     assert np.array_equal(session.last_frame, branch.items[-1].frames[-1]), "its last frame exactly"
     tip_points = session.data["memory"]["points"]
+    recorded = [(s["action"], s["depth_source"]) for s in session.data["segments"]]
+    assert recorded == [(r.action, r.depth_source) for r in branch.items] and recorded[0][1].startswith("exact")
 
     window.open_session(str(folder))
     qtbot.waitUntil(lambda: window.scene is not None and window.scene.source == f"session:{folder}", timeout=TIMEOUT_MS)
