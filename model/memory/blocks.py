@@ -3,7 +3,7 @@
 The readout's cost should follow what is in view, not what is stored: a cache written from views
 all around a room holds far more points than the few cameras of one segment can see. Before any
 point is projected, whole blocks whose bounding box lies outside a target camera's frustum are
-dropped (:meth:`PointBlocks.rows`).
+dropped (:meth:`PointBlocks.visible`).
 
 * **Blocks.** The points are put in Morton (Z-curve) order of their position on a 1024^3 lattice
   over their bounding box, so :data:`BLOCK_POINTS` consecutive points are close in space whatever
@@ -12,6 +12,10 @@ dropped (:meth:`PointBlocks.rows`).
   rounding margin, so a culled block holds no point the per-point test would keep.
 * **Same result.** Culling only removes work: the z-buffer keys keep each point's original index,
   so the readout with blocks equals the readout without, bit for bit.
+* **Packed rows.** Each point is stored as one row ``(x, y, z, 1, a, b, reach)``
+  (:func:`pack_points`) in block order, so the visible blocks are gathered by one copy of whole
+  rows (:meth:`PointBlocks.gather`) and projected, footprint axes included, by one matrix product
+  per camera (:func:`frame_matrix`) instead of a gather and a product per quantity.
 * **Cost.** Building the blocks sorts the points once (the memory keeps them until its positions
   change); testing ``N / 256`` boxes against five planes per frame is negligible.
 """
@@ -101,6 +105,7 @@ class PointBlocks:
             block is padded with NaN rows, which no frustum test keeps.
         footprints: whether ``packed`` holds footprint axes (``C = 11``) or not (``C = 4``).
         lo, hi: ``[B, 3]`` float32 corners of each block's box, reach and rounding margin included.
+        spreads: ``[B]`` bool, blocks holding a point with a footprint (non-zero reach).
         size: points per block.
         count: number of points (without the padding).
     """
@@ -110,13 +115,16 @@ class PointBlocks:
     footprints: bool
     lo: torch.Tensor
     hi: torch.Tensor
+    spreads: torch.Tensor
     size: int
     count: int
 
     @classmethod
     def build(cls, points: torch.Tensor, axes: torch.Tensor | None = None, size: int = BLOCK_POINTS) -> PointBlocks:
         """Blocks of ``size`` consecutive points of ``[N, 3]`` world positions (metres) with optional
-        ``[N, 2, 3]`` half-axes."""
+        ``[N, 2, 3]`` half-axes (all zero: kept as None, one cell each, the cheaper rows)."""
+        if axes is not None and not bool(axes.any()):
+            axes = None
         order = morton_order(points)
         packed = pack_points(points.index_select(0, order), None if axes is None else axes.index_select(0, order))
         n, n_blocks = len(points), -(-len(points) // size)
@@ -128,12 +136,13 @@ class PointBlocks:
         grouped = padded.reshape(n_blocks, size, 3)
         grow = padded_margin.reshape(n_blocks, size, 1)  # each point's sphere of reach
         lo, hi = (grouped - grow).amin(1), (grouped + grow).amax(1)
+        spreads = (grow > 0).reshape(n_blocks, size).any(1)
         lo = lo - _ROUNDING_M - _ROUNDING_REL * lo.abs()
         hi = hi + _ROUNDING_M + _ROUNDING_REL * hi.abs()
         columns = packed.shape[1]
         packed = torch.cat([packed, packed.new_full((pad, columns), torch.nan)]).view(n_blocks, size, columns)
         order = torch.cat([order, order.new_zeros(pad)])
-        return cls(order, packed, axes is not None, lo, hi, size, n)
+        return cls(order, packed, axes is not None, lo, hi, spreads, size, n)
 
     def __len__(self) -> int:
         return self.count
@@ -160,6 +169,12 @@ class PointBlocks:
         if bool(visible.all()):
             return None
         return torch.nonzero(visible).squeeze(1)
+
+    def any_spreads(self, blocks: torch.Tensor | None) -> bool:
+        """Whether any of ``blocks`` (None: all) holds a point with a footprint (else one cell each)."""
+        if not self.footprints:
+            return False
+        return bool((self.spreads if blocks is None else self.spreads.index_select(0, blocks)).any())
 
     def gather(self, blocks: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Packed rows ``[V * size, C]`` and original indices ``[V * size]`` of ``blocks`` (None: all,

@@ -216,10 +216,9 @@ def zbuffer_project(
     device = points.device
     K = K.to(device, torch.float32).expand(n_frames, 3, 3)
     P = K @ w2c[:, :3, :].to(device, torch.float32)  # [F,3,4]
-    if blocks is None:
-        packed, order, footprints = pack_points(points, axes), None, axes is not None
-    else:
-        footprints = blocks.footprints
+    if blocks is None:  # points whose axes are all zero cover one cell each: the point path
+        packed, order = pack_points(points, axes), None
+        footprints = axes is not None and bool(packed[:, 10].any())
     # per frame, the largest grid distance per metre of reach over the view: hypot(focal, principal offset)
     reach_px = torch.stack(
         [
@@ -236,9 +235,11 @@ def zbuffer_project(
     for f in range(n_frames):
         # 1. chunk culling: only the blocks whose box reaches into the frustum
         if blocks is not None:
-            packed, order = blocks.gather(blocks.visible(P[f], h, w, near))
+            visible = blocks.visible(P[f], h, w, near)
+            packed, order, footprints = *blocks.gather(visible), blocks.any_spreads(visible)
         # 2. project everything a point needs at once: [x, y, z, reach_px * reach, K R a, K R b] = matrix @ row
-        proj = torch.mm(frame_matrix(P[f], reach_px[f] if footprints else None), packed.T)  # [3 or 10, M0]
+        matrix = frame_matrix(P[f], reach_px[f]) if footprints else frame_matrix(P[f], None)
+        proj = torch.mm(matrix, packed[:, : matrix.shape[1]].T)  # [3 or 10, M0]
         x, y, z = proj[0], proj[1], proj[2]
         # 3. frustum test (with footprints: the side planes pushed out by each point's reach, as signed
         #    distances); points outside are not compacted away (cheaper than a gather of ~85 % of
