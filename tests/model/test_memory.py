@@ -156,7 +156,7 @@ def test_readout_is_deterministic_and_batch_independent(K):
     a = mem.readout(targets, K, h, w, image_hw=(H, W))
     b = mem.readout(targets, K, h, w, image_hw=(H, W))
     # exact: the same code on the same inputs in one process; and zbuffer_project handles one frame at a
-    # time (one addmm per frame; torch multiplies batches of 3x3 @ 3x4 matrices frame by frame), so a
+    # time (one matrix product per frame; torch multiplies batches of 3x3 @ 3x4 matrices frame by frame), so a
     # frame's result does not depend on the batch around it
     assert torch.equal(a.latent, b.latent) and torch.equal(a.index, b.index) and torch.equal(a.depth, b.depth)
     for f in range(len(targets)):
