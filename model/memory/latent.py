@@ -241,22 +241,23 @@ def zbuffer_project(
         matrix = frame_matrix(P[f], reach_px[f]) if footprints else frame_matrix(P[f], None)
         proj = torch.mm(matrix, packed[:, : matrix.shape[1]].T)  # [3 or 10, M0]
         x, y, z = proj[0], proj[1], proj[2]
-        # 3. frustum test (with footprints: the side planes pushed out by each point's reach, as signed
-        #    distances); points outside are not compacted away (cheaper than a gather of ~85 % of
+        # 3. frustum test (with footprints: the grid's edges pushed out by each point's reach in
+        #    cells); points outside are not compacted away (cheaper than a gather of ~85 % of
         #    them): their keys go to the trash slot and their footprints get no extent
+        u, v = x / z, y / z
         if not footprints:
             inside = (z > near) & (x >= 0) & (y >= 0) & (x < w * z) & (y < h * z)
         else:  # a footprint reaches at most (focal + |u - centre|) reach / z cells from its centre
-            m = proj[3]
-            inside = (z > near) & (x + m >= 0) & (w * z - x + m > 0) & (y + m >= 0) & (h * z - y + m > 0)
-        u, v = x / z, y / z
+            reach_cells = proj[3] / z
+            low = -reach_cells
+            inside = (z > near) & (u >= low) & (v >= low) & (u <= reach_cells + w) & (v <= reach_cells + h)
         point_idx = torch.arange(len(z), device=device) if order is None else order  # the caller's indices
         # 4. one deterministic integer amin per cell over (depth bin, index) keys: the cell each point
         #    lands in, then (footprints) every other cell of its footprint, counted a little farther
         keys = (z.view(torch.int32) >> shift).to(torch.int64) << 32 | point_idx
         lands = inside & (u >= 0) & (v >= 0) & (u < w) & (v < h)  # centres off the grid land nowhere
         cells = (v.clamp(0, h - 1).to(torch.int64) + f * h) * w + u.clamp(0, w - 1).to(torch.int64)
-        cells.masked_fill_(~lands, trash)
+        cells = torch.where(lands, cells, trash)
         best.scatter_reduce_(0, cells, keys, reduce="amin")
         if footprints:  # 5. the footprints that may still win a cell (zero axes, points outside: none)
             axes_hom = proj[4:10]  # [6, M0]: K R a, K R b
