@@ -115,7 +115,12 @@ def cell_axes(points: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K: t
 
 
 def footprint_radii(
-    u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, axes_hom: torch.Tensor, near: float
+    u: torch.Tensor,
+    v: torch.Tensor,
+    z: torch.Tensor,
+    axes_hom: torch.Tensor,
+    near: float,
+    skip: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Half extents of the footprints on the grid, along u and v (cells).
 
@@ -127,14 +132,17 @@ def footprint_radii(
         u, v: ``[M]`` grid coordinates of the projected points (cells). z: ``[M]`` their depth (metres, ``> near``).
         axes_hom: ``[6, M]`` the half-axes ``a`` (rows 0-2) and ``b`` (rows 3-5) mapped by the camera's ``K R``.
         near: metres; a footprint reaching behind the near plane gets zero extent (one cell).
+        skip: optional ``[M]`` bool, points that get zero extent too (e.g. outside the view).
 
     Returns:
         ``ru, rv``: ``[M]`` float32 cells.
     """
     a, b = axes_hom[:3], axes_hom[3:]
-    ru = ((a[0] - u * a[2]).abs_() + (b[0] - u * b[2]).abs_()).div_(z)
-    rv = ((a[1] - v * a[2]).abs_() + (b[1] - v * b[2]).abs_()).div_(z)
-    flat = (a[2].abs() + b[2].abs()) >= z - near  # reaches behind the near plane: one cell
+    ru = torch.addcmul(a[0], u, a[2], value=-1).abs_().add_(torch.addcmul(b[0], u, b[2], value=-1).abs_()).div_(z)
+    rv = torch.addcmul(a[1], v, a[2], value=-1).abs_().add_(torch.addcmul(b[1], v, b[2], value=-1).abs_()).div_(z)
+    flat = a[2].abs().add_(b[2].abs()) >= z - near  # reaches behind the near plane: one cell
+    if skip is not None:
+        flat |= skip
     return ru.masked_fill_(flat, 0.0), rv.masked_fill_(flat, 0.0)
 
 
@@ -189,7 +197,7 @@ def cover_keys(z: torch.Tensor, axes_hom: torch.Tensor, index: torch.Tensor, shi
 
 def splat_keys(
     best: torch.Tensor,
-    offset: int,
+    offset: int | torch.Tensor,
     col0: torch.Tensor,
     row0: torch.Tensor,
     nx: torch.Tensor,
@@ -203,7 +211,7 @@ def splat_keys(
 
     Args:
         best: ``[F * h * w + 1]`` int64 keys; the last slot takes what falls nowhere.
-        offset: flat index of the frame's first cell in ``best``.
+        offset: flat index of the frame's first cell in ``best`` (or ``[M]``, per footprint).
         col0, row0, nx, ny: ``[M]`` int64 blocks (:func:`footprint_cells`); empty ones are skipped.
         keys: ``[M]`` int64 the points' cover keys. w: grid width.
     """
@@ -252,13 +260,16 @@ def may_cover(
     grid = best[offset : offset + h * w].view(h, w)
     padded = torch.full((h + 2, w + 2), torch.iinfo(torch.int64).min, dtype=torch.int64, device=best.device)
     padded[1:-1, 1:-1] = grid
-    bound = padded[:-2].maximum(padded[1:-1]).maximum(padded[2:])  # [h, w + 2]: max over rows
-    bound = bound[:, :-2].maximum(bound[:, 1:-1]).maximum(bound[:, 2:]).reshape(-1)  # [h * w]: 3x3 max
-    spreads = (ru > MIN_OVERLAP) | (rv > MIN_OVERLAP)  # else the footprint covers its landing cell only
-    beyond = (cells == best.shape[0] - 1) | (ru >= 1 - MIN_OVERLAP) | (rv >= 1 - MIN_OVERLAP)
-    local = (cells - offset).clamp_(0, h * w - 1)
-    wins = keys < bound.index_select(0, local)
-    return torch.nonzero(spreads & (beyond | wins)).squeeze(1)
+    bound = torch.empty(h * w + 1, dtype=torch.int64, device=best.device)  # + the trash slot's
+    rows = padded[:-2].maximum(padded[1:-1]).maximum(padded[2:])  # [h, w + 2]: max over rows
+    torch.maximum(rows[:, :-2].maximum(rows[:, 1:-1]), rows[:, 2:], out=bound[:-1].view(h, w))  # 3x3 max
+    bound[-1] = torch.iinfo(torch.int64).min  # a centre off the grid wins nothing there, but is beyond
+    extent = torch.maximum(ru, rv)
+    trash = best.shape[0] - 1
+    local = torch.where(cells == trash, h * w, cells - offset)
+    # spreads (else the footprint covers its landing cell only) and (beyond the 3x3 cells, or wins there)
+    may = (keys < bound.index_select(0, local)) | (extent >= 1 - MIN_OVERLAP) | (local == h * w)
+    return torch.nonzero(may & (extent > MIN_OVERLAP)).squeeze(1)
 
 
 def reach(axes: torch.Tensor) -> torch.Tensor:

@@ -76,14 +76,13 @@ from model.memory.base import (  # noqa: F401 - MemoryStats stays importable fro
     WriteBatch,
     check_cameras,
 )
-from model.memory.blocks import PointBlocks
+from model.memory.blocks import PointBlocks, frame_matrix, pack_points
 from model.memory.footprint import (
     cell_axes,
     cover_keys,
     footprint_cells,
     footprint_radii,
     may_cover,
-    reach,
     splat_keys,
 )
 
@@ -177,7 +176,6 @@ def zbuffer_project(
     w: int,
     near: float = 0.05,
     depth_bin: float = 0.02,
-    points_t: torch.Tensor | None = None,
     axes: torch.Tensor | None = None,
     blocks: PointBlocks | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,19 +189,24 @@ def zbuffer_project(
     distance of their centre to the cell's (:func:`model.memory.footprint.cover_rank`); remaining
     ties go to the lower index.
 
+    Cost (what makes it fast): per frame, whole blocks outside the frustum are skipped
+    (``blocks``), the points of the others are projected, with their footprint axes, by ONE
+    ``[10, 11] x [11, M]`` matrix product over packed rows
+    (:func:`model.memory.blocks.frame_matrix`), and only the few footprints that may still win a
+    cell beyond their landing cell (:func:`model.memory.footprint.may_cover`, ~10 % where the
+    memory holds a surface many times over) are splatted.
+
     Args:
         points: ``[N, 3]`` float32 world positions in metres (``N < 2^32``).
         w2c: ``[F, 4, 4]`` world-to-camera poses.
         K: ``[3, 3]`` or ``[F, 3, 3]`` intrinsics of the ``h x w`` grid.
         near: metres; points with ``z <= near`` are culled.
         depth_bin: upper bound on the relative width of a depth bin (log-spaced).
-        points_t: optional ``[3, N]`` contiguous transpose of ``points`` (callers that read out the
-            same points repeatedly keep it instead of transposing on every call).
         axes: optional ``[N, 2, 3]`` footprint half-axes in world metres
             (:func:`model.memory.footprint.cell_axes`); None: one cell per point.
         blocks: optional :class:`~model.memory.blocks.PointBlocks` of ``points`` (and their axes),
-            used instead of ``points_t`` and ``axes``: whole blocks outside a frustum are culled
-            before their points are projected (same result, less work).
+            used instead of ``axes``: whole blocks outside a frustum are culled before their points
+            are projected (same result, less work).
 
     Returns:
         index: ``[F, h, w]`` int64 winning point index, -1 where empty.
@@ -213,13 +216,9 @@ def zbuffer_project(
     device = points.device
     K = K.to(device, torch.float32).expand(n_frames, 3, 3)
     P = K @ w2c[:, :3, :].to(device, torch.float32)  # [F,3,4]
-    if blocks is None:
-        # points_t: contiguous x/y/z rows keep each frame's pass in cache
-        points_t = points.T.contiguous() if points_t is None else points_t
-        axes_t = None if axes is None else axes.to(device, torch.float32).reshape(-1, 6).T.contiguous()
-        margin = None if axes is None else reach(axes)  # [N] metres: how far a footprint reaches from its point
-    else:
-        points_t, axes_t, margin = blocks.points_t, blocks.axes_t, blocks.margin
+    if blocks is None:  # points whose axes are all zero cover one cell each: the point path
+        packed, order = pack_points(points, axes), None
+        footprints = axes is not None and bool(packed[:, 10].any())
     # per frame, the largest grid distance per metre of reach over the view: hypot(focal, principal offset)
     reach_px = torch.stack(
         [
@@ -230,52 +229,56 @@ def zbuffer_project(
         ]
     ).amax(0)
     best = torch.full((n_frames * h * w + 1,), _INT64_MAX, dtype=torch.int64, device=device)  # + a trash slot
+    trash = best.shape[0] - 1
     shift = depth_bin_shift(depth_bin)
+    splats: list[list[torch.Tensor]] = []  # per frame: the footprints to splat
     for f in range(n_frames):
         # 1. chunk culling: only the blocks whose box reaches into the frustum
-        rows = None if blocks is None else blocks.rows(P[f], h, w, near)
-        src = points_t if rows is None else points_t.index_select(1, rows)
-        # 2. project: hom = (u z, v z, z) = P_f [p; 1]
-        hom = torch.addmm(P[f, :, 3:], P[f, :, :3], src)
-        x, y, z = hom[0], hom[1], hom[2]
-        # 3. frustum culling before the scatter (with footprints: the side planes pushed out by each
-        #    point's reach, as signed distances); one gather of the survivors
-        if axes_t is None:
+        if blocks is not None:
+            visible = blocks.visible(P[f], h, w, near)
+            packed, order, footprints = *blocks.gather(visible), blocks.any_spreads(visible)
+        # 2. project everything a point needs at once: [x, y, z, reach_px * reach, K R a, K R b] = matrix @ row
+        matrix = frame_matrix(P[f], reach_px[f]) if footprints else frame_matrix(P[f], None)
+        proj = torch.mm(matrix, packed[:, : matrix.shape[1]].T)  # [3 or 10, M0]
+        x, y, z = proj[0], proj[1], proj[2]
+        # 3. frustum test (with footprints: the grid's edges pushed out by each point's reach in
+        #    cells); points outside are not compacted away (cheaper than a gather of ~85 % of
+        #    them): their keys go to the trash slot and their footprints get no extent
+        u, v = x / z, y / z
+        if not footprints:
             inside = (z > near) & (x >= 0) & (y >= 0) & (x < w * z) & (y < h * z)
         else:  # a footprint reaches at most (focal + |u - centre|) reach / z cells from its centre
-            m = (margin if rows is None else margin.index_select(0, rows)) * reach_px[f]
-            inside = (z > near) & (x + m >= 0) & (w * z - x + m > 0) & (y + m >= 0) & (h * z - y + m > 0)
-        kept = torch.nonzero(inside).squeeze(1)
-        uvz = hom.index_select(1, kept)
-        uvz[:2] /= uvz[2]
-        u, v, z = uvz[0], uvz[1], uvz[2]
-        row = kept if rows is None else rows.index_select(0, kept)  # in points_t's order
-        point_idx = row if blocks is None else blocks.order.index_select(0, row)  # the caller's indices
+            reach_cells = proj[3] / z
+            low = -reach_cells
+            inside = (z > near) & (u >= low) & (v >= low) & (u <= reach_cells + w) & (v <= reach_cells + h)
+        point_idx = torch.arange(len(z), device=device) if order is None else order  # the caller's indices
         # 4. one deterministic integer amin per cell over (depth bin, index) keys: the cell each point
         #    lands in, then (footprints) every other cell of its footprint, counted a little farther
-        keys = (z.contiguous().view(torch.int32) >> shift).to(torch.int64) << 32 | point_idx
-        cells = (v.to(torch.int64).clamp_(max=h - 1) + f * h) * w + u.to(torch.int64).clamp_(max=w - 1)
-        if axes_t is not None:  # centres off the grid (kept for their footprint) land nowhere
-            cells.masked_fill_((u < 0) | (v < 0) | (u >= w) | (v >= h), best.shape[0] - 1)
+        keys = (z.view(torch.int32) >> shift).to(torch.int64) << 32 | point_idx
+        lands = inside & (u >= 0) & (v >= 0) & (u < w) & (v < h)  # centres off the grid land nowhere
+        cells = (v.clamp(0, h - 1).to(torch.int64) + f * h) * w + u.clamp(0, w - 1).to(torch.int64)
+        cells = torch.where(lands, cells, trash)
         best.scatter_reduce_(0, cells, keys, reduce="amin")
-        if axes_t is not None:
-            spread = torch.nonzero(margin.index_select(0, row) > 0).squeeze(1)  # zero axes: one cell, done
-            if len(spread) < len(row):
-                u, v, z, row, point_idx, cells = (t[spread] for t in (u, v, z, row, point_idx, cells))
-            axes_hom = torch.block_diag(P[f, :, :3], P[f, :, :3]) @ axes_t.index_select(1, row)  # [6, M]: KRa, KRb
-            ru, rv = footprint_radii(u, v, z, axes_hom, near)
+        if footprints:  # 5. the footprints that may still win a cell (zero axes, points outside: none)
+            axes_hom = proj[4:10]  # [6, M0]: K R a, K R b
+            ru, rv = footprint_radii(u, v, z, axes_hom, near, ~inside)
             covering = cover_keys(z, axes_hom, point_idx, shift)
             sel = may_cover(best, f * h * w, h, w, cells, covering, ru, rv)
-            col0, row0, nx, ny = footprint_cells(u[sel], v[sel], ru[sel], rv[sel], h, w)
-            splat_keys(best, f * h * w, col0, row0, nx, ny, covering[sel], w)
+            splats.append([t.index_select(0, sel) for t in (u, v, ru, rv, covering)])
+            splats[-1].append(torch.full_like(sel, f * h * w))
+    if splats:  # 6. splat them, all frames at once (each writes only its own frame's cells)
+        u, v, ru, rv, covering, offset = (torch.cat(t) for t in zip(*splats, strict=True))
+        col0, row0, nx, ny = footprint_cells(u, v, ru, rv, h, w)
+        splat_keys(best, offset, col0, row0, nx, ny, covering, w)
     empty = best[:-1] == _INT64_MAX
     index = torch.where(empty, -1, best[:-1] & 0xFFFFFFFF).view(n_frames, h, w)
-    # 6. exact depth of the winners (recomputed, not the quantised key)
+    # 7. exact depth of the winners (recomputed, not the quantised key)
     if len(points) == 0:
         return index, torch.zeros(n_frames, h, w, dtype=torch.float32, device=device)
     safe = index.clamp(min=0).view(n_frames, -1)
     rot_z = w2c[:, 2, :3].to(device, torch.float32)
-    depth = (points[safe] * rot_z[:, None, :]).sum(-1) + w2c[:, 2, 3].to(device, torch.float32)[:, None]
+    winners = points.index_select(0, safe.view(-1)).view(n_frames, -1, 3)
+    depth = (winners * rot_z[:, None, :]).sum(-1) + w2c[:, 2, 3].to(device, torch.float32)[:, None]
     depth = torch.where(empty.view(n_frames, -1), 0.0, depth).view(n_frames, h, w)
     return index, depth
 

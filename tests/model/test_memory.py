@@ -156,7 +156,7 @@ def test_readout_is_deterministic_and_batch_independent(K):
     a = mem.readout(targets, K, h, w, image_hw=(H, W))
     b = mem.readout(targets, K, h, w, image_hw=(H, W))
     # exact: the same code on the same inputs in one process; and zbuffer_project handles one frame at a
-    # time (one addmm per frame; torch multiplies batches of 3x3 @ 3x4 matrices frame by frame), so a
+    # time (one matrix product per frame; torch multiplies batches of 3x3 @ 3x4 matrices frame by frame), so a
     # frame's result does not depend on the batch around it
     assert torch.equal(a.latent, b.latent) and torch.equal(a.index, b.index) and torch.equal(a.depth, b.depth)
     for f in range(len(targets)):
@@ -583,7 +583,25 @@ def test_chunk_culling_gives_the_same_readout_and_skips_what_is_out_of_view(K):
     assert torch.equal(culled[0], full[0]) and torch.equal(culled[1], full[1])  # exact: culling only skips work
     assert (culled[0] >= 0).float().mean() > 0.9
     P = K_grid.float() @ targets[0, :3].float()
-    kept = blocks.rows(P, h, w, 0.05)
-    assert kept is not None and len(kept) < 0.5 * len(mem)
+    kept = blocks.visible(P, h, w, 0.05)
+    assert kept is not None and len(kept) * blocks.size < 0.5 * len(mem)
     # the memory's own readout uses the blocks
     assert torch.equal(mem.readout(targets, K_grid, h, w).index, full[0])
+
+
+def test_skipping_footprints_that_cannot_win_changes_nothing(K, monkeypatch):
+    # the readout splats only the footprints may_cover keeps; splatting every footprint of every
+    # point in view must give the same z-buffer (a memory written twice from nearby views: many
+    # points per cell, as after revisits)
+    import model.memory.latent as latent
+
+    views = torch.cat([orbit(3, 2.0, 20.0), forward_dolly(3, 0.5)])
+    mem = LatentSpatialMemory(MemoryConfig(dedup="voxel", voxel_size=1e-4))  # keep (nearly) every cell
+    mem.update(fp16_latents(6), smooth_depth(n=6), views, K)
+    K_grid = scale_intrinsics(K, (H, W), (h, w))
+    targets = torch.cat([forward_dolly(3, 1.5), orbit(3, 2.0, -30.0)])
+    pruned = zbuffer_project(mem.positions, targets, K_grid, h, w, axes=mem.axes)
+    monkeypatch.setattr(latent, "may_cover", lambda best, offset, h, w, cells, keys, ru, rv: torch.arange(len(keys)))
+    everything = zbuffer_project(mem.positions, targets, K_grid, h, w, axes=mem.axes)
+    assert torch.equal(pruned[0], everything[0]) and torch.equal(pruned[1], everything[1])
+    assert (pruned[0] >= 0).float().mean() > 0.5
