@@ -36,7 +36,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine import machine_description  # noqa: E402
 from explorer.evaluate import json_safe  # noqa: E402
 from model.baselines.kinds import make_memory  # noqa: E402
 from model.eval.metrics import MAX_PSNR_DB, mean_psnr, reprojection_error, video_metrics  # noqa: E402
@@ -256,21 +256,6 @@ def markdown(results: list[dict], args, command: str, machine: str, wall_s: floa
         "",
     ]
     return "\n".join(lines)
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} logical CPUs visible, torch {torch.__version__} (CPU), "
-        f"{platform.system()} {platform.release()}"
-    )
 
 
 def parse_args(argv=None):

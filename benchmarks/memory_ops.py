@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.machine import device_label  # noqa: E402
 from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
 from model.geometry.camera import intrinsics_from_fov, scale_intrinsics  # noqa: E402
 from model.geometry.trajectories import orbit, yaw_pan  # noqa: E402
@@ -44,20 +44,6 @@ FOV_Y = 55.0
 SEGMENT_FRAMES, LATENT_FRAMES = 33, 9
 SIZES = (10_000, 30_000, 100_000, 350_000, 1_000_000)
 TARGETS = {"readout_350k_cpu_ms": 50.0, "readout_350k_cuda_ms": 1.0, "growth_new_space_mib": 0.45}
-
-
-def device_label(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return f"{model}, {torch.get_num_threads()} threads"
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:

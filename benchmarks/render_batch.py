@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -35,23 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
 
+from benchmarks.machine import machine_description  # noqa: E402
 from explorer.batch.jobs import read_jobs  # noqa: E402
 from explorer.batch.ray_runner import run_batch  # noqa: E402
 from model.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {platform.system()} {platform.release()}"
 
 
 def run_layout(jobs_file: Path, out: Path, workers: int, threads: int) -> dict:

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.memory_ops import device_label  # noqa: E402
+from benchmarks.machine import device_label  # noqa: E402
 from explorer.history import MemoryCheckpoint  # noqa: E402
 from explorer.scene_inputs import bundled_scene  # noqa: E402
 from explorer.worker.messages import decode_readout  # noqa: E402
