@@ -124,7 +124,7 @@ def load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, path: Pat
 def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Copy ``tensors`` (full, unsharded, by parameter name) into ``model``'s parameters of those names;
     the other parameters stay. Plain, DDP- or FSDP-wrapped ``model`` (under FSDP each process keeps its shard)."""
-    set_model_state_dict(model, tensors, options=_load_options())
+    set_model_state_dict(model, dict(tensors), options=_load_options())  # it adds the missing entries to the dict
 
 
 def _load_options() -> StateDictOptions:

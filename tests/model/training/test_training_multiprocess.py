@@ -78,6 +78,33 @@ def test_two_processes_keep_parameters_identical_and_match_one_process_with_the_
         torch.testing.assert_close(exported[name], tensor, rtol=0, atol=1e-5, msg=name)
 
 
+@pytest.mark.timeout(200)
+def test_checkpoint_files_round_trip_under_fsdp2_sharding(tmp_path):
+    """``fsdp_worker.py``: the checkpoint helpers on a ``fully_shard`` model in 2 gloo processes (accelerate
+    runs FSDP only on GPUs; the trainer's own FSDP run is untested, README)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    worker = "tests/model/training/fsdp_worker.py"
+    done = subprocess.run(
+        [*command, worker, str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "fsdp.json").read_text())
+    assert result["local_shape"] == [3, 8] and result["saved_shape"] == [6, 8], "shards saved as full tensors"
+    assert result["saved"] == ["1.bias", "1.weight", "2.bias", "2.weight"], "the trainable parameters only"
+    assert result["differs_before_loading"]
+    # exact: the same values copied into each shard, then the same step on the same data
+    assert result["equal_after_loading"] and result["equal_after_a_step"]
+
+
 def test_a_samples_noise_depends_on_its_global_position_not_on_the_split_into_processes():
     one = noise_generators(seed=7, step=3, batch_size=2)  # one process, global batch 2
     two = [noise_generators(seed=7, step=3, batch_size=1, rank=r, world=2)[0] for r in (0, 1)]
