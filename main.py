@@ -14,7 +14,7 @@ import argparse
 import signal
 import sys
 
-from model.generation.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
+from model.generation.profiles import BACKENDS, backend_summaries, default_backend, model_folders, per_backend
 from model.io.atomic import Interrupted, raise_on_signals
 from model.io.errors import error_line
 from ui.launch import OFFLOAD_CHOICES, add_gui_arguments
@@ -69,14 +69,18 @@ def _add_generate(sub) -> None:
     )
     gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")
     gen.add_argument(
-        "--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=f"{backend_summaries()} (default: %(default)s)"
+        "--backend",
+        choices=BACKENDS,
+        help=f"{backend_summaries()} (default: {default_backend(True)} with --model, else {default_backend(False)})",
     )
-    gen.add_argument("--model", help=f"model folder ({model_folders()})")
+    gen.add_argument("--model", help=f"model folder ({model_folders()}; mini: another trained mini model folder)")
     gen.add_argument(
         "--memory-weights", dest="memory_weights", help="trained memory branch + LoRA folder (mode branch)"
     )
-    gen.add_argument("--mode", choices=("inpaint", "branch"), default="inpaint")
-    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--mode", choices=("inpaint", "branch"), help=f"default {per_backend(lambda p: p.mode)}")
+    gen.add_argument(
+        "--steps", type=int, help=f"denoising steps per segment (default {per_backend(lambda p: p.steps)})"
+    )
     gen.add_argument("--height", type=int, help=f"frame height (default {per_backend(lambda p: p.generate_size[0])})")
     gen.add_argument("--width", type=int, help=f"frame width (default {per_backend(lambda p: p.generate_size[1])})")
     gen.add_argument("--seed", type=int, default=0)

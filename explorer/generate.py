@@ -30,7 +30,7 @@ from model.eval.scenes import SceneRenderer
 from model.generation.backbone import BackboneConfig
 from model.generation.depth import DepthEstimator, DepthSource, TransformersDepthEstimator
 from model.generation.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
-from model.generation.profiles import DEFAULT_BACKEND, profile
+from model.generation.profiles import default_backend, profile
 from model.generation.stack import GenerationStack, load_generation_stack
 from model.geometry.camera import invert_pose
 from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
@@ -57,11 +57,12 @@ class GenerateArgs:
     scene_seed: int | None = None  # instead of a photo: the procedural room of this seed (exact depth)
     trajectory: str = "orbit"  # orbit | forward | pan | closed-orbit | a RealEstate10K .txt | a camera-path .json
     segments: int = 2  # segments of 33 frames (32 new frames each)
-    backend: str = DEFAULT_BACKEND  # one of model.generation.profiles.BACKENDS
+    # one of model.generation.profiles.BACKENDS; None: default_backend (wan with --model, else the shipped mini)
+    backend: str | None = None
     model: str | None = None  # model folder of backends that need one (wan: a Wan2.2-TI2V-5B diffusers folder)
     memory_weights: str | None = None  # folder with the trained memory branch + LoRA (mode branch)
-    mode: str = "inpaint"  # branch | inpaint
-    steps: int = 20  # denoising steps per segment
+    mode: str | None = None  # branch | inpaint; None: the backend profile's (mini: branch, others: inpaint)
+    steps: int | None = None  # denoising steps per segment; None: the backend profile's
     height: int | None = None  # frame height in pixels (None: the backend profile's generate_size)
     width: int | None = None  # frame width in pixels (None: the backend profile's generate_size)
     seed: int = 0  # noise seed
@@ -219,6 +220,14 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     return CheckedInputs(photo, trajectory, memory)
 
 
+def resolve_defaults(args: GenerateArgs) -> GenerateArgs:
+    """``args`` with the backend (:func:`~model.generation.profiles.default_backend`), mode and steps
+    that were left None filled in from the backend's profile."""
+    name = args.backend or default_backend(bool(args.model))
+    backend = profile(name)
+    return replace(args, backend=name, mode=args.mode or backend.mode, steps=args.steps or backend.steps)
+
+
 def resolve_model_refs(args: GenerateArgs) -> GenerateArgs:
     """``args`` with ``--model`` / ``--depth-model`` / ``--sky-model`` given as a Hub repo id replaced by
     its folder in the local cache (looked up offline: :func:`model.io.hub.resolve_model_ref`).
@@ -270,11 +279,16 @@ def run_generate(
         raise ValueError(f"--out: expected a .mp4 path, got {args.out!r}")
     if args.segments < 1:
         raise ValueError(f"--segments must be >= 1, got {args.segments}")
+    args = resolve_defaults(args)
     backend = profile(args.backend)
     height, width = backend.generation_size(args.height, args.width)
-    fraction = args.inpaint_fraction if args.inpaint_fraction is not None else backend.inpaint_fraction
-    config = PipelineConfig(
-        steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction, memory_kind=args.memory
+    config = PipelineConfig.for_backend(
+        args.backend,
+        steps=args.steps,
+        mode=args.mode,
+        seed=args.seed,
+        inpaint_fraction=args.inpaint_fraction,
+        memory_kind=args.memory,
     )
     n_frames = args.segments * (config.segment_frames - 1) + 1
     outputs = declare_outputs(args, n_frames, height, width)
@@ -283,6 +297,8 @@ def run_generate(
         backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device
     )
     checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
+    if checked.photo is not None and backend.photo_notice:
+        _note(backend.photo_notice)
     backbone, branch = load_stack(
         backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status
     )

@@ -262,7 +262,7 @@ class MainWindow(QMainWindow):
 
     def pipeline_config(self) -> PipelineConfig:
         o = self.controls.options()
-        return PipelineConfig(steps=o.steps, seed=o.seed, inpaint_fraction=o.inpaint_fraction)
+        return PipelineConfig.for_backend(self.backend, steps=o.steps, seed=o.seed, inpaint_fraction=o.inpaint_fraction)
 
     def generation_settings(self) -> GenerationSettings:
         return GenerationSettings(
@@ -304,6 +304,9 @@ class MainWindow(QMainWindow):
     def _post_open(self, kind: str, value: str | None) -> None:
         self.hud.set_state("opening…")
         if kind == "image":
+            notice = profile(self.backend).photo_notice  # mini: a miniature trained on synthetic rooms
+            if notice:
+                self.statusBar().showMessage(notice, 30000)
             self.controller.open_image(value)
         elif kind == "session":
             self.controller.continue_session(value)

@@ -35,7 +35,7 @@ from model.io.atomic import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
+FAST = ["--backend", "tiny", "--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 VARIANTS = ["tmpfs", "injected"]
 NO_SPACE = os.strerror(errno.ENOSPC)
 
@@ -327,6 +327,8 @@ def start_generate(out: Path) -> subprocess.Popen:
         sys.executable,
         "main.py",
         "generate",
+        "--backend",
+        "tiny",
         "--out",
         str(out),
         "--save-memory",
