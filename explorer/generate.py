@@ -28,7 +28,7 @@ from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, s
 from model.baselines.kinds import load_memory, make_memory
 from model.eval.scenes import SceneRenderer
 from model.generation.backbone import BackboneConfig
-from model.generation.depth import DepthSource
+from model.generation.depth import DepthEstimator, DepthSource, TransformersDepthEstimator
 from model.generation.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
 from model.generation.profiles import default_backend, profile
 from model.generation.stack import GenerationStack, load_generation_stack
@@ -244,13 +244,34 @@ def resolve_model_refs(args: GenerateArgs) -> GenerateArgs:
 #: mode=..., on_status=...)``, as :func:`model.generation.stack.load_generation_stack` does; a batch
 #: worker passes one that keeps stacks loaded across jobs (:mod:`explorer.batch.worker`).
 StackLoader = Callable[..., GenerationStack]
+#: Loads a helper model folder of a run: ``load_model(kind, folder, device)``, ``kind`` ``"depth"`` or
+#: ``"sky"``, as :func:`load_helper_model` does; a batch worker passes one that keeps them loaded.
+ModelLoader = Callable[[str, str, "str | torch.device"], object]
+#: The helper model kinds of :func:`load_helper_model`.
+HELPER_KINDS = ("depth", "sky")
 
 
-def run_generate(args: GenerateArgs, load_stack: StackLoader = load_generation_stack) -> dict:
+def load_helper_model(kind: str, folder: str, device: str | torch.device) -> DepthEstimator | SemanticSkySegmenter:
+    """Load the depth model (``kind="depth"``: a :class:`TransformersDepthEstimator`) or the sky model
+    (``"sky"``: a :class:`SemanticSkySegmenter`) of ``folder`` onto ``device``.
+
+    Raises:
+        ModelFolderError: a bad folder (named in the message). ValueError: an unknown ``kind``.
+    """
+    if kind == "depth":
+        return TransformersDepthEstimator(folder, device=device)
+    if kind == "sky":
+        return SemanticSkySegmenter(folder, device=device)
+    raise ValueError(f"kind must be one of {HELPER_KINDS}, got {kind!r}")
+
+
+def run_generate(
+    args: GenerateArgs, load_stack: StackLoader = load_generation_stack, load_model: ModelLoader = load_helper_model
+) -> dict:
     """Run the whole job; returns the report written to ``OUT.json``.
 
     Input files are checked (:func:`check_inputs`) before ``load_stack`` builds (or hands out) the
-    backbone and memory weights.
+    backbone and memory weights, and ``load_model`` the depth and sky models.
     """
     args = resolve_model_refs(args)
     out = Path(args.out)
@@ -281,14 +302,15 @@ def run_generate(args: GenerateArgs, load_stack: StackLoader = load_generation_s
     backbone, branch = load_stack(
         backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status
     )
-    sky = SemanticSkySegmenter(args.sky_model, device=backbone.device) if args.sky_model else None
+    sky = load_model("sky", args.sky_model, backbone.device) if args.sky_model else None
     with outputs, SceneRenderer() as renderer:
         if checked.photo is None and args.scene_seed is not None:
             inputs = seeded_scene(args.scene_seed, height, width, renderer)
         elif checked.photo is None:
             inputs = bundled_scene(height, width, renderer)
         else:
-            inputs = scene_from_photo(checked.photo, backbone.device, depth_model=args.depth_model, warn=_warn)
+            estimator = load_model("depth", args.depth_model, backbone.device) if args.depth_model else None
+            inputs = scene_from_photo(checked.photo, backbone.device, warn=_warn, estimator=estimator)
         depth, K = inputs.depth, inputs.K
         memory = make_memory(args.memory, config.memory, backbone.device, backbone.vae)
         pipe = MiragePipeline(backbone, config, branch, memory, sky)

@@ -29,6 +29,7 @@ import torch
 from explorer.session import RecordedSession
 from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer
 from model.generation.depth import (
+    DepthEstimator,
     DepthSource,
     PriorDepth,
     TransformersDepthEstimator,
@@ -164,19 +165,25 @@ def read_photo_files(
 
 
 def scene_from_photo(
-    files: PhotoFiles, device=None, depth_model: str | None = None, warn: Callable[[str], None] | None = None
+    files: PhotoFiles,
+    device=None,
+    depth_model: str | None = None,
+    warn: Callable[[str], None] | None = None,
+    estimator: DepthEstimator | None = None,
 ) -> SceneInputs:
     """The scene inputs of a photo read by :func:`read_photo_files`: its depth and intrinsics.
 
     Args:
         depth_model: local ``transformers`` depth-estimation folder; also the depth of generated frames.
+        estimator: an already loaded depth model to use instead (a batch worker keeps one across jobs).
         warn: called with :data:`PRIOR_DEPTH_WARNING` when the flat prior has to be used.
 
     Raises:
         ValueError: a bad depth model folder (named in the message).
     """
     photo, height, width = files.photo, files.photo.height, files.photo.width
-    estimator = TransformersDepthEstimator(depth_model, device=device or "cpu") if depth_model else None
+    if estimator is None and depth_model:
+        estimator = TransformersDepthEstimator(depth_model, device=device or "cpu")
     if estimator is None:
         if warn is not None:
             warn(PRIOR_DEPTH_WARNING)

@@ -150,8 +150,8 @@ def _run(jobs, out, log, workers, cpus_per_job, retries, progress, on_record, to
                 record = ray.get(ref)
             except RayActorError as exc:  # the worker died more often than it may be restarted
                 record = {"id": job.id, "status": "error", "error": f"worker died: {error_line(exc)[:300]}"}
-                for path in job.outputs(out):
-                    sweep_orphans(path)
+                for path in job.outputs(out):  # every attempt's worker is dead: its temporaries go
+                    sweep_orphans(path, writers_gone=True)
                 ray.kill(pool[index], no_restart=True)
                 pool[index] = actor.remote(threads)
             except RayTaskError as exc:  # the worker's own code failed outside a job

@@ -6,9 +6,11 @@ interrupted batch keeps the records of the jobs it finished. A record holds:
 * ``id``, ``status`` (``ok``, ``error``, or ``skipped``: its outputs were complete before this run;
   the fields of the run that made them are kept from the earlier record), ``error`` (one line);
 * the worker: ``worker`` (``host:pid``), ``host``, ``pid``, ``model_loads`` (stacks that worker has
-  loaded so far: 1 while the backbone stays loaded), ``restarted`` (the worker is a replacement of
-  one that died);
-* timings in seconds: ``load_s`` (this job's model load; 0 when the worker had it loaded),
+  loaded so far: 1 while the backbone stays loaded), ``depth_model_loads`` and ``sky_model_loads``
+  (the same for the depth and sky model folders), ``restarted`` (the worker is a replacement of one
+  that died);
+* timings in seconds: ``load_s`` (this job's model loads: stack, depth and sky; 0 when the worker had
+  them loaded),
   ``generate_s``, ``total_s``, ``eval_s``; ``seconds_per_frame`` (generation seconds per new frame),
   ``seconds_per_frame_last_segment``;
 * ``frames``, ``segments``, ``cache_mib`` and ``memory_points`` (the memory at the end), ``metrics``

@@ -3,7 +3,9 @@
 Plain Python (no Ray): :mod:`explorer.batch.ray_runner` makes it a Ray actor (one per GPU, or per
 ``--cpus-per-job`` CPUs), and it can be driven directly (benchmarks, a GPU machine without Ray).
 The backbone is loaded once per worker and reused for every job that needs the same stack
-(:meth:`BatchWorker.load_stack`); :attr:`BatchWorker.model_loads` counts the loads. A job's failure
+(:meth:`BatchWorker.load_stack`); :attr:`BatchWorker.model_loads` counts the loads. The depth and sky
+models stay loaded the same way, one of each kind keyed by its folder (:meth:`BatchWorker.load_model`;
+:attr:`BatchWorker.helper_loads` counts them). A job's failure
 (a bad input file, a NaN pose, an out-of-memory error) becomes an ``error`` record; the worker
 carries on with the next job.
 """
@@ -22,7 +24,7 @@ from pathlib import Path
 import torch
 
 from explorer.batch.jobs import BatchJob
-from explorer.generate import run_generate
+from explorer.generate import HELPER_KINDS, load_helper_model, run_generate
 from model.generation.backbone import BackboneConfig
 from model.generation.pipeline import check_branch_weights
 from model.generation.stack import GenerationStack, load_generation_stack
@@ -42,6 +44,8 @@ class BatchWorker:
 
     Attributes:
         model_loads: how many stacks this worker has loaded (1 for a batch of one backend, however many jobs).
+        helper_loads: ``{"depth": n, "sky": n}``: how many depth and sky models it has loaded (1 each for a
+            batch that names one folder of each, however many jobs).
         worker_id: ``host:pid``.
     """
 
@@ -54,6 +58,8 @@ class BatchWorker:
         self.model_loads = 0
         self._key: tuple | None = None
         self._stack: GenerationStack | None = None
+        self.helper_loads = dict.fromkeys(HELPER_KINDS, 0)
+        self._helpers: dict[str, tuple[tuple[str, str], object]] = {}  # kind -> ((folder, device), model)
         self._load_seconds = 0.0
 
     def load_stack(
@@ -85,9 +91,33 @@ class BatchWorker:
             self._stack.backbone.check_image_size(*frame_hw)
         return self._stack
 
+    def load_model(self, kind: str, folder: str, device: str | torch.device) -> object:
+        """The depth (``kind="depth"``) or sky (``"sky"``) model of ``folder`` on ``device``: the cached one
+        of that kind when it is the same folder, else a new load that replaces it.
+
+        Same contract as :func:`explorer.generate.load_helper_model`.
+        """
+        key = (str(Path(folder).resolve()), str(device))
+        cached = self._helpers.get(kind)
+        if cached is None or cached[0] != key:
+            self._helpers.pop(kind, None)  # drop the old model before the new one takes the memory
+            started = time.perf_counter()
+            model = load_helper_model(kind, folder, device)
+            self._helpers[kind] = (key, model)
+            self.helper_loads[kind] += 1
+            self._load_seconds += time.perf_counter() - started
+        return self._helpers[kind][1]
+
     def describe(self) -> dict:
-        """``worker``, ``host``, ``pid``, ``model_loads``: the worker fields of a record."""
-        return {"worker": self.worker_id, "host": self.host, "pid": self.pid, "model_loads": self.model_loads}
+        """``worker``, ``host``, ``pid``, ``model_loads``, ``depth_model_loads``, ``sky_model_loads``: the
+        worker fields of a record."""
+        return {
+            "worker": self.worker_id,
+            "host": self.host,
+            "pid": self.pid,
+            "model_loads": self.model_loads,
+            **{f"{kind}_model_loads": n for kind, n in self.helper_loads.items()},
+        }
 
     def run(self, job: BatchJob, out_dir: str) -> dict:
         """Run ``job`` writing into ``out_dir``; returns its record (see :mod:`explorer.batch.results`).
@@ -100,7 +130,9 @@ class BatchWorker:
         record: dict = {"id": job.id, "status": "ok", "error": None}
         try:
             with contextlib.redirect_stderr(log):
-                report = run_generate(job.generate_args(out_dir), load_stack=self.load_stack)
+                report = run_generate(
+                    job.generate_args(out_dir), load_stack=self.load_stack, load_model=self.load_model
+                )
                 generated = time.perf_counter()
                 record.update(_report_fields(report))
                 if job.eval:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -155,8 +156,15 @@ def save_memory_weights(
     branch: MemoryBranch,
     lora_settings: LoraSettings | None,
     adapter_name: str = DEFAULT_ADAPTER,
+    *,
+    branch_state: Mapping[str, torch.Tensor] | None = None,
+    transformer_state: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the branch and the LoRA adapter ``adapter_name`` of ``transformer`` into ``folder``.
+
+    ``branch_state`` / ``transformer_state``: the weights to write instead of the modules' own (named as
+    in their ``state_dict()``; the transformer's needs only its LoRA tensors), e.g. gathered from the
+    shards of an FSDP run (``model.training.trainer``); the modules then give only config and structure.
 
     The manifest records the readout settings the weights were trained with (``branch.readout``).
 
@@ -187,11 +195,15 @@ def save_memory_weights(
         "readout": asdict(branch.readout),
     }
     with atomic_dir(folder) as tmp:
-        branch.save(tmp / BRANCH_FILE)
+        branch.save(tmp / BRANCH_FILE, branch_state)
         if adapter is not None:
             WanLoraLoaderMixin.save_lora_weights(
                 tmp,
-                transformer_lora_layers=get_peft_model_state_dict(transformer, adapter_name=adapter_name),
+                transformer_lora_layers=get_peft_model_state_dict(
+                    transformer,
+                    state_dict=None if transformer_state is None else dict(transformer_state),
+                    adapter_name=adapter_name,
+                ),
                 weight_name=LORA_FILE,
                 safe_serialization=True,
                 transformer_lora_adapter_metadata=adapter,

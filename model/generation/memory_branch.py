@@ -63,7 +63,7 @@ import itertools
 import math
 import os
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -463,10 +463,16 @@ class MemoryBranch(nn.Module):
     # Files
     # ------------------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the branch weights to a safetensors file (atomically), config and backbone in the metadata."""
+    def save(self, path: str | os.PathLike, state: Mapping[str, torch.Tensor] | None = None) -> None:
+        """Write the branch weights to a safetensors file (atomically), config and backbone in the metadata.
+
+        Args:
+            state: the weights to write, named as in ``self.state_dict()`` (e.g. gathered from the shards of
+                an FSDP run, whose own ``state_dict()`` would be collective); None: this branch's own.
+        """
         entries = {"config": asdict(self.config), "backbone": self.backbone}
-        write_versioned(path, self.state_dict(), BRANCH_FORMAT, BRANCH_FORMAT_VERSION, entries)
+        tensors = self.state_dict() if state is None else dict(state)
+        write_versioned(path, tensors, BRANCH_FORMAT, BRANCH_FORMAT_VERSION, entries)
 
     @classmethod
     def load(cls, path: str | os.PathLike, transformer: nn.Module) -> MemoryBranch:

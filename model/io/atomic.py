@@ -335,11 +335,16 @@ def _new_temporary(final: Path, folder: bool, suffix: str) -> Path:
             continue
 
 
-def sweep_orphans(final: str | os.PathLike) -> None:
+def sweep_orphans(final: str | os.PathLike, writers_gone: bool = False) -> None:
     """Remove the temporaries of ``final`` left by processes that no longer run.
 
     Matches ``.NAME.tmp-PID-…`` and ``.NAME.old-PID-…`` beside ``final`` (and ``..NAME.tmp-PID-…``, a
     temporary's own temporary). A kept-aside earlier result (``old``) is put back when ``final`` is missing.
+
+    Args:
+        writers_gone: every process that wrote ``final`` is known to have stopped (e.g. a batch worker Ray
+            reported dead): sweep whatever the PIDs say (a just-killed process can still hold its PID
+            until it is reaped, and a PID from another host means nothing here).
     """
     final = Path(final)
     if not final.parent.is_dir():
@@ -347,7 +352,7 @@ def sweep_orphans(final: str | os.PathLike) -> None:
     pattern = re.compile(r"(\.\.?)" + re.escape(final.name[:_NAME_CHARS]) + r"\.(tmp|old)-(\d+)-[0-9a-f]+")
     for entry in os.scandir(final.parent):
         match = pattern.match(entry.name)
-        if match is None or _running(int(match.group(3))):
+        if match is None or (not writers_gone and _running(int(match.group(3)))):
             continue
         if match.group(2) == "old" and match.group(1) == "." and not os.path.lexists(final):
             with contextlib.suppress(OSError):

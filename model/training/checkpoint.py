@@ -4,12 +4,19 @@ A checkpoint folder (written atomically, :func:`model.io.atomic.atomic_dir`)::
 
     step-000100/
       trainable.safetensors   the trainable parameters by name (branch or LoRA), exact dtype
-      optimizer.safetensors   optimizer state tensors "state.<i>.<name>"; param_groups in the metadata
+      optimizer.safetensors   optimizer state tensors "state.<parameter name>.<name>"; param_groups in the
+                              metadata (earlier files: "state.<index>.<name>", still read)
       rng-<rank>.safetensors  RNG states of each process: torch CPU (+ CUDA) generators, the noise
                               generator, numpy's global state; Python's ``random`` state in the metadata
       state.json              step, the training config and the loss history up to this step
 
 The data order needs no state: batches are a pure function of (seed, step) (see ``trainer``).
+
+Parameters and optimizer state are full (unsharded) tensors by parameter name, read and written
+through accelerate (``Accelerator.get_state_dict``, in ``trainer``) and ``torch.distributed.checkpoint.
+state_dict``: the same files whether the run was one process, DDP or FSDP (whose shards are gathered
+to the main process on save and re-sharded on load). Only the number of processes must match on resume
+(one RNG file per process).
 """
 
 from __future__ import annotations
@@ -22,6 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from model.io.formats import read_safetensors
 
@@ -29,6 +43,8 @@ TRAINABLE_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 CHECKPOINTS_DIR = "checkpoints"
+#: ``keys`` metadata of an optimizer file whose state is keyed by parameter name (not index).
+OPTIMIZER_KEYS = "parameter-names"
 
 
 def checkpoint_name(step: int) -> str:
@@ -53,28 +69,66 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 # --------------------------------------------------------------------------------------------
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Flatten ``optimizer.state_dict()`` into tensors ``state.<i>.<name>`` + JSON param groups."""
-    state = optimizer.state_dict()
+def _state_dict_options() -> StateDictOptions:
+    """Full (unsharded) state dicts on the CPU: under FSDP gathered to the main process, which writes them."""
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _torch_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's ``AcceleratedOptimizer`` (or ``optimizer`` itself)."""
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def optimizer_tensors(
+    model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Flatten the optimizer state of ``model``'s parameters into tensors ``state.<param name>.<name>`` +
+    JSON param groups.
+
+    Uses ``torch.distributed.checkpoint.state_dict`` (what accelerate's FSDP saving calls), so the state is
+    keyed by parameter name and complete whether ``model`` is plain, DDP- or FSDP-wrapped. Collective under
+    FSDP: every process must call it; the main process gets the whole state (the others may get nothing).
+    """
+    state = get_optimizer_state_dict(model, _torch_optimizer(optimizer), options=_state_dict_options())
     tensors = {}
-    for index, values in state["state"].items():
-        for name, value in values.items():
-            tensors[f"state.{index}.{name}"] = torch.as_tensor(value)
-    return tensors, {"param_groups": json.dumps(state["param_groups"])}
+    for name, values in state.get("state", {}).items():  # empty on all but the main process of a parallel run
+        for key, value in values.items():
+            tensors[f"state.{name}.{key}"] = torch.as_tensor(value)
+    return tensors, {"param_groups": json.dumps(state.get("param_groups", [])), "keys": OPTIMIZER_KEYS}
 
 
-def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    """Restore what :func:`optimizer_tensors` wrote into ``optimizer`` (same parameters, same order)."""
+def load_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Restore what :func:`optimizer_tensors` wrote into ``optimizer`` (every process reads the whole file;
+    under FSDP each keeps its shard).
+
+    Files of the first checkpoint format (state keyed by parameter index, no ``keys`` metadata) load as well.
+    """
     tensors, metadata = read_tensors(path)
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
     try:
         groups = json.loads(metadata["param_groups"])
     except (KeyError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: no param_groups metadata ({exc})") from exc
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    state: dict = {}
+    for key, value in tensors.items():
+        name, field = key[len("state.") :].rsplit(".", 1)
+        state.setdefault(name, {})[field] = value
+    if metadata.get("keys") != OPTIMIZER_KEYS:  # indices: the optimizer's own state_dict layout
+        state = {int(index): values for index, values in state.items()}
+        _torch_optimizer(optimizer).load_state_dict({"state": state, "param_groups": groups})
+        return
+    set_optimizer_state_dict(
+        model, _torch_optimizer(optimizer), {"state": state, "param_groups": groups}, options=_load_options()
+    )
+
+
+def load_trainable(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy ``tensors`` (full, unsharded, by parameter name) into ``model``'s parameters of those names;
+    the other parameters stay. Plain, DDP- or FSDP-wrapped ``model`` (under FSDP each process keeps its shard)."""
+    set_model_state_dict(model, dict(tensors), options=_load_options())  # it adds the missing entries to the dict
+
+
+def _load_options() -> StateDictOptions:
+    return StateDictOptions(full_state_dict=True, strict=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -371,6 +371,8 @@ class Trainer:
             betas=config.betas,
             weight_decay=config.weight_decay,
         )
+        #: names of the trained parameters (taken before ``prepare``: FSDP renames and shards the module's own)
+        self.trainable_names = tuple(trainable_parameters(self.model))
         self.prepared, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.generator = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + self.accelerator.process_index)
         self.step = 0
@@ -491,20 +493,32 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------------
 
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The whole model's state ``{parameter name: full tensor}`` (``Accelerator.get_state_dict``).
+
+        Plain and DDP runs: every process gets it (views of the parameters, no copy). FSDP: the shards are
+        gathered to the main process, which alone gets them; collective, so every process must call it.
+        """
+        return self.accelerator.get_state_dict(self.prepared)
+
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step-N`` (all processes' RNG states; the rest from the main process)."""
+        """Write ``checkpoints/step-N`` (all processes' RNG states; the rest from the main process).
+
+        Collective: every process calls it (FSDP gathers parameters and optimizer state here).
+        """
         acc = self.accelerator
         folder = self.out / ckpt.CHECKPOINTS_DIR / ckpt.checkpoint_name(self.step)
         staging = self.out / ckpt.CHECKPOINTS_DIR / f".{folder.name}.rng"
         staging.mkdir(parents=True, exist_ok=True)
         rng, rng_meta = ckpt.rng_tensors(self.generator)
         ckpt.save_tensors(staging / ckpt.rng_file(acc.process_index), rng, rng_meta)
+        state = self.model_state()
+        optimizer, optimizer_meta = ckpt.optimizer_tensors(self.prepared, self.optimizer)
         acc.wait_for_everyone()
         if acc.is_main_process:
             with atomic_dir(folder) as tmp:
-                ckpt.save_tensors(tmp / ckpt.TRAINABLE_FILE, trainable_parameters(self.model))
-                tensors, meta = ckpt.optimizer_tensors(self.optimizer)
-                ckpt.save_tensors(tmp / ckpt.OPTIMIZER_FILE, tensors, meta)
+                ckpt.save_tensors(tmp / ckpt.TRAINABLE_FILE, {name: state[name] for name in self.trainable_names})
+                ckpt.save_tensors(tmp / ckpt.OPTIMIZER_FILE, optimizer, optimizer_meta)
                 for path in staging.iterdir():
                     shutil.move(str(path), tmp / path.name)
                 write_json_atomic(
@@ -540,13 +554,10 @@ class Trainer:
         if diffs:
             raise ValueError(f"--resume {folder}: made with other settings: " + "; ".join(diffs))
         tensors, _ = ckpt.read_tensors(folder / ckpt.TRAINABLE_FILE)
-        params = trainable_parameters(self.model)
-        if tensors.keys() != params.keys():
+        if tensors.keys() != set(self.trainable_names):
             raise ValueError(f"{folder / ckpt.TRAINABLE_FILE}: holds other parameters than this model trains")
-        with torch.no_grad():
-            for name, p in params.items():
-                p.copy_(tensors[name])
-        ckpt.load_optimizer(self.optimizer, folder / ckpt.OPTIMIZER_FILE)
+        ckpt.load_trainable(self.prepared, tensors)
+        ckpt.load_optimizer(self.prepared, self.optimizer, folder / ckpt.OPTIMIZER_FILE)
         rng = folder / ckpt.rng_file(self.accelerator.process_index)
         if not rng.is_file():
             raise ValueError(
@@ -580,9 +591,10 @@ class Trainer:
         seconds = time.perf_counter() - started
         if start < config.steps or not ckpt.list_checkpoints(self.out):
             self.save_checkpoint()
+        state = self.model_state()  # every process: FSDP gathers here
         if acc.is_main_process:
-            self.export_weights()
-            self._write_report(start, seconds)
+            self.export_weights(state)
+            self._write_report(start, seconds, state)
             if self.heldout_log:
                 write_heldout_csv(self.out / "heldout.csv", self.heldout_log)
         acc.wait_for_everyone()
@@ -627,17 +639,31 @@ class Trainer:
         self.status(f"held-out at step {self.step}: loss {row[1]:.5f}, predicted-x0 PSNR {row[2]:.2f} dB")
         return row[1], row[2]
 
-    def export_weights(self) -> None:
+    def export_weights(self, state: dict[str, torch.Tensor] | None = None) -> None:
         """Write the memory-weights files into the output folder (branch only for stage 1; the
-        mini model folder ``OUT/model/`` for stage mini)."""
+        mini model folder ``OUT/model/`` for stage mini).
+
+        Args:
+            state: the gathered model state (:meth:`model_state`; under FSDP every process must call that,
+                then the main process exports); None: gather it here (one process or DDP). Stage mini
+                (tiny backend, CPU) writes the modules' own weights.
+        """
         model = self.accelerator.unwrap_model(self.prepared)
         if self.config.stage == "mini":
             self._export_mini(model)
             return
+        state = self.model_state() if state is None else state
         settings = self.config.lora_settings() if self.config.stage == "lora" else None
         self.out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.out, prefix=".export-") as staging:
-            save_memory_weights(Path(staging) / "weights", model.transformer, model.branch, settings)
+            save_memory_weights(
+                Path(staging) / "weights",
+                model.transformer,
+                model.branch,
+                settings,
+                branch_state=_under(state, "branch."),
+                transformer_state=_under(state, "transformer."),
+            )
             stale = self.out / LORA_FILE
             if settings is None and stale.exists():
                 stale.unlink()
@@ -664,7 +690,7 @@ class Trainer:
         extra = {"size": [height, width], "prompt": PROMPT, "flow_shift": config.shift, "training": training}
         save_mini(self.out / MINI_MODEL_DIR, model.transformer, model.branch, self.backbone.text_encoder, sizes, extra)
 
-    def _write_report(self, start: int, seconds: float) -> None:
+    def _write_report(self, start: int, seconds: float, state: dict[str, torch.Tensor]) -> None:
         losses = self.log.losses
         head = losses[: max(1, len(losses) // 10)]
         tail = losses[-max(1, len(losses) // 10) :]
@@ -673,7 +699,7 @@ class Trainer:
             {
                 "config": {k: _jsonable(v) for k, v in asdict(self.config).items()},
                 "backbone": self.backbone.describe(),
-                "trainable_parameters": sum(p.numel() for p in trainable_parameters(self.model).values()),
+                "trainable_parameters": sum(state[name].numel() for name in self.trainable_names),
                 "processes": self.accelerator.num_processes,
                 "data": {"samples": len(self.samples), "clips": self.samples.clip_ids, "skipped": self.samples.skipped},
                 "steps": {"resumed_from": start, "final": self.step, "seconds_this_run": seconds},
@@ -690,6 +716,11 @@ class Trainer:
         renderer = getattr(self, "renderer", None)
         if renderer is not None:
             renderer.close()
+
+
+def _under(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` whose names start with ``prefix``, named relative to it."""
+    return {name[len(prefix) :]: value for name, value in state.items() if name.startswith(prefix)}
 
 
 def _read_state(path: Path) -> dict:

@@ -24,7 +24,15 @@ import explorer.generate
 import explorer.walkthrough
 import main
 from explorer.session import SessionRecorder, load_session
-from model.io.atomic import Interrupted, OutputError, OutputSet, atomic_path, raise_on_signals, signals_held
+from model.io.atomic import (
+    Interrupted,
+    OutputError,
+    OutputSet,
+    atomic_path,
+    raise_on_signals,
+    signals_held,
+    sweep_orphans,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["--backend", "tiny", "--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
@@ -295,6 +303,19 @@ def test_orphans_of_dead_processes_are_removed_and_a_kept_aside_result_is_restor
         "kept.json",
     ]
     assert (tmp_path / "kept.json").read_text() == "earlier result", "killed between its two renames: put back"
+
+
+def test_orphans_of_writers_known_to_be_gone_are_removed_whatever_their_pid(tmp_path):
+    """A batch worker Ray reported dead may still hold its pid (not yet reaped, or on another host)."""
+    alive = os.getppid()
+    (tmp_path / f".run.mp4.tmp-{alive}-0a1b2c3d.mp4").write_text("partial")
+    (tmp_path / f".kept.json.old-{alive}-0a1b2c3d.json").write_text("earlier result")
+    sweep_orphans(tmp_path / "run.mp4")
+    assert len(os.listdir(tmp_path)) == 2, "a running pid's temporary stays"
+    sweep_orphans(tmp_path / "run.mp4", writers_gone=True)
+    sweep_orphans(tmp_path / "kept.json", writers_gone=True)
+    assert os.listdir(tmp_path) == ["kept.json"]
+    assert (tmp_path / "kept.json").read_text() == "earlier result", "a kept-aside result is put back"
 
 
 # ---- signals --------------------------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 The cluster test runs 4 tiny-backend jobs at 64x64, one with a broken photo, and kills the worker
 running the slowest job as soon as that job starts writing its video (its temporary carries the
 worker's pid): the job must be retried on a restarted worker and complete, the bad job must get an
-error record, and nothing half-written may remain. A re-run must skip the 3 complete jobs.
+error record, and nothing half-written may remain. A re-run must skip the 3 complete jobs. In the same
+cluster, a job whose worker is killed every time it starts writing fails after ``--retries`` attempts
+while a fresh worker runs the next job.
 """
 
 import ast
@@ -114,16 +116,18 @@ def ray_cluster():
     ray.shutdown()
 
 
-def kill_when_writing(folder: Path, name: str, killed: list, stop: threading.Event) -> None:
-    """Kill (SIGKILL) the process whose temporary of ``name`` appears in ``folder``, once."""
+def kill_when_writing(folder: Path, name: str, killed: list, stop: threading.Event, every: bool = False) -> None:
+    """Kill (SIGKILL) the process whose temporary of ``name`` appears in ``folder``: the first one, or
+    (``every``) each process that starts writing it, until ``stop``."""
     pattern = re.compile(r"\." + re.escape(name) + r"\.tmp-(\d+)-")
     while not stop.is_set():
         for entry in os.listdir(folder) if folder.is_dir() else []:
             match = pattern.match(entry)
-            if match:
+            if match and int(match.group(1)) not in killed:
                 killed.append(int(match.group(1)))
-                os.kill(killed[0], signal.SIGKILL)
-                return
+                os.kill(killed[-1], signal.SIGKILL)
+                if not every:
+                    return
         time.sleep(0.005)
 
 
@@ -175,6 +179,36 @@ def test_a_batch_on_two_workers_survives_a_bad_job_and_a_killed_worker_and_resum
         "bad": "error",
     }
     assert again["a"]["pid"] == by_id["a"]["pid"], "a skipped job keeps the record of the run that made it"
+
+
+@pytest.mark.timeout(200)
+def test_a_job_that_kills_its_worker_every_time_fails_after_the_retries_and_a_fresh_worker_goes_on(
+    ray_cluster, tmp_path
+):
+    from explorer.batch.ray_runner import run_batch
+
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [{"id": "doomed", **SMALL, "segments": 4, "steps": 3}, {"id": "after", **SMALL, "seed": 5}],
+    )
+    out, killed, stop = tmp_path / "out", [], threading.Event()
+    args = (out / "doomed", "doomed.mp4", killed, stop, True)
+    watcher = threading.Thread(target=kill_when_writing, args=args, daemon=True)
+    watcher.start()
+    try:  # one worker: "doomed" runs first (file order), then "after" on whatever worker is left
+        records = run_batch(read_jobs(jobs), out, workers=1, retries=1, progress=False)
+    finally:
+        stop.set()
+        watcher.join()
+    by_id = {r["id"]: r for r in records}
+    assert by_id["doomed"]["status"] == "error" and by_id["doomed"]["error"].startswith("worker died")
+    assert len(killed) == 2, "the first attempt and --retries 1 more, each on a restarted worker"
+    assert by_id["after"]["status"] == "ok"
+    assert by_id["after"]["pid"] not in killed and not by_id["after"]["restarted"], "a fresh worker took over"
+    doomed, after = read_jobs(jobs)
+    assert after.is_complete(out) and not doomed.is_complete(out)
+    assert [p.name for p in (out / "doomed").iterdir()] == [], "nothing half-written is left"
+    assert read_records(out / RESULTS_FILE) == by_id
 
 
 def test_workers_are_placed_one_per_gpu_or_per_cpus_per_job():

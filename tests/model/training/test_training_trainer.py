@@ -1,5 +1,6 @@
 """The training loop on the tiny backend with procedural clips: freezing, overfitting, exact resume."""
 
+import json
 import shutil
 
 import pytest
@@ -172,6 +173,33 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, monkeypatch, stage
     assert ("memory" in (getattr(transformer, "peft_config", None) or {})) == (stage == "lora")
     trained = {k[len("branch.") :]: v for k, v in a.items() if k.startswith("branch.")}
     assert all(torch.equal(branch.state_dict()[k], v) for k, v in trained.items())  # exact: file copies
+    lora = {k[len("transformer.") :]: v for k, v in a.items() if k.startswith("transformer.")}
+    assert bool(lora) == (stage == "lora")
+    loaded = transformer.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in lora.items()), "the exported LoRA is the trained one"
+
+
+def test_an_optimizer_file_keyed_by_parameter_index_still_loads(tmp_path):
+    """Checkpoints written before the state was keyed by parameter name (for FSDP) resume as well."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    model[0].requires_grad_(False)
+    optimizer = torch.optim.AdamW(model[1].parameters(), lr=1e-2)
+    model(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    state = optimizer.state_dict()
+    old = {f"state.{i}.{name}": value for i, values in state["state"].items() for name, value in values.items()}
+    ckpt.save_tensors(tmp_path / "old.safetensors", old, {"param_groups": json.dumps(state["param_groups"])})
+    new, meta = ckpt.optimizer_tensors(model, optimizer)
+    assert set(new) == {f"state.1.{p}.{n}" for p in ("weight", "bias") for n in ("step", "exp_avg", "exp_avg_sq")}
+    ckpt.save_tensors(tmp_path / "new.safetensors", new, meta)
+    model.zero_grad(set_to_none=True)  # as after a step, and on resume
+    for name in ("old", "new"):
+        fresh = torch.optim.AdamW(model[1].parameters(), lr=1e-2)
+        ckpt.load_optimizer(model, fresh, tmp_path / f"{name}.safetensors")
+        loaded = fresh.state_dict()["state"]
+        assert loaded.keys() == state["state"].keys()
+        for i, values in state["state"].items():  # exact: the same tensors, written and read back
+            assert all(torch.equal(loaded[i][n], v) for n, v in values.items()), name
 
 
 def test_branch_only_folder_with_a_stray_lora_file_is_refused(zero_branch, tmp_path):
