@@ -32,7 +32,7 @@ from model.generation.pipeline import MiragePipeline, PipelineConfig, check_memo
 from model.generation.profiles import DEFAULT_BACKEND, profile
 from model.generation.stack import load_generation_stack
 from model.geometry.camera import invert_pose
-from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
+from model.geometry.trajectories import closed_orbit, forward_dolly, look_around, orbit, yaw_pan
 from model.io.atomic import OutputSet, write_json_atomic
 from model.io.cameras import read_camera_path_json, read_re10k, write_re10k
 from model.io.folders import check_model_folder
@@ -40,7 +40,7 @@ from model.io.video import Mp4Writer, min_video_bytes
 from model.memory.base import SpatialMemory
 from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
 
-TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")
+TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit", "look-around")
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
 # one 48-channel fp16 point per 16x16-pixel latent cell.
 MEMORY_BYTES_PER_CELL = 96
@@ -52,7 +52,7 @@ class GenerateArgs:
 
     out: str  # OUT.mp4; OUT.json and OUT.cameras.txt are written beside it
     image: str | None = None  # photo; None uses the bundled sample scene (with its exact depth)
-    trajectory: str = "orbit"  # orbit | forward | pan | closed-orbit | a RealEstate10K .txt | a camera-path .json
+    trajectory: str = "orbit"  # one of TRAJECTORIES | a RealEstate10K .txt | a camera-path .json
     segments: int = 2  # segments of 33 frames (32 new frames each)
     backend: str = DEFAULT_BACKEND  # one of model.generation.profiles.BACKENDS
     model: str | None = None  # model folder of backends that need one (wan: a Wan2.2-TI2V-5B diffusers folder)
@@ -78,7 +78,11 @@ class GenerateArgs:
 
 
 def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: float) -> torch.Tensor:
-    """``n_frames`` poses ``[n, 4, 4]`` of a builder (one of :data:`TRAJECTORIES`) from ``start_w2c``."""
+    """``n_frames`` poses ``[n, 4, 4]`` of a builder (one of :data:`TRAJECTORIES`) from ``start_w2c``.
+
+    The builders' parameters are ``generate``'s: orbits of 40 degrees about the point ``radius`` metres
+    ahead (:func:`orbit_radius`), a 1 m forward dolly, a 45 degree pan, the default look-around.
+    """
     if spec == "orbit":
         return orbit(n_frames, radius, 40.0, start_w2c)
     if spec == "forward":
@@ -86,10 +90,16 @@ def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: 
     if spec == "pan":
         return yaw_pan(n_frames, 45.0, start_w2c)
     if spec == "closed-orbit":  # out and back; the turning pose is not repeated, so n_frames stays 4k+1
-        half = orbit(n_frames // 2 + 1, radius, 40.0, start_w2c)
-        loop = closed_loop(half)
-        return torch.cat([loop[: len(half)], loop[len(half) + 1 :]])[:n_frames]
+        return closed_orbit(n_frames, radius, 40.0, start_w2c)
+    if spec == "look-around":  # yaw right, left and back, pitch up and down twice; ends at the start pose
+        return look_around(n_frames, start_w2c=start_w2c)
     raise ValueError(f"--trajectory: {spec!r} is not one of {', '.join(TRAJECTORIES)}")
+
+
+def orbit_radius(depth: torch.Tensor) -> float:
+    """Radius in metres of the orbits from a start view: the median of its finite depth ``[H, W]`` (2 m without)."""
+    finite = depth[torch.isfinite(depth)]
+    return float(finite.median()) if finite.numel() else 2.0
 
 
 def read_trajectory_file(path: Path, n_frames: int, note: Callable[[str], None]) -> torch.Tensor:
@@ -217,9 +227,7 @@ def run_generate(args: GenerateArgs) -> dict:
         if checked.trajectory is not None:
             w2c = checked.trajectory
         else:
-            finite = depth[torch.isfinite(depth)]
-            radius = float(finite.median()) if finite.numel() else 2.0
-            w2c = build_trajectory(args.trajectory, n_frames, torch.eye(4, dtype=torch.float64), radius)
+            w2c = build_trajectory(args.trajectory, n_frames, torch.eye(4, dtype=torch.float64), orbit_radius(depth))
         report = _generate_video(pipe, w2c, inputs.depth_source, outputs, width, height, args, inputs.k_source)
         outputs.write(
             out.with_suffix(".cameras.txt"),

@@ -1,0 +1,154 @@
+"""What ``main.py eval-world`` writes: the summary (JSON), its markdown table and the contact sheet.
+
+``summary.json`` = ``{"systems": {name: {"psnr", "ssim", "psnr_visible", "psnr_holes", "psnr_c",
+"s_per_frame", ...}}, "seeds": [...], "trajectories": [...], ...}``: each system's scores are means
+over its runs (one run = one seed x one trajectory), PSNRs averaged in dB with identical frames
+counted as 100 dB; ``psnr_c`` is the mean closed-loop PSNR over the runs whose path returns to its
+start pose (null when the run has none); NaN is written as null. Also per trajectory
+(``by_trajectory``), every run (``runs``), the settings and the machine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from explorer.eval_world.systems import SYSTEMS
+from explorer.evaluate import json_safe
+from model.eval.frame_scores import SCORES, mean_scores
+from model.eval.metrics import mean_psnr
+
+if TYPE_CHECKING:
+    from explorer.eval_world.run import Plan
+
+SUMMARY, TABLE, CONTACT_SHEET = "summary.json", "table.md", "contact_sheet.png"
+#: Run figures averaged per system besides :data:`model.eval.frame_scores.SCORES`.
+RUN_FIGURES = ("s_per_frame", "s_per_frame_without_depth", "cache_mib_per_segment", "memory_visible_fraction")
+#: Table columns: (header, summary key, format).
+COLUMNS = (
+    ("PSNR", "psnr", "{:.2f}"),
+    ("SSIM", "ssim", "{:.3f}"),
+    ("PSNR visible", "psnr_visible", "{:.2f}"),
+    ("PSNR holes", "psnr_holes", "{:.2f}"),
+    ("PSNR_C", "psnr_c", "{:.2f}"),
+    ("s/frame", "s_per_frame", "{:.3f}"),
+    ("cache MiB/segment", "cache_mib_per_segment", "{:.3f}"),
+)
+
+
+def system_means(runs: list[dict]) -> dict:
+    """The mean of every score and figure over ``runs`` of one system (see the module docstring)."""
+    means = mean_scores([{key: run[key] for key in SCORES} for run in runs])
+    for key in RUN_FIGURES:
+        means[key] = float(np.mean([run[key] for run in runs]))
+    closed = [run["psnr_c"] for run in runs if run["psnr_c"] is not None]
+    means["psnr_c"] = mean_psnr(closed) if closed else None
+    means["closed_loop_runs"] = len(closed)
+    return means
+
+
+def summarize(runs: list[dict], plan: Plan, settings: dict, machine: str, wall_s: float) -> dict:
+    """The contents of ``summary.json`` (JSON-safe: NaN as null)."""
+    names = [s.name for s in plan.systems]
+    summary = {
+        "systems": {n: system_means([r for r in runs if r["system"] == n]) for n in names},
+        "seeds": plan.seeds,
+        "trajectories": plan.trajectories,
+        "by_trajectory": {
+            t: {n: system_means([r for r in runs if r["system"] == n and r["trajectory"] == t]) for n in names}
+            for t in plan.trajectories
+        },
+        "system_descriptions": {n: SYSTEMS[n].summary for n in names},
+        "settings": settings,
+        "machine": machine,
+        "wall_s": wall_s,
+        "split": "visible = pixels of latent cells that a latent memory written with the exact renders covers "
+        "at each frame's camera (the same for every system); holes = the rest",
+        "runs": runs,
+    }
+    return json_safe(summary)
+
+
+def _cell(value, fmt: str) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def table_rows(systems: dict) -> list[str]:
+    """The markdown table lines of ``{system: means}`` (:data:`COLUMNS`; – for null)."""
+    header = "| system | " + " | ".join(h for h, _, _ in COLUMNS) + " |"
+    rule = "|---" * (len(COLUMNS) + 1) + "|"
+    lines = [header, rule]
+    for name, means in systems.items():
+        lines.append(f"| {name} | " + " | ".join(_cell(means.get(key), fmt) for _, key, fmt in COLUMNS) + " |")
+    return lines
+
+
+def markdown_table(summary: dict) -> str:
+    """The summary as markdown: settings and machine, the systems table, one table per trajectory."""
+    s = summary["settings"]
+    lines = [
+        "# World benchmark (`main.py eval-world`)",
+        "",
+        f"Machine: {summary['machine']}. Wall time {summary['wall_s'] / 60:.1f} min.",
+        f"Scene seeds {', '.join(map(str, summary['seeds']))}; trajectories {', '.join(summary['trajectories'])} "
+        f"(`generate`'s builders and defaults), {s['segments']} segments of 33 frames each; "
+        f"{s['width']}x{s['height']} (WxH), vertical FOV {s['fov_y_deg']:g} deg; "
+        f"steps {s['steps'] or 'of each backend profile'}; noise seed {s['seed']}.",
+        "",
+        "Means over runs (seed x trajectory) of the per-frame scores of frames 1..N-1 against the exact render "
+        "of the same camera (PSNR in dB, identical frames as 100 dB). PSNR visible / holes: over the pixels a "
+        "latent memory written with the exact renders covers at that camera, and over the rest (the same pixels "
+        "for every system). PSNR_C: the return frame against frame 0 on the closed-loop trajectories (– without "
+        "one). s/frame: generation wall time per new frame, the exact depth render of the write-back included. "
+        "cache MiB/segment: memory growth per segment.",
+        "",
+        *table_rows(summary["systems"]),
+        "",
+        "Systems: " + "; ".join(f"`{n}`: {d}" for n, d in summary["system_descriptions"].items()) + ".",
+        "",
+    ]
+    for trajectory, systems in summary["by_trajectory"].items():
+        lines += [f"## {trajectory}", "", *table_rows(systems), ""]
+    return "\n".join(lines)
+
+
+def sheet_frame_ids(n_frames: int, count: int = 3) -> list[int]:
+    """``count`` frame numbers spread over frames 1..N-1, the last frame last (the contact sheet's columns)."""
+    return sorted({round(1 + (n_frames - 2) * (k + 1) / count) for k in range(count)})
+
+
+def contact_sheet(sheet: dict[str, dict[str, np.ndarray]], frame_ids: list[int], gap: int = 2) -> np.ndarray:
+    """One image: per trajectory a block of rows (ground truth, then each system) by frames.
+
+    Args:
+        sheet: ``{trajectory: {row name: [len(frame_ids), H, W, 3] uint8}}``, every block with the same rows.
+        frame_ids: the frame numbers of the columns (labelled on each tile).
+        gap: white pixels between tiles.
+
+    Returns:
+        ``[rows * (H + gap), blocks * columns * (W + gap), 3]`` uint8; blocks side by side.
+    """
+    blocks = []
+    for trajectory, rows in sheet.items():
+        block_rows = []
+        for name, frames in rows.items():
+            tiles = [
+                _labelled(frame, f"{name} | {trajectory} #{i}", gap) for frame, i in zip(frames, frame_ids, strict=True)
+            ]
+            block_rows.append(np.concatenate(tiles, axis=1))
+        blocks.append(np.concatenate(block_rows, axis=0))
+    return np.concatenate(blocks, axis=1)
+
+
+def _labelled(frame: np.ndarray, text: str, gap: int) -> np.ndarray:
+    """The frame with ``text`` on a dark band at its top, and a white ``gap`` on its right and bottom."""
+    tile = np.full((frame.shape[0] + gap, frame.shape[1] + gap, 3), 255, np.uint8)
+    tile[: frame.shape[0], : frame.shape[1]] = frame
+    scale = max(0.3, frame.shape[1] / 900)
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    tile[: h + base + 4, : min(w + 4, frame.shape[1])] //= 3
+    cv2.putText(tile, text, (2, h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return tile
