@@ -70,12 +70,13 @@ SYSTEMS = {
 }
 
 
-def check_mini_model(folder: Path = MINI_FOLDER) -> None:
+def check_mini_model(folder: Path | None = None) -> None:
     """Refuse the mini systems when the mini model is not there.
 
     Raises:
         ValueError: ``"<folder>: ..."`` naming what is missing and which systems need no model.
     """
+    folder = folder or MINI_FOLDER
     missing = [name for name in MINI_FILES if not (folder / name).is_file()]
     if missing or "mini" not in PROFILES:
         what = f"missing {', '.join(missing)}" if missing else "the 'mini' backend is not part of this build"

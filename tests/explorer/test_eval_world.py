@@ -1,0 +1,106 @@
+"""``main.py eval-world``: a tiny grid end to end, its refusals, and the visible / holes split."""
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import main
+from explorer.eval_world import systems
+from explorer.eval_world.coverage import reference_coverage
+from explorer.eval_world.report import sheet_frame_ids
+from explorer.generate import TRAJECTORIES, build_trajectory
+from model.eval.scenes import ProceduralScene, SceneConfig
+from model.geometry.camera import intrinsics_from_fov, invert_pose
+from model.geometry.trajectories import yaw_pan
+
+FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
+
+
+def test_a_tiny_grid_writes_summary_table_and_contact_sheet(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["eval-world", "--seeds", "5001", "--trajectories", "closed-orbit", "--systems", "tiny,readout-inpaint"]
+    assert main.main([*argv, "--out", str(out), *FAST]) == 0
+    assert "readout-inpaint" in capsys.readouterr().out
+    summary = json.loads(
+        (out / "summary.json").read_text(), parse_constant=lambda name: pytest.fail(f"non-strict JSON {name}")
+    )
+    assert summary["seeds"] == [5001] and summary["trajectories"] == ["closed-orbit"]
+    assert list(summary["systems"]) == ["tiny", "readout-inpaint"]
+    for means in summary["systems"].values():
+        for key in ("psnr", "ssim", "psnr_visible", "psnr_holes", "psnr_c", "s_per_frame"):
+            assert math.isfinite(means[key]), key
+        assert 0.0 < means["visible_fraction"] < 1.0  # the orbit sees new space: both sets are scored
+        assert means["closed_loop_runs"] == 1 and means["s_per_frame"] > 0
+    # the readout is exact where it is visible and Telea fills the rest: it must beat random weights on holes
+    assert summary["systems"]["readout-inpaint"]["psnr_holes"] > summary["systems"]["tiny"]["psnr_holes"] + 3.0
+    table = (out / "table.md").read_text()
+    assert "| readout-inpaint |" in table and "PSNR holes" in table
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    columns = len(sheet_frame_ids(33))
+    assert sheet.shape[0] == 3 * (64 + 2) and sheet.shape[1] == columns * (128 + 2)  # ground truth + 2 systems
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seeds", "1,x"], "--seeds"),
+        (["--seeds", "1,,2"], "--seeds"),
+        (["--seeds", "3,3"], "--seeds"),
+        (["--seeds", "1", "--systems", "tiny,gpt"], "--systems: 'gpt'"),
+        (["--seeds", "1", "--trajectories", "zigzag"], "--trajectories: 'zigzag'"),
+        (["--seeds", "1", "--segments", "0"], "--segments"),
+        (["--seeds", "1", "--systems", "tiny", "--height", "60"], "multiples of 8"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_error_line_and_write_nothing(tmp_path, capsys, flags, message):
+    out = tmp_path / "bench"
+    assert main.main(["eval-world", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_mini_systems_are_refused_without_the_mini_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(systems, "MINI_FOLDER", tmp_path / "no-model")
+    for name in ("mini", "mini-nomem", "mini-rgb"):
+        assert main.main(["eval-world", "--out", str(tmp_path / "o"), "--seeds", "1", "--systems", name]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no-model" in err[0] and "need no model: readout-inpaint, tiny" in err[0]
+
+
+def test_coverage_of_a_pan_is_the_part_of_each_view_the_start_view_saw(renderer):
+    """Turning in place, nothing is written but the start view (segment 0): a frame's cell can only be
+    covered where its ray falls inside the start camera's image, and most such cells are (the rest are
+    the readout's one-point-per-cell cracks)."""
+    width, height, n, stride = 128, 64, 33, 4
+    K = intrinsics_from_fov(55.0, width, height)
+    w2c = yaw_pan(n, 45.0)
+    frames, depth = renderer.render_trajectory(ProceduralScene(SceneConfig(seed=3)), w2c, K, width, height)
+    covered = reference_coverage(frames, depth, w2c, K)
+    assert covered.shape == (n, height, width) and covered[0].all()
+    v, u = np.meshgrid(np.arange(height // stride), np.arange(width // stride), indexing="ij")
+    centres = np.stack([(u + 0.5) * stride, (v + 0.5) * stride, np.ones((height // stride, width // stride))], -1)
+    rays = centres @ np.linalg.inv(K.numpy()).T  # directions of the cell centres in camera i
+    for i in (8, 20, 32):
+        in_start = (rays @ (w2c[0] @ invert_pose(w2c[i]))[:3, :3].numpy().T) @ K.numpy().T  # in camera 0, pixels
+        x, y = in_start[..., 0] / in_start[..., 2], in_start[..., 1] / in_start[..., 2]
+        expected = (in_start[..., 2] > 0) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+        got = covered[i, stride // 2 :: stride, stride // 2 :: stride]  # one pixel per cell
+        assert 0.2 < expected.mean() < 0.95  # both sets present: a flipped or shifted split would fail
+        assert (got & ~expected).sum() <= 0.03 * got.size, i  # nothing covered outside the start view
+        assert (got & expected).sum() >= 0.7 * expected.sum(), i  # most of the start view's part covered
+    # turning right, the covered part is on the left of the frame
+    assert covered[32][:, : width // 4].mean() > 0.4 and covered[32][:, -width // 4 :].mean() == 0.0
+
+
+def test_generate_builds_every_trajectory_from_the_start_pose_and_the_closed_ones_return():
+    start = torch.eye(4, dtype=torch.float64)
+    for name in TRAJECTORIES:
+        path = build_trajectory(name, 97, start, 2.5)
+        assert path.shape == (97, 4, 4) and torch.allclose(path[0], start), name
+        returns = torch.allclose(path[-1], start, atol=1e-9)
+        assert returns == (name in ("closed-orbit", "look-around")), name
