@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -29,6 +29,14 @@ _VERTEX_FLOATS = 16
 SKY_BOX_HALF_M = 100.0
 
 
+#: Kinds of second space a room can open onto (:attr:`SceneConfig.annex`).
+ANNEXES = ("none", "room", "corridor")
+#: Walls that can hold the doorway to the annex (the wall behind the start camera cannot).
+ANNEX_WALLS = ("wall_x0", "wall_x1", "wall_z1")
+# Thickness of the wall a doorway passes through, metres.
+_WALL_THICKNESS_M = 0.15
+
+
 @dataclass(frozen=True)
 class SceneConfig:
     """Parameters of a procedural room. Equal configs give identical scenes."""
@@ -41,6 +49,10 @@ class SceneConfig:
     texture_scale: float = 1.0  # multiplies every pattern period (base periods 0.25-0.8 m)
     eye_height: float = 1.5  # start camera height above the floor, metres
     back_clearance: float = 1.5  # distance from the start camera to the wall behind it, metres
+    # a second space joined through a doorway: "none", "room" (a furnished room) or "corridor" (long, narrow)
+    annex: str = "none"
+    # the wall of the main room that holds the doorway: "wall_x0", "wall_x1" (sides) or "wall_z1" (the far wall)
+    annex_wall: str = "wall_z1"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "room_size", tuple(float(v) for v in self.room_size))
@@ -56,6 +68,10 @@ class SceneConfig:
             raise ValueError(
                 f"back_clearance {self.back_clearance} m must lie inside the room length {self.room_size[1]} m"
             )
+        if self.annex not in ANNEXES:
+            raise ValueError(f"annex must be one of {ANNEXES}, got {self.annex!r}")
+        if self.annex_wall not in ANNEX_WALLS:
+            raise ValueError(f"annex_wall must be one of {ANNEX_WALLS}, got {self.annex_wall!r}")
 
 
 #: Configuration of the bundled sample scene.
@@ -133,6 +149,7 @@ class ProceduralScene:
         width, length, height = config.room_size
         self.room_lo = np.array([-width / 2, config.eye_height - height, -config.back_clearance])
         self.room_hi = np.array([width / 2, config.eye_height, length - config.back_clearance])
+        self.annex: Annex | None = None
         path = standard_path_centres()
         if not self._inside(path, margin=0.3).all():
             raise ValueError(
@@ -146,7 +163,12 @@ class ProceduralScene:
         if config.moving_object and not (self._inside_xz(*swept) and _rect_free(*swept, [], path_xz)):
             raise ValueError(f"room {config.room_size} m is too small for the moving object beside the camera paths")
         self.moving = moving if config.moving_object else None
-        self.boxes = _place_furniture(rng, config, self.room_lo, self.room_hi, keep_out=[swept], path_xz=path_xz)
+        # the annex draws from its own RNG, so rooms without one are exactly what they were before annexes existed
+        self.annex = None if config.annex == "none" else _make_annex(config, self.room_lo, self.room_hi)
+        keep_out = [swept] + ([self.annex.approach] if self.annex is not None else [])
+        self.boxes = _place_furniture(rng, config, self.room_lo, self.room_hi, keep_out=keep_out, path_xz=path_xz)
+        if self.annex is not None:
+            self.boxes += self.annex.furniture
         self.static_vertices = self._static_vertices()
         no_vertices = np.zeros((0, _VERTEX_FLOATS), np.float32)
         self.moving_vertices = box_vertices(self.moving, inward=False) if self.moving is not None else no_vertices
@@ -180,17 +202,177 @@ class ProceduralScene:
         return free
 
     def _inside(self, points: np.ndarray, margin: float) -> np.ndarray:
-        return np.all((points > self.room_lo + margin) & (points < self.room_hi - margin), axis=1)
+        inside = np.all((points > self.room_lo + margin) & (points < self.room_hi - margin), axis=1)
+        if self.annex is not None:
+            for lo, hi in self.annex.spaces:
+                inside |= np.all((points > lo + margin) & (points < hi - margin), axis=1)
+        return inside
 
     def _inside_xz(self, lo_xz: np.ndarray, hi_xz: np.ndarray) -> bool:
         return bool(np.all(lo_xz > self.room_lo[[0, 2]]) and np.all(hi_xz < self.room_hi[[0, 2]]))
 
     def _static_vertices(self) -> np.ndarray:
         skip = {"ceiling"} if self.config.open_sky else set()
-        faces = [f for f in _box_faces(self.room_lo, self.room_hi, inward=True) if f[0] not in skip]
-        room = [_quad_vertices(c, n, self.room_materials[name]) for name, c, n in faces]
+        door = self.annex.door if self.annex is not None else None
+        room = _room_shell(self.room_lo, self.room_hi, self.room_materials, skip, door, self.config.annex_wall)
+        if self.annex is not None:
+            room += self.annex.shell(skip, self.room_materials[self.config.annex_wall], self.room_materials["floor"])
         furniture = [box_vertices(box, inward=False) for box in self.boxes]
         return np.concatenate(room + furniture).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Annexes: a second room or a corridor behind a doorway
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Doorway:
+    """An opening in an axis-aligned wall.
+
+    Attributes:
+        axis: the wall's normal axis (0: x, 2: z). plane: the wall's coordinate on it, metres.
+        side: +1 when the annex lies towards +axis from the wall, -1 towards -axis.
+        along: the horizontal axis running along the wall (2 or 0). lo, hi: the opening along it, metres.
+        top: y of the opening's top (up is -y); its bottom is the floor.
+    """
+
+    axis: int
+    plane: float
+    side: float
+    along: int
+    lo: float
+    hi: float
+    top: float
+
+
+@dataclass(frozen=True)
+class Annex:
+    """A second space beyond a doorway of the main room (see :func:`_make_annex`).
+
+    Attributes:
+        door: the doorway. lo, hi: ``[3]`` interior bounds of the annex, metres.
+        materials: its floor, ceiling and wall appearances (names as the main room's).
+        furniture: boxes standing in it. approach: the floor rectangle ``(lo_xz, hi_xz)`` in front of
+            the doorway in the main room that furniture leaves free.
+        spaces: ``(lo, hi)`` boxes a camera may stand in besides the main room (the annex and the
+            passage through the wall, the latter extended 1 m into both spaces).
+    """
+
+    door: Doorway
+    lo: np.ndarray
+    hi: np.ndarray
+    materials: dict[str, Material]
+    furniture: list[Box]
+    approach: tuple[np.ndarray, np.ndarray]
+    spaces: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    def shell(self, skip: set[str], wall: Material, floor: Material) -> list[np.ndarray]:
+        """Vertices of the annex's inward faces (the doorway cut into the face towards the main
+        room; names in ``skip`` left out) and of the passage through the wall (``wall`` and ``floor``
+        materials of the main room)."""
+        d = self.door
+        near_name = _face_name(d.axis, 0 if d.side > 0 else 1)
+        door = Doorway(d.axis, d.plane + d.side * _WALL_THICKNESS_M, d.side, d.along, d.lo, d.hi, d.top)
+        quads = _room_shell(self.lo, self.hi, self.materials, skip, door, near_name)
+        a, n = d.along, d.axis
+        inner, outer = d.plane, d.plane + d.side * _WALL_THICKNESS_M
+        floor_y = self.hi[1]
+        quads.append(_rect(a, d.lo, n, inner, outer, 1, d.top, floor_y, +1.0, wall))  # jamb at lo faces +along
+        quads.append(_rect(a, d.hi, n, inner, outer, 1, d.top, floor_y, -1.0, wall))
+        quads.append(_rect(1, d.top, a, d.lo, d.hi, n, inner, outer, +1.0, wall))  # lintel soffit faces down (+y)
+        quads.append(_rect(1, floor_y, a, d.lo, d.hi, n, inner, outer, -1.0, floor))  # threshold faces up
+        return quads
+
+
+def _face_name(axis: int, side: int) -> str:
+    """Name of the room face on ``axis`` at its min (``side`` 0) or max (1) bound, as in :func:`_box_faces`."""
+    return {(0, 0): "wall_x0", (0, 1): "wall_x1", (1, 0): "ceiling", (1, 1): "floor"}.get((axis, side), f"wall_z{side}")
+
+
+def _rect(axis: int, plane: float, a: int, a0: float, a1: float, b: int, b0: float, b1: float, sign: float, material):
+    """Two triangles ``[6, 16]`` of the rectangle ``axis = plane``, ``a`` in ``[a0, a1]``, ``b`` in
+    ``[b0, b1]``, normal ``sign`` along ``axis``."""
+    corners = np.empty((4, 3))
+    corners[:, axis] = plane
+    corners[:, a] = [a0, a1, a1, a0]
+    corners[:, b] = [b0, b0, b1, b1]
+    normal = np.zeros(3)
+    normal[axis] = sign
+    return _quad_vertices(corners, normal, material)
+
+
+def _room_shell(lo, hi, materials, skip: set[str], door: Doorway | None, door_face: str) -> list[np.ndarray]:
+    """Vertices of a box room's inward faces; the face ``door_face`` gets the ``door`` opening
+    (three panels: either side of it and above it)."""
+    quads = []
+    for name, corners, normal in _box_faces(lo, hi, inward=True):
+        if name in skip:
+            continue
+        if door is None or name != door_face:
+            quads.append(_quad_vertices(corners, normal, materials[name]))
+            continue
+        n, a, sign = door.axis, door.along, float(normal[door.axis])
+        plane = lo[n] if name.endswith("0") else hi[n]
+        for a0, a1, y0, y1 in ((lo[a], door.lo, lo[1], hi[1]), (door.hi, hi[a], lo[1], hi[1])):
+            quads.append(_rect(n, plane, a, a0, a1, 1, y0, y1, sign, materials[name]))
+        quads.append(_rect(n, plane, a, door.lo, door.hi, 1, lo[1], door.top, sign, materials[name]))
+    return quads
+
+
+def _make_annex(config: SceneConfig, room_lo: np.ndarray, room_hi: np.ndarray) -> Annex:
+    """The annex of ``config`` (seeded by ``[seed, 3]``): a doorway of 0.9-1.6 m x 2.0-2.3 m in
+    ``config.annex_wall`` at least 0.3 m from the corners, the wall 0.15 m thick, and beyond it a
+    room of 3-5.5 x 3-5 m with 1-3 furniture pieces, or a corridor 1.4-2 m wide and 4-7 m long."""
+    rng = np.random.default_rng([config.seed, 3])
+    axis, side = (2, 1) if config.annex_wall == "wall_z1" else (0, int(config.annex_wall[-1]))
+    along = 2 if axis == 0 else 0
+    corridor = config.annex == "corridor"
+    floor_y, ceiling_y = room_hi[1], room_lo[1]
+    door_w = rng.uniform(0.9, 1.3) if corridor else rng.uniform(1.0, 1.6)
+    door_h = min(rng.uniform(2.0, 2.3), floor_y - ceiling_y - 0.15)
+    wall_lo, wall_hi = room_lo[along] + 0.3 + door_w / 2, room_hi[along] - 0.3 - door_w / 2
+    centre = rng.uniform(wall_lo, wall_hi)
+    width = rng.uniform(1.4, 2.0) if corridor else rng.uniform(3.0, 5.5)
+    depth = rng.uniform(4.0, 7.0) if corridor else rng.uniform(3.0, 5.0)
+    height = max(rng.uniform(2.3, 2.7) if corridor else rng.uniform(2.5, 3.2), door_h + 0.1)
+    plane = room_hi[axis] if side else room_lo[axis]
+    sign = 1.0 if side else -1.0
+    door = Doorway(axis, float(plane), sign, along, centre - door_w / 2, centre + door_w / 2, floor_y - door_h)
+    lo, hi = np.zeros(3), np.zeros(3)
+    near, far = plane + sign * _WALL_THICKNESS_M, plane + sign * (_WALL_THICKNESS_M + depth)
+    lo[axis], hi[axis] = min(near, far), max(near, far)
+    lo[along], hi[along] = centre - width / 2, centre + width / 2
+    lo[1], hi[1] = floor_y - height, floor_y
+    materials = _room_materials(rng, config.texture_scale)
+    passage_lo, passage_hi = np.zeros(3), np.zeros(3)
+    passage_lo[axis], passage_hi[axis] = min(plane - sign, near + sign), max(plane - sign, near + sign)
+    passage_lo[along], passage_hi[along] = door.lo, door.hi
+    passage_lo[1], passage_hi[1] = door.top, floor_y
+    approach = _floor_rect(axis, plane, -sign, 1.0, along, door.lo - 0.2, door.hi + 0.2)
+    annex_approach = _floor_rect(axis, near, sign, 1.0, along, door.lo - 0.2, door.hi + 0.2)
+    furniture: list[Box] = []
+    if not corridor:
+        taken = [annex_approach]
+        for _ in range(int(rng.integers(1, 4))):
+            kind = str(rng.choice(["table", "shelf", "cube"]))
+            material = _random_material(rng, config.texture_scale)
+            for _ in range(50):
+                lo_xz, hi_xz, parts = _FURNITURE[kind](rng, lo, hi)
+                if _rect_free(lo_xz, hi_xz, taken, np.zeros((0, 2))):
+                    taken.append((lo_xz, hi_xz))
+                    furniture += [Box(p_lo, p_hi, material, kind) for p_lo, p_hi in parts]
+                    break
+    return Annex(door, lo, hi, materials, furniture, approach, ((lo, hi), (passage_lo, passage_hi)))
+
+
+def _floor_rect(axis: int, plane: float, sign: float, depth: float, along: int, a0: float, a1: float):
+    """Floor rectangle ``(lo_xz [2], hi_xz [2])`` reaching ``depth`` metres from ``plane`` towards
+    ``sign`` along ``axis`` and spanning ``[a0, a1]`` along ``along``."""
+    lo, hi = np.zeros(3), np.zeros(3)
+    lo[axis], hi[axis] = min(plane, plane + sign * depth), max(plane, plane + sign * depth)
+    lo[along], hi[along] = a0, a1
+    return lo[[0, 2]], hi[[0, 2]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,3 +597,43 @@ def _quad_vertices(corners: np.ndarray, normal: np.ndarray, material: Material) 
 
 def box_vertices(box: Box, inward: bool) -> np.ndarray:
     return np.concatenate([_quad_vertices(c, n, box.material) for _, c, n in _box_faces(box.lo, box.hi, inward)])
+
+
+# --------------------------------------------------------------------------------------------
+# Varied worlds for training and evaluation
+# --------------------------------------------------------------------------------------------
+
+#: Scene seeds from here up are held out from training (model cards record what a model trained on).
+HELD_OUT_SEED = 5000
+
+
+def world_config(seed: int) -> SceneConfig:
+    """A varied, valid world for ``seed`` (seeded by ``[seed, 2]``; the room itself by ``seed``).
+
+    Rooms of 5-9 x 5.5-10 x 2.5-3.6 m; 30 % a single room, 40 % with a second room and 30 % with a
+    corridor behind a doorway in a side or the far wall; 25 % open-sky courtyards; half with a moving
+    box; 2-9 furniture pieces; pattern scale 0.7-1.6; eye height 1.3-1.7 m. A draw whose furniture
+    does not fit is retried with fewer pieces.
+    """
+    rng = np.random.default_rng([seed, 2])
+    height = float(rng.uniform(2.5, 3.6))
+    config = SceneConfig(
+        seed=seed,
+        room_size=(float(rng.uniform(5.0, 9.0)), float(rng.uniform(5.5, 10.0)), height),
+        num_objects=int(rng.integers(2, 10)),
+        moving_object=bool(rng.random() < 0.5),
+        open_sky=bool(rng.random() < 0.25),
+        texture_scale=float(rng.uniform(0.7, 1.6)),
+        eye_height=float(min(rng.uniform(1.3, 1.7), height - 0.4)),
+        back_clearance=float(rng.uniform(1.4, 2.0)),
+        annex=str(rng.choice(ANNEXES, p=[0.3, 0.4, 0.3])),
+        annex_wall=str(rng.choice(ANNEX_WALLS)),
+    )
+    for num_objects in range(config.num_objects, -1, -1):
+        candidate = replace(config, num_objects=num_objects)
+        try:
+            ProceduralScene(candidate)
+        except ValueError:
+            continue
+        return candidate
+    return replace(config, num_objects=0, moving_object=False)
