@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 SUMMARY, TABLE, CONTACT_SHEET = "summary.json", "table.md", "contact_sheet.png"
 #: Run figures averaged per system besides :data:`model.eval.frame_scores.SCORES`.
-RUN_FIGURES = ("s_per_frame", "s_per_frame_without_depth", "cache_mib_per_segment", "memory_visible_fraction")
+RUN_FIGURES = ("s_per_frame", "cache_mib_per_segment", "memory_visible_fraction")
 #: Table columns: (header, summary key, format).
 COLUMNS = (
     ("PSNR", "psnr", "{:.2f}"),
@@ -102,7 +102,7 @@ def markdown_table(summary: dict) -> str:
         "of the same camera (PSNR in dB, identical frames as 100 dB). PSNR visible / holes: over the pixels a "
         "latent memory written with the exact renders covers at that camera, and over the rest (the same pixels "
         "for every system). PSNR_C: the return frame against frame 0 on the closed-loop trajectories (– without "
-        "one). s/frame: generation wall time per new frame, the exact depth render of the write-back included. "
+        "one). s/frame: generation wall time per new frame (the write-back's exact depth is looked up, not estimated). "
         "cache MiB/segment: memory growth per segment.",
         "",
         *table_rows(summary["systems"]),

@@ -5,7 +5,7 @@ For each scene seed and trajectory: the world's exact render at the start pose (
 input image, with its exact depth; the trajectory is ``generate``'s builder of that name with its
 default parameters (:func:`explorer.generate.build_trajectory`, orbit radius from the start depth);
 every system generates ``segments`` segments from that image (exact depth of the generated frames'
-cameras for the memory write-back, :class:`explorer.scene_inputs.SceneDepth`), and every generated
+cameras for the memory write-back, :class:`TrajectoryDepth`), and every generated
 frame (1..N-1) is scored against the exact render at its camera (:mod:`model.eval.frame_scores`),
 whole and split by :func:`explorer.eval_world.coverage.reference_coverage`.
 
@@ -38,13 +38,14 @@ from explorer.eval_world.report import (
 from explorer.eval_world.systems import SYSTEMS, System, check_systems
 from explorer.generate import TRAJECTORIES, build_trajectory, orbit_radius
 from explorer.machine import machine_description
-from explorer.scene_inputs import SceneDepth
 from model.eval.frame_scores import frame_scores, mean_scores
 from model.eval.metrics import closed_loop_metrics
-from model.eval.scenes import SAMPLE_FOV_Y_DEG, ProceduralScene, SceneConfig, SceneRenderer
+from model.eval.scenes import SAMPLE_FOV_Y_DEG, ProceduralScene, SceneRenderer
+from model.eval.scenes.paths import PATH_MARGIN_M
+from model.eval.scenes.world import world_config
 from model.generation.pipeline import PipelineConfig
 from model.generation.profiles import PROFILES
-from model.geometry.camera import intrinsics_from_fov
+from model.geometry.camera import intrinsics_from_fov, invert_pose
 from model.io.atomic import OutputSet, write_json_atomic, write_text_atomic
 from model.io.images import save_png
 
@@ -135,8 +136,8 @@ def declare_outputs(out: Path, plan: Plan) -> OutputSet:
 
 
 def scene_for_seed(seed: int) -> ProceduralScene:
-    """The procedural world of a scene seed."""
-    return ProceduralScene(SceneConfig(seed=seed))
+    """The procedural world of a scene seed (:func:`model.eval.scenes.world.world_config`, as training draws them)."""
+    return ProceduralScene(world_config(seed))
 
 
 def run_eval_world(args: EvalWorldArgs, on_status: Callable[[str], None] | None = None) -> dict:
@@ -159,12 +160,16 @@ def run_eval_world(args: EvalWorldArgs, on_status: Callable[[str], None] | None 
             world = World(scene_for_seed(seed), renderer, plan.width, plan.height)
             for trajectory in plan.trajectories:
                 truth = world.truth(trajectory, n_frames)
+                if not truth.free:
+                    status(f"warning: seed {seed} {trajectory}: the camera passes through a wall or furniture")
                 if seed == plan.seeds[0]:
                     sheet[trajectory] = {"ground truth": truth.frames[picks]}
                 for system in plan.systems:
                     pipe = make_pipeline(system, stacks[system.backend], args.steps, args.seed)
                     frames, run = score_run(pipe, world, truth, args.segments)
-                    runs.append({"seed": seed, "trajectory": trajectory, "system": system.name, **run})
+                    runs.append(
+                        {"seed": seed, "trajectory": trajectory, "system": system.name, "path_free": truth.free, **run}
+                    )
                     if seed == plan.seeds[0]:
                         sheet[trajectory][system.name] = frames[picks]
                     status(
@@ -183,12 +188,50 @@ def run_eval_world(args: EvalWorldArgs, on_status: Callable[[str], None] | None 
 @dataclass
 class Truth:
     """One trajectory through a world, exactly: poses ``w2c [N, 4, 4]``, renders ``frames [N, H, W, 3]``
-    uint8 and ``depth [N, H, W]`` metres, and the ``visible [N, H, W]`` bool split (:func:`reference_coverage`)."""
+    uint8 and ``depth [N, H, W]`` metres at times ``i / FPS``, and the ``visible [N, H, W]`` bool split
+    (:func:`reference_coverage`)."""
 
     w2c: torch.Tensor
     frames: np.ndarray
     depth: np.ndarray
     visible: np.ndarray
+    free: bool = True  # every camera centre keeps PATH_MARGIN_M from walls and furniture
+
+    def depth_source(self) -> TrajectoryDepth:
+        """A fresh depth source for one generation along this trajectory."""
+        return TrajectoryDepth(self.depth, self.w2c)
+
+
+class TrajectoryDepth:
+    """The exact depth of the generated frames (a :class:`~model.generation.depth.DepthSource`), looked up in
+    the trajectory's renders. The pipeline asks for its written frames in order, so each requested pose is
+    the first frame at that pose after the last one found: a path that passes a pose twice (out and back)
+    gets each visit's own depth (a moving object has moved in between).
+
+    Args:
+        depth: ``[N, H, W]`` float32 metres of the trajectory's frames. w2c: ``[N, 4, 4]`` their poses.
+    """
+
+    name = "exact (procedural world, rendered at each frame's time)"
+
+    def __init__(self, depth: np.ndarray, w2c: torch.Tensor) -> None:
+        self.depth, self.w2c, self.next = depth, torch.as_tensor(w2c, dtype=torch.float64), 0
+
+    def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+        """``[T, H, W]`` float32 depth of the ``T`` poses ``w2c`` (``frames`` and ``K`` are not needed).
+
+        Raises:
+            ValueError: a pose the trajectory does not reach after the last frame found.
+        """
+        found = []
+        for pose in torch.as_tensor(w2c, dtype=torch.float64).cpu():
+            later = torch.arange(self.next, len(self.w2c))
+            match = later[torch.isclose(self.w2c[later], pose, rtol=0.0, atol=1e-9).flatten(1).all(1)]
+            if not len(match):
+                raise ValueError(f"depth asked at a pose the trajectory does not reach after frame {self.next - 1}")
+            found.append(int(match[0]))
+            self.next = found[-1] + 1
+        return torch.from_numpy(self.depth[found])
 
 
 class World:
@@ -197,7 +240,6 @@ class World:
     Attributes:
         K: ``[3, 3]`` pixel intrinsics (vertical FOV :data:`~model.eval.scenes.SAMPLE_FOV_Y_DEG`).
         image, depth: the start view, ``[H, W, 3]`` uint8 and ``[H, W]`` float32 metres.
-        depth_source: exact depth of generated frames' cameras (:class:`explorer.scene_inputs.SceneDepth`).
     """
 
     def __init__(self, scene: ProceduralScene, renderer: SceneRenderer, width: int, height: int) -> None:
@@ -205,13 +247,13 @@ class World:
         self.K = intrinsics_from_fov(SAMPLE_FOV_Y_DEG, width, height)
         self.start = torch.eye(4, dtype=torch.float64)
         self.image, self.depth = renderer.render(scene, self.start, self.K, width, height)
-        self.depth_source = SceneDepth(scene, renderer, width, height)
 
     def truth(self, trajectory: str, n_frames: int) -> Truth:
         """``generate``'s trajectory of that name from the start pose, rendered exactly, with its split."""
         w2c = build_trajectory(trajectory, n_frames, self.start, orbit_radius(torch.from_numpy(self.depth)))
         frames, depth = self.renderer.render_trajectory(self.scene, w2c, self.K, self.width, self.height, fps=FPS)
-        return Truth(w2c, frames, depth, reference_coverage(frames, depth, w2c, self.K))
+        free = bool(self.scene.is_free(invert_pose(w2c)[:, :3, 3].numpy(), PATH_MARGIN_M).all())
+        return Truth(w2c, frames, depth, reference_coverage(frames, depth, w2c, self.K), free)
 
 
 def score_run(pipe, world: World, truth: Truth, segments: int) -> tuple[np.ndarray, dict]:
@@ -221,22 +263,20 @@ def score_run(pipe, world: World, truth: Truth, segments: int) -> tuple[np.ndarr
         frames: ``[N, H, W, 3]`` uint8 generated (frame 0 is the start image).
         run: the means of :data:`model.eval.frame_scores.SCORES` over frames 1..N-1, ``psnr_c`` (None when
             the path does not return to its start pose), ``s_per_frame`` (generation wall time per new frame),
-            ``s_per_frame_without_depth``, ``cache_mib_per_segment`` and ``memory_visible_fraction``
+            ``cache_mib_per_segment`` and ``memory_visible_fraction``
             (share of latent cells the system's own memory showed in its readouts).
     """
     pipe.start(world.image, torch.from_numpy(world.depth), world.K, world.start)
     start_bytes = pipe.memory.stats().bytes
-    results = list(pipe.generate(truth.w2c, world.depth_source, segments))
+    results = list(pipe.generate(truth.w2c, truth.depth_source(), segments))
     frames = np.concatenate([results[0].frames] + [r.frames[1:] for r in results[1:]])
     scores = [frame_scores(frames[i], truth.frames[i], truth.visible[i]) for i in range(1, len(frames))]
     loop = closed_loop_metrics(frames, truth.w2c)
     total = sum(r.timings["total"] for r in results)
-    depth_s = sum(r.timings.get("depth", 0.0) for r in results)
     return frames, {
         **mean_scores(scores),
         "psnr_c": loop["psnr_c"] if loop["return_frame"] is not None else None,
         "s_per_frame": total / (len(frames) - 1),
-        "s_per_frame_without_depth": (total - depth_s) / (len(frames) - 1),
         "cache_mib_per_segment": (results[-1].memory_bytes - start_bytes) / 2**20 / len(results),
         "memory_visible_fraction": float(np.mean([r.visible[1:].float().mean() for r in results])),
     }

@@ -12,6 +12,7 @@ import main
 from explorer.eval_world import systems
 from explorer.eval_world.coverage import reference_coverage
 from explorer.eval_world.report import sheet_frame_ids
+from explorer.eval_world.run import TrajectoryDepth
 from explorer.generate import TRAJECTORIES, build_trajectory
 from model.eval.scenes import ProceduralScene, SceneConfig
 from model.geometry.camera import intrinsics_from_fov, invert_pose
@@ -104,3 +105,13 @@ def test_generate_builds_every_trajectory_from_the_start_pose_and_the_closed_one
         assert path.shape == (97, 4, 4) and torch.allclose(path[0], start), name
         returns = torch.allclose(path[-1], start, atol=1e-9)
         assert returns == (name in ("closed-orbit", "look-around")), name
+
+
+def test_the_write_back_depth_of_an_out_and_back_path_is_each_visits_own():
+    w2c = build_trajectory("closed-orbit", 9, torch.eye(4, dtype=torch.float64), 2.0)  # frame i at the pose of 8 - i
+    depth = np.arange(9, dtype=np.float32)[:, None, None] * np.ones((1, 2, 3), np.float32)  # frame i: depth i
+    source = TrajectoryDepth(depth, w2c)
+    assert source(None, w2c[[2, 4]], None)[:, 0, 0].tolist() == [2.0, 4.0]
+    assert source(None, w2c[[6, 8]], None)[:, 0, 0].tolist() == [6.0, 8.0]  # poses of frames 2 and 0, later
+    with pytest.raises(ValueError, match="after frame 8"):
+        source(None, w2c[[1]], None)
