@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from explorer.eval_world.run import Plan
 
 SUMMARY, TABLE, CONTACT_SHEET = "summary.json", "table.md", "contact_sheet.png"
+#: Contact-sheet tiles are enlarged by a whole factor until at least this wide, pixels.
+SHEET_MIN_WIDTH = 256
 #: Run figures averaged per system besides :data:`model.eval.frame_scores.SCORES`.
 RUN_FIGURES = ("s_per_frame", "cache_mib_per_segment", "memory_visible_fraction")
 #: Table columns: (header, summary key, format).
@@ -123,20 +125,28 @@ def sheet_frame_ids(n_frames: int, count: int = 3) -> list[int]:
 def contact_sheet(sheet: dict[str, dict[str, np.ndarray]], frame_ids: list[int], gap: int = 2) -> np.ndarray:
     """One image: per trajectory a block of rows (ground truth, then each system) by frames.
 
+    Frames narrower than :data:`SHEET_MIN_WIDTH` pixels are enlarged by a whole factor (nearest neighbour,
+    so pixels stay as generated). The ground-truth tiles name the trajectory and frame, the others the system.
+
     Args:
         sheet: ``{trajectory: {row name: [len(frame_ids), H, W, 3] uint8}}``, every block with the same rows.
-        frame_ids: the frame numbers of the columns (labelled on each tile).
+        frame_ids: the frame numbers of the columns.
         gap: white pixels between tiles.
 
     Returns:
-        ``[rows * (H + gap), blocks * columns * (W + gap), 3]`` uint8; blocks side by side.
+        ``[rows * (z H + gap), blocks * columns * (z W + gap), 3]`` uint8 (``z`` the enlargement); blocks
+        side by side.
     """
     blocks = []
     for trajectory, rows in sheet.items():
         block_rows = []
-        for name, frames in rows.items():
+        for row, (name, frames) in enumerate(rows.items()):
+            zoom = max(1, SHEET_MIN_WIDTH // frames.shape[2])
             tiles = [
-                _labelled(frame, f"{name} | {trajectory} #{i}", gap) for frame, i in zip(frames, frame_ids, strict=True)
+                _labelled(
+                    np.kron(frame, np.ones((zoom, zoom, 1), np.uint8)), f"{trajectory} #{i}" if row == 0 else name, gap
+                )
+                for frame, i in zip(frames, frame_ids, strict=True)
             ]
             block_rows.append(np.concatenate(tiles, axis=1))
         blocks.append(np.concatenate(block_rows, axis=0))
@@ -147,7 +157,7 @@ def _labelled(frame: np.ndarray, text: str, gap: int) -> np.ndarray:
     """The frame with ``text`` on a dark band at its top, and a white ``gap`` on its right and bottom."""
     tile = np.full((frame.shape[0] + gap, frame.shape[1] + gap, 3), 255, np.uint8)
     tile[: frame.shape[0], : frame.shape[1]] = frame
-    scale = max(0.3, frame.shape[1] / 900)
+    scale = max(0.35, frame.shape[1] / 800)
     (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     tile[: h + base + 4, : min(w + 4, frame.shape[1])] //= 3
     cv2.putText(tile, text, (2, h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)

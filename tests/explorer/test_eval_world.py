@@ -42,7 +42,7 @@ def test_a_tiny_grid_writes_summary_table_and_contact_sheet(tmp_path, capsys):
     assert "| readout-inpaint |" in table and "PSNR holes" in table
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     columns = len(sheet_frame_ids(33))
-    assert sheet.shape[0] == 3 * (64 + 2) and sheet.shape[1] == columns * (128 + 2)  # ground truth + 2 systems
+    assert sheet.shape[0] == 3 * (128 + 2) and sheet.shape[1] == columns * (256 + 2)  # ground truth + 2 systems, x2
 
 
 @pytest.mark.parametrize(
