@@ -112,9 +112,60 @@ def markdown_table(summary: dict) -> str:
         "Systems: " + "; ".join(f"`{n}`: {d}" for n, d in summary["system_descriptions"].items()) + ".",
         "",
     ]
+    goals = goal_lines(summary["systems"])
+    if goals:
+        lines += ["## Issue 12 goals for `mini`", "", *goals, ""]
     for trajectory, systems in summary["by_trajectory"].items():
         lines += [f"## {trajectory}", "", *table_rows(systems), ""]
     return "\n".join(lines)
+
+
+#: Issue 12's goals for the shipped model: visible-region PSNR, closed-loop PSNR (dB), one segment's seconds.
+GOAL_PSNR_VISIBLE_DB, GOAL_PSNR_C_DB, GOAL_SEGMENT_S = 28.0, 25.0, 15.0
+#: Scores on which ``mini`` must beat ``mini-nomem`` (the memory must matter).
+QUALITY = ("psnr", "ssim", "psnr_visible", "psnr_holes", "ssim_visible", "ssim_holes", "psnr_c")
+
+
+def _verdict(margin: float | None, unit: str) -> str:
+    if margin is None:
+        return "not measured"
+    return f"met (by {margin:.2f}{unit})" if margin >= 0 else f"**missed** by {-margin:.2f}{unit}"
+
+
+def goal_lines(systems: dict, new_frames_per_segment: int = 32) -> list[str]:
+    """Markdown bullets: issue 12's goals for ``mini`` against the other systems of the run, each met or missed
+    by how much (the goals that need a system the run left out are not listed); empty without ``mini``."""
+    mini = systems.get("mini")
+    if mini is None:
+        return []
+    lines = []
+    others = {n: m for n, m in systems.items() if n != "mini"}
+    for key, label in (("psnr", "whole-frame PSNR"), ("psnr_holes", "hole PSNR")):
+        if others:
+            best, value = max(((n, m[key]) for n, m in others.items()), key=lambda item: item[1] or -math.inf)
+            margin = None if mini[key] is None or value is None else mini[key] - value
+            lines.append(
+                f"- `mini` beats every other system on {label}: {_verdict(margin, ' dB')} (best other: `{best}`)"
+            )
+    nomem = systems.get("mini-nomem")
+    if nomem is not None:
+        lost = [k for k in QUALITY if mini.get(k) is not None and nomem.get(k) is not None and mini[k] <= nomem[k]]
+        verdict = "met" if not lost else "**missed** on " + ", ".join(lost)
+        lines.append(f"- `mini` beats `mini-nomem` on every quality metric: {verdict}")
+    lines.append(
+        f"- visible-region PSNR >= {GOAL_PSNR_VISIBLE_DB:g} dB: "
+        f"{_verdict(None if mini['psnr_visible'] is None else mini['psnr_visible'] - GOAL_PSNR_VISIBLE_DB, ' dB')}"
+    )
+    lines.append(
+        f"- closed-loop PSNR_C >= {GOAL_PSNR_C_DB:g} dB: "
+        f"{_verdict(None if mini['psnr_c'] is None else mini['psnr_c'] - GOAL_PSNR_C_DB, ' dB')}"
+    )
+    segment_s = mini["s_per_frame"] * new_frames_per_segment
+    lines.append(
+        f"- one 33-frame segment <= {GOAL_SEGMENT_S:g} s on this machine: {segment_s:.2f} s, "
+        f"{_verdict(GOAL_SEGMENT_S - segment_s, ' s')}"
+    )
+    return lines
 
 
 def sheet_frame_ids(n_frames: int, count: int = 3) -> list[int]:

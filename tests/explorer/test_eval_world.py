@@ -11,7 +11,7 @@ import torch
 import main
 from explorer.eval_world import systems
 from explorer.eval_world.coverage import reference_coverage
-from explorer.eval_world.report import sheet_frame_ids
+from explorer.eval_world.report import goal_lines, sheet_frame_ids
 from explorer.eval_world.run import TrajectoryDepth
 from explorer.generate import TRAJECTORIES, build_trajectory
 from model.eval.scenes import ProceduralScene, SceneConfig
@@ -115,3 +115,23 @@ def test_the_write_back_depth_of_an_out_and_back_path_is_each_visits_own():
     assert source(None, w2c[[6, 8]], None)[:, 0, 0].tolist() == [6.0, 8.0]  # poses of frames 2 and 0, later
     with pytest.raises(ValueError, match="after frame 8"):
         source(None, w2c[[1]], None)
+
+
+def test_the_goal_lines_say_what_is_met_and_by_how_much_the_rest_is_missed():
+    def means(psnr, holes, visible, psnr_c, s_per_frame=0.1):
+        return {"psnr": psnr, "ssim": 0.5, "psnr_visible": visible, "psnr_holes": holes, "ssim_visible": 0.6,
+                "ssim_holes": 0.4, "psnr_c": psnr_c, "s_per_frame": s_per_frame}  # fmt: skip
+
+    systems = {
+        "mini": means(25.0, 22.0, 29.0, 24.0, s_per_frame=0.5),
+        "mini-nomem": means(20.0, 23.0, 21.0, 15.0),
+        "readout-inpaint": means(26.0, 21.0, 24.0, 30.0),
+    }
+    text = "\n".join(goal_lines(systems))
+    assert "whole-frame PSNR: **missed** by 1.00 dB (best other: `readout-inpaint`)" in text
+    assert "hole PSNR: **missed** by 1.00 dB (best other: `mini-nomem`)" in text
+    assert "`mini-nomem` on every quality metric: **missed** on ssim, psnr_holes, ssim_visible, ssim_holes" in text
+    assert "visible-region PSNR >= 28 dB: met (by 1.00 dB)" in text
+    assert "PSNR_C >= 25 dB: **missed** by 1.00 dB" in text
+    assert "16.00 s, **missed** by 1.00 s" in text
+    assert goal_lines({"tiny": systems["mini-nomem"]}) == []
