@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 DEMO_OUT ?= out/walkthrough
+MINI_DEMO_OUT ?= out/mini-demo.mp4
 
 # Debian packages: EGL/Mesa for headless moderngl, Xvfb + xcb libraries for Qt GL widgets under test.
 APT_GL := libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglx-mesa0
@@ -36,12 +37,15 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	else echo "warning: missing system packages:$$missing (install them with your package manager)"; fi
 
-# The explorer on the bundled scene (tiny backend unless a Wan model folder is configured in the
-# settings); without a display main.py exits 3 and the headless walkthrough runs instead.
+# The explorer on the bundled scene (the shipped mirage-mini model unless a Wan model folder is configured in
+# the settings); without a display main.py exits 3 and the headless walkthrough runs instead, then a short
+# mirage-mini video of a closed orbit (out/mini-demo.mp4).
 demo: $(STAMP) system-deps
 	@$(PY) main.py; code=$$?; \
 	if [ $$code -eq 3 ]; then echo "no display: running the headless walkthrough instead (writes $(DEMO_OUT)/)"; \
-	  $(PY) main.py walkthrough --out $(DEMO_OUT); \
+	  $(PY) main.py walkthrough --out $(DEMO_OUT) || exit $$?; \
+	  echo "and a short video with the shipped mirage-mini model (writes $(MINI_DEMO_OUT))"; \
+	  $(PY) main.py generate --backend mini --trajectory closed-orbit --segments 2 --out $(MINI_DEMO_OUT); \
 	else exit $$code; fi
 
 test: $(STAMP) system-deps

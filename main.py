@@ -13,9 +13,9 @@ import argparse
 import signal
 import sys
 
-from model.generation.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
+from model.generation.profiles import BACKENDS, backend_summaries, default_backend, model_folders, per_backend
 from model.io.atomic import Interrupted, raise_on_signals
-from ui.launch import add_gui_arguments
+from ui.launch import OFFLOAD_CHOICES, add_gui_arguments
 
 
 def _walkthrough(args: argparse.Namespace) -> int:
@@ -61,14 +61,18 @@ def _add_generate(sub) -> None:
     )
     gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")
     gen.add_argument(
-        "--backend", choices=BACKENDS, default=DEFAULT_BACKEND, help=f"{backend_summaries()} (default: %(default)s)"
+        "--backend",
+        choices=BACKENDS,
+        help=f"{backend_summaries()} (default: {default_backend(True)} with --model, else {default_backend(False)})",
     )
-    gen.add_argument("--model", help=f"model folder ({model_folders()})")
+    gen.add_argument("--model", help=f"model folder ({model_folders()}; mini: another trained mini model folder)")
     gen.add_argument(
         "--memory-weights", dest="memory_weights", help="trained memory branch + LoRA folder (mode branch)"
     )
-    gen.add_argument("--mode", choices=("inpaint", "branch"), default="inpaint")
-    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--mode", choices=("inpaint", "branch"), help=f"default {per_backend(lambda p: p.mode)}")
+    gen.add_argument(
+        "--steps", type=int, help=f"denoising steps per segment (default {per_backend(lambda p: p.steps)})"
+    )
     gen.add_argument("--height", type=int, help=f"frame height (default {per_backend(lambda p: p.generate_size[0])})")
     gen.add_argument("--width", type=int, help=f"frame width (default {per_backend(lambda p: p.generate_size[1])})")
     gen.add_argument("--seed", type=int, default=0)
@@ -81,7 +85,12 @@ def _add_generate(sub) -> None:
         help="transformers semantic-segmentation model folder with a "
         "'sky' class (e.g. SegFormer ADE20k): its sky never enters the memory",
     )
-    gen.add_argument("--offload", choices=("none", "model", "group"), default="none")
+    gen.add_argument(
+        "--offload",
+        choices=OFFLOAD_CHOICES,
+        default="auto",
+        help="GPU memory profile of the wan backend; auto: the least offloaded one that fits the free GPU memory",
+    )
     gen.add_argument("--device", help="torch device (default: cuda when available)")
     gen.add_argument(
         "--inpaint-fraction",
@@ -185,6 +194,42 @@ def _add_train(sub) -> None:
     )
 
 
+def _fetch_models(args: argparse.Namespace) -> int:
+    from explorer.fetch_models import MODEL_KEYS, Cancelled, ask_on_terminal, fetch_models
+    from ui.settings import record_model_folders, user_qsettings
+
+    try:
+        fetch_models(
+            args.only or MODEL_KEYS,
+            args.dir,
+            yes=args.yes,
+            confirm=ask_on_terminal,
+            record=lambda folders: record_model_folders(user_qsettings(), folders),
+        )
+    except Cancelled:
+        print("nothing downloaded", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_fetch_models(sub) -> None:
+    from explorer.fetch_models import RECOMMENDED
+
+    fetch = sub.add_parser(
+        "fetch-models",
+        help="download Wan2.2-TI2V-5B and a metric depth model, check them, make them the explorer's defaults",
+        description="Downloads "
+        + "; ".join(f"{m.key}: {m.repo_id}" for m in RECOMMENDED)
+        + ". States each licence and size first and asks (unless --yes); resumable.",
+    )
+    fetch.add_argument(
+        "--only", action="append", choices=[m.key for m in RECOMMENDED], help="fetch only this model (repeatable)"
+    )
+    fetch.add_argument("--dir", help="download into DIR/<repository name> (default: the standard Hugging Face cache)")
+    fetch.add_argument("--yes", "-y", action="store_true", help="download without asking")
+    fetch.set_defaults(run=_fetch_models)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py", description="Mirage Explorer: fly through a photo with a video world model."
@@ -204,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_eval_world(sub)
+    _add_fetch_models(sub)
     return parser
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -29,13 +29,14 @@ from model.eval.scenes import SceneRenderer
 from model.generation.backbone import BackboneConfig
 from model.generation.depth import DepthSource
 from model.generation.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
-from model.generation.profiles import DEFAULT_BACKEND, profile
+from model.generation.profiles import default_backend, profile
 from model.generation.stack import load_generation_stack
 from model.geometry.camera import invert_pose
 from model.geometry.trajectories import closed_orbit, forward_dolly, look_around, orbit, yaw_pan
 from model.io.atomic import OutputSet, write_json_atomic
 from model.io.cameras import read_camera_path_json, read_re10k, write_re10k
 from model.io.folders import check_model_folder
+from model.io.hub import resolve_model_ref
 from model.io.video import Mp4Writer, min_video_bytes
 from model.memory.base import SpatialMemory
 from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
@@ -54,11 +55,12 @@ class GenerateArgs:
     image: str | None = None  # photo; None uses the bundled sample scene (with its exact depth)
     trajectory: str = "orbit"  # one of TRAJECTORIES | a RealEstate10K .txt | a camera-path .json
     segments: int = 2  # segments of 33 frames (32 new frames each)
-    backend: str = DEFAULT_BACKEND  # one of model.generation.profiles.BACKENDS
+    # one of model.generation.profiles.BACKENDS; None: default_backend (wan with --model, else the shipped mini)
+    backend: str | None = None
     model: str | None = None  # model folder of backends that need one (wan: a Wan2.2-TI2V-5B diffusers folder)
     memory_weights: str | None = None  # folder with the trained memory branch + LoRA (mode branch)
-    mode: str = "inpaint"  # branch | inpaint
-    steps: int = 20  # denoising steps per segment
+    mode: str | None = None  # branch | inpaint; None: the backend profile's (mini: branch, others: inpaint)
+    steps: int | None = None  # denoising steps per segment; None: the backend profile's
     height: int | None = None  # frame height in pixels (None: the backend profile's generate_size)
     width: int | None = None  # frame width in pixels (None: the backend profile's generate_size)
     seed: int = 0  # noise seed
@@ -66,7 +68,7 @@ class GenerateArgs:
     depth: str | None = None  # depth file for the photo (.png mm / .npy m)
     depth_model: str | None = None  # transformers depth-estimation model folder
     sky_model: str | None = None  # transformers segmentation folder with a "sky" class: its sky never enters the memory
-    offload: str = "none"  # none | model | group
+    offload: str = "auto"  # auto | none | model | group
     device: str | None = None  # torch device (default: cuda when available)
     inpaint_fraction: float | None = None  # inpaint: share of steps following the readout (None: the backend profile's)
     save_memory: str | None = None  # write the final memory here (.safetensors)
@@ -182,16 +184,38 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     return CheckedInputs(photo, trajectory, memory)
 
 
+def resolve_defaults(args: GenerateArgs) -> GenerateArgs:
+    """``args`` with the backend (:func:`~model.generation.profiles.default_backend`), mode and steps
+    that were left None filled in from the backend's profile."""
+    name = args.backend or default_backend(bool(args.model))
+    backend = profile(name)
+    return replace(args, backend=name, mode=args.mode or backend.mode, steps=args.steps or backend.steps)
+
+
+def resolve_model_refs(args: GenerateArgs) -> GenerateArgs:
+    """``args`` with ``--model`` / ``--depth-model`` / ``--sky-model`` given as a Hub repo id replaced by
+    its folder in the local cache (looked up offline: :func:`model.io.hub.resolve_model_ref`).
+
+    Raises:
+        ValueError: a repo id that is not in the cache (the message names ``fetch-models``).
+    """
+    flags = {"model": "--model", "depth_model": "--depth-model", "sky_model": "--sky-model"}
+    found = {name: resolve_model_ref(getattr(args, name), flag) for name, flag in flags.items() if getattr(args, name)}
+    return replace(args, **found)
+
+
 def run_generate(args: GenerateArgs) -> dict:
     """Run the whole job; returns the report written to ``OUT.json``.
 
     Input files are checked (:func:`check_inputs`) before the backbone is built.
     """
+    args = resolve_model_refs(args)
     out = Path(args.out)
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out: expected a .mp4 path, got {args.out!r}")
     if args.segments < 1:
         raise ValueError(f"--segments must be >= 1, got {args.segments}")
+    args = resolve_defaults(args)
     backend = profile(args.backend)
     height, width = backend.generation_size(args.height, args.width)
     fraction = args.inpaint_fraction if args.inpaint_fraction is not None else backend.inpaint_fraction
@@ -205,6 +229,8 @@ def run_generate(args: GenerateArgs) -> dict:
         backend=args.backend, model_dir=args.model, offload=args.offload, device=args.device
     )
     checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
+    if checked.photo is not None and backend.photo_notice:
+        _note(backend.photo_notice)
     backbone, branch = load_generation_stack(
         backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status
     )

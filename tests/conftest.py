@@ -1,9 +1,32 @@
-"""Shared fixtures: one headless (EGL) scene renderer for the whole session; tiny segmentation models."""
+"""Shared fixtures: one headless (EGL) scene renderer for the whole session; tiny segmentation models.
 
-import pytest
-import torch
+Before anything else is imported, the user's configuration and caches are moved out of reach: the
+explorer's settings (QSettings, native and INI, and ``XDG_CONFIG_HOME`` for child processes) and the
+Hugging Face cache (``HF_HOME``) point into one temporary folder for the whole session, so no test
+reads or writes the user's settings or models.
+"""
 
-from model.eval.scenes import SceneRenderer
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+#: The session's stand-in for the user's home configuration (settings, Hugging Face cache).
+USER_SANDBOX = Path(tempfile.mkdtemp(prefix="mirage-tests-user-"))
+atexit.register(shutil.rmtree, USER_SANDBOX, ignore_errors=True)
+os.environ["XDG_CONFIG_HOME"] = str(USER_SANDBOX / "config")
+os.environ["HF_HOME"] = str(USER_SANDBOX / "huggingface")
+os.environ.pop("HF_HUB_CACHE", None)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from model.eval.scenes import SceneRenderer  # noqa: E402
+
+for _format in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+    QSettings.setPath(_format, QSettings.Scope.UserScope, str(USER_SANDBOX / "config"))
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ from ui.launch import EXIT_NO_DISPLAY, LaunchOptions, display_problem
 def run(args) -> int:
     """Open the explorer and run Qt's event loop; returns the exit code.
 
-    Without a display it says so and returns :data:`~ui.launch.EXIT_NO_DISPLAY`.
+    Without a display it says so and returns :data:`~ui.launch.EXIT_NO_DISPLAY`; a ``--model`` repo id
+    that is not in the local Hugging Face cache returns 2 with a message naming ``fetch-models``.
     """
     problem = display_problem()
     if problem:
@@ -20,6 +21,15 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return EXIT_NO_DISPLAY
+    options = LaunchOptions.from_args(args)
+    if options.model:
+        from model.io.hub import resolve_model_ref
+
+        try:
+            options.model = resolve_model_ref(options.model, "--model")  # a repo id in the local cache
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     from PySide6.QtCore import QCoreApplication, Qt
     from PySide6.QtWidgets import QApplication
 
@@ -32,7 +42,7 @@ def run(args) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
-    window = MainWindow(user_qsettings(), LaunchOptions.from_args(args))
+    window = MainWindow(user_qsettings(), options)
     window.show()
     window.start()
     code = app.exec()

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from model.generation.profiles import BACKENDS, backend_summaries, default_backend, model_folders, per_backend
 
+#: ``--offload`` values (``model.generation.backbone.OFFLOADS``, which this Qt- and torch-free module cannot import).
+OFFLOAD_CHOICES = ("auto", "none", "model", "group")
+
 #: Exit code of ``python main.py`` when there is no display to open a window on (``make demo``
 #: then runs the headless walkthrough instead).
 EXIT_NO_DISPLAY = 3
@@ -26,7 +29,7 @@ class LaunchOptions:
     image: str | None = None  # photo to open at start; None: the bundled sample scene
     session: str | None = None  # recorded session folder to open at start (replay)
     device: str | None = None  # torch device; None: cuda when available
-    offload: str = "none"  # none | model | group (memory profiles for the wan backend)
+    offload: str = "auto"  # auto | none | model | group (memory profiles for the wan backend; auto: what fits)
     steps: int | None = None  # denoising steps per segment (None: the backend profile's)
     fps: float = 16.0  # playback frame rate of generated frames
     height: int | None = None  # frame height in pixels (None: the backend profile's generate_size)
@@ -64,9 +67,9 @@ def add_gui_arguments(parser: argparse.ArgumentParser) -> None:
     gui.add_argument(
         "--offload",
         dest="gui_offload",
-        choices=("none", "model", "group"),
-        default="none",
-        help="memory profile of the wan backend",
+        choices=OFFLOAD_CHOICES,
+        default="auto",
+        help="GPU memory profile of the wan backend; auto: the least offloaded one that fits the free GPU memory",
     )
     gui.add_argument(
         "--steps",

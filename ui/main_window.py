@@ -58,6 +58,15 @@ PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geome
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
 
 
+def depth_source_message(scene: SceneInfo) -> str:
+    """What File > Open image says about a photo's depth: ``"photo.jpg: depth from <source>"`` (+ how to
+    get a depth model when it is the flat prior)."""
+    text = f"{Path(scene.source).name}: depth from {scene.depth_source}"
+    if scene.prior_depth:
+        text += " (no depth model: set one in Settings, or run python main.py fetch-models)"
+    return text
+
+
 class MainWindow(QMainWindow):
     """The explorer window.
 
@@ -207,13 +216,16 @@ class MainWindow(QMainWindow):
 
     def pipeline_config(self) -> PipelineConfig:
         o = self.controls.options()
-        return PipelineConfig(steps=o.steps, seed=o.seed, inpaint_fraction=o.inpaint_fraction)
+        return PipelineConfig(
+            steps=o.steps, seed=o.seed, inpaint_fraction=o.inpaint_fraction, mode=profile(self.backend).mode
+        )
 
     def generation_settings(self) -> GenerationSettings:
         return GenerationSettings(
             height=self.options.height,
             width=self.options.width,
             prompt=self.controls.options().prompt,
+            depth_model=self.settings.depth_model_dir or None,
             sky_model=self.settings.sky_model_dir or None,
         )
 
@@ -246,6 +258,9 @@ class MainWindow(QMainWindow):
     def _post_open(self, kind: str, value: str | None) -> None:
         self.hud.set_state("opening…")
         if kind == "image":
+            notice = profile(self.backend).photo_notice  # mini: a miniature trained on synthetic rooms
+            if notice:
+                self.statusBar().showMessage(notice, 30000)
             self.controller.open_image(value)
         elif kind == "session":
             self.controller.continue_session(value)
@@ -305,6 +320,8 @@ class MainWindow(QMainWindow):
         )
         self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
+        if scene.source != "bundled" and not scene.source.startswith("session:"):
+            self.statusBar().showMessage(depth_source_message(scene), 15000)  # a photo: say where its depth came from
         self.hud.set_state(self._ready_text())
         self.viewport.view.setFocus()
         self._update_cameras()

@@ -1,4 +1,5 @@
-"""User settings persisted with QSettings: key bindings, mouse sensitivity, speed, mouse capture, model folders.
+"""User settings persisted with QSettings: key bindings, mouse sensitivity, speed, mouse capture, model folders
+(Wan2.2, depth, sky; ``main.py fetch-models`` records the first two: :func:`record_model_folders`).
 
 :func:`user_qsettings` is the real store (organisation :data:`ORGANIZATION`, application
 :data:`APPLICATION`, the platform's native format); tests pass their own ``QSettings`` on a
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
@@ -50,6 +51,7 @@ class ExplorerSettings:
     speed_mps: float = 1.0  # fly speed in metres per second (Shift x4, Ctrl x0.25)
     capture_mouse: bool = False  # mouse-look without dragging: the cursor is hidden and re-centred (X11/Windows)
     model_dir: str = ""  # Wan2.2-TI2V-5B diffusers folder; empty: the tiny backend
+    depth_model_dir: str = ""  # metric transformers depth-estimation folder for photos; empty: the flat prior depth
     sky_model_dir: str = ""  # segmentation folder with a "sky" class (its sky never enters the memory); empty: none
     problems: list[str] = field(default_factory=list, compare=False)  # stored values that were ignored
 
@@ -69,7 +71,11 @@ class ExplorerSettings:
                 values["bindings"] = KeyBindings.from_dict(json.loads(raw))
             except (ValueError, TypeError) as error:
                 problems.append(f"key bindings ignored: {error}")
-        scalars = (("sensitivity_deg_per_px", float), ("speed_mps", float), ("model_dir", str), ("sky_model_dir", str))
+        scalars = (
+            ("sensitivity_deg_per_px", float),
+            ("speed_mps", float),
+            *((name, str) for name in MODEL_FOLDER_FIELDS),
+        )
         for name, kind in scalars:
             raw = store.value(name)
             if raw is None:
@@ -95,6 +101,59 @@ class ExplorerSettings:
         store.setValue("sensitivity_deg_per_px", self.sensitivity_deg_per_px)
         store.setValue("speed_mps", self.speed_mps)
         store.setValue("capture_mouse", self.capture_mouse)
-        store.setValue("model_dir", self.model_dir)
-        store.setValue("sky_model_dir", self.sky_model_dir)
+        for name in MODEL_FOLDER_FIELDS:
+            store.setValue(name, getattr(self, name))
         store.sync()
+
+
+#: The model-folder fields of :class:`ExplorerSettings` (also their keys in the store).
+MODEL_FOLDER_FIELDS = ("model_dir", "depth_model_dir", "sky_model_dir")
+
+
+def record_model_folders(store: QSettings, folders: dict[str, str]) -> str:
+    """Make ``folders`` (``{field of MODEL_FOLDER_FIELDS: folder}``) the defaults of the next start,
+    keeping every other setting; returns where the settings live (``store.fileName()``).
+
+    Raises:
+        ValueError: a key that is not one of :data:`MODEL_FOLDER_FIELDS`.
+    """
+    unknown = set(folders) - set(MODEL_FOLDER_FIELDS)
+    if unknown:
+        raise ValueError(f"not model-folder settings: {', '.join(sorted(unknown))}")
+    settings = ExplorerSettings.load(store)
+    for name, folder in folders.items():
+        setattr(settings, name, str(folder))
+    settings.save(store)
+    return store.fileName()
+
+
+def check_model_settings(settings: ExplorerSettings) -> ExplorerSettings:
+    """``settings`` with every model folder checked (without loading weights) and a Hub repo id in the
+    local cache replaced by its folder; empty fields are left empty.
+
+    Raises:
+        ValueError: one line per bad folder, naming the field and what is wrong.
+    """
+    from model.generation.backbone import validate_wan_folder
+    from model.generation.depth import check_depth_model_folder
+    from model.io.folders import check_model_folder
+    from model.io.hub import resolve_model_ref
+    from model.memory.masks import SKY_FOLDER
+
+    checks = {
+        "model_dir": ("Wan2.2 model folder", validate_wan_folder),
+        "depth_model_dir": ("Depth model folder", check_depth_model_folder),
+        "sky_model_dir": ("Sky segmentation model", lambda folder: check_model_folder(folder, SKY_FOLDER)),
+    }
+    folders, problems = {}, []
+    for name, (label, check) in checks.items():
+        value = getattr(settings, name)
+        if not value:
+            continue
+        try:
+            folders[name] = str(check(resolve_model_ref(value, label)))
+        except ValueError as error:
+            problems.append(f"{label}: {error}")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return replace(settings, **folders)

@@ -20,13 +20,14 @@ from PySide6.QtWidgets import (
 
 from explorer.fly_camera import Action, KeyBindings
 from ui.keys import KeyCaptureButton
-from ui.settings import ExplorerSettings
+from ui.settings import ExplorerSettings, check_model_settings
 
 
 class SettingsDialog(QDialog):
     """Edits an :class:`~ui.settings.ExplorerSettings`; :meth:`result_settings` returns the edited copy.
 
-    Accepting with a key bound to two actions shows a message naming both and keeps the dialog open.
+    Accepting with a key bound to two actions, or a model folder that fails its check, shows a message
+    saying why and keeps the dialog open.
     """
 
     def __init__(self, settings: ExplorerSettings, parent: QWidget | None = None) -> None:
@@ -53,6 +54,8 @@ class SettingsDialog(QDialog):
         self.capture.setChecked(settings.capture_mouse)
         self.model_dir = QLineEdit(settings.model_dir)
         self.model_dir.setPlaceholderText("empty: tiny backend (no weights)")
+        self.depth_model_dir = QLineEdit(settings.depth_model_dir)
+        self.depth_model_dir.setPlaceholderText("empty: flat prior depth for photos")
         self.sky_model_dir = QLineEdit(settings.sky_model_dir)
         self.sky_model_dir.setPlaceholderText("empty: sky by depth only")
         other = QFormLayout()
@@ -60,6 +63,8 @@ class SettingsDialog(QDialog):
         other.addRow("Fly speed", self.speed)
         other.addRow(self.capture)
         other.addRow("Wan2.2 model folder", self._folder_row(self.model_dir, "Wan2.2-TI2V-5B diffusers folder"))
+        depth_title = "Metric depth-estimation model folder (transformers)"
+        other.addRow("Depth model folder", self._folder_row(self.depth_model_dir, depth_title))
         sky_title = "Semantic-segmentation model folder with a 'sky' class"
         other.addRow("Sky segmentation model", self._folder_row(self.sky_model_dir, sky_title))
 
@@ -104,17 +109,19 @@ class SettingsDialog(QDialog):
         bindings = KeyBindings(**{action.value: button.key for action, button in self.key_buttons.items()})
         return ExplorerSettings(
             bindings,
-            self.sensitivity.value(),
-            self.speed.value(),
-            self.capture.isChecked(),
-            self.model_dir.text().strip(),
-            self.sky_model_dir.text().strip(),
+            sensitivity_deg_per_px=self.sensitivity.value(),
+            speed_mps=self.speed.value(),
+            capture_mouse=self.capture.isChecked(),
+            model_dir=self.model_dir.text().strip(),
+            depth_model_dir=self.depth_model_dir.text().strip(),
+            sky_model_dir=self.sky_model_dir.text().strip(),
         )
 
     def accept(self) -> None:
-        """Validate; on a conflict show why and stay open."""
+        """Validate (keys, then every model folder: :func:`ui.settings.check_model_settings`, which also
+        turns a cached Hub repo id into its folder); on a problem show why and stay open."""
         try:
-            self._result = self.edited_settings()
+            self._result = check_model_settings(self.edited_settings())
         except ValueError as error:
             QMessageBox.warning(self, "Settings", str(error))
             return

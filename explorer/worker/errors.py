@@ -18,7 +18,7 @@ def describe_error(exc: BaseException, doing: str) -> tuple[str, str]:
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text.lower():
         return "Out of GPU memory", (
             f"{doing} ran out of GPU memory: {text.splitlines()[0]}\n\n"
-            "Fix: lower the resolution or use --offload group (Settings > Offload: group; 'model' saves less), "
+            "Fix: lower the resolution or start with --offload group ('model' saves less), "
             "or use fewer denoising steps. Nothing generated so far is lost."
         )
     if isinstance(exc, ModelFolderError) and exc.what == WAN_FOLDER:

@@ -9,7 +9,10 @@ Backends:
   one error listing every problem before anything heavy loads.
 * ``tiny``: the same diffusers classes with tiny configs and seeded random weights, an in-code
   word-level tokenizer and either the exact :class:`~model.generation.patch_vae.PatchVAE` (default) or a tiny
-  random ``AutoencoderKLWan`` shaped like Wan2.2's. Runs on the CPU in tests and the demo.
+  random ``AutoencoderKLWan`` shaped like Wan2.2's. Runs on the CPU in tests.
+* ``mini``: mirage-mini (:mod:`model.generation.mini`), the tiny classes with weights this project
+  trained, the exact patch VAE and a trained memory branch that the backbone carries
+  (:attr:`Backbone.branch`). Read from ``model_dir`` or the shipped ``resources/models/mirage-mini``.
 
 Each backend's defaults (frame sizes, steps, dtype, prompt length, model folder) are its
 :class:`~model.generation.profiles.BackendProfile`; the function that builds its parts is its ``_BUILDERS``
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,13 +49,16 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, Wa
 from diffusers.hooks import apply_group_offloading
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, UMT5EncoderModel
 
+from model.generation.gpu_fit import AUTO, fit_offload
+from model.generation.memory_branch import MemoryBranch
+from model.generation.mini import build_branch, load_state, mini_dir, read_mini
 from model.generation.patch_vae import PatchVAE
 from model.generation.profiles import DEFAULT_BACKEND, WAN22_LATENT_CHANNELS, profile
 from model.generation.tiny import seeded, tiny_text_encoder, tiny_tokenizer, tiny_transformer, tiny_wan_vae, wan22_vae
 from model.generation.vae import VideoVAE, check_frames, check_latents
 from model.io.folders import FolderCheck
 
-OFFLOADS = ("none", "model", "group")
+OFFLOADS = ("none", "model", "group", AUTO)
 TINY_VAES = ("patch", "wan", "wan-full")
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -96,7 +102,8 @@ class BackboneConfig:
     # VAE of the tiny backend: "patch" (exact 4x4 pixel patches), "wan" (tiny random AutoencoderKLWan, stride 16) or
     # "wan-full" (the full-size Wan2.2 VAE architecture, 705M random weights: real VAE cost, for benchmarks)
     tiny_vae: str = "patch"
-    # memory profile: "none" (all on device), "model" (whole-model CPU offload), "group" (group offload, 24 GB cards)
+    # memory profile: "none" (all on device), "model" (whole-model CPU offload), "group" (group offload, 24 GB cards),
+    # "auto" (the least offloaded one that fits the free GPU memory: model.generation.gpu_fit)
     offload: str = "none"
     # torch device, e.g. "cuda", "cuda:1", "cpu"; None picks "cuda" when available, else "cpu"
     device: str | None = None
@@ -267,6 +274,8 @@ class Backbone:
         device: the execution device (inputs go here, also under offload).
         dtype: compute dtype of the transformer (latents and prompt embeddings are cast to it).
         max_sequence_length: prompt length ``L`` in tokens.
+        branch: the trained memory branch the backend carries (mini), attached to ``transformer``
+            and on ``device`` once placed; None for backends without one.
     """
 
     config: BackboneConfig
@@ -278,6 +287,7 @@ class Backbone:
     device: torch.device
     dtype: torch.dtype
     max_sequence_length: int
+    branch: MemoryBranch | None = None
     _prompt_pipeline: WanPipeline = field(init=False, repr=False)
     _offload_applied: bool = field(default=False, init=False, repr=False)
 
@@ -354,6 +364,8 @@ class Backbone:
         vae_module = self.vae.module if isinstance(self.vae, WanVideoVAE) else None
         place = {"none": _place_on_device, "model": _offload_model, "group": _offload_group}[self.config.offload]
         place(self.text_encoder, self.transformer, vae_module, self.device)
+        if self.branch is not None:
+            self.branch.to(self.device)
         self._offload_applied = True
 
     def __repr__(self) -> str:
@@ -434,6 +446,7 @@ class _Parts(NamedTuple):
     transformer: WanTransformer3DModel
     vae: VideoVAE
     scheduler_config: dict[str, Any]
+    branch: MemoryBranch | None = None
 
 
 def tiny_sizes_for(summary: dict) -> dict[str, int]:
@@ -461,12 +474,17 @@ def load_backbone(
         apply_offload: place the models per ``config.offload`` now; pass ``False`` to attach LoRA
             adapters first and then call :meth:`Backbone.apply_offload`.
 
+    The offload profile is checked against the free GPU memory first (``"auto"`` picks one:
+    :func:`model.generation.gpu_fit.fit_offload`); the backbone's ``config`` holds the profile used.
+
     Raises:
         ModelFolderError: the ``wan`` folder is incomplete or wrong (before any weight is read).
+        GpuMemoryError: the offload profile does not fit the free GPU memory (before any weight is read).
     """
     force_offline()
     status = on_status or (lambda message: None)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    config = fit_offload(config, device)
     backend = profile(config.backend)
     dtype = DTYPES[config.dtype or backend.dtype]
     parts = _BUILDERS[config.backend](config, dtype, device, status)
@@ -480,6 +498,7 @@ def load_backbone(
         device=device,
         dtype=dtype,
         max_sequence_length=config.max_sequence_length or backend.max_sequence_length,
+        branch=parts.branch,
     )
     if apply_offload:
         backbone.apply_offload(status)
@@ -528,10 +547,40 @@ def _build_tiny_parts(
     return _Parts(tokenizer, text_encoder.to(dtype).eval(), transformer.eval(), vae, scheduler_config)
 
 
+def _load_mini_parts(
+    config: BackboneConfig, dtype: torch.dtype, device: torch.device, status: StatusCallback
+) -> _Parts:
+    """mirage-mini from ``config.model_dir`` or the shipped folder: the tiny classes at the sizes of
+    its ``config.json``, its trained transformer, text encoder and memory branch (attached), the patch VAE.
+
+    Raises:
+        FileNotFoundError: no ``model.safetensors`` there. ValueError: a bad file (named).
+    """
+    folder = mini_dir(config.model_dir)
+    status(f"Loading mirage-mini from {folder}…")
+    tensors, mini = read_mini(folder)
+    path = folder / "model.safetensors"
+    sized = replace(config, **mini["transformer"])
+    tokenizer = tiny_tokenizer()
+    text_encoder = seeded(config.seed, lambda: tiny_text_encoder(len(tokenizer)))
+    transformer = seeded(config.seed + 1, lambda: tiny_transformer(sized, text_encoder.config.d_model))
+    load_state(path, transformer, tensors["transformer"], "transformer")
+    load_state(path, text_encoder, tensors["text_encoder"], "text_encoder")
+    branch = build_branch(transformer, mini, tensors["branch"], path)
+    _cast_like_from_pretrained(transformer, dtype)
+    branch.to(dtype)
+    branch.attach(transformer)
+    scheduler_config = dict(UniPCMultistepScheduler(**TI2V_SCHEDULER).config)
+    return _Parts(
+        tokenizer, text_encoder.to(dtype).eval(), transformer.eval(), PatchVAE(device), scheduler_config, branch.eval()
+    )
+
+
 #: How each backend's parts are built (a loader per profile in model.generation.profiles).
 _BUILDERS: dict[str, Callable[[BackboneConfig, torch.dtype, torch.device, StatusCallback], _Parts]] = {
     "wan": _load_wan_parts,
     "tiny": _build_tiny_parts,
+    "mini": _load_mini_parts,
 }
 
 

@@ -161,6 +161,26 @@ def depth_output_kind(config) -> str:
     return "unknown"
 
 
+def check_depth_model_folder(model_dir: str | os.PathLike) -> Path:
+    """Check a depth model folder without loading it: :func:`model.io.folders.check_model_folder` and a
+    ``config.json`` that says the model predicts metric depth (:func:`depth_output_kind`).
+
+    Raises:
+        ModelFolderError: listing what is missing, or that the model predicts relative / unknown depth.
+    """
+    from types import SimpleNamespace
+
+    from model.io.formats import read_json_object
+
+    folder = check_model_folder(model_dir, "depth model")
+    config = read_json_object(folder / "config.json", "depth model config")
+    kind = depth_output_kind(SimpleNamespace(**config))
+    if kind != "metric":
+        problem = f"{folder / 'config.json'}: the model predicts {kind} depth; metric depth in metres is needed"
+        raise ModelFolderError(folder, "depth model", [problem])
+    return folder
+
+
 def _fov_y_from_result(result: dict, height: int) -> float | None:
     """Vertical FoV (degrees) from one post-processed result, using its ``focal_length`` in pixels
     of the target size (Depth Pro); None for models that do not estimate the camera."""

@@ -125,11 +125,14 @@ class ReadoutSettings:
     near: float  # MemoryConfig.near: points closer to the camera are not read out
     depth_bin: float  # MemoryConfig.depth_bin: z-buffer depth bins (which of two close points shows)
     feature_dtype: str  # MemoryConfig.feature_dtype: storage precision of the features read out
+    # MemoryConfig.splat: each point over its cell footprint, or into one cell; weights recorded before
+    # the field existed were trained on one-cell readouts
+    splat: str = "point"
 
     @classmethod
     def of(cls, kind: str, config: MemoryConfig) -> ReadoutSettings:
         """The readout settings of a memory of ``kind`` with ``config``."""
-        return cls(kind, config.near, config.depth_bin, config.feature_dtype)
+        return cls(kind, config.near, config.depth_bin, config.feature_dtype, config.splat)
 
     def differences(self, other: ReadoutSettings) -> list[str]:
         """``"<field> <other value> (trained: <own value>)"`` for each field where ``other`` differs."""

@@ -16,7 +16,7 @@ Example:
     >>> profile("tiny").generation_size(height=64)
     (64, 320)
     >>> per_backend(lambda p: p.steps)
-    '20 wan / 4 tiny'
+    '20 wan / 4 tiny / 6 mini'
 """
 
 from __future__ import annotations
@@ -55,6 +55,15 @@ class BackendProfile:
     latent_channels: int
     # True: the transformer is built from BackboneConfig's tiny_* sizes, so trained memory weights set them
     sized_by_config: bool
+    # pipeline mode when none is given: "inpaint" (stock weights) or "branch" (the backend carries a trained branch)
+    mode: str = "inpaint"
+    # folder of weights shipped with the project, read when no model folder is named; None: none shipped
+    bundled_folder: str | None = None
+    # what the app tells a user who opens their own photo with this backend; None: nothing
+    photo_notice: str | None = None
+    # free GPU memory in GiB each offload profile needs, least offloaded first (model.generation.gpu_fit picks
+    # the first that fits); empty: not checked (small enough for any card)
+    device_gib: tuple[tuple[str, float], ...] = ()
 
     @property
     def needs_model_dir(self) -> bool:
@@ -83,6 +92,11 @@ WAN = BackendProfile(
     max_sequence_length=512,  # the Wan pipelines' prompt length
     latent_channels=WAN22_LATENT_CHANNELS,
     sized_by_config=False,
+    # estimates (research/wan-diffusers.md), at the default 704x1280, 33 frames: weights are transformer 9.3 GiB
+    # bf16 + UMT5 10.6 GiB bf16 + VAE 2.6 GiB fp32; about 6 GiB on top for activations, the tiled VAE decode
+    # and the CUDA context. "none" keeps all resident; "model" one model at a time (transformer + work, the
+    # 10.6 GiB text encoder alone is less); "group" the VAE + work + the streamed groups in flight
+    device_gib=(("none", 30.0), ("model", 16.0), ("group", 10.0)),
 )
 
 TINY = BackendProfile(
@@ -101,12 +115,35 @@ TINY = BackendProfile(
     sized_by_config=True,
 )
 
+MINI = BackendProfile(
+    name="mini",
+    summary="mirage-mini, a miniature Mirage model trained by this project on synthetic rooms (CPU, shipped)",
+    model_folder=None,
+    generate_size=(64, 128),
+    train_size=(64, 128),
+    steps=6,
+    inpaint_fraction=0.0,  # it generates with its trained memory branch (mode branch), not by token replacement
+    dtype="float32",
+    max_sequence_length=32,
+    latent_channels=WAN22_LATENT_CHANNELS,
+    sized_by_config=False,  # its sizes come from its own config.json
+    mode="branch",
+    bundled_folder="resources/models/mirage-mini",
+    photo_notice=(
+        "mirage-mini is a miniature model (64x128 pixels) trained only on synthetic procedural rooms: on a real "
+        "photo it shows what its memory holds and fills the rest with room-like colours, not the photo's world. "
+        "Use --backend wan with a Wan2.2-TI2V-5B folder for real photos."
+    ),
+)
+
 #: Every backend's profile by name, in the order parsers list them.
-PROFILES = {p.name: p for p in (WAN, TINY)}
+PROFILES = {p.name: p for p in (WAN, TINY, MINI)}
 #: Backend names (parser choices).
 BACKENDS = tuple(PROFILES)
-#: Backend of the parsers and configs when none is named.
+#: Backend of configs (BackboneConfig, TrainConfig) when none is named: the tiny random stand-in, for tests.
 DEFAULT_BACKEND = TINY.name
+#: Backend of the app (``python main.py``, ``main.py generate``) when no model folder is known: the shipped model.
+APP_BACKEND = MINI.name
 
 
 def profile(backend: str) -> BackendProfile:
@@ -121,15 +158,15 @@ def profile(backend: str) -> BackendProfile:
 
 
 def default_backend(model_dir_known: bool) -> str:
-    """The backend used when none is named: the first that reads a model folder when one is known
-    (a flag or the settings), else :data:`DEFAULT_BACKEND`."""
+    """The app's backend when none is named: the first that reads a model folder when one is known
+    (a flag or the settings), else :data:`APP_BACKEND` (the shipped mini model)."""
     if model_dir_known:
         return next(p.name for p in PROFILES.values() if p.needs_model_dir)
-    return DEFAULT_BACKEND
+    return APP_BACKEND
 
 
 def per_backend(value: Callable[[BackendProfile], object]) -> str:
-    """A per-backend default for ``--help``, e.g. ``per_backend(lambda p: p.steps)`` -> ``"20 wan / 4 tiny"``."""
+    """A per-backend default for ``--help``: ``per_backend(lambda p: p.steps)`` -> ``"20 wan / 4 tiny / 6 mini"``."""
     return " / ".join(f"{value(p)} {p.name}" for p in PROFILES.values())
 
 

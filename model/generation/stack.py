@@ -22,6 +22,7 @@ from model.generation.backbone import Backbone, BackboneConfig, StatusCallback, 
 from model.generation.lora import backbone_config_for_weights, load_memory_weights
 from model.generation.memory_branch import MemoryBranch
 from model.generation.pipeline import check_branch_weights
+from model.generation.profiles import profile
 
 
 class GenerationStack(NamedTuple):
@@ -58,7 +59,8 @@ def load_generation_stack(
     Args:
         config: the backbone to build; a ``tiny`` transformer takes its sizes from the weights'
             manifest (:func:`model.generation.lora.backbone_config_for_weights`).
-        memory_weights: a memory-weights folder (:mod:`model.generation.lora`); None or ``""``: stock weights.
+        memory_weights: a memory-weights folder (:mod:`model.generation.lora`); None or ``""``: stock
+            weights, or the branch the backend carries (mini), which refuses another.
         frame_hw: ``(height, width)`` in pixels of the frames to generate, checked against the
             backbone's image multiple before the weights are attached; None: not checked.
         mode: the pipeline mode (``PipelineConfig.mode``); ``"branch"`` needs ``memory_weights``
@@ -70,7 +72,12 @@ def load_generation_stack(
             memory weights; :class:`model.io.folders.ModelFolderError` for a bad model folder.
         FileNotFoundError: a memory-weights file is missing.
     """
-    check_branch_weights(mode, bool(memory_weights))
+    carries_branch = profile(config.backend).mode == "branch"
+    if memory_weights and carries_branch:
+        raise ValueError(
+            f"--memory-weights {memory_weights}: the {config.backend} backend carries its own trained memory branch"
+        )
+    check_branch_weights(mode, bool(memory_weights) or carries_branch)
     memory_weights = memory_weights or None
     status = on_status or (lambda message: None)
     branch = None
@@ -80,4 +87,4 @@ def load_generation_stack(
         if memory_weights is not None:
             status(f"Loading memory weights from {memory_weights}…")
             branch = load_memory_weights(memory_weights, backbone.transformer).to(backbone.device)
-    return GenerationStack(backbone, branch)
+    return GenerationStack(backbone, backbone.branch if branch is None else branch)

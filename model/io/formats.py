@@ -64,9 +64,10 @@ def write_versioned(
 
 
 def read_versioned(
-    path: str | os.PathLike, format_name: str, version: int, entries: Sequence[str]
+    path: str | os.PathLike, format_name: str, version: int | Sequence[int], entries: Sequence[str]
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a file written by :func:`write_versioned`, checking its format name and version.
+    """Read a file written by :func:`write_versioned`, checking its format name and version (one of
+    ``version`` when several are readable; ask for the entry ``"version"`` to learn which).
 
     Returns:
         ``(tensors, {entry: decoded JSON value})``: the tensors on the CPU, unchecked (see
@@ -82,10 +83,12 @@ def read_versioned(
     tensors, metadata = read_safetensors(path)
     if metadata.get("format") != format_name:
         raise ValueError(f"{path}: not a {format_name} file (format {metadata.get('format')!r})")
+    readable = [str(v) for v in ([version] if isinstance(version, int) else version)]
     found = [metadata[key] for key in VERSION_KEYS if key in metadata]
-    if not found or any(value != str(version) for value in found):
-        other = next((value for value in found if value != str(version)), None)
-        raise ValueError(f"{path}: unsupported {format_name} format version {other!r} (this build reads {version})")
+    if not found or any(value not in readable for value in found) or len(set(found)) > 1:
+        other = next((value for value in found if value not in readable), found[-1] if found else None)
+        reads = " and ".join(readable)
+        raise ValueError(f"{path}: unsupported {format_name} format version {other!r} (this build reads {reads})")
     try:
         values = {key: json.loads(metadata[key]) for key in entries}
     except (KeyError, ValueError) as exc:

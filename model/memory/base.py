@@ -45,6 +45,11 @@ if TYPE_CHECKING:
 MEMORY_KINDS = ("latent", "rgb")
 FEATURE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 _RENAMED_CONFIG_KEYS = {"voxel_policy": "keep_observation"}  # MemoryConfig fields renamed in format version 1
+#: How each latent point is read out (``MemoryConfig.splat``): over its cell's footprint, or into the one cell
+#: it lands in.
+SPLATS = ("footprint", "point")
+#: MemoryConfig fields added since format version 1: files without them take the default.
+_ADDED_CONFIG_KEYS = ("splat",)
 
 
 class CellLabel(IntEnum):
@@ -58,7 +63,7 @@ class CellLabel(IntEnum):
 
 @dataclass
 class MemoryConfig:
-    """Settings of a memory (the RGB memory ignores ``feature_dtype`` and ``depth_bin``)."""
+    """Settings of a memory (the RGB memory ignores ``feature_dtype``, ``depth_bin`` and ``splat``)."""
 
     # "view": a cell the memory already shows at that depth is a duplicate; "voxel": one point per voxel
     dedup: str = "view"
@@ -71,6 +76,9 @@ class MemoryConfig:
     depth_bin: float = (
         0.02  # max relative width of the z-buffer's log-spaced depth bins (1/64 used); ties go to the older point
     )
+    # readout (and "view" de-duplication) of a latent point: "footprint" covers the cells its latent cell's
+    # footprint covers at the target camera (no cracks when the camera comes closer); "point": the one cell it lands in
+    splat: str = "footprint"
 
     def __post_init__(self) -> None:
         if not (self.voxel_size > 0):
@@ -87,6 +95,8 @@ class MemoryConfig:
             raise ValueError(f"near must be > 0 metres, got {self.near}")
         if not (0 < self.depth_bin < 1):
             raise ValueError(f"depth_bin must be in (0, 1), got {self.depth_bin}")
+        if self.splat not in SPLATS:
+            raise ValueError(f"splat must be one of {SPLATS}, got {self.splat!r}")
 
 
 @dataclass
@@ -354,25 +364,28 @@ def write_memory_file(
 
 
 def read_memory_file(
-    path: str | os.PathLike, format_name: str, version: int, fields: tuple[str, ...]
+    path: str | os.PathLike, format_name: str, versions: tuple[int, ...], fields: tuple[str, ...]
 ) -> tuple[dict[str, torch.Tensor], MemoryConfig, dict[str, int]]:
-    """Read a file written by :func:`write_memory_file`, checking format, version, config and ``fields``.
+    """Read a file written by :func:`write_memory_file`, checking format, version (one of ``versions``),
+    config and ``fields``. Config fields added since a file was written (``splat``) take their defaults.
 
     Returns:
-        ``(tensors, config, {field: int})``; the caller checks the tensors (:func:`model.io.formats.check_tensors`).
+        ``(tensors, config, {field: int})`` with the file's format version as ``"version"``; the
+        caller checks the tensors (:func:`model.io.formats.check_tensors`).
 
     Raises:
         ValueError: naming the file and what is wrong (missing, not safetensors, another format or
             version, bad metadata).
     """
-    tensors, entries = read_versioned(path, format_name, version, ("config", *fields))
+    tensors, entries = read_versioned(path, format_name, versions, ("config", "version", *fields))
     try:
         config_dict = dict(entries["config"])
         for old, new in _RENAMED_CONFIG_KEYS.items():  # files written before the rename
             if old in config_dict:
                 config_dict.setdefault(new, config_dict.pop(old))
-        config = MemoryConfig(**{f.name: config_dict[f.name] for f in fields_of(MemoryConfig)})
-        values = {name: int(entries[name]) for name in fields}
+        names = [f.name for f in fields_of(MemoryConfig) if f.name in config_dict or f.name not in _ADDED_CONFIG_KEYS]
+        config = MemoryConfig(**{name: config_dict[name] for name in names})
+        values = {name: int(entries[name]) for name in ("version", *fields)}
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: invalid {format_name} metadata: {exc}") from exc
     return tensors, config, values
@@ -400,7 +413,8 @@ class PointMemory(ABC):
 
     kind: ClassVar[str]
     FORMAT_NAME: ClassVar[str]
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 1  # the version written
+    READABLE_VERSIONS: ClassVar[tuple[int, ...]] = (1,)  # the versions read (older ones through _upgrade)
     Points: ClassVar[type]
     COUNTERS: ClassVar[tuple[str, ...]]
     FINITE: ClassVar[tuple[str, ...]] = ("positions",)  # tensors that must be finite in a loaded file
@@ -589,11 +603,17 @@ class PointMemory(ABC):
             ValueError: naming the file and what is wrong.
         """
         path = Path(path)
-        tensors, config, counters = read_memory_file(path, cls.FORMAT_NAME, cls.FORMAT_VERSION, cls.COUNTERS)
+        tensors, config, counters = read_memory_file(path, cls.FORMAT_NAME, cls.READABLE_VERSIONS, cls.COUNTERS)
+        tensors = cls._upgrade(tensors, counters.pop("version"))
         cls._check_tensors(path, tensors, config, counters)
         memory = cls(config, device)
         memory._set_state({**counters, **{name: t.to(memory.device) for name, t in tensors.items()}})
         return memory
+
+    @classmethod
+    def _upgrade(cls, tensors: dict[str, torch.Tensor], version: int) -> dict[str, torch.Tensor]:
+        """The tensors of a file of an older readable format ``version`` in the current layout (unchecked)."""
+        return tensors
 
     @classmethod
     def _check_tensors(

@@ -14,24 +14,31 @@ Design decisions (see also ``DESIGN.md``):
 * **Cell centres.** Depth is downsampled bilinearly to the latent grid (cells with any invalid
   contributing pixel are invalid) and each latent cell centre ``(u + 0.5, v + 0.5)`` is
   back-projected with the latent-grid intrinsics.
-* **Z-buffer.** Each point projects to the cell ``floor(u), floor(v)`` of the target grid. Points
-  behind the near plane or outside the grid are culled first; the survivors are reduced with ONE
-  ``scatter_reduce(amin)`` over int64 keys ``depth_bin << 32 | point_index``, so the nearest point
-  wins and ties go to the lower index — the older observation. Depth bins are log-spaced (the
-  float32 exponent and top mantissa bits), at most ``config.depth_bin`` (2 %) wide: two observations of the same surface
-  a few millimetres apart tie,
-  so a camera that comes back sees what it saw first, not a later point that happens to lie a hair
-  nearer; real occluders are much more than 2 % nearer. Integer ``amin`` does not depend on the
-  order of the scatter, so the result is identical on CPU and CUDA.
+* **Z-buffer.** Each point covers the cells its latent cell's footprint covers at the target camera
+  (``config.splat = "footprint"``, the default; :mod:`model.memory.footprint`: two world half-axes
+  per point, taken from the neighbouring cells of the same surface when it is written and capped at
+  depth discontinuities), or only the cell ``floor(u), floor(v)`` it lands in (``"point"``, which
+  leaves a lattice of holes when the camera comes closer). Points behind the near plane or whose
+  footprint misses the grid are culled first; the survivors' cells are reduced with ONE
+  ``scatter_reduce(amin)`` over int64 keys ``depth_bin << 40 | cover_rank << 32 | point_index``, so the
+  nearest point wins and ties go to the lower index — the older observation. Depth bins are
+  log-spaced (the float32 exponent and top mantissa bits), at most ``config.depth_bin`` (2 %) wide:
+  two observations of the same surface a few millimetres apart tie, so a camera that comes back
+  sees what it saw first, not a later point that happens to lie a hair nearer; real occluders are
+  much more than 2 % nearer. A footprint that only covers a cell counts two bins farther and
+  after the points landing there (``cover_rank``), so footprints fill the gaps between samples and
+  never displace a cell's own sample. Integer ``amin`` does not depend on the order of the
+  scatter, so the result is identical on CPU and CUDA. At the writing camera every footprint
+  covers exactly its own cell: the readout returns the written latent bit for bit.
 * **De-duplication** (``config.dedup``), so that revisiting seen space does not grow the cache:
 
   - ``"view"`` (default): frames are written one by one; a cell is already known when the memory's
-    own z-buffer at the writing camera shows a point in that cell whose depth agrees within
-    ``view_tolerance`` (relative) plus the cell's own depth spread (grazing surfaces). A 1-cell gap
-    between known cells is a sampling hole of the latent z-buffer, not unseen space, and is not
-    written. This works at the latent resolution itself, so it needs no metric voxel size, never
-    merges neighbouring cells of one view (the writer's view keeps every cell), and a revisit adds
-    only what the memory could not show.
+    own z-buffer at the writing camera (the readout's, footprints included) shows a point in that
+    cell whose depth agrees within ``view_tolerance`` (relative) plus the cell's own depth spread
+    (grazing surfaces). A 1-cell gap between known cells is a sampling hole of the latent z-buffer,
+    not unseen space, and is not written. This works at the latent resolution itself, so it needs no
+    metric voxel size, never merges neighbouring cells of one view (the writer's view keeps every
+    cell), and a revisit adds only what the memory could not show.
   - ``"voxel"``: positions are hashed into voxels of ``voxel_size`` metres, one point per voxel.
     A fixed metric voxel is either finer than a latent cell's footprint (far surfaces: several
     points per cell-area after a segment's nine overlapping frames) or coarser (near surfaces:
@@ -69,6 +76,8 @@ from model.memory.base import (  # noqa: F401 - MemoryStats stays importable fro
     WriteBatch,
     check_cameras,
 )
+from model.memory.footprint import RANK_BITS as _RANK_BITS
+from model.memory.footprint import cell_axes, cover_rank, expand_cells, footprint_cells, reach
 
 _INT64_MAX = torch.iinfo(torch.int64).max
 _VOXEL_BITS = 21  # per axis; keys cover +-2^20 voxels (+-52 km at 5 cm)
@@ -161,12 +170,17 @@ def zbuffer_project(
     near: float = 0.05,
     depth_bin: float = 0.02,
     points_t: torch.Tensor | None = None,
+    axes: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hard z-buffer of a point set into ``F`` cameras at grid resolution.
+    """Z-buffer of a point set into ``F`` cameras at grid resolution, each point splatted over its footprint.
 
-    Point ``i`` lands in cell ``(floor(u), floor(v))`` of target ``f`` where ``(u, v)`` is its
-    projection; per cell the point in the nearest depth bin wins (log-spaced bins, see
-    :func:`depth_bin_shift`), ties within a bin go to the lower index.
+    Point ``i`` covers the cells of target ``f`` whose centres lie in its projected footprint
+    (:func:`model.memory.footprint.footprint_cells`; without ``axes``, or with zero axes, only the
+    cell ``(floor(u), floor(v))`` its projection ``(u, v)`` lands in); per cell the point in the
+    nearest depth bin wins (log-spaced bins, see :func:`depth_bin_shift`); within a bin a point
+    that lands in the cell comes before one whose footprint only covers it, and those by the
+    distance of their centre to the cell's (:func:`model.memory.footprint.cover_rank`); remaining
+    ties go to the lower index.
 
     Args:
         points: ``[N, 3]`` float32 world positions in metres (``N < 2^32``).
@@ -176,6 +190,8 @@ def zbuffer_project(
         depth_bin: upper bound on the relative width of a depth bin (log-spaced).
         points_t: optional ``[3, N]`` contiguous transpose of ``points`` (callers that read out the
             same points repeatedly keep it instead of transposing on every call).
+        axes: optional ``[N, 2, 3]`` footprint half-axes in world metres
+            (:func:`model.memory.footprint.cell_axes`); None: one cell per point.
 
     Returns:
         index: ``[F, h, w]`` int64 winning point index, -1 where empty.
@@ -183,27 +199,48 @@ def zbuffer_project(
     """
     n_frames = w2c.shape[0]
     device = points.device
-    P = K.to(device, torch.float32).expand(n_frames, 3, 3) @ w2c[:, :3, :].to(device, torch.float32)  # [F,3,4]
+    K = K.to(device, torch.float32).expand(n_frames, 3, 3)
+    P = K @ w2c[:, :3, :].to(device, torch.float32)  # [F,3,4]
     if points_t is None:
         points_t = points.T.contiguous()  # [3, N]: contiguous x/y/z rows keep each frame's pass in cache
     best = torch.full((n_frames * h * w,), _INT64_MAX, dtype=torch.int64, device=device)
     shift = depth_bin_shift(depth_bin)
+    if axes is not None:
+        axes = axes.to(device, torch.float32)
+        margin = reach(axes)  # [N] metres: how far a footprint reaches from its point
     for f in range(n_frames):
-        # 1. project: hom = (u z, v z, z) = P_f [p; 1], then (u, v, z) in place
+        # 1. project: hom = (u z, v z, z) = P_f [p; 1]
         hom = torch.addmm(P[f, :, 3:], P[f, :, :3], points_t)
-        z = hom[2]
-        hom[:2] /= z.clamp(min=near)
-        u, v = hom[0], hom[1]
-        # 2. frustum culling before the scatter; one gather of the survivors' (u, v, z)
-        point_idx = torch.nonzero((z > near) & (u >= 0) & (v >= 0) & (u < w) & (v < h)).squeeze(1)
-        kept = hom.index_select(1, point_idx)
-        cells = (kept[1].to(torch.int64) + f * h) * w + kept[0].to(torch.int64)
-        # 3. one deterministic integer amin per cell over (depth bin, index) keys
-        bins = (kept[2].contiguous().view(torch.int32) >> shift).to(torch.int64)
-        best.scatter_reduce_(0, cells, (bins << 32) | point_idx, reduce="amin", include_self=True)
+        x, y, z = hom[0], hom[1], hom[2]
+        # 2. frustum culling before the scatter (the frustum's side planes pushed out by each point's
+        #    reach); one gather of the survivors
+        if axes is None:
+            inside = (z > near) & (x >= 0) & (y >= 0) & (x < w * z) & (y < h * z)
+        else:  # signed distance to a side plane: its (x, y, z) test over the norm of its normal
+            fx, fy, cx, cy = K[f, 0, 0], K[f, 1, 1], K[f, 0, 2], K[f, 1, 2]
+            left, right = torch.hypot(fx, cx) * margin, torch.hypot(fx, w - cx) * margin
+            top, bottom = torch.hypot(fy, cy) * margin, torch.hypot(fy, h - cy) * margin
+            inside = (z > near) & (x + left >= 0) & (w * z - x + right > 0) & (y + top >= 0) & (h * z - y + bottom > 0)
+        point_idx = torch.nonzero(inside).squeeze(1)
+        uvz = hom.index_select(1, point_idx)
+        uvz[:2] /= uvz[2]
+        axes_hom = None
+        if axes is not None:
+            axes_hom = P[f, :, :3] @ axes.index_select(0, point_idx).permute(1, 2, 0)  # [2, 3, M]
+        # 3. the cells each survivor's footprint covers
+        col0, col1, row0, row1 = footprint_cells(uvz, axes_hom, h, w, near)
+        hit = torch.nonzero((col0 <= col1) & (row0 <= row1)).squeeze(1)
+        cells, owner = expand_cells(col0[hit], col1[hit], row0[hit], row1[hit], w)
+        owner = hit[owner]
+        # 4. one deterministic integer amin per cell over (depth bin, cover rank, index) keys
+        bins = (uvz[2].contiguous().view(torch.int32) >> shift).to(torch.int64)
+        keys = ((bins << _RANK_BITS) << 32 | point_idx)[owner]
+        if axes is not None:
+            keys += cover_rank(cells, uvz[0][owner], uvz[1][owner], w) << 32
+        best.scatter_reduce_(0, cells + f * h * w, keys, reduce="amin", include_self=True)
     empty = best == _INT64_MAX
     index = torch.where(empty, -1, best & 0xFFFFFFFF).view(n_frames, h, w)
-    # 4. exact depth of the winners (recomputed, not the quantised key)
+    # 5. exact depth of the winners (recomputed, not the quantised key)
     if len(points) == 0:
         return index, torch.zeros(n_frames, h, w, dtype=torch.float32, device=device)
     safe = index.clamp(min=0).view(n_frames, -1)
@@ -243,10 +280,10 @@ class TensorRows:
         return type(self)(*out)
 
 
-class _Points(namedtuple("_Points", "positions features colors segments frames"), TensorRows):
+class _Points(namedtuple("_Points", "positions features colors segments frames axes"), TensorRows):
     """Per-point fields, stored (``[N, ...]``) or per cell (``[T, h, w, ...]``): positions float32
     metres ``[..., 3]``, features fp16/bf16 ``[..., C]``, colors uint8 RGB ``[..., 3]``, segments and
-    frames int32."""
+    frames int32, axes float32 ``[..., 2, 3]`` metres (the footprint's half-axes, :func:`cell_axes`)."""
 
     __slots__ = ()
 
@@ -355,6 +392,8 @@ class LatentSpatialMemory(PointMemory):
 
     kind = "latent"
     FORMAT_NAME = "mirage-latent-memory"
+    FORMAT_VERSION = 2  # 2: per-point footprint axes
+    READABLE_VERSIONS = (1, 2)  # version 1 files load with zero axes: their points cover one cell each, as before
     Points = _Points
     COUNTERS = ("channels", "next_segment")
     sizes = None  # a latent cell's world size is not stored: it follows from the view that wrote it
@@ -406,6 +445,7 @@ class LatentSpatialMemory(PointMemory):
         ).to(memory.device)
         memory.segments = torch.zeros(n, dtype=torch.int32, device=memory.device)
         memory.frames = torch.zeros(n, dtype=torch.int32, device=memory.device)
+        memory.axes = torch.zeros(n, 2, 3, dtype=torch.float32, device=memory.device)  # no footprint: one cell each
         return memory
 
     # ---- state ---------------------------------------------------------------------------
@@ -418,6 +458,7 @@ class LatentSpatialMemory(PointMemory):
             "colors": (torch.uint8, ("N", 3)),
             "segments": (torch.int32, ("N",)),
             "frames": (torch.int32, ("N",)),
+            "axes": (torch.float32, ("N", 2, 3)),
             "rejected_positions": (torch.float32, ("M", 3)),
             "rejected_labels": (torch.uint8, ("M",)),
         }
@@ -467,6 +508,7 @@ class LatentSpatialMemory(PointMemory):
             colors,
             torch.full((n_frames, h, w), self.next_segment, dtype=torch.int32, device=self.device),
             batch.frame_ids[:, None, None].expand(n_frames, h, w).to(torch.int32),
+            cell_axes(points, depth_cells),
         )
         store = self._points()
         if store.features.shape[1] != channels:  # an empty memory takes the write's channels
@@ -486,7 +528,7 @@ class LatentSpatialMemory(PointMemory):
         """:data:`KnownCells` of the memory's own z-buffer at a writing camera."""
         h, w = depth.shape
         index, seen_depth = zbuffer_project(
-            store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin
+            store.positions, w2c[None], K_grid, h, w, self.config.near, self.config.depth_bin, axes=self._splat(store)
         )
         return seen_at_depth(index[0], seen_depth[0], depth, self.config.view_tolerance), index[0]
 
@@ -512,7 +554,15 @@ class LatentSpatialMemory(PointMemory):
         if image_hw is not None:
             K = scale_intrinsics(K, image_hw, (h, w))
         index, depth = zbuffer_project(
-            self.positions, w2c, K, h, w, self.config.near, self.config.depth_bin, self._positions_t()
+            self.positions,
+            w2c,
+            K,
+            h,
+            w,
+            self.config.near,
+            self.config.depth_bin,
+            self._positions_t(),
+            self._splat(self._points()),
         )
         visible = index >= 0
         n_frames, channels = w2c.shape[0], self.channels or 0
@@ -523,6 +573,10 @@ class LatentSpatialMemory(PointMemory):
             latent = torch.zeros(n_frames, channels, h, w, dtype=self.feature_dtype, device=self.device)
         return Readout(latent, visible, depth, index)
 
+    def _splat(self, points: _Points) -> torch.Tensor | None:
+        """The footprint axes the z-buffer splats ``points`` with (``config.splat``), None for one cell each."""
+        return points.axes if self.config.splat == "footprint" else None
+
     def _positions_t(self) -> torch.Tensor:
         """``[3, N]`` transpose of the positions, kept until the positions tensor is replaced."""
         if self._transposed_of is not self.positions:
@@ -530,6 +584,13 @@ class LatentSpatialMemory(PointMemory):
         return self._transposed
 
     # ---- persistence ---------------------------------------------------------------------
+
+    @classmethod
+    def _upgrade(cls, tensors: dict[str, torch.Tensor], version: int) -> dict[str, torch.Tensor]:
+        """Version 1 files have no footprints: their points get zero axes (one cell each, their old readout)."""
+        if version == 1 and "axes" not in tensors and "positions" in tensors:
+            tensors = {**tensors, "axes": torch.zeros(len(tensors["positions"]), 2, 3)}
+        return tensors
 
     @classmethod
     def _check_tensors(

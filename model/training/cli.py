@@ -11,9 +11,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` flags to ``parser`` and set its ``run`` callback."""
     parser.add_argument(
         "--stage",
-        choices=("branch", "lora"),
+        choices=("branch", "lora", "mini"),
         required=True,
-        help="branch: stage 1 (memory branch); lora: stage 2 (LoRA, branch frozen)",
+        help="branch: stage 1 (memory branch); lora: stage 2 (LoRA, branch frozen); mini: the mini model from "
+        "scratch (tiny transformer + memory branch on procedural worlds; writes OUT/model, loads with --backend mini "
+        "--model OUT/model)",
     )
     parser.add_argument(
         "--data",
@@ -55,6 +57,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenes", dest="procedural_scenes", type=int, default=8, help="procedural data: number of rooms"
     )
+    parser.add_argument("--warmup-steps", dest="warmup_steps", type=int, default=0, help="learning-rate warm-up steps")
+    parser.add_argument("--layers", dest="tiny_num_layers", type=int, default=4, help="tiny transformer blocks")
+    parser.add_argument("--heads", dest="tiny_num_heads", type=int, default=2, help="tiny transformer attention heads")
+    parser.add_argument(
+        "--head-dim", dest="tiny_head_dim", type=int, default=16, help="tiny transformer width per head"
+    )
+    parser.add_argument(
+        "--ffn-dim", dest="tiny_ffn_dim", type=int, default=64, help="tiny transformer feed-forward width"
+    )
+    parser.add_argument(
+        "--heldout-scenes",
+        dest="heldout_scenes",
+        type=int,
+        default=4,
+        help="mini: held-out worlds scored (seeds 5000...)",
+    )
+    parser.add_argument(
+        "--eval-every", dest="eval_every", type=int, default=100, help="mini: steps between held-out evaluations"
+    )
     parser.add_argument("--depth-model", dest="depth_model", help="metric depth model folder for folder clips")
     parser.add_argument("--cache-dir", dest="cache_dir", help="clip cache folder (default OUT/cache)")
     parser.add_argument("--device", help="torch device (default: cuda when available)")
@@ -93,6 +114,13 @@ def run_train(args: argparse.Namespace) -> int:
         "device",
         "bf16",
         "gradient_checkpointing",
+        "warmup_steps",
+        "tiny_num_layers",
+        "tiny_num_heads",
+        "tiny_head_dim",
+        "tiny_ffn_dim",
+        "heldout_scenes",
+        "eval_every",
     )
     layers = None
     if args.branch_layers:
@@ -105,6 +133,12 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**{name: getattr(args, name) for name in names}, branch_layers=layers)
     result = train(config, resume=args.resume)
     losses = result.losses
+    if config.stage == "mini":
+        print(
+            f"trained mini steps {result.start_step}..{result.steps}; loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
+            f"wrote {result.out}/model (generate --backend mini --model {result.out}/model)"
+        )
+        return 0
     print(
         f"trained {config.stage} steps {result.start_step}..{result.steps}; loss {losses[0]:.4f} -> {losses[-1]:.4f}; "
         f"wrote {result.out} (generate --mode branch --memory-weights {result.out}); skipped {len(result.skipped)} "

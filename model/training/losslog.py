@@ -93,3 +93,12 @@ def plot_loss(steps: list[int], losses: list[float], size: tuple[int, int] = (64
     draw.text((left, 0), "loss", fill="black")
     draw.text((width - right - 60, height - bottom + 8), f"{int(x[-1])}", fill="black")
     return image
+
+
+def write_heldout_csv(path: str | os.PathLike, rows: list[list[float]]) -> None:
+    """Write held-out evaluations ``[step, loss, psnr_db]`` as ``step,loss,psnr_db`` CSV (atomically)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("step", "loss", "psnr_db"))
+    writer.writerows((int(step), repr(float(loss)), repr(float(psnr))) for step, loss, psnr in rows)
+    write_text_atomic(path, buffer.getvalue())

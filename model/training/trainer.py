@@ -5,6 +5,14 @@
 * Stage ``lora`` (2): the branch is loaded from a stage-1 output and frozen; a LoRA (rank 64,
   alpha 64, dropout 0.05, self-attention q/k/v/o) on the backbone trains (lr 1e-4). Output: branch
   + LoRA.
+* Stage ``mini``: the tiny transformer and a fresh memory branch train together from random
+  initialisation (lr 5e-4, linear warm-up then cosine decay) on varied procedural worlds
+  (:mod:`model.training.worlds`, scene seeds below
+  :data:`~model.eval.scenes.world.HELD_OUT_SEED` only) with the exact pixel-patch VAE. Every
+  ``eval_every`` steps the flow loss and the PSNR of the predicted clean latents (pixels, for the
+  patch VAE) on held-out worlds (seeds from ``HELD_OUT_SEED`` up) at fixed noise go to
+  ``heldout.csv``. Output: the ``mini`` backend's model folder ``OUT/model/``
+  (:mod:`model.generation.mini`).
 
 Objective: :mod:`model.training.flow` (per-frame sigma with shift 5, clean context + target frame 0
 at t = 0, MSE to ``noise - x_0`` on the noisy target frames). Data: :mod:`model.training.samples`.
@@ -46,10 +54,12 @@ from accelerate.utils import set_seed
 from torch import nn
 
 from model.eval.scenes import SceneRenderer
+from model.eval.scenes.world import HELD_OUT_SEED
 from model.generation.backbone import Backbone, BackboneConfig
 from model.generation.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
 from model.generation.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
 from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings
+from model.generation.mini import SIZE_KEYS, save_mini
 from model.generation.profiles import DEFAULT_BACKEND, profile
 from model.generation.stack import attach_before_offload
 from model.io.atomic import atomic_dir, write_json_atomic
@@ -58,13 +68,20 @@ from model.memory.latent import LatentSpatialMemory
 from model.training import checkpoint as ckpt
 from model.training.clips import ClipSource, discover_clips, procedural_clips
 from model.training.flow import DEFAULT_SHIFT, NoisedBatch, add_flow_noise, flow_loss
-from model.training.losslog import LossLog
+from model.training.losslog import LossLog, write_heldout_csv
 from model.training.samples import Batch, ClipCache, SampleSet, SampleSpec, collate
+from model.training.worlds import WorldSampleSet, WorldSpec
 
-STAGES = ("branch", "lora")
-DEFAULT_LR = {"branch": 1e-5, "lora": 1e-4}
+STAGES = ("branch", "lora", "mini")
+DEFAULT_LR = {"branch": 1e-5, "lora": 1e-4, "mini": 5e-4}
+#: The output folder's sub-folder holding the model a ``mini`` run trains (loads with ``--backend mini --model``).
+MINI_MODEL_DIR = "model"
 #: ``--data`` value that selects procedural rooms rendered on the fly.
 PROCEDURAL = "procedural"
+#: Prompt of every procedural training sample (stage mini; the mini model records it).
+PROMPT = "a room"
+#: Seed of the noise of the held-out evaluation (the same noise at every evaluation).
+HELDOUT_NOISE_SEED = 20261127
 
 StatusCallback = Callable[[str], None]
 
@@ -112,14 +129,29 @@ class TrainConfig:
     tiny_num_heads: int = 2  # tiny backend: attention heads (generate loads the default tiny backbone)
     tiny_head_dim: int = 16  # tiny backend: width per head
     tiny_num_layers: int = 4  # tiny backend: blocks
+    tiny_ffn_dim: int = 64  # tiny backend: feed-forward width
+    warmup_steps: int = 0  # steps of linear learning-rate warm-up (stage mini: then cosine decay to 0 at --steps)
+    heldout_scenes: int = 4  # stage mini: held-out worlds (seeds HELD_OUT_SEED ...) scored every eval_every steps
+    eval_every: int = 100  # stage mini: steps between held-out evaluations
+    world_segments: int = 2  # stage mini: segments (samples) per world path
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"--stage must be one of {STAGES}, got {self.stage!r}")
         if self.stage == "lora" and not self.branch_dir:
             raise ValueError("--stage lora needs --branch DIR (the stage-1 output with the trained memory branch)")
-        if self.stage == "branch" and self.branch_dir:
-            raise ValueError("--branch is only for --stage lora (stage 1 trains a fresh branch)")
+        if self.stage != "lora" and self.branch_dir:
+            raise ValueError("--branch is only for --stage lora (stages branch and mini train a fresh branch)")
+        if self.stage == "mini":
+            if self.data != PROCEDURAL or self.backend != "tiny":
+                raise ValueError(
+                    "--stage mini trains from random weights on procedural worlds: --data procedural, --backend tiny"
+                )
+            if self.procedural_seed < 0 or self.procedural_seed + self.procedural_scenes > HELD_OUT_SEED:
+                raise ValueError(
+                    f"--stage mini: training scene seeds must lie below {HELD_OUT_SEED} (held out), got "
+                    f"{self.procedural_seed}..{self.procedural_seed + self.procedural_scenes - 1}"
+                )
         for name in (
             "steps",
             "batch_size",
@@ -127,6 +159,9 @@ class TrainConfig:
             "keep_checkpoints",
             "procedural_scenes",
             "window_stride",
+            "tiny_ffn_dim",
+            "eval_every",
+            "world_segments",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -139,6 +174,17 @@ class TrainConfig:
     @property
     def learning_rate(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.stage]
+
+    def learning_rate_at(self, step: int) -> float:
+        """Learning rate of (0-based) ``step``: linear warm-up over ``warmup_steps``, then constant
+        (stages branch, lora) or cosine decay to 0 at ``steps`` (stage mini); a pure function of the step."""
+        lr = self.learning_rate
+        if step < self.warmup_steps:
+            return lr * (step + 1) / self.warmup_steps
+        if self.stage != "mini":
+            return lr
+        progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     @property
     def size(self) -> tuple[int, int]:
@@ -154,6 +200,7 @@ class TrainConfig:
             tiny_num_heads=self.tiny_num_heads,
             tiny_head_dim=self.tiny_head_dim,
             tiny_num_layers=self.tiny_num_layers,
+            tiny_ffn_dim=self.tiny_ffn_dim,
         )
 
     def lora_settings(self) -> LoraSettings:
@@ -161,7 +208,7 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The settings a resumed run must share with the checkpoint (all but run length / bookkeeping)."""
-        bookkeeping = {"out", "steps", "checkpoint_every", "keep_checkpoints", "device", "cache_dir"}
+        bookkeeping = {"out", "steps", "checkpoint_every", "keep_checkpoints", "device", "cache_dir", "eval_every"}
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name not in bookkeeping}
 
 
@@ -202,8 +249,8 @@ def build_model(config: TrainConfig, backbone: Backbone) -> MemoryFlowModel:
     """Backbone frozen; stage branch: a fresh trainable branch; stage lora: the stage-1 branch frozen +
     a fresh trainable LoRA. Trainable weights are float32 whatever the backbone's dtype."""
     transformer = backbone.transformer
-    transformer.requires_grad_(False)
-    if config.stage == "branch":
+    transformer.requires_grad_(config.stage == "mini")  # mini: the whole transformer trains, from random weights
+    if config.stage in ("branch", "mini"):
         layers = config.branch_layers or tuple(range(0, transformer.config.num_layers, 4))
         branch = MemoryBranch(transformer, MemoryBranchConfig(layers=layers))
     else:
@@ -295,6 +342,13 @@ class Trainer:
         self.generator = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + self.accelerator.process_index)
         self.step = 0
         self.log = LossLog()
+        #: rows ``[step, held-out loss, held-out PSNR dB]`` (stage mini)
+        self.heldout_log: list[list[float]] = []
+        self.heldout = (
+            self._world_samples(range(HELD_OUT_SEED, HELD_OUT_SEED + config.heldout_scenes), "held-out")
+            if config.stage == "mini" and config.heldout_scenes > 0
+            else None
+        )
 
     # ---- data ------------------------------------------------------------------------------
 
@@ -313,6 +367,8 @@ class Trainer:
             encoder_id,
             self.backbone.device,
         )
+        if config.stage == "mini":
+            return self._world_samples(range(config.procedural_seed, config.procedural_seed + config.procedural_scenes))
         with self.accelerator.main_process_first():  # the main process builds the cache, the others read it
             if config.data == PROCEDURAL:
                 self.renderer = SceneRenderer()
@@ -327,6 +383,29 @@ class Trainer:
         for reason in samples.skipped:
             self.status(f"skipped {reason}")
         self.status(f"{len(samples)} samples from {len(samples.clip_ids)} clips ({len(samples.skipped)} skipped)")
+        return samples
+
+    def _world_samples(self, seeds: range, what: str = "training") -> WorldSampleSet:
+        """Samples of the procedural worlds ``seeds`` (stage mini), cached in the clip cache folder."""
+        config = self.config
+        height, width = config.size
+        self.backbone.check_image_size(height, width)
+        if getattr(self, "renderer", None) is None:
+            self.renderer = SceneRenderer()
+        spec = WorldSpec(height, width, segments=config.world_segments)
+        encoder_id = {k: v for k, v in asdict(self.backbone.config).items() if k in ("backend", "tiny_vae")}
+        with self.accelerator.main_process_first():
+            samples = WorldSampleSet(
+                seeds,
+                spec,
+                self.backbone.vae,
+                self.backbone.encode_prompt(PROMPT)[0],
+                Path(config.cache_dir) if config.cache_dir else self.out / "cache",
+                self.renderer,
+                encoder_id,
+                on_status=self.status,
+            )
+        self.status(f"{len(samples)} {what} samples from {len(seeds)} worlds (seeds {seeds.start}..{seeds.stop - 1})")
         return samples
 
     def _depth_estimator(self) -> DepthEstimator | None:
@@ -357,6 +436,8 @@ class Trainer:
     def train_step(self, batch: Batch) -> float:
         """One optimizer step on ``batch``; returns the loss (averaged over processes)."""
         self.prepared.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate_at(self.step)
         loss, _ = training_step(self.prepared, batch, self.samples.spec.clean_frames, self.generator, self.config.shift)
         self.accelerator.backward(loss)
         if self.config.grad_clip > 0:
@@ -385,7 +466,12 @@ class Trainer:
                     shutil.move(str(path), tmp / path.name)
                 write_json_atomic(
                     tmp / ckpt.STATE_FILE,
-                    {"step": self.step, "config": self.config.identity(), "losses": self.log.to_json()},
+                    {
+                        "step": self.step,
+                        "config": self.config.identity(),
+                        "losses": self.log.to_json(),
+                        "heldout": self.heldout_log,
+                    },
                 )
             shutil.rmtree(staging, ignore_errors=True)
             for old in ckpt.list_checkpoints(self.out)[: -self.config.keep_checkpoints]:
@@ -427,6 +513,7 @@ class Trainer:
         ckpt.restore_rng(rng, self.generator)
         self.step = int(state["step"])
         self.log = LossLog.from_json(state["losses"])
+        self.heldout_log = [list(row) for row in state.get("heldout", [])]
         self.status(f"Resumed from {folder} at step {self.step}")
         return folder
 
@@ -437,11 +524,14 @@ class Trainer:
         config, acc = self.config, self.accelerator
         start, started = self.step, time.perf_counter()
         for _ in range(self.step, config.steps):
+            lr = config.learning_rate_at(self.step)
             loss = self.train_step(self.batch(self.step))
             self.step += 1
-            self.log.append(self.step, loss, config.learning_rate)
+            self.log.append(self.step, loss, lr)
             if acc.is_main_process and (self.step % 10 == 0 or self.step == config.steps):
                 self.status(f"step {self.step}/{config.steps} loss {loss:.5f}")
+            if self.heldout is not None and (self.step % config.eval_every == 0 or self.step == config.steps):
+                self.evaluate_heldout()
             if self.step % config.checkpoint_every == 0 and self.step < config.steps:
                 self.save_checkpoint()
         seconds = time.perf_counter() - started
@@ -450,12 +540,57 @@ class Trainer:
         if acc.is_main_process:
             self.export_weights()
             self._write_report(start, seconds)
+            if self.heldout_log:
+                write_heldout_csv(self.out / "heldout.csv", self.heldout_log)
         acc.wait_for_everyone()
         return TrainResult(self.out, start, self.step, self.log.losses, list(self.samples.skipped))
 
-    def export_weights(self) -> None:
-        """Write the memory-weights files into the output folder (branch only for stage 1)."""
+    @torch.no_grad()
+    def evaluate_heldout(self) -> tuple[float, float]:
+        """Flow loss and PSNR (dB, for latents in [-1, 1]) of the predicted clean latents
+        ``x_t - sigma * v`` on the noisy frames of every held-out sample, at noise drawn from a fixed
+        seed (the same at every evaluation; the training RNGs are not touched). Appended to
+        :attr:`heldout_log`."""
         model = self.accelerator.unwrap_model(self.prepared)
+        model.eval()
+        generator = torch.Generator("cpu").manual_seed(HELDOUT_NOISE_SEED)
+        losses, errors = [], []
+        transformer = model.transformer
+        device = next(model.parameters()).device
+        for i in range(len(self.heldout)):
+            batch = collate([self.heldout.sample(i)])
+            clean = batch.latents.to(device).float()
+            noised = add_flow_noise(
+                clean,
+                self.heldout.spec.clean_frames,
+                tuple(transformer.config.patch_size),
+                generator,
+                self.config.shift,
+            )
+            prediction = model(
+                noised.model_input,
+                noised.timestep,
+                batch.prompt_embeds.to(device),
+                batch.readout.to(device),
+                batch.visible.to(device),
+            ).float()
+            x0 = noised.model_input - noised.sigmas[:, None, :, None, None] * prediction
+            errors.append(float(((x0 - clean)[:, :, noised.noisy] ** 2).mean()))
+            losses.append(float(flow_loss(prediction, noised)))
+        model.train()
+        mse = float(np.mean(errors))
+        row = [self.step, float(np.mean(losses)), 10.0 * math.log10(4.0 / max(mse, 1e-12))]
+        self.heldout_log.append(row)
+        self.status(f"held-out at step {self.step}: loss {row[1]:.5f}, predicted-x0 PSNR {row[2]:.2f} dB")
+        return row[1], row[2]
+
+    def export_weights(self) -> None:
+        """Write the memory-weights files into the output folder (branch only for stage 1; the
+        mini model folder ``OUT/model/`` for stage mini)."""
+        model = self.accelerator.unwrap_model(self.prepared)
+        if self.config.stage == "mini":
+            self._export_mini(model)
+            return
         settings = self.config.lora_settings() if self.config.stage == "lora" else None
         self.out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.out, prefix=".export-") as staging:
@@ -466,6 +601,25 @@ class Trainer:
             for name in (BRANCH_FILE, LORA_FILE, MANIFEST_FILE):  # the manifest last
                 if (Path(staging) / "weights" / name).is_file():
                     os.replace(Path(staging) / "weights" / name, self.out / name)
+
+    def _export_mini(self, model: MemoryFlowModel) -> None:
+        """Write the mini model folder ``OUT/model/`` (:func:`model.generation.mini.save_mini`)."""
+        config = self.config
+        sizes = {key: getattr(config, key) for key in SIZE_KEYS}
+        height, width = config.size
+        training = {
+            "recipe": "main.py train --stage mini",
+            "steps": self.step,
+            "batch_size": config.batch_size,
+            "lr": config.learning_rate,
+            "warmup_steps": config.warmup_steps,
+            "shift": config.shift,
+            "train_seeds": [config.procedural_seed, config.procedural_seed + config.procedural_scenes - 1],
+            "heldout_seeds_from": HELD_OUT_SEED,
+            "heldout": self.heldout_log[-1] if self.heldout_log else None,
+        }
+        extra = {"size": [height, width], "prompt": PROMPT, "training": training}
+        save_mini(self.out / MINI_MODEL_DIR, model.transformer, model.branch, self.backbone.text_encoder, sizes, extra)
 
     def _write_report(self, start: int, seconds: float) -> None:
         losses = self.log.losses
@@ -484,6 +638,7 @@ class Trainer:
                     "first_10pct_mean": float(np.mean(head)) if losses else None,
                     "last_10pct_mean": float(np.mean(tail)) if losses else None,
                 },
+                "heldout": {"columns": ["step", "loss", "psnr_db"], "rows": self.heldout_log},
             },
         )
 

@@ -23,6 +23,7 @@ from model.generation.lora import (
 )
 from model.generation.memory_branch import DEFAULT_READOUT, MemoryBranch, MemoryBranchConfig, ReadoutSettings
 from model.memory.base import MemoryConfig
+from model.memory.latent import LatentSpatialMemory
 
 SETTINGS = LoraSettings(rank=4, alpha=8, dropout=0.0)
 
@@ -195,6 +196,19 @@ def test_the_readout_settings_of_training_are_recorded_and_read_back(tmp_path, s
     branch.readout = None
     with pytest.raises(ValueError, match="readout settings are unknown"):
         save_memory_weights(tmp_path / "unknown", transformer, branch, None)
+
+
+def test_weights_recorded_before_footprint_splats_are_refused_with_the_default_memory(saved):
+    """A manifest without ``readout.splat`` was trained on one-cell readouts: a default memory
+    (footprint splats) is refused, a memory read out one cell per point is accepted."""
+    manifest = json.loads((saved / MANIFEST_FILE).read_text())
+    del manifest["readout"]["splat"]
+    (saved / MANIFEST_FILE).write_text(json.dumps(manifest))
+    branch = load_memory_weights(saved, tiny_transformer())
+    assert branch.readout.splat == "point"
+    with pytest.raises(ValueError, match="splat 'footprint' \\(trained: 'point'\\)"):
+        branch.check_readout(LatentSpatialMemory())
+    branch.check_readout(LatentSpatialMemory(MemoryConfig(splat="point")))
 
 
 def test_version_1_weights_load_unchecked_with_a_warning_and_a_bad_readout_entry_is_named(saved):

@@ -7,8 +7,8 @@ import struct
 import pytest
 import torch
 
-from model.geometry.camera import intrinsics_from_fov, project_points, scale_intrinsics
-from model.geometry.trajectories import closed_loop, orbit, yaw_pan
+from model.geometry.camera import intrinsics_from_fov, look_at, project_points, scale_intrinsics
+from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from model.memory.latent import (
     CellLabel,
     LatentSpatialMemory,
@@ -425,3 +425,145 @@ def test_empty_memory_reads_out_nothing(K):
     mem.initialize(fp16_latents(1)[0], torch.full((H, W), torch.inf), K, torch.eye(4))
     out = mem.readout(orbit(2, 2.0, 10.0), K, h, w, image_hw=(H, W))
     assert len(mem) == 0 and not out.visible.any() and out.latent.shape == (2, C, h, w) and (out.latent == 0).all()
+
+
+# ---- footprint splats (crack-free readout) -------------------------------------------------
+
+
+def step_depth(near: float = 2.0, far: float = 6.0, columns: int = W // 2) -> torch.Tensor:
+    """``[1, H, W]``: a foreground at ``near`` metres over the left ``columns`` pixels, a wall at ``far`` behind."""
+    depth = torch.full((1, H, W), far)
+    depth[:, :, :columns] = near
+    return depth
+
+
+def test_footprints_close_the_cracks_of_forward_motion(K):
+    """A wall 4 m ahead read out 1.5 m closer: one cell per point leaves a lattice of holes, footprints none."""
+    pose = torch.eye(4)[None]
+    closer = forward_dolly(2, 1.5)[1:]
+    coverage = {}
+    for splat in ("point", "footprint"):
+        mem = LatentSpatialMemory(MemoryConfig(splat=splat))
+        mem.update(fp16_latents(1), plane_depth(pose, K), pose, K)
+        coverage[splat] = float(mem.readout(closer, K, h, w, image_hw=(H, W)).visible.float().mean())
+    # the wall fills the whole closer view; 4 m -> 2.5 m magnifies it 1.6x, so single cells fill ~1/1.6^2
+    assert coverage["point"] < 0.5
+    assert coverage["footprint"] == 1.0
+
+
+def test_footprint_readout_at_the_writing_camera_is_exact_on_a_slanted_surface(K):
+    """Identity with strongly varying footprints: a floor-like plane seen at a grazing angle."""
+    pose = look_at([0.0, 0.0, 0.0], [0.0, 1.2, 4.0])  # looking down onto the plane y = 1.5
+    from model.geometry.camera import invert_pose, pixel_centers
+
+    c2w = invert_pose(pose.double())
+    uv = pixel_centers(H, W, dtype=torch.float64)
+    rays = torch.stack([(uv[..., 0] - K[0, 2]) / K[0, 0], (uv[..., 1] - K[1, 2]) / K[1, 1], torch.ones(H, W)], -1)
+    dir_y = rays @ c2w[1, :3].double()
+    depth = torch.where(dir_y > 1e-3, 1.5 / dir_y, torch.inf).float()
+    latent = fp16_latents(1)[0]
+    mem = LatentSpatialMemory()
+    mem.initialize(latent, depth, K, pose)
+    out = mem.readout(pose, K, h, w, image_hw=(H, W))
+    seen = torch.isfinite(downsample_depth(depth[None], h, w))[0]
+    assert seen.float().mean() > 0.5 and (mem.axes.norm(dim=-1) > 0).all(-1).float().mean() > 0.5
+    assert torch.equal(out.visible[0], seen)
+    assert torch.equal(out.latent[0].float()[:, seen], latent[:, seen])  # exact: each cell's own point, copied
+
+
+def test_nearest_footprint_wins_and_far_footprints_never_cover_a_near_surface(K):
+    """A near wall's footprints hide the far wall wherever they reach; the far wall's never cover the near one."""
+    pose = torch.eye(4)[None]
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(1, seed=1), torch.full((1, H, W), 6.0), pose, K)  # far wall, indices 0..h*w-1
+    mem.update(fp16_latents(1, seed=2), torch.full((1, H, W), 2.0), yaw_pan(2, 20.0)[1:], K)  # near wall
+    near_rows = torch.arange(len(mem)) >= h * w
+    for target in (forward_dolly(2, 1.0)[1:], orbit(2, 3.0, 15.0)[1:]):
+        out = mem.readout(target, K, h, w, image_hw=(H, W))
+        shows_near = near_rows[out.index.clamp(min=0)] & out.visible
+        # every cell where a near point projects must show a near point
+        rows = near_rows.nonzero().squeeze(1)
+        uv, z = project_points(mem.positions[rows].double(), target.double(), scale_intrinsics(K, (H, W), (h, w)))
+        inside = (uv[0, :, 0] >= 0) & (uv[0, :, 0] < w) & (uv[0, :, 1] >= 0) & (uv[0, :, 1] < h) & (z[0] > 0)
+        cells = uv[0, inside].floor().long()
+        assert shows_near[0, cells[:, 1], cells[:, 0]].all()
+        assert (out.depth[0][shows_near[0]] < 3.5).all() and (out.depth[0][~shows_near[0] & out.visible[0]] > 4.0).all()
+
+
+def test_footprints_stop_at_depth_discontinuities(K):
+    """A foreground edge in front of a far wall: the edge's footprint does not bridge the gap an orbit opens."""
+    from model.eval.coverage import coverage_stats, surface_cells
+    from model.memory.footprint import cell_axes
+
+    # the cap, cell by cell: a foreground at 2 m, one depth sample mixing it with the wall (3 m), the wall at 6 m
+    edge = w // 2
+    cells = torch.full((1, h, w), 6.0)
+    cells[..., :edge] = 2.0
+    cells[..., edge] = 3.0  # 1/3 m^-1: on the line between both in inverse depth, yet no surface
+    grid_x = torch.zeros(1, h, w, 3)
+    grid_x[..., 0] = torch.arange(w, dtype=torch.float32)  # positions one unit apart along x
+    axes = cell_axes(grid_x, cells)[0, :, :, 0, 0]  # x-component of the x half-axis [h, w]
+    assert (axes[:, : edge - 1] == 0.5).all() and (axes[:, edge + 1 :] == 0.5).all()  # half a step, edges included
+    assert (axes[:, edge] == 0).all()  # the mixed sample: no x-extent, one cell wide
+    # end to end at full resolution: an orbit opens a gap behind the foreground's edge
+    depth = step_depth()
+    pose = torch.eye(4)[None]
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(1), depth, pose, K)
+    K_grid = scale_intrinsics(K, (H, W), (h, w))
+    written = torch.isfinite(downsample_depth(depth, h, w))
+    for target in (orbit(2, 2.0, 20.0)[1:], orbit(2, 2.0, -20.0)[1:]):
+        visible = mem.readout(target, K, h, w, image_hw=(H, W)).visible
+        surfaces = surface_cells(depth, K, pose, target, K_grid, h, w, cells=written)
+        stats = coverage_stats(visible, surfaces)
+        assert stats["ratio"] > 0.97
+        assert stats["over"] < 0.5 / w, f"filled {stats['over'] * h * w:.0f} cells where no surface lies"
+
+
+def test_dedup_follows_the_footprint_readout(K):
+    """A view written again adds nothing; a wall revisited 1.5 m closer adds (almost) nothing: the cells the
+    footprint readout shows are known. One cell per point would re-admit the holes between its cells."""
+    pose = torch.eye(4)[None]
+    closer = forward_dolly(2, 1.5)[1:]
+    added = {}
+    for splat in ("point", "footprint"):
+        mem = LatentSpatialMemory(MemoryConfig(splat=splat))
+        mem.update(fp16_latents(1), plane_depth(pose, K), pose, K)
+        first = len(mem)
+        mem.update(fp16_latents(1, seed=3), plane_depth(pose, K), pose, K)
+        assert len(mem) == first
+        mem.update(fp16_latents(1, seed=4), plane_depth(closer, K), closer, K)
+        added[splat] = len(mem) - first
+    assert added["footprint"] <= 0.01 * h * w
+    assert added["point"] > 0.1 * h * w  # measured 17 %: holes wider than the 1-cell gaps it fills
+
+
+def test_version_1_files_load_with_one_cell_footprints(tmp_path, K):
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(2), smooth_depth(n=2), orbit(2, 2.0, 20.0), K)
+    mem.save(tmp_path / "v2.safetensors")
+
+    def drop_axes(tensors):
+        tensors.pop("axes")
+
+    def version_1(metadata):
+        config = json.loads(metadata["config"])
+        del config["splat"]
+        metadata.update(version="1", config=json.dumps(config))
+
+    _rewrite(
+        tmp_path / "v2.safetensors",
+        tmp_path / "v1.safetensors",
+        tensors_fn=drop_axes,
+        metadata_fn=version_1,
+    )
+    old = LatentSpatialMemory.load(tmp_path / "v1.safetensors")
+    assert old.config == MemoryConfig() and torch.equal(old.axes, torch.zeros(len(mem), 2, 3))
+    point = LatentSpatialMemory.load(tmp_path / "v2.safetensors")
+    point.config = MemoryConfig(splat="point")
+    targets = forward_dolly(3, 1.0)
+    assert torch.equal(old.readout(targets, K, h, w, (H, W)).index, point.readout(targets, K, h, w, (H, W)).index)
+    # a version-2 file without its axes is malformed, not old
+    _rewrite(tmp_path / "v2.safetensors", tmp_path / "bad.safetensors", tensors_fn=drop_axes)
+    with pytest.raises(ValueError, match="bad.safetensors.*missing tensors \\['axes'\\]"):
+        LatentSpatialMemory.load(tmp_path / "bad.safetensors")

@@ -94,3 +94,36 @@ def test_new_space_grows_the_cache(renderer, scene):
     turned = look_at([0, 0, 0], [-3.0, 0.0, 1.0])[None]  # looking at the left wall: mostly new space
     memory.update(torch.randn(1, 48, h, w), render_depths(renderer, scene, turned, K, 4 * h, 4 * w), turned, K)
     assert len(memory) - initial > 0.4 * h * w
+
+
+@pytest.mark.parametrize("stride", [4, 16])
+def test_footprint_readout_covers_what_the_memory_holds_after_forward_motion_and_orbits(renderer, scene, stride):
+    """Readout coverage >= 97 % of where the memory's surfaces truly project (full-resolution depth),
+    and cells filled where no surface projects <= 2 % of the grid, at the patch-VAE (4) and Wan (16) strides."""
+    from model.eval.coverage import coverage_stats, surface_cells
+    from model.geometry.camera import scale_intrinsics
+    from model.geometry.trajectories import forward_dolly
+    from model.memory.latent import downsample_depth
+
+    h, w = 44, 80  # the latent grid of 176x320 patch-VAE frames and of 704x1280 Wan frames
+    height, width = h * stride, w * stride
+    K = intrinsics_from_fov(55.0, width, height)
+    K_grid = scale_intrinsics(K, (height, width), (h, w))
+    start = torch.as_tensor(scene.start_w2c())
+    depth = torch.from_numpy(renderer.render(scene, start, K, width, height)[1])[None]
+    targets = torch.stack([forward_dolly(2, 1.5, start)[1], orbit(2, 3.0, 30.0, start)[1]])
+    surfaces = surface_cells(
+        depth, K, start[None], targets, K_grid, h, w, cells=torch.isfinite(downsample_depth(depth, h, w))
+    )
+    stats = {}
+    for splat in ("point", "footprint"):
+        memory = LatentSpatialMemory(MemoryConfig(splat=splat))
+        memory.initialize(torch.randn(16, h, w), depth[0], K, start)
+        visible = memory.readout(targets, K_grid, h, w).visible
+        stats[splat] = [coverage_stats(visible[i : i + 1], surfaces[i : i + 1]) for i in range(len(targets))]
+    for name, point, footprint in zip(
+        ("forward 1.5 m", "orbit 30 deg"), stats["point"], stats["footprint"], strict=True
+    ):
+        assert point["ratio"] < 0.9, f"{name}: one cell per point must show the cracks ({point['ratio']:.3f})"
+        assert footprint["ratio"] >= 0.97, f"{name}: readout covers {footprint['ratio']:.3f} of the surfaces"
+        assert footprint["over"] <= 0.02, f"{name}: {footprint['over']:.3f} of the grid filled without a surface"

@@ -24,6 +24,7 @@ def test_settings_round_trip_through_qsettings(settings):
         speed_mps=2.5,
         capture_mouse=True,
         model_dir="/models/wan",
+        depth_model_dir="/models/depth-anything-metric",
         sky_model_dir="/models/segformer-ade",
     )
     edited.save(settings)
@@ -72,11 +73,34 @@ def test_settings_dialog_rebinds_keys_and_refuses_conflicts(qtbot, monkeypatch):
     qtbot.mouseClick(forward, Qt.MouseButton.LeftButton)
     qtbot.keyPress(forward, Qt.Key.Key_Z)
     dialog.sensitivity.setValue(0.5)
-    dialog.sky_model_dir.setText(" /models/segformer-ade ")
     dialog.accept()
     result = dialog.result_settings()
     assert result.bindings.forward == "Z" and result.sensitivity_deg_per_px == 0.5
-    assert result.sky_model_dir == "/models/segformer-ade", "the folder is taken without surrounding spaces"
+
+
+def test_settings_dialog_checks_the_model_folders_on_ok(qtbot, monkeypatch, tmp_path, save_tiny_segformer):
+    """A depth or sky folder that fails its check keeps the dialog open with the reason; good ones are taken."""
+    from tests.fake_hub import fake_depth_folder
+
+    warnings = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text, *a: warnings.append(text))
+    dialog = SettingsDialog(ExplorerSettings())
+    qtbot.addWidget(dialog)
+    relative = fake_depth_folder(tmp_path / "relative", depth_type="relative")
+    dialog.depth_model_dir.setText(str(relative))
+    dialog.sky_model_dir.setText(str(tmp_path / "no-such-folder"))
+    dialog.accept()
+    assert dialog.result_settings() is None, "the dialog stays open"
+    assert "Depth model folder:" in warnings[0] and "predicts relative depth" in warnings[0]
+    assert "Sky segmentation model:" in warnings[0] and "no-such-folder" in warnings[0]
+    depth = fake_depth_folder(tmp_path / "metric")
+    save_tiny_segformer(tmp_path / "sky", {0: "wall", 1: "sky"})
+    dialog.depth_model_dir.setText(f" {depth} ")
+    dialog.sky_model_dir.setText(str(tmp_path / "sky"))
+    dialog.accept()
+    result = dialog.result_settings()
+    assert (result.depth_model_dir, result.sky_model_dir) == (str(depth), str(tmp_path / "sky"))
+    assert len(warnings) == 1, "the folders are taken without surrounding spaces"
 
 
 def test_controls_panel_modes_and_options(qtbot):

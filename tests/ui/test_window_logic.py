@@ -271,3 +271,18 @@ def test_geometry_docks_colour_mode_and_dialog_folders_are_remembered(
     assert asked[2] == ("export", str(folders["exports"] / "camera_path.json"))
     second.set_recording(True)
     assert asked[3] == ("record", str(folders["recordings"]))
+
+
+def test_open_image_says_where_the_photos_depth_came_from(fake_window, fake_controller):
+    fake_controller.open(fake_window, fake_controller.scene(prior_depth=True, source="/photos/room.jpg"))
+    message = fake_window.statusBar().currentMessage()
+    assert message.startswith("room.jpg: depth from prior") and "fetch-models" in message
+
+
+def test_the_depth_model_of_the_settings_reaches_the_worker(new_fake_window, fake_controller, settings):
+    from ui.settings import ExplorerSettings
+
+    ExplorerSettings(depth_model_dir="/models/depth").save(settings)
+    fake_controller.open(new_fake_window(fake_controller), fake_controller.scene())
+    ((_, _, generation),) = fake_controller.calls("load_backbone")
+    assert generation.depth_model == "/models/depth"

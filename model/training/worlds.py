@@ -1,0 +1,183 @@
+"""Training samples of the ``mini`` stage: varied procedural worlds, memories built as the pipeline builds them.
+
+One world per scene seed (:func:`model.eval.scenes.world.world_config`) and a camera path of
+``segments`` segments through it (:func:`model.eval.scenes.paths.world_path`: it leaves known space
+and often comes back). Each segment is one sample, made exactly as :class:`MiragePipeline` makes a
+segment, with the true frames in place of generated ones:
+
+1. the memory is initialised from frame 0 (its latent encoded alone, exact depth);
+2. per segment: the readout at the segment's latent-frame poses (latent frame ``k`` <-> RGB frame
+   ``4k``) is the condition; the VAE encoding of the segment's 33 rendered frames is the target
+   (latent frame 0, the segment's first frame encoded alone, is the clean conditioning frame);
+3. the segment's latent frames 1..8 are written back with exact depth and the pipeline's write masks
+   (sky by depth, dynamic cells by :func:`~model.memory.masks.dynamic_mask`), so the next segment's
+   readout holds what the camera has seen so far.
+
+Everything is computed once per world and cached in ``<cache>/world-<seed>-<key>.safetensors``
+(target latents float32, readouts float16 as the memory stores them, visibility); a sample is one
+file read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.eval.scenes import ProceduralScene, SceneRenderer
+from model.eval.scenes.paths import world_path
+from model.eval.scenes.world import world_config
+from model.generation.vae import VideoVAE
+from model.geometry.camera import intrinsics_from_fov
+from model.io.atomic import atomic_path
+from model.io.frames import frames_to_tensor
+from model.memory.latent import LatentSpatialMemory, MemoryConfig
+from model.memory.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, dynamic_mask, write_masks
+from model.training.clips import PROCEDURAL_FOV_Y_DEG, PROCEDURAL_FPS
+from model.training.samples import TrainingSample
+
+WORLD_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """Geometry of the world samples."""
+
+    height: int  # frame height in pixels
+    width: int  # frame width in pixels
+    segments: int = 2  # segments per world path (samples per world)
+    segment_frames: int = 33  # RGB frames per segment (4k+1), the pipeline's
+    context_frames: int = 0  # the pipeline feeds none: only the segment's clean frame 0
+
+    @property
+    def clean_frames(self) -> int:
+        """Leading clean latent frames of a sample: the segment's frame 0."""
+        return 1
+
+
+def world_segments(
+    seed: int, spec: WorldSpec, vae: VideoVAE, renderer: SceneRenderer, memory_config: MemoryConfig | None = None
+) -> dict[str, torch.Tensor]:
+    """The samples of world ``seed`` (see the module docstring).
+
+    Returns:
+        ``latents [S, F, C, h, w]`` float32 targets, ``readout [S, F, C, h, w]`` in the memory's
+        feature dtype, ``visible [S, F, h, w]`` bool, ``w2c [T, 4, 4]`` float64 path and ``K [3, 3]``
+        float64 pixel intrinsics, with ``S = spec.segments`` and ``F`` latent frames per segment.
+    """
+    scene = ProceduralScene(world_config(seed))
+    _, w2c = world_path(scene, seed, spec.segments, spec.segment_frames)
+    height, width = spec.height, spec.width
+    K = intrinsics_from_fov(PROCEDURAL_FOV_Y_DEG, width, height).to(torch.float64)
+    rendered = [renderer.render(scene, w2c[i], K, width, height, t=i / PROCEDURAL_FPS) for i in range(len(w2c))]
+    frames = torch.stack([torch.from_numpy(rgb) for rgb, _ in rendered])  # [T, H, W, 3] uint8
+    depth = torch.stack([torch.from_numpy(d) for _, d in rendered])  # [T, H, W] metres
+    memory = LatentSpatialMemory(memory_config or MemoryConfig())
+    first = vae.encode(frames_to_tensor(frames[0].numpy(), vae.device))[0].cpu()
+    memory.initialize(first, depth[0], K, w2c[0], image=frames[0])
+    stride, latents, readouts, visibles = spec.segment_frames - 1, [], [], []
+    h, w = first.shape[-2:]
+    for s in range(spec.segments):
+        span = slice(s * stride, s * stride + spec.segment_frames)
+        key = torch.arange(span.start, span.stop, 4)  # RGB frames of the latent frames
+        readout = memory.readout(w2c[key], K, h, w, image_hw=(height, width))
+        target = vae.encode(frames_to_tensor(frames[span].numpy(), vae.device)).float().cpu()
+        target[0] = vae.encode(frames_to_tensor(frames[span.start].numpy(), vae.device))[0].float().cpu()
+        latents.append(target)
+        readouts.append(readout.latent.cpu())
+        visibles.append(readout.visible.cpu())
+        # the pipeline's steps 5-6 with the true latents and exact depth
+        written_depth = depth[key[1:]]
+        moving = dynamic_mask(target[1:], readout.latent[1:].float().cpu(), readout.visible[1:].cpu())
+        keep, labels = write_masks(written_depth, (h, w), far_m=DEFAULT_SKY_FAR_M, dynamic=moving)
+        memory.update(
+            target[1:], written_depth, w2c[key[1:]], K, keep=keep, labels=labels, frames=frames[key[1:]],
+            frame_ids=key[1:],
+        )  # fmt: skip
+    return {
+        "latents": torch.stack(latents),
+        "readout": torch.stack(readouts),
+        "visible": torch.stack(visibles),
+        "w2c": w2c,
+        "K": K,
+    }
+
+
+class WorldSampleSet:
+    """The samples of the worlds ``seeds``, cached; ``sample(i)`` reads sample ``i`` (world-major order).
+
+    Has the interface the trainer uses of :class:`~model.training.samples.SampleSet`: ``len``,
+    ``sample``, ``spec`` (``clean_frames``), ``memory_config``, ``clip_ids``, ``skipped``.
+
+    Args:
+        seeds: scene seeds. spec: sample geometry. vae: the backbone's VAE.
+        prompt_embeds: ``[L, D]`` embeddings of the prompt every sample carries.
+        cache_dir: where the per-world files go. renderer: the scene renderer.
+        encoder_id: identifies the VAE (part of the cache key).
+    """
+
+    def __init__(
+        self,
+        seeds: Sequence[int],
+        spec: WorldSpec,
+        vae: VideoVAE,
+        prompt_embeds: torch.Tensor,
+        cache_dir: str | os.PathLike,
+        renderer: SceneRenderer,
+        encoder_id: dict | None = None,
+        memory_config: MemoryConfig | None = None,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
+        self.spec, self.prompt_embeds = spec, prompt_embeds.float().cpu()
+        self.memory_config = memory_config or MemoryConfig()
+        self.skipped: list[str] = []
+        self.seeds = list(seeds)
+        self._paths: list[Path] = []
+        status = on_status or (lambda message: None)
+        key = {
+            "spec": asdict(spec),
+            "encoder": encoder_id or {},
+            "memory": asdict(self.memory_config),
+            "version": WORLD_CACHE_VERSION,
+            "dynamic_threshold": DEFAULT_DYNAMIC_THRESHOLD,
+        }
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        folder = Path(cache_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, seed in enumerate(self.seeds):
+            path = folder / f"world-{seed}-{digest}.safetensors"
+            if not path.is_file():
+                if n % 50 == 0:
+                    status(f"Preparing world {n + 1}/{len(self.seeds)} (seed {seed})")
+                tensors = world_segments(seed, spec, vae, renderer, self.memory_config)
+                with atomic_path(path) as tmp:
+                    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+            self._paths.append(path)
+        if not self._paths:
+            raise ValueError("no worlds to train on (no seeds given)")
+
+    def __len__(self) -> int:
+        return len(self._paths) * self.spec.segments
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return [f"world-{seed}" for seed in self.seeds]
+
+    def sample(self, i: int) -> TrainingSample:
+        """Segment ``i % segments`` of world ``i // segments``."""
+        world, segment = divmod(i, self.spec.segments)
+        tensors = load_file(str(self._paths[world]))
+        return TrainingSample(
+            latents=tensors["latents"][segment],
+            readout=tensors["readout"][segment].float(),
+            visible=tensors["visible"][segment],
+            prompt_embeds=self.prompt_embeds,
+            clip_id=f"world-{self.seeds[world]}",
+            start=segment * (self.spec.segment_frames - 1),
+        )
