@@ -183,6 +183,7 @@ def _add_eval_world(sub) -> None:
     ew.add_argument("--width", type=int, help="frame width (default: the shipped model's)")
     ew.add_argument("--seed", type=int, default=0, help="noise seed")
     ew.add_argument("--device", help="torch device (default: cuda when available)")
+    ew.add_argument("--model", help="mini model folder for the mini systems (default: the shipped one)")
     ew.set_defaults(run=_eval_world)
 
 

@@ -51,8 +51,8 @@ from model.io.images import save_png
 
 #: Frames per second of the trajectories (``generate``'s default; times of a moving object).
 FPS = 16.0
-#: The backend whose profile gives the frame size when none is given: the shipped model's, else tiny's.
-SIZE_BACKEND = "mini" if "mini" in PROFILES else "tiny"
+#: The backend whose profile gives the frame size when none is given: the shipped model's.
+SIZE_BACKEND = "mini"
 
 
 @dataclass
@@ -69,6 +69,7 @@ class EvalWorldArgs:
     width: int | None = None  # frame width in pixels
     seed: int = 0  # noise seed
     device: str | None = None  # torch device (default: cuda when available)
+    model: str | None = None  # mini model folder (default: the shipped resources/models/mirage-mini)
 
 
 @dataclass
@@ -118,7 +119,7 @@ def check_args(args: EvalWorldArgs) -> Plan:
         raise ValueError(f"--segments must be >= 1, got {args.segments}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    systems = check_systems(_names(args.systems, "--systems"))
+    systems = check_systems(_names(args.systems, "--systems"), args.model)
     height, width = PROFILES[SIZE_BACKEND].generation_size(args.height, args.width)
     if height < 0 or width < 0:  # multiples of the backbone's image multiple: checked as its stack loads
         raise ValueError(f"--height/--width: {width}x{height} pixels must be positive")
@@ -152,7 +153,7 @@ def run_eval_world(args: EvalWorldArgs, on_status: Callable[[str], None] | None 
     outputs = declare_outputs(out, plan)
     started = time.perf_counter()
     n_frames = args.segments * (PipelineConfig().segment_frames - 1) + 1
-    stacks = load_stacks(plan.systems, (plan.height, plan.width), args.device, status)
+    stacks = load_stacks(plan.systems, (plan.height, plan.width), args.device, status, args.model)
     device = next(iter(stacks.values())).backbone.device
     runs, sheet, picks = [], {}, sheet_frame_ids(n_frames)
     with outputs, SceneRenderer() as renderer:

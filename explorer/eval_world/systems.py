@@ -22,9 +22,9 @@ from pathlib import Path
 
 from model.generation.profiles import PROFILES
 
-#: The shipped mini model's folder, and the files it must hold.
-MINI_FOLDER = Path(__file__).resolve().parents[2] / "resources" / "models" / "mirage-mini"
-MINI_FILES = ("model.safetensors", "config.json", "MODEL_CARD.md")
+#: The shipped mini model's folder (the mini profile's), and the files a mini model folder must hold.
+MINI_FOLDER = Path(__file__).resolve().parents[2] / PROFILES["mini"].bundled_folder
+MINI_FILES = ("model.safetensors", "config.json")
 
 
 @dataclass(frozen=True)
@@ -70,13 +70,16 @@ SYSTEMS = {
 }
 
 
-def check_mini_model(folder: Path | None = None) -> None:
+def check_mini_model(folder: str | Path | None = None) -> None:
     """Refuse the mini systems when the mini model is not there.
+
+    Args:
+        folder: a mini model folder (``--model``); None: the shipped one, :data:`MINI_FOLDER`.
 
     Raises:
         ValueError: ``"<folder>: ..."`` naming what is missing and which systems need no model.
     """
-    folder = folder or MINI_FOLDER
+    folder = Path(folder or MINI_FOLDER)
     missing = [name for name in MINI_FILES if not (folder / name).is_file()]
     if missing or "mini" not in PROFILES:
         what = f"missing {', '.join(missing)}" if missing else "the 'mini' backend is not part of this build"
@@ -84,8 +87,9 @@ def check_mini_model(folder: Path | None = None) -> None:
         raise ValueError(f"{folder}: the mini model is not available ({what}); systems that need no model: {no_model}")
 
 
-def check_systems(names: list[str]) -> list[System]:
-    """The systems of ``names``, their models checked (before anything loads).
+def check_systems(names: list[str], mini_folder: str | Path | None = None) -> list[System]:
+    """The systems of ``names``, their models checked (before anything loads); ``mini_folder`` as for
+    :func:`check_mini_model`.
 
     Raises:
         ValueError: ``"--systems: ..."`` for an unknown name; :func:`check_mini_model`'s error.
@@ -95,5 +99,5 @@ def check_systems(names: list[str]) -> list[System]:
         raise ValueError(f"--systems: {', '.join(map(repr, unknown))}: not one of {', '.join(SYSTEMS)}")
     systems = [SYSTEMS[n] for n in names]
     if any(s.backend == "mini" for s in systems):
-        check_mini_model()
+        check_mini_model(mini_folder)
     return systems

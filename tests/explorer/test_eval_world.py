@@ -15,34 +15,56 @@ from explorer.eval_world.report import goal_lines, sheet_frame_ids
 from explorer.eval_world.run import TrajectoryDepth
 from explorer.generate import TRAJECTORIES, build_trajectory
 from model.eval.scenes import ProceduralScene, SceneConfig
+from model.generation.backbone import BackboneConfig, load_backbone
+from model.generation.memory_branch import DEFAULT_READOUT, MemoryBranch, MemoryBranchConfig
+from model.generation.mini import SIZE_KEYS, save_mini
 from model.geometry.camera import intrinsics_from_fov, invert_pose
 from model.geometry.trajectories import yaw_pan
 
 FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 
 
-def test_a_tiny_grid_writes_summary_table_and_contact_sheet(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def random_mini(tmp_path_factory):
+    """A mini model folder with random weights (the tiny transformer, a fresh branch), as training writes one."""
+    folder = tmp_path_factory.mktemp("mini")
+    config = BackboneConfig(backend="tiny", device="cpu")
+    backbone = load_backbone(config)
+    branch = MemoryBranch(backbone.transformer, MemoryBranchConfig(layers=(0, 2)))
+    branch.readout = DEFAULT_READOUT
+    sizes = {key: getattr(config, key) for key in SIZE_KEYS}
+    save_mini(folder, backbone.transformer, branch, backbone.text_encoder, sizes, {"size": [64, 128]})
+    return folder
+
+
+def test_all_systems_on_a_tiny_grid_write_summary_table_and_contact_sheet(tmp_path, capsys, random_mini):
     out = tmp_path / "bench"
-    argv = ["eval-world", "--seeds", "5001", "--trajectories", "closed-orbit", "--systems", "tiny,readout-inpaint"]
+    argv = ["eval-world", "--seeds", "5001", "--trajectories", "closed-orbit", "--model", str(random_mini)]
     assert main.main([*argv, "--out", str(out), *FAST]) == 0
     assert "readout-inpaint" in capsys.readouterr().out
     summary = json.loads(
         (out / "summary.json").read_text(), parse_constant=lambda name: pytest.fail(f"non-strict JSON {name}")
     )
     assert summary["seeds"] == [5001] and summary["trajectories"] == ["closed-orbit"]
-    assert list(summary["systems"]) == ["tiny", "readout-inpaint"]
-    for means in summary["systems"].values():
+    assert list(summary["systems"]) == ["mini", "mini-nomem", "mini-rgb", "readout-inpaint", "tiny"]
+    for name, means in summary["systems"].items():
         for key in ("psnr", "ssim", "psnr_visible", "psnr_holes", "psnr_c", "s_per_frame"):
-            assert math.isfinite(means[key]), key
+            assert math.isfinite(means[key]), (name, key)
         assert 0.0 < means["visible_fraction"] < 1.0  # the orbit sees new space: both sets are scored
         assert means["closed_loop_runs"] == 1 and means["s_per_frame"] > 0
+    systems = summary["systems"]
+    assert systems["mini-nomem"]["memory_visible_fraction"] == 0.0  # its branch never sees a visible cell
+    assert systems["mini-nomem"]["cache_mib_per_segment"] == 0.0
+    assert systems["mini"]["memory_visible_fraction"] > 0.3 and systems["mini-rgb"]["memory_visible_fraction"] > 0.3
+    # all five score on the same pixels
+    assert len({round(m["visible_fraction"], 9) for m in systems.values()}) == 1
     # the readout is exact where it is visible and Telea fills the rest: it must beat random weights on holes
-    assert summary["systems"]["readout-inpaint"]["psnr_holes"] > summary["systems"]["tiny"]["psnr_holes"] + 3.0
+    assert systems["readout-inpaint"]["psnr_holes"] > systems["tiny"]["psnr_holes"] + 3.0
     table = (out / "table.md").read_text()
-    assert "| readout-inpaint |" in table and "PSNR holes" in table
+    assert "| readout-inpaint |" in table and "PSNR holes" in table and "Issue 12 goals" in table
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     columns = len(sheet_frame_ids(33))
-    assert sheet.shape[0] == 3 * (128 + 2) and sheet.shape[1] == columns * (256 + 2)  # ground truth + 2 systems, x2
+    assert sheet.shape[0] == 6 * (128 + 2) and sheet.shape[1] == columns * (256 + 2)  # ground truth + 5, x2
 
 
 @pytest.mark.parametrize(
@@ -74,9 +96,9 @@ def test_the_mini_systems_are_refused_without_the_mini_model(tmp_path, capsys, m
 
 
 def test_coverage_of_a_pan_is_the_part_of_each_view_the_start_view_saw(renderer):
-    """Turning in place, nothing is written but the start view (segment 0): a frame's cell can only be
-    covered where its ray falls inside the start camera's image, and most such cells are (the rest are
-    the readout's one-point-per-cell cracks)."""
+    """Turning in place, nothing is written but the start view (segment 0): a frame's cell is covered where
+    its ray falls inside the start camera's image (the readout splats a point over its cell's footprint,
+    so the edge may spread by up to two cells), and nowhere else."""
     width, height, n, stride = 128, 64, 33, 4
     K = intrinsics_from_fov(55.0, width, height)
     w2c = yaw_pan(n, 45.0)
@@ -90,12 +112,13 @@ def test_coverage_of_a_pan_is_the_part_of_each_view_the_start_view_saw(renderer)
         in_start = (rays @ (w2c[0] @ invert_pose(w2c[i]))[:3, :3].numpy().T) @ K.numpy().T  # in camera 0, pixels
         x, y = in_start[..., 0] / in_start[..., 2], in_start[..., 1] / in_start[..., 2]
         expected = (in_start[..., 2] > 0) & (x >= 0) & (x < width) & (y >= 0) & (y < height)
+        near_edge = cv2.dilate(expected.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         got = covered[i, stride // 2 :: stride, stride // 2 :: stride]  # one pixel per cell
         assert 0.2 < expected.mean() < 0.95  # both sets present: a flipped or shifted split would fail
-        assert (got & ~expected).sum() <= 0.03 * got.size, i  # nothing covered outside the start view
-        assert (got & expected).sum() >= 0.7 * expected.sum(), i  # most of the start view's part covered
+        assert not (got & ~near_edge).any(), i  # nothing covered the start view did not see
+        assert (got & expected).sum() >= 0.9 * expected.sum(), i  # what it saw is covered
     # turning right, the covered part is on the left of the frame
-    assert covered[32][:, : width // 4].mean() > 0.4 and covered[32][:, -width // 4 :].mean() == 0.0
+    assert covered[32][:, : width // 4].all() and not covered[32][:, -width // 4 :].any()
 
 
 def test_generate_builds_every_trajectory_from_the_start_pose_and_the_closed_ones_return():
