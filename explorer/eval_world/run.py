@@ -42,7 +42,7 @@ from model.eval.frame_scores import frame_scores, mean_scores
 from model.eval.metrics import closed_loop_metrics
 from model.eval.scenes import SAMPLE_FOV_Y_DEG, ProceduralScene, SceneRenderer
 from model.eval.scenes.paths import PATH_MARGIN_M
-from model.eval.scenes.world import world_config
+from model.eval.scenes.world import HELD_OUT_SEED, world_config
 from model.generation.pipeline import PipelineConfig
 from model.generation.profiles import PROFILES
 from model.geometry.camera import intrinsics_from_fov, invert_pose
@@ -60,7 +60,7 @@ class EvalWorldArgs:
     """Everything ``main.py eval-world`` accepts (one field per flag)."""
 
     out: str  # output folder: summary.json, table.md, contact_sheet.png
-    seeds: str  # comma-separated scene seeds, e.g. "5001,5002" (held-out worlds are >= 5000)
+    seeds: str  # comma-separated scene seeds, e.g. "5001,5002" (held-out worlds: >= HELD_OUT_SEED, 5000)
     trajectories: str = ",".join(TRAJECTORIES)  # comma-separated names of explorer.generate.TRAJECTORIES
     systems: str = ",".join(SYSTEMS)  # comma-separated names of explorer.eval_world.systems.SYSTEMS
     segments: int = 3  # segments of 33 frames per trajectory
@@ -155,6 +155,9 @@ def run_eval_world(args: EvalWorldArgs, on_status: Callable[[str], None] | None 
     n_frames = args.segments * (PipelineConfig().segment_frames - 1) + 1
     stacks = load_stacks(plan.systems, (plan.height, plan.width), args.device, status, args.model)
     device = next(iter(stacks.values())).backbone.device
+    seen = [seed for seed in plan.seeds if seed < HELD_OUT_SEED]
+    if seen:
+        status(f"note: seeds {', '.join(map(str, seen))} are training worlds (held out: >= {HELD_OUT_SEED})")
     runs, sheet, picks = [], {}, sheet_frame_ids(n_frames)
     with outputs, SceneRenderer() as renderer:
         for seed in plan.seeds:
