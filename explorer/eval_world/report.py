@@ -88,17 +88,43 @@ def table_rows(systems: dict) -> list[str]:
     return lines
 
 
+def reproduce_command(settings: dict) -> str:
+    """The ``main.py eval-world`` command line of a run's settings (unset flags left out)."""
+    flags = [
+        "seeds",
+        "trajectories",
+        "systems",
+        "segments",
+        "steps",
+        "height",
+        "width",
+        "seed",
+        "model",
+        "device",
+        "out",
+    ]
+    parts = [".venv/bin/python main.py eval-world"]
+    parts += [f"--{flag} {settings[flag]}" for flag in flags if settings.get(flag) is not None]
+    return " ".join(parts)
+
+
 def markdown_table(summary: dict) -> str:
     """The summary as markdown: settings and machine, the systems table, one table per trajectory."""
     s = summary["settings"]
     lines = [
         "# World benchmark (`main.py eval-world`)",
         "",
-        f"Machine: {summary['machine']}. Wall time {summary['wall_s'] / 60:.1f} min.",
+        f"Machine: {summary['machine']}. Wall time {summary['wall_s'] / 60:.1f} min; 1-minute load average "
+        f"{s['load_average'][0]:.1f} at the start, {s['load_average'][1]:.1f} at the end (other jobs share the "
+        "CPUs: wall-clock timings are upper bounds).",
         f"Scene seeds {', '.join(map(str, summary['seeds']))}; trajectories {', '.join(summary['trajectories'])} "
         f"(`generate`'s builders and defaults), {s['segments']} segments of 33 frames each; "
         f"{s['width']}x{s['height']} (WxH), vertical FOV {s['fov_y_deg']:g} deg; "
         f"steps {s['steps'] or 'of each backend profile'}; noise seed {s['seed']}.",
+        "",
+        "```bash",
+        reproduce_command(s),
+        "```",
         "",
         "Means over runs (seed x trajectory) of the per-frame scores of frames 1..N-1 against the exact render "
         "of the same camera (PSNR in dB, identical frames as 100 dB). PSNR visible / holes: over the pixels a "

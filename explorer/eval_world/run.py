@@ -15,6 +15,7 @@ Outputs (one :class:`model.io.atomic.OutputSet`, checked before anything loads):
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -151,7 +152,7 @@ def run_eval_world(args: EvalWorldArgs, on_status: Callable[[str], None] | None 
     plan = check_args(args)
     out = Path(args.out)
     outputs = declare_outputs(out, plan)
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()[0]
     n_frames = args.segments * (PipelineConfig().segment_frames - 1) + 1
     stacks = load_stacks(plan.systems, (plan.height, plan.width), args.device, status, args.model)
     device = next(iter(stacks.values())).backbone.device
@@ -182,6 +183,7 @@ def run_eval_world(args: EvalWorldArgs, on_status: Callable[[str], None] | None 
                         f"{run['s_per_frame']:.3f} s/frame"
                     )
         settings = {**asdict(args), "height": plan.height, "width": plan.width, "fov_y_deg": SAMPLE_FOV_Y_DEG}
+        settings["load_average"] = [load, os.getloadavg()[0]]  # 1-minute load at start and end: other jobs
         summary = summarize(runs, plan, settings, machine_description(device), time.perf_counter() - started)
         outputs.write(out / SUMMARY, lambda tmp: write_json_atomic(tmp, summary))
         outputs.write(out / TABLE, lambda tmp: write_text_atomic(tmp, markdown_table(summary)))
