@@ -570,7 +570,9 @@ def _load_mini_parts(
     _cast_like_from_pretrained(transformer, dtype)
     branch.to(dtype)
     branch.attach(transformer)
-    scheduler_config = dict(UniPCMultistepScheduler(**TI2V_SCHEDULER).config)
+    # sampled with the sigma shift it was trained with (config.json "flow_shift")
+    scheduler = UniPCMultistepScheduler(**{**TI2V_SCHEDULER, "flow_shift": float(mini.get("flow_shift", 5.0))})
+    scheduler_config = dict(scheduler.config)
     return _Parts(
         tokenizer, text_encoder.to(dtype).eval(), transformer.eval(), PatchVAE(device), scheduler_config, branch.eval()
     )

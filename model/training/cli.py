@@ -57,6 +57,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenes", dest="procedural_scenes", type=int, default=8, help="procedural data: number of rooms"
     )
+    parser.add_argument(
+        "--shift", type=float, default=5.0, help="sigma shift of training (and of the mini model's sampler; default 5)"
+    )
     parser.add_argument("--warmup-steps", dest="warmup_steps", type=int, default=0, help="learning-rate warm-up steps")
     parser.add_argument("--layers", dest="tiny_num_layers", type=int, default=4, help="tiny transformer blocks")
     parser.add_argument("--heads", dest="tiny_num_heads", type=int, default=2, help="tiny transformer attention heads")
@@ -115,6 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
         "bf16",
         "gradient_checkpointing",
         "warmup_steps",
+        "shift",
         "tiny_num_layers",
         "tiny_num_heads",
         "tiny_head_dim",

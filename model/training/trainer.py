@@ -142,6 +142,8 @@ class TrainConfig:
             raise ValueError("--stage lora needs --branch DIR (the stage-1 output with the trained memory branch)")
         if self.stage != "lora" and self.branch_dir:
             raise ValueError("--branch is only for --stage lora (stages branch and mini train a fresh branch)")
+        if self.backend == "mini":
+            raise ValueError("--backend mini is the trained model itself; retrain it with --stage mini --backend tiny")
         if self.stage == "mini":
             if self.data != PROCEDURAL or self.backend != "tiny":
                 raise ValueError(
@@ -392,7 +394,7 @@ class Trainer:
         self.backbone.check_image_size(height, width)
         if getattr(self, "renderer", None) is None:
             self.renderer = SceneRenderer()
-        spec = WorldSpec(height, width, segments=config.world_segments)
+        spec = WorldSpec(height, width, segments=config.world_segments, segment_frames=config.chunk_frames)
         encoder_id = {k: v for k, v in asdict(self.backbone.config).items() if k in ("backend", "tiny_vae")}
         with self.accelerator.main_process_first():
             samples = WorldSampleSet(
@@ -618,7 +620,7 @@ class Trainer:
             "heldout_seeds_from": HELD_OUT_SEED,
             "heldout": self.heldout_log[-1] if self.heldout_log else None,
         }
-        extra = {"size": [height, width], "prompt": PROMPT, "training": training}
+        extra = {"size": [height, width], "prompt": PROMPT, "flow_shift": config.shift, "training": training}
         save_mini(self.out / MINI_MODEL_DIR, model.transformer, model.branch, self.backbone.text_encoder, sizes, extra)
 
     def _write_report(self, start: int, seconds: float) -> None:

@@ -18,7 +18,20 @@ from model.io.rgbd import SAMPLE_SCENE_DIR, RGBDView, load_rgbd_folder, write_rg
 from model.io.video import read_mp4_frames
 from model.memory.latent import LatentSpatialMemory
 
-FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1", "--trajectory", "closed-orbit"]
+FAST = [
+    "--backend",
+    "tiny",
+    "--height",
+    "64",
+    "--width",
+    "128",
+    "--steps",
+    "1",
+    "--segments",
+    "1",
+    "--trajectory",
+    "closed-orbit",
+]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import main
 from model.io.cameras import read_re10k
 from model.io.video import read_mp4_frames, read_mp4_metadata
 
-FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
+FAST = ["--backend", "tiny", "--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 
 
 def run(argv, capsys):

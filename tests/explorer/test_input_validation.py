@@ -16,7 +16,7 @@ from model.geometry.trajectories import orbit
 from model.io.cameras import write_camera_path_json, write_re10k
 from model.memory.latent import LatentSpatialMemory
 
-FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
+FAST = ["--backend", "tiny", "--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 N_FRAMES = 33  # one segment
 
 

@@ -27,7 +27,7 @@ from explorer.session import SessionRecorder, load_session
 from model.io.atomic import Interrupted, OutputError, OutputSet, atomic_path, raise_on_signals, signals_held
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
+FAST = ["--backend", "tiny", "--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 VARIANTS = ["tmpfs", "injected"]
 NO_SPACE = os.strerror(errno.ENOSPC)
 
@@ -306,6 +306,8 @@ def start_generate(out: Path) -> subprocess.Popen:
         sys.executable,
         "main.py",
         "generate",
+        "--backend",
+        "tiny",
         "--out",
         str(out),
         "--save-memory",

@@ -8,6 +8,7 @@ import pytest
 
 import main
 from model.generation.profiles import (
+    APP_BACKEND,
     BACKENDS,
     DEFAULT_BACKEND,
     PROFILES,
@@ -22,9 +23,9 @@ TRAIN = ["train", "--stage", "branch", "--data", "procedural", "--out", "o"]
 
 
 def test_every_backend_has_one_profile_and_other_names_are_refused():
-    assert BACKENDS == tuple(PROFILES) == ("wan", "tiny")
+    assert BACKENDS == tuple(PROFILES) == ("wan", "tiny", "mini")
     assert all(profile(name).name == name for name in BACKENDS)
-    with pytest.raises(ValueError, match="backend must be one of 'wan', 'tiny'; got 'huge'"):
+    with pytest.raises(ValueError, match="backend must be one of 'wan', 'tiny', 'mini'; got 'huge'"):
         profile("huge")
 
 
@@ -35,14 +36,16 @@ def test_sizes_fill_in_only_what_is_not_given():
 
 
 def test_the_default_backend_follows_a_known_model_folder():
-    assert default_backend(False) == DEFAULT_BACKEND == "tiny"
+    # the app runs the shipped mini model unless a Wan folder is known; configs default to the tiny stand-in
+    assert default_backend(False) == APP_BACKEND == "mini" and DEFAULT_BACKEND == "tiny"
     assert default_backend(True) == "wan" and profile("wan").needs_model_dir
-    assert not profile(DEFAULT_BACKEND).needs_model_dir
+    assert not profile(APP_BACKEND).needs_model_dir and profile(APP_BACKEND).mode == "branch"
+    assert profile("mini").photo_notice and "synthetic" in profile("mini").photo_notice
 
 
 def test_every_parser_takes_its_backends_and_defaults_from_the_profiles(capsys):
     parser = main.build_parser()
-    assert parser.parse_args(["generate", "--out", "x.mp4"]).backend == DEFAULT_BACKEND
+    assert parser.parse_args(["generate", "--out", "x.mp4"]).backend is None  # default_backend(--model given)
     assert parser.parse_args(TRAIN).backend == DEFAULT_BACKEND
     assert parser.parse_args([]).gui_backend is None  # the GUI picks by the model folder
     for name in BACKENDS:
@@ -56,7 +59,7 @@ def test_every_parser_takes_its_backends_and_defaults_from_the_profiles(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--help"])
     assert f"(default {per_backend(lambda p: p.generate_size[0])})" in " ".join(capsys.readouterr().out.split())
-    assert per_backend(lambda p: p.steps) == "20 wan / 4 tiny"
+    assert per_backend(lambda p: p.steps) == "20 wan / 4 tiny / 6 mini"
     assert model_folders() == "wan: a local Wan2.2-TI2V-5B diffusers folder"
 
 

@@ -60,6 +60,8 @@ def test_two_stages_then_generate_with_the_weights(tmp_path, capsys):
     code, out, err = run(
         [
             "generate",
+            "--backend",
+            "tiny",
             "--out",
             str(video),
             "--mode",
