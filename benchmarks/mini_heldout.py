@@ -119,7 +119,7 @@ def main() -> int:
                 for trajectory in args.trajectories.split(","):
                     pipe = MiragePipeline(
                         stack.backbone,
-                        PipelineConfig(steps=mini.steps, mode=mode, inpaint_fraction=profile(backend).inpaint_fraction),
+                        PipelineConfig.for_backend(backend, steps=mini.steps),
                         stack.branch,
                     )
                     row = run_world(pipe, scene, renderer, trajectory, args.segments, height, width)

@@ -218,9 +218,13 @@ def run_generate(args: GenerateArgs) -> dict:
     args = resolve_defaults(args)
     backend = profile(args.backend)
     height, width = backend.generation_size(args.height, args.width)
-    fraction = args.inpaint_fraction if args.inpaint_fraction is not None else backend.inpaint_fraction
-    config = PipelineConfig(
-        steps=args.steps, mode=args.mode, seed=args.seed, inpaint_fraction=fraction, memory_kind=args.memory
+    config = PipelineConfig.for_backend(
+        args.backend,
+        steps=args.steps,
+        mode=args.mode,
+        seed=args.seed,
+        inpaint_fraction=args.inpaint_fraction,
+        memory_kind=args.memory,
     )
     n_frames = args.segments * (config.segment_frames - 1) + 1
     outputs = declare_outputs(args, n_frames, height, width)

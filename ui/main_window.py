@@ -216,9 +216,7 @@ class MainWindow(QMainWindow):
 
     def pipeline_config(self) -> PipelineConfig:
         o = self.controls.options()
-        return PipelineConfig(
-            steps=o.steps, seed=o.seed, inpaint_fraction=o.inpaint_fraction, mode=profile(self.backend).mode
-        )
+        return PipelineConfig.for_backend(self.backend, steps=o.steps, seed=o.seed, inpaint_fraction=o.inpaint_fraction)
 
     def generation_settings(self) -> GenerationSettings:
         return GenerationSettings(

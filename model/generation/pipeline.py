@@ -32,6 +32,7 @@ import torch
 from model.generation.backbone import Backbone
 from model.generation.depth import DepthSource
 from model.generation.memory_branch import MemoryBranch
+from model.generation.profiles import profile
 from model.geometry.camera import validate_intrinsics, validate_poses
 from model.io.frames import frames_to_tensor, tensor_to_frames
 from model.memory.base import MEMORY_KINDS, MemoryConfig, SpatialMemory
@@ -92,6 +93,9 @@ class PipelineConfig:
     steps: int = 20  # denoising steps per segment (UniPC flow matching)
     mode: str = "inpaint"  # "branch": trained memory branch + LoRA; "inpaint": training-free token replacement
     inpaint_fraction: float = 0.6  # inpaint: share of the steps during which visible tokens follow the readout
+    # branch: visible tokens also follow the readout for inpaint_fraction of the steps (the branch conditions
+    # every step); False: the branch alone (the paper's setting)
+    branch_follow: bool = False
     write_path: str = "latents"  # "latents": write denoised latents; "reencode": VAE-encode decoded frames (paper)
     seed: int = 0  # seeds the noise of every segment (segment s uses seed * 1_000_003 + s)
     sky_far_m: float = DEFAULT_SKY_FAR_M  # depth beyond which a cell is sky and never written, metres
@@ -118,6 +122,19 @@ class PipelineConfig:
     @property
     def latent_frames(self) -> int:
         return (self.segment_frames - 1) // 4 + 1
+
+    @classmethod
+    def for_backend(cls, backend: str, **changes) -> PipelineConfig:
+        """The settings a backend generates with by default (its profile's steps, mode, inpaint
+        fraction and branch following), with ``changes`` (fields set to None keep the profile's).
+
+        Example:
+            >>> PipelineConfig.for_backend("mini", seed=3).mode
+            'branch'
+        """
+        p = profile(backend)
+        defaults = dict(steps=p.steps, mode=p.mode, inpaint_fraction=p.inpaint_fraction, branch_follow=p.branch_follow)
+        return cls(**{**defaults, **{k: v for k, v in changes.items() if v is not None}})
 
 
 @dataclass
@@ -467,7 +484,8 @@ class MiragePipeline:
         scheduler = backbone.make_scheduler()
         scheduler.set_timesteps(cfg.steps, device=device)
         sigmas = scheduler.sigmas.to(device, torch.float32)
-        n_follow = round(cfg.inpaint_fraction * cfg.steps) if cfg.mode == "inpaint" else 0
+        following = cfg.mode == "inpaint" or cfg.branch_follow
+        n_follow = round(cfg.inpaint_fraction * cfg.steps) if following else 0
         patch_h, patch_w = backbone.transformer.config.patch_size[1:]
         tokens_per_frame = (h // patch_h) * (w // patch_w)
         frame_is_noisy = torch.ones(n_latent, device=device)

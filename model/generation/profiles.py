@@ -57,6 +57,9 @@ class BackendProfile:
     sized_by_config: bool
     # pipeline mode when none is given: "inpaint" (stock weights) or "branch" (the backend carries a trained branch)
     mode: str = "inpaint"
+    # mode branch: visible tokens also follow the readout for inpaint_fraction of the steps
+    # (PipelineConfig.branch_follow)
+    branch_follow: bool = False
     # folder of weights shipped with the project, read when no model folder is named; None: none shipped
     bundled_folder: str | None = None
     # what the app tells a user who opens their own photo with this backend; None: nothing
@@ -122,12 +125,14 @@ MINI = BackendProfile(
     generate_size=(64, 128),
     train_size=(64, 128),
     steps=6,
-    inpaint_fraction=0.0,  # it generates with its trained memory branch (mode branch), not by token replacement
+    # its trained branch conditions every step; visible tokens also follow the readout for this share of the steps
+    inpaint_fraction=0.5,
     dtype="float32",
     max_sequence_length=32,
     latent_channels=WAN22_LATENT_CHANNELS,
     sized_by_config=False,  # its sizes come from its own config.json
     mode="branch",
+    branch_follow=True,
     bundled_folder="resources/models/mirage-mini",
     photo_notice=(
         "mirage-mini is a miniature model (64x128 pixels) trained only on synthetic procedural rooms: on a real "

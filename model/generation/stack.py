@@ -77,6 +77,10 @@ def load_generation_stack(
         raise ValueError(
             f"--memory-weights {memory_weights}: the {config.backend} backend carries its own trained memory branch"
         )
+    if carries_branch and mode != "branch":
+        raise ValueError(
+            f"mode {mode!r}: the {config.backend} backend generates with its trained memory branch (mode 'branch')"
+        )
     check_branch_weights(mode, bool(memory_weights) or carries_branch)
     memory_weights = memory_weights or None
     status = on_status or (lambda message: None)

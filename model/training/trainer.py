@@ -255,6 +255,11 @@ def build_model(config: TrainConfig, backbone: Backbone) -> MemoryFlowModel:
     if config.stage in ("branch", "mini"):
         layers = config.branch_layers or tuple(range(0, transformer.config.num_layers, 4))
         branch = MemoryBranch(transformer, MemoryBranchConfig(layers=layers))
+        if config.stage == "mini":
+            # from random weights there is no pretrained output to preserve: zero-initialised projections
+            # (VACE's fine-tuning choice) would keep the readout out of the gradient until after_proj has grown
+            for proj in [branch.before_proj, *branch.after_proj]:
+                proj.reset_parameters()
     else:
         branch = MemoryBranch.load(Path(config.branch_dir) / BRANCH_FILE, transformer)
         branch.requires_grad_(False)

@@ -15,7 +15,8 @@ import main
 from model.eval.metrics import psnr
 from model.eval.scenes import ProceduralScene, SceneRenderer
 from model.eval.scenes.world import HELD_OUT_SEED, world_config
-from model.generation.backbone import BackboneConfig
+from model.generation.backbone import BackboneConfig, load_backbone
+from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig
 from model.generation.mini import MINI_DIR, read_mini
 from model.generation.pipeline import MiragePipeline, PipelineConfig
 from model.generation.profiles import profile
@@ -54,7 +55,7 @@ def segment_psnr(backend: str, seed: int) -> float:
     height, width = MINI.generate_size
     mode = profile(backend).mode
     stack = load_generation_stack(BackboneConfig(backend=backend, device="cpu"), frame_hw=(height, width), mode=mode)
-    config = PipelineConfig(steps=MINI.steps, mode=mode, inpaint_fraction=profile(backend).inpaint_fraction)
+    config = PipelineConfig.for_backend(backend, steps=MINI.steps)
     pipe = MiragePipeline(stack.backbone, config, stack.branch)
     scene = ProceduralScene(world_config(seed))
     K = intrinsics_from_fov(PROCEDURAL_FOV_Y_DEG, width, height).to(torch.float64)
@@ -87,3 +88,30 @@ def test_generate_defaults_to_the_shipped_model_and_says_what_it_is_for_a_photo(
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["settings"]["backend"] == "mini" and report["settings"]["mode"] == "branch"
     assert report["settings"]["steps"] == MINI.steps and report["model"]["branch"] is True
+
+
+def test_branch_mode_with_following_pins_visible_tokens_to_the_readout():
+    """``branch_follow``: in mode branch the visible tokens follow the readout like inpaint mode; at
+    fraction 1.0 they end exactly equal to it, while the branch alone (the default) leaves them free."""
+    backbone = load_backbone(BackboneConfig(tiny_num_layers=4, device="cpu"))
+    branch = MemoryBranch(backbone.transformer, MemoryBranchConfig(layers=(0, 2)))
+    branch.attach(backbone.transformer)
+    K = intrinsics_from_fov(55.0, 64, 32)
+    image = (np.random.default_rng(0).random((32, 64, 3)) * 255).astype(np.uint8)
+    results = {}
+    for follow in (True, False):
+        config = PipelineConfig(steps=2, mode="branch", inpaint_fraction=1.0, branch_follow=follow, segment_frames=9)
+        pipe = MiragePipeline(backbone, config, branch)
+        pipe.start(image, torch.full((32, 64), 2.0), K)
+        readout = pipe.memory.readout(yaw_pan(9, 10.0)[::4], K, 8, 16, image_hw=(32, 64))
+        segment = pipe.run_segment(yaw_pan(9, 10.0), lambda frames, poses, K: torch.full((len(frames), 32, 64), 2.0))
+        visible = readout.visible[1:]
+        assert visible.any()
+        results[follow] = (
+            segment.latents[1:].permute(0, 2, 3, 1)[visible],
+            readout.latent[1:].float().permute(0, 2, 3, 1)[visible],
+        )
+    # exact: the last step sets the visible tokens to the readout itself
+    assert torch.equal(*results[True])
+    assert not torch.allclose(*results[False], atol=1e-2)
+    assert PipelineConfig.for_backend("mini").branch_follow and not PipelineConfig.for_backend("tiny").branch_follow
