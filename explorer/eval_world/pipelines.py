@@ -50,17 +50,11 @@ def make_pipeline(system: System, stack: GenerationStack, steps: int | None, see
     kind the check is waived while the pipeline is built, and only the kind may differ.
 
     Args:
-        steps: denoising steps per segment; None: the backend profile's.
+        steps: denoising steps per segment; None: the backend profile's (as every other setting:
+            :meth:`~model.generation.pipeline.PipelineConfig.for_backend`).
         seed: the noise seed.
     """
-    backend = profile(system.backend)
-    config = PipelineConfig(
-        steps=steps or backend.steps,
-        mode=backend.mode,
-        inpaint_fraction=backend.inpaint_fraction,
-        seed=seed,
-        memory_kind=system.memory_kind,
-    )
+    config = PipelineConfig.for_backend(system.backend, steps=steps, seed=seed, memory_kind=system.memory_kind)
     device, vae = stack.backbone.device, stack.backbone.vae
     if system.memory == "blind":
         memory = BlindMemory(config.memory, device)
