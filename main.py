@@ -2,9 +2,10 @@
 
 Without a subcommand it opens the explorer (the desktop GUI); subcommands run headless jobs.
 
-Exit status of a headless job: 0 done; 2 a bad input or a file that cannot be written (one line
-``error: <file>: <reason>``); 130 Ctrl-C (SIGINT), 143 SIGTERM: the job stops, removes its
-temporary files and leaves earlier results as they were (one line ``interrupted (SIGINT)``).
+Exit status of a headless job: 0 done (``render-batch``: 1 when a job ended in an error record); 2 a
+bad input or a file that cannot be written (one line ``error: <file>: <reason>``); 130 Ctrl-C
+(SIGINT), 143 SIGTERM: the job stops, removes its temporary files and leaves earlier results as they
+were (one line ``interrupted (SIGINT)``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 
 from model.generation.profiles import BACKENDS, backend_summaries, default_backend, model_folders, per_backend
 from model.io.atomic import Interrupted, raise_on_signals
+from model.io.errors import error_line
 from ui.launch import OFFLOAD_CHOICES, add_gui_arguments
 
 
@@ -57,7 +59,13 @@ def _add_generate(sub) -> None:
     gen.add_argument("--out", required=True, help="output video OUT.mp4 (OUT.json and OUT.cameras.txt go beside it)")
     gen.add_argument("--image", help="photo (default: the bundled sample scene with its exact depth)")
     gen.add_argument(
-        "--trajectory", default="orbit", help=f"{' | '.join(TRAJECTORIES)} | a RealEstate10K .txt | a camera-path .json"
+        "--scene-seed", dest="scene_seed", type=int, help="instead of a photo: the procedural room of this seed"
+    )
+    gen.add_argument(
+        "--trajectory",
+        default="orbit",
+        help=f"{' | '.join(TRAJECTORIES)} (with parameters: orbit:degrees=60,radius=1.5) | a RealEstate10K .txt "
+        "| a camera-path .json",
     )
     gen.add_argument("--segments", type=int, default=2, help="segments of 33 frames")
     gen.add_argument(
@@ -129,6 +137,14 @@ def _export_worldscore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_cloud(args: argparse.Namespace) -> int:
+    from explorer.cloud_export import export_cloud
+
+    count = export_cloud(args.memory, args.out)
+    print(f"wrote {args.out}: {count} points (x, y, z, red, green, blue, label, segment, frame)")
+    return 0
+
+
 def _add_eval(sub) -> None:
     ev = sub.add_parser("eval", help="consistency metrics of a generate run; writes OUT.metrics.json")
     ev.add_argument(
@@ -144,6 +160,54 @@ def _add_eval(sub) -> None:
     ws.add_argument("run_path", metavar="RUN", help="a generate run: OUT.mp4 or a folder holding one")
     ws.add_argument("out", metavar="OUT", help="output folder (new, empty, or an earlier export)")
     ws.set_defaults(run=_export_worldscore)
+    cloud = sub.add_parser(
+        "export-cloud", help="a saved memory as a binary PLY point cloud (one vertex per stored point)"
+    )
+    cloud.add_argument("memory", metavar="MEMORY", help="memory file (.safetensors) from --save-memory or Save memory")
+    cloud.add_argument("out", metavar="OUT", help="output .ply file")
+    cloud.set_defaults(run=_export_cloud)
+
+
+def _render_batch(args: argparse.Namespace) -> int:
+    from explorer.batch.jobs import read_jobs
+    from explorer.batch.results import RESULTS_FILE, summary_table
+
+    jobs = read_jobs(args.jobs)  # every line checked before Ray is even imported
+    from explorer.batch.ray_runner import run_batch
+
+    records = run_batch(
+        jobs,
+        args.out,
+        address=args.address,
+        workers=args.workers,
+        cpus_per_job=args.cpus_per_job,
+        retries=args.retries,
+        progress=not args.no_progress,
+    )
+    print(summary_table(records))
+    print(f"wrote {args.out}/<id>/ per job and {args.out}/{RESULTS_FILE}")
+    return 1 if any(r["status"] == "error" for r in records) else 0
+
+
+def _add_render_batch(sub) -> None:
+    batch = sub.add_parser(
+        "render-batch",
+        help="many generate jobs (one JSON object per line of JOBS) on Ray: DIR/<id>/ per job + DIR/results.jsonl",
+    )
+    batch.add_argument(
+        "jobs", metavar="JOBS", help="JSON-lines job file: id, image, trajectory, segments, steps, seed, ..."
+    )
+    batch.add_argument("--out", required=True, help="output folder (re-running skips the jobs already complete)")
+    batch.add_argument("--address", help="Ray cluster to join: auto | HOST:PORT (default: an embedded local cluster)")
+    batch.add_argument("--workers", type=int, help="at most this many workers (default: one per GPU, or per CPUs)")
+    batch.add_argument(
+        "--cpus-per-job", dest="cpus_per_job", type=int, default=1, help="CPUs (torch threads) of a CPU worker"
+    )
+    batch.add_argument(
+        "--retries", type=int, default=2, help="restarts of a worker that died and retries of its job (default 2)"
+    )
+    batch.add_argument("--no-progress", dest="no_progress", action="store_true", help="no progress bar")
+    batch.set_defaults(run=_render_batch)
 
 
 def _eval_world(args: argparse.Namespace) -> int:
@@ -247,18 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     walk.add_argument("--fps", type=float, default=16.0, help="frames per second of the preview")
     walk.set_defaults(run=_walkthrough)
     _add_generate(sub)
+    _add_render_batch(sub)
     _add_train(sub)
     _add_eval(sub)
     _add_eval_world(sub)
     _add_fetch_models(sub)
     return parser
-
-
-def _describe(exc: ValueError | OSError) -> str:
-    """``<file>: <reason>`` for a file error (Python's ``[Errno 28] ...: 'file'`` turned around), else the message."""
-    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}"
-    return str(exc)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,17 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         with raise_on_signals():
             return args.run(args)
     except (ValueError, OSError) as exc:
-        print(f"error: {_one_line(_describe(exc))}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     except Interrupted as exc:
         print(f"interrupted ({signal.Signals(exc.signum).name})", file=sys.stderr)
         return 128 + exc.signum
-
-
-def _one_line(message: str) -> str:
-    """An error message on one line: the lines of a list (``"folder:\\n  - a\\n  - b"``) joined with "; "."""
-    head, *items = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()] or [""]
-    return f"{head} {'; '.join(items)}" if items else head
 
 
 if __name__ == "__main__":

@@ -1,12 +1,20 @@
 """Benchmark of the latent spatial memory's operations.
 
-Measures, for caches of 10^4 ... 10^6 points on the surfaces of a procedural room:
-readout of one segment's 9 target latent frames on the 44x80 grid of 704x1280 video, and the update
-(write-back) of one segment's 9 latent frames; then the cache growth in MiB per 33-frame segment at
-704x1280 while the camera pans into new space, and while it comes back (revisit), for each
-de-duplication mode. Writes ``benchmarks/results/memory_ops-<device>.json`` and prints a table.
+Part ``ops``: for caches of 10^4 ... 10^6 points on the surfaces of a procedural room (random
+points without footprints, as before footprints existed): readout of one segment's 9 target latent
+frames on the 44x80 grid of 704x1280 video, and the update (write-back) of one segment's 9 latent
+frames; then the cache growth in MiB per 33-frame segment at 704x1280 while the camera pans into
+new space, and while it comes back (revisit), for each de-duplication mode. Writes
+``benchmarks/results/memory_ops-<device>.json`` and prints a table.
 
-Run: ``python benchmarks/memory_ops.py [--device cpu|cuda] [--repeats 7]``
+Part ``readout`` (:mod:`readout_bench`): the footprint readout against the one-cell readout —
+coverage of what the memory holds vs camera motion on the bundled scene and procedural rooms at the
+patch-VAE (stride 4) and Wan (stride 16) grids, decoded patch-VAE PSNR, speed at 350k points with
+real footprints (and 1M on CUDA), and whether the cost follows what is in view (chunk culling).
+Writes ``benchmarks/results/readout-coverage-<device>.md`` and ``.json``.
+
+Run: ``python benchmarks/memory_ops.py [--device cpu|cuda] [--repeats 7] [--part all|ops|readout]``
+(``--device cuda`` without a CUDA device is refused, exit code 2).
 """
 
 from __future__ import annotations
@@ -166,8 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    parser.add_argument("--part", choices=("all", "ops", "readout"), default="all")
     args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available here (torch.cuda.is_available() is False)")
     device = torch.device(args.device)
+    if args.part in ("all", "readout"):
+        from readout_bench import run_readout_benchmark
+
+        run_readout_benchmark(device, args.repeats, Path(args.out), device_label(device), timed)
+        if args.part == "readout":
+            return 0
     scene = ProceduralScene(SceneConfig(seed=1, room_size=(9.0, 10.0, 3.0), num_objects=10))
     print(f"memory ops on {device_label(device)}")
     with SceneRenderer() as renderer:

@@ -98,6 +98,10 @@ def main() -> int:
     parser.add_argument("--systems", default="mini,tiny")
     parser.add_argument("--model", help="mini model folder (default: the shipped one)")
     parser.add_argument("--tag", default="cpu", help="results file suffix")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the mini profile's)")
+    parser.add_argument(
+        "--inpaint-fraction", dest="inpaint_fraction", type=float, help="share of steps following the readout (mini)"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -119,7 +123,11 @@ def main() -> int:
                 for trajectory in args.trajectories.split(","):
                     pipe = MiragePipeline(
                         stack.backbone,
-                        PipelineConfig.for_backend(backend, steps=mini.steps),
+                        PipelineConfig.for_backend(
+                            backend,
+                            steps=args.steps or mini.steps,
+                            inpaint_fraction=args.inpaint_fraction if backend == "mini" else None,
+                        ),
                         stack.branch,
                     )
                     row = run_world(pipe, scene, renderer, trajectory, args.segments, height, width)
@@ -140,7 +148,8 @@ def main() -> int:
     report = {
         "machine": machine,
         "size": [height, width],
-        "steps": mini.steps,
+        "steps": args.steps or mini.steps,
+        "mini_inpaint_fraction": args.inpaint_fraction or mini.inpaint_fraction,
         "seeds": seeds,
         "trajectories": args.trajectories.split(","),
         "segments": args.segments,
@@ -151,7 +160,8 @@ def main() -> int:
     lines = [
         f"# mirage-mini on held-out worlds (seeds {args.seeds}; {args.trajectories}; {args.segments} segments)",
         "",
-        f"{width}x{height}, {mini.steps} steps; machine: {machine}",
+        f"{width}x{height}, {args.steps or mini.steps} steps, mini follows the readout for "
+        f"{args.inpaint_fraction or mini.inpaint_fraction:.2f} of them; machine: {machine}",
         "",
         "| system | PSNR | PSNR visible | PSNR holes | PSNR_C | s / 33-frame segment |",
         "|---|---|---|---|---|---|",

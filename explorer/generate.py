@@ -14,6 +14,7 @@ animation's first frame, a visible centre crop) and ``note: <file>: using the fi
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from collections.abc import Callable
@@ -23,14 +24,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo
+from explorer.scene_inputs import PhotoFiles, bundled_scene, read_photo_files, scene_from_photo, seeded_scene
 from model.baselines.kinds import load_memory, make_memory
 from model.eval.scenes import SceneRenderer
 from model.generation.backbone import BackboneConfig
 from model.generation.depth import DepthSource
 from model.generation.pipeline import MiragePipeline, PipelineConfig, check_memory_channels
 from model.generation.profiles import default_backend, profile
-from model.generation.stack import load_generation_stack
+from model.generation.stack import GenerationStack, load_generation_stack
 from model.geometry.camera import invert_pose
 from model.geometry.trajectories import closed_orbit, forward_dolly, look_around, orbit, yaw_pan
 from model.io.atomic import OutputSet, write_json_atomic
@@ -41,7 +42,7 @@ from model.io.video import Mp4Writer, min_video_bytes
 from model.memory.base import SpatialMemory
 from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
 
-TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit", "look-around")
+TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit", "look-around")  # builders; parameters: BUILDER_PARAMS
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
 # one 48-channel fp16 point per 16x16-pixel latent cell.
 MEMORY_BYTES_PER_CELL = 96
@@ -53,7 +54,8 @@ class GenerateArgs:
 
     out: str  # OUT.mp4; OUT.json and OUT.cameras.txt are written beside it
     image: str | None = None  # photo; None uses the bundled sample scene (with its exact depth)
-    trajectory: str = "orbit"  # one of TRAJECTORIES | a RealEstate10K .txt | a camera-path .json
+    scene_seed: int | None = None  # instead of a photo: the procedural room of this seed (exact depth)
+    trajectory: str = "orbit"  # one of TRAJECTORIES (NAME:key=value,...) | a RealEstate10K .txt | a camera-path .json
     segments: int = 2  # segments of 33 frames (32 new frames each)
     # one of model.generation.profiles.BACKENDS; None: default_backend (wan with --model, else the shipped mini)
     backend: str | None = None
@@ -79,23 +81,62 @@ class GenerateArgs:
     )
 
 
-def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: float) -> torch.Tensor:
-    """``n_frames`` poses ``[n, 4, 4]`` of a builder (one of :data:`TRAJECTORIES`) from ``start_w2c``.
+#: Parameters of each builder and their defaults (``radius`` None: the median depth of the start view).
+BUILDER_PARAMS: dict[str, dict[str, float | None]] = {
+    "orbit": {"radius": None, "degrees": 40.0},
+    "forward": {"distance": 1.0},
+    "pan": {"degrees": 45.0},
+    "closed-orbit": {"radius": None, "degrees": 40.0},
+    "look-around": {"yaw_deg": 30.0, "pitch_deg": 10.0},
+}
 
-    The builders' parameters are ``generate``'s: orbits of 40 degrees about the point ``radius`` metres
-    ahead (:func:`orbit_radius`), a 1 m forward dolly, a 45 degree pan, the default look-around.
+
+def parse_builder(spec: str) -> tuple[str, dict[str, float | None]] | None:
+    """``NAME`` or ``NAME:key=value,...`` (e.g. ``orbit:degrees=60,radius=1.5``) as ``(name, parameters)``
+    with the defaults of :data:`BUILDER_PARAMS` filled in; None when ``spec`` names no builder (a file).
+
+    Raises:
+        ValueError: an unknown parameter or a value that is not a finite number.
     """
-    if spec == "orbit":
-        return orbit(n_frames, radius, 40.0, start_w2c)
-    if spec == "forward":
-        return forward_dolly(n_frames, 1.0, start_w2c)
-    if spec == "pan":
-        return yaw_pan(n_frames, 45.0, start_w2c)
-    if spec == "closed-orbit":  # out and back; the turning pose is not repeated, so n_frames stays 4k+1
-        return closed_orbit(n_frames, radius, 40.0, start_w2c)
-    if spec == "look-around":  # yaw right, left and back, pitch up and down twice; ends at the start pose
-        return look_around(n_frames, start_w2c=start_w2c)
-    raise ValueError(f"--trajectory: {spec!r} is not one of {', '.join(TRAJECTORIES)}")
+    name, _, given = spec.partition(":")
+    if name not in BUILDER_PARAMS:
+        return None
+    params = dict(BUILDER_PARAMS[name])
+    for item in filter(None, given.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            number = float(value) if key in params else None
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number):
+            raise ValueError(
+                f"--trajectory {spec!r}: {item!r}: {name} takes {', '.join(f'{k}=NUMBER' for k in params)}"
+            )
+        params[key] = number
+    return name, params
+
+
+def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: float) -> torch.Tensor:
+    """``n_frames`` poses ``[n, 4, 4]`` of a builder spec (:func:`parse_builder`) from ``start_w2c``.
+
+    Args:
+        radius: orbit radius in metres unless the spec gives one (``generate`` passes :func:`orbit_radius`).
+    """
+    parsed = parse_builder(spec)
+    if parsed is None:
+        raise ValueError(f"--trajectory: {spec!r} is not one of {', '.join(TRAJECTORIES)}")
+    name, p = parsed
+    radius = p["radius"] if p.get("radius") is not None else radius
+    if name == "orbit":
+        return orbit(n_frames, radius, p["degrees"], start_w2c)
+    if name == "forward":
+        return forward_dolly(n_frames, p["distance"], start_w2c)
+    if name == "pan":
+        return yaw_pan(n_frames, p["degrees"], start_w2c)
+    if name == "look-around":  # yaw right, left and back, pitch up and down twice; ends at the start pose
+        return look_around(n_frames, p["yaw_deg"], p["pitch_deg"], start_w2c)
+    # closed-orbit: out and back; the turning pose is not repeated, so n_frames stays 4k+1
+    return closed_orbit(n_frames, radius, p["degrees"], start_w2c)
 
 
 def orbit_radius(depth: torch.Tensor) -> float:
@@ -162,6 +203,8 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     """
     if args.image is None and args.depth:
         raise ValueError(f"--depth {args.depth}: given without --image (the bundled sample scene has exact depth)")
+    if args.image is not None and args.scene_seed is not None:
+        raise ValueError(f"--scene-seed {args.scene_seed}: given with --image {args.image}; choose one")
     photo = (
         None if args.image is None else read_photo_files(args.image, height, width, depth_path=args.depth, warn=_warn)
     )
@@ -170,7 +213,7 @@ def check_inputs(args: GenerateArgs, height: int, width: int, n_frames: int, lat
     if args.sky_model:
         check_model_folder(args.sky_model, SKY_FOLDER)
     trajectory = None
-    if args.trajectory not in TRAJECTORIES:
+    if parse_builder(args.trajectory) is None:
         path = Path(args.trajectory)
         if not path.exists():
             raise ValueError(
@@ -204,10 +247,17 @@ def resolve_model_refs(args: GenerateArgs) -> GenerateArgs:
     return replace(args, **found)
 
 
-def run_generate(args: GenerateArgs) -> dict:
+#: Builds the generation stack of a run: ``load_stack(backbone_config, memory_weights, (height, width),
+#: mode=..., on_status=...)``, as :func:`model.generation.stack.load_generation_stack` does; a batch
+#: worker passes one that keeps stacks loaded across jobs (:mod:`explorer.batch.worker`).
+StackLoader = Callable[..., GenerationStack]
+
+
+def run_generate(args: GenerateArgs, load_stack: StackLoader = load_generation_stack) -> dict:
     """Run the whole job; returns the report written to ``OUT.json``.
 
-    Input files are checked (:func:`check_inputs`) before the backbone is built.
+    Input files are checked (:func:`check_inputs`) before ``load_stack`` builds (or hands out) the
+    backbone and memory weights.
     """
     args = resolve_model_refs(args)
     out = Path(args.out)
@@ -235,12 +285,14 @@ def run_generate(args: GenerateArgs) -> dict:
     checked = check_inputs(args, height, width, n_frames, backbone_config.latent_channels)
     if checked.photo is not None and backend.photo_notice:
         _note(backend.photo_notice)
-    backbone, branch = load_generation_stack(
+    backbone, branch = load_stack(
         backbone_config, args.memory_weights, (height, width), mode=args.mode, on_status=status
     )
     sky = SemanticSkySegmenter(args.sky_model, device=backbone.device) if args.sky_model else None
     with outputs, SceneRenderer() as renderer:
-        if checked.photo is None:
+        if checked.photo is None and args.scene_seed is not None:
+            inputs = seeded_scene(args.scene_seed, height, width, renderer)
+        elif checked.photo is None:
             inputs = bundled_scene(height, width, renderer)
         else:
             inputs = scene_from_photo(checked.photo, backbone.device, depth_model=args.depth_model, warn=_warn)
@@ -294,6 +346,7 @@ def _generate_video(
     k_source: str,
 ) -> dict:
     segments = []
+    initial_points = pipe.memory.stats().points  # the photo's (or the loaded memory's) points, before segment 0
     total_steps = args.segments * pipe.config.steps
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
@@ -319,6 +372,9 @@ def _generate_video(
                         "memory_bytes": segment.memory_bytes,
                         "seconds_per_frame": segment.timings["total"] / (pipe.config.segment_frames - 1),
                         "visible_fraction": float(segment.visible[1:].float().mean()),
+                        "depth_source": segment.depth_source,
+                        "depth_residual": segment.depth_residual,
+                        "cells": segment.label_counts(),
                     }
                 )
                 bar.set_postfix(segment=segment.index + 1, points=segment.memory_points)
@@ -335,5 +391,9 @@ def _generate_video(
             "camera_to_world": invert_pose(w2c).reshape(len(w2c), 16).tolist(),
         },
         "segments": segments,
-        "memory": {"points": pipe.memory.stats().points, "bytes": pipe.memory.stats().bytes},
+        "memory": {
+            "initial_points": initial_points,
+            "points": pipe.memory.stats().points,
+            "bytes": pipe.memory.stats().bytes,
+        },
     }

@@ -15,6 +15,14 @@ it covers ``f_preview * footprint_m / z`` pixels; splats are drawn :data:`SPLAT_
 Points without a known footprint (``footprint_m`` <= 0 or not given) get the angular size of one
 latent cell, ``f_preview * cell_angle_rad`` pixels (``cell_angle_rad = stride / f_generation``).
 
+**The preview shows what the model is given.** For the latent memory (points with footprint axes,
+:mod:`model.memory.footprint`) the preview covers exactly the cells its readout fills at the
+preview camera: the same z-buffer (:func:`model.memory.latent.zbuffer_project`) on the latent grid
+of that camera (cells of ``cell_angle_rad``). A hole in the readout is a hole in the preview; in a
+filled cell the splats are drawn, and pixels they miss take the colour of the point the readout
+shows there (the model is given that point's latent for the whole cell).
+:attr:`MemoryPreviewRenderer.last_readout` keeps that grid's coverage.
+
 Software GL (Mesa llvmpipe on CPU machines) spends most of a frame on vertex processing, which is
 single-threaded there, so each render draws only the points inside the view frustum (culled on the
 CPU, drawn through an index buffer), and at most ``max_draw_points`` of them: beyond that every
@@ -33,7 +41,9 @@ import moderngl
 import numpy as np
 import torch
 
-from model.geometry.camera import FAR_M, NEAR_M, gl_projection, validate_intrinsics, validate_poses
+from model.geometry.camera import FAR_M, NEAR_M, gl_projection, scale_intrinsics, validate_intrinsics, validate_poses
+from model.memory.base import MemoryConfig
+from model.memory.latent import zbuffer_project
 from model.render.offscreen_gl import OffscreenGL
 
 #: Splats are drawn this many times their projected cell footprint.
@@ -149,6 +159,12 @@ class MemoryPreviewRenderer(OffscreenGL):
         self._holes: dict[tuple[int, int], np.ndarray] = {}
         #: ``[H, W]`` bool of the last render: True where some point was drawn.
         self.last_coverage: np.ndarray | None = None
+        #: ``[h, w]`` bool of the last render: the latent grid's cells the memory's readout fills
+        #: (None without footprint axes).
+        self.last_readout: np.ndarray | None = None
+        self._points_t: torch.Tensor | None = None  # [N, 3] float32 positions for the readout's z-buffer
+        self._axes: torch.Tensor | None = None  # [N, 2, 3] float32 footprint half-axes
+        self._colors = np.zeros((0, 3), np.uint8)
 
     @property
     def point_count(self) -> int:
@@ -158,13 +174,15 @@ class MemoryPreviewRenderer(OffscreenGL):
         self._release_points()
         self._program.release()
 
-    def set_points(self, positions, colors, footprint_m=None) -> None:
+    def set_points(self, positions, colors, footprint_m=None, axes=None) -> None:
         """Upload the memory's points (call again whenever the memory changes).
 
         Args:
             positions: ``[N, 3]`` world metres (numpy or torch). colors: ``[N, 3]`` uint8 RGB.
             footprint_m: optional ``[N]`` (or scalar) world size of each point's latent cell in metres
                 (:func:`cell_footprints`); <= 0 or None: one latent cell's angular size.
+            axes: optional ``[N, 2, 3]`` footprint half-axes of a latent memory's points (metres):
+                the preview then shows only what the memory's readout fills (see the module docstring).
         """
         self._check_open()
         positions = np.ascontiguousarray(_numpy(positions), dtype=np.float32)
@@ -176,6 +194,10 @@ class MemoryPreviewRenderer(OffscreenGL):
             raise ValueError(f"colors: expected uint8 [{n},3], got {colors.dtype} {list(colors.shape)}")
         if not np.isfinite(positions).all():
             raise ValueError("positions contain NaN or Inf")
+        if axes is not None:
+            axes = torch.as_tensor(_numpy(axes), dtype=torch.float32)
+            if axes.shape != (n, 2, 3) or not torch.isfinite(axes).all():
+                raise ValueError(f"axes: expected finite [{n},2,3], got {list(axes.shape)}")
         footprint = (
             np.zeros(n, np.float32)
             if footprint_m is None
@@ -198,6 +220,8 @@ class MemoryPreviewRenderer(OffscreenGL):
                     index_buffer=self._ibo,
                     index_element_size=4,
                 )
+        self._points_t = None if axes is None else torch.from_numpy(positions.copy())
+        self._axes, self._colors = axes, colors
 
     def render(self, w2c, K, width: int, height: int) -> np.ndarray:
         """The memory seen from ``w2c`` ``[4, 4]`` with pixel intrinsics ``K`` ``[3, 3]`` of a ``width x height`` image.
@@ -237,10 +261,35 @@ class MemoryPreviewRenderer(OffscreenGL):
                 self._vao.render(moderngl.POINTS, vertices=len(drawn))
             rgba = np.frombuffer(fbo.read(components=4, attachment=0), np.uint8).reshape(height, width, 4)[::-1]
         covered = rgba[:, :, 3] > 0
+        colours = rgba[:, :, :3]
+        self.last_readout = None
+        if self._axes is not None:  # exactly the readout's cells: splats inside, the cell's point elsewhere
+            index = self._readout_index(w2c, K, width, height)
+            self.last_readout = index >= 0
+            h, w = index.shape
+            per_pixel = index[(np.arange(height) * h // height)[:, None], (np.arange(width) * w // width)[None, :]]
+            filled = per_pixel >= 0
+            colours = np.where((filled & ~covered)[:, :, None], self._colors[per_pixel.clip(min=0)], colours)
+            covered = filled
         holes = self._hole_image(height, width)
-        out = np.where(covered[:, :, None], rgba[:, :, :3], holes)
+        out = np.where(covered[:, :, None], colours, holes)
         self.last_coverage = covered
         return out
+
+    def readout_grid(self, K: torch.Tensor, width: int, height: int) -> tuple[int, int]:
+        """The latent grid ``(h, w)`` of a ``width x height`` preview: cells of ``cell_angle_rad``."""
+        cell_px = float(0.5 * (K[0, 0] + K[1, 1])) * self.cell_angle_rad
+        return max(1, round(height / cell_px)), max(1, round(width / cell_px))
+
+    def _readout_index(self, w2c: torch.Tensor, K: torch.Tensor, width: int, height: int) -> np.ndarray:
+        """``[h, w]`` int64: the point the memory's readout shows in each cell at this camera, -1 where
+        none (:meth:`readout_grid`)."""
+        h, w = self.readout_grid(K, width, height)
+        K_grid = scale_intrinsics(K, (height, width), (h, w))
+        index, _ = zbuffer_project(
+            self._points_t, w2c[None], K_grid, h, w, MemoryConfig().near, MemoryConfig().depth_bin, axes=self._axes
+        )
+        return index[0].numpy()
 
     def _visible(self, w2c: np.ndarray, K: np.ndarray, width: int, height: int) -> tuple[np.ndarray, float]:
         """Indices (uint32) of the points to draw and the splat scale of the level of detail."""
@@ -274,6 +323,7 @@ class MemoryPreviewRenderer(OffscreenGL):
             self._ibo.release()
         self._vao = self._vbo = self._ibo = None
         self._positions = np.zeros((3, 0), np.float32)
+        self._points_t = self._axes = None
         self._count = 0
 
     def _check_open(self) -> None:

@@ -96,6 +96,39 @@ def bundled_scene(height: int, width: int, renderer: SceneRenderer) -> SceneInpu
     )
 
 
+def seeded_scene(seed: int, height: int, width: int, renderer: SceneRenderer) -> SceneInputs:
+    """The procedural room ``SceneConfig(seed=seed)`` seen from its start pose (the identity) with the
+    bundled camera's intrinsics; image and depth rendered exactly (``renderer`` must outlive the result).
+    """
+    view = load_rgbd_folder(SAMPLE_SCENE_DIR)
+    scene = seeded_room(seed)
+    K = scale_intrinsics(torch.from_numpy(view.K), (view.height, view.width), (height, width))
+    rgb, depth = renderer.render(scene, scene.start_w2c(), K, width, height)
+    return SceneInputs(
+        rgb,
+        torch.from_numpy(depth),
+        K,
+        SceneDepth(scene, renderer, width, height),
+        f"procedural room seed {seed} (bundled camera intrinsics)",
+        f"procedural:{seed}",
+    )
+
+
+def seeded_room(seed: int) -> ProceduralScene:
+    """The procedural room of a ``scene_seed`` (default room settings: ceiling, no moving object)."""
+    return ProceduralScene(SceneConfig(seed=seed))
+
+
+def ground_truth_scene(image: str | None, scene_seed: int | None) -> ProceduralScene | None:
+    """The room a run's frames can be scored against: the seeded room, the bundled scene (no image),
+    or None for a photo (no ground truth)."""
+    if scene_seed is not None:
+        return seeded_room(scene_seed)
+    if image is None:
+        return ProceduralScene(SceneConfig(**load_rgbd_folder(SAMPLE_SCENE_DIR).source["config"]))
+    return None
+
+
 @dataclass
 class PhotoFiles:
     """A photo and its depth file, read and checked by :func:`read_photo_files` (no model involved).

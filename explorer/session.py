@@ -7,7 +7,9 @@ A session folder holds:
   anywhere and the settings travel with it);
 * ``session.json``: format/version, settings, seed, model description, source (``"bundled"`` or the
   photo's path), prompt, size, fps, K, start pose, per-segment poses (33 camera-to-world matrices,
-  row-major, OpenCV axes), actions, timings and memory stats, and the file names below;
+  row-major, OpenCV axes), actions, timings and memory stats, the planned camera path's keyframes
+  (``camera_path``, optional: :meth:`explorer.camera_path.CameraPath.to_dict`; sessions without one
+  still load), and the file names below;
 * ``cameras.txt``: the poses of every video frame as a RealEstate10K camera file;
 * ``memory.safetensors``: the memory after the last segment (:meth:`LatentSpatialMemory.save`);
 * ``last_frame.png``: the last generated frame, lossless, so a continued session resumes from the
@@ -35,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from explorer.camera_path import CameraPath
 from model.baselines.kinds import load_memory
 from model.geometry.camera import Trajectory, invert_pose, validate_intrinsics, validate_poses
 from model.io.atomic import OutputSet
@@ -85,6 +88,7 @@ class SessionRecorder:
         self._info: dict = {}
         self._segments: list[dict] = []
         self._poses: list[torch.Tensor] = []
+        self.camera_path: dict | None = None  # CameraPath.to_dict() of the planned path; written with each segment
 
     @property
     def recording(self) -> bool:
@@ -198,6 +202,8 @@ class SessionRecorder:
             "files": {"video": VIDEO, "cameras": CAMERAS, "memory": MEMORY, "last_frame": LAST_FRAME},
             "memory": {"points": int(stats.points), "bytes": int(stats.bytes)},
         }
+        if self.camera_path is not None:
+            data["camera_path"] = self.camera_path
         part = tmp / ".segment.mp4"
         with Mp4Writer(part, self._info["width"], self._info["height"], self.fps) as video:
             for frame in frames if len(segments) == 1 else frames[1:]:  # later segments repeat the last frame
@@ -307,6 +313,12 @@ class RecordedSession:
     def segments_done(self) -> int:
         return self.first_segment + len(self.w2c)
 
+    @property
+    def camera_path(self) -> CameraPath | None:
+        """The planned camera path saved with the session (None: the session has none)."""
+        data = self.data.get("camera_path")
+        return None if data is None else CameraPath.from_dict(data)
+
     def all_w2c(self) -> np.ndarray:
         """``[T, 4, 4]`` poses of every video frame."""
         return _all_frames([torch.from_numpy(p) for p in self.w2c]).numpy()
@@ -386,6 +398,8 @@ def load_session(folder: str | os.PathLike) -> RecordedSession:
         first_segment = int(data.get("first_segment", 0))
         if first_segment < 0:
             raise ValueError(f"first_segment must be >= 0, got {first_segment}")
+        if data.get("camera_path") is not None:
+            CameraPath.from_dict(data["camera_path"])  # checked here so a bad one names the file
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
         raise _fail(json_path, f"invalid session: {what}") from exc

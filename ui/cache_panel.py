@@ -14,7 +14,14 @@ many have no position (cells without depth): they cannot be drawn, whatever the 
 Picking: a click (press and release without dragging) projects the drawn points with the view's
 own projection and view matrices and selects the point nearest to the cursor in screen space
 (within :attr:`CachePanel.pick_radius_px`; ties go to the point nearer the eye). The panel then
-shows that point's segment, frame and its depth in the current explorer camera.
+shows that point's segment, frame and its depth in the current explorer camera, and the point is
+ringed in the view.
+
+View: Reset view (the default orbit, framed on the cloud), Fit to cloud (keeps the direction),
+Look through camera (the eye at the current explorer camera, its field of view); a point-size
+slider (0 = automatic by point count); a colour legend for the current mode; per-label counts (stored
+static points and the last write's rejected cells, with those that have no position). The orbit
+view is kept per scene (:meth:`CachePanel.set_scene`): going back to a scene restores its view.
 """
 
 from __future__ import annotations
@@ -22,7 +29,18 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
 
 from explorer.worker.messages import MemorySnapshot
 from model.memory.latent import CellLabel
@@ -30,7 +48,16 @@ from ui import cloud_math
 
 COLOR_MODES = {"rgb": "Display RGB", "pca": "Latent PCA", "labels": "Labels", "provenance": "Provenance (segment)"}
 MAX_POINTS = 300_000  # points drawn at most; above this a fixed stride decimates the cloud
+PATH_FRUSTUMS = 8  # frustums drawn along a planned camera path
 CAMERA_REDRAW_MS = 100  # camera frustums are redrawn at most this often (a redraw costs a full repaint)
+DEFAULT_VIEW = {"distance": 6.0, "elevation": 25.0, "azimuth": -90.0, "fov": 60.0}  # the orbit camera at start
+MAX_POINT_SIZE = 12  # pixels, the point-size slider's top
+
+
+def _swatch(text: str, rgba) -> str:
+    """Rich text: a coloured square and ``text``."""
+    r, g, b = (int(round(c * 255)) for c in rgba[:3])
+    return f'<span style="color: rgb({r}, {g}, {b})">■</span> {text}'
 
 
 def _has_position(positions: np.ndarray) -> np.ndarray:
@@ -109,9 +136,13 @@ def _create_gl_view(parent: QWidget):
 
     trajectory = line_item(color=(0.9, 0.9, 0.9, 0.8), width=1.0)
     current = line_item(color=(1.0, 0.85, 0.1, 1.0), width=2.0)
-    for item in (points, trajectory, current):
+    picked = gl.GLScatterPlotItem(
+        pos=np.zeros((1, 3), np.float32), color=(1.0, 1.0, 1.0, 1.0), size=16.0, pxMode=True, glOptions="opaque"
+    )
+    picked.setVisible(False)
+    for item in (points, trajectory, current, picked):
         view.addItem(item)
-    return view, points, trajectory, current
+    return view, points, trajectory, current, picked
 
 
 class CachePanel(QWidget):
@@ -136,21 +167,28 @@ class CachePanel(QWidget):
         self._segment_points: list[int] = []
         self._camera_timer = QTimer(self, singleShot=True, interval=CAMERA_REDRAW_MS)
         self._camera_timer.timeout.connect(self._draw_cameras)
+        self._planned: np.ndarray | None = None  # [T, 4, 4] w2c of the planned camera path (ui/path_editor.py)
+        self._planned_item = None
 
         self.mode_box = QComboBox()
         for key, text in COLOR_MODES.items():
             self.mode_box.addItem(text, key)
         self.mode_box.currentIndexChanged.connect(self._redraw)
         self.label_boxes: dict[CellLabel, QCheckBox] = {}
-        toggles = QHBoxLayout()
-        for label in CellLabel:
+        toggles = QGridLayout()  # three per row: the panel stays narrow however many labels there are
+        for number, label in enumerate(CellLabel):
             box = QCheckBox(label.name.lower())
             box.setChecked(True)
             r, g, b, _ = cloud_math.LABEL_COLORS[label]
             box.setStyleSheet(f"QCheckBox {{ color: rgb({int(r * 255)}, {int(g * 255)}, {int(b * 255)}); }}")
             box.toggled.connect(self._redraw)
+            box.setToolTip(
+                "show the stored memory points"
+                if label is CellLabel.STATIC
+                else f"show the cells the last write rejected as {label.name.lower()}"
+            )
             self.label_boxes[label] = box
-            toggles.addWidget(box)
+            toggles.addWidget(box, number // 3, number % 3)
         self.stats_label = QLabel("no memory yet")
         self.stats_label.setWordWrap(True)
         self.rejected_label = QLabel("")
@@ -161,10 +199,40 @@ class CachePanel(QWidget):
         )
         self.pick_label = QLabel("click a point to inspect it")
         self.pick_label.setWordWrap(True)
+        self.picked_index: int | None = None  # drawn index of the picked point (ringed in the view)
+        self.legend_label = QLabel("")
+        self.legend_label.setWordWrap(True)
+        self.legend_label.setTextFormat(Qt.TextFormat.RichText)
+        self.legend_label.setToolTip("what the colours of the current colour mode mean")
+        self.counts_label = QLabel("")
+        self.counts_label.setWordWrap(True)
+        self.counts_label.setTextFormat(Qt.TextFormat.RichText)
+        self.counts_label.setToolTip("stored points (static) and the last write's rejected cells per label")
+        self.size_slider = QSlider(Qt.Orientation.Horizontal)
+        self.size_slider.setRange(0, MAX_POINT_SIZE)
+        self.size_slider.setValue(0)
+        self.size_slider.setToolTip("point size in pixels (0: automatic, smaller for bigger clouds)")
+        self.size_slider.valueChanged.connect(self._apply_point_size)
+        self.reset_button = QPushButton("Reset view")
+        self.reset_button.setToolTip("the default orbit view, framed on the cloud (Ctrl+0)")
+        self.reset_button.clicked.connect(self.reset_view)
+        self.fit_button = QPushButton("Fit")
+        self.fit_button.setToolTip("centre the cloud and fit it in the view, keeping the direction (F)")
+        self.fit_button.clicked.connect(self.frame_cloud)
+        self.look_button = QPushButton("Look through camera")
+        self.look_button.setToolTip("put the view's eye at the current explorer camera (V)")
+        self.look_button.clicked.connect(self.look_through_camera)
+        self._views: dict[str, dict] = {}  # saved orbit view per scene key
+        self._scene: str | None = None
+        self._scene_shown = False  # the current scene's view has been shown (so it is worth keeping)
+        self.mode_box.setToolTip("what the point colours show (the legend below says how to read them)")
 
         self.use_gl = gl_available() if use_gl is None else use_gl
         if self.use_gl:
-            self.view, self._points_item, self._trajectory_item, self._current_item = _create_gl_view(self)
+            self.view, self._points_item, self._trajectory_item, self._current_item, self._picked_item = (
+                _create_gl_view(self)
+            )
+            self.view.setToolTip("drag: orbit · wheel: zoom · Ctrl+drag: pan · click: inspect a point")
             self.view.clicked.connect(lambda pos: self.pick(pos.x(), pos.y()))
         else:
             self.view = QLabel("3D view needs OpenGL\n(Qt platform 'offscreen')")
@@ -173,12 +241,19 @@ class CachePanel(QWidget):
 
         form = QFormLayout()
         form.addRow("Colour", self.mode_box)
+        form.addRow("Legend", self.legend_label)
         form.addRow("Show", toggles)
+        form.addRow("Point size", self.size_slider)
+        buttons = QHBoxLayout()
+        for button in (self.reset_button, self.fit_button, self.look_button):
+            buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.view, stretch=1)
+        layout.addLayout(buttons)
         layout.addLayout(form)
         layout.addWidget(self.stats_label)
+        layout.addWidget(self.counts_label)
         layout.addWidget(self.rejected_label)
         layout.addWidget(self.pick_label)
 
@@ -199,9 +274,15 @@ class CachePanel(QWidget):
         """Show or hide the points of one label (static = the stored memory; others = last rejected cells)."""
         self.label_boxes[CellLabel(label)].setChecked(visible)
 
+    @property
+    def snapshot(self) -> MemorySnapshot | None:
+        """The memory snapshot shown (None: none)."""
+        return self._data
+
     def set_data(self, data: MemorySnapshot | None) -> None:
         """Show a new memory snapshot (None clears the view)."""
         self._data = data
+        self._set_picked(None)
         has_features = data is not None and data.features is not None
         pca = self.mode_box.model().item(self.mode_box.findData("pca"))
         pca.setEnabled(has_features)
@@ -259,10 +340,35 @@ class CachePanel(QWidget):
         self._drawn_colors = np.concatenate(colors) if colors else np.zeros((0, 4), np.float32)
         if self.use_gl:
             if len(self._drawn_points):
-                size = 2.0 if len(self._drawn_points) > 100_000 else 3.0 if len(self._drawn_points) > 10_000 else 5.0
-                self._points_item.setData(pos=self._drawn_points, color=self._drawn_colors, size=size)
+                self._points_item.setData(pos=self._drawn_points, color=self._drawn_colors, size=self.point_size)
             self._points_item.setVisible(len(self._drawn_points) > 0)
+        self._set_picked(None)
         self._update_stats()
+        self._update_legend()
+
+    @property
+    def point_size(self) -> float:
+        """Drawn point size in pixels: the slider's value, or (at 0) by point count."""
+        if self.size_slider.value():
+            return float(self.size_slider.value())
+        n = len(self._drawn_points)
+        return 2.0 if n > 100_000 else 3.0 if n > 10_000 else 5.0
+
+    def _apply_point_size(self) -> None:
+        if self.use_gl and len(self._drawn_points):
+            self._points_item.setData(size=self.point_size)
+
+    def _update_legend(self) -> None:
+        segments = self._data.segments if self._data is not None else None
+        entries = cloud_math.legend_entries(self.color_mode, segments)
+        self.legend_label.setText(" · ".join(_swatch(text, rgba) for text, rgba in entries) or "no points")
+
+    def label_counts(self) -> dict[CellLabel, tuple[int, int]]:
+        """Per label: ``(cells, cells without a position)`` of the shown memory."""
+        data = self._data
+        if data is None:
+            return {label: (0, 0) for label in CellLabel}
+        return cloud_math.label_counts(data.rejected_labels, data.rejected_positions, len(data.positions))
 
     def _memory_colors(self, data: MemorySnapshot, index: np.ndarray) -> np.ndarray:
         mode = self.color_mode
@@ -292,6 +398,11 @@ class CachePanel(QWidget):
         written = f"photo + {len(self._segment_points) - 1} segments" if self._segment_points else "empty"
         self.stats_label.setText(f"{n:,} points · {mib:.2f} MiB · {written}{growth}{decimated}")
         self.rejected_label.setText(_rejected_summary(data.rejected_labels, data.rejected_positions))
+        parts = []
+        for label, (count, unplaced) in self.label_counts().items():
+            without = f" ({unplaced:,} without position)" if unplaced else ""
+            parts.append(_swatch(f"{label.name.lower()} {count:,}{without}", cloud_math.LABEL_COLORS[label]))
+        self.counts_label.setText("Counts: " + " · ".join(parts))
 
     # ---- cameras -------------------------------------------------------------------------
 
@@ -326,6 +437,35 @@ class CachePanel(QWidget):
         if cam["current"] is not None:
             self._current_item.setData(pos=cloud_math.frustum_lines(cam["current"], cam["K"], width, height, scale))
         self._current_item.setVisible(cam["current"] is not None)
+        self._draw_planned()
+
+    def set_planned_path(self, w2c: np.ndarray | None) -> None:
+        """A planned camera path ``[T, 4, 4]`` w2c in orange: the line through its camera centres and
+        :data:`PATH_FRUSTUMS` frustums spread along it (the first and last included); None: none."""
+        self._planned = None if w2c is None or not len(w2c) else np.asarray(w2c, dtype=np.float64).reshape(-1, 4, 4)
+        self._draw_planned()
+
+    def _draw_planned(self) -> None:
+        cam = self._camera
+        if not self.use_gl:
+            return
+        if self._planned_item is None:
+            import pyqtgraph.opengl as gl
+
+            self._planned_item = gl.GLLinePlotItem(
+                pos=np.zeros((2, 3), np.float32), color=(1.0, 0.45, 0.05, 1.0), width=2.0, mode="lines"
+            )
+            self.view.addItem(self._planned_item)
+        show = self._planned is not None and cam["K"] is not None
+        if show:
+            width, height = cam["size"]
+            count = len(self._planned)
+            poses = self._planned[np.unique(np.linspace(0, count - 1, min(count, PATH_FRUSTUMS)).round().astype(int))]
+            centres = cloud_math.to_display(np.linalg.inv(self._planned)[:, :3, 3])
+            track = np.stack([centres[:-1], centres[1:]], axis=1).reshape(-1, 3)
+            frustums = cloud_math.frustum_lines(poses, cam["K"], width, height, 0.3 * self._frustum_scale())
+            self._planned_item.setData(pos=np.concatenate([track, frustums]))
+        self._planned_item.setVisible(show)
 
     def _frustum_scale(self) -> float:
         """Frustum depth: a tenth of the cloud's extent (0.3 m without a cloud)."""
@@ -342,8 +482,77 @@ class CachePanel(QWidget):
 
         centre = np.median(self._drawn_points, axis=0)
         extent = np.percentile(self._drawn_points, 95, axis=0) - np.percentile(self._drawn_points, 5, axis=0)
+        self.view.opts["fov"] = DEFAULT_VIEW["fov"]
         self.view.setCameraPosition(
             pos=Vector(*centre.tolist()), distance=float(max(np.linalg.norm(extent) * 0.9, 1.0))
+        )
+
+    def reset_view(self) -> None:
+        """The default orbit direction (elevation 25°, from the front), framed on the cloud."""
+        if not self.use_gl:
+            return
+        self.view.setCameraPosition(elevation=DEFAULT_VIEW["elevation"], azimuth=DEFAULT_VIEW["azimuth"])
+        self.view.opts["fov"] = DEFAULT_VIEW["fov"]
+        if len(self._drawn_points):
+            self.frame_cloud()
+        else:
+            from pyqtgraph import Vector
+
+            self.view.setCameraPosition(pos=Vector(0, 0, 0), distance=DEFAULT_VIEW["distance"])
+
+    def look_through_camera(self) -> bool:
+        """Put the view's eye at the current explorer camera, looking where it looks, with its field of view."""
+        cam = self._camera
+        if not self.use_gl or cam["current"] is None or cam["K"] is None:
+            return False
+        from pyqtgraph import Vector
+
+        params = cloud_math.orbit_through(cam["current"], cam["K"], cam["size"][0])
+        self.view.opts["fov"] = params["fov"]
+        self.view.setCameraPosition(
+            pos=Vector(*params["center"].tolist()),
+            distance=params["distance"],
+            elevation=params["elevation"],
+            azimuth=params["azimuth"],
+        )
+        return True
+
+    def view_params(self) -> dict | None:
+        """The orbit view: ``center``, ``distance``, ``elevation``, ``azimuth``, ``fov`` (None without GL)."""
+        if not self.use_gl:
+            return None
+        o = self.view.opts
+        centre = o["center"]
+        return {
+            "center": [float(centre.x()), float(centre.y()), float(centre.z())],
+            "distance": float(o["distance"]),
+            "elevation": float(o["elevation"]),
+            "azimuth": float(o["azimuth"]),
+            "fov": float(o["fov"]),
+        }
+
+    def set_scene(self, key: str) -> None:
+        """A scene ``key`` (its source) is shown from now on: the view of the previous scene is kept for
+        it, and the next :meth:`show_scene_view` restores the view this scene had, if any."""
+        if self._scene is not None and self._scene_shown and self.view_params() is not None:
+            self._views[self._scene] = self.view_params()
+        self._scene, self._scene_shown = key, False
+
+    def show_scene_view(self) -> None:
+        """The saved view of the current scene, or (first time) the default view framed on the cloud."""
+        saved = self._views.get(self._scene) if self._scene is not None else None
+        self._scene_shown = True
+        if saved is None or not self.use_gl:
+            self.reset_view()
+            return
+        from pyqtgraph import Vector
+
+        self.view.opts["fov"] = saved["fov"]
+        self.view.setCameraPosition(
+            pos=Vector(*saved["center"]),
+            distance=saved["distance"],
+            elevation=saved["elevation"],
+            azimuth=saved["azimuth"],
         )
 
     # ---- picking -------------------------------------------------------------------------
@@ -362,8 +571,18 @@ class CachePanel(QWidget):
             self.pick_label.setText("no point under the cursor")
             return None
         info = self.describe_drawn(hit)
+        self._set_picked(hit)
         self.point_picked.emit(info)
         return info
+
+    def _set_picked(self, drawn_index: int | None) -> None:
+        """Ring the ``drawn_index``-th drawn point (None: no ring)."""
+        self.picked_index = drawn_index
+        if not self.use_gl:
+            return
+        if drawn_index is not None:
+            self._picked_item.setData(pos=self._drawn_points[drawn_index : drawn_index + 1], size=16.0)
+        self._picked_item.setVisible(drawn_index is not None)
 
     def describe_drawn(self, drawn_index: int) -> dict:
         """Segment, frame, label and depth (in the current camera) of the ``drawn_index``-th drawn point."""

@@ -23,6 +23,8 @@ LABEL_COLORS = {
     CellLabel.DYNAMIC: (1.0, 0.45, 0.1, 1.0),
     CellLabel.SKY: (0.45, 0.75, 1.0, 1.0),
     CellLabel.INVALID: (0.85, 0.25, 0.85, 1.0),
+    CellLabel.DISAGREE: (0.95, 0.2, 0.2, 1.0),
+    CellLabel.UNANCHORED: (0.6, 0.6, 0.6, 1.0),
 }
 PCA_SAMPLE = 20_000  # rows of the feature matrix the PCA basis is fitted on
 
@@ -150,3 +152,78 @@ def pick_nearest(
     order = np.lexsort((depth[candidates], np.round(dist, 3)))
     best = candidates[order[0]]
     return int(best) if dist[order[0]] <= radius_px else None
+
+
+def label_counts(labels: np.ndarray, positions: np.ndarray, stored: int) -> dict[CellLabel, tuple[int, int]]:
+    """Per :class:`CellLabel`: ``(cells, cells without a position)``.
+
+    Args:
+        labels: ``[M]`` labels of the last write's rejected cells. positions: ``[M, 3]`` their positions
+            (NaN rows: no depth). stored: points in the memory (all static, all placed).
+    """
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    placed = np.isfinite(np.asarray(positions, dtype=np.float64).reshape(-1, 3)).all(axis=1)
+    counts = {CellLabel.STATIC: (int(stored), 0)}
+    for label in CellLabel:
+        if label is not CellLabel.STATIC:
+            mine = labels == int(label)
+            counts[label] = (int(mine.sum()), int((mine & ~placed).sum()))
+    return counts
+
+
+def legend_entries(
+    mode: str, segments: np.ndarray | None = None
+) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """What the colours of colour ``mode`` mean: ``[(text, rgba 0..1)]`` (rejected cells always use label colours).
+
+    ``rgb``: one entry (the image colour); ``pca``: the three components; ``labels``: one per label;
+    ``provenance``: the first, middle and last segment of ``segments`` on the viridis scale.
+    """
+    if mode == "rgb":
+        return [("colour of the image patch the point was lifted from", (0.8, 0.8, 0.8, 1.0))]
+    if mode == "pca":
+        return [
+            ("red: 1st principal component of the latent", (1.0, 0.2, 0.2, 1.0)),
+            ("green: 2nd component", (0.2, 1.0, 0.2, 1.0)),
+            ("blue: 3rd component", (0.3, 0.4, 1.0, 1.0)),
+        ]
+    if mode == "labels":
+        return [(label.name.lower(), LABEL_COLORS[label]) for label in CellLabel]
+    if mode == "provenance":
+        segments = np.asarray(segments if segments is not None else [], dtype=np.int64).reshape(-1)
+        if len(segments) == 0:
+            return []
+        lo, hi = int(segments.min()), int(segments.max())
+        shown = sorted({lo, (lo + hi) // 2, hi})
+        colors = provenance_colors(np.array([lo, hi, *shown]))[2:]  # lo and hi fix the scale
+        names = [f"segment {s}" + (" (the photo)" if s == 0 else "") for s in shown]
+        return [(name, tuple(c.tolist())) for name, c in zip(names, colors, strict=True)]
+    raise ValueError(f"unknown colour mode {mode!r}")
+
+
+def orbit_through(w2c: np.ndarray, K: np.ndarray, width: int, distance: float = 1.0) -> dict:
+    """Orbit-camera parameters (pyqtgraph ``GLViewWidget``, Euler mode) that look through a camera.
+
+    Args:
+        w2c: ``[4, 4]`` world-to-camera pose (OpenCV axes). K: ``[3, 3]`` pixels; width: image width, pixels.
+        distance: orbit distance; the orbit centre is this far ahead, so the eye sits at the camera centre.
+
+    Returns:
+        ``{"center": [3] display axes, "distance", "elevation", "azimuth" (degrees), "fov"}``;
+        ``fov`` is the horizontal field of view in degrees (what the view's projection uses).
+    """
+    c2w = np.linalg.inv(np.asarray(w2c, dtype=np.float64))
+    eye = to_display(c2w[:3, 3])[0].astype(np.float64)
+    forward = to_display(c2w[:3, 2])[0].astype(np.float64)
+    forward /= np.linalg.norm(forward)
+    back = -forward  # from the orbit centre towards the eye
+    elevation = math.degrees(math.asin(float(np.clip(back[2], -1.0, 1.0))))
+    azimuth = math.degrees(math.atan2(back[1], back[0]))
+    fov = math.degrees(2.0 * math.atan(width / (2.0 * float(np.asarray(K)[0, 0]))))
+    return {
+        "center": eye + distance * forward,
+        "distance": float(distance),
+        "elevation": elevation,
+        "azimuth": azimuth,
+        "fov": fov,
+    }

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from explorer.fly_camera import Action
+from explorer.fly_camera import Action, KeyBindings
 
 MODES = {"flight": "Free flight", "steps": "Steps"}
 RECORD_TEXT = {
@@ -123,6 +123,20 @@ class ControlsPanel(QWidget):
         layout.addWidget(self.steps_box)
         layout.addStretch(1)
         self._mode_changed()
+        self.mode_box.setToolTip("free flight: segments follow the flown path; steps: one segment per action")
+        self.steps.setToolTip("denoising steps per segment (from the next segment on)")
+        self.seed.setToolTip("noise seed of the next segments")
+        self.prompt.setToolTip("text prompt of the next segments (Ctrl+P to type; Enter applies)")
+        self.set_key_hints(KeyBindings())
+
+    def set_key_hints(self, bindings: KeyBindings) -> None:
+        """Tooltips of the buttons, naming the keys that do the same (the live ``bindings``)."""
+        self.generate_button.setToolTip(f"queue a segment from the motion so far ({bindings.generate_now}, Ctrl+G)")
+        self.cancel_button.setToolTip("cancel the running segment within one step; the memory keeps what was written")
+        self.record_button.setToolTip("record into a session folder / stop recording (Ctrl+R)")
+        for action, button in self.step_buttons.items():
+            words = action.value.replace("_", " ")
+            button.setToolTip(f"one segment: {words} ({bindings.key_for(action)})")
 
     @property
     def mode(self) -> str:

@@ -60,7 +60,7 @@ class LivePreview:
         renderer = self.renderer()
         if renderer is None or not len(snapshot.positions):
             return False
-        renderer.set_points(snapshot.positions, snapshot.colors, snapshot.footprint_m)
+        renderer.set_points(snapshot.positions, snapshot.colors, snapshot.footprint_m, snapshot.axes)
         return True
 
     def render(self, w2c: np.ndarray, scene: SceneInfo | None) -> None:

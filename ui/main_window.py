@@ -1,5 +1,5 @@
 """The explorer's main window: viewport in the centre, controls on the left, the latent-cache panel
-on the right, menus, drag-and-drop of photos and the status-bar HUD.
+on the right, menus, drag-and-drop of photos and session folders, the on-canvas and status-bar HUD.
 
 Wiring (everything heavy runs in :class:`explorer.worker.GenerationController`'s thread):
 
@@ -19,6 +19,13 @@ matter (no depth model, no preview, damaged settings) stay in the viewport's ban
 while recording, the record button is red and the viewport shows "● REC m:ss". Below
 :data:`ui.docks.NARROW_WIDTH` the two docks share one tabbed column. Geometry, dock layout, the cache
 panel's colour mode and each file dialog's last folder persist in the window's QSettings store.
+
+The viewer's extras live in their own modules and are wired in here: the on-canvas HUD
+(:mod:`ui.hud_overlay`; the mouse wheel sets the fly speed), the help overlay (:mod:`ui.help_overlay`,
+on first start and ``?``/F1), exports (:mod:`ui.exports`), recent files and the empty-state screen
+(:mod:`ui.recent_files`), the photo dialog with preview (:mod:`ui.image_dialog`) and the menu actions
+with their shortcuts (:mod:`ui.window_actions`). The title names the open photo or session and says
+when recording.
 """
 
 from __future__ import annotations
@@ -44,18 +51,27 @@ from model.io.cameras import write_camera_path_json
 from ui.cache_panel import COLOR_MODES, CachePanel
 from ui.controls_panel import ControlsPanel
 from ui.docks import SideDocks, add_scrolling_dock
+from ui.exports import Exports
+from ui.help_overlay import HelpOverlay
 from ui.hud import Hud
+from ui.hud_overlay import HudOverlay, wheel_speed
+from ui.image_dialog import ImageFileDialog
 from ui.input_router import InputRouter
 from ui.launch import LaunchOptions
 from ui.live_preview import LivePreview
+from ui.memory_view import MemoryView
+from ui.path_editor import PathFlow
+from ui.recent_files import EmptyState, RecentFiles
 from ui.recording import RecordingFlow
-from ui.settings import ExplorerSettings, last_folder, remember_folder
+from ui.rewind import RewindFlow
+from ui.settings import ExplorerSettings, help_at_start, last_folder, remember_folder, set_help_at_start
 from ui.settings_dialog import SettingsDialog
 from ui.viewport import Viewport
+from ui.window_actions import add_viewer_actions
 
 TICK_MS = 16  # camera tick (~60 Hz)
 PRIOR_DEPTH_WARNING = "No depth model: the memory uses a flat prior depth; geometry is approximate."
-IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.webp *.bmp *.tif *.tiff);;All files (*)"
+SESSION_MARKER = "session.json"  # a dropped folder (or this file) opens as a session
 
 
 def depth_source_message(scene: SceneInfo) -> str:
@@ -112,7 +128,16 @@ class MainWindow(QMainWindow):
         )
         self.docks = SideDocks(self, self.controls_dock, self.cache_dock)
         self.preview = LivePreview(self.viewport)
-        self.hud = Hud(self.statusBar())
+        self.hud_overlay = HudOverlay(self.viewport.view)
+        self.viewport.view.overlays.append(self.hud_overlay)
+        self.viewport.view.wheel_turned.connect(self.change_speed)
+        self.hud = Hud(self.statusBar(), self.hud_overlay)
+        self.help = HelpOverlay(self.viewport.view)
+        self.help.show_at_start_changed.connect(lambda show: set_help_at_start(store, show))
+        self.help.hide_at_start.setChecked(not help_at_start(store))
+        self.exports = Exports(self, store)
+        self.recent = RecentFiles(store)
+        self.empty_state = EmptyState(self.viewport.view, self.recent, self.open_image, self.open_session)
         self.hud.set_device(self._device)
         self.recording = RecordingFlow(self, store, self.controller, self.controls, self.viewport, self._scene_open)
         self._build_menus()
@@ -127,6 +152,7 @@ class MainWindow(QMainWindow):
         self.hud_timer.start()
         self._connect_controls()
         self._connect_controller()
+        self._add_path_memory_rewind()
         self.viewport.set_warning("settings", "; ".join(self.settings.problems))  # until the settings are saved
         self._restore_window_state()
 
@@ -134,24 +160,27 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
-        for text, slot, shortcut in (
-            ("&Open image…", self.choose_image, QKeySequence.StandardKey.Open),
-            ("&Bundled sample scene", self.open_bundled, None),
-            ("Open &session…", self.choose_session, None),
-            ("&Export camera path…", self.choose_export_path, None),
-            ("Se&ttings…", self.edit_settings, QKeySequence.StandardKey.Preferences),
-            ("&Quit", self.close, QKeySequence.StandardKey.Quit),
+        for text, slot, shortcut, tip in (
+            ("&Open image…", self.choose_image, QKeySequence.StandardKey.Open, "start from a photo"),
+            ("&Bundled sample scene", self.open_bundled, "Ctrl+B", "start from the bundled RGB-D room"),
+            ("Open &session…", self.choose_session, "Ctrl+Shift+O", "continue a recorded session"),
+            ("&Export camera path…", self.choose_export_path, "Ctrl+E", "write the flown path as camera-path JSON"),
+            ("Se&ttings…", self.edit_settings, "Ctrl+,", "keys, mouse, speed, models"),
+            ("&Quit", self.close, QKeySequence.StandardKey.Quit, "close the explorer"),
         ):
             action = QAction(text, self)
             if shortcut is not None:
                 action.setShortcut(shortcut)
+            action.setToolTip(tip)
+            action.setStatusTip(tip)
             action.triggered.connect(slot)
             file_menu.addAction(action)
-        view_menu = self.menuBar().addMenu("&View")
+            self.addAction(action)
+        view_menu = self.view_menu = self.menuBar().addMenu("&View")
         for dock in self.findChildren(QDockWidget):
             view_menu.addAction(dock.toggleViewAction())
         help_menu = self.menuBar().addMenu("&Help")
-        help_menu.addAction("&Controls", self.show_controls_help)
+        self.actions_by_name = add_viewer_actions(self, file_menu, view_menu, help_menu)
 
     def _restore_window_state(self) -> None:
         """Geometry, dock layout and the cache panel's colour mode as the last window left them
@@ -188,6 +217,22 @@ class MainWindow(QMainWindow):
         c.idle.connect(self._on_idle)
         c.recording_saved.connect(self.recording.saved)
 
+    def _add_path_memory_rewind(self) -> None:
+        """The camera-path dock (:mod:`ui.path_editor`), the memory-vs-model view (:mod:`ui.memory_view`) and
+        rewind / branches (:mod:`ui.rewind`); each connects to the controller after the window's own slots."""
+        self.memory_view = MemoryView()
+        self.viewport.set_overlay(self.memory_view.overlay)
+        self.controller.readout_ready.connect(self.memory_view.add)
+        self.paths = PathFlow(self)
+        left = Qt.DockWidgetArea.LeftDockWidgetArea
+        self.path_dock = add_scrolling_dock(self, "Camera path", self.paths.editor, left)
+        self.tabifyDockWidget(self.controls_dock, self.path_dock)  # a tab beside the controls: no taller window
+        self.controls_dock.raise_()
+        self.path_dock.hide()  # View -> Camera path (or Timeline -> Camera path editor) shows it
+        self.view_menu.addAction(self.path_dock.toggleViewAction())
+        self.path_dock.toggleViewAction().setShortcut(QKeySequence("Ctrl+3"))
+        self.rewinds = RewindFlow(self, self.memory_view)
+
     def _choose_backend(self) -> str:
         """``--backend`` if given, else :func:`model.generation.profiles.default_backend` (wan when a model folder is
         known: flag or settings).
@@ -199,6 +244,7 @@ class MainWindow(QMainWindow):
         self.backend = self._choose_backend()
         self.router.bindings = self.settings.bindings
         self.router.capture_mouse = self.settings.capture_mouse
+        self.controls.set_key_hints(self.settings.bindings)
         if self.camera is not None:
             self.camera.speed_mps = self.settings.speed_mps
             self.camera.sensitivity_deg_per_px = self.settings.sensitivity_deg_per_px
@@ -235,6 +281,8 @@ class MainWindow(QMainWindow):
             self.open_image(self.options.image)
         else:
             self.open_bundled()
+        if help_at_start(self.store):
+            self.show_controls_help()
 
     def _open(self, kind: str, value: str | None) -> None:
         """Open a scene; (re)load the backbone first when the model options changed since it was loaded.
@@ -266,7 +314,7 @@ class MainWindow(QMainWindow):
             self.controller.open_bundled()
 
     def choose_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a photo", last_folder(self.store, "image"), IMAGE_FILTER)
+        path = ImageFileDialog(self, last_folder(self.store, "image")).chosen()
         if path:
             remember_folder(self.store, "image", path)
             self.open_image(path)
@@ -289,6 +337,7 @@ class MainWindow(QMainWindow):
         self.cache_panel.set_data(None)
         self.camera = self.flight = self.scene = self.router.camera = None
         self.tick_timer.stop()
+        self._update_title()
 
     def _on_backbone_ready(self, description: str) -> None:
         self.statusBar().showMessage(f"Model ready: {description}", 8000)
@@ -318,8 +367,13 @@ class MainWindow(QMainWindow):
         )
         self.preview.set_scene(scene)
         self.viewport.set_warning("depth", PRIOR_DEPTH_WARNING if scene.prior_depth else None)
+        self.hud.set_depth("prior" if scene.prior_depth else scene.depth_source)
         if scene.source != "bundled" and not scene.source.startswith("session:"):
             self.statusBar().showMessage(depth_source_message(scene), 15000)  # a photo: say where its depth came from
+        self.cache_panel.set_scene(scene.source)
+        self._remember_recent(scene.source)
+        self.empty_state.hide()
+        self._update_title()
         self.hud.set_state(self._ready_text())
         self.viewport.view.setFocus()
         self._update_cameras()
@@ -329,7 +383,9 @@ class MainWindow(QMainWindow):
     # ---- driving -------------------------------------------------------------------------
 
     def _trigger(self, action: Action) -> None:
-        if action is Action.PAUSE:
+        if action is Action.PAUSE and self.help.isVisible():
+            self.help.hide()  # Esc closes the help first
+        elif action is Action.PAUSE:
             self.set_paused(not self.router.paused)
         elif action is Action.RESET and self.camera is not None:
             self.camera.reset()
@@ -344,6 +400,7 @@ class MainWindow(QMainWindow):
         """Esc: pause flying and release the mouse (a click on the view resumes)."""
         self.router.paused = paused
         self.router.release_all()
+        self.hud_overlay.update(paused=paused)
         self.hud.set_state(
             "paused: click the view to resume" if paused else "generating" if self.pending else self._ready_text()
         )
@@ -388,6 +445,14 @@ class MainWindow(QMainWindow):
             return
         poses = step_segment(action, self.flight.anchor_w2c)
         self.flight = FlightPath(poses[-1], time.perf_counter())  # the next step or flight starts at its end
+        self.camera.set_pose(poses[-1])
+        self._queue(poses)
+
+    def queue_poses(self, poses: torch.Tensor) -> None:
+        """Queue a planned segment ``[33, 4, 4]`` w2c; the next segment (and the camera) start at its end."""
+        if self.flight is None or self._opening:
+            return
+        self.flight = FlightPath(poses[-1], time.perf_counter())
         self.camera.set_pose(poses[-1])
         self._queue(poses)
 
@@ -437,13 +502,14 @@ class MainWindow(QMainWindow):
         self.pending = max(self.pending - 1, 0)
         self._seconds_per_frame = result.timings["total"] / max(len(result.frames) - 1, 1)
         self.hud.set_done(f"segment {result.index + 1} done ({result.timings['total']:.1f} s)")
+        self.hud.set_depth(result.depth_source, result.depth_residual)
         self._update_cameras()
 
     def _on_memory(self, snapshot) -> None:
         first = self.cache_panel.drawn_points.size == 0
         self.cache_panel.set_data(snapshot)
         if first:
-            self.cache_panel.frame_cloud()
+            self.cache_panel.show_scene_view()
         if self.preview.set_points(snapshot) and self.camera is not None:
             self.preview.render(self.camera.w2c.numpy(), self.scene)
 
@@ -469,6 +535,60 @@ class MainWindow(QMainWindow):
         self.hud.set_rates(self.viewport.view.paint_rate(), self._seconds_per_frame)
         self.hud.set_device(self._device)
         self.recording.update_badge()
+        self._sync_overlay()
+        self._update_title()
+
+    def _sync_overlay(self) -> None:
+        """The on-canvas HUD's fields the window polls: mode, speed, capture, queue, warnings."""
+        self.hud_overlay.update(
+            mode=self.controls.mode,
+            speed_mps=self.camera.speed_mps if self.camera is not None else None,
+            captured=self.router.capture_mouse,
+            queued=max(self.pending - 1, 0),
+            warnings=self.viewport.warnings,
+        )
+
+    def change_speed(self, notches: float) -> None:
+        """Mouse wheel over the view: fly speed × 1.25 per notch (shown in the HUD; the settings keep the default)."""
+        if self.camera is None:
+            return
+        self.camera.speed_mps = wheel_speed(self.camera.speed_mps, notches)
+        self._sync_overlay()
+        self.statusBar().showMessage(f"fly speed {self.camera.speed_mps:.2f} m/s", 2000)
+
+    def set_capture_mouse(self, on: bool) -> None:
+        """Captured mouse-look on or off (C, View → Captured mouse-look); remembered in the settings."""
+        self.settings.capture_mouse = bool(on)
+        self.store.setValue("capture_mouse", bool(on))
+        self.router.capture_mouse = bool(on)
+        if not on:
+            self.router.release_all()
+        self._sync_overlay()
+
+    def window_title(self) -> str:
+        """``"Mirage Explorer — photo.jpg · ● REC"``: the open photo / session / sample, and the recording state."""
+        parts = ["Mirage Explorer"]
+        if self.scene is not None:
+            source = self.scene.source
+            if source == "bundled":
+                parts.append("bundled sample scene")
+            elif source.startswith("session:"):
+                parts.append(f"session {Path(source.removeprefix('session:')).name}")
+            else:
+                parts.append(Path(source).name)
+        title = " — ".join(parts)
+        return f"{title} · ● REC" if self.recording.folder is not None else title
+
+    def _update_title(self) -> None:
+        title = self.window_title()
+        if title != self.windowTitle():
+            self.setWindowTitle(title)
+
+    def _remember_recent(self, source: str) -> None:
+        if source.startswith("session:"):
+            self.recent.add("session", source.removeprefix("session:"))
+        elif source != "bundled" and Path(source).is_file():
+            self.recent.add("photo", source)
 
     # ---- sessions ------------------------------------------------------------------------
 
@@ -544,16 +664,12 @@ class MainWindow(QMainWindow):
             self._apply_settings()
 
     def show_controls_help(self) -> None:
-        b = self.settings.bindings
-        QMessageBox.information(
-            self,
-            "Controls",
-            f"Move: {b.forward}/{b.left}/{b.back}/{b.right}, down/up {b.down}/{b.up}; {b.fast} fast, {b.slow} slow\n"
-            f"Look: drag in the view (or captured mouse-look, see Settings)\n"
-            f"{b.generate_now}: generate now · {b.pause}: pause / release mouse · {b.reset}: reset camera\n"
-            f"Steps mode: {b.step_forward}/{b.step_back} forward/back, {b.turn_left}/{b.turn_right} turn, "
-            f"{b.orbit_left}/{b.orbit_right} orbit",
-        )
+        """Open the help overlay (built from the live key bindings and shortcuts), or close it if open."""
+        if self.help.isVisible():
+            self.help.hide()
+            return
+        self.router.release_all()
+        self.help.open(self.settings.bindings, self.findChildren(QAction))
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 (Qt override)
         if event.mimeData().hasUrls() and any(url.isLocalFile() for url in event.mimeData().urls()):
@@ -563,7 +679,15 @@ class MainWindow(QMainWindow):
         files = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
         if files:
             event.acceptProposedAction()
-            self.open_image(files[0])
+            self.open_dropped(files[0])
+
+    def open_dropped(self, path: str) -> None:
+        """A dropped folder (or its session.json) opens as a session, anything else as a photo."""
+        dropped = Path(path)
+        if dropped.is_dir() or dropped.name == SESSION_MARKER:
+            self.open_session(str(dropped if dropped.is_dir() else dropped.parent))
+        else:
+            self.open_image(path)
 
     def resizeEvent(self, event) -> None:  # noqa: N802 (Qt override)
         super().resizeEvent(event)

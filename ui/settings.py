@@ -8,7 +8,8 @@ reported in :attr:`ExplorerSettings.problems`, so a damaged config never stops t
 
 The main window keeps its own state in the same store: geometry and dock layout (``window/…``),
 the cache panel's colour mode, and per file dialog the folder it last chose in
-(:func:`last_folder` / :func:`remember_folder`).
+(:func:`last_folder` / :func:`remember_folder`), whether the help overlay opens at start
+(:func:`help_at_start`), and the recent photos and sessions (:mod:`ui.recent_files`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ def last_folder(store: QSettings, dialog: str) -> str:
 def remember_folder(store: QSettings, dialog: str, chosen: str) -> None:
     """Remember the folder that holds ``chosen`` (a file or a folder) for the next ``dialog``."""
     store.setValue(f"folders/{dialog}", str(Path(chosen).parent))
+
+
+def help_at_start(store: QSettings) -> bool:
+    """Whether the help overlay opens when the explorer starts (yes until the user says otherwise)."""
+    return str(store.value("help/show_at_start", "true")).lower() in ("true", "1")
+
+
+def set_help_at_start(store: QSettings, show: bool) -> None:
+    """Remember whether the help overlay opens at start."""
+    store.setValue("help/show_at_start", bool(show))
+    store.sync()
 
 
 @dataclass

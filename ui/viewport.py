@@ -10,6 +10,10 @@ What the big picture shows:
 * **scrub** — the frame chosen on the timeline (drag, or a click on the groove; playback paused);
   "Live" returns to following.
 
+The "Memory vs model" toggle shows, instead of a generated frame, the picture an overlay callable
+(:meth:`Viewport.set_overlay`, :class:`ui.memory_view.MemoryView`) makes for it; "Rewind here…" asks
+to continue from the segment of the frame shown (:class:`ui.rewind.RewindFlow`).
+
 Frames are numbered from 1 on screen ("frame 12 / 65", the same in the caption and the timeline);
 :attr:`Viewport.shown_index` is 0-based.
 
@@ -21,9 +25,10 @@ window resolves them (:meth:`Viewport.set_warning`); passing news goes to the st
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
-from PySide6.QtCore import QRectF, Qt, QTimer
+from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSlider, QVBoxLayout, QWidget
 
@@ -41,8 +46,15 @@ class FrameView(QWidget):
     """Paints one image scaled to fit (letterboxed), a caption, an optional inset image, and a red
     badge in the top-right corner (:attr:`badge`, e.g. "● REC 0:42"; empty: none).
 
-    Counts its paints so the HUD can show the display frame rate (:meth:`paint_rate`).
+    Counts its paints so the HUD can show the display frame rate (:meth:`paint_rate`). Objects in
+    :attr:`overlays` (each with ``paint(painter, rect)``, e.g. :class:`ui.hud_overlay.HudOverlay`)
+    paint over everything else.
+
+    Signals:
+        wheel_turned(float): mouse-wheel notches over the view (positive: away from the user).
     """
+
+    wheel_turned = Signal(float)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -56,6 +68,7 @@ class FrameView(QWidget):
         self.inset_caption = ""
         self.hint = "File → Open image… or drop a photo here"
         self.badge = ""
+        self.overlays: list = []
         self._paint_times: list[float] = []
 
     def show_image(
@@ -94,6 +107,7 @@ class FrameView(QWidget):
             painter.setPen(QColor(170, 170, 180))
             painter.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, self.hint)
             self._draw_badge(painter)
+            self._draw_overlays(painter)
             return
         target = self._fit(self._image, QRectF(self.rect()))
         painter.drawImage(target, self._image)
@@ -107,6 +121,17 @@ class FrameView(QWidget):
             painter.drawRect(inset)
             self._draw_caption(painter, inset.x() + 4, inset.y() + 4, self.inset_caption)
         self._draw_badge(painter)  # over the picture
+        self._draw_overlays(painter)
+
+    def _draw_overlays(self, painter: QPainter) -> None:
+        for overlay in self.overlays:
+            overlay.paint(painter, QRectF(self.rect()))
+
+    def wheelEvent(self, event) -> None:  # noqa: N802 (Qt override)
+        notches = event.angleDelta().y() / 120.0
+        if notches:
+            self.wheel_turned.emit(notches)
+        event.accept()
 
     def _draw_badge(self, painter: QPainter) -> None:
         if not self.badge:
@@ -152,8 +177,9 @@ class Viewport(QWidget):
         self.play_button = QPushButton("Pause")
         self.play_button.setCheckable(True)
         self.play_button.toggled.connect(self._toggle_pause)
+        self.play_button.setToolTip("pause or play the generated frames (P)")
         self.live_button = QPushButton("Live")
-        self.live_button.setToolTip("Follow the camera and new frames again")
+        self.live_button.setToolTip("follow the camera and new frames again (Home)")
         self.live_button.clicked.connect(self.follow)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0, 0)
@@ -162,6 +188,7 @@ class Viewport(QWidget):
         self.slider.actionTriggered.connect(lambda _action: self.scrub(self.slider.sliderPosition()))
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.slider.setMinimumWidth(100)  # the timeline never collapses in a narrow window
+        self.slider.setToolTip("timeline: drag or click to scrub the generated frames (, and . step one frame)")
         self.warning_label = QLabel()
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("QLabel { background: rgb(120, 85, 0); color: white; padding: 4px; }")
@@ -169,19 +196,35 @@ class Viewport(QWidget):
         self._warnings: dict[str, str] = {}
         self.position_label = QLabel("no frames yet")
         self.position_label.setMinimumWidth(140)
-        for button in (self.play_button, self.live_button):
+        self._overlay: Callable[[int, np.ndarray], QImage | None] | None = None
+        self.memory_button = QPushButton("Memory vs model")
+        self.memory_button.setCheckable(True)
+        self.memory_button.setToolTip(
+            "Show the generated frame beside the memory readout, and where the model had memory (green) "
+            "or invented (red)"
+        )
+        self.memory_button.toggled.connect(self._toggle_memory_view)
+        self.rewind_button = QPushButton("Rewind here…")
+        self.rewind_button.setToolTip("Continue generating from the segment of the frame shown (its memory restored)")
+        self.rewind_button.setEnabled(False)
+        for button in (self.play_button, self.live_button, self.memory_button, self.rewind_button):
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         row = QHBoxLayout()
         row.addWidget(self.play_button)
         row.addWidget(self.slider, stretch=1)
         row.addWidget(self.position_label)
         row.addWidget(self.live_button)
+        tools = QHBoxLayout()  # a row of their own: the timeline row keeps the window's minimum width
+        tools.addStretch(1)
+        tools.addWidget(self.memory_button)
+        tools.addWidget(self.rewind_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(0)
         layout.addWidget(self.warning_label)
         layout.addWidget(self.view, stretch=1)
         layout.addLayout(row)
+        layout.addLayout(tools)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -199,6 +242,16 @@ class Viewport(QWidget):
         """Every generated frame so far (``[H, W, 3]`` uint8 each)."""
         return self._frames
 
+    @property
+    def live_image(self) -> np.ndarray | None:
+        """``[H, W, 3]`` uint8: the latest live preview (None before a scene)."""
+        return getattr(self, "_live_array", None)
+
+    @property
+    def warnings(self) -> list[str]:
+        """The warnings shown above the picture, in the order they came."""
+        return list(self._warnings.values())
+
     def set_fps(self, fps: float) -> None:
         """Playback frame rate of generated frames."""
         if not fps > 0:
@@ -206,9 +259,34 @@ class Viewport(QWidget):
         self.fps = float(fps)
         self._play_timer.setInterval(max(1, round(1000 / self.fps)))
 
+    def set_overlay(self, overlay: Callable[[int, np.ndarray], QImage | None] | None) -> None:
+        """What "Memory vs model" shows for generated frame ``index`` (``overlay(index, frame)``; None: the frame)."""
+        self._overlay = overlay
+        self._render()
+
+    def _toggle_memory_view(self, on: bool) -> None:
+        if on and self._shown < 0 and self._frames:
+            self.scrub(len(self._frames) - 1)  # the view is about a generated frame: show the last one
+        else:
+            self._render()
+
+    def truncate(self, count: int) -> list[np.ndarray]:
+        """Keep the first ``count`` generated frames (a rewind); returns the frames removed."""
+        count = max(0, int(count))
+        cut, self._frames = self._frames[count:], self._frames[:count]
+        self._next = min(self._next, count)
+        if self._shown >= count:
+            self._shown = count - 1
+        if self._shown < 0:
+            self.mode = "live"
+        self._sync_timeline()
+        self._render()
+        return cut
+
     def clear(self) -> None:
         """Forget all frames and the live image (a new scene)."""
         self._frames, self._live, self._shown, self._next, self.mode = [], None, -1, 0, "live"
+        self._live_array = None
         self._play_timer.stop()
         self._sync_timeline()
         self.view.show_image(None, "")
@@ -227,6 +305,7 @@ class Viewport(QWidget):
     def set_live(self, image: np.ndarray, caption: str = "preview · memory at the camera") -> None:
         """New preview at the current camera: shown at once (or as the inset while frames play)."""
         self._live = to_qimage(image)
+        self._live_array = np.asarray(image, dtype=np.uint8)
         self._live_caption = caption
         if self.mode == "live" or (
             self.mode == "play" and not self._play_timer.isActive() and not self.play_button.isChecked()
@@ -281,6 +360,7 @@ class Viewport(QWidget):
 
     def _sync_timeline(self) -> None:
         self.slider.setEnabled(bool(self._frames))
+        self.rewind_button.setEnabled(bool(self._frames))
         self.slider.setRange(0, max(0, len(self._frames) - 1))
 
     def _render(self) -> None:
@@ -289,10 +369,15 @@ class Viewport(QWidget):
             self.position_label.setText(f"live · {len(self._frames)} frames" if self._frames else "live preview")
         else:
             image = to_qimage(self._frames[self._shown])
+            composite = None
+            if self.memory_button.isChecked() and self._overlay is not None:
+                composite = self._overlay(self._shown, self._frames[self._shown])
             number = f"frame {self._shown + 1} / {len(self._frames)}"  # 1-based, like the timeline's label
-            self.view.show_image(
-                image, f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}", self._live, "live preview"
-            )
+            caption = f"{'generated' if self.mode != 'scrub' else 'timeline'} · {number}"
+            if composite is not None:  # the three panels fill the view: no inset over them
+                self.view.show_image(composite, caption)
+            else:
+                self.view.show_image(image, caption, self._live, "live preview")
             self.slider.blockSignals(True)
             self.slider.setValue(self._shown)
             self.slider.blockSignals(False)

@@ -47,7 +47,15 @@ Errors never end the thread: each request runs under a handler that turns except
 from explorer.worker.controller import GenerationController
 from explorer.worker.errors import describe_error
 from explorer.worker.mailbox import SegmentMailbox
-from explorer.worker.messages import GenerationSettings, MemorySnapshot, Request, SceneInfo, SegmentJob, snapshot_memory
+from explorer.worker.messages import (
+    GenerationSettings,
+    MemorySnapshot,
+    Request,
+    SceneInfo,
+    SegmentJob,
+    SegmentReadout,
+    snapshot_memory,
+)
 from explorer.worker.worker import SIGNAL_NAMES, GenerationSignals, GenerationWorker
 
 __all__ = [
@@ -61,6 +69,7 @@ __all__ = [
     "SceneInfo",
     "SegmentJob",
     "SegmentMailbox",
+    "SegmentReadout",
     "describe_error",
     "snapshot_memory",
 ]

@@ -93,6 +93,10 @@ class GenerationController(GenerationSignals):
         """Replace the open scene's memory by a saved one (``.safetensors``)."""
         self._post(f"Loading memory {path}", self._worker.load_memory, str(path))
 
+    def save_memory(self, path: str | Path) -> None:
+        """Write the open scene's memory to ``path`` (``.safetensors``, atomically); a status says where."""
+        self._post(f"Saving the memory to {path}", self._worker.save_memory, str(path))
+
     def start_recording(self, folder: str | Path, fps: float = 16.0) -> None:
         """Record every following segment into a session folder (:mod:`explorer.session`)."""
         self._post(f"Recording to {folder}", self._worker.start_recording, str(folder), float(fps))
@@ -109,6 +113,19 @@ class GenerationController(GenerationSignals):
     def request_memory_snapshot(self) -> None:
         """Ask for a ``memory_changed`` with the current memory."""
         self._post("Reading the memory", self._worker.snapshot)
+
+    def rewind(self, segments_done: int, keep_as: str | None = None) -> None:
+        """Continue after segment ``segments_done`` with the memory as it was then (``rewound`` follows); the
+        later segments become branch ``keep_as`` or are dropped. Refused while recording."""
+        self._post(f"Rewinding to segment {segments_done}", self._worker.rewind, int(segments_done), keep_as)
+
+    def switch_branch(self, name: str, keep_as: str | None = None) -> None:
+        """Continue at the tip of a kept branch (``rewound`` follows); the current later segments become ``keep_as``."""
+        self._post(f"Switching to branch {name}", self._worker.switch_branch, str(name), keep_as)
+
+    def set_camera_path(self, camera_path: dict | None) -> None:
+        """The planned camera path (``CameraPath.to_dict()``) that recordings save with the session."""
+        self._post("Saving the camera path", self._worker.set_camera_path, camera_path)
 
     def queue_segment(self, poses, action: str = "") -> str:
         """Queue the next segment's poses ``[segment_frames, 4, 4]`` w2c (latest-value mailbox).

@@ -3,12 +3,17 @@
 Plain data, no Qt: :class:`GenerationSettings` goes in with a model load, :class:`Request` carries
 every call the controller posts, :class:`SegmentJob` is one queued segment, and :class:`SceneInfo`
 and :class:`MemorySnapshot` come back with ``scene_ready`` and ``memory_changed``
-(:func:`snapshot_memory` makes the latter from any memory kind).
+(:func:`snapshot_memory` makes the latter from any memory kind), :class:`SegmentReadout` with
+``readout_ready``. ``segment_ready`` carries the pipeline's
+:class:`~model.generation.pipeline.SegmentResult` itself; its per-segment depth stats are
+``depth_source`` (str: ``"exact"``, the depth model's name, or ``"prior"``) and ``depth_residual``
+(float relative residual of the alignment to the memory, or None), next to ``SceneInfo.depth_source``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,6 +22,7 @@ import torch
 
 from explorer.preview import cell_footprints
 from model.generation.profiles import profile
+from model.io.frames import tensor_to_frames
 from model.memory.base import SpatialMemory
 
 
@@ -98,6 +104,8 @@ class MemorySnapshot:
         segments_done: segments generated so far.
         features: ``[N, C]`` float16 latent features for the panel's latent-PCA colours (None for
             memories without latent features, e.g. the RGB baseline).
+        axes: ``[N, 2, 3]`` float32 footprint half-axes of the latent memory's points (the preview
+            shows the readout's coverage with them); None for memories without them.
     """
 
     positions: np.ndarray
@@ -113,6 +121,52 @@ class MemorySnapshot:
     reason: str
     segments_done: int
     features: np.ndarray | None = None
+    axes: np.ndarray | None = None
+
+
+@dataclass
+class SegmentReadout:
+    """What the memory showed the model for one segment (``readout_ready``, before its ``segment_ready``).
+
+    Attributes:
+        index: the segment (0-based, global).
+        frame_ids: ``[F]`` int64 global RGB frame ids of the latent frames (latent frame ``k`` <-> RGB frame ``4k``).
+        frames: ``[F, H, W, 3]`` uint8 readout decoded by the VAE, each latent frame on its own as an image.
+        visible: ``[F, h, w]`` bool latent cells where the memory had a point (False: the model invented them).
+        decode_s: seconds the decode took (not part of the segment's own timings).
+    """
+
+    index: int
+    frame_ids: np.ndarray
+    frames: np.ndarray
+    visible: np.ndarray
+    decode_s: float = 0.0
+
+    def latent_frame_of(self, frame_id: int) -> int:
+        """The latent frame nearest to global RGB frame ``frame_id`` (clamped to the segment)."""
+        return int(np.abs(self.frame_ids - int(frame_id)).argmin())
+
+
+def decode_readout(vae, result) -> SegmentReadout:
+    """The :class:`SegmentReadout` of a :class:`~model.generation.pipeline.SegmentResult` whose ``readout`` is set.
+
+    Each latent frame is decoded on its own, as an image: 9 frames decoded instead of the 33 of a video
+    decode (exact with the tiny patch VAE; an approximation of the in-video decode with Wan's VAE).
+
+    Args:
+        vae: the backbone's :class:`~model.generation.vae.VideoVAE`.
+    """
+    started = time.perf_counter()
+    with torch.no_grad():
+        latents = result.readout.to(vae.device)
+        frames = np.concatenate([tensor_to_frames(vae.decode(latent[None])) for latent in latents])
+    return SegmentReadout(
+        index=int(result.index),
+        frame_ids=np.asarray(result.frame_ids[::4], dtype=np.int64).copy(),
+        frames=frames,
+        visible=result.visible.bool().cpu().numpy().copy(),
+        decode_s=time.perf_counter() - started,
+    )
 
 
 @dataclass
@@ -161,4 +215,5 @@ def snapshot_memory(
         reason=reason,
         segments_done=segments_done,
         features=None if memory.features is None else memory.features.detach().float().cpu().numpy().astype(np.float16),
+        axes=host(memory.axes) if getattr(memory, "axes", None) is not None else None,
     )

@@ -21,11 +21,19 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from explorer.history import CHECKPOINT_BUDGET_BYTES, BranchingHistory, MemoryCheckpoint, trim_checkpoints
 from explorer.scene_inputs import SceneInputs, bundled_scene, photo_inputs, session_inputs
 from explorer.session import SessionRecorder, load_session, session_memory
 from explorer.worker.errors import describe_error
 from explorer.worker.mailbox import SegmentMailbox
-from explorer.worker.messages import GenerationSettings, Request, SceneInfo, SegmentJob, snapshot_memory
+from explorer.worker.messages import (
+    GenerationSettings,
+    Request,
+    SceneInfo,
+    SegmentJob,
+    decode_readout,
+    snapshot_memory,
+)
 from model.baselines.kinds import load_memory, make_memory, point_stride
 from model.eval.scenes import SceneRenderer
 from model.generation.backbone import Backbone, BackboneConfig
@@ -43,7 +51,9 @@ class GenerationSignals(QObject):
     ``status(str)``, ``backbone_ready(str describe)``, ``scene_ready(SceneInfo)``,
     ``step_progress(segment, step, steps)``, ``segment_ready(SegmentResult)``,
     ``memory_changed(MemorySnapshot)``, ``failed(title, message)``, ``cancelled(segment)``,
-    ``idle()`` (nothing running or waiting), ``recording_saved(folder)``.
+    ``idle()`` (nothing running or waiting), ``recording_saved(folder)``,
+    ``readout_ready(SegmentReadout)`` (before each ``segment_ready``), ``rewound(segments_done)`` (after a
+    ``rewind`` or ``switch_branch``: the memory and the next segment's start are those after that segment).
     """
 
     status = Signal(str)
@@ -56,6 +66,8 @@ class GenerationSignals(QObject):
     cancelled = Signal(int)
     idle = Signal()
     recording_saved = Signal(str)
+    readout_ready = Signal(object)
+    rewound = Signal(int)
 
 
 class GenerationWorker(GenerationSignals):
@@ -81,6 +93,8 @@ class GenerationWorker(GenerationSignals):
         self._last_pose: torch.Tensor | None = None
         self._reopen: Callable[[], None] | None = None  # opens the current scene again (after a model change)
         self._recorder: SessionRecorder | None = None
+        self._history: BranchingHistory[MemoryCheckpoint | None] = BranchingHistory()  # memory after each segment
+        self._camera_path: dict | None = None  # the planned camera path, saved with recordings
 
     # ---- dispatch -------------------------------------------------------------------------
 
@@ -199,6 +213,7 @@ class GenerationWorker(GenerationSignals):
         start = torch.eye(4, dtype=torch.float64)
         self._poses_by_frame = {0: start.numpy()}
         self._last_pose = start
+        self._restart_history()
         stats = pipe.memory.stats()
         self.scene_ready.emit(
             SceneInfo(
@@ -244,6 +259,7 @@ class GenerationWorker(GenerationSignals):
         self._poses_by_frame = session.poses_by_frame()
         last = torch.from_numpy(session.w2c[-1][-1].copy())
         self._last_pose = last
+        self._restart_history()
         stats = pipe.memory.stats()
         self.scene_ready.emit(
             SceneInfo(
@@ -268,8 +284,15 @@ class GenerationWorker(GenerationSignals):
         """Replace the open scene's memory by a saved one."""
         pipe = self._require_pipe()
         pipe.load_memory(load_memory(path, self._config.memory_kind, pipe.backbone.vae), source=path)
+        self._restart_history()
         self._emit_snapshot("loaded")
         self.status.emit(f"Loaded memory {path}: {pipe.memory.stats().points} points")
+
+    def save_memory(self, path: str) -> None:
+        """Write the open scene's memory to ``path``."""
+        pipe = self._require_pipe()
+        pipe.memory.save(path)
+        self.status.emit(f"Memory saved to {path}: {pipe.memory.stats().points} points")
 
     def _run_segment(self, job: SegmentJob) -> None:
         """Generate the segment of ``job`` (from ``wake``; a cancel leaves the memory as it was)."""
@@ -298,6 +321,8 @@ class GenerationWorker(GenerationSignals):
         for frame_id, pose in zip(written, result.w2c[::4][1:], strict=True):
             self._poses_by_frame[int(frame_id)] = pose.numpy().copy()
         self._last_pose = result.w2c[-1].clone()
+        self._history.append(self._checkpoint())
+        trim_checkpoints(self._history)
         if self._recorder is not None:
             try:
                 self._recorder.add_segment(result, job.action, memory=pipe.memory)
@@ -312,11 +337,83 @@ class GenerationWorker(GenerationSignals):
                 self.failed.emit(
                     "Recording stopped", f"Adding segment {index + 1} to the recording failed: {exc}\n\n{kept}"
                 )
+        self._emit_readout(result)
         self.segment_ready.emit(result)
         self._emit_snapshot("segment")
         self.status.emit(
             f"Segment {index + 1} done in {result.timings['total']:.1f} s; memory {result.memory_points} points"
         )
+
+    def _emit_readout(self, result) -> None:
+        """Send the segment's decoded memory readout and its visibility (``readout_ready``)."""
+        if result.readout is not None:
+            self.readout_ready.emit(decode_readout(self._require_backbone().vae, result))
+
+    # ---- rewind and branches ---------------------------------------------------------------
+
+    def _checkpoint(self) -> MemoryCheckpoint:
+        pipe = self._require_pipe()
+        return MemoryCheckpoint.take(
+            pipe.memory, pipe.last_frame, self._last_pose, pipe.segments_done, self._poses_by_frame
+        )
+
+    def _restart_history(self) -> None:
+        """A new line of segments from the pipeline's current state (scene opened, session resumed, memory loaded)."""
+        self._history = BranchingHistory(self._require_pipe().segments_done, self._checkpoint())
+
+    @property
+    def history(self) -> BranchingHistory[MemoryCheckpoint]:
+        """The per-segment memory checkpoints and kept branches (read it in the generation thread only)."""
+        return self._history
+
+    def rewind(self, segments_done: int, keep_as: str | None) -> None:
+        """Continue after segment ``segments_done`` with the memory exactly as it was then; the later
+        segments' checkpoints are kept as branch ``keep_as`` (or dropped when None)."""
+        self._no_recording("rewind")
+        checkpoint = self._kept(segments_done)
+        self._history.rewind(segments_done, keep_as)
+        self._restore(checkpoint)
+
+    def switch_branch(self, name: str, keep_as: str | None) -> None:
+        """Continue at the tip of branch ``name``; the segments after its fork become branch ``keep_as``."""
+        self._no_recording("switch branches")
+        if name not in self._history.branches:
+            raise ValueError(f"no branch named {name!r}")
+        self._kept(self._history.branches[name].fork)  # the fork must still be on this line
+        self._history.switch(name, keep_as)
+        self._restore(self._history.at(self._history.end))
+
+    def _kept(self, segments_done: int) -> MemoryCheckpoint:
+        """The checkpoint after ``segments_done`` segments; a ``ValueError`` when it is not (or no longer) kept."""
+        checkpoint = self._history.at(segments_done)  # raises outside the history
+        if checkpoint is None:
+            raise ValueError(
+                f"the memory after segment {segments_done} is no longer kept: checkpoints are limited to "
+                f"{CHECKPOINT_BUDGET_BYTES / 2**20:.0f} MiB of host memory, the oldest are dropped first"
+            )
+        return checkpoint
+
+    def _no_recording(self, what: str) -> None:
+        if self._recorder is not None:
+            raise ValueError(f"cannot {what} while recording to {self._recorder.folder}: stop the recording first")
+
+    def _restore(self, checkpoint: MemoryCheckpoint) -> None:
+        pipe = self._require_pipe()
+        memory = checkpoint.restore(pipe.backbone.device)
+        pipe.resume(checkpoint.last_frame, pipe.K, self._settings.prompt, memory, checkpoint.segments_done)
+        self._last_pose = checkpoint.last_pose.clone()
+        self._poses_by_frame = dict(checkpoint.poses_by_frame)
+        self.rewound.emit(checkpoint.segments_done)
+        self._emit_snapshot("rewound")
+        self.status.emit(
+            f"Continuing after segment {checkpoint.segments_done}; memory {pipe.memory.stats().points} points"
+        )
+
+    def set_camera_path(self, camera_path: dict | None) -> None:
+        """The planned camera path (:meth:`explorer.camera_path.CameraPath.to_dict`), saved with recordings."""
+        self._camera_path = camera_path
+        if self._recorder is not None:
+            self._recorder.camera_path = camera_path
 
     def start_recording(self, folder: str, fps: float) -> None:
         """Record every following segment into a session folder."""
@@ -324,6 +421,7 @@ class GenerationWorker(GenerationSignals):
         if self._recorder is not None:
             raise ValueError(f"already recording to {self._recorder.folder}; stop that recording first")
         recorder = SessionRecorder(folder, fps)
+        recorder.camera_path = self._camera_path
         height, width = pipe.frame_hw
         recorder.start(
             width=width,

@@ -89,6 +89,14 @@ class DepthSource(Protocol):
 
     #: Shown in logs, reports and the UI (``"prior ..."`` for the flat prior).
     name: str
+    #: How the pipeline makes this depth agree with the memory before writing it
+    #: (:mod:`model.memory.alignment`): ``"scale"`` (a metric model: per-frame scale), ``"affine"``
+    #: (scale and shift), ``"none"`` (exact depth, written as is). A source without the attribute is
+    #: written as is.
+    alignment: str
+    #: True for the flat prior (:class:`PriorDepth`): generated frames then never write its depth
+    #: (:func:`model.memory.alignment.anchor_to_readout`). A source without the attribute is not the prior.
+    is_prior: bool
 
     def __call__(self, frames: np.ndarray, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
         """``frames [T, H, W, 3]`` uint8, ``w2c [T, 4, 4]``, ``K [3, 3]`` pixels -> ``[T, H, W]`` metres
@@ -106,6 +114,8 @@ class DepthEstimator(ABC):
     name: str = "depth"
     #: True only for :class:`PriorDepth`: the CLI/UI report "no depth model: using a flat prior".
     is_prior: bool = False
+    #: :attr:`DepthSource.alignment`: a metric model's scale drifts per frame, so it is fitted to the memory.
+    alignment: str = "scale"
 
     def estimate(self, images) -> DepthEstimate:
         """Depth of ``images``: ``[T, H, W, 3]`` uint8 RGB (NumPy or tensor) -> :class:`DepthEstimate`."""
@@ -125,6 +135,15 @@ class DepthEstimator(ABC):
     @abstractmethod
     def _estimate(self, images: torch.Tensor) -> tuple[torch.Tensor, float | None]:
         """``images [T, H, W, 3]`` uint8 CPU -> (depth ``[T, H, W]`` metres, vertical FoV in degrees or None)."""
+
+
+def depth_source_label(source: DepthSource) -> str:
+    """What a depth source is, for segment stats, run files and the HUD: ``"prior"`` for the flat
+    prior, else its ``name`` (``"exact"``, ``"depth_anything:/models/da2-metric"``, ...; a callable
+    without one: its type's name)."""
+    if getattr(source, "is_prior", False):
+        return "prior"
+    return str(getattr(source, "name", type(source).__name__))
 
 
 def sanitize_depth(depth) -> torch.Tensor:
@@ -288,6 +307,8 @@ class ExactDepth(DepthEstimator):
         name: shown in logs and the UI.
     """
 
+    alignment = "none"  # exact depth is written as is
+
     def __init__(
         self, fn: Callable[[torch.Tensor], torch.Tensor], fov_y_deg: float | None = None, name: str = "exact"
     ) -> None:
@@ -314,6 +335,7 @@ class PriorDepth(DepthEstimator):
     """
 
     is_prior = True
+    alignment = "none"  # never fitted: generated frames take the memory's depth instead (model.memory.alignment)
 
     def __init__(
         self,

@@ -9,8 +9,11 @@ one frame (the last frame of a segment is the first of the next). Per segment:
    conditioned on the readout either by the trained memory branch (``branch``) or, training-free,
    by replacing visible tokens with the readout noised to the current sigma (``inpaint``);
 4. decode the latents to RGB frames;
-5. estimate depth of the written latent frames and build the write masks (sky by depth and, with a
-   semantic segmenter, by class; dynamic; user);
+5. estimate depth of the written latent frames, make it agree with the memory
+   (:mod:`model.memory.alignment`: a depth model's depth is fitted per frame to the readout's depth,
+   and visible cells that still disagree are not written; without a depth model visible cells take
+   the readout's depth and cells with no memory behind them are not written), and build the write
+   masks (sky by depth and, with a semantic segmenter, by class; dynamic; user);
 6. write the latents (or re-encoded decoded frames) back into the memory.
 
 The memory is only touched in step 6 and ``update`` is all-or-nothing, so a segment cancelled
@@ -30,17 +33,25 @@ import numpy as np
 import torch
 
 from model.generation.backbone import Backbone
-from model.generation.depth import DepthSource
+from model.generation.depth import DepthSource, depth_source_label
 from model.generation.memory_branch import MemoryBranch
 from model.generation.profiles import profile
-from model.geometry.camera import validate_intrinsics, validate_poses
+from model.geometry.camera import scale_intrinsics, validate_intrinsics, validate_poses
 from model.io.frames import frames_to_tensor, tensor_to_frames
-from model.memory.base import MEMORY_KINDS, MemoryConfig, SpatialMemory
+from model.memory.alignment import (
+    DEFAULT_DISAGREE_TOLERANCE,
+    align_depth,
+    anchor_to_readout,
+    landed_cells,
+    reject_cells,
+)
+from model.memory.base import MEMORY_KINDS, CellLabel, MemoryConfig, Readout, SpatialMemory
 from model.memory.latent import LatentSpatialMemory
 from model.memory.masks import (
     DEFAULT_DYNAMIC_THRESHOLD,
     DEFAULT_SKY_FAR_M,
     SemanticSkySegmenter,
+    confident_cells,
     dynamic_mask,
     write_masks,
 )
@@ -94,12 +105,14 @@ class PipelineConfig:
     mode: str = "inpaint"  # "branch": trained memory branch + LoRA; "inpaint": training-free token replacement
     inpaint_fraction: float = 0.6  # inpaint: share of the steps during which visible tokens follow the readout
     # branch: visible tokens also follow the readout for inpaint_fraction of the steps (the branch conditions
-    # every step); False: the branch alone (the paper's setting)
-    branch_follow: bool = False
+    # every step); False: the branch alone (the paper's setting); None: the backend profile's (True for mini)
+    branch_follow: bool | None = None
     write_path: str = "latents"  # "latents": write denoised latents; "reencode": VAE-encode decoded frames (paper)
     seed: int = 0  # seeds the noise of every segment (segment s uses seed * 1_000_003 + s)
     sky_far_m: float = DEFAULT_SKY_FAR_M  # depth beyond which a cell is sky and never written, metres
     dynamic_threshold: float = DEFAULT_DYNAMIC_THRESHOLD  # change score above which a visible cell is dynamic
+    # relative depth difference beyond which an aligned depth model's visible cell disagrees with the memory
+    depth_tolerance: float = DEFAULT_DISAGREE_TOLERANCE
     memory: MemoryConfig = field(default_factory=MemoryConfig)  # memory settings (de-duplication, near plane)
     memory_kind: str = (
         "latent"  # "latent": LatentSpatialMemory; "rgb": the pixel-space RGB baseline (model.baselines.kinds)
@@ -116,6 +129,8 @@ class PipelineConfig:
             raise ValueError(f"inpaint_fraction must be in [0, 1], got {self.inpaint_fraction}")
         if self.write_path not in WRITE_PATHS:
             raise ValueError(f"write_path must be one of {WRITE_PATHS}, got {self.write_path!r}")
+        if not self.depth_tolerance > 0:
+            raise ValueError(f"depth_tolerance must be positive, got {self.depth_tolerance}")
         if self.memory_kind not in MEMORY_KINDS:
             raise ValueError(f"memory_kind must be one of {MEMORY_KINDS}, got {self.memory_kind!r}")
 
@@ -151,8 +166,15 @@ class SegmentResult:
         labels: ``[F-1, h, w]`` :class:`~model.memory.latent.CellLabel` of the written latent frames 1..F-1.
         timings: seconds per stage (readout, encode, denoise, decode, depth, masks, update, total).
         memory_points, memory_bytes: memory size after the write.
+        depth_source: where the written depth came from (:func:`~model.generation.depth.depth_source_label`:
+            ``"exact"``, the depth model's name, or ``"prior"``).
+        depth_residual: relative residual of the depth model's alignment to the memory (median
+            ``|log(aligned / memory)|`` over the fitted cells, :func:`~model.memory.alignment.align_depth`);
+            None when nothing was fitted (exact depth, the prior, no memory in view).
         action: what asked for the segment (e.g. the explorer's ``"step_forward"``); empty for the pipeline,
             set by the caller that knows it (the explorer's worker, for session recording).
+        readout: ``[F, C, h, w]`` float32 memory readout (zero where not ``visible``) the segment was
+            conditioned on, on the CPU (the explorer's memory-vs-model view decodes it).
     """
 
     index: int
@@ -165,7 +187,16 @@ class SegmentResult:
     timings: dict[str, float]
     memory_points: int
     memory_bytes: int
+    depth_source: str = ""
+    depth_residual: float | None = None
     action: str = ""
+    readout: torch.Tensor | None = None
+
+    def label_counts(self) -> dict[str, int]:
+        """Cells of the written latent frames per :class:`~model.memory.base.CellLabel` name (lower case);
+        ``static`` cells were offered to the memory, whose de-duplication drops those it already holds."""
+        counts = torch.bincount(self.labels.reshape(-1).to(torch.int64), minlength=len(CellLabel))
+        return {label.name.lower(): int(counts[label]) for label in CellLabel}
 
 
 StepCallback = Callable[[int, int, int], None]  # (segment, step, steps)
@@ -319,6 +350,12 @@ class MiragePipeline:
         return self._K
 
     @property
+    def last_frame(self) -> np.ndarray:
+        """``[H, W, 3]`` uint8, the last frame so far (the next segment's frame 0): a copy."""
+        self._require_started()
+        return self._last_frame.copy()
+
+    @property
     def frame_hw(self) -> tuple[int, int]:
         """``(height, width)`` of the generated frames in pixels."""
         return self._require_started()
@@ -421,6 +458,11 @@ class MiragePipeline:
         key_frames = frames[::4][written]
         with clock("depth"):
             depth = torch.as_tensor(depth_source(key_frames, key_poses[written], self._K), dtype=torch.float32)
+            K_grid = scale_intrinsics(self._K, (height, width), (h, w))
+            agreed = agree_with_memory(
+                depth, depth_source, readout, self.memory.positions, key_poses, K_grid, written, cfg.depth_tolerance
+            )
+            depth = agreed.depth
         with clock("masks"):
             write_latents = (
                 latents[written]
@@ -437,6 +479,8 @@ class MiragePipeline:
             keep, labels = write_masks(
                 depth, (h, w), far_m=cfg.sky_far_m, semantic_sky=semantic_sky, dynamic=moving, user_mask=user_mask
             )
+            for label, cells in agreed.rejected.items():
+                reject_cells(keep, labels, cells, label)
         # 6. write back (all-or-nothing)
         frame_ids = self.segments_done * (cfg.segment_frames - 1) + np.arange(cfg.segment_frames)
         with clock("update"):
@@ -462,6 +506,9 @@ class MiragePipeline:
             timings,
             stats.points,
             stats.bytes,
+            depth_source_label(depth_source),
+            agreed.residual,
+            readout=readout_latent.cpu(),
         )
         self._last_frame = frames[-1]
         self.segments_done += 1
@@ -484,7 +531,10 @@ class MiragePipeline:
         scheduler = backbone.make_scheduler()
         scheduler.set_timesteps(cfg.steps, device=device)
         sigmas = scheduler.sigmas.to(device, torch.float32)
-        following = cfg.mode == "inpaint" or cfg.branch_follow
+        branch_follow = (
+            profile(backbone.config.backend).branch_follow if cfg.branch_follow is None else cfg.branch_follow
+        )
+        following = cfg.mode == "inpaint" or branch_follow
         n_follow = round(cfg.inpaint_fraction * cfg.steps) if following else 0
         patch_h, patch_w = backbone.transformer.config.patch_size[1:]
         tokens_per_frame = (h // patch_h) * (w // patch_w)
@@ -530,6 +580,60 @@ class MiragePipeline:
             "backbone": self.backbone.describe(),
             "branch": self.branch is not None,
         }
+
+
+@dataclass
+class AgreedDepth:
+    """Depth of the written frames made to agree with the memory (:func:`agree_with_memory`).
+
+    Attributes:
+        depth: ``[T, H, W]`` float32 metres to write with.
+        rejected: ``{label: [T, h, w] bool}`` cells never to be written, by the label they get
+            (``DISAGREE``, ``UNANCHORED``).
+        residual: relative alignment residual, or None when nothing was fitted.
+    """
+
+    depth: torch.Tensor
+    rejected: dict[CellLabel, torch.Tensor]
+    residual: float | None
+
+
+def agree_with_memory(
+    depth: torch.Tensor,
+    source: DepthSource,
+    readout: Readout,
+    positions: torch.Tensor,
+    w2c: torch.Tensor,
+    K_grid: torch.Tensor,
+    written: slice,
+    tolerance: float,
+) -> AgreedDepth:
+    """Make the depth of the written frames agree with the memory, by the kind of ``source``.
+
+    * the flat prior (``source.is_prior``): visible cells take the readout's depth, the others are
+      ``UNANCHORED`` (:func:`~model.memory.alignment.anchor_to_readout`);
+    * ``source.alignment`` ``"scale"`` / ``"affine"``: fitted per frame on the readout's confident
+      cells that hold their point's own sample (:func:`~model.memory.alignment.landed_cells`); visible
+      cells that still disagree are ``DISAGREE`` (:func:`~model.memory.alignment.align_depth`);
+    * ``"none"`` (exact depth; also a source without the attribute): written as is.
+
+    Args:
+        depth: ``[T, H, W]`` metres from ``source``. readout: the segment's readout (all ``F`` latent frames).
+        positions: ``[N, 3]`` the memory's points (``readout.index`` indexes them). w2c: ``[F, 4, 4]`` the
+            readout's cameras. K_grid: ``[3, 3]`` intrinsics of the latent grid.
+        written: which latent frames of ``readout`` are written (``T`` of them). tolerance: relative.
+    """
+    visible = readout.visible[written].cpu()
+    readout_depth = readout.depth[written].cpu().to(torch.float32)
+    if getattr(source, "is_prior", False):
+        anchored, unanchored = anchor_to_readout(depth, readout_depth, visible)
+        return AgreedDepth(anchored, {CellLabel.UNANCHORED: unanchored}, None)
+    mode = getattr(source, "alignment", "none")
+    if mode == "none":
+        return AgreedDepth(depth, {}, None)
+    landed = landed_cells(positions, readout.index[written], w2c[written], K_grid)
+    aligned = align_depth(depth, readout_depth, visible, confident_cells(visible) & landed, mode, tolerance)
+    return AgreedDepth(aligned.depth, {CellLabel.DISAGREE: aligned.disagree}, aligned.residual)
 
 
 class _Reusable:

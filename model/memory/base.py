@@ -59,6 +59,8 @@ class CellLabel(IntEnum):
     DYNAMIC = 1  # a moving object (or excluded by the user)
     SKY = 2  # sky or too far away
     INVALID = 3  # no valid depth
+    DISAGREE = 4  # aligned model depth departs from the memory's surface (model.memory.alignment)
+    UNANCHORED = 5  # no depth model and no memory behind the cell: its depth would be the flat prior
 
 
 @dataclass

@@ -5,30 +5,31 @@ into the single cell its centre lands in leaves a lattice of holes as soon as th
 closer to the surface (each cell of the new view is smaller than the patch) or turns around it.
 
 * **Footprint.** At write time each cell gets two half-axes in world metres, ``a`` along the grid's
-  x and ``b`` along its y (:func:`cell_axes`): half the vector to its neighbouring cells' points,
-  so the parallelogram ``p +- a +- b`` is the patch of surface the cell saw (side ~ cell size x depth
-  / focal, foreshortening included). At readout the four corners are projected exactly and the
-  point covers every target cell that the corners' bounding box overlaps by more than
-  :data:`MIN_OVERLAP` of a cell along both axes (:func:`footprint_cells`), and always the cell its
-  centre lands in. The z-buffer keeps the nearest point per cell, so overlapping footprints of one
-  surface do no harm and a nearer surface still hides a farther one. Where a point only covers a
-  cell (its centre lands elsewhere) it counts :data:`COVER_BINS` depth bins (about 3 %) farther
-  away and, within a bin, behind the points that land there and after those whose centre is
-  nearer the cell's (:func:`cover_rank`): a cell shows its own surface sample wherever there is
-  one, and footprints fill only the gaps between samples; a real occluder, more than a few
-  percent nearer, still wins.
+  x and ``b`` along its y (:func:`cell_axes`): tangent to the surface (towards the neighbouring
+  cells' points) and half a cell long as the writing camera sees them, so the parallelogram
+  ``p +- a +- b`` is the patch of surface the cell saw (side ~ cell size x depth / focal,
+  foreshortening included). At readout the footprint's extent is its first-order projection and the
+  point covers every target cell that extent overlaps by more than :data:`MIN_OVERLAP` of a cell
+  along both axes (:func:`footprint_cells`), and always the cell its centre lands in. The z-buffer
+  keeps the nearest point per cell, so overlapping footprints of one surface do no harm and a
+  nearer surface still hides a farther one. Where a point only covers a cell (its centre lands
+  elsewhere) it counts as deep as its patch one cell away, and :data:`COVER_BINS` depth bins
+  farther (:func:`cover_keys`): a cell shows its own surface sample wherever there is one,
+  footprints fill only the gaps between samples, and a real occluder still wins.
 * **Depth discontinuities.** A neighbour across a depth discontinuity is not part of the patch: an
-  axis uses only the neighbours that continue the surface: the cell, the neighbour and the next cell
-  beyond lie on one plane (inverse depth is affine in the image on any plane; second difference
-  within :data:`PLANAR_TOLERANCE`), or so do the cell and both neighbours with the plane going on
-  past one of them, or the neighbour's inverse depth is within
+  axis uses only the neighbours that continue the surface: the cell lies on the plane of the three
+  cells on that side (inverse depth is affine in the image on any plane; second differences within
+  :data:`PLANAR_TOLERANCE`), or the cell and both neighbours lie on one plane that goes on past one
+  of them, or the neighbour's inverse depth is within
   :data:`JUMP_TOLERANCE` of the cell's (curved surfaces seen face-on). With one continuous
   neighbour the half-axis is half the step to it; with none it is zero, so a cell whose neighbours
   all lie across a discontinuity (an isolated point, or a depth sample mixing a foreground and a
   background) covers one cell at readout, as every point did before footprints.
-* **Identity.** At the camera that wrote it, a cell's corners project about half a cell around its
-  centre, so its footprint overlaps the neighbouring cells by far less than :data:`MIN_OVERLAP` and
-  covers exactly its own cell: the readout at the writing camera returns the written latent unchanged.
+* **Identity.** At the camera that wrote it, a cell's footprint extends exactly half a cell (to first
+  order, by construction; an axis along one grid direction does not move along the other, since
+  the cells of one grid column lie in one plane through the camera), so it overlaps no neighbouring
+  cell and covers exactly its own: the readout at the writing camera returns the written latent
+  unchanged.
 """
 
 from __future__ import annotations
@@ -39,12 +40,10 @@ import torch
 JUMP_TOLERANCE = 0.02
 #: Relative second difference of inverse depth (previous, cell, next) under which the three cells lie
 #: on one surface (a plane seen at any angle: 0 up to the bilinear depth sampling).
-PLANAR_TOLERANCE = 0.02
+PLANAR_TOLERANCE = 0.04
 #: A footprint covers a target cell when it overlaps the cell by more than this fraction of a cell along
 #: both grid axes (0.5: the cell's centre lies inside it).
-MIN_OVERLAP = 0.15
-#: Bits of :func:`cover_rank` in the z-buffer's keys (between the depth bin and the point index).
-RANK_BITS = 8
+MIN_OVERLAP = 0.1
 #: Depth bins a point counts behind where its footprint only covers a cell (it does not land in it).
 COVER_BINS = 2
 
@@ -60,128 +59,212 @@ def _shifted(x: torch.Tensor, dim: int, step: int, fill: float) -> torch.Tensor:
     return out
 
 
-def cell_axes(points: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+def cell_axes(points: torch.Tensor, depth: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Half-axes of each cell's footprint from its neighbours on the same surface (see the module docstring).
+
+    Along each grid axis the half-axis points along the surface towards the continuous neighbours
+    (the secant through both, or to the one) and is scaled so that, to first order, it projects to
+    exactly half a cell at the writing camera: the footprint is the cell's own patch of surface, and
+    the readout at that camera covers exactly the cell.
 
     Args:
         points: ``[T, h, w, 3]`` world positions of the cells (metres; any value where ``depth`` is invalid).
         depth: ``[T, h, w]`` z-depth of the cells in metres, ``+inf`` where invalid.
+        w2c: ``[T, 4, 4]`` writing cameras. K: ``[T, 3, 3]`` (or ``[3, 3]``) intrinsics of the ``h x w`` grid.
 
     Returns:
         ``[T, h, w, 2, 3]`` float32: half-axis along the grid's x (``[..., 0, :]``) and y
         (``[..., 1, :]``) in world metres; zero along an axis without a continuous neighbour.
     """
-    points = points.to(torch.float32)
-    inv = torch.where(torch.isfinite(depth) & (depth > 0), 1.0 / depth.to(torch.float32), torch.nan)
+    n, h, w = depth.shape
+    points = points.to(torch.float64)
+    inv = torch.where(torch.isfinite(depth) & (depth > 0), 1.0 / depth.to(torch.float64), torch.nan)
+    K = K.to(points).expand(n, 3, 3)
+    rot = w2c[:, :3, :3].to(points)
+    grid = {
+        2: (K[:, 0, 0], K[:, 0, 2], torch.arange(w).to(points)[None, None, :] + 0.5, 0),  # x: fx, cx, u, camera x
+        1: (K[:, 1, 1], K[:, 1, 2], torch.arange(h).to(points)[None, :, None] + 0.5, 1),  # y: fy, cy, v, camera y
+    }
 
     def planar(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return (a - 2 * b + c).abs() <= PLANAR_TOLERANCE * b  # NaN (invalid, off the grid) compares False
 
     axes = []
     for dim in (2, 1):  # grid x (columns), then grid y (rows)
-        prev2, prev, nxt, nxt2 = (_shifted(inv, dim, step, torch.nan) for step in (-2, -1, 1, 2))
+        prev3, prev2, prev, nxt, nxt2, nxt3 = (_shifted(inv, dim, step, torch.nan) for step in (-3, -2, -1, 1, 2, 3))
         p_prev, p_next = _shifted(points, dim, -1, 0.0), _shifted(points, dim, 1, 0.0)
-        on_prev, on_next = planar(prev2, prev, inv), planar(inv, nxt, nxt2)  # continues that side's plane
+        # the cell continues the plane of the three cells on one side (three alone would also line up
+        # with a mixed sample and the background behind it)
+        on_prev = planar(prev2, prev, inv) & planar(prev3, prev2, prev)
+        on_next = planar(inv, nxt, nxt2) & planar(nxt, nxt2, nxt3)
         # (prev, cell, next) on one plane that goes on at either side: three cells alone are also
         # collinear when the cell is a depth sample halfway between a foreground and a background
         through = planar(prev, inv, nxt) & (on_prev | on_next)
-        has_prev = through | on_prev | ((prev - inv).abs() <= JUMP_TOLERANCE * inv)
-        has_next = through | on_next | ((nxt - inv).abs() <= JUMP_TOLERANCE * inv)
-        both = (has_prev & has_next)[..., None]
-        one = torch.where(has_next[..., None], p_next - points, points - p_prev) / 2
-        axis = torch.where(both, (p_next - p_prev) / 4, torch.where((has_prev | has_next)[..., None], one, 0.0))
-        axes.append(axis)
-    return torch.stack(axes, dim=-2)
+        has_prev = (through | on_prev | ((prev - inv).abs() <= JUMP_TOLERANCE * inv))[..., None]
+        has_next = (through | on_next | ((nxt - inv).abs() <= JUMP_TOLERANCE * inv))[..., None]
+        secant = torch.where(has_prev, points - p_prev, 0.0) + torch.where(has_next, p_next - points, 0.0)
+        # first-order image step of the secant along this axis at the writing camera, in cells
+        focal, principal, coord, row = grid[dim]
+        cam = torch.einsum("tij,thwj->thwi", rot, secant)
+        step = (focal[:, None, None] * cam[..., row] + (principal[:, None, None] - coord) * cam[..., 2]) / depth.to(
+            points
+        )
+        scale = torch.where(step > 1e-6, 0.5 / step, 0.0)  # NaN depth or a degenerate secant: no extent
+        axes.append(torch.nan_to_num(secant * scale[..., None]))
+    return torch.stack(axes, dim=-2).to(torch.float32)
+
+
+def footprint_radii(
+    u: torch.Tensor, v: torch.Tensor, z: torch.Tensor, axes_hom: torch.Tensor, near: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half extents of the footprints on the grid, along u and v (cells).
+
+    The extent is the footprint's first-order projection, ``|J a| + |J b|`` with ``J`` the
+    projection's Jacobian at the point (exact along the footprint's centre lines; the corners of a
+    cell-sized patch lie well within a cell of it).
+
+    Args:
+        u, v: ``[M]`` grid coordinates of the projected points (cells). z: ``[M]`` their depth (metres, ``> near``).
+        axes_hom: ``[6, M]`` the half-axes ``a`` (rows 0-2) and ``b`` (rows 3-5) mapped by the camera's ``K R``.
+        near: metres; a footprint reaching behind the near plane gets zero extent (one cell).
+
+    Returns:
+        ``ru, rv``: ``[M]`` float32 cells.
+    """
+    a, b = axes_hom[:3], axes_hom[3:]
+    ru = ((a[0] - u * a[2]).abs_() + (b[0] - u * b[2]).abs_()).div_(z)
+    rv = ((a[1] - v * a[2]).abs_() + (b[1] - v * b[2]).abs_()).div_(z)
+    flat = (a[2].abs() + b[2].abs()) >= z - near  # reaches behind the near plane: one cell
+    return ru.masked_fill_(flat, 0.0), rv.masked_fill_(flat, 0.0)
 
 
 def footprint_cells(
-    uvz: torch.Tensor, axes_hom: torch.Tensor | None, h: int, w: int, near: float
+    u: torch.Tensor, v: torch.Tensor, ru: torch.Tensor, rv: torch.Tensor, h: int, w: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Range of target cells each point's footprint covers (cell centres inside the bounding box of
-    its four projected corners, and always the cell its centre lands in), clipped to the grid.
+    """The block of target cells each footprint covers, clipped to the grid: each cell that
+    ``[u - ru, u + ru] x [v - rv, v + rv]`` overlaps by more than :data:`MIN_OVERLAP` of a cell along
+    both axes, and always the cell ``(floor(u), floor(v))`` the centre lands in.
 
     Args:
-        uvz: ``[3, M]`` projected centres: grid coordinates ``u, v`` (cells) and z-depth (metres, ``> near``).
-        axes_hom: ``[2, 3, M]`` the half-axes mapped by the camera's ``K R`` (homogeneous grid units),
-            or None: every point covers the one cell its centre lands in.
-        h, w: grid size. near: metres; a footprint reaching behind the near plane covers one cell.
+        u, v: ``[M]`` grid coordinates of the centres (cells). ru, rv: ``[M]`` half extents (:func:`footprint_radii`).
+        h, w: grid size.
 
     Returns:
-        ``col0, col1, row0, row1``: ``[M]`` int64 inclusive ranges; empty (``col0 > col1`` or
-        ``row0 > row1``) where the footprint misses the grid.
+        ``col0, row0, nx, ny``: ``[M]`` int64 first column and row and the number of columns and rows
+        (``<= 0``: the footprint misses the grid).
     """
-    u, v, z = uvz[0], uvz[1], uvz[2]
-    col0 = col1 = torch.floor(u)
-    row0 = row1 = torch.floor(v)
-    if axes_hom is not None:
-        centre = torch.stack([u * z, v * z, z])
-        a, b = axes_hom[0], axes_hom[1]
-        corners = torch.stack([centre + a + b, centre + a - b, centre - a + b, centre - a - b])  # [4, 3, M]
-        zc = corners[:, 2]
-        inside = (zc > near).all(0)  # a footprint reaching behind the near plane covers one cell
-        uc = corners[:, 0] / zc.clamp(min=near)
-        vc = corners[:, 1] / zc.clamp(min=near)
-        # cells [c, c + 1) that [min, max] overlaps by more than MIN_OVERLAP: c from
-        # floor(min + MIN_OVERLAP) to ceil(max - MIN_OVERLAP) - 1
-        col0 = torch.where(inside, torch.minimum(torch.floor(uc.amin(0) + MIN_OVERLAP), col0), col0)
-        col1 = torch.where(inside, torch.maximum(torch.ceil(uc.amax(0) - MIN_OVERLAP) - 1, col1), col1)
-        row0 = torch.where(inside, torch.minimum(torch.floor(vc.amin(0) + MIN_OVERLAP), row0), row0)
-        row1 = torch.where(inside, torch.maximum(torch.ceil(vc.amax(0) - MIN_OVERLAP) - 1, row1), row1)
-    col0, col1 = col0.clamp(0, w), col1.clamp(-1, w - 1)  # a range off the grid becomes empty
-    row0, row1 = row0.clamp(0, h), row1.clamp(-1, h - 1)
-    return col0.to(torch.int64), col1.to(torch.int64), row0.to(torch.int64), row1.to(torch.int64)
+    fu, fv = torch.floor(u), torch.floor(v)
+    # cells [c, c + 1) that [u - ru, u + ru] overlaps by more than MIN_OVERLAP: c from
+    # floor(u - ru + MIN_OVERLAP) to ceil(u + ru - MIN_OVERLAP) - 1
+    col0 = torch.minimum(torch.floor(u - ru + MIN_OVERLAP), fu).clamp_(0, w)
+    col1 = torch.maximum(torch.ceil(u + ru - MIN_OVERLAP) - 1, fu).clamp_(-1, w - 1)
+    row0 = torch.minimum(torch.floor(v - rv + MIN_OVERLAP), fv).clamp_(0, h)
+    row1 = torch.maximum(torch.ceil(v + rv - MIN_OVERLAP) - 1, fv).clamp_(-1, h - 1)
+    return (
+        col0.to(torch.int64),
+        row0.to(torch.int64),
+        (col1 - col0 + 1).to(torch.int64),
+        (row1 - row0 + 1).to(torch.int64),
+    )
 
 
-def expand_cells(
-    col0: torch.Tensor, col1: torch.Tensor, row0: torch.Tensor, row1: torch.Tensor, w: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every cell of every (non-empty) range, flattened: ``(cells [S], owner [S])``.
+def cover_keys(z: torch.Tensor, axes_hom: torch.Tensor, index: torch.Tensor, shift: int) -> torch.Tensor:
+    """Z-buffer keys of footprints where they cover cells other than their landing cell.
+
+    Such a cell lies up to a cell of the patch away from the point, so the key takes the depth of the
+    patch one cell away along both axes, ``z + 2 (|a_z| + |b_z|)``, and :data:`COVER_BINS` more bins:
+    on a slanted surface a footprint never outbids the neighbouring cell's own point, while a real
+    occluder does.
 
     Args:
-        col0, col1, row0, row1: ``[M]`` int64 inclusive ranges (:func:`footprint_cells`), non-empty.
-        w: grid width.
+        z: ``[M]`` float32 depth of the points (metres). axes_hom: ``[6, M]`` (:func:`footprint_radii`).
+        index: ``[M]`` int64 the points' indices. shift: the depth-bin shift (``latent.depth_bin_shift``).
 
     Returns:
-        cells: ``[S]`` int64 flat cell index ``row * w + col``; owner: ``[S]`` int64 index into the ``M`` ranges.
+        ``[M]`` int64 keys ``(depth_bin + COVER_BINS) << 32 | index``.
     """
-    nx = col1 - col0 + 1
-    count = nx * (row1 - row0 + 1)
-    single = count == 1
-    owner_single = torch.nonzero(single).squeeze(1)
-    owner_multi = torch.nonzero(~single).squeeze(1)
-    cells_single = row0[owner_single] * w + col0[owner_single]
-    if not len(owner_multi):
-        return cells_single, owner_single
-    count_multi = count[owner_multi]
-    owner = torch.repeat_interleave(owner_multi, count_multi)
-    start = torch.repeat_interleave(torch.cumsum(count_multi, 0) - count_multi, count_multi)
-    local = torch.arange(len(owner), device=owner.device) - start
-    nx_o = nx[owner]
-    dy = torch.div(local, nx_o, rounding_mode="floor")
-    cells_multi = (row0[owner] + dy) * w + col0[owner] + (local - dy * nx_o)
-    return torch.cat([cells_single, cells_multi]), torch.cat([owner_single, owner])
+    far = z + 2 * (axes_hom[2].abs() + axes_hom[5].abs())
+    return ((far.view(torch.int32) >> shift).to(torch.int64) + COVER_BINS) << 32 | index
+
+
+def splat_keys(
+    best: torch.Tensor,
+    offset: int,
+    col0: torch.Tensor,
+    row0: torch.Tensor,
+    nx: torch.Tensor,
+    ny: torch.Tensor,
+    keys: torch.Tensor,
+    w: int,
+) -> None:
+    """Scatter the cover keys of footprints (:func:`cover_keys`) into the cells of their blocks
+    (``amin``, in place); the cell a point lands in already has the point's own, smaller key. Blocks of at most 2x2
+    cells (nearly all) are scattered as four slots per point, larger ones cell by cell.
+
+    Args:
+        best: ``[F * h * w + 1]`` int64 keys; the last slot takes what falls nowhere.
+        offset: flat index of the frame's first cell in ``best``.
+        col0, row0, nx, ny: ``[M]`` int64 blocks (:func:`footprint_cells`); empty ones are skipped.
+        keys: ``[M]`` int64 the points' cover keys. w: grid width.
+    """
+    trash = best.shape[0] - 1
+    base = row0 * w + col0 + offset
+    hits = (nx > 0) & (ny > 0)  # a footprint may miss the grid
+    small = hits & (nx <= 2) & (ny <= 2)
+    two_x, two_y = small & (nx == 2), small & (ny == 2)
+    for dx, dy, valid in ((1, 0, two_x), (0, 1, two_y), (1, 1, two_x & two_y)):
+        cells = torch.where(valid, base + (dy * w + dx), trash)
+        best.scatter_reduce_(0, cells, keys, reduce="amin")
+    best.scatter_reduce_(0, torch.where(small, base, trash), keys, reduce="amin")
+    big = torch.nonzero(hits & ~small).squeeze(1)
+    if len(big):
+        count = nx[big] * ny[big]
+        owner = torch.repeat_interleave(big, count)
+        start = torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+        local = torch.arange(len(owner), device=owner.device) - start
+        nx_o = nx[owner]
+        dy = torch.div(local, nx_o, rounding_mode="floor")
+        best.scatter_reduce_(0, base[owner] + dy * w + (local - dy * nx_o), keys[owner], reduce="amin")
+
+
+def may_cover(
+    best: torch.Tensor, offset: int, h: int, w: int, cells: torch.Tensor, keys: torch.Tensor, ru, rv
+) -> torch.Tensor:
+    """The points whose footprint may still win a cell beyond the one they land in, once every point
+    of the frame is in its landing cell.
+
+    A footprint's cover key (:func:`cover_keys`) can only win a cell whose key is larger; after
+    the landing pass the cells' keys only decrease, so a footprint within the 3x3 cells around its
+    landing cell (half extents below ``1 - MIN_OVERLAP``) whose key is no smaller than the largest key
+    in that neighbourhood can win nothing and is skipped (where the memory holds one surface many
+    times over, nearly all are). The result is the same as splatting every footprint.
+
+    Args:
+        best: ``[F * h * w + 1]`` int64 keys after the landing pass; the last slot is the trash slot.
+        offset: flat index of the frame's first cell. h, w: grid size.
+        cells: ``[M]`` int64 flat landing cells (the trash slot for centres off the grid).
+        keys: ``[M]`` int64 the points' cover keys.
+        ru, rv: ``[M]`` their footprints' half extents (:func:`footprint_radii`).
+
+    Returns:
+        ``[K]`` int64 indices into the ``M`` points.
+    """
+    grid = best[offset : offset + h * w].view(h, w)
+    padded = torch.full((h + 2, w + 2), torch.iinfo(torch.int64).min, dtype=torch.int64, device=best.device)
+    padded[1:-1, 1:-1] = grid
+    bound = padded[:-2].maximum(padded[1:-1]).maximum(padded[2:])  # [h, w + 2]: max over rows
+    bound = bound[:, :-2].maximum(bound[:, 1:-1]).maximum(bound[:, 2:]).reshape(-1)  # [h * w]: 3x3 max
+    spreads = (ru > MIN_OVERLAP) | (rv > MIN_OVERLAP)  # else the footprint covers its landing cell only
+    beyond = (cells == best.shape[0] - 1) | (ru >= 1 - MIN_OVERLAP) | (rv >= 1 - MIN_OVERLAP)
+    local = (cells - offset).clamp_(0, h * w - 1)
+    wins = keys < bound.index_select(0, local)
+    return torch.nonzero(spreads & (beyond | wins)).squeeze(1)
 
 
 def reach(axes: torch.Tensor) -> torch.Tensor:
-    """``[N]`` float32 metres: the farthest a footprint corner lies from its point (``|a| + |b|``)."""
-    return axes.to(torch.float32).norm(dim=-1).sum(-1)
-
-
-def cover_rank(cells: torch.Tensor, u: torch.Tensor, v: torch.Tensor, w: int) -> torch.Tensor:
-    """Order of the points that cover a cell within one depth bin: 0 for a point whose centre lands
-    in the cell, else ``1 +`` the distance from its centre to the cell centre in eighths of a cell
-    (at most ``2^RANK_BITS - 1``), so a cell shows the surface sample nearest to it.
+    """``[N]`` float32 metres: the farthest a footprint corner lies from its point (``|a| + |b|``).
 
     Args:
-        cells: ``[S]`` int64 flat cell indices ``row * w + col``. u, v: ``[S]`` grid coordinates of
-            the covering point's centre. w: grid width.
-
-    Returns:
-        ``[S]`` int64 ranks.
+        axes: ``[N, 2, 3]`` half-axes.
     """
-    row = torch.div(cells, w, rounding_mode="floor")
-    col = cells - row * w
-    lands = (col == torch.floor(u)) & (row == torch.floor(v))
-    distance = torch.hypot(col.to(u.dtype) + 0.5 - u, row.to(v.dtype) + 0.5 - v)
-    far = (1 + torch.floor(8 * distance)).clamp(max=(1 << RANK_BITS) - 1).to(torch.int64)
-    return torch.where(lands, 0, far + (COVER_BINS << RANK_BITS))
+    return axes.to(torch.float32).norm(dim=-1).sum(-1)

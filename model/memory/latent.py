@@ -76,8 +76,16 @@ from model.memory.base import (  # noqa: F401 - MemoryStats stays importable fro
     WriteBatch,
     check_cameras,
 )
-from model.memory.footprint import RANK_BITS as _RANK_BITS
-from model.memory.footprint import cell_axes, cover_rank, expand_cells, footprint_cells, reach
+from model.memory.blocks import PointBlocks
+from model.memory.footprint import (
+    cell_axes,
+    cover_keys,
+    footprint_cells,
+    footprint_radii,
+    may_cover,
+    reach,
+    splat_keys,
+)
 
 _INT64_MAX = torch.iinfo(torch.int64).max
 _VOXEL_BITS = 21  # per axis; keys cover +-2^20 voxels (+-52 km at 5 cm)
@@ -171,6 +179,7 @@ def zbuffer_project(
     depth_bin: float = 0.02,
     points_t: torch.Tensor | None = None,
     axes: torch.Tensor | None = None,
+    blocks: PointBlocks | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Z-buffer of a point set into ``F`` cameras at grid resolution, each point splatted over its footprint.
 
@@ -192,6 +201,9 @@ def zbuffer_project(
             same points repeatedly keep it instead of transposing on every call).
         axes: optional ``[N, 2, 3]`` footprint half-axes in world metres
             (:func:`model.memory.footprint.cell_axes`); None: one cell per point.
+        blocks: optional :class:`~model.memory.blocks.PointBlocks` of ``points`` (and their axes),
+            used instead of ``points_t`` and ``axes``: whole blocks outside a frustum are culled
+            before their points are projected (same result, less work).
 
     Returns:
         index: ``[F, h, w]`` int64 winning point index, -1 where empty.
@@ -201,46 +213,64 @@ def zbuffer_project(
     device = points.device
     K = K.to(device, torch.float32).expand(n_frames, 3, 3)
     P = K @ w2c[:, :3, :].to(device, torch.float32)  # [F,3,4]
-    if points_t is None:
-        points_t = points.T.contiguous()  # [3, N]: contiguous x/y/z rows keep each frame's pass in cache
-    best = torch.full((n_frames * h * w,), _INT64_MAX, dtype=torch.int64, device=device)
+    if blocks is None:
+        # points_t: contiguous x/y/z rows keep each frame's pass in cache
+        points_t = points.T.contiguous() if points_t is None else points_t
+        axes_t = None if axes is None else axes.to(device, torch.float32).reshape(-1, 6).T.contiguous()
+        margin = None if axes is None else reach(axes)  # [N] metres: how far a footprint reaches from its point
+    else:
+        points_t, axes_t, margin = blocks.points_t, blocks.axes_t, blocks.margin
+    # per frame, the largest grid distance per metre of reach over the view: hypot(focal, principal offset)
+    reach_px = torch.stack(
+        [
+            torch.hypot(K[:, 0, 0], K[:, 0, 2]),
+            torch.hypot(K[:, 0, 0], w - K[:, 0, 2]),
+            torch.hypot(K[:, 1, 1], K[:, 1, 2]),
+            torch.hypot(K[:, 1, 1], h - K[:, 1, 2]),
+        ]
+    ).amax(0)
+    best = torch.full((n_frames * h * w + 1,), _INT64_MAX, dtype=torch.int64, device=device)  # + a trash slot
     shift = depth_bin_shift(depth_bin)
-    if axes is not None:
-        axes = axes.to(device, torch.float32)
-        margin = reach(axes)  # [N] metres: how far a footprint reaches from its point
     for f in range(n_frames):
-        # 1. project: hom = (u z, v z, z) = P_f [p; 1]
-        hom = torch.addmm(P[f, :, 3:], P[f, :, :3], points_t)
+        # 1. chunk culling: only the blocks whose box reaches into the frustum
+        rows = None if blocks is None else blocks.rows(P[f], h, w, near)
+        src = points_t if rows is None else points_t.index_select(1, rows)
+        # 2. project: hom = (u z, v z, z) = P_f [p; 1]
+        hom = torch.addmm(P[f, :, 3:], P[f, :, :3], src)
         x, y, z = hom[0], hom[1], hom[2]
-        # 2. frustum culling before the scatter (the frustum's side planes pushed out by each point's
-        #    reach); one gather of the survivors
-        if axes is None:
+        # 3. frustum culling before the scatter (with footprints: the side planes pushed out by each
+        #    point's reach, as signed distances); one gather of the survivors
+        if axes_t is None:
             inside = (z > near) & (x >= 0) & (y >= 0) & (x < w * z) & (y < h * z)
-        else:  # signed distance to a side plane: its (x, y, z) test over the norm of its normal
-            fx, fy, cx, cy = K[f, 0, 0], K[f, 1, 1], K[f, 0, 2], K[f, 1, 2]
-            left, right = torch.hypot(fx, cx) * margin, torch.hypot(fx, w - cx) * margin
-            top, bottom = torch.hypot(fy, cy) * margin, torch.hypot(fy, h - cy) * margin
-            inside = (z > near) & (x + left >= 0) & (w * z - x + right > 0) & (y + top >= 0) & (h * z - y + bottom > 0)
-        point_idx = torch.nonzero(inside).squeeze(1)
-        uvz = hom.index_select(1, point_idx)
+        else:  # a footprint reaches at most (focal + |u - centre|) reach / z cells from its centre
+            m = (margin if rows is None else margin.index_select(0, rows)) * reach_px[f]
+            inside = (z > near) & (x + m >= 0) & (w * z - x + m > 0) & (y + m >= 0) & (h * z - y + m > 0)
+        kept = torch.nonzero(inside).squeeze(1)
+        uvz = hom.index_select(1, kept)
         uvz[:2] /= uvz[2]
-        axes_hom = None
-        if axes is not None:
-            axes_hom = P[f, :, :3] @ axes.index_select(0, point_idx).permute(1, 2, 0)  # [2, 3, M]
-        # 3. the cells each survivor's footprint covers
-        col0, col1, row0, row1 = footprint_cells(uvz, axes_hom, h, w, near)
-        hit = torch.nonzero((col0 <= col1) & (row0 <= row1)).squeeze(1)
-        cells, owner = expand_cells(col0[hit], col1[hit], row0[hit], row1[hit], w)
-        owner = hit[owner]
-        # 4. one deterministic integer amin per cell over (depth bin, cover rank, index) keys
-        bins = (uvz[2].contiguous().view(torch.int32) >> shift).to(torch.int64)
-        keys = ((bins << _RANK_BITS) << 32 | point_idx)[owner]
-        if axes is not None:
-            keys += cover_rank(cells, uvz[0][owner], uvz[1][owner], w) << 32
-        best.scatter_reduce_(0, cells + f * h * w, keys, reduce="amin", include_self=True)
-    empty = best == _INT64_MAX
-    index = torch.where(empty, -1, best & 0xFFFFFFFF).view(n_frames, h, w)
-    # 5. exact depth of the winners (recomputed, not the quantised key)
+        u, v, z = uvz[0], uvz[1], uvz[2]
+        row = kept if rows is None else rows.index_select(0, kept)  # in points_t's order
+        point_idx = row if blocks is None else blocks.order.index_select(0, row)  # the caller's indices
+        # 4. one deterministic integer amin per cell over (depth bin, index) keys: the cell each point
+        #    lands in, then (footprints) every other cell of its footprint, counted a little farther
+        keys = (z.contiguous().view(torch.int32) >> shift).to(torch.int64) << 32 | point_idx
+        cells = (v.to(torch.int64).clamp_(max=h - 1) + f * h) * w + u.to(torch.int64).clamp_(max=w - 1)
+        if axes_t is not None:  # centres off the grid (kept for their footprint) land nowhere
+            cells.masked_fill_((u < 0) | (v < 0) | (u >= w) | (v >= h), best.shape[0] - 1)
+        best.scatter_reduce_(0, cells, keys, reduce="amin")
+        if axes_t is not None:
+            spread = torch.nonzero(margin.index_select(0, row) > 0).squeeze(1)  # zero axes: one cell, done
+            if len(spread) < len(row):
+                u, v, z, row, point_idx, cells = (t[spread] for t in (u, v, z, row, point_idx, cells))
+            axes_hom = torch.block_diag(P[f, :, :3], P[f, :, :3]) @ axes_t.index_select(1, row)  # [6, M]: KRa, KRb
+            ru, rv = footprint_radii(u, v, z, axes_hom, near)
+            covering = cover_keys(z, axes_hom, point_idx, shift)
+            sel = may_cover(best, f * h * w, h, w, cells, covering, ru, rv)
+            col0, row0, nx, ny = footprint_cells(u[sel], v[sel], ru[sel], rv[sel], h, w)
+            splat_keys(best, f * h * w, col0, row0, nx, ny, covering[sel], w)
+    empty = best[:-1] == _INT64_MAX
+    index = torch.where(empty, -1, best[:-1] & 0xFFFFFFFF).view(n_frames, h, w)
+    # 6. exact depth of the winners (recomputed, not the quantised key)
     if len(points) == 0:
         return index, torch.zeros(n_frames, h, w, dtype=torch.float32, device=device)
     safe = index.clamp(min=0).view(n_frames, -1)
@@ -400,8 +430,8 @@ class LatentSpatialMemory(PointMemory):
 
     def __init__(self, config: MemoryConfig | None = None, device: str | torch.device = "cpu") -> None:
         self.channels: int | None = None  # channels of the stored features (None before the first write)
-        self._transposed_of: torch.Tensor | None = None  # the positions tensor _transposed was made from
-        self._transposed = torch.zeros(3, 0)
+        self._blocks: PointBlocks | None = None  # culling blocks of the readout, kept until the points change
+        self._blocks_of: tuple = ()  # (positions, axes or None) _blocks was made from
         super().__init__(config, device)
 
     @classmethod
@@ -412,12 +442,15 @@ class LatentSpatialMemory(PointMemory):
         colors: torch.Tensor | None = None,
         config: MemoryConfig | None = None,
         device: str | torch.device = "cpu",
+        axes: torch.Tensor | None = None,
     ) -> LatentSpatialMemory:
         """A memory holding given points (segment 0, frame 0).
 
         Args:
             positions: ``[N, 3]`` world positions in metres. features: ``[N, C]``.
             colors: optional ``[N, 3]`` uint8 display colours (grey by default).
+            axes: optional ``[N, 2, 3]`` footprint half-axes in metres (:func:`cell_axes`); zero by
+                default (each point covers one cell).
         """
         positions = torch.as_tensor(positions)
         features = torch.as_tensor(features)
@@ -445,7 +478,12 @@ class LatentSpatialMemory(PointMemory):
         ).to(memory.device)
         memory.segments = torch.zeros(n, dtype=torch.int32, device=memory.device)
         memory.frames = torch.zeros(n, dtype=torch.int32, device=memory.device)
-        memory.axes = torch.zeros(n, 2, 3, dtype=torch.float32, device=memory.device)  # no footprint: one cell each
+        if axes is None:
+            axes = torch.zeros(n, 2, 3)  # no footprint: one cell each
+        axes = torch.as_tensor(axes)
+        if axes.shape != (n, 2, 3) or not torch.isfinite(axes).all():
+            raise ValueError(f"from_points: expected finite axes [{n},2,3], got {list(axes.shape)}")
+        memory.axes = axes.to(memory.device, torch.float32).contiguous()
         return memory
 
     # ---- state ---------------------------------------------------------------------------
@@ -508,7 +546,7 @@ class LatentSpatialMemory(PointMemory):
             colors,
             torch.full((n_frames, h, w), self.next_segment, dtype=torch.int32, device=self.device),
             batch.frame_ids[:, None, None].expand(n_frames, h, w).to(torch.int32),
-            cell_axes(points, depth_cells),
+            cell_axes(points, depth_cells, batch.w2c, K_cells),
         )
         store = self._points()
         if store.features.shape[1] != channels:  # an empty memory takes the write's channels
@@ -554,15 +592,7 @@ class LatentSpatialMemory(PointMemory):
         if image_hw is not None:
             K = scale_intrinsics(K, image_hw, (h, w))
         index, depth = zbuffer_project(
-            self.positions,
-            w2c,
-            K,
-            h,
-            w,
-            self.config.near,
-            self.config.depth_bin,
-            self._positions_t(),
-            self._splat(self._points()),
+            self.positions, w2c, K, h, w, self.config.near, self.config.depth_bin, blocks=self._readout_blocks()
         )
         visible = index >= 0
         n_frames, channels = w2c.shape[0], self.channels or 0
@@ -577,11 +607,12 @@ class LatentSpatialMemory(PointMemory):
         """The footprint axes the z-buffer splats ``points`` with (``config.splat``), None for one cell each."""
         return points.axes if self.config.splat == "footprint" else None
 
-    def _positions_t(self) -> torch.Tensor:
-        """``[3, N]`` transpose of the positions, kept until the positions tensor is replaced."""
-        if self._transposed_of is not self.positions:
-            self._transposed, self._transposed_of = self.positions.T.contiguous(), self.positions
-        return self._transposed
+    def _readout_blocks(self) -> PointBlocks:
+        """The points (and footprint axes, per ``config.splat``) in culling blocks, rebuilt when they change."""
+        axes = self._splat(self._points())
+        if len(self._blocks_of) != 2 or self._blocks_of[0] is not self.positions or self._blocks_of[1] is not axes:
+            self._blocks, self._blocks_of = PointBlocks.build(self.positions, axes), (self.positions, axes)
+        return self._blocks
 
     # ---- persistence ---------------------------------------------------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from model.generation.profiles import BACKENDS, DEFAULT_BACKEND, backend_summaries, model_folders, per_backend
 
@@ -135,6 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
                 f"--branch-layers: expected comma-separated block numbers, got {args.branch_layers!r}"
             ) from exc
     config = TrainConfig(**{name: getattr(args, name) for name in names}, branch_layers=layers)
+    _note_single_cpu_process()
     result = train(config, resume=args.resume)
     losses = result.losses
     if config.stage == "mini":
@@ -149,3 +152,18 @@ def run_train(args: argparse.Namespace) -> int:
         "clips"
     )
     return 0
+
+
+def _note_single_cpu_process() -> None:
+    """Say on stderr when ``accelerate launch --cpu`` gave one process (whatever ``--num_processes`` said).
+
+    accelerate 1.15's ``--cpu`` launcher starts several processes only through MPI (``--mpirun_hostfile``);
+    torchrun does it for CPU too, via ``--multi_gpu`` (the trainer then joins the processes with gloo).
+    """
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "WORLD_SIZE" not in os.environ:
+        print(
+            "note: one training process: `accelerate launch --cpu` starts one process without --mpirun_hostfile; "
+            "for N CPU processes use `accelerate launch --config_file configs/accelerate/cpu-2proc.yaml` "
+            "or `--multi_gpu --num_processes N`",
+            file=sys.stderr,
+        )

@@ -21,6 +21,7 @@ with ``L = F * (h / ph) * (w / pw)`` for the patch size ``(1, ph, pw)``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -71,7 +72,7 @@ def add_flow_noise(
     latents: torch.Tensor,
     clean_frames: int,
     patch_size: tuple[int, int, int],
-    generator: torch.Generator,
+    generator: torch.Generator | Sequence[torch.Generator],
     shift: float = DEFAULT_SHIFT,
 ) -> NoisedBatch:
     """Noise the target frames of ``latents`` ``[B, C, F, h, w]``, each frame with its own sigma.
@@ -80,7 +81,9 @@ def add_flow_noise(
         clean_frames: leading frames kept clean with timestep 0 (``P`` context frames + target frame 0).
         patch_size: the transformer's ``(pt, ph, pw)``; ``pt`` must be 1 (one token row per frame).
         generator: source of the sigmas and the noise (a CPU generator; its state is checkpointed,
-            so a resumed run draws the same numbers).
+            so a resumed run draws the same numbers), or one generator per sample: sample ``i`` then
+            draws its ``F`` sigmas and then its noise from ``generator[i]``, so its noise does not depend
+            on which batch (or process) it lands in.
     """
     if latents.ndim != 5:
         raise ValueError(f"latents must be [B, C, F, h, w], got {tuple(latents.shape)}")
@@ -89,9 +92,16 @@ def add_flow_noise(
     if pt != 1 or h % ph or w % pw:
         raise ValueError(f"latent grid {f}x{h}x{w} does not fit the patch size {tuple(patch_size)}")
     noisy = noisy_frames(f, clean_frames, latents.device)
-    sigma = shift_sigmas(torch.rand(b, f, generator=generator), shift).to(latents.device, torch.float32)
-    sigma = sigma * noisy  # clean frames: sigma 0
-    noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32).to(latents.device)
+    if isinstance(generator, torch.Generator):
+        sigma = torch.rand(b, f, generator=generator)
+        noise = torch.randn(latents.shape, generator=generator, dtype=torch.float32)
+    else:
+        if len(generator) != b:
+            raise ValueError(f"{len(generator)} generators for a batch of {b}")
+        draws = [(torch.rand(f, generator=g), torch.randn(latents.shape[1:], generator=g)) for g in generator]
+        sigma, noise = torch.stack([d[0] for d in draws]), torch.stack([d[1] for d in draws])
+    sigma = shift_sigmas(sigma, shift).to(latents.device, torch.float32) * noisy  # clean frames: sigma 0
+    noise = noise.to(latents.device)
     x0 = latents.float()
     s = sigma[:, None, :, None, None]
     model_input = (1.0 - s) * x0 + s * noise  # sigma 0 leaves clean frames exactly as they are

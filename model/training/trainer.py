@@ -20,9 +20,12 @@ at t = 0, MSE to ``noise - x_0`` on the noisy target frames). Data: :mod:`model.
 The loop runs under ``accelerate.Accelerator`` (``accelerate launch`` for several GPUs; a plain
 ``python`` process on CPU works as is). Batches are a pure function of ``(seed, step)``: step
 ``k`` of process ``r`` uses positions ``(k * world + r) * B ... + B - 1`` of the concatenation of
-per-epoch permutations ``default_rng([seed, epoch]).permutation(len(samples))``. Together with the
-checkpointed parameters, optimizer and RNG states (:mod:`model.training.checkpoint`) this makes a
-resumed run continue bit-exactly.
+per-epoch permutations ``default_rng([seed, epoch]).permutation(len(samples))``, and the sigmas and
+noise of the sample at position ``p`` come from a generator seeded by ``(seed, p)``
+(:func:`noise_generators`). So ``N`` processes of batch ``B`` see the samples and noise of one
+process of batch ``N * B``; with DDP's gradient averaging their loss curves agree up to float
+rounding (README, "Multi-process training"). Together with the checkpointed parameters, optimizer
+and RNG states (:mod:`model.training.checkpoint`) this makes a resumed run continue bit-exactly.
 
 Output folder (``--out``; loads with ``main.py generate --mode branch --memory-weights OUT``)::
 
@@ -275,18 +278,41 @@ def build_model(config: TrainConfig, backbone: Backbone) -> MemoryFlowModel:
     return model
 
 
+def batch_positions(step: int, batch_size: int, rank: int = 0, world: int = 1) -> range:
+    """Global positions in the sample stream of ``step`` (0-based) on process ``rank`` (module docstring)."""
+    first = (step * world + rank) * batch_size
+    return range(first, first + batch_size)
+
+
 def batch_indices(seed: int, step: int, batch_size: int, num_samples: int, rank: int = 0, world: int = 1) -> list[int]:
     """Sample indices of ``step`` (0-based) on process ``rank``: a pure function (see the module docstring)."""
-    first = (step * world + rank) * batch_size
     out = []
-    for position in range(first, first + batch_size):
+    for position in batch_positions(step, batch_size, rank, world):
         epoch, offset = divmod(position, num_samples)
         out.append(int(np.random.default_rng([seed, epoch]).permutation(num_samples)[offset]))
     return out
 
 
+def noise_generators(seed: int, step: int, batch_size: int, rank: int = 0, world: int = 1) -> list[torch.Generator]:
+    """One CPU generator per sample of ``step`` on ``rank``, seeded by ``(seed, global position)``.
+
+    The sigmas and noise of a sample depend only on its position in the stream, not on how the global
+    batch is split into processes: ``world`` processes of batch ``B`` draw what one process of batch
+    ``world * B`` draws.
+    """
+    seeds = (
+        np.random.SeedSequence([seed, p]).generate_state(1, np.uint64)[0]
+        for p in batch_positions(step, batch_size, rank, world)
+    )
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
 def training_step(
-    model: nn.Module, batch: Batch, clean_frames: int, generator: torch.Generator, shift: float
+    model: nn.Module,
+    batch: Batch,
+    clean_frames: int,
+    generator: torch.Generator | list[torch.Generator],
+    shift: float,
 ) -> tuple[torch.Tensor, NoisedBatch]:
     """Noise ``batch``, predict the velocity, return ``(loss, noised batch)`` (no backward)."""
     device = next(p for p in model.parameters()).device
@@ -440,12 +466,22 @@ class Trainer:
 
     # ---- one step --------------------------------------------------------------------------
 
-    def train_step(self, batch: Batch) -> float:
-        """One optimizer step on ``batch``; returns the loss (averaged over processes)."""
+    def noise(self, step: int) -> list[torch.Generator]:
+        """The per-sample noise generators of (0-based) ``step`` on this process (:func:`noise_generators`)."""
+        acc = self.accelerator
+        return noise_generators(self.config.seed, step, self.config.batch_size, acc.process_index, acc.num_processes)
+
+    def train_step(self, batch: Batch, noise: list[torch.Generator] | None = None) -> float:
+        """One optimizer step on ``batch``; returns the loss (averaged over processes).
+
+        Args:
+            noise: one generator per sample (:meth:`noise`); None: draw from ``self.generator``.
+        """
         self.prepared.train()
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.learning_rate_at(self.step)
-        loss, _ = training_step(self.prepared, batch, self.samples.spec.clean_frames, self.generator, self.config.shift)
+        generator = self.generator if noise is None else noise
+        loss, _ = training_step(self.prepared, batch, self.samples.spec.clean_frames, generator, self.config.shift)
         self.accelerator.backward(loss)
         if self.config.grad_clip > 0:
             self.accelerator.clip_grad_norm_(list(trainable_parameters(self.model).values()), self.config.grad_clip)
@@ -532,7 +568,7 @@ class Trainer:
         start, started = self.step, time.perf_counter()
         for _ in range(self.step, config.steps):
             lr = config.learning_rate_at(self.step)
-            loss = self.train_step(self.batch(self.step))
+            loss = self.train_step(self.batch(self.step), self.noise(self.step))
             self.step += 1
             self.log.append(self.step, loss, lr)
             if acc.is_main_process and (self.step % 10 == 0 or self.step == config.steps):

@@ -2,6 +2,7 @@
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,6 +60,24 @@ def test_generate_keeps_the_sky_of_a_sky_model_out_of_the_memory(tmp_path, capsy
     plain, sky = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "sky.json"))
     assert sky["settings"]["sky_model"] == str(tmp_path / "sky")
     assert sky["memory"]["points"] < plain["memory"]["points"], "all generated frames were sky: none was written"
+
+
+def test_a_photo_without_a_depth_model_explored_forward_keeps_its_memory_bounded(tmp_path, capsys):
+    """Issue 11 goal: <= 25 % of the photo's points added per segment (the prior is never written)."""
+    photo = Path(main.__file__).parent / "resources" / "sample_scene" / "image.png"
+    out = tmp_path / "photo.mp4"
+    argv = ["generate", "--image", str(photo), "--trajectory", "forward", "--out", str(out), *FAST[:-2]]
+    code, _, err = run([*argv, "--segments", "3"], capsys)
+    assert code == 0, err
+    report = json.loads(out.with_suffix(".json").read_text())
+    initial = report["memory"]["initial_points"]
+    assert initial == (64 // 4) * (128 // 4), "every cell of the photo has prior depth"
+    sizes = [initial] + [segment["memory_points"] for segment in report["segments"]]
+    assert max(b - a for a, b in zip(sizes, sizes[1:], strict=False)) <= 0.25 * initial, sizes
+    segment = report["segments"][-1]
+    assert segment["depth_source"] == "prior" and segment["depth_residual"] is None
+    assert sum(segment["cells"].values()) == 8 * (64 // 4) * (128 // 4), "every written frame's cells, by label"
+    assert segment["cells"]["unanchored"] + segment["cells"]["static"] == 8 * (64 // 4) * (128 // 4)
 
 
 def save_image(path, mode):

@@ -132,3 +132,33 @@ def test_bad_inputs(preview, K):
     closed.close()
     with pytest.raises(ValueError, match="closed"):
         closed.render(torch.eye(4), K, W, H)
+
+
+def test_the_preview_shows_what_the_readout_fills(K):
+    """A latent memory seen from a camera that moved toward a wall and turned: the preview's drawn
+    pixels lie in the cells its readout fills, every filled cell is drawn, and the readout grid is the
+    memory's own readout."""
+    from model.geometry.trajectories import forward_dolly, yaw_pan
+    from model.memory.latent import LatentSpatialMemory
+
+    stride = 8  # 12x8 cells on the 96x64 preview
+    memory = LatentSpatialMemory()
+    depth = torch.full((H, W), 4.0)
+    depth[:, : W // 3] = torch.inf  # a hole in the memory: nothing known on the left
+    memory.initialize(torch.randn(4, H // stride, W // stride), depth, K, torch.eye(4))
+    target = forward_dolly(2, 1.0, yaw_pan(2, -15.0)[1])[1]  # closer, turned towards the unknown left
+    cells = memory.readout(target, K, H // stride, W // stride, image_hw=(H, W)).visible[0].numpy()
+    assert 0.2 < cells.mean() < 0.9
+    with MemoryPreviewRenderer(cell_angle_rad=stride / float(K[0, 0])) as preview:
+        colors = np.random.default_rng(0).integers(60, 255, (len(memory), 3)).astype(np.uint8)
+        preview.set_points(memory.positions, colors, 0.0, memory.axes)
+        image = preview.render(target, K, W, H)
+        assert np.array_equal(preview.last_readout, cells)
+        per_cell = preview.last_coverage.reshape(H // stride, stride, W // stride, stride).mean((1, 3))
+        assert (per_cell[~cells] == 0).all(), "nothing drawn where the model is given no memory"
+        assert (per_cell[cells] == 1).all(), "every cell the model is given is shown, whole"
+        assert np.array_equal(image[~preview.last_coverage], hole_pattern(H, W)[~preview.last_coverage])
+        # without axes (the RGB memory) the preview draws every splat, as before
+        preview.set_points(memory.positions, colors, 0.0)
+        preview.render(target, K, W, H)
+        assert preview.last_readout is None

@@ -322,7 +322,7 @@ def start_generate(out: Path) -> subprocess.Popen:
         "4",
     ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # generous: the machine may be loaded
     while not any(p.name.startswith(f".{out.name}.tmp-{proc.pid}-") for p in out.parent.iterdir()):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no temporary appeared"

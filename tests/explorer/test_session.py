@@ -197,6 +197,10 @@ def test_corrupt_or_incomplete_sessions_raise_clear_errors(tmp_path, generated):
         load_session(variant("badvideo", lambda f: (f / "video.mp4").write_bytes(b"not a video")))
     with pytest.raises(SessionError, match="not a session folder"):
         load_session(tmp_path / "nowhere")
+    assert load_session(good).camera_path is None, "sessions without a planned path still load"
+    bad_path = {"fps": 16.0, "keyframes": [{"time_s": 0.0, "c2w": [2.0] * 16}]}
+    with pytest.raises(SessionError, match=r"session\.json: invalid session: camera_path: keyframes\[0\]"):
+        load_session(variant("badpath", edit("camera_path", bad_path)))
 
 
 def test_continue_from_a_replayed_session_equals_continuing_in_process(tmp_path, generated, backbone, renderer):

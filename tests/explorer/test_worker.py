@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
+from explorer.camera_path import CameraPath  # noqa: E402
 from explorer.flight import step_segment  # noqa: E402
 from explorer.session import load_session  # noqa: E402
 from explorer.worker import (  # noqa: E402
@@ -187,8 +188,25 @@ def test_a_memory_for_another_latent_names_its_file(ready, qtbot, tmp_path):
     assert f"{path}: channels: memory holds 16-channel features, the backbone's latent has 48" in blocker.args[1]
 
 
+def test_save_memory_writes_the_workers_memory_and_says_where(ready, qtbot, tmp_path):
+    from model.memory.latent import LatentSpatialMemory
+
+    path = tmp_path / "saved.safetensors"
+    shown = snapshot(ready, qtbot)
+    with qtbot.waitSignal(ready.status, timeout=LONG, check_params_cb=lambda m: m.startswith("Memory saved")) as said:
+        ready.save_memory(path)
+    assert str(path) in said.args[0]
+    saved = LatentSpatialMemory.load(path)
+    assert len(saved) == len(shown.positions) > 0
+    assert torch.equal(saved.positions, torch.from_numpy(shown.positions))
+
+
 def test_record_through_the_controller_then_continue_the_session(ready, qtbot, tmp_path):
     folder = tmp_path / "session"
+    planned = CameraPath(fps=8.0)
+    planned.add(np.eye(4))
+    planned.add(step_segment("turn_left", torch.eye(4))[-1].numpy(), 3.0)
+    ready.set_camera_path(planned.to_dict())
     ready.start_recording(folder, fps=8.0)
     first = step_segment("step_forward", torch.eye(4))
     with qtbot.waitSignal(ready.segment_ready, timeout=LONG):
@@ -199,6 +217,10 @@ def test_record_through_the_controller_then_continue_the_session(ready, qtbot, t
     session = load_session(folder)
     assert session.frames.shape == (33, H, W, 3) and session.actions == ["step_forward"] and session.fps == 8.0
     assert session.source == "bundled" and session.settings["generation"]["height"] == H
+    saved = session.camera_path  # the planned path travels with the session
+    assert [k.time_s for k in saved.keyframes] == [0.0, 3.0]
+    assert np.allclose(saved.keyframes[1].w2c, planned.keyframes[1].w2c)
+    ready.set_camera_path(None)
     with qtbot.waitSignal(ready.scene_ready, timeout=LONG) as blocker:
         ready.continue_session(folder)
     scene = blocker.args[0]
@@ -285,9 +307,68 @@ def test_error_messages_say_how_to_fix():
     title, message = describe_error(
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"), "Generating segment 3"
     )
-    assert title == "Out of GPU memory" and "lower the resolution or use --offload group" in message
+    assert title == "Out of GPU memory" and "lower the resolution or start with --offload group" in message
     title, message = describe_error(RuntimeError("boom"), "Generating segment 3")
     assert title == "Generation error" and "boom" in message
     folder_error = ModelFolderError(Path("/models/da2"), "depth model", ["config.json missing"])
     title, message = describe_error(folder_error, "Opening photo")
     assert title == "Depth model not usable" and "/models/da2 is not a usable depth model folder" in message
+
+
+def test_readouts_come_with_each_segment_and_rewind_restores_the_memory_exactly(ready, qtbot):
+    """Three segments, rewind to after the first (keeping the rest as a branch), a new second segment,
+    then back to the branch: each time the memory equals the copy taken when that segment finished."""
+    worker = ready.worker
+    after: dict[int, object] = {}  # segments done -> (memory copy, last frame), taken in the worker thread
+
+    def keep_copy(result):  # in the worker thread, as the segment is done
+        after[result.index + 1] = (worker._pipe.memory.clone(), result.frames[-1].copy(), result)  # noqa: SLF001
+
+    readouts = []
+    worker.segment_ready.connect(keep_copy, Qt.DirectConnection)
+    worker.readout_ready.connect(readouts.append, Qt.DirectConnection)  # only this test's segments
+    try:
+        pose = torch.eye(4, dtype=torch.float64)
+        for done, action in enumerate(("step_forward", "turn_left", "step_forward"), start=1):
+            poses = step_segment(action, pose)
+            ready.queue_segment(poses, action=action)
+            qtbot.waitUntil(lambda done=done: done in after and not ready.busy, timeout=LONG)
+            pose = poses[-1]
+    finally:
+        worker.segment_ready.disconnect(keep_copy)
+        worker.readout_ready.disconnect(readouts.append)
+    assert [r.index for r in readouts] == [0, 1, 2]
+    readout, result = readouts[1], after[2][2]
+    assert readout.frames.shape == (9, H, W, 3) and readout.visible.shape == (9, H // 4, W // 4)
+    assert list(readout.frame_ids) == list(range(32, 65, 4)) and readout.latent_frame_of(45) == 3
+    # inpaint fraction 1.0 and the exact patch VAE: where the memory had cells, the model's key frames
+    # are the decoded readout; elsewhere the model invented something else
+    seen = np.repeat(np.repeat(readout.visible[1:], 4, axis=1), 4, axis=2)
+    generated = result.frames[::4][1:].astype(np.int16)
+    diff = np.abs(generated - readout.frames[1:].astype(np.int16)).max(axis=-1)
+    assert 0.05 < seen.mean() < 1.0 and diff[seen].mean() < 1.0 and diff[~seen].mean() > 5.0
+
+    def memory_equals(reference) -> None:
+        memory = worker._pipe.memory  # noqa: SLF001 (read after the worker went idle)
+        assert len(memory) == len(reference) > 0
+        for name, tensor in reference._state().items():  # noqa: SLF001
+            # exact (copies, no arithmetic); rejected cells without a position are NaN in both
+            torch.testing.assert_close(getattr(memory, name), tensor, rtol=0, atol=0, equal_nan=True, msg=name)
+
+    with qtbot.waitSignal(ready.rewound, timeout=LONG) as blocker:
+        ready.rewind(1, keep_as="first try")
+    qtbot.waitUntil(lambda: not ready.busy, timeout=LONG)
+    assert blocker.args == [1] and worker.history.end == 1 and worker.history.branches["first try"].end == 3
+    memory_equals(after[1][0])
+    assert np.array_equal(worker._pipe.last_frame, after[1][1])  # noqa: SLF001
+    with qtbot.waitSignal(ready.segment_ready, timeout=LONG) as blocker:
+        ready.queue_segment(step_segment("turn_right", after[1][2].w2c[-1]))
+    assert blocker.args[0].index == 1 and blocker.args[0].frame_ids[0] == 32, "numbered after the rewind point"
+    with qtbot.waitSignal(ready.rewound, timeout=LONG) as blocker:
+        ready.switch_branch("first try", keep_as="second try")
+    qtbot.waitUntil(lambda: not ready.busy, timeout=LONG)
+    assert blocker.args == [3] and set(worker.history.branches) == {"second try"}
+    memory_equals(after[3][0])
+    with qtbot.waitSignal(ready.failed, timeout=LONG) as blocker:
+        ready.rewind(7)
+    assert "cannot go to 7 segments done" in blocker.args[1]

@@ -21,6 +21,7 @@ from model.generation.depth import (
     TransformersDepthEstimator,
     _fov_y_from_result,
     default_intrinsics,
+    depth_source_label,
     load_depth_for_photo,
     resolve_intrinsics,
     sanitize_depth,
@@ -80,6 +81,8 @@ def tiny_metric_dir(tmp_path_factory):
 def test_transformers_estimator_shapes_and_finiteness(tiny_metric_dir):
     estimator = TransformersDepthEstimator(tiny_metric_dir, batch_size=2)
     assert estimator.name.startswith("depth_anything:") and not estimator.is_prior
+    assert estimator.alignment == "scale", "a metric model's per-frame scale is fitted to the memory"
+    assert depth_source_label(estimator) == estimator.name
     images = (np.random.default_rng(0).random((3, 40, 60, 3)) * 255).astype(np.uint8)
     est = estimator.estimate(images)
     assert est.depth.shape == (3, 40, 60) and est.depth.dtype == torch.float32
@@ -167,6 +170,7 @@ def test_every_estimator_is_a_named_depth_source():
     source: DepthSource = ExactDepth(lambda images: torch.full(images.shape[:3], 2.0))
     depth = source(np.zeros((3, 4, 5, 3), np.uint8), torch.eye(4).repeat(3, 1, 1), torch.eye(3))
     assert depth.shape == (3, 4, 5) and torch.all(depth == 2.0) and source.name == "exact"
+    assert source.alignment == "none" and depth_source_label(source) == "exact", "exact depth is written as is"
 
 
 def test_prior_warns_and_is_flagged(caplog):
@@ -177,7 +181,7 @@ def test_prior_warns_and_is_flagged(caplog):
         prior = PriorDepth(fov_y_deg=60.0)
     assert "flat depth prior" in caplog.text
     est = prior.estimate(np.zeros((2, 60, 80, 3), np.uint8))
-    assert prior.is_prior and est.is_prior and "prior" in est.name
+    assert prior.is_prior and est.is_prior and "prior" in est.name and depth_source_label(prior) == "prior"
     assert est.depth.shape == (2, 60, 80) and torch.isfinite(est.depth).all()
     top, bottom = est.depth[0, 0], est.depth[0, -1]
     assert torch.all(top == 6.0)  # above the horizon: the backdrop (a copied constant)

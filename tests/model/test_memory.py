@@ -7,7 +7,7 @@ import struct
 import pytest
 import torch
 
-from model.geometry.camera import intrinsics_from_fov, look_at, project_points, scale_intrinsics
+from model.geometry.camera import intrinsics_from_fov, look_at, project_points, scale_intrinsics, unproject_depth
 from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
 from model.memory.latent import (
     CellLabel,
@@ -500,17 +500,17 @@ def test_footprints_stop_at_depth_discontinuities(K):
     cells = torch.full((1, h, w), 6.0)
     cells[..., :edge] = 2.0
     cells[..., edge] = 3.0  # 1/3 m^-1: on the line between both in inverse depth, yet no surface
-    grid_x = torch.zeros(1, h, w, 3)
-    grid_x[..., 0] = torch.arange(w, dtype=torch.float32)  # positions one unit apart along x
-    axes = cell_axes(grid_x, cells)[0, :, :, 0, 0]  # x-component of the x half-axis [h, w]
-    assert (axes[:, : edge - 1] == 0.5).all() and (axes[:, edge + 1 :] == 0.5).all()  # half a step, edges included
+    K_grid = scale_intrinsics(K, (H, W), (h, w))
+    lifted = unproject_depth(cells.double(), K_grid.double(), torch.eye(4, dtype=torch.float64)[None]).float()
+    axes = cell_axes(lifted, cells, torch.eye(4)[None], K_grid)[0, :, :, 0]  # the x half-axes [h, w, 3]
+    assert (axes[:, :edge, 2] == 0).all() and (axes[:, edge + 1 :, 2] == 0).all()  # along each plane, edges too
+    assert (axes[:, :edge, 0] > 0).all() and (axes[:, edge + 1 :, 0] > 0).all()
     assert (axes[:, edge] == 0).all()  # the mixed sample: no x-extent, one cell wide
     # end to end at full resolution: an orbit opens a gap behind the foreground's edge
     depth = step_depth()
     pose = torch.eye(4)[None]
     mem = LatentSpatialMemory()
     mem.update(fp16_latents(1), depth, pose, K)
-    K_grid = scale_intrinsics(K, (H, W), (h, w))
     written = torch.isfinite(downsample_depth(depth, h, w))
     for target in (orbit(2, 2.0, 20.0)[1:], orbit(2, 2.0, -20.0)[1:]):
         visible = mem.readout(target, K, h, w, image_hw=(H, W)).visible
@@ -567,3 +567,23 @@ def test_version_1_files_load_with_one_cell_footprints(tmp_path, K):
     _rewrite(tmp_path / "v2.safetensors", tmp_path / "bad.safetensors", tensors_fn=drop_axes)
     with pytest.raises(ValueError, match="bad.safetensors.*missing tensors \\['axes'\\]"):
         LatentSpatialMemory.load(tmp_path / "bad.safetensors")
+
+
+def test_chunk_culling_gives_the_same_readout_and_skips_what_is_out_of_view(K):
+    from model.memory.blocks import PointBlocks
+
+    views = yaw_pan(13, 360.0)[:12]  # a full turn: most of the memory is behind any one camera
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(12), smooth_depth(n=12), views, K)
+    K_grid = scale_intrinsics(K, (H, W), (h, w))
+    targets = torch.cat([forward_dolly(3, 1.0), orbit(3, 2.0, 40.0)])
+    blocks = PointBlocks.build(mem.positions, mem.axes, size=32)  # small blocks for a small memory
+    culled = zbuffer_project(mem.positions, targets, K_grid, h, w, blocks=blocks)
+    full = zbuffer_project(mem.positions, targets, K_grid, h, w, axes=mem.axes)
+    assert torch.equal(culled[0], full[0]) and torch.equal(culled[1], full[1])  # exact: culling only skips work
+    assert (culled[0] >= 0).float().mean() > 0.9
+    P = K_grid.float() @ targets[0, :3].float()
+    kept = blocks.rows(P, h, w, 0.05)
+    assert kept is not None and len(kept) < 0.5 * len(mem)
+    # the memory's own readout uses the blocks
+    assert torch.equal(mem.readout(targets, K_grid, h, w).index, full[0])

@@ -82,6 +82,7 @@ def test_three_segments_end_to_end(renderer, scene, K, vae):
     assert results[1].frame_ids[0] == 32 and results[2].frame_ids[-1] == 96
     assert np.array_equal(results[0].frames[-1], results[1].frames[0]), "segments share their boundary frame"
     assert results[-1].memory_points > results[0].memory_points > 0
+    assert all(r.depth_source == "SceneDepth" and r.depth_residual is None for r in results), "exact: nothing fitted"
 
 
 def test_memory_grows_then_stays_bounded_on_a_revisit(renderer, scene, K):
@@ -232,6 +233,8 @@ def test_bad_pipeline_inputs(renderer, scene, K):
         MiragePipeline(backbone, PipelineConfig(mode="branch"))
     with pytest.raises(ValueError, match="segment_frames"):
         PipelineConfig(segment_frames=32)
+    with pytest.raises(ValueError, match="depth_tolerance"):
+        PipelineConfig(depth_tolerance=0.0)
     pipe = MiragePipeline(backbone, PipelineConfig(steps=1))
     with pytest.raises(RuntimeError, match="start"):
         pipe.run_segment(path(1), SceneDepth(renderer, scene))

@@ -111,6 +111,9 @@ class FakeController(GenerationSignals):
     def continue_session(self, folder) -> None:
         self._request("continue_session", str(folder))
 
+    def save_memory(self, path) -> None:
+        self._request("save_memory", str(path))
+
     def start_recording(self, folder, fps: float = 16.0) -> None:
         self._request("start_recording", str(folder), fps)
 
@@ -126,6 +129,15 @@ class FakeController(GenerationSignals):
 
     def cancel(self) -> None:
         self._request("cancel")
+
+    def rewind(self, segments_done, keep_as=None) -> None:
+        self._request("rewind", segments_done, keep_as)
+
+    def switch_branch(self, name, keep_as=None) -> None:
+        self._request("switch_branch", name, keep_as)
+
+    def set_camera_path(self, camera_path) -> None:
+        self._request("set_camera_path", camera_path)
 
     def shutdown(self, timeout_ms: int = 0) -> bool:
         self._request("shutdown")
@@ -163,13 +175,22 @@ class FakeController(GenerationSignals):
         self.scene_ready.emit(scene)
         self.idle.emit()
 
-    def finish_segment(self, index: int, start_w2c, height: int = 64, width: int = 128) -> SimpleNamespace:
+    def finish_segment(
+        self, index: int, start_w2c, height: int = 64, width: int = 128, depth_source: str = "exact"
+    ) -> SimpleNamespace:
         """Emit ``segment_ready`` (a step forward from ``start_w2c``, 33 flat frames) and ``idle``; returns the
         result.
         """
         poses = step_segment("step_forward", torch.as_tensor(start_w2c, dtype=torch.float64))
         frames = np.full((len(poses), height, width, 3), 40 + 5 * index, np.uint8)
-        result = SimpleNamespace(index=index, frames=frames, w2c=poses, timings={"total": 1.0})
+        result = SimpleNamespace(
+            index=index,
+            frames=frames,
+            w2c=poses,
+            timings={"total": 1.0},
+            depth_source=depth_source,
+            depth_residual=None,
+        )
         self.segment_ready.emit(result)
         self.idle.emit()
         return result

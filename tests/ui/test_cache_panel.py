@@ -152,3 +152,124 @@ def test_labels_mode_counts_rejected_cells_per_label_and_draws_those_with_a_posi
     panel.set_label_visible(CellLabel.DYNAMIC, False)
     panel.set_label_visible(CellLabel.SKY, False)
     assert len(panel.drawn_points) == 0 and "invalid 40" in panel.rejected_label.text()
+
+
+def test_per_label_counts_and_legend_match_the_memory(qtbot, cache):
+    labels = np.array([1] * 30 + [2] * 25 + [3] * 40, np.uint8)
+    positions = np.full((len(labels), 3), np.nan, np.float32)
+    positions[:50] = cache.positions[:50] + 0.01
+    segments = cache.segments.copy()
+    segments[: len(segments) // 2] = 3  # as if half the points came from segment 3
+    data = dataclasses.replace(cache, rejected_positions=positions, rejected_labels=labels, segments=segments)
+    panel = CachePanel(use_gl=False)
+    qtbot.addWidget(panel)
+    panel.set_data(data)
+    counts = panel.label_counts()
+    assert counts[CellLabel.STATIC] == (len(cache.positions), 0)
+    assert (
+        counts[CellLabel.DYNAMIC] == (30, 0)
+        and counts[CellLabel.SKY] == (25, 5)
+        and counts[CellLabel.INVALID] == (40, 40)
+    )
+    text = panel.counts_label.text()
+    assert f"static {len(cache.positions):,}" in text and "invalid 40 (40 without position)" in text
+
+    panel.set_color_mode("labels")
+    legend = panel.legend_label.text()
+    for label in CellLabel:
+        r, g, b, _ = (int(round(c * 255)) for c in cloud_math.LABEL_COLORS[label])
+        assert f'rgb({r}, {g}, {b})">■</span> {label.name.lower()}' in legend
+    panel.set_color_mode("provenance")
+    entries = cloud_math.legend_entries("provenance", segments)
+    assert [text for text, _ in entries] == ["segment 0 (the photo)", "segment 1", "segment 3"]
+    drawn = panel.drawn_colors[: len(segments)]
+    for text, rgba in entries:  # each swatch is the colour the points of that segment are drawn in
+        number = int(text.split()[1])
+        if (segments == number).any():
+            np.testing.assert_allclose(drawn[np.flatnonzero(segments == number)[0]], rgba, atol=1e-6)
+    assert "segment 3" in panel.legend_label.text()
+    panel.set_color_mode("pca")
+    assert "principal component" in panel.legend_label.text()
+
+
+def test_orbit_through_puts_the_eye_at_the_camera_looking_along_its_axis(sample_view):
+    params = cloud_math.orbit_through(sample_view.w2c, sample_view.K, sample_view.width, distance=2.0)
+    c2w = np.linalg.inv(sample_view.w2c)
+    elevation, azimuth = np.radians(params["elevation"]), np.radians(params["azimuth"])
+    offset = 2.0 * np.array(
+        [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]
+    )
+    eye = params["center"] + offset  # pyqtgraph's cameraPosition in Euler mode
+    np.testing.assert_allclose(eye, cloud_math.to_display(c2w[:3, 3])[0], atol=1e-5)
+    forward = -offset / 2.0
+    np.testing.assert_allclose(forward, cloud_math.to_display(c2w[:3, 2])[0], atol=1e-5)
+    expected_fov = np.degrees(2 * np.arctan(sample_view.width / (2 * sample_view.K[0, 0])))
+    assert params["fov"] == pytest.approx(expected_fov)
+
+
+def test_gl_view_buttons_highlight_point_size_and_the_view_kept_per_scene(qtbot, cache, sample_view, needs_gl):
+    panel = CachePanel()
+    qtbot.addWidget(panel)
+    panel.resize(420, 460)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.set_scene("scene A")
+    panel.set_data(cache)
+    panel.set_cameras(sample_view.w2c[None], sample_view.w2c, sample_view.K, sample_view.width, sample_view.height)
+    panel.show_scene_view()
+    default = panel.view_params()
+    assert default["elevation"] == 25.0 and default["azimuth"] == -90.0
+
+    assert panel.look_through_camera()
+    eye = np.array(list(panel.view.cameraPosition()))
+    np.testing.assert_allclose(eye, cloud_math.to_display(np.linalg.inv(sample_view.w2c)[:3, 3])[0], atol=1e-4)
+    panel.view.setCameraPosition(elevation=70.0, azimuth=10.0)  # the user orbits
+    panel.fit_button.click()
+    assert panel.view_params()["elevation"] == 70.0, "Fit keeps the direction"
+    tilted = panel.view_params()
+    panel.set_scene("scene B")
+    panel.show_scene_view()
+    assert panel.view_params()["elevation"] == 25.0, "a new scene starts at the default view"
+    panel.set_scene("scene A")
+    panel.show_scene_view()
+    assert panel.view_params() == tilted, "scene A's view comes back"
+    panel.reset_button.click()
+    assert panel.view_params()["elevation"] == 25.0 and panel.view_params()["azimuth"] == -90.0
+
+    panel.size_slider.setValue(9)
+    assert panel.point_size == 9.0 and panel._points_item.size == 9.0
+    panel.size_slider.setValue(0)
+    n = len(panel.drawn_points)
+    assert panel.point_size == (2.0 if n > 100_000 else 3.0 if n > 10_000 else 5.0), "0: sized by point count"
+
+    def grab():
+        image = panel.view.grabFramebuffer().convertToFormat(panel.view.grabFramebuffer().Format.Format_RGB888)
+        rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+        return rows[:, : image.width() * 3].reshape(image.height(), image.width(), 3).astype(int)
+
+    before = grab()
+    viewport = panel.view.getViewport()
+    mvp = np.array((panel.view.projectionMatrix(viewport, viewport) * panel.view.viewMatrix()).data()).reshape(4, 4).T
+    xy, _, inside = cloud_math.project_to_screen(panel.drawn_points, mvp, viewport[2], viewport[3])
+    target = int(np.flatnonzero(inside)[len(np.flatnonzero(inside)) // 2])
+    ratio = panel.view.devicePixelRatioF()
+    info = panel.pick(xy[target, 0] / ratio, xy[target, 1] / ratio)
+    assert info is not None and panel.picked_index is not None and panel._picked_item.visible()
+    after = grab()
+    x, y = (int(round(v)) for v in xy[panel.picked_index])
+    patch = (slice(max(y - 6, 0), y + 7), slice(max(x - 6, 0), x + 7))
+    assert np.abs(after[patch] - before[patch]).mean() > 20, "the picked point is ringed in white"
+    assert (after[patch] > 240).all(axis=-1).sum() >= 20
+
+
+def test_cells_the_depth_alignment_rejected_are_counted_and_drawn_in_their_own_colours(qtbot, cache):
+    labels = np.array([CellLabel.DISAGREE] * 7 + [CellLabel.UNANCHORED] * 12, np.uint8)
+    data = dataclasses.replace(cache, rejected_positions=cache.positions[: len(labels)] + 0.01, rejected_labels=labels)
+    panel = CachePanel(use_gl=False)
+    qtbot.addWidget(panel)
+    panel.set_data(data)
+    panel.set_color_mode("labels")
+    assert "disagree 7" in panel.rejected_label.text() and "unanchored 12" in panel.rejected_label.text()
+    panel.set_label_visible(CellLabel.STATIC, False)
+    assert np.array_equal(panel.drawn_colors, cloud_math.label_colors(labels)), "in their labels' colours"
+    assert len({tuple(cloud_math.LABEL_COLORS[label]) for label in CellLabel}) == len(CellLabel), "colours differ"

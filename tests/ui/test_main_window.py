@@ -20,6 +20,7 @@ from model.io.cameras import read_camera_path_json
 from model.io.video import Mp4Writer, read_mp4_frames
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
+from ui.settings import set_help_at_start
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 TIMEOUT_MS = 120_000
@@ -38,6 +39,7 @@ def window(qapp, tmp_path_factory):
     from PySide6.QtCore import QSettings
 
     store = QSettings(str(tmp_path_factory.mktemp("settings") / "settings.ini"), QSettings.Format.IniFormat)
+    set_help_at_start(store, False)  # the help overlay (tested in test_viewer.py) would cover the viewport
     win = MainWindow(store, LaunchOptions(backend="tiny", steps=2, height=64, width=128, fps=200.0))
     win.resize(1400, 800)
     win.show()

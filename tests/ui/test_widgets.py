@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from explorer.fly_camera import Action, KeyBindings
 from ui.controls_panel import ControlsPanel
-from ui.hud import memory_in_use
+from ui.hud import depth_text, memory_in_use
 from ui.keys import KeyCaptureButton, key_name
 from ui.settings import ExplorerSettings
 from ui.settings_dialog import SettingsDialog
@@ -180,3 +180,9 @@ def test_viewport_overlay_and_timeline_number_frames_alike(qtbot):
     viewport.follow()  # play on: the last frame shown is the 65th in both places
     qtbot.waitUntil(lambda: viewport.shown_index == 64, timeout=2000)
     assert viewport.view.caption == "generated · frame 65 / 65" and viewport.position_label.text() == "frame 65 / 65"
+
+
+def test_depth_text_names_the_source_its_fit_and_the_price_of_the_prior():
+    assert depth_text("depth_anything:/models/da2-metric", 0.0214) == "depth: depth_anything (da2-metric) · fit ±2.1 %"
+    assert depth_text("exact") == "depth: exact"
+    assert "generated content beyond the photo is not remembered" in depth_text("prior")

@@ -9,6 +9,7 @@ from PySide6.QtCore import QRect, Qt
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QMessageBox
 
 from explorer.fly_camera import Action
+from ui.image_dialog import ImageFileDialog
 
 
 def test_ctrl_q_from_the_file_menu_quits_while_q_is_a_fly_key(qtbot, fake_window, fake_controller):
@@ -51,8 +52,10 @@ def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_vie
     fake_controller.status.emit("Model ready: tiny")
     assert "W/A/S/D" in hud.state.text(), "the start-up hint outlives the 'idle' that follows it"
     assert viewport.warning_label.isVisible() and "geometry is approximate" in viewport.warning_label.text()
+    assert "not remembered" in hud.depth.text(), "the HUD says what the prior costs"
 
-    fake_controller.finish_segment(0, fake_window.flight.anchor_w2c)
+    fake_controller.finish_segment(0, fake_window.flight.anchor_w2c, depth_source="prior")
+    assert hud.depth.text().startswith("depth: prior") and "not remembered" in hud.depth.text()
     assert hud.progress.format().startswith("segment 1 done") and hud.progress.value() == hud.progress.maximum()
     fake_controller.cancelled.emit(1)
     fake_controller.idle.emit()
@@ -64,6 +67,7 @@ def test_hud_progress_follows_the_scene_and_warnings_that_matter_stay_in_the_vie
     fake_controller.open(fake_window, fake_controller.scene(prior_depth=False))
     assert hud.progress.format() == "no segment", "the new scene has no segment yet"
     assert not viewport.warning_label.isVisible(), "a scene with depth resolves the warning"
+    assert hud.depth.text() == "depth: exact"
 
 
 def redness(widget, region=None) -> float:
@@ -229,7 +233,8 @@ def test_geometry_docks_colour_mode_and_dialog_folders_are_remembered(
         asked.append(("export", directory))
         return str(folders["exports"] / "path.json"), ""
 
-    monkeypatch.setattr(QFileDialog, "getOpenFileName", open_file)
+    # Open image is Qt's own file dialog with a preview pane (ui/image_dialog.py): answer for it
+    monkeypatch.setattr(ImageFileDialog, "chosen", lambda self: open_file(None, "", self.directory().absolutePath())[0])
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", existing_folder)
     monkeypatch.setattr(QFileDialog, "getSaveFileName", save_file)
     monkeypatch.setattr(QMessageBox, "critical", lambda *a: None)  # the session folder is not a session

@@ -44,11 +44,11 @@ def test_mini_stage_trains_everything_resumes_bit_exactly_and_exports_a_loadable
     calls = {"n": 0}
     original = Trainer.train_step
 
-    def crash_on_step_three(self, batch):
+    def crash_on_step_three(self, batch, noise=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("killed")
-        return original(self, batch)
+        return original(self, batch, noise)
 
     monkeypatch.setattr(Trainer, "train_step", crash_on_step_three)
     with pytest.raises(RuntimeError, match="killed"):

@@ -128,11 +128,11 @@ def test_resume_after_a_crash_continues_bit_exactly(tmp_path, monkeypatch, stage
     calls = {"n": 0}
     original = Trainer.train_step
 
-    def crash_on_step_three(self, batch):
+    def crash_on_step_three(self, batch, *noise):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("killed")
-        return original(self, batch)
+        return original(self, batch, *noise)
 
     monkeypatch.setattr(Trainer, "train_step", crash_on_step_three)
     with pytest.raises(RuntimeError, match="killed"):
