@@ -13,7 +13,13 @@ A session folder holds:
 * ``cameras.txt``: the poses of every video frame as a RealEstate10K camera file;
 * ``memory.safetensors``: the memory after the last segment (:meth:`LatentSpatialMemory.save`);
 * ``last_frame.png``: the last generated frame, lossless, so a continued session resumes from the
-  exact frame and not from its H.264 copy.
+  exact frame and not from its H.264 copy;
+* ``branches/<slug>/`` (optional): each branch kept by a rewind (:mod:`explorer.history`) when the recording
+  stopped, as a session folder of its own (:meth:`SessionRecorder.save_branch`): ``first_segment`` is its fork,
+  ``branch`` its name, its memory the one at its tip. :func:`saved_branches` lists them; opening one continues it.
+
+Per segment, ``session.json`` also holds the depth source and the depth model's alignment residual
+(``depth_source``, ``depth_residual``; absent in older sessions, which still load).
 
 Crash safety: every recorded segment is committed. The recorder builds the next version of the whole
 folder under a temporary name beside it and swaps it in atomically (:class:`model.io.atomic.OutputSet`),
@@ -55,6 +61,7 @@ VIDEO, SESSION_JSON, CAMERAS, MEMORY, LAST_FRAME = (
     "memory.safetensors",
     "last_frame.png",
 )
+BRANCHES = "branches"
 
 
 class SessionError(ValueError):
@@ -176,6 +183,8 @@ class SessionRecorder:
                 "c2w": _c2w_rows(w2c),
                 "timings_s": {k: float(v) for k, v in result.timings.items()},
                 "memory": {"points": int(result.memory_points), "bytes": int(result.memory_bytes)},
+                "depth_source": str(getattr(result, "depth_source", "") or ""),
+                "depth_residual": _optional_float(getattr(result, "depth_residual", None)),
             },
         ]
         poses = [*self._poses, w2c]
@@ -241,6 +250,119 @@ class SessionRecorder:
         """End the recording without complaint; the folder keeps the segments committed so far (or its
         previous content when there were none)."""
         self._recording = False
+
+    def save_branch(self, name: str, fork: int, segments: list[BranchSegment]) -> Path:
+        """Write a branch kept by a rewind into ``branches/<slug>/`` of the finished recording's folder.
+
+        The branch is a session folder of its own with this recording's settings, ``first_segment = fork``
+        and ``"branch": name`` in its ``session.json``; its memory is the last segment's.
+
+        Args:
+            name: the branch's name (``"branch 1"``). fork: segments done before its first segment.
+            segments: its segments in order, each with all its frames (the shared first one included).
+
+        Returns:
+            the branch's folder.
+
+        Raises:
+            RuntimeError: while still recording or before anything was recorded. ValueError: no segments.
+            OutputError: when the folder cannot be written.
+        """
+        if self.recording or not self._info:
+            raise RuntimeError(f"{self.folder}: save branches after a finished recording")
+        if not segments:
+            raise ValueError(f"branch {name!r}: no segments")
+        if fork < 0:
+            raise ValueError(f"branch {name!r}: fork must be >= 0, got {fork}")
+        slug = "".join(c if c.isalnum() else "-" for c in name.strip().lower()).strip("-") or "branch"
+        branch = SessionRecorder(self.folder / BRANCHES / slug, self.fps)
+        branch._info = {
+            **self._info,
+            "first_segment": int(fork),
+            "branch": str(name),
+            "start_c2w": _c2w_rows(torch.as_tensor(segments[0].w2c[0], dtype=torch.float64))[0],
+        }
+        branch._recording = True
+        for segment in segments:
+            branch.add_segment(segment, memory=segment.memory)
+        return branch.finish()
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+@dataclass
+class BranchSegment:
+    """One segment of a branch to save (:meth:`SessionRecorder.save_branch`), shaped like a pipeline result.
+
+    Attributes:
+        index: the segment's global number. frames: ``[T, H, W, 3]`` uint8 (frame 0 shared with the
+            previous segment). w2c: ``[T, 4, 4]`` float64. action: what made it.
+        memory: the memory after it (``save(path)``, ``stats()``; e.g. a rewind checkpoint's).
+    """
+
+    index: int
+    frames: np.ndarray
+    w2c: np.ndarray
+    action: str
+    memory: object
+    depth_source: str = ""
+    depth_residual: float | None = None
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def frame_ids(self) -> list[int]:
+        """Global numbers of the first and last frame."""
+        stride = len(self.frames) - 1
+        return [self.index * stride, (self.index + 1) * stride]
+
+    @property
+    def memory_points(self) -> int:
+        return int(self.memory.stats().points)
+
+    @property
+    def memory_bytes(self) -> int:
+        return int(self.memory.stats().bytes)
+
+
+@dataclass(frozen=True)
+class SavedBranch:
+    """A branch saved in a session folder: its name, fork (segments done before it), segment count and folder."""
+
+    name: str
+    fork: int
+    segments: int
+    folder: Path
+
+    @property
+    def end(self) -> int:
+        """Segments done at its tip."""
+        return self.fork + self.segments
+
+
+def saved_branches(folder: str | os.PathLike) -> list[SavedBranch]:
+    """The branches saved in a session folder's ``branches/`` (none for sessions without one), by name.
+
+    Raises:
+        SessionError: a branch's ``session.json`` is unreadable or not a session (the message names it).
+    """
+    root = Path(folder) / BRANCHES
+    if not root.is_dir():
+        return []
+    out = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        json_path = sub / SESSION_JSON
+        try:
+            data = read_json_object(json_path, "branch session JSON")
+            if data.get("format") != FORMAT_NAME or not isinstance(data.get("segments"), list):
+                raise ValueError("not a Mirage Explorer session")
+            out.append(
+                SavedBranch(str(data.get("branch", sub.name)), int(data["first_segment"]), len(data["segments"]), sub)
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _fail(json_path, f"invalid saved branch: {exc}") from exc
+    return out
 
 
 def _all_frames(poses: list[torch.Tensor]) -> torch.Tensor:
@@ -312,6 +434,16 @@ class RecordedSession:
     @property
     def segments_done(self) -> int:
         return self.first_segment + len(self.w2c)
+
+    @property
+    def branches(self) -> list[SavedBranch]:
+        """The branches saved with the session (:func:`saved_branches`)."""
+        return saved_branches(self.folder)
+
+    @property
+    def branch_name(self) -> str | None:
+        """The branch's name when this session is a saved branch of another (None otherwise)."""
+        return self.data.get("branch")
 
     @property
     def camera_path(self) -> CameraPath | None:

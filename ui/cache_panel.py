@@ -15,7 +15,8 @@ Picking: a click (press and release without dragging) projects the drawn points 
 own projection and view matrices and selects the point nearest to the cursor in screen space
 (within :attr:`CachePanel.pick_radius_px`; ties go to the point nearer the eye). The panel then
 shows that point's segment, frame and its depth in the current explorer camera, and the point is
-ringed in the view.
+marked in the view by a magenta ring between black edges around a white dot (:data:`PICK_RING`), drawn
+over the cloud (no depth test) so it stays visible even behind other points.
 
 View: Reset view (the default orbit, framed on the cloud), Fit to cloud (keeps the direction),
 Look through camera (the eye at the current explorer camera, its field of view); a point-size
@@ -52,6 +53,14 @@ PATH_FRUSTUMS = 8  # frustums drawn along a planned camera path
 CAMERA_REDRAW_MS = 100  # camera frustums are redrawn at most this often (a redraw costs a full repaint)
 DEFAULT_VIEW = {"distance": 6.0, "elevation": 25.0, "azimuth": -90.0, "fov": 60.0}  # the orbit camera at start
 MAX_POINT_SIZE = 12  # pixels, the point-size slider's top
+# the picked point's marker, outermost first: (diameter in pixels, RGBA 0-1) discs drawn one over the other,
+# a magenta ring with black edges around a white dot, distinct from every colour mode's points
+PICK_RING = (
+    (26.0, (0.0, 0.0, 0.0, 1.0)),
+    (22.0, (1.0, 0.15, 0.85, 1.0)),
+    (12.0, (0.0, 0.0, 0.0, 1.0)),
+    (6.0, (1.0, 1.0, 1.0, 1.0)),
+)
 
 
 def _swatch(text: str, rgba) -> str:
@@ -136,13 +145,40 @@ def _create_gl_view(parent: QWidget):
 
     trajectory = line_item(color=(0.9, 0.9, 0.9, 0.8), width=1.0)
     current = line_item(color=(1.0, 0.85, 0.1, 1.0), width=2.0)
-    picked = gl.GLScatterPlotItem(
-        pos=np.zeros((1, 3), np.float32), color=(1.0, 1.0, 1.0, 1.0), size=16.0, pxMode=True, glOptions="opaque"
-    )
-    picked.setVisible(False)
-    for item in (points, trajectory, current, picked):
+    picked = PickMarker(gl)
+    for item in (points, trajectory, current, *picked.items):
         view.addItem(item)
     return view, points, trajectory, current, picked
+
+
+class PickMarker:
+    """The picked point's marker: the :data:`PICK_RING` discs as pyqtgraph scatter items drawn after the
+    cloud without depth test (``gl``: the ``pyqtgraph.opengl`` module)."""
+
+    def __init__(self, gl) -> None:
+        from OpenGL import GL
+
+        overlay = {GL.GL_DEPTH_TEST: False, GL.GL_BLEND: False, GL.GL_CULL_FACE: False}
+        self.items = []
+        for order, (size, color) in enumerate(PICK_RING):
+            item = gl.GLScatterPlotItem(
+                pos=np.zeros((1, 3), np.float32), color=color, size=size, pxMode=True, glOptions=overlay
+            )
+            item.setDepthValue(10 + order)  # drawn after the cloud (depth value 0), outermost first
+            item.setVisible(False)
+            self.items.append(item)
+
+    def set_position(self, position: np.ndarray) -> None:
+        """Centre the marker on ``position`` ``[1, 3]`` float32 (display coordinates)."""
+        for item in self.items:
+            item.setData(pos=np.asarray(position, np.float32).reshape(1, 3))
+
+    def setVisible(self, visible: bool) -> None:  # noqa: N802 (Qt-style, like the items)
+        for item in self.items:
+            item.setVisible(visible)
+
+    def visible(self) -> bool:
+        return all(item.visible() for item in self.items)
 
 
 class CachePanel(QWidget):
@@ -199,7 +235,7 @@ class CachePanel(QWidget):
         )
         self.pick_label = QLabel("click a point to inspect it")
         self.pick_label.setWordWrap(True)
-        self.picked_index: int | None = None  # drawn index of the picked point (ringed in the view)
+        self.picked_index: int | None = None  # drawn index of the picked point (its ring marks it in the view)
         self.legend_label = QLabel("")
         self.legend_label.setWordWrap(True)
         self.legend_label.setTextFormat(Qt.TextFormat.RichText)
@@ -576,12 +612,12 @@ class CachePanel(QWidget):
         return info
 
     def _set_picked(self, drawn_index: int | None) -> None:
-        """Ring the ``drawn_index``-th drawn point (None: no ring)."""
+        """Mark the ``drawn_index``-th drawn point with the pick ring (None: no ring)."""
         self.picked_index = drawn_index
         if not self.use_gl:
             return
         if drawn_index is not None:
-            self._picked_item.setData(pos=self._drawn_points[drawn_index : drawn_index + 1], size=16.0)
+            self._picked_item.set_position(self._drawn_points[drawn_index : drawn_index + 1])
         self._picked_item.setVisible(drawn_index is not None)
 
     def describe_drawn(self, drawn_index: int) -> dict:

@@ -4,9 +4,10 @@ Each export asks for a file (the dialog opens in the folder the last export chos
 :func:`ui.settings.last_folder`) and writes it atomically; a failure is a message box naming the
 file, and the app keeps running.
 
-* **Save video**: every generated frame so far, or a range of the timeline (1-based, inclusive;
-  the range dialog proposes everything, or frame 1 to the frame on screen while scrubbing), as
-  H.264 MP4 at the viewport's playback fps (:class:`model.io.video.Mp4Writer`).
+* **Save video**: the timeline's selection (Shift+click / Shift+drag on the timeline,
+  :mod:`ui.timeline`) when there is one; otherwise every generated frame so far or a range asked for
+  (1-based, inclusive; the range dialog proposes everything, or frame 1 to the frame on screen while
+  scrubbing); as H.264 MP4 at the viewport's playback fps (:class:`model.io.video.Mp4Writer`).
 * **Save frame**: the picture on screen (the scrubbed or playing generated frame, else the live
   preview) as PNG.
 * **Export point cloud**: the memory shown in the cache panel as binary PLY, one vertex per stored
@@ -109,11 +110,16 @@ class Exports:
     # ---- video ---------------------------------------------------------------------------
 
     def save_video(self) -> None:
-        """Ask for the frame range and the file, then write the video."""
+        """Write the timeline's selection, or ask for the frame range; then ask for the file and write the video."""
         viewport = self.window.viewport
         count = viewport.frame_count
         if count == 0:
             QMessageBox.information(self.window, "Save video", "Nothing generated yet: fly and generate first.")
+            return
+        if viewport.selection is not None:
+            path = self._ask("Save video", "explorer.mp4", "MP4 video (*.mp4)")
+            if path:
+                self.save_video_to(path, *viewport.selection)
             return
         last = viewport.shown_index + 1 if viewport.mode == "scrub" else count
         dialog = VideoRangeDialog(count, 1, last, self.window)

@@ -44,6 +44,7 @@ MOUSE_HELP = (
     ("wheel in the view", "fly speed up / down (shown in the HUD)"),
     ("click the view while paused", "resume"),
     ("cache panel: drag / wheel / Ctrl+drag", "orbit / zoom / pan the 3D view; click a point to inspect it"),
+    ("Shift+click / Shift+drag on the timeline", "select a frame range (Save video writes it); a click clears it"),
     ("drop a photo or a session folder", "open it"),
 )
 

@@ -60,6 +60,7 @@ class RecordingFlow:
         self.controls, self.viewport, self.scene_open = controls, viewport, scene_open
         self.folder: str | None = None  # the worker records while this is set
         self._since: float | None = None  # time.monotonic() when the recording started
+        self.branches: Callable[[], list[tuple]] = list  # the kept branches saved with a stopped recording
 
     def set_recording(self, on: bool) -> None:
         """Record into a folder the user picks, or stop.
@@ -72,7 +73,7 @@ class RecordingFlow:
             if folder:
                 self.start(folder)
         elif not on and self.folder is not None:
-            self.controller.stop_recording()
+            self.controller.stop_recording(self.branches())
             self.window.statusBar().showMessage("Recording stops after the running segment…", 5000)
             self.folder = None
         self._show(self.folder is not None)

@@ -6,8 +6,11 @@ added to the viewport, their poses, and its memory readout. "Rewind here…" (th
 Timeline → Rewind to the frame shown) takes the segment of the frame on screen, asks whether the later
 segments are kept as a branch or discarded, cuts the timeline and the trajectory back, and asks the
 worker to restore its checkpoint; Timeline → Branches switches to a kept branch (the segments it
-replaces become a branch in turn). The window applies a rewind or switch only when the worker confirms
-it (``rewound``), with the same branch names, so both stay in step; a refusal (e.g. a checkpoint
+replaces become a branch in turn). When a recording stops, the branches kept so far are saved into its
+folder (``branches/<slug>/``, :meth:`explorer.session.SessionRecorder.save_branch`); after re-opening that
+session, Timeline → Branches lists them too ("saved"), and choosing one continues it (its frames from the
+fork on, its memory at its tip) as a session of its own. The window applies a rewind or switch only when
+the worker confirms it (``rewound``), with the same branch names, so both stay in step; a refusal (e.g. a checkpoint
 dropped for its memory budget) comes as an error box and changes nothing. Refused here while a segment
 runs or while recording (the recorded video cannot lose segments).
 """
@@ -31,11 +34,15 @@ from explorer.worker import SegmentReadout
 @dataclass
 class SegmentRecord:
     """What one segment added to the window: frames ``[H, W, 3]`` uint8 and their ``[4, 4]`` w2c
-    (the segment's frames after the one it shares with the previous segment), and its readout."""
+    (the segment's frames after the one it shares with the previous segment), its readout, and what the
+    session records of it: the action, the depth source and the depth fit's residual."""
 
     frames: list[np.ndarray]
     w2c: list[np.ndarray]
     readout: SegmentReadout | None
+    action: str = ""
+    depth_source: str = ""
+    depth_residual: float | None = None
 
 
 class RewindFlow(QObject):
@@ -75,6 +82,7 @@ class RewindFlow(QObject):
         c.segment_ready.connect(self._segment)
         c.rewound.connect(self._rewound)
         c.failed.connect(self._forget_request)
+        window.recording.branches = self.branch_payload  # saved into the folder when a recording stops
 
     # ---- bookkeeping -------------------------------------------------------------------------
 
@@ -99,7 +107,16 @@ class RewindFlow(QObject):
         added = len(result.frames) if self.window.viewport.frame_count == len(result.frames) else len(result.frames) - 1
         frames = self.window.viewport.frames[-added:]
         poses = list(np.asarray(result.w2c)[1:])  # the window's trajectory already holds the shared first pose
-        self.history.append(SegmentRecord(list(frames), poses, self._readouts.pop(result.index, None)))
+        self.history.append(
+            SegmentRecord(
+                list(frames),
+                poses,
+                self._readouts.pop(result.index, None),
+                getattr(result, "action", "") or "",
+                getattr(result, "depth_source", "") or "",
+                getattr(result, "depth_residual", None),
+            )
+        )
 
     # ---- actions -------------------------------------------------------------------------------
 
@@ -238,9 +255,63 @@ class RewindFlow(QObject):
             np.asarray(window.scene.image).shape[0],
         )
 
+    def frame_index_after(self, segments_done: int) -> int:
+        """Viewport index of the last frame after ``segments_done`` segments of the current line (-1: none yet)."""
+        self.history._check(segments_done)
+        index = self.window.viewport.frame_count - sum(len(r.frames) for r in self.history.items) - 1
+        return index + sum(len(r.frames) for r in self.history.items[: segments_done - self.history.base])
+
+    def branch_payload(self) -> list[tuple]:
+        """Every kept branch as ``(name, fork, frames, w2c, infos)``: per segment all its frames ``[T, H, W, 3]``
+        uint8 and ``[T, 4, 4]`` w2c, the one shared with the previous segment first, and a dict of its
+        ``action``, ``depth_source`` and ``depth_residual`` (what :meth:`explorer.session.SessionRecorder.save_branch`
+        records)."""
+        window, out = self.window, []
+        for name, branch in self.history.branches.items():
+            shared = self.frame_index_after(branch.fork)
+            frame = window.viewport.frames[shared] if shared >= 0 else None
+            pose = np.asarray(window.trajectory[max(shared, 0)])
+            frames, poses = [], []
+            for record in branch.items:
+                full = list(record.frames) if len(record.frames) == len(record.w2c) + 1 else [frame, *record.frames]
+                frames.append(np.stack(full))
+                poses.append(np.stack([pose, *record.w2c]))
+                frame, pose = full[-1], record.w2c[-1]
+            infos = [
+                {"action": r.action, "depth_source": r.depth_source, "depth_residual": r.depth_residual}
+                for r in branch.items
+            ]
+            out.append((name, branch.fork, frames, poses, infos))
+        return out
+
+    def saved_branches(self) -> list:
+        """The branches saved with the session the open scene continues (:func:`explorer.session.saved_branches`)."""
+        replayed, scene = self.window.replayed, self.window.scene
+        if replayed is None or scene is None or scene.source != f"session:{replayed.folder}":
+            return []
+        try:
+            return replayed.branches
+        except ValueError as error:
+            self.window.statusBar().showMessage(f"warning: {error}", 8000)
+            return []
+
+    def open_saved(self, branch) -> None:
+        """Continue a saved branch (:class:`explorer.session.SavedBranch`) as a session of its own."""
+        refusal = self._refusal()
+        if refusal is not None:
+            QMessageBox.information(self.window, "Switch branch", refusal)
+            return
+        self.window.open_session(str(branch.folder))
+
     def _fill_branch_menu(self) -> None:
         self.branch_menu.clear()
-        if not self.history.branches:
+        saved = self.saved_branches()
+        for branch in saved:
+            action = self.branch_menu.addAction(
+                f"{branch.name} (saved): {branch.segments} segment(s) after segment {branch.fork}"
+            )
+            action.triggered.connect(lambda _checked=False, b=branch: self.open_saved(b))
+        if not self.history.branches and not saved:
             self.branch_menu.addAction("(no branches)").setEnabled(False)
         for name, branch in self.history.branches.items():
             action = self.branch_menu.addAction(

@@ -8,7 +8,8 @@ What the big picture shows:
 * **play** — generated frames not yet shown, one every ``1 / fps`` seconds; the live preview then
   sits in a corner inset so camera input stays visible;
 * **scrub** — the frame chosen on the timeline (drag, or a click on the groove; playback paused);
-  "Live" returns to following.
+  "Live" returns to following. Shift+click / Shift+drag on the timeline selects a frame range
+  (:mod:`ui.timeline`, :attr:`Viewport.selection`), drawn as a band; File → Save video writes it.
 
 The "Memory vs model" toggle shows, instead of a generated frame, the picture an overlay callable
 (:meth:`Viewport.set_overlay`, :class:`ui.memory_view.MemoryView`) makes for it; "Rewind here…" asks
@@ -30,7 +31,9 @@ from collections.abc import Callable
 import numpy as np
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+
+from ui.timeline import TimelineSlider
 
 
 def to_qimage(image: np.ndarray) -> QImage:
@@ -181,14 +184,17 @@ class Viewport(QWidget):
         self.live_button = QPushButton("Live")
         self.live_button.setToolTip("follow the camera and new frames again (Home)")
         self.live_button.clicked.connect(self.follow)
-        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider = TimelineSlider()
         self.slider.setRange(0, 0)
         self.slider.setEnabled(False)
         # every user action on the slider (drag, click on the groove, wheel) but never setValue: no loop with playback
         self.slider.actionTriggered.connect(lambda _action: self.scrub(self.slider.sliderPosition()))
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.slider.setMinimumWidth(100)  # the timeline never collapses in a narrow window
-        self.slider.setToolTip("timeline: drag or click to scrub the generated frames (, and . step one frame)")
+        self.slider.setToolTip(
+            "timeline: drag or click to scrub the generated frames (, and . step one frame); Shift+click or "
+            "Shift+drag selects a range (File → Save video writes it), a plain click clears it"
+        )
         self.warning_label = QLabel()
         self.warning_label.setWordWrap(True)
         self.warning_label.setStyleSheet("QLabel { background: rgb(120, 85, 0); color: white; padding: 4px; }")
@@ -236,6 +242,11 @@ class Viewport(QWidget):
     def shown_index(self) -> int:
         """Generated frame on screen, or -1 for the live preview."""
         return self._shown
+
+    @property
+    def selection(self) -> tuple[int, int] | None:
+        """The timeline's selected frames ``(first, last)``, 0-based inclusive, or None (:mod:`ui.timeline`)."""
+        return self.slider.selection
 
     @property
     def frames(self) -> list[np.ndarray]:
@@ -362,6 +373,10 @@ class Viewport(QWidget):
         self.slider.setEnabled(bool(self._frames))
         self.rewind_button.setEnabled(bool(self._frames))
         self.slider.setRange(0, max(0, len(self._frames) - 1))
+        if self._frames:
+            self.slider.clip_selection()
+        else:
+            self.slider.clear_selection()
 
     def _render(self) -> None:
         if self._shown < 0:

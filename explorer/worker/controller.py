@@ -101,10 +101,15 @@ class GenerationController(GenerationSignals):
         """Record every following segment into a session folder (:mod:`explorer.session`)."""
         self._post(f"Recording to {folder}", self._worker.start_recording, str(folder), float(fps))
 
-    def stop_recording(self) -> None:
+    def stop_recording(self, branches: list[tuple] = ()) -> None:
         """Finish the recording (after the segments already queued); ``recording_saved(folder)`` follows,
-        or only a status when no segment was recorded (nothing is saved, the folder is left alone)."""
-        self._post("Saving the recording", self._worker.stop_recording)
+        or only a status when no segment was recorded (nothing is saved, the folder is left alone).
+
+        Args:
+            branches: kept branches to save into the recording, ``(name, fork, frames, w2c, infos)`` each
+                (:meth:`ui.rewind.RewindFlow.branch_payload`; names as in the worker's history).
+        """
+        self._post("Saving the recording", self._worker.stop_recording, list(branches))
 
     def update_generation(self, prompt: str | None = None, **changes) -> None:
         """Change ``steps``, ``seed``, ``inpaint_fraction`` (and the prompt) from the next segment on, no reload."""

@@ -23,7 +23,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from explorer.history import CHECKPOINT_BUDGET_BYTES, BranchingHistory, MemoryCheckpoint, trim_checkpoints
 from explorer.scene_inputs import SceneInputs, bundled_scene, photo_inputs, session_inputs
-from explorer.session import SessionRecorder, load_session, session_memory
+from explorer.session import BranchSegment, SessionRecorder, load_session, session_memory
 from explorer.worker.errors import describe_error
 from explorer.worker.mailbox import SegmentMailbox
 from explorer.worker.messages import (
@@ -442,8 +442,9 @@ class GenerationWorker(GenerationSignals):
         self._recorder = recorder
         self.status.emit(f"Recording to {folder}")
 
-    def stop_recording(self) -> None:
-        """Finish the recording; ``recording_saved(folder)`` follows (only a status when nothing was recorded)."""
+    def stop_recording(self, branches: list[tuple] = ()) -> None:
+        """Finish the recording, with the kept ``branches`` saved into it (:meth:`_save_branches`);
+        ``recording_saved(folder)`` follows (only a status when nothing was recorded)."""
         recorder, self._recorder = self._recorder, None
         if recorder is None:
             raise ValueError("not recording")
@@ -456,6 +457,35 @@ class GenerationWorker(GenerationSignals):
         folder = recorder.finish()
         self.recording_saved.emit(str(folder))
         self.status.emit(f"Recording saved to {folder} ({recorder.segments} segments)")
+        self._save_branches(recorder, branches)  # a failure here leaves the recording as saved
+
+    def _save_branches(self, recorder: SessionRecorder, branches: list[tuple]) -> None:
+        """Save kept branches into the finished ``recorder``'s folder (``branches/<slug>/``, see
+        :meth:`explorer.session.SessionRecorder.save_branch`), each with the memory of its checkpoints.
+
+        Args:
+            branches: ``(name, fork, frames, w2c, infos)`` per branch: per segment ``[T, H, W, 3]`` uint8
+                frames and ``[T, 4, 4]`` w2c (the shared first frame included), and a dict of its ``action``,
+                ``depth_source`` and ``depth_residual`` (:meth:`ui.rewind.RewindFlow.branch_payload`).
+        """
+        for name, fork, frames, w2c, infos in branches:
+            branch = self._history.branches.get(name)
+            if branch is None or branch.fork != fork or len(branch.items) != len(frames):
+                raise ValueError(f"no branch {name!r} of {len(frames)} segment(s) after segment {fork} is kept")
+            segments = [
+                BranchSegment(
+                    fork + k,
+                    np.asarray(f),
+                    np.asarray(p),
+                    info.get("action", ""),
+                    checkpoint.memory,
+                    info.get("depth_source", ""),
+                    info.get("depth_residual"),
+                )
+                for k, (f, p, info, checkpoint) in enumerate(zip(frames, w2c, infos, branch.items, strict=True))
+            ]
+            saved = recorder.save_branch(name, fork, segments)
+            self.status.emit(f"Branch {name!r} saved to {saved}")
 
     def update_generation(self, changes: dict, prompt: str | None) -> None:
         """New steps / seed / inpaint fraction / prompt for the next segments (and scenes opened later)."""

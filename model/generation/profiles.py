@@ -126,7 +126,7 @@ MINI = BackendProfile(
     train_size=(64, 128),
     steps=10,
     # its trained branch conditions every step and visible tokens follow the readout to the end (on held-out
-    # worlds 1.0 beat 0.9 on closed-loop PSNR by 3 dB: benchmarks/mini_heldout.py)
+    # worlds 1.0 beat 0.9 on closed-loop PSNR by 3 dB with a step-800 checkpoint: benchmarks/mini_heldout.py)
     inpaint_fraction=1.0,
     dtype="float32",
     max_sequence_length=32,

@@ -9,7 +9,15 @@ import torch
 
 from explorer.flight import step_segment
 from explorer.scene_inputs import PRIOR_DEPTH_WARNING, bundled_scene, session_inputs
-from explorer.session import SessionError, SessionRecorder, export_camera_path, load_session, session_memory
+from explorer.session import (
+    BranchSegment,
+    SessionError,
+    SessionRecorder,
+    export_camera_path,
+    load_session,
+    saved_branches,
+    session_memory,
+)
 from model.generation.backbone import BackboneConfig, load_backbone
 from model.generation.depth import PriorDepthWarning
 from model.generation.pipeline import MiragePipeline, PipelineConfig
@@ -150,6 +158,42 @@ def test_a_failed_or_aborted_recording_keeps_what_was_committed(tmp_path, genera
     with pytest.raises(ValueError, match="no segments"):
         empty.finish()
     assert not (tmp_path / "empty").exists()
+
+
+def test_branches_and_depth_stats_are_saved_with_the_session(tmp_path, generated):
+    pipe, inputs, results = generated
+    recorder = SessionRecorder(tmp_path / "s", fps=12.0)
+    recorder.start(width=W, height=H, K=inputs.K, start_w2c=torch.eye(4), source="bundled")
+    recorder.add_segment(results[0], memory=pipe.memory)
+    with pytest.raises(RuntimeError, match="finished recording"):
+        recorder.save_branch("branch 1", 1, [])
+    folder = recorder.finish()
+    data = json.loads((folder / "session.json").read_text())
+    assert results[0].depth_source and data["segments"][0]["depth_source"] == results[0].depth_source
+    assert data["segments"][0]["depth_residual"] == results[0].depth_residual
+    assert load_session(folder).branches == [], "a session without branches"
+    second = results[1]
+    branch = recorder.save_branch(
+        "branch 1", 1, [BranchSegment(1, second.frames, second.w2c.numpy(), "turn_left", pipe.memory, "exact", 0.25)]
+    )
+    assert branch == folder / "branches" / "branch-1"
+    [saved] = load_session(folder).branches
+    assert (saved.name, saved.fork, saved.segments, saved.end, saved.folder) == ("branch 1", 1, 1, 2, branch)
+    session = load_session(branch)
+    assert session.branch_name == "branch 1" and session.first_segment == 1 and session.segments_done == 2
+    assert len(session.frames) == 33 and np.array_equal(session.last_frame, second.frames[-1])
+    assert np.allclose(session.w2c[0], second.w2c.numpy(), atol=1e-12) and session.actions == ["turn_left"]
+    assert np.allclose(session.start_w2c, second.w2c[0].numpy(), atol=1e-12)
+    segment = session.data["segments"][0]
+    assert segment["frame_ids"] == [32, 64] and segment["depth_residual"] == 0.25
+    assert torch.equal(session_memory(session).positions, pipe.memory.positions), "the branch tip's memory"
+    for segment in data["segments"]:  # a session written before the depth stats were recorded
+        del segment["depth_source"], segment["depth_residual"]
+    (folder / "session.json").write_text(json.dumps(data))
+    assert load_session(folder).segments_done == 1
+    (branch / "session.json").write_text("{}")
+    with pytest.raises(SessionError, match=r"branch-1/session\.json: invalid saved branch"):
+        saved_branches(folder)
 
 
 def test_corrupt_or_incomplete_sessions_raise_clear_errors(tmp_path, generated):

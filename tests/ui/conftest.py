@@ -117,8 +117,8 @@ class FakeController(GenerationSignals):
     def start_recording(self, folder, fps: float = 16.0) -> None:
         self._request("start_recording", str(folder), fps)
 
-    def stop_recording(self) -> None:
-        self._request("stop_recording")
+    def stop_recording(self, branches=()) -> None:
+        self._request("stop_recording", list(branches))
 
     def update_generation(self, prompt=None, **changes) -> None:
         self._request("update_generation", prompt, changes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,9 @@ from PySide6.QtCore import QPoint, Qt
 from explorer.worker import snapshot_memory
 from model.memory.latent import CellLabel
 from ui import cloud_math
-from ui.cache_panel import CachePanel
+from ui.cache_panel import PICK_RING, CachePanel
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 def test_display_transform_is_a_rotation_to_z_up():
@@ -258,8 +261,23 @@ def test_gl_view_buttons_highlight_point_size_and_the_view_kept_per_scene(qtbot,
     after = grab()
     x, y = (int(round(v)) for v in xy[panel.picked_index])
     patch = (slice(max(y - 6, 0), y + 7), slice(max(x - 6, 0), x + 7))
-    assert np.abs(after[patch] - before[patch]).mean() > 20, "the picked point is ringed in white"
-    assert (after[patch] > 240).all(axis=-1).sum() >= 20
+    assert np.abs(after[patch] - before[patch]).mean() > 20, "the picked point is marked"
+    ring = PICK_RING[1][1]
+    ring_rgb = np.array(ring[:3]) * 255
+
+    def ring_pixels(image):  # within 20 of the ring's magenta, in a 41 x 41 patch around the point
+        box = image[max(y - 20, 0) : y + 21, max(x - 20, 0) : x + 21]
+        return (np.abs(box - ring_rgb).max(axis=-1) <= 20).sum()
+
+    assert ring_pixels(before) <= 3, "the cloud itself is not drawn in the ring's colour here"
+    assert ring_pixels(after) >= 40 * ratio**2, "a magenta ring around the picked point"
+    centre = after[y - 1 : y + 2, x - 1 : x + 2]
+    assert (centre > 240).all(axis=-1).sum() >= 4, "with the point as a white dot in its middle"
+    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    between = [after[int(round(y + 4.5 * ratio * np.sin(a))), int(round(x + 4.5 * ratio * np.cos(a)))] for a in angles]
+    assert sum(int(p.max()) < 60 for p in between) >= 6, "a black edge between the dot and the ring"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    panel.view.grabFramebuffer().save(str(ARTIFACTS / "cache_panel_picked.png"))
 
 
 def test_cells_the_depth_alignment_rejected_are_counted_and_drawn_in_their_own_colours(qtbot, cache):

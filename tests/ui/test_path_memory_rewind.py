@@ -14,6 +14,7 @@ from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
 from explorer.flight import step_segment
+from explorer.session import load_session, saved_branches
 from explorer.worker import SegmentReadout
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
@@ -158,6 +159,42 @@ def test_rewind_keeps_a_branch_and_switching_back_restores_it(qtbot, qapp, windo
     assert window.segments_done == end and window.viewport.frame_count == frames
     qtbot.waitUntil(lambda: window.cache_panel._data.points == tip_points, timeout=TIMEOUT_MS)
     assert list(window.rewinds.history.branches) == ["branch 2"], "the segment it replaced is a branch now"
+
+
+def test_kept_branches_are_saved_with_a_recording_and_reopen(qtbot, qapp, window, tmp_path):
+    qtbot.waitUntil(lambda: not window.controller.busy and not window.pending, timeout=TIMEOUT_MS)
+    [(name, branch)] = window.rewinds.history.branches.items()  # kept by the test above
+    shared = window.rewinds.frame_index_after(branch.fork)
+    folder = tmp_path / "recorded"
+    window.start_recording(str(folder))
+    with qtbot.waitSignal(window.controller.segment_ready, timeout=TIMEOUT_MS):
+        window.step("turn_left")
+    with qtbot.waitSignal(window.controller.recording_saved, timeout=TIMEOUT_MS):
+        window.set_recording(False)
+    qtbot.waitUntil(lambda: not window.controller.busy and bool(saved_branches(folder)), timeout=TIMEOUT_MS)
+    [saved] = saved_branches(folder)
+    assert (saved.name, saved.fork, saved.segments) == (name, branch.fork, len(branch.items))
+    session = load_session(saved.folder)
+    assert session.first_segment == branch.fork and len(session.frames) == 1 + 32 * len(branch.items)
+    window_frames = np.stack([window.viewport.frames[shared], *[f for r in branch.items for f in r.frames]])
+    # the tiny model paints noise that H.264 cannot keep at 64x128: compare each frame's mean colour
+    means = session.frames.reshape(len(session.frames), -1, 3).mean(1)
+    assert np.abs(means - window_frames.reshape(len(window_frames), -1, 3).mean(1)).max() < 8, "the branch's frames"
+    assert np.array_equal(session.last_frame, branch.items[-1].frames[-1]), "its last frame exactly"
+    tip_points = session.data["memory"]["points"]
+    recorded = [(s["action"], s["depth_source"]) for s in session.data["segments"]]
+    assert recorded == [(r.action, r.depth_source) for r in branch.items] and recorded[0][1].startswith("exact")
+
+    window.open_session(str(folder))
+    qtbot.waitUntil(lambda: window.scene is not None and window.scene.source == f"session:{folder}", timeout=TIMEOUT_MS)
+    entries = [a for a in window.rewinds.branch_menu.actions() if "(saved)" in a.text()]
+    assert [a.text().split(" (saved)")[0] for a in entries] == [name], "Timeline -> Branches lists the saved branch"
+    entries[0].trigger()
+    qtbot.waitUntil(
+        lambda: window.scene.source == f"session:{saved.folder}" and window.cache_panel._data.points == tip_points,
+        timeout=TIMEOUT_MS,
+    )
+    assert window.segments_done == saved.end and window.viewport.frame_count == len(session.frames)
 
 
 # ---- the same pieces without a model -------------------------------------------------------------

@@ -200,6 +200,45 @@ def test_exports_write_video_frame_cloud_and_ask_the_worker_for_the_memory(
     assert fake_controller.calls("save_memory") == [(str(tmp_path / "memory.safetensors"),)]
 
 
+def test_a_timeline_selection_is_drawn_and_is_what_save_video_writes(
+    qtbot, fake_window, fake_controller, tmp_path, monkeypatch
+):
+    w = fake_window
+    fake_controller.open(w, fake_controller.scene())
+    fake_controller.finish_segment(0, w.flight.anchor_w2c)
+    fake_controller.finish_segment(1, w.trajectory[-1])
+    slider, y = w.viewport.slider, w.viewport.slider.height() // 2
+    w.viewport.scrub(10)
+    plain = grab(slider)
+    qtbot.mouseClick(slider, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier, QPoint(slider.x_of(40), y))
+    assert w.viewport.selection == (10, 40), "Shift+click: from the frame on screen to the clicked one"
+    assert w.viewport.shown_index == 10, "selecting does not scrub"
+    banded = grab(slider)
+    changed = np.abs(banded.astype(int) - plain.astype(int)).sum(2) > 30
+    columns = np.flatnonzero(changed.any(0))
+    assert columns.size and columns.min() < slider.x_of(20) and columns.max() > slider.x_of(35), "a band is drawn"
+    assert not changed[:, slider.x_of(55) :].any(), "only over the selection"
+    save_artifact(slider, "timeline_selection.png")
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "selected.mp4"), ""))
+
+    def no_dialog(self):
+        raise AssertionError("the range dialog is not asked with a selection")
+
+    monkeypatch.setattr("ui.exports.VideoRangeDialog.exec", no_dialog)
+    w.exports.save_video()
+    assert len(read_mp4_frames(tmp_path / "selected.mp4")) == 31, "frames 11..41"
+
+    qtbot.mousePress(slider, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier, QPoint(slider.x_of(60), y))
+    qtbot.mouseMove(slider, QPoint(slider.x_of(50), y))
+    qtbot.mouseRelease(slider, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.ShiftModifier, QPoint(slider.x_of(50), y))
+    assert w.viewport.selection == (50, 60), "Shift+drag: from where it started to where it ends"
+    w.viewport.truncate(55)  # a rewind removes frames: the selection is clipped to what is left
+    assert w.viewport.selection == (50, 54)
+    qtbot.mouseClick(slider, Qt.MouseButton.LeftButton, pos=QPoint(slider.x_of(5), y))
+    assert w.viewport.selection is None, "a plain click clears it"
+
+
 def test_exports_before_anything_exists_say_so_and_write_nothing(qtbot, fake_window, tmp_path, monkeypatch):
     told = []
     monkeypatch.setattr(QMessageBox, "information", lambda parent, title, text, *a: told.append(title))
