@@ -36,7 +36,7 @@ def write_jobs(path: Path, jobs: list) -> Path:
         ("[1, 2]", r"line 2: expected a JSON object, got list"),
         ('{"id": "x", "colour": 3}', r"line 2: unknown key\(s\) colour"),
         ('{"id": "x", "segments": "2"}', r'line 2: segments: expected int, got "2"'),
-        ('{"id": "x", "steps": true}', r"line 2: steps: expected int, got true"),
+        ('{"id": "x", "steps": true}', r"line 2: steps: expected int or null, got true"),
         ('{"id": "x", "image": 5}', r"line 2: image: expected str or null, got 5"),
         ('{"id": "../up"}', r"line 2: id: expected a string"),
         ('{"id": "a"}', r"line 2: id 'a' repeats line 1"),
