@@ -210,6 +210,47 @@ def _add_render_batch(sub) -> None:
     batch.set_defaults(run=_render_batch)
 
 
+def _eval_world(args: argparse.Namespace) -> int:
+    from explorer.eval_world.report import table_rows
+    from explorer.eval_world.run import EvalWorldArgs, run_eval_world
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "run") and not k.startswith("gui_")}
+    summary = run_eval_world(EvalWorldArgs(**fields))
+    print("\n".join(table_rows(summary["systems"])))
+    print(f"wrote {args.out}/summary.json, table.md, contact_sheet.png")
+    return 0
+
+
+def _add_eval_world(sub) -> None:
+    from explorer.eval_world.systems import SYSTEMS
+    from explorer.generate import TRAJECTORIES
+
+    ew = sub.add_parser(
+        "eval-world",
+        help="benchmark: systems generate procedural worlds, every frame scored against the exact render",
+    )
+    ew.add_argument("--seeds", required=True, help="comma-separated scene seeds, e.g. 5001,5002 (held out: >= 5000)")
+    ew.add_argument(
+        "--trajectories", default=",".join(TRAJECTORIES), help=f"comma-separated, of {', '.join(TRAJECTORIES)}"
+    )
+    ew.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated, of " + "; ".join(f"{n} ({s.summary})" for n, s in SYSTEMS.items()),
+    )
+    ew.add_argument("--out", required=True, help="output folder: summary.json, table.md, contact_sheet.png")
+    ew.add_argument("--segments", type=int, default=3, help="segments of 33 frames per trajectory")
+    ew.add_argument(
+        "--steps", type=int, help=f"denoising steps (default: each backend's, {per_backend(lambda p: p.steps)})"
+    )
+    ew.add_argument("--height", type=int, help="frame height (default: the shipped model's)")
+    ew.add_argument("--width", type=int, help="frame width (default: the shipped model's)")
+    ew.add_argument("--seed", type=int, default=0, help="noise seed")
+    ew.add_argument("--device", help="torch device (default: cuda when available)")
+    ew.add_argument("--model", help="mini model folder for the mini systems (default: the shipped one)")
+    ew.set_defaults(run=_eval_world)
+
+
 def _add_train(sub) -> None:
     from model.training.cli import add_train_arguments
 
@@ -273,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_batch(sub)
     _add_train(sub)
     _add_eval(sub)
+    _add_eval_world(sub)
     _add_fetch_models(sub)
     return parser
 

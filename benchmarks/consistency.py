@@ -48,13 +48,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.machine import machine_description  # noqa: E402
 from explorer.evaluate import json_safe  # noqa: E402
+from explorer.machine import machine_description  # noqa: E402
 from model.baselines.kinds import make_memory  # noqa: E402
 from model.eval.metrics import MAX_PSNR_DB, mean_psnr, reprojection_error, video_metrics  # noqa: E402
 from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
 from model.generation.backbone import BackboneConfig, load_backbone  # noqa: E402
 from model.generation.pipeline import MiragePipeline, PipelineConfig  # noqa: E402
 from model.geometry.camera import intrinsics_from_fov  # noqa: E402
-from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan  # noqa: E402
+from model.geometry.trajectories import forward_dolly, orbit, out_and_back, yaw_pan  # noqa: E402
 from model.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -64,12 +65,6 @@ CONDITIONS = {  # name -> (memory_kind, inpaint_fraction)
     "none": ("latent", 0.0),
 }
 FOV_Y_DEG = 55.0
-
-
-def out_and_back(half: torch.Tensor) -> torch.Tensor:
-    """``[2T-1, 4, 4]``: the path ``[T, 4, 4]`` then back along it, the turning pose not repeated."""
-    loop = closed_loop(half)
-    return torch.cat([loop[: len(half)], loop[len(half) + 1 :]])
 
 
 TRAJECTORIES = {  # name -> builder of the outward half (n frames)

@@ -33,7 +33,7 @@ from model.generation.pipeline import MiragePipeline, PipelineConfig, check_memo
 from model.generation.profiles import default_backend, profile
 from model.generation.stack import GenerationStack, load_generation_stack
 from model.geometry.camera import invert_pose
-from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
+from model.geometry.trajectories import closed_orbit, forward_dolly, look_around, orbit, yaw_pan
 from model.io.atomic import OutputSet, write_json_atomic
 from model.io.cameras import read_camera_path_json, read_re10k, write_re10k
 from model.io.folders import check_model_folder
@@ -42,7 +42,7 @@ from model.io.video import Mp4Writer, min_video_bytes
 from model.memory.base import SpatialMemory
 from model.memory.masks import SKY_FOLDER, SemanticSkySegmenter
 
-TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit")  # builders; parameters: BUILDER_PARAMS
+TRAJECTORIES = ("orbit", "forward", "pan", "closed-orbit", "look-around")  # builders; parameters: BUILDER_PARAMS
 # A rough lower bound of the saved memory for the free-space check: the start frame alone leaves about
 # one 48-channel fp16 point per 16x16-pixel latent cell.
 MEMORY_BYTES_PER_CELL = 96
@@ -55,7 +55,7 @@ class GenerateArgs:
     out: str  # OUT.mp4; OUT.json and OUT.cameras.txt are written beside it
     image: str | None = None  # photo; None uses the bundled sample scene (with its exact depth)
     scene_seed: int | None = None  # instead of a photo: the procedural room of this seed (exact depth)
-    trajectory: str = "orbit"  # orbit | forward | pan | closed-orbit | a RealEstate10K .txt | a camera-path .json
+    trajectory: str = "orbit"  # one of TRAJECTORIES (NAME:key=value,...) | a RealEstate10K .txt | a camera-path .json
     segments: int = 2  # segments of 33 frames (32 new frames each)
     # one of model.generation.profiles.BACKENDS; None: default_backend (wan with --model, else the shipped mini)
     backend: str | None = None
@@ -87,6 +87,7 @@ BUILDER_PARAMS: dict[str, dict[str, float | None]] = {
     "forward": {"distance": 1.0},
     "pan": {"degrees": 45.0},
     "closed-orbit": {"radius": None, "degrees": 40.0},
+    "look-around": {"yaw_deg": 30.0, "pitch_deg": 10.0},
 }
 
 
@@ -119,7 +120,7 @@ def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: 
     """``n_frames`` poses ``[n, 4, 4]`` of a builder spec (:func:`parse_builder`) from ``start_w2c``.
 
     Args:
-        radius: orbit radius in metres unless the spec gives one.
+        radius: orbit radius in metres unless the spec gives one (``generate`` passes :func:`orbit_radius`).
     """
     parsed = parse_builder(spec)
     if parsed is None:
@@ -132,10 +133,16 @@ def build_trajectory(spec: str, n_frames: int, start_w2c: torch.Tensor, radius: 
         return forward_dolly(n_frames, p["distance"], start_w2c)
     if name == "pan":
         return yaw_pan(n_frames, p["degrees"], start_w2c)
+    if name == "look-around":  # yaw right, left and back, pitch up and down twice; ends at the start pose
+        return look_around(n_frames, p["yaw_deg"], p["pitch_deg"], start_w2c)
     # closed-orbit: out and back; the turning pose is not repeated, so n_frames stays 4k+1
-    half = orbit(n_frames // 2 + 1, radius, p["degrees"], start_w2c)
-    loop = closed_loop(half)
-    return torch.cat([loop[: len(half)], loop[len(half) + 1 :]])[:n_frames]
+    return closed_orbit(n_frames, radius, p["degrees"], start_w2c)
+
+
+def orbit_radius(depth: torch.Tensor) -> float:
+    """Radius in metres of the orbits from a start view: the median of its finite depth ``[H, W]`` (2 m without)."""
+    finite = depth[torch.isfinite(depth)]
+    return float(finite.median()) if finite.numel() else 2.0
 
 
 def read_trajectory_file(path: Path, n_frames: int, note: Callable[[str], None]) -> torch.Tensor:
@@ -324,9 +331,7 @@ def run_generate(
         if checked.trajectory is not None:
             w2c = checked.trajectory
         else:
-            finite = depth[torch.isfinite(depth)]
-            radius = float(finite.median()) if finite.numel() else 2.0
-            w2c = build_trajectory(args.trajectory, n_frames, torch.eye(4, dtype=torch.float64), radius)
+            w2c = build_trajectory(args.trajectory, n_frames, torch.eye(4, dtype=torch.float64), orbit_radius(depth))
         report = _generate_video(pipe, w2c, inputs.depth_source, outputs, width, height, args, inputs.k_source)
         outputs.write(
             out.with_suffix(".cameras.txt"),

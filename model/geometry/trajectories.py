@@ -85,6 +85,27 @@ def closed_loop(w2c: torch.Tensor) -> torch.Tensor:
     return torch.cat([w2c, w2c.flip(0)], dim=0)
 
 
+def out_and_back(w2c: torch.Tensor) -> torch.Tensor:
+    """The path then back along it, the turning pose not repeated: ``[2T - 1, 4, 4]`` from ``[T, 4, 4]``.
+
+    Frame ``i`` equals frame ``2T - 2 - i``, so the last frame is the start pose again (a closed loop
+    whose frame count ``2T - 1`` is ``4k + 1`` whenever ``T`` is ``2k + 1``).
+    """
+    loop = closed_loop(w2c)
+    return torch.cat([loop[: len(w2c)], loop[len(w2c) + 1 :]])
+
+
+def closed_orbit(n_frames: int, radius: float = 2.0, degrees: float = 40.0, start_w2c=None) -> torch.Tensor:
+    """:func:`orbit` out by ``degrees`` and back along the same poses (:func:`out_and_back`).
+
+    Returns ``[n_frames, 4, 4]`` w2c; frame 0 is the start pose, and for odd ``n_frames`` the last one
+    is the start pose again (the turn is frame ``n_frames // 2``).
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    return out_and_back(orbit(n_frames // 2 + 1, radius, degrees, start_w2c))[:n_frames]
+
+
 def interpolate_c2w(c2w_a: torch.Tensor, c2w_b: torch.Tensor, t) -> torch.Tensor:
     """Poses a fraction ``t`` of the way between camera-to-world poses.
 

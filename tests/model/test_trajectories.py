@@ -9,10 +9,12 @@ from model.geometry.camera import intrinsics_from_fov, invert_pose, look_at, pro
 from model.geometry.rotations import rot_y, rotation_angle
 from model.geometry.trajectories import (
     closed_loop,
+    closed_orbit,
     forward_dolly,
     interpolate_c2w,
     look_around,
     orbit,
+    out_and_back,
     resample_c2w,
     yaw_pan,
 )
@@ -91,3 +93,13 @@ def test_resample_c2w_repeats_a_single_pose_or_a_path_without_range():
     assert torch.equal(resample_c2w(pose[None], torch.zeros(1), 4), pose.expand(4, 4, 4))
     two = torch.stack([pose, rigid(torch.eye(3, dtype=torch.float64), torch.ones(3))])
     assert torch.equal(resample_c2w(two, torch.zeros(2), 3), pose.expand(3, 4, 4))
+
+
+def test_closed_orbit_goes_out_and_back_without_repeating_the_turn():
+    path = closed_orbit(33, 2.0, 40.0)
+    assert path.shape == (33, 4, 4)
+    assert torch.equal(path[:17], orbit(17, 2.0, 40.0))  # out: the orbit itself
+    for i in range(33):
+        assert torch.equal(path[i], path[32 - i])  # back: the same poses mirrored, the turn (16) once
+    assert torch.allclose(path[-1], torch.eye(4, dtype=torch.float64))
+    assert torch.equal(out_and_back(yaw_pan(3, 30.0)), yaw_pan(3, 30.0)[[0, 1, 2, 1, 0]])
