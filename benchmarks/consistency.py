@@ -46,7 +46,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import machine_description  # noqa: E402
 from explorer.evaluate import json_safe  # noqa: E402
 from explorer.machine import machine_description  # noqa: E402
 from model.baselines.kinds import make_memory  # noqa: E402

@@ -58,8 +58,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import device_label  # noqa: E402
 from explorer.generate import build_trajectory  # noqa: E402
+from explorer.machine import device_label  # noqa: E402
 from model.baselines.kinds import MEMORY_KINDS, make_memory  # noqa: E402
 from model.eval.scenes import SAMPLE_CONFIG, SAMPLE_FOV_Y_DEG, ProceduralScene, SceneRenderer  # noqa: E402
 from model.generation.backbone import (

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import device_label  # noqa: E402
+from explorer.machine import device_label  # noqa: E402
 from model.eval.scenes import ProceduralScene, SceneConfig, SceneRenderer  # noqa: E402
 from model.geometry.camera import intrinsics_from_fov, scale_intrinsics  # noqa: E402
 from model.geometry.trajectories import orbit, yaw_pan  # noqa: E402

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from benchmarks.machine import cpu_model
+    from explorer.machine import cpu_model
     from model.generation.profiles import profile
 
     size = profile("tiny").generation_size(None, None)

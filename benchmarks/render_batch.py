@@ -35,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-from benchmarks.machine import machine_description  # noqa: E402
 from explorer.batch.jobs import read_jobs  # noqa: E402
 from explorer.batch.ray_runner import run_batch  # noqa: E402
+from explorer.machine import machine_description  # noqa: E402
 from model.io.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 
 

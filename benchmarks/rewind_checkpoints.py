@@ -28,8 +28,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import device_label  # noqa: E402
 from explorer.history import MemoryCheckpoint  # noqa: E402
+from explorer.machine import device_label  # noqa: E402
 from explorer.scene_inputs import bundled_scene  # noqa: E402
 from explorer.worker.messages import decode_readout  # noqa: E402
 from model.baselines.kinds import make_memory  # noqa: E402
