@@ -307,14 +307,17 @@ def noise_generators(seed: int, step: int, batch_size: int, rank: int = 0, world
     return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
 
 
-def training_step(
+def predict_velocity(
     model: nn.Module,
     batch: Batch,
     clean_frames: int,
     generator: torch.Generator | list[torch.Generator],
     shift: float,
 ) -> tuple[torch.Tensor, NoisedBatch]:
-    """Noise ``batch``, predict the velocity, return ``(loss, noised batch)`` (no backward)."""
+    """Noise ``batch`` (:func:`~model.training.flow.add_flow_noise`) and predict the velocity.
+
+    Returns ``(prediction [B, C, F, h, w], noised batch)``; ``model`` may be wrapped (DDP / FSDP) or not.
+    """
     device = next(p for p in model.parameters()).device
     transformer = model.module.transformer if hasattr(model, "module") else model.transformer
     noised = add_flow_noise(
@@ -327,6 +330,18 @@ def training_step(
         batch.readout.to(device),
         batch.visible.to(device),
     )
+    return prediction, noised
+
+
+def training_step(
+    model: nn.Module,
+    batch: Batch,
+    clean_frames: int,
+    generator: torch.Generator | list[torch.Generator],
+    shift: float,
+) -> tuple[torch.Tensor, NoisedBatch]:
+    """Noise ``batch``, predict the velocity, return ``(loss, noised batch)`` (no backward)."""
+    prediction, noised = predict_velocity(model, batch, clean_frames, generator, shift)
     return flow_loss(prediction, noised), noised
 
 
@@ -610,25 +625,14 @@ class Trainer:
         model.eval()
         generator = torch.Generator("cpu").manual_seed(HELDOUT_NOISE_SEED)
         losses, errors = [], []
-        transformer = model.transformer
         device = next(model.parameters()).device
         for i in range(len(self.heldout)):
             batch = collate([self.heldout.sample(i)])
             clean = batch.latents.to(device).float()
-            noised = add_flow_noise(
-                clean,
-                self.heldout.spec.clean_frames,
-                tuple(transformer.config.patch_size),
-                generator,
-                self.config.shift,
+            prediction, noised = predict_velocity(
+                model, batch, self.heldout.spec.clean_frames, generator, self.config.shift
             )
-            prediction = model(
-                noised.model_input,
-                noised.timestep,
-                batch.prompt_embeds.to(device),
-                batch.readout.to(device),
-                batch.visible.to(device),
-            ).float()
+            prediction = prediction.float()
             x0 = noised.model_input - noised.sigmas[:, None, :, None, None] * prediction
             errors.append(float(((x0 - clean)[:, :, noised.noisy] ** 2).mean()))
             losses.append(float(flow_loss(prediction, noised)))
