@@ -32,6 +32,12 @@ def image_array(image) -> np.ndarray:
     return rows[:, : image.width() * 3].reshape(image.height(), image.width(), 3).copy()
 
 
+def panel_field(window, name: str):
+    """A field of the memory snapshot the cache panel shows; None while it shows none (a scene opening)."""
+    data = window.cache_panel._data
+    return None if data is None else getattr(data, name)
+
+
 def wait_for(qapp, condition, timeout_ms=TIMEOUT_MS) -> bool:
     end = time.perf_counter() + timeout_ms / 1000
     while time.perf_counter() < end:
@@ -148,7 +154,7 @@ def test_rewind_keeps_a_branch_and_switching_back_restores_it(qtbot, qapp, windo
         name = window.rewinds.rewind(end - 1, keep=True)
     assert blocker.args == [end - 1] and window.segments_done == end - 1
     assert window.viewport.frame_count == frames - 32 and len(window.trajectory) == trajectory - 32
-    qtbot.waitUntil(lambda: window.cache_panel._data.segments_done == end - 1, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: panel_field(window, "segments_done") == end - 1, timeout=TIMEOUT_MS)
     assert window.cache_panel._data.points < tip_points, "the panel shows the earlier memory"
     with qtbot.waitSignal(window.controller.segment_ready, timeout=TIMEOUT_MS) as blocker:
         window.step("turn_right")
@@ -157,7 +163,7 @@ def test_rewind_keeps_a_branch_and_switching_back_restores_it(qtbot, qapp, windo
     with qtbot.waitSignal(window.controller.rewound, timeout=TIMEOUT_MS):
         window.rewinds.switch(name)
     assert window.segments_done == end and window.viewport.frame_count == frames
-    qtbot.waitUntil(lambda: window.cache_panel._data.points == tip_points, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: panel_field(window, "points") == tip_points, timeout=TIMEOUT_MS)
     assert list(window.rewinds.history.branches) == ["branch 2"], "the segment it replaced is a branch now"
 
 
@@ -191,7 +197,7 @@ def test_kept_branches_are_saved_with_a_recording_and_reopen(qtbot, qapp, window
     assert [a.text().split(" (saved)")[0] for a in entries] == [name], "Timeline -> Branches lists the saved branch"
     entries[0].trigger()
     qtbot.waitUntil(
-        lambda: window.scene.source == f"session:{saved.folder}" and window.cache_panel._data.points == tip_points,
+        lambda: window.scene.source == f"session:{saved.folder}" and panel_field(window, "points") == tip_points,
         timeout=TIMEOUT_MS,
     )
     assert window.segments_done == saved.end and window.viewport.frame_count == len(session.frames)
