@@ -17,21 +17,9 @@ from model.io.cameras import read_re10k
 from model.io.rgbd import SAMPLE_SCENE_DIR, RGBDView, load_rgbd_folder, write_rgbd_folder
 from model.io.video import read_mp4_frames
 from model.memory.latent import LatentSpatialMemory
+from tests.cli_args import TINY_FAST
 
-FAST = [
-    "--backend",
-    "tiny",
-    "--height",
-    "64",
-    "--width",
-    "128",
-    "--steps",
-    "1",
-    "--segments",
-    "1",
-    "--trajectory",
-    "closed-orbit",
-]
+FAST = [*TINY_FAST, "--trajectory", "closed-orbit"]
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,7 @@ from PIL import Image
 import main
 from model.io.cameras import read_re10k
 from model.io.video import read_mp4_frames, read_mp4_metadata
-
-FAST = ["--backend", "tiny", "--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
+from tests.cli_args import TINY_FAST as FAST
 
 
 def run(argv, capsys):

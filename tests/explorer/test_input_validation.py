@@ -15,8 +15,8 @@ from model.geometry.camera import Trajectory, intrinsics_from_fov
 from model.geometry.trajectories import orbit
 from model.io.cameras import write_camera_path_json, write_re10k
 from model.memory.latent import LatentSpatialMemory
+from tests.cli_args import TINY_FAST as FAST
 
-FAST = ["--backend", "tiny", "--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 N_FRAMES = 33  # one segment
 
 

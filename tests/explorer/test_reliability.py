@@ -33,9 +33,9 @@ from model.io.atomic import (
     signals_held,
     sweep_orphans,
 )
+from tests.cli_args import TINY_FAST as FAST
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = ["--backend", "tiny", "--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 VARIANTS = ["tmpfs", "injected"]
 NO_SPACE = os.strerror(errno.ENOSPC)
 

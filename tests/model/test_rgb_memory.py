@@ -16,6 +16,7 @@ from model.geometry.camera import intrinsics_from_fov
 from model.geometry.trajectories import orbit
 from model.io.frames import frames_to_tensor
 from model.memory.latent import LatentSpatialMemory, MemoryConfig
+from tests.cli_args import TINY_FAST
 
 H, W = 64, 128
 STRIDE = 4  # PatchVAE
@@ -227,20 +228,7 @@ def test_full_size_vae_of_the_benchmark_has_wan22s_architecture():
 def test_generate_cli_runs_with_the_rgb_memory_and_reloads_it(tmp_path):
     import main
 
-    fast = [
-        "--backend",
-        "tiny",
-        "--height",
-        "64",
-        "--width",
-        "128",
-        "--steps",
-        "1",
-        "--segments",
-        "1",
-        "--memory",
-        "rgb",
-    ]
+    fast = [*TINY_FAST, "--memory", "rgb"]
     saved = tmp_path / "rgb.safetensors"
     assert main.main(["generate", "--out", str(tmp_path / "a.mp4"), "--save-memory", str(saved), *fast]) == 0
     first = RGBPointCloudMemory.load(saved)
