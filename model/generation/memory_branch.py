@@ -43,6 +43,13 @@ keeps them in :attr:`MemoryBranch.readout` (:class:`ReadoutSettings`, recorded w
 weights by :mod:`model.generation.lora`), and :meth:`MemoryBranch.check_readout` refuses a memory that would
 read out differently.
 
+Output (:attr:`MemoryBranchConfig.prediction`): ``"velocity"`` (default) leaves the transformer's
+output alone, the flow velocity a pretrained Wan backbone predicts. ``"readout_x0"`` (mirage-mini,
+trained from scratch) reads the raw output ``o`` as a correction of the clean latents on top of the
+readout, ``x0 = visible * readout + o``, and a forward hook on the transformer returns the velocity
+``(x_t - x0) / sigma`` that the schedulers step with (:meth:`MemoryBranch.velocity_from_x0`): what the
+memory holds is the model's answer from step 0, and training learns what to change.
+
 Condition API: ``with branch.condition(readout, visible): transformer(...)``. While the branch is
 attached and ``enabled``, a transformer call without a condition raises ``RuntimeError`` (a
 silently unconditioned generation is a bug that is hard to spot). ``branch.enabled = False`` turns
@@ -83,6 +90,10 @@ BRANCH_FORMAT = "mirage-memory-branch"
 BRANCH_FORMAT_VERSION = 1
 #: Injection layers of the paper for the 30-block Wan2.2-TI2V-5B: every 4th block from 0.
 DEFAULT_LAYERS = tuple(range(0, 30, 4))
+#: What the conditioned transformer's raw output means (:attr:`MemoryBranchConfig.prediction`).
+PREDICTIONS = ("velocity", "readout_x0")
+#: ``num_train_timesteps`` of the Wan flow schedulers: a token's timestep is ``1000 * sigma``.
+_TIMESTEPS_PER_SIGMA = 1000.0
 
 # Transformer config entries whose equality makes a branch (and a LoRA) transferable.
 _BACKBONE_KEYS = ("num_layers", "num_attention_heads", "attention_head_dim", "in_channels", "ffn_dim", "patch_size")
@@ -99,6 +110,10 @@ class MemoryBranchConfig:
     layers: tuple[int, ...] = DEFAULT_LAYERS
     # Multiplier of every hint (conditioning scale); 0 makes the branch a no-op but still runs it.
     scale: float = 1.0
+    # What the transformer's raw output is: "velocity" (the backbone's own flow prediction; Wan) or
+    # "readout_x0" (a correction of the clean latents on top of the readout, turned into a velocity by
+    # the branch: see MemoryBranch.velocity_from_x0; mirage-mini trains this from scratch)
+    prediction: str = "velocity"
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(i) for i in self.layers)
@@ -108,6 +123,8 @@ class MemoryBranchConfig:
             raise ValueError(f"MemoryBranchConfig.layers must be strictly increasing, got {self.layers}")
         if not math.isfinite(self.scale):
             raise ValueError(f"MemoryBranchConfig.scale must be finite, got {self.scale}")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"MemoryBranchConfig.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
 
 @dataclass(frozen=True)
@@ -261,6 +278,8 @@ class MemoryBranch(nn.Module):
         self._attachment: _Attachment | None = None
         self._condition: _Condition | None = None
         self._pending: _Condition | None = None
+        # the condition of the running transformer call, for its output (prediction "readout_x0")
+        self._output_condition: _Condition | None = None
         self._calls: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
     @staticmethod
@@ -306,6 +325,8 @@ class MemoryBranch(nn.Module):
             raise ValueError("another MemoryBranch is already attached to this transformer: detach() it first")
         blocks = transformer.blocks
         handles = [transformer.register_forward_pre_hook(self._prime, with_kwargs=True)]
+        if self.config.prediction == "readout_x0":
+            handles.append(transformer.register_forward_hook(self._to_velocity, with_kwargs=True))
         handles.append(blocks[0].register_forward_pre_hook(self._run_branch))
         for j, layer in enumerate(self.config.layers):
             handles.append(blocks[layer].register_forward_hook(self._make_injector(j)))
@@ -363,7 +384,7 @@ class MemoryBranch(nn.Module):
 
     def _prime(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Transformer pre-hook: check the condition against the input latents, bind it to this call."""
-        self._pending = None
+        self._pending = self._output_condition = None
         if not self.enabled:
             return
         if self._condition is None:
@@ -379,7 +400,56 @@ class MemoryBranch(nn.Module):
                 f"memory readout {tuple(readout.shape)} does not fit the transformer input "
                 f"{tuple(latents.shape)}: need batch 1 or {b} and grid (F, h, w) = {(f, h, w)}"
             )
-        self._pending = self._condition
+        self._pending = self._output_condition = self._condition
+
+    def _to_velocity(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        """Transformer forward hook of prediction ``"readout_x0"``: its raw output becomes a velocity
+        (:meth:`velocity_from_x0`), in the output container the call asked for."""
+        latents = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        timestep = kwargs["timestep"] if "timestep" in kwargs else args[1]
+        condition, self._output_condition = self._output_condition, None
+        raw = output[0] if isinstance(output, tuple) else output.sample
+        velocity = self.velocity_from_x0(raw, latents, timestep, condition)
+        if isinstance(output, tuple):
+            return (velocity, *output[1:])
+        output.sample = velocity
+        return output
+
+    def velocity_from_x0(
+        self, raw: torch.Tensor, latents: torch.Tensor, timestep: torch.Tensor, condition: _Condition | None
+    ) -> torch.Tensor:
+        """The flow velocity of a ``"readout_x0"`` output.
+
+        The raw output ``o`` is read as a correction of the clean latents on top of the readout,
+        ``x0 = visible * readout + o`` (``x0 = o`` without a condition: the branch disabled), and turned
+        into the velocity the flow schedulers step with, ``v = (x_t - x0) / sigma`` (the inverse of their
+        ``x0 = x_t - sigma * v``), with ``sigma = timestep / 1000`` per token. Tokens at sigma 0 (the
+        clean first frame) get velocity 0: they stay as they are. So the readout is the model's answer
+        until it learns better, and the flow-matching loss weighted by ``sigma**2`` is the MSE of ``x0``.
+
+        Args:
+            raw: ``[B, C, F, h, w]`` the transformer's output.
+            latents: ``[B, C, F, h, w]`` its input ``x_t``.
+            timestep: ``[B]`` or per token ``[B, L]`` (``L = F * h/ph * w/pw``, frame-major).
+            condition: the call's readout and visibility, or None.
+
+        Returns:
+            ``[B, C, F, h, w]`` velocity in ``raw``'s dtype.
+        """
+        b, _, f, h, w = latents.shape
+        t = timestep.float().to(latents.device)
+        if t.ndim == 1:
+            sigma = t.view(-1, 1, 1, 1, 1).expand(b, 1, f, h, w)
+        else:
+            _, ph, pw = self.backbone["patch_size"]
+            sigma = t.view(b, 1, f, h // ph, w // pw).repeat_interleave(ph, 3).repeat_interleave(pw, 4)
+        sigma = sigma / _TIMESTEPS_PER_SIGMA
+        x0 = raw.float()
+        if condition is not None:
+            visible = condition.visible.to(x0.device, x0.dtype).unsqueeze(1)
+            x0 = x0 + visible * condition.readout.to(x0.device, x0.dtype)
+        velocity = (latents.float() - x0) / sigma.clamp_min(1e-6)
+        return torch.where(sigma > 0, velocity, torch.zeros_like(velocity)).to(raw.dtype)
 
     def _run_branch(self, block: nn.Module, args: tuple) -> None:
         """``blocks[0]`` pre-hook: compute the hints of this call from its bound condition."""

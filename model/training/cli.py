@@ -79,6 +79,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="mini: held-out worlds scored (seeds 5000...)",
     )
     parser.add_argument(
+        "--prediction",
+        help="mini: what the transformer outputs: readout_x0 (default for mini: a correction of the clean latents "
+        "on top of the memory readout, x0 loss) or velocity (the only choice of stages branch and lora)",
+    )
+    parser.add_argument(
         "--eval-every", dest="eval_every", type=int, default=100, help="mini: steps between held-out evaluations"
     )
     parser.add_argument("--depth-model", dest="depth_model", help="metric depth model folder for folder clips")
@@ -127,6 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
         "tiny_ffn_dim",
         "heldout_scenes",
         "eval_every",
+        "prediction",
     )
     layers = None
     if args.branch_layers:

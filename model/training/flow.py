@@ -13,7 +13,8 @@ One training sequence of ``F = P + N`` latent frames per sample, in time order::
   timestep ``1000 * sigma'``, and ``x_t = (1 - sigma') x_0 + sigma' * noise`` (diffusers'
   ``FlowMatchEulerDiscreteScheduler.scale_noise``, per frame).
 * The model predicts the velocity; the loss is the MSE to ``noise - x_0`` over the noisy target
-  frames only (clean frames are neither noised nor scored).
+  frames only (clean frames are neither noised nor scored), optionally weighted by ``sigma**2`` (the
+  MSE of the implied clean latents).
 
 Shapes: latents ``[B, C, F, h, w]`` (the transformer's layout), per-token timesteps ``[B, L]``
 with ``L = F * (h / ph) * (w / pw)`` for the patch size ``(1, ph, pw)``.
@@ -110,12 +111,27 @@ def add_flow_noise(
     return NoisedBatch(model_input, timestep, noise - x0, sigma, noisy)
 
 
-def flow_loss(prediction: torch.Tensor, batch: NoisedBatch) -> torch.Tensor:
+#: Loss weightings of :func:`flow_loss`.
+LOSS_WEIGHTINGS = ("velocity", "x0")
+
+
+def flow_loss(prediction: torch.Tensor, batch: NoisedBatch, weighting: str = "velocity") -> torch.Tensor:
     """MSE between the predicted velocity ``[B, C, F, h, w]`` and ``noise - x_0``, noisy frames only.
+
+    Args:
+        weighting: ``"velocity"``: the plain velocity MSE; ``"x0"``: each frame's squared error weighted
+            by ``sigma**2``, which is the MSE of the implied clean latents ``x_t - sigma * v`` (the same
+            objective with its weight moved from low-noise to high-noise frames; the natural loss of an
+            ``x0``-parametrised model such as the ``"readout_x0"`` memory branch).
 
     Clean frames (context and target frame 0) do not enter the loss: changing the prediction there
     changes nothing.
     """
     if prediction.shape != batch.target.shape:
         raise ValueError(f"prediction {tuple(prediction.shape)} != target {tuple(batch.target.shape)}")
-    return torch.nn.functional.mse_loss(prediction[:, :, batch.noisy].float(), batch.target[:, :, batch.noisy])
+    if weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
+    error = (prediction[:, :, batch.noisy].float() - batch.target[:, :, batch.noisy]) ** 2
+    if weighting == "x0":
+        error = error * batch.sigmas[:, None, batch.noisy, None, None] ** 2
+    return error.mean()

@@ -61,7 +61,7 @@ from model.eval.scenes.world import HELD_OUT_SEED
 from model.generation.backbone import Backbone, BackboneConfig
 from model.generation.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
 from model.generation.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
-from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig, ReadoutSettings
+from model.generation.memory_branch import PREDICTIONS, MemoryBranch, MemoryBranchConfig, ReadoutSettings
 from model.generation.mini import SIZE_KEYS, save_mini
 from model.generation.profiles import DEFAULT_BACKEND, profile
 from model.generation.stack import attach_before_offload
@@ -137,6 +137,9 @@ class TrainConfig:
     heldout_scenes: int = 4  # stage mini: held-out worlds (seeds HELD_OUT_SEED ...) scored every eval_every steps
     eval_every: int = 100  # stage mini: steps between held-out evaluations
     world_segments: int = 2  # stage mini: segments (samples) per world path
+    # what the transformer's output means (MemoryBranchConfig.prediction); None: "readout_x0" for stage mini
+    # (trained with the x0 loss weighting), "velocity" otherwise (a pretrained backbone predicts velocity)
+    prediction: str | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -157,6 +160,15 @@ class TrainConfig:
                     f"--stage mini: training scene seeds must lie below {HELD_OUT_SEED} (held out), got "
                     f"{self.procedural_seed}..{self.procedural_seed + self.procedural_scenes - 1}"
                 )
+        if self.prediction is None:
+            self.prediction = "readout_x0" if self.stage == "mini" else "velocity"
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"--prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.stage != "mini" and self.prediction != "velocity":
+            raise ValueError(
+                f"--prediction {self.prediction} is for --stage mini (from scratch); "
+                "a pretrained backbone predicts velocity"
+            )
         for name in (
             "steps",
             "batch_size",
@@ -175,6 +187,11 @@ class TrainConfig:
         if self.branch_layers is not None:
             self.branch_layers = tuple(int(i) for i in self.branch_layers)
         self.betas = tuple(float(b) for b in self.betas)
+
+    @property
+    def loss_weighting(self) -> str:
+        """The :func:`~model.training.flow.flow_loss` weighting: ``"x0"`` for an x0-parametrised model."""
+        return "x0" if self.prediction == "readout_x0" else "velocity"
 
     @property
     def learning_rate(self) -> float:
@@ -257,12 +274,16 @@ def build_model(config: TrainConfig, backbone: Backbone) -> MemoryFlowModel:
     transformer.requires_grad_(config.stage == "mini")  # mini: the whole transformer trains, from random weights
     if config.stage in ("branch", "mini"):
         layers = config.branch_layers or tuple(range(0, transformer.config.num_layers, 4))
-        branch = MemoryBranch(transformer, MemoryBranchConfig(layers=layers))
+        branch = MemoryBranch(transformer, MemoryBranchConfig(layers=layers, prediction=config.prediction))
         if config.stage == "mini":
             # from random weights there is no pretrained output to preserve: zero-initialised projections
             # (VACE's fine-tuning choice) would keep the readout out of the gradient until after_proj has grown
             for proj in [branch.before_proj, *branch.after_proj]:
                 proj.reset_parameters()
+            if config.prediction == "readout_x0":
+                # a zero correction: the untrained model's clean estimate is the readout itself (DiT's zero head)
+                nn.init.zeros_(transformer.proj_out.weight)
+                nn.init.zeros_(transformer.proj_out.bias)
     else:
         branch = MemoryBranch.load(Path(config.branch_dir) / BRANCH_FILE, transformer)
         branch.requires_grad_(False)
@@ -339,10 +360,13 @@ def training_step(
     clean_frames: int,
     generator: torch.Generator | list[torch.Generator],
     shift: float,
+    weighting: str = "velocity",
 ) -> tuple[torch.Tensor, NoisedBatch]:
-    """Noise ``batch``, predict the velocity, return ``(loss, noised batch)`` (no backward)."""
+    """Noise ``batch``, predict the velocity, return ``(loss, noised batch)`` (no backward).
+
+    ``weighting``: the :func:`~model.training.flow.flow_loss` weighting."""
     prediction, noised = predict_velocity(model, batch, clean_frames, generator, shift)
-    return flow_loss(prediction, noised), noised
+    return flow_loss(prediction, noised, weighting), noised
 
 
 @dataclass
@@ -498,7 +522,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.learning_rate_at(self.step)
         generator = self.generator if noise is None else noise
-        loss, _ = training_step(self.prepared, batch, self.samples.spec.clean_frames, generator, self.config.shift)
+        clean_frames, weighting = self.samples.spec.clean_frames, self.config.loss_weighting
+        loss, _ = training_step(self.prepared, batch, clean_frames, generator, self.config.shift, weighting)
         self.accelerator.backward(loss)
         if self.config.grad_clip > 0:
             self.accelerator.clip_grad_norm_(list(trainable_parameters(self.model).values()), self.config.grad_clip)
@@ -635,7 +660,7 @@ class Trainer:
             prediction = prediction.float()
             x0 = noised.model_input - noised.sigmas[:, None, :, None, None] * prediction
             errors.append(float(((x0 - clean)[:, :, noised.noisy] ** 2).mean()))
-            losses.append(float(flow_loss(prediction, noised)))
+            losses.append(float(flow_loss(prediction, noised, self.config.loss_weighting)))
         model.train()
         mse = float(np.mean(errors))
         row = [self.step, float(np.mean(losses)), 10.0 * math.log10(4.0 / max(mse, 1e-12))]

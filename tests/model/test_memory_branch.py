@@ -304,3 +304,49 @@ def test_load_errors_name_the_file(transformer, branch, tmp_path):
     broken.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="broken.safetensors.*not a readable"):
         MemoryBranch.load(broken, transformer)
+
+
+def test_readout_x0_output_is_a_correction_of_the_readout(transformer):
+    """prediction "readout_x0": the raw output o plus the visible readout is the clean estimate, and the
+    velocity the schedulers receive gives it back through their x0 = x_t - sigma * v."""
+    raw_kwargs = inputs()
+    raw = forward(transformer, raw_kwargs)  # the bare backbone's output: the raw o of the same weights
+    branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS, prediction="readout_x0"))
+    branch.attach(transformer)
+    readout, visible = condition()
+    velocity = forward(transformer, raw_kwargs, branch, (readout, visible))  # zero-init hints: o unchanged
+    sigma = (raw_kwargs["timestep"] / 1000).view(1, 1, F, H // 2, W // 2)
+    sigma = sigma.repeat_interleave(2, 3).repeat_interleave(2, 4)
+    x0 = raw_kwargs["hidden_states"] - sigma * velocity
+    expected = raw + visible[:, None] * readout
+    noisy = sigma[0, 0, :, 0, 0] > 0
+    torch.testing.assert_close(x0[:, :, noisy], expected[:, :, noisy], rtol=1e-4, atol=1e-4)
+    assert torch.equal(velocity[:, :, ~noisy], torch.zeros_like(velocity[:, :, ~noisy]))  # clean frame stays
+    branch.enabled = False  # no memory: the raw output alone is the clean estimate
+    off = forward(transformer, raw_kwargs)
+    torch.testing.assert_close((raw_kwargs["hidden_states"] - sigma * off)[:, :, noisy], raw[:, :, noisy])
+    branch.detach()
+    assert torch.equal(forward(transformer, raw_kwargs), raw)  # detached: the backbone's raw output again
+
+
+def test_readout_x0_scalar_timestep_and_output_container(transformer):
+    branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS, prediction="readout_x0"))
+    branch.attach(transformer)
+    kwargs = inputs()
+    kwargs["timestep"] = torch.tensor([500.0])
+    readout, visible = condition()
+    with torch.no_grad(), branch.condition(readout, visible):
+        as_tuple = transformer(**kwargs, return_dict=False)[0]
+        as_output = transformer(**kwargs).sample
+    assert torch.equal(as_tuple, as_output)
+    branch.detach()
+    raw = forward(transformer, kwargs)
+    torch.testing.assert_close(kwargs["hidden_states"] - 0.5 * as_tuple, raw + visible[:, None] * readout)
+
+
+def test_prediction_validated_and_saved(transformer, tmp_path):
+    with pytest.raises(ValueError, match="prediction"):
+        MemoryBranchConfig(prediction="epsilon")
+    branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS, prediction="readout_x0"))
+    branch.save(tmp_path / "b.safetensors")
+    assert MemoryBranch.load(tmp_path / "b.safetensors", transformer).config.prediction == "readout_x0"

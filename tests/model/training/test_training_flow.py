@@ -59,6 +59,18 @@ def test_loss_ignores_clean_frames_and_uses_the_velocity_target():
     assert flow_loss(perturbed, noised).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_x0_weighting_is_the_mse_of_the_implied_clean_latents():
+    x0 = latents()
+    noised = add_flow_noise(x0, clean_frames=1, patch_size=PATCH, generator=torch.Generator().manual_seed(4))
+    prediction = noised.target + torch.randn(noised.target.shape, generator=torch.Generator().manual_seed(5))
+    implied = noised.model_input - noised.sigmas[:, None, :, None, None] * prediction
+    expected = ((implied - x0)[:, :, noised.noisy] ** 2).mean()
+    assert flow_loss(prediction, noised, "x0").item() == pytest.approx(expected.item(), rel=1e-4)
+    assert flow_loss(prediction, noised, "x0") < flow_loss(prediction, noised)  # sigma < 1 shrinks every term
+    with pytest.raises(ValueError, match="weighting"):
+        flow_loss(prediction, noised, "eps")
+
+
 def test_same_generator_state_same_noise():
     x0 = latents()
     a = add_flow_noise(x0, 1, PATCH, torch.Generator().manual_seed(3))

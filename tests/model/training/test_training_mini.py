@@ -16,7 +16,7 @@ from model.memory.base import MemoryConfig
 from model.memory.latent import LatentSpatialMemory
 from model.training import checkpoint as ckpt
 from model.training.losslog import read_loss_csv
-from model.training.trainer import MINI_MODEL_DIR, TrainConfig, Trainer, train
+from model.training.trainer import MINI_MODEL_DIR, TrainConfig, Trainer, predict_velocity, train
 
 QUIET = dict(on_status=lambda message: None)
 # 32x32 frames, 9-frame segments (3 latent frames), one training world and one held-out world keep it fast
@@ -73,6 +73,7 @@ def test_mini_stage_trains_everything_resumes_bit_exactly_and_exports_a_loadable
     folder = tmp_path / "crashed" / MINI_MODEL_DIR
     tensors, config = read_mini(folder)
     assert config["training"]["train_seeds"] == [0, 0] and config["training"]["heldout_seeds_from"] == HELD_OUT_SEED
+    assert config["branch"]["prediction"] == "readout_x0"  # the default of stage mini, recorded with the weights
     assert torch.equal(tensors["transformer"]["blocks.1.ffn.net.2.weight"], a["transformer.blocks.1.ffn.net.2.weight"])
 
     # it loads as the mini backend (its own branch, mode branch) and generates a segment
@@ -87,6 +88,26 @@ def test_mini_stage_trains_everything_resumes_bit_exactly_and_exports_a_loadable
     segment = pipe.run_segment(yaw_pan(9, 10.0), lambda frames, poses, K: torch.full((len(frames), 32, 32), 3.0))
     assert segment.frames.shape == (9, 32, 32, 3) and torch.isfinite(segment.latents).all()
     assert isinstance(pipe.memory, LatentSpatialMemory)
+
+
+def test_untrained_readout_x0_model_answers_with_the_readout(tmp_path):
+    """Stage mini starts from a zero correction: at step 0 the implied clean latents of every noisy frame
+    are the visible readout (zeros elsewhere), whatever the noise; with velocity prediction they are not."""
+    for prediction in ("readout_x0", "velocity"):
+        out, cache = str(tmp_path / prediction), str(tmp_path / "cache")
+        config = TrainConfig(out=out, cache_dir=cache, prediction=prediction, **COMMON)
+        trainer = Trainer(config, **QUIET)
+        batch = trainer.batch(0)
+        velocity, noised = predict_velocity(trainer.model, batch, 1, torch.Generator().manual_seed(0), config.shift)
+        x0 = noised.model_input - noised.sigmas[:, None, :, None, None] * velocity
+        expected = batch.readout * batch.visible[:, None]
+        close = torch.allclose(x0[:, :, 1:], expected[:, :, 1:], atol=1e-4)
+        assert close == (prediction == "readout_x0")
+        assert trainer.config.loss_weighting == ("x0" if prediction == "readout_x0" else "velocity")
+    with pytest.raises(ValueError, match="--prediction readout_x0 is for --stage mini"):
+        TrainConfig(stage="branch", prediction="readout_x0")
+    with pytest.raises(ValueError, match="--prediction must be one of"):
+        TrainConfig(stage="mini", prediction="eps")
 
 
 def test_mini_stage_refuses_held_out_seeds_and_other_backends():
