@@ -243,6 +243,13 @@ def _add_eval_world(sub) -> None:
     ew.add_argument(
         "--steps", type=int, help=f"denoising steps (default: each backend's, {per_backend(lambda p: p.steps)})"
     )
+    ew.add_argument(
+        "--inpaint-fraction",
+        dest="inpaint_fraction",
+        type=float,
+        help="share of the steps during which visible tokens follow the memory readout "
+        f"(default: each backend's, {per_backend(lambda p: p.inpaint_fraction)})",
+    )
     ew.add_argument("--height", type=int, help="frame height (default: the shipped model's)")
     ew.add_argument("--width", type=int, help="frame width (default: the shipped model's)")
     ew.add_argument("--seed", type=int, default=0, help="noise seed")

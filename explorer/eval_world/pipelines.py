@@ -41,7 +41,9 @@ def load_stacks(
     return stacks
 
 
-def make_pipeline(system: System, stack: GenerationStack, steps: int | None, seed: int) -> MiragePipeline:
+def make_pipeline(
+    system: System, stack: GenerationStack, steps: int | None, seed: int, inpaint_fraction: float | None = None
+) -> MiragePipeline:
     """A fresh pipeline of ``system`` on its backend's ``stack``, with an empty memory of the system's kind.
 
     A trained branch refuses a memory that reads out otherwise than it was trained on
@@ -53,8 +55,11 @@ def make_pipeline(system: System, stack: GenerationStack, steps: int | None, see
         steps: denoising steps per segment; None: the backend profile's (as every other setting:
             :meth:`~model.generation.pipeline.PipelineConfig.for_backend`).
         seed: the noise seed.
+        inpaint_fraction: share of the steps in which visible tokens follow the readout; None: the profile's.
     """
-    config = PipelineConfig.for_backend(system.backend, steps=steps, seed=seed, memory_kind=system.memory_kind)
+    config = PipelineConfig.for_backend(
+        system.backend, steps=steps, seed=seed, memory_kind=system.memory_kind, inpaint_fraction=inpaint_fraction
+    )
     device, vae = stack.backbone.device, stack.backbone.vae
     if system.memory == "blind":
         memory = BlindMemory(config.memory, device)

@@ -66,6 +66,7 @@ class EvalWorldArgs:
     systems: str = ",".join(SYSTEMS)  # comma-separated names of explorer.eval_world.systems.SYSTEMS
     segments: int = 3  # segments of 33 frames per trajectory
     steps: int | None = None  # denoising steps per segment (None: each backend profile's)
+    inpaint_fraction: float | None = None  # share of steps visible tokens follow the readout (None: each profile's)
     height: int | None = None  # frame height in pixels (None: the shipped model's profile size)
     width: int | None = None  # frame width in pixels
     seed: int = 0  # noise seed
@@ -120,6 +121,8 @@ def check_args(args: EvalWorldArgs) -> Plan:
         raise ValueError(f"--segments must be >= 1, got {args.segments}")
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.inpaint_fraction is not None and not 0.0 <= args.inpaint_fraction <= 1.0:
+        raise ValueError(f"--inpaint-fraction must be in [0, 1], got {args.inpaint_fraction}")
     systems = check_systems(_names(args.systems, "--systems"), args.model)
     height, width = PROFILES[SIZE_BACKEND].generation_size(args.height, args.width)
     if height < 0 or width < 0:  # multiples of the backbone's image multiple: checked as its stack loads
@@ -170,7 +173,7 @@ def run_eval_world(args: EvalWorldArgs, on_status: Callable[[str], None] | None 
                 if seed == plan.seeds[0]:
                     sheet[trajectory] = {"ground truth": truth.frames[picks]}
                 for system in plan.systems:
-                    pipe = make_pipeline(system, stacks[system.backend], args.steps, args.seed)
+                    pipe = make_pipeline(system, stacks[system.backend], args.steps, args.seed, args.inpaint_fraction)
                     frames, run = score_run(pipe, world, truth, args.segments)
                     runs.append(
                         {"seed": seed, "trajectory": trajectory, "system": system.name, "path_free": truth.free, **run}

@@ -26,11 +26,12 @@ FAST = ["--height", "64", "--width", "128", "--steps", "1", "--segments", "1"]
 
 @pytest.fixture(scope="module")
 def random_mini(tmp_path_factory):
-    """A mini model folder with random weights (the tiny transformer, a fresh branch), as training writes one."""
+    """A mini model folder with random weights (the tiny transformer, a fresh branch whose output is a
+    correction of the readout, as stage mini trains it), as training writes one."""
     folder = tmp_path_factory.mktemp("mini")
     config = BackboneConfig(backend="tiny", device="cpu")
     backbone = load_backbone(config)
-    branch = MemoryBranch(backbone.transformer, MemoryBranchConfig(layers=(0, 2)))
+    branch = MemoryBranch(backbone.transformer, MemoryBranchConfig(layers=(0, 2), prediction="readout_x0"))
     branch.readout = DEFAULT_READOUT
     sizes = {key: getattr(config, key) for key in SIZE_KEYS}
     save_mini(folder, backbone.transformer, branch, backbone.text_encoder, sizes, {"size": [64, 128]})
@@ -76,6 +77,7 @@ def test_all_systems_on_a_tiny_grid_write_summary_table_and_contact_sheet(tmp_pa
         (["--seeds", "1", "--systems", "tiny,gpt"], "--systems: 'gpt'"),
         (["--seeds", "1", "--trajectories", "zigzag"], "--trajectories: 'zigzag'"),
         (["--seeds", "1", "--segments", "0"], "--segments"),
+        (["--seeds", "1", "--inpaint-fraction", "1.5"], "--inpaint-fraction"),
         (["--seeds", "1", "--systems", "tiny", "--height", "60"], "multiples of 8"),
     ],
 )
