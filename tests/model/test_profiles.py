@@ -59,7 +59,7 @@ def test_every_parser_takes_its_backends_and_defaults_from_the_profiles(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--help"])
     assert f"(default {per_backend(lambda p: p.generate_size[0])})" in " ".join(capsys.readouterr().out.split())
-    assert per_backend(lambda p: p.steps) == "20 wan / 4 tiny / 10 mini"
+    assert per_backend(lambda p: p.steps) == "20 wan / 4 tiny / 2 mini"
     assert model_folders() == "wan: a local Wan2.2-TI2V-5B diffusers folder"
 
 
