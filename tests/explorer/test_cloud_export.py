@@ -6,26 +6,17 @@ import torch
 
 import main
 from explorer.cloud_export import cloud_records
-from model.generation.patch_vae import PatchVAE
-from model.io.frames import frames_to_tensor
 from model.io.ply import read_ply_points
 from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
 from model.memory.base import CellLabel
-from model.memory.latent import LatentSpatialMemory
+from tests.sample_memory import memory_from_view
 
 
 @pytest.fixture(scope="module")
 def memory():
     """A memory lifted from the bundled view, with varied provenance (as after several segments)."""
     view = load_rgbd_folder(SAMPLE_SCENE_DIR)
-    memory = LatentSpatialMemory()
-    memory.initialize(
-        PatchVAE().encode(frames_to_tensor(view.image))[0],
-        torch.from_numpy(view.depth.copy()),
-        torch.from_numpy(view.K.copy()),
-        torch.from_numpy(view.w2c.copy()),
-        image=torch.from_numpy(view.image.copy()),
-    )
+    memory = memory_from_view(view)
     n = len(memory)
     memory.segments = (torch.arange(n, dtype=memory.segments.dtype) % 4).to(memory.segments.dtype)
     memory.frames = (torch.arange(n, dtype=memory.frames.dtype) % 33).to(memory.frames.dtype)

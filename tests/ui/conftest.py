@@ -17,10 +17,8 @@ from PySide6.QtGui import QGuiApplication, QOffscreenSurface, QOpenGLContext
 
 from explorer.flight import step_segment
 from explorer.worker import GenerationSignals, SceneInfo
-from model.generation.patch_vae import PatchVAE
-from model.io.frames import frames_to_tensor
 from model.io.rgbd import SAMPLE_SCENE_DIR, load_rgbd_folder
-from model.memory.latent import LatentSpatialMemory
+from tests.sample_memory import memory_from_view
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
 
@@ -66,14 +64,7 @@ def sample_view():
 def sample_memory(sample_view):
     """A memory lifted from the bundled view with exact 4x4 pixel-patch features (plus a fake rejected write)."""
     view = sample_view
-    memory = LatentSpatialMemory()
-    memory.initialize(
-        PatchVAE().encode(frames_to_tensor(view.image))[0],
-        torch.from_numpy(view.depth.copy()),
-        torch.from_numpy(view.K.copy()),
-        torch.from_numpy(view.w2c.copy()),
-        image=torch.from_numpy(view.image.copy()),
-    )
+    memory = memory_from_view(view)
     rng = np.random.default_rng(0)
     memory.rejected_positions = memory.positions[rng.choice(len(memory), 50, replace=False)] + 0.01
     memory.rejected_labels = torch.tensor([1] * 30 + [2] * 20, dtype=torch.uint8)

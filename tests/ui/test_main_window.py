@@ -18,6 +18,7 @@ from explorer.session import load_session
 from model.generation.pipeline import MiragePipeline
 from model.io.cameras import read_camera_path_json
 from model.io.video import Mp4Writer, read_mp4_frames
+from tests.qt_wait import wait_for
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
 from ui.settings import set_help_at_start
@@ -48,18 +49,6 @@ def window(qapp, tmp_path_factory):
     assert deadline_ok, "the bundled scene did not open"
     yield win
     win.close()
-
-
-def wait_for(qapp, condition, timeout_ms) -> bool:
-    import time
-
-    end = time.perf_counter() + timeout_ms / 1000
-    while time.perf_counter() < end:
-        qapp.processEvents()
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 def focus_view(qtbot, win):

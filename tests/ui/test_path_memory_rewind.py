@@ -4,7 +4,6 @@ branches; and the same pieces on the fake controller and as pure functions."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from PySide6.QtWidgets import QMessageBox
 from explorer.flight import step_segment
 from explorer.session import load_session, saved_branches
 from explorer.worker import SegmentReadout
+from tests.qt_wait import wait_for as wait_qt
 from ui.launch import LaunchOptions
 from ui.main_window import MainWindow
 from ui.memory_view import GAP_PX, MemoryView, compose, tint
@@ -39,13 +39,8 @@ def panel_field(window, name: str):
 
 
 def wait_for(qapp, condition, timeout_ms=TIMEOUT_MS) -> bool:
-    end = time.perf_counter() + timeout_ms / 1000
-    while time.perf_counter() < end:
-        qapp.processEvents()
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
+    """:func:`tests.qt_wait.wait_for` with this module's timeout."""
+    return wait_qt(qapp, condition, timeout_ms)
 
 
 @pytest.fixture(scope="module")
