@@ -50,6 +50,13 @@ readout, ``x0 = visible * readout + o``, and a forward hook on the transformer r
 ``(x_t - x0) / sigma`` that the schedulers step with (:meth:`MemoryBranch.velocity_from_x0`): what the
 memory holds is the model's answer from step 0, and training learns what to change.
 
+Hole fill (:attr:`MemoryBranchConfig.hole_fill`): ``"none"`` (default) conditions on the readout as
+given, zeros where the memory has nothing. ``"telea"`` (mirage-mini) first fills the uncovered cells
+classically (:func:`model.generation.hole_fill.telea_filled_latents`, through the VAE in
+:attr:`MemoryBranch.fill_vae`): the branch sees the filled readout (and the mask, so it knows which
+cells are guesses), and with ``"readout_x0"`` the correction sits on top of it everywhere,
+``x0 = filled + o``: the untrained model answers with the classical fill, training learns to beat it.
+
 Condition API: ``with branch.condition(readout, visible): transformer(...)``. While the branch is
 attached and ``enabled``, a transformer call without a condition raises ``RuntimeError`` (a
 silently unconditioned generation is a bug that is hard to spot). ``branch.enabled = False`` turns
@@ -80,6 +87,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
+from model.generation.hole_fill import telea_filled_latents
+from model.generation.vae import VideoVAE
 from model.io.formats import check_tensors, read_versioned, write_versioned
 from model.memory.base import MemoryConfig
 from model.memory.latent import LatentSpatialMemory
@@ -92,6 +101,8 @@ BRANCH_FORMAT_VERSION = 1
 DEFAULT_LAYERS = tuple(range(0, 30, 4))
 #: What the conditioned transformer's raw output means (:attr:`MemoryBranchConfig.prediction`).
 PREDICTIONS = ("velocity", "readout_x0")
+#: How the readout's uncovered cells are filled before the branch sees them (:attr:`MemoryBranchConfig.hole_fill`).
+HOLE_FILLS = ("none", "telea")
 #: ``num_train_timesteps`` of the Wan flow schedulers: a token's timestep is ``1000 * sigma``.
 _TIMESTEPS_PER_SIGMA = 1000.0
 
@@ -114,6 +125,9 @@ class MemoryBranchConfig:
     # "readout_x0" (a correction of the clean latents on top of the readout, turned into a velocity by
     # the branch: see MemoryBranch.velocity_from_x0; mirage-mini trains this from scratch)
     prediction: str = "velocity"
+    # What the branch sees in the cells the memory did not cover: "none" (zeros, as read out) or "telea"
+    # (the readout decoded, OpenCV Telea-inpainted and encoded; needs MemoryBranch.fill_vae; mirage-mini)
+    hole_fill: str = "none"
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(i) for i in self.layers)
@@ -125,6 +139,8 @@ class MemoryBranchConfig:
             raise ValueError(f"MemoryBranchConfig.scale must be finite, got {self.scale}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"MemoryBranchConfig.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.hole_fill not in HOLE_FILLS:
+            raise ValueError(f"MemoryBranchConfig.hole_fill must be one of {HOLE_FILLS}, got {self.hole_fill!r}")
 
 
 @dataclass(frozen=True)
@@ -263,6 +279,8 @@ class MemoryBranch(nn.Module):
         self.enabled = True
         #: The readouts it is (to be) trained on; None: unknown (weights saved before this was recorded).
         self.readout: ReadoutSettings | None = DEFAULT_READOUT
+        #: The VAE of the readout's latents, through which hole_fill "telea" fills (set by whoever loads the model).
+        self.fill_vae: VideoVAE | None = None
         self.patch_embedding = self._init_patch_embedding(transformer.patch_embedding)
         weight = transformer.patch_embedding.weight
         dim = self.backbone["inner_dim"]
@@ -357,14 +375,35 @@ class MemoryBranch(nn.Module):
                 size of the calls; ``F, h, w`` must equal the latent grid of the calls.
             visible: ``[B, F, h, w]`` bool or float, 1 where the memory covered the cell.
 
+        With ``config.hole_fill == "telea"`` the readout's uncovered cells are filled first (:meth:`filled_readout`).
         Blocks nest; leaving one restores the previous condition.
         """
         self._check_condition(readout, visible)
+        if self.config.hole_fill == "telea":
+            readout = self.filled_readout(readout, visible)
         previous, self._condition = self._condition, _Condition(readout, visible)
         try:
             yield
         finally:
             self._condition = previous
+
+    @torch.no_grad()
+    def filled_readout(self, readout: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+        """``[B, C, F, h, w]`` readout with the cells ``visible`` ``[B, F, h, w]`` leaves uncovered Telea-filled
+        (:func:`~model.generation.hole_fill.telea_filled_latents`, each frame alone), in the readout's dtype
+        and device; visible cells keep their values.
+
+        Raises:
+            RuntimeError: :attr:`fill_vae` is not set.
+        """
+        if self.fill_vae is None:
+            raise RuntimeError("MemoryBranch: hole_fill 'telea' needs the readout's VAE: set branch.fill_vae")
+        filled = [
+            telea_filled_latents(self.fill_vae, frames.transpose(0, 1), mask.bool()).transpose(0, 1)
+            for frames, mask in zip(readout, visible, strict=True)
+        ]
+        covered = visible.bool().unsqueeze(1).to(readout.device)
+        return torch.where(covered, readout, torch.stack(filled).to(readout.device, readout.dtype))
 
     def _check_condition(self, readout: torch.Tensor, visible: torch.Tensor) -> None:
         """Raise ``ValueError`` if readout/visible do not fit this branch or each other."""
@@ -421,7 +460,8 @@ class MemoryBranch(nn.Module):
         """The flow velocity of a ``"readout_x0"`` output.
 
         The raw output ``o`` is read as a correction of the clean latents on top of the readout,
-        ``x0 = visible * readout + o`` (``x0 = o`` without a condition: the branch disabled), and turned
+        ``x0 = visible * readout + o`` (``x0 = filled readout + o`` with a hole fill; ``x0 = o`` without a
+        condition: the branch disabled), and turned
         into the velocity the flow schedulers step with, ``v = (x_t - x0) / sigma`` (the inverse of their
         ``x0 = x_t - sigma * v``), with ``sigma = timestep / 1000`` per token. Tokens at sigma 0 (the
         clean first frame) get velocity 0: they stay as they are. So the readout is the model's answer
@@ -446,8 +486,10 @@ class MemoryBranch(nn.Module):
         sigma = sigma / _TIMESTEPS_PER_SIGMA
         x0 = raw.float()
         if condition is not None:
-            visible = condition.visible.to(x0.device, x0.dtype).unsqueeze(1)
-            x0 = x0 + visible * condition.readout.to(x0.device, x0.dtype)
+            readout = condition.readout.to(x0.device, x0.dtype)
+            if self.config.hole_fill == "none":  # a filled readout holds the fill in its holes: all of it counts
+                readout = condition.visible.to(x0.device, x0.dtype).unsqueeze(1) * readout
+            x0 = x0 + readout
         velocity = (latents.float() - x0) / sigma.clamp_min(1e-6)
         return torch.where(sigma > 0, velocity, torch.zeros_like(velocity)).to(raw.dtype)
 
