@@ -1,7 +1,7 @@
 """Classical hole filling of a memory readout: decode, OpenCV Telea inpainting of the uncovered cells, encode.
 
 Two users: the no-model ``readout-inpaint`` baseline (:mod:`model.baselines.readout_inpaint`), whose output is
-exactly :func:`telea_filled_latents`, and a memory branch with ``hole_fill="telea"``
+exactly :func:`telea_filled_latents`, and a memory branch with ``hole_fill="telea-thin"``
 (:class:`model.generation.memory_branch.MemoryBranchConfig`), which is conditioned on the filled readout and
 predicts a correction on top of it.
 """

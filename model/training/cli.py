@@ -86,8 +86,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hole-fill",
         dest="hole_fill",
-        help="mini: what the memory branch sees where the readout has no content: telea (default for mini: the "
-        "readout decoded, Telea-inpainted and encoded; the model corrects it) or none (zeros; stages branch and lora)",
+        help="mini: what the memory branch sees where the readout has no content: telea-thin (default for mini: holes "
+        "next to content Telea-inpainted through the VAE, deeper ones zero; the model corrects it) or none (zeros; "
+        "stages branch and lora)",
     )
     parser.add_argument(
         "--eval-every", dest="eval_every", type=int, default=100, help="mini: steps between held-out evaluations"

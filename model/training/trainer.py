@@ -140,8 +140,8 @@ class TrainConfig:
     # what the transformer's output means (MemoryBranchConfig.prediction); None: "readout_x0" for stage mini
     # (trained with the x0 loss weighting), "velocity" otherwise (a pretrained backbone predicts velocity)
     prediction: str | None = None
-    # what the branch sees in the readout's uncovered cells (MemoryBranchConfig.hole_fill); None: "telea" for
-    # stage mini (the model corrects a classical fill), "none" otherwise
+    # what the branch sees in the readout's uncovered cells (MemoryBranchConfig.hole_fill); None: "telea-thin"
+    # for stage mini (the model corrects a classical fill of the thin holes), "none" otherwise
     hole_fill: str | None = None
 
     def __post_init__(self) -> None:
@@ -173,7 +173,7 @@ class TrainConfig:
                 "a pretrained backbone predicts velocity"
             )
         if self.hole_fill is None:
-            self.hole_fill = "telea" if self.stage == "mini" else "none"
+            self.hole_fill = "telea-thin" if self.stage == "mini" else "none"
         if self.hole_fill not in HOLE_FILLS:
             raise ValueError(f"--hole-fill must be one of {HOLE_FILLS}, got {self.hole_fill!r}")
         if self.stage != "mini" and self.hole_fill != "none":

@@ -74,7 +74,7 @@ def test_mini_stage_trains_everything_resumes_bit_exactly_and_exports_a_loadable
     tensors, config = read_mini(folder)
     assert config["training"]["train_seeds"] == [0, 0] and config["training"]["heldout_seeds_from"] == HELD_OUT_SEED
     assert config["branch"]["prediction"] == "readout_x0"  # the defaults of stage mini, recorded with the weights
-    assert config["branch"]["hole_fill"] == "telea"
+    assert config["branch"]["hole_fill"] == "telea-thin"
     assert torch.equal(tensors["transformer"]["blocks.1.ffn.net.2.weight"], a["transformer.blocks.1.ffn.net.2.weight"])
 
     # it loads as the mini backend (its own branch, mode branch) and generates a segment
@@ -93,11 +93,11 @@ def test_mini_stage_trains_everything_resumes_bit_exactly_and_exports_a_loadable
 
 
 @pytest.mark.parametrize(
-    ("prediction", "hole_fill"), [("readout_x0", "telea"), ("readout_x0", "none"), ("velocity", "none")]
+    ("prediction", "hole_fill"), [("readout_x0", "telea-thin"), ("readout_x0", "none"), ("velocity", "none")]
 )
 def test_untrained_readout_x0_model_answers_with_the_readout(tmp_path, prediction, hole_fill):
     """Stage mini starts from a zero correction: at step 0 the implied clean latents of every noisy frame
-    are the readout, its holes Telea-filled (hole fill "telea", stage mini's default) or zero ("none"),
+    are the readout, its thin holes Telea-filled (hole fill "telea-thin", stage mini's default) or zero ("none"),
     whatever the noise; with velocity prediction they are not."""
     config = TrainConfig(
         out=str(tmp_path / "out"),
@@ -111,7 +111,7 @@ def test_untrained_readout_x0_model_answers_with_the_readout(tmp_path, predictio
     velocity, noised = predict_velocity(trainer.model, batch, 1, torch.Generator().manual_seed(0), config.shift)
     x0 = noised.model_input - noised.sigmas[:, None, :, None, None] * velocity
     expected = batch.readout * batch.visible[:, None]
-    if hole_fill == "telea":
+    if hole_fill == "telea-thin":
         expected = trainer.model.branch.filled_readout(batch.readout, batch.visible)
         assert not torch.equal(expected, batch.readout * batch.visible[:, None])  # the batch has holes to fill
     close = torch.allclose(x0[:, :, 1:], expected[:, :, 1:], atol=1e-4)
@@ -120,10 +120,10 @@ def test_untrained_readout_x0_model_answers_with_the_readout(tmp_path, predictio
 
 
 def test_stage_settings_of_the_output_and_the_hole_fill():
-    assert (TrainConfig(stage="mini").prediction, TrainConfig(stage="mini").hole_fill) == ("readout_x0", "telea")
+    assert (TrainConfig(stage="mini").prediction, TrainConfig(stage="mini").hole_fill) == ("readout_x0", "telea-thin")
     assert (TrainConfig(stage="branch").prediction, TrainConfig(stage="branch").hole_fill) == ("velocity", "none")
-    with pytest.raises(ValueError, match="--hole-fill telea is for --stage mini"):
-        TrainConfig(stage="branch", hole_fill="telea")
+    with pytest.raises(ValueError, match="--hole-fill telea-thin is for --stage mini"):
+        TrainConfig(stage="branch", hole_fill="telea-thin")
     with pytest.raises(ValueError, match="--hole-fill must be one of"):
         TrainConfig(stage="mini", hole_fill="zeros")
     with pytest.raises(ValueError, match="--prediction readout_x0 is for --stage mini"):
