@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.generation.hole_fill import cell_mask_to_pixels
+from model.baselines.readout_inpaint import cell_mask_to_pixels
 from model.generation.patch_vae import PatchVAE
 from model.io.frames import frames_to_tensor
 from model.memory.latent import LatentSpatialMemory, MemoryConfig

@@ -570,11 +570,12 @@ def _load_mini_parts(
     _cast_like_from_pretrained(transformer, dtype)
     branch.to(dtype)
     branch.attach(transformer)
-    vae = branch.fill_vae = PatchVAE(device)  # the VAE its hole fill (if any) decodes and encodes the readout with
     # sampled with the sigma shift it was trained with (config.json "flow_shift")
     scheduler = UniPCMultistepScheduler(**{**TI2V_SCHEDULER, "flow_shift": float(mini.get("flow_shift", 5.0))})
     scheduler_config = dict(scheduler.config)
-    return _Parts(tokenizer, text_encoder.to(dtype).eval(), transformer.eval(), vae, scheduler_config, branch.eval())
+    return _Parts(
+        tokenizer, text_encoder.to(dtype).eval(), transformer.eval(), PatchVAE(device), scheduler_config, branch.eval()
+    )
 
 
 #: How each backend's parts are built (a loader per profile in model.generation.profiles).

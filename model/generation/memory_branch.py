@@ -50,14 +50,6 @@ readout, ``x0 = visible * readout + o``, and a forward hook on the transformer r
 ``(x_t - x0) / sigma`` that the schedulers step with (:meth:`MemoryBranch.velocity_from_x0`): what the
 memory holds is the model's answer from step 0, and training learns what to change.
 
-Hole fill (:attr:`MemoryBranchConfig.hole_fill`): ``"none"`` (default) conditions on the readout as
-given, zeros where the memory has nothing. ``"telea-thin"`` (mirage-mini) first fills the *thin* holes,
-uncovered cells next to a covered one (cracks, disocclusion edges), classically
-(:func:`model.generation.hole_fill.telea_filled_latents`, through the VAE in :attr:`MemoryBranch.fill_vae`);
-deeper holes stay zero (a classical fill smears walls into the sky there). The branch sees that readout
-(and the mask, so it knows which cells are guesses), and with ``"readout_x0"`` the correction sits on top
-of it, ``x0 = filled + o``: the untrained model answers with the fill, training learns to beat it.
-
 Condition API: ``with branch.condition(readout, visible): transformer(...)``. While the branch is
 attached and ``enabled``, a transformer call without a condition raises ``RuntimeError`` (a
 silently unconditioned generation is a bug that is hard to spot). ``branch.enabled = False`` turns
@@ -85,12 +77,9 @@ from pathlib import Path
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
-from model.generation.hole_fill import telea_filled_latents
-from model.generation.vae import VideoVAE
 from model.io.formats import check_tensors, read_versioned, write_versioned
 from model.memory.base import MemoryConfig
 from model.memory.latent import LatentSpatialMemory
@@ -103,8 +92,6 @@ BRANCH_FORMAT_VERSION = 1
 DEFAULT_LAYERS = tuple(range(0, 30, 4))
 #: What the conditioned transformer's raw output means (:attr:`MemoryBranchConfig.prediction`).
 PREDICTIONS = ("velocity", "readout_x0")
-#: How the readout's uncovered cells are filled before the branch sees them (:attr:`MemoryBranchConfig.hole_fill`).
-HOLE_FILLS = ("none", "telea-thin")
 #: ``num_train_timesteps`` of the Wan flow schedulers: a token's timestep is ``1000 * sigma``.
 _TIMESTEPS_PER_SIGMA = 1000.0
 
@@ -127,9 +114,6 @@ class MemoryBranchConfig:
     # "readout_x0" (a correction of the clean latents on top of the readout, turned into a velocity by
     # the branch: see MemoryBranch.velocity_from_x0; mirage-mini trains this from scratch)
     prediction: str = "velocity"
-    # What the branch sees in the cells the memory did not cover: "none" (zeros, as read out) or "telea-thin"
-    # (those next to a covered cell Telea-filled through MemoryBranch.fill_vae, deeper ones zero; mirage-mini)
-    hole_fill: str = "none"
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(i) for i in self.layers)
@@ -141,8 +125,6 @@ class MemoryBranchConfig:
             raise ValueError(f"MemoryBranchConfig.scale must be finite, got {self.scale}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"MemoryBranchConfig.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
-        if self.hole_fill not in HOLE_FILLS:
-            raise ValueError(f"MemoryBranchConfig.hole_fill must be one of {HOLE_FILLS}, got {self.hole_fill!r}")
 
 
 @dataclass(frozen=True)
@@ -281,8 +263,6 @@ class MemoryBranch(nn.Module):
         self.enabled = True
         #: The readouts it is (to be) trained on; None: unknown (weights saved before this was recorded).
         self.readout: ReadoutSettings | None = DEFAULT_READOUT
-        #: The VAE of the readout latents, through which hole_fill "telea-thin" fills (set by the model loader).
-        self.fill_vae: VideoVAE | None = None
         self.patch_embedding = self._init_patch_embedding(transformer.patch_embedding)
         weight = transformer.patch_embedding.weight
         dim = self.backbone["inner_dim"]
@@ -377,41 +357,14 @@ class MemoryBranch(nn.Module):
                 size of the calls; ``F, h, w`` must equal the latent grid of the calls.
             visible: ``[B, F, h, w]`` bool or float, 1 where the memory covered the cell.
 
-        With ``config.hole_fill == "telea-thin"`` the readout's thin holes are filled first (:meth:`filled_readout`).
         Blocks nest; leaving one restores the previous condition.
         """
         self._check_condition(readout, visible)
-        if self.config.hole_fill == "telea-thin":
-            readout = self.filled_readout(readout, visible)
         previous, self._condition = self._condition, _Condition(readout, visible)
         try:
             yield
         finally:
             self._condition = previous
-
-    @torch.no_grad()
-    def filled_readout(self, readout: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """``[B, C, F, h, w]`` readout with its thin holes Telea-filled, in the readout's dtype and device.
-
-        Thin holes are the cells ``visible`` ``[B, F, h, w]`` leaves uncovered that touch a covered cell
-        (8-neighbourhood); they take the Telea fill of their frame
-        (:func:`~model.generation.hole_fill.telea_filled_latents`), covered cells keep their values and
-        deeper holes are zero.
-
-        Raises:
-            RuntimeError: :attr:`fill_vae` is not set.
-        """
-        if self.fill_vae is None:
-            raise RuntimeError("MemoryBranch: hole_fill 'telea-thin' needs the readout's VAE: set branch.fill_vae")
-        filled = torch.stack(
-            [
-                telea_filled_latents(self.fill_vae, frames.transpose(0, 1), mask.bool()).transpose(0, 1)
-                for frames, mask in zip(readout, visible, strict=True)
-            ]
-        ).to(readout.device, readout.dtype)
-        covered = visible.to(readout.device, torch.float32).unsqueeze(1)  # [B, 1, F, h, w]
-        thin = (F.max_pool3d(covered, (1, 3, 3), stride=1, padding=(0, 1, 1)) > 0) & (covered == 0)
-        return torch.where(covered > 0, readout, torch.where(thin, filled, torch.zeros_like(readout)))
 
     def _check_condition(self, readout: torch.Tensor, visible: torch.Tensor) -> None:
         """Raise ``ValueError`` if readout/visible do not fit this branch or each other."""
@@ -468,8 +421,7 @@ class MemoryBranch(nn.Module):
         """The flow velocity of a ``"readout_x0"`` output.
 
         The raw output ``o`` is read as a correction of the clean latents on top of the readout,
-        ``x0 = visible * readout + o`` (``x0 = filled readout + o`` with a hole fill; ``x0 = o`` without a
-        condition: the branch disabled), and turned
+        ``x0 = visible * readout + o`` (``x0 = o`` without a condition: the branch disabled), and turned
         into the velocity the flow schedulers step with, ``v = (x_t - x0) / sigma`` (the inverse of their
         ``x0 = x_t - sigma * v``), with ``sigma = timestep / 1000`` per token. Tokens at sigma 0 (the
         clean first frame) get velocity 0: they stay as they are. So the readout is the model's answer
@@ -494,10 +446,8 @@ class MemoryBranch(nn.Module):
         sigma = sigma / _TIMESTEPS_PER_SIGMA
         x0 = raw.float()
         if condition is not None:
-            readout = condition.readout.to(x0.device, x0.dtype)
-            if self.config.hole_fill == "none":  # a filled readout holds the fill in its holes: all of it counts
-                readout = condition.visible.to(x0.device, x0.dtype).unsqueeze(1) * readout
-            x0 = x0 + readout
+            visible = condition.visible.to(x0.device, x0.dtype).unsqueeze(1)
+            x0 = x0 + visible * condition.readout.to(x0.device, x0.dtype)
         velocity = (latents.float() - x0) / sigma.clamp_min(1e-6)
         return torch.where(sigma > 0, velocity, torch.zeros_like(velocity)).to(raw.dtype)
 

@@ -84,13 +84,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "on top of the memory readout, x0 loss) or velocity (the only choice of stages branch and lora)",
     )
     parser.add_argument(
-        "--hole-fill",
-        dest="hole_fill",
-        help="mini: what the memory branch sees where the readout has no content: telea-thin (default for mini: holes "
-        "next to content Telea-inpainted through the VAE, deeper ones zero; the model corrects it) or none (zeros; "
-        "stages branch and lora)",
-    )
-    parser.add_argument(
         "--eval-every", dest="eval_every", type=int, default=100, help="mini: steps between held-out evaluations"
     )
     parser.add_argument("--depth-model", dest="depth_model", help="metric depth model folder for folder clips")
@@ -140,7 +133,6 @@ def run_train(args: argparse.Namespace) -> int:
         "heldout_scenes",
         "eval_every",
         "prediction",
-        "hole_fill",
     )
     layers = None
     if args.branch_layers:

@@ -61,7 +61,7 @@ from model.eval.scenes.world import HELD_OUT_SEED
 from model.generation.backbone import Backbone, BackboneConfig
 from model.generation.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
 from model.generation.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
-from model.generation.memory_branch import HOLE_FILLS, PREDICTIONS, MemoryBranch, MemoryBranchConfig, ReadoutSettings
+from model.generation.memory_branch import PREDICTIONS, MemoryBranch, MemoryBranchConfig, ReadoutSettings
 from model.generation.mini import SIZE_KEYS, save_mini
 from model.generation.profiles import DEFAULT_BACKEND, profile
 from model.generation.stack import attach_before_offload
@@ -140,9 +140,6 @@ class TrainConfig:
     # what the transformer's output means (MemoryBranchConfig.prediction); None: "readout_x0" for stage mini
     # (trained with the x0 loss weighting), "velocity" otherwise (a pretrained backbone predicts velocity)
     prediction: str | None = None
-    # what the branch sees in the readout's uncovered cells (MemoryBranchConfig.hole_fill); None: "telea-thin"
-    # for stage mini (the model corrects a classical fill of the thin holes), "none" otherwise
-    hole_fill: str | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -172,12 +169,6 @@ class TrainConfig:
                 f"--prediction {self.prediction} is for --stage mini (from scratch); "
                 "a pretrained backbone predicts velocity"
             )
-        if self.hole_fill is None:
-            self.hole_fill = "telea-thin" if self.stage == "mini" else "none"
-        if self.hole_fill not in HOLE_FILLS:
-            raise ValueError(f"--hole-fill must be one of {HOLE_FILLS}, got {self.hole_fill!r}")
-        if self.stage != "mini" and self.hole_fill != "none":
-            raise ValueError(f"--hole-fill {self.hole_fill} is for --stage mini (its patch VAE fills cheaply)")
         for name in (
             "steps",
             "batch_size",
@@ -283,9 +274,7 @@ def build_model(config: TrainConfig, backbone: Backbone) -> MemoryFlowModel:
     transformer.requires_grad_(config.stage == "mini")  # mini: the whole transformer trains, from random weights
     if config.stage in ("branch", "mini"):
         layers = config.branch_layers or tuple(range(0, transformer.config.num_layers, 4))
-        branch_config = MemoryBranchConfig(layers=layers, prediction=config.prediction, hole_fill=config.hole_fill)
-        branch = MemoryBranch(transformer, branch_config)
-        branch.fill_vae = backbone.vae
+        branch = MemoryBranch(transformer, MemoryBranchConfig(layers=layers, prediction=config.prediction))
         if config.stage == "mini":
             # from random weights there is no pretrained output to preserve: zero-initialised projections
             # (VACE's fine-tuning choice) would keep the readout out of the gradient until after_proj has grown

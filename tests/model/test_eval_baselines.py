@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from model.baselines.blind_memory import BlindMemory
-from model.generation.hole_fill import cell_mask_to_pixels, telea_fill, telea_filled_latents
+from model.baselines.readout_inpaint import cell_mask_to_pixels, readout_inpaint_latents, telea_fill
 from model.generation.patch_vae import PatchVAE
 from model.geometry.camera import intrinsics_from_fov
 from model.io.frames import frames_to_tensor, tensor_to_frames
@@ -52,7 +52,7 @@ def test_readout_inpaint_keeps_visible_cells_exactly_and_fills_the_others():
     visible = torch.ones(2, 4, 8, dtype=torch.bool)
     visible[:, 1:3, 3:5] = False
     readout = latents.masked_fill(~visible[:, None], 0.0)
-    filled = tensor_to_frames(torch.cat([vae.decode(z[None]) for z in telea_filled_latents(vae, readout, visible)]))
+    filled = tensor_to_frames(torch.cat([vae.decode(z[None]) for z in readout_inpaint_latents(vae, readout, visible)]))
     pixels = cell_mask_to_pixels(visible, 4).numpy()
     assert pixels.shape == (2, 16, 32) and pixels.sum() == visible.sum() * 16
     assert np.array_equal(filled[pixels], truth[pixels])  # the patch VAE is exact

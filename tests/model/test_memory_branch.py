@@ -17,9 +17,7 @@ import torch
 from diffusers import WanTransformer3DModel
 
 from model.generation.backbone import BackboneConfig
-from model.generation.hole_fill import telea_filled_latents
 from model.generation.memory_branch import MemoryBranch, MemoryBranchConfig
-from model.generation.patch_vae import PatchVAE
 from model.generation.tiny import tiny_transformer as build_tiny_transformer
 
 C, F, H, W = 48, 3, 4, 6  # latent channels and grid; 3 x 2 x 3 = 18 tokens per sample
@@ -352,48 +350,3 @@ def test_prediction_validated_and_saved(transformer, tmp_path):
     branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS, prediction="readout_x0"))
     branch.save(tmp_path / "b.safetensors")
     assert MemoryBranch.load(tmp_path / "b.safetensors", transformer).config.prediction == "readout_x0"
-
-
-def test_hole_fill_telea_thin_conditions_on_the_filled_readout_and_corrects_it(transformer):
-    """hole_fill "telea-thin": the condition holds the readout with its thin holes (uncovered cells touching a
-    covered one) Telea-filled through the VAE, covered cells untouched and deeper holes zero; with "readout_x0"
-    the clean estimate is raw output + that readout."""
-    vae = PatchVAE()
-    readout, _ = condition()
-    visible = torch.zeros(1, F, H, W, dtype=torch.bool)
-    visible[:, :, :2, :3] = True  # content in the top-left corner: rows 0-2 x columns 0-3 border it
-    readout = readout.clamp(-1, 1) * visible[:, None]  # a readout as the memory gives it: zeros in the holes
-    branch = MemoryBranch(
-        transformer, MemoryBranchConfig(layers=LAYERS, prediction="readout_x0", hole_fill="telea-thin")
-    )
-    branch.attach(transformer)
-    with pytest.raises(RuntimeError, match="fill_vae"):
-        forward(transformer, inputs(), branch, (readout, visible))
-    branch.fill_vae = vae
-    filled = branch.filled_readout(readout, visible)
-    telea = telea_filled_latents(vae, readout[0].transpose(0, 1), visible[0]).transpose(0, 1)[None]
-    thin = torch.zeros_like(visible)
-    thin[:, :, :3, :4] = True
-    thin &= ~visible
-    for cells, expected in ((visible, readout), (thin, telea), (~visible & ~thin, torch.zeros_like(readout))):
-        mask = cells[:, None].expand_as(readout)
-        torch.testing.assert_close(filled[mask], expected[mask])
-    assert filled[thin[:, None].expand_as(readout)].abs().sum() > 0  # the thin holes got content
-
-    kwargs = inputs()
-    velocity = forward(transformer, kwargs, branch, (readout, visible))
-    branch.detach()
-    raw = forward(transformer, kwargs)
-    sigma = (kwargs["timestep"] / 1000).view(1, 1, F, H // 2, W // 2).repeat_interleave(2, 3).repeat_interleave(2, 4)
-    noisy = sigma[0, 0, :, 0, 0] > 0
-    x0 = kwargs["hidden_states"] - sigma * velocity
-    torch.testing.assert_close(x0[:, :, noisy], (raw + filled)[:, :, noisy], rtol=1e-4, atol=1e-4)
-
-
-def test_hole_fill_validated_and_saved(transformer, tmp_path):
-    with pytest.raises(ValueError, match="hole_fill"):
-        MemoryBranchConfig(hole_fill="navier-stokes")
-    branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS, hole_fill="telea-thin"))
-    branch.save(tmp_path / "b.safetensors")
-    assert MemoryBranch.load(tmp_path / "b.safetensors", transformer).config.hole_fill == "telea-thin"
-    assert MemoryBranchConfig().hole_fill == "none"  # Wan's branch conditions on the readout as read out

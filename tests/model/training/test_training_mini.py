@@ -73,14 +73,12 @@ def test_mini_stage_trains_everything_resumes_bit_exactly_and_exports_a_loadable
     folder = tmp_path / "crashed" / MINI_MODEL_DIR
     tensors, config = read_mini(folder)
     assert config["training"]["train_seeds"] == [0, 0] and config["training"]["heldout_seeds_from"] == HELD_OUT_SEED
-    assert config["branch"]["prediction"] == "readout_x0"  # the defaults of stage mini, recorded with the weights
-    assert config["branch"]["hole_fill"] == "telea-thin"
+    assert config["branch"]["prediction"] == "readout_x0"  # the default of stage mini, recorded with the weights
     assert torch.equal(tensors["transformer"]["blocks.1.ffn.net.2.weight"], a["transformer.blocks.1.ffn.net.2.weight"])
 
     # it loads as the mini backend (its own branch, mode branch) and generates a segment
     stack = load_generation_stack(BackboneConfig(backend="mini", model_dir=str(folder), device="cpu"), mode="branch")
     assert stack.branch is not None and stack.branch.readout.splat == MemoryConfig().splat
-    assert stack.branch.fill_vae is stack.backbone.vae  # its hole fill decodes with the backbone's patch VAE
     with pytest.raises(ValueError, match="carries its own trained memory branch"):
         load_generation_stack(BackboneConfig(backend="mini", model_dir=str(folder)), str(tmp_path), mode="branch")
     pipe = MiragePipeline(stack.backbone, PipelineConfig(segment_frames=9, steps=2, mode="branch"), stack.branch)
@@ -92,40 +90,20 @@ def test_mini_stage_trains_everything_resumes_bit_exactly_and_exports_a_loadable
     assert isinstance(pipe.memory, LatentSpatialMemory)
 
 
-@pytest.mark.parametrize(
-    ("prediction", "hole_fill"), [("readout_x0", "telea-thin"), ("readout_x0", "none"), ("velocity", "none")]
-)
-def test_untrained_readout_x0_model_answers_with_the_readout(tmp_path, prediction, hole_fill):
+def test_untrained_readout_x0_model_answers_with_the_readout(tmp_path):
     """Stage mini starts from a zero correction: at step 0 the implied clean latents of every noisy frame
-    are the readout, its thin holes Telea-filled (hole fill "telea-thin", stage mini's default) or zero ("none"),
-    whatever the noise; with velocity prediction they are not."""
-    config = TrainConfig(
-        out=str(tmp_path / "out"),
-        cache_dir=str(tmp_path / "cache"),
-        prediction=prediction,
-        hole_fill=hole_fill,
-        **COMMON,
-    )
-    trainer = Trainer(config, **QUIET)
-    batch = trainer.batch(0)
-    velocity, noised = predict_velocity(trainer.model, batch, 1, torch.Generator().manual_seed(0), config.shift)
-    x0 = noised.model_input - noised.sigmas[:, None, :, None, None] * velocity
-    expected = batch.readout * batch.visible[:, None]
-    if hole_fill == "telea-thin":
-        expected = trainer.model.branch.filled_readout(batch.readout, batch.visible)
-        assert not torch.equal(expected, batch.readout * batch.visible[:, None])  # the batch has holes to fill
-    close = torch.allclose(x0[:, :, 1:], expected[:, :, 1:], atol=1e-4)
-    assert close == (prediction == "readout_x0")
-    assert trainer.config.loss_weighting == ("x0" if prediction == "readout_x0" else "velocity")
-
-
-def test_stage_settings_of_the_output_and_the_hole_fill():
-    assert (TrainConfig(stage="mini").prediction, TrainConfig(stage="mini").hole_fill) == ("readout_x0", "telea-thin")
-    assert (TrainConfig(stage="branch").prediction, TrainConfig(stage="branch").hole_fill) == ("velocity", "none")
-    with pytest.raises(ValueError, match="--hole-fill telea-thin is for --stage mini"):
-        TrainConfig(stage="branch", hole_fill="telea-thin")
-    with pytest.raises(ValueError, match="--hole-fill must be one of"):
-        TrainConfig(stage="mini", hole_fill="zeros")
+    are the visible readout (zeros elsewhere), whatever the noise; with velocity prediction they are not."""
+    for prediction in ("readout_x0", "velocity"):
+        out, cache = str(tmp_path / prediction), str(tmp_path / "cache")
+        config = TrainConfig(out=out, cache_dir=cache, prediction=prediction, **COMMON)
+        trainer = Trainer(config, **QUIET)
+        batch = trainer.batch(0)
+        velocity, noised = predict_velocity(trainer.model, batch, 1, torch.Generator().manual_seed(0), config.shift)
+        x0 = noised.model_input - noised.sigmas[:, None, :, None, None] * velocity
+        expected = batch.readout * batch.visible[:, None]
+        close = torch.allclose(x0[:, :, 1:], expected[:, :, 1:], atol=1e-4)
+        assert close == (prediction == "readout_x0")
+        assert trainer.config.loss_weighting == ("x0" if prediction == "readout_x0" else "velocity")
     with pytest.raises(ValueError, match="--prediction readout_x0 is for --stage mini"):
         TrainConfig(stage="branch", prediction="readout_x0")
     with pytest.raises(ValueError, match="--prediction must be one of"):
