@@ -125,12 +125,15 @@ class Readout:
         visible: ``[F, h, w]`` bool, True where some point landed in the cell.
         depth: ``[F, h, w]`` float32 z-depth of that point in metres, 0 where not visible.
         index: ``[F, h, w]`` int64 index of that point in the memory, -1 where not visible.
+        mapping: ``[F, 6, h, w]`` float32 where each cell samples its point's patch
+            (:func:`model.memory.footprint.cell_mapping`), or None for a memory whose readout is per pixel.
     """
 
     latent: torch.Tensor
     visible: torch.Tensor
     depth: torch.Tensor
     index: torch.Tensor
+    mapping: torch.Tensor | None = None
 
 
 class SpatialMemory(Protocol):

@@ -279,3 +279,77 @@ def reach(axes: torch.Tensor) -> torch.Tensor:
         axes: ``[N, 2, 3]`` half-axes.
     """
     return axes.to(torch.float32).norm(dim=-1).sum(-1)
+
+
+#: Channels of :func:`cell_mapping`: where a readout cell's centre lies in its winning point's own cell
+#: (``s, t``) and how that moves per target cell (the 2x2 Jacobian, row-major).
+MAPPING_CHANNELS = 6
+#: The mapping of a cell read out at the camera that wrote it (and of a per-pixel readout): ``s = t = 0``,
+#: Jacobian the identity.
+IDENTITY_MAPPING = (0.0, 0.0, 1.0, 0.0, 0.0, 1.0)
+#: Bound of every mapping entry (source cells, or source cells per target cell).
+MAPPING_LIMIT = 4.0
+
+
+def cell_mapping(
+    positions: torch.Tensor, axes: torch.Tensor, index: torch.Tensor, w2c: torch.Tensor, K: torch.Tensor
+) -> torch.Tensor:
+    """Where each readout cell samples the patch its winning point summarises, to first order.
+
+    A point's patch is ``p + s a + t b`` with ``s, t`` in ``[-1/2, 1/2]`` source cells (``a, b``: its
+    footprint half-axes, :func:`cell_axes`, so ``2a`` spans one source cell). The target cell centre
+    ``c`` solves ``c = P + s A + t B`` with ``P`` the point's projection and ``A = 2 J a``, ``B = 2 J b``
+    its projected cell axes (``J`` the projection's Jacobian at ``p``); its derivative per target cell
+    is ``[A B]^-1``. A readout pastes the whole source cell at ``s = t = 0`` with the identity
+    Jacobian; a model given this mapping can resample the patch instead (sub-cell shifts, zoom).
+    Points with a degenerate footprint (zero axes, or one projecting to under 1/100 cell) get
+    ``s, t`` = the centre's offset from ``P`` in target cells and the identity Jacobian.
+
+    Args:
+        positions: ``[N, 3]`` float32 world metres. axes: ``[N, 2, 3]`` footprint half-axes (metres).
+        index: ``[F, h, w]`` int64 readout winners (-1: none). w2c: ``[F, 4, 4]`` the readout's cameras.
+        K: ``[3, 3]`` intrinsics of the ``h x w`` grid.
+
+    Returns:
+        ``[F, 6, h, w]`` float32 ``(s, t, ds/dcol, ds/drow, dt/dcol, dt/drow)``, each clamped to
+        ``+-MAPPING_LIMIT``; zeros where ``index`` is -1.
+    """
+    n_frames, h, w = index.shape
+    device = index.device
+    out = torch.zeros(n_frames, MAPPING_CHANNELS, h, w, dtype=torch.float32, device=device)
+    if not len(positions):
+        return out
+    winner = index.clamp(min=0).view(n_frames, -1)
+    p = positions.to(device, torch.float32)[winner]  # [F, hw, 3]
+    ax = axes.to(device, torch.float32)[winner]  # [F, hw, 2, 3]
+    w2c = w2c.to(device, torch.float32)
+    KR = K.to(device, torch.float32) @ w2c[:, :3, :3]  # [F, 3, 3]
+    hom = torch.einsum("fij,fnj->fni", KR, p) + (K.to(device, torch.float32) @ w2c[:, :3, 3:]).transpose(1, 2)
+    z = hom[..., 2].clamp(min=1e-6)
+    u, v = hom[..., 0] / z, hom[..., 1] / z
+    axes_hom = 2.0 * torch.einsum("fij,fnkj->fnki", KR, ax)  # [F, hw, 2 (a, b), 3]
+    du = (axes_hom[..., 0] - u[..., None] * axes_hom[..., 2]) / z[..., None]  # [F, hw, 2]: (A_u, B_u)
+    dv = (axes_hom[..., 1] - v[..., None] * axes_hom[..., 2]) / z[..., None]  # (A_v, B_v)
+    det = du[..., 0] * dv[..., 1] - du[..., 1] * dv[..., 0]
+    rows = torch.arange(h, device=device, dtype=torch.float32) + 0.5
+    cols = torch.arange(w, device=device, dtype=torch.float32) + 0.5
+    dc = cols.repeat(h) - u  # [F, hw] target cells from P
+    dr = rows.repeat_interleave(w) - v
+    ok = det.abs() > 1e-4
+    safe = torch.where(ok, det, torch.ones_like(det))
+    # [s, t] = [A B]^-1 [dc, dr]; [A B] = [[A_u, B_u], [A_v, B_v]]
+    inv = torch.stack([dv[..., 1], -du[..., 1], -dv[..., 0], du[..., 0]], dim=-1) / safe[..., None]
+    s = inv[..., 0] * dc + inv[..., 1] * dr
+    t = inv[..., 2] * dc + inv[..., 3] * dr
+    identity = torch.tensor(IDENTITY_MAPPING[2:], device=device).expand_as(inv)
+    mapping = torch.cat(
+        [
+            torch.where(ok, s, dc)[..., None],
+            torch.where(ok, t, dr)[..., None],
+            torch.where(ok[..., None], inv, identity),
+        ],
+        dim=-1,
+    )  # [F, hw, 6]
+    mapping = mapping.clamp(-MAPPING_LIMIT, MAPPING_LIMIT).nan_to_num(0.0)
+    mapping = mapping.masked_fill(index.view(n_frames, -1, 1) < 0, 0.0)
+    return mapping.permute(0, 2, 1).reshape(n_frames, MAPPING_CHANNELS, h, w).contiguous()

@@ -79,6 +79,7 @@ from model.memory.base import (  # noqa: F401 - MemoryStats stays importable fro
 from model.memory.blocks import PointBlocks, frame_matrix, pack_points
 from model.memory.footprint import (
     cell_axes,
+    cell_mapping,
     cover_keys,
     footprint_cells,
     footprint_radii,
@@ -604,7 +605,8 @@ class LatentSpatialMemory(PointMemory):
             latent = latent.masked_fill_(~visible[..., None], 0).permute(0, 3, 1, 2).contiguous()
         else:
             latent = torch.zeros(n_frames, channels, h, w, dtype=self.feature_dtype, device=self.device)
-        return Readout(latent, visible, depth, index)
+        mapping = cell_mapping(self.positions, self._points().axes, index, w2c, K)
+        return Readout(latent, visible, depth, index, mapping)
 
     def _splat(self, points: _Points) -> torch.Tensor | None:
         """The footprint axes the z-buffer splats ``points`` with (``config.splat``), None for one cell each."""

@@ -9,6 +9,7 @@ import torch
 
 from model.geometry.camera import intrinsics_from_fov, look_at, project_points, scale_intrinsics, unproject_depth
 from model.geometry.trajectories import closed_loop, forward_dolly, orbit, yaw_pan
+from model.memory.footprint import IDENTITY_MAPPING
 from model.memory.latent import (
     CellLabel,
     LatentSpatialMemory,
@@ -605,3 +606,69 @@ def test_skipping_footprints_that_cannot_win_changes_nothing(K, monkeypatch):
     everything = zbuffer_project(mem.positions, targets, K_grid, h, w, axes=mem.axes)
     assert torch.equal(pruned[0], everything[0]) and torch.equal(pruned[1], everything[1])
     assert (pruned[0] >= 0).float().mean() > 0.5
+
+
+# ---- cell mapping (where each readout cell lies in its point's patch) ------------------------
+
+
+def test_cell_mapping_is_the_identity_at_the_writing_camera_and_zero_in_holes(K):
+    pose = look_at([0.0, 0.0, 0.0], [0.0, 1.2, 4.0])  # a floor-like plane at a grazing angle: varied footprints
+    depth = plane_depth(pose[None], K)[0]
+    depth[:, : W // 3] = torch.inf  # no surface in the left third: holes
+    mem = LatentSpatialMemory()
+    mem.initialize(fp16_latents(1)[0], depth, K, pose)
+    out = mem.readout(pose, K, h, w, image_hw=(H, W))
+    assert 0.3 < out.visible.float().mean() < 0.9
+    mapping, seen = out.mapping[0], out.visible[0]
+    identity = torch.tensor(IDENTITY_MAPPING)[:, None]
+    torch.testing.assert_close(mapping[:, seen], identity.expand(6, int(seen.sum())), atol=1e-4, rtol=0)
+    assert torch.equal(mapping[:, ~seen], torch.zeros(6, int((~seen).sum())))
+
+
+def _translated(x: float) -> torch.Tensor:
+    pose = torch.eye(4)
+    pose[0, 3] = -x  # the camera moved x metres to the right
+    return pose[None]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [_translated(0.13), forward_dolly(2, 1.1)[1:], yaw_pan(2, 7.0)[1:], orbit(2, 4.0, 12.0)[1:]],
+    ids=["sideways", "closer", "yaw", "orbit"],
+)
+def test_cell_mapping_finds_where_each_cell_lies_in_its_points_patch(K, target):
+    """On a wall 4 m ahead: the winning point's source-grid position + (s, t) is where the target cell's
+    centre truly lies in the source grid, and the Jacobian is that map's derivative."""
+    source = torch.eye(4)[None]
+    mem = LatentSpatialMemory()
+    mem.update(fp16_latents(1), plane_depth(source, K), source, K)
+    out = mem.readout(target, K, h, w, image_hw=(H, W))
+    K_grid = scale_intrinsics(K, (H, W), (h, w)).double()
+
+    def source_grid(col: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        """Where the wall point seen at target grid position (col, row) lies in the source grid ``[..., 2]``."""
+        rays = torch.stack(
+            [(col - K_grid[0, 2]) / K_grid[0, 0], (row - K_grid[1, 2]) / K_grid[1, 1], torch.ones_like(col)], -1
+        )
+        c2w = torch.linalg.inv(target[0].double())
+        dirs = rays @ c2w[:3, :3].T
+        points = c2w[:3, 3] + dirs * ((4.0 - c2w[2, 3]) / dirs[..., 2])[..., None]
+        uv, _ = project_points(points.reshape(-1, 3), source.double(), K_grid)
+        return uv[0].reshape(*col.shape, 2)
+
+    rows, cols = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5, indexing="ij"
+    )
+    seen = out.visible[0]
+    assert seen.float().mean() > 0.6
+    mapping = out.mapping[0].double()
+    winners, _ = project_points(mem.positions[out.index[0][seen]].double(), source.double(), K_grid)
+    predicted = winners[0] + mapping[:2, seen].T
+    truth = source_grid(cols, rows)[seen]
+    assert (predicted - truth).abs().max() < 0.02  # source cells
+    step = 1e-3
+    d_col = (source_grid(cols + step, rows) - source_grid(cols - step, rows))[seen] / (2 * step)
+    d_row = (source_grid(cols, rows + step) - source_grid(cols, rows - step))[seen] / (2 * step)
+    jacobian = torch.stack([d_col[:, 0], d_row[:, 0], d_col[:, 1], d_row[:, 1]])  # ds/dcol, ds/drow, dt/dcol, dt/drow
+    # first order: the Jacobian is the one at the point, up to a cell from the centre (a few % under perspective)
+    assert (mapping[2:, seen] - jacobian).abs().max() < 0.05
