@@ -4,7 +4,8 @@ latent memory readout (Mirage paper §2.5).
 Data flow of one transformer call (``B`` batch, ``C`` latent channels = ``transformer.config.in_channels``,
 ``F, h, w`` the latent grid, ``L = F * (h/2) * (w/2)`` tokens, ``D`` the backbone width)::
 
-    readout [B, C, F, h, w] ++ visible [B, 1, F, h, w]      (channel concat, 1 = memory covered the cell)
+    prior = refiner(readout, visible, mapping)           [B, C, F, h, w]  (with a refiner; else prior = readout)
+    prior ++ visible [B, 1, F, h, w]      (channel concat, 1 = memory covered the cell)
         -> patch_embedding (Conv3d C+1 -> D, kernel = stride = backbone patch (1, 2, 2))   [B, L, D]
         -> c = before_proj(tokens) + x          (x: the backbone's hidden_states entering blocks[0])
         -> for each injection layer i_j:  c = branch_block_j(c, text, temb, rope);  hint_j = after_proj_j(c)
@@ -43,10 +44,15 @@ keeps them in :attr:`MemoryBranch.readout` (:class:`ReadoutSettings`, recorded w
 weights by :mod:`model.generation.lora`), and :meth:`MemoryBranch.check_readout` refuses a memory that would
 read out differently.
 
+Refiner (:attr:`MemoryBranchConfig.refiner_width` > 0, mirage-mini): a latent-resolution conv net
+(:mod:`model.generation.readout_refiner`) that resamples the readout with its cell mapping (where each
+cell lies in its point's patch) into the memory's prior, once per ``condition`` block; its last layer
+starts at zero, so an untrained refiner's prior is the readout.
+
 Output (:attr:`MemoryBranchConfig.prediction`): ``"velocity"`` (default) leaves the transformer's
 output alone, the flow velocity a pretrained Wan backbone predicts. ``"readout_x0"`` (mirage-mini,
 trained from scratch) reads the raw output ``o`` as a correction of the clean latents on top of the
-readout, ``x0 = visible * readout + o``, and a forward hook on the transformer returns the velocity
+prior, ``x0 = prior + o``, and a forward hook on the transformer returns the velocity
 ``(x_t - x0) / sigma`` that the schedulers step with (:meth:`MemoryBranch.velocity_from_x0`): what the
 memory holds is the model's answer from step 0, and training learns what to change.
 
@@ -80,8 +86,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from torch.utils.weak import WeakIdKeyDictionary
 
+from model.generation.readout_refiner import ReadoutRefiner
 from model.io.formats import check_tensors, read_versioned, write_versioned
 from model.memory.base import MemoryConfig
+from model.memory.footprint import MAPPING_CHANNELS
 from model.memory.latent import LatentSpatialMemory
 
 #: ``format`` entry in the safetensors metadata of a branch file.
@@ -114,6 +122,8 @@ class MemoryBranchConfig:
     # "readout_x0" (a correction of the clean latents on top of the readout, turned into a velocity by
     # the branch: see MemoryBranch.velocity_from_x0; mirage-mini trains this from scratch)
     prediction: str = "velocity"
+    # hidden width of the readout refiner (model.generation.readout_refiner); 0: none, the prior is the readout
+    refiner_width: int = 0
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(i) for i in self.layers)
@@ -125,6 +135,8 @@ class MemoryBranchConfig:
             raise ValueError(f"MemoryBranchConfig.scale must be finite, got {self.scale}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"MemoryBranchConfig.prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.refiner_width < 0:
+            raise ValueError(f"MemoryBranchConfig.refiner_width must be >= 0, got {self.refiner_width}")
 
 
 @dataclass(frozen=True)
@@ -166,10 +178,12 @@ DEFAULT_READOUT = ReadoutSettings.of(LatentSpatialMemory.kind, MemoryConfig())
 
 @dataclass
 class _Condition:
-    """The readout and mask of one ``condition`` block, as given (validated against each other)."""
+    """The readout and mask of one ``condition`` block, as given (validated against each other), and the
+    memory's prior of the clean latents made from them."""
 
     readout: torch.Tensor  # [B, C, F, h, w]
     visible: torch.Tensor  # [B, F, h, w]
+    prior: torch.Tensor | None  # [B, C, F, h, w]: the refiner's output; None without a refiner
 
 
 @dataclass
@@ -271,6 +285,12 @@ class MemoryBranch(nn.Module):
         self.after_proj = nn.ModuleList(
             nn.Linear(dim, dim, device=weight.device, dtype=weight.dtype) for _ in config.layers
         )
+        channels = self.backbone["in_channels"]
+        self.refiner = (
+            ReadoutRefiner(channels, config.refiner_width).to(weight.device, weight.dtype)
+            if config.refiner_width
+            else None
+        )
         for proj in [self.before_proj, *self.after_proj]:
             nn.init.zeros_(proj.weight)
             nn.init.zeros_(proj.bias)
@@ -348,7 +368,9 @@ class MemoryBranch(nn.Module):
     # ------------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def condition(self, readout: torch.Tensor, visible: torch.Tensor) -> Iterator[None]:
+    def condition(
+        self, readout: torch.Tensor, visible: torch.Tensor, mapping: torch.Tensor | None = None
+    ) -> Iterator[None]:
         """Condition the transformer calls inside the block on a memory readout.
 
         Args:
@@ -356,24 +378,33 @@ class MemoryBranch(nn.Module):
                 transformer's latent layout; ``B`` is 1 (broadcast, e.g. CFG batches) or the batch
                 size of the calls; ``F, h, w`` must equal the latent grid of the calls.
             visible: ``[B, F, h, w]`` bool or float, 1 where the memory covered the cell.
+            mapping: ``[B, 6, F, h, w]`` where each cell samples its point's patch
+                (:attr:`~model.memory.base.Readout.mapping`), used by the refiner; None for a readout
+                made per pixel (the RGB memory's) or a branch without a refiner.
 
-        Blocks nest; leaving one restores the previous condition.
+        The refiner (if any) runs once here; blocks nest; leaving one restores the previous condition.
         """
-        self._check_condition(readout, visible)
-        previous, self._condition = self._condition, _Condition(readout, visible)
+        self._check_condition(readout, visible, mapping)
+        prior = self._prior(readout, visible, mapping)
+        previous, self._condition = self._condition, _Condition(readout, visible, prior)
         try:
             yield
         finally:
             self._condition = previous
 
-    def _check_condition(self, readout: torch.Tensor, visible: torch.Tensor) -> None:
-        """Raise ``ValueError`` if readout/visible do not fit this branch or each other."""
+    def _check_condition(self, readout: torch.Tensor, visible: torch.Tensor, mapping: torch.Tensor | None) -> None:
+        """Raise ``ValueError`` if readout/visible/mapping do not fit this branch or each other."""
         channels = self.backbone["in_channels"]
         if readout.ndim != 5 or readout.shape[1] != channels:
             raise ValueError(f"readout must be [B, {channels}, F, h, w], got {tuple(readout.shape)}")
         b, _, f, h, w = readout.shape
         if tuple(visible.shape) != (b, f, h, w):
             raise ValueError(f"visible must be [B, F, h, w] = {(b, f, h, w)}, got {tuple(visible.shape)}")
+        if mapping is not None and tuple(mapping.shape) != (b, MAPPING_CHANNELS, f, h, w):
+            raise ValueError(
+                f"mapping must be [B, {MAPPING_CHANNELS}, F, h, w] = {(b, MAPPING_CHANNELS, f, h, w)}, "
+                f"got {tuple(mapping.shape)}"
+            )
         _, ph, pw = self.backbone["patch_size"]
         if h % ph or w % pw:
             raise ValueError(f"readout grid {h}x{w} is not divisible by the patch size {ph}x{pw}")
@@ -381,6 +412,12 @@ class MemoryBranch(nn.Module):
     # ------------------------------------------------------------------------------------------
     # Hooks
     # ------------------------------------------------------------------------------------------
+
+    def _prior(self, readout: torch.Tensor, visible: torch.Tensor, mapping: torch.Tensor | None) -> torch.Tensor | None:
+        """``[B, C, F, h, w]`` the refiner's prior of the clean latents; None without a refiner."""
+        if self.refiner is None:
+            return None
+        return self.refiner(readout, visible, mapping).to(readout.dtype)
 
     def _prime(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Transformer pre-hook: check the condition against the input latents, bind it to this call."""
@@ -420,8 +457,9 @@ class MemoryBranch(nn.Module):
     ) -> torch.Tensor:
         """The flow velocity of a ``"readout_x0"`` output.
 
-        The raw output ``o`` is read as a correction of the clean latents on top of the readout,
-        ``x0 = visible * readout + o`` (``x0 = o`` without a condition: the branch disabled), and turned
+        The raw output ``o`` is read as a correction of the memory's prior of the clean latents,
+        ``x0 = prior + o`` (``prior = visible * readout`` without a refiner; ``x0 = o`` without a
+        condition: the branch disabled), and turned
         into the velocity the flow schedulers step with, ``v = (x_t - x0) / sigma`` (the inverse of their
         ``x0 = x_t - sigma * v``), with ``sigma = timestep / 1000`` per token. Tokens at sigma 0 (the
         clean first frame) get velocity 0: they stay as they are. So the readout is the model's answer
@@ -445,7 +483,9 @@ class MemoryBranch(nn.Module):
             sigma = t.view(b, 1, f, h // ph, w // pw).repeat_interleave(ph, 3).repeat_interleave(pw, 4)
         sigma = sigma / _TIMESTEPS_PER_SIGMA
         x0 = raw.float()
-        if condition is not None:
+        if condition is not None and condition.prior is not None:
+            x0 = x0 + condition.prior.to(x0.device, x0.dtype)
+        elif condition is not None:
             visible = condition.visible.to(x0.device, x0.dtype).unsqueeze(1)
             x0 = x0 + visible * condition.readout.to(x0.device, x0.dtype)
         velocity = (latents.float() - x0) / sigma.clamp_min(1e-6)
@@ -485,10 +525,12 @@ class MemoryBranch(nn.Module):
     # ------------------------------------------------------------------------------------------
 
     def _embed(self, condition: _Condition, dtype: torch.dtype) -> torch.Tensor:
-        """Patch-embed readout ++ mask: ``[B, C, F, h, w]`` + ``[B, F, h, w]`` -> tokens ``[B, L, D]``."""
+        """Patch-embed prior ++ mask: ``[B, C, F, h, w]`` + ``[B, F, h, w]`` -> tokens ``[B, L, D]``
+        (without a refiner the readout is embedded)."""
         weight = self.patch_embedding.weight
         mask = condition.visible.to(device=weight.device, dtype=weight.dtype).unsqueeze(1)
-        x = torch.cat([condition.readout.to(device=weight.device, dtype=weight.dtype), mask], dim=1)
+        content = condition.readout if condition.prior is None else condition.prior
+        x = torch.cat([content.to(device=weight.device, dtype=weight.dtype), mask], dim=1)
         return self.patch_embedding(x).flatten(2).transpose(1, 2).to(dtype)
 
     def _hints(

@@ -119,3 +119,28 @@ def build_branch(transformer: nn.Module, config: dict[str, Any], tensors: dict[s
     load_state(path, branch, tensors, "branch")
     branch.readout = ReadoutSettings(**config["readout"])
     return branch
+
+
+def init_from_mini(folder: str | os.PathLike, transformer: nn.Module, branch: MemoryBranch) -> None:
+    """Copy a mini folder's transformer and branch weights into ``transformer`` and ``branch`` (a run that
+    continues from a trained model). Branch parts the folder lacks (a refiner added since) keep their
+    initial weights, whose zero output leaves the model computing what the folder's model computes.
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`read_mini`; another transformer size, branch layers or
+            prediction, or tensors that do not fit (the message names the file).
+    """
+    parts, config = read_mini(folder)
+    path = Path(folder) / WEIGHTS_FILE
+    saved = MemoryBranchConfig(**config["branch"])
+    if (saved.layers, saved.prediction) != (branch.config.layers, branch.config.prediction):
+        raise ValueError(
+            f"{path}: branch layers {saved.layers} / prediction {saved.prediction!r} differ from this run's "
+            f"{branch.config.layers} / {branch.config.prediction!r}"
+        )
+    load_state(path, transformer, parts["transformer"], "transformer")
+    own = branch.state_dict()
+    fresh = {name: t for name, t in own.items() if name not in parts["branch"]}
+    if not all(name.startswith("refiner.") for name in fresh):
+        raise ValueError(f"{path}: branch tensors missing: {sorted(n for n in fresh if not n.startswith('refiner.'))}")
+    load_state(path, branch, {**parts["branch"], **fresh}, "branch")

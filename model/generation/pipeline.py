@@ -448,7 +448,7 @@ class MiragePipeline:
             first = vae.encode(frames_to_tensor(self._last_frame, device))
         # 3. denoising with per-token timesteps
         with clock("denoise"):
-            latents = self._denoise(first[0], readout_latent, readout.visible, on_step, should_cancel)
+            latents = self._denoise(first[0], readout_latent, readout.visible, readout.mapping, on_step, should_cancel)
         # 4. decode
         with clock("decode"):
             frames = tensor_to_frames(vae.decode(latents))
@@ -515,9 +515,16 @@ class MiragePipeline:
         return result
 
     def _denoise(
-        self, first: torch.Tensor, readout: torch.Tensor, visible: torch.Tensor, on_step, should_cancel
+        self,
+        first: torch.Tensor,
+        readout: torch.Tensor,
+        visible: torch.Tensor,
+        mapping: torch.Tensor | None,
+        on_step,
+        should_cancel,
     ) -> torch.Tensor:
-        """Denoise one segment's latents ``[F, C, h, w]`` (frame 0 clean and fixed)."""
+        """Denoise one segment's latents ``[F, C, h, w]`` (frame 0 clean and fixed) from the readout
+        ``[F, C, h, w]``, its ``visible [F, h, w]`` and cell ``mapping [F, 6, h, w]`` (None: per-pixel readout)."""
         cfg, backbone = self.config, self.backbone
         n_latent = cfg.latent_frames
         channels, h, w = first.shape
@@ -545,7 +552,7 @@ class MiragePipeline:
         latents = noise.clone()
         if n_follow:
             latents = torch.where(follow, (1 - sigmas[0]) * target + sigmas[0] * noise, latents)
-        condition = self._branch_condition(target, visible)
+        condition = self._branch_condition(target, visible, mapping)
         for i, t in enumerate(scheduler.timesteps):
             if should_cancel is not None and should_cancel():
                 raise GenerationCancelled(f"segment {self.segments_done} cancelled at step {i}/{cfg.steps}")
@@ -567,11 +574,15 @@ class MiragePipeline:
         latents = torch.cat([first, latents[:, :, 1:]], dim=2)
         return latents[0].permute(1, 0, 2, 3).contiguous()  # [F, C, h, w]
 
-    def _branch_condition(self, target: torch.Tensor, visible: torch.Tensor):
+    def _branch_condition(self, target: torch.Tensor, visible: torch.Tensor, mapping: torch.Tensor | None):
         """The memory branch's condition for one segment (a no-op context in inpaint mode)."""
         if self.config.mode != "branch":
             return contextlib.nullcontext()
-        return _Reusable(lambda: self.branch.condition(target.to(self.backbone.dtype), visible[None].to(target.device)))
+        if mapping is not None:
+            mapping = mapping.permute(1, 0, 2, 3)[None].to(target.device)  # [1, 6, F, h, w]
+        return _Reusable(
+            lambda: self.branch.condition(target.to(self.backbone.dtype), visible[None].to(target.device), mapping)
+        )
 
     def describe(self) -> dict:
         """Settings for reports and session files."""

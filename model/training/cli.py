@@ -84,6 +84,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "on top of the memory readout, x0 loss) or velocity (the only choice of stages branch and lora)",
     )
     parser.add_argument(
+        "--refiner-width",
+        dest="refiner_width",
+        type=int,
+        default=0,
+        help="mini: hidden width of the readout refiner (a conv net resampling the readout; 0: none)",
+    )
+    parser.add_argument(
+        "--init",
+        dest="init_from",
+        help="mini: start from this mini model folder's weights (parts it lacks, e.g. a new refiner, start fresh)",
+    )
+    parser.add_argument(
         "--eval-every", dest="eval_every", type=int, default=100, help="mini: steps between held-out evaluations"
     )
     parser.add_argument("--depth-model", dest="depth_model", help="metric depth model folder for folder clips")
@@ -133,6 +145,8 @@ def run_train(args: argparse.Namespace) -> int:
         "heldout_scenes",
         "eval_every",
         "prediction",
+        "refiner_width",
+        "init_from",
     )
     layers = None
     if args.branch_layers:

@@ -121,6 +121,8 @@ class TrainingSample:
         latents: ``[F, C, h, w]`` float32 clean latents.
         readout: ``[F, C, h, w]`` float32 memory readout (zeros where nothing is visible).
         visible: ``[F, h, w]`` bool memory coverage.
+        mapping: ``[F, 6, h, w]`` float32 where each cell samples its point's patch
+            (:attr:`~model.memory.base.Readout.mapping`).
         prompt_embeds: ``[L, D]`` float32.
         clip_id, start: where it comes from (``start``: RGB index of the target's frame 0).
     """
@@ -128,6 +130,7 @@ class TrainingSample:
     latents: torch.Tensor
     readout: torch.Tensor
     visible: torch.Tensor
+    mapping: torch.Tensor
     prompt_embeds: torch.Tensor
     clip_id: str
     start: int
@@ -136,11 +139,12 @@ class TrainingSample:
 @dataclass
 class Batch:
     """Stacked samples in the transformer's layout: latents / readout ``[B, C, F, h, w]``,
-    visible ``[B, F, h, w]``, prompt_embeds ``[B, L, D]``."""
+    visible ``[B, F, h, w]``, mapping ``[B, 6, F, h, w]``, prompt_embeds ``[B, L, D]``."""
 
     latents: torch.Tensor
     readout: torch.Tensor
     visible: torch.Tensor
+    mapping: torch.Tensor
     prompt_embeds: torch.Tensor
 
 
@@ -150,6 +154,7 @@ def collate(samples: list[TrainingSample]) -> Batch:
         latents=torch.stack([s.latents.permute(1, 0, 2, 3) for s in samples]),
         readout=torch.stack([s.readout.permute(1, 0, 2, 3) for s in samples]),
         visible=torch.stack([s.visible for s in samples]),
+        mapping=torch.stack([s.mapping.permute(1, 0, 2, 3) for s in samples]),
         prompt_embeds=torch.stack([s.prompt_embeds for s in samples]),
     )
 
@@ -314,6 +319,7 @@ class SampleSet:
             latents=torch.cat([cached.context[window], cached.chunks[window]]),
             readout=readout.latent.float(),
             visible=readout.visible,
+            mapping=readout.mapping,
             prompt_embeds=cached.prompt_embeds,
             clip_id=clip.clip_id,
             start=start,

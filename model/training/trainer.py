@@ -62,7 +62,7 @@ from model.generation.backbone import Backbone, BackboneConfig
 from model.generation.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
 from model.generation.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
 from model.generation.memory_branch import PREDICTIONS, MemoryBranch, MemoryBranchConfig, ReadoutSettings
-from model.generation.mini import SIZE_KEYS, save_mini
+from model.generation.mini import SIZE_KEYS, init_from_mini, save_mini
 from model.generation.profiles import DEFAULT_BACKEND, profile
 from model.generation.stack import attach_before_offload
 from model.io.atomic import atomic_dir, write_json_atomic
@@ -140,6 +140,10 @@ class TrainConfig:
     # what the transformer's output means (MemoryBranchConfig.prediction); None: "readout_x0" for stage mini
     # (trained with the x0 loss weighting), "velocity" otherwise (a pretrained backbone predicts velocity)
     prediction: str | None = None
+    refiner_width: int = 0  # stage mini: hidden width of the readout refiner (MemoryBranchConfig.refiner_width)
+    # stage mini: a mini model folder whose weights the run starts from (parts it lacks, e.g. a new refiner,
+    # start as at init); None: random initialisation
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -164,6 +168,10 @@ class TrainConfig:
             self.prediction = "readout_x0" if self.stage == "mini" else "velocity"
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"--prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.stage != "mini" and (self.refiner_width or self.init_from):
+            raise ValueError("--refiner-width and --init are for --stage mini")
+        if self.refiner_width < 0:
+            raise ValueError(f"--refiner-width must be >= 0, got {self.refiner_width}")
         if self.stage != "mini" and self.prediction != "velocity":
             raise ValueError(
                 f"--prediction {self.prediction} is for --stage mini (from scratch); "
@@ -242,8 +250,8 @@ class MemoryFlowModel(nn.Module):
     """The trained system as one module (so ``accelerator.prepare`` can wrap it for DDP).
 
     ``forward(model_input [B,C,F,h,w], timestep [B,L], prompt_embeds [B,L_text,D], readout
-    [B,C,F,h,w], visible [B,F,h,w]) -> velocity [B,C,F,h,w]``: the backbone called inside the
-    branch's condition (the branch is attached to the transformer by hooks).
+    [B,C,F,h,w], visible [B,F,h,w], mapping [B,6,F,h,w]) -> velocity [B,C,F,h,w]``: the backbone called
+    inside the branch's condition (the branch is attached to the transformer by hooks).
     """
 
     def __init__(self, transformer: nn.Module, branch: MemoryBranch) -> None:
@@ -251,9 +259,9 @@ class MemoryFlowModel(nn.Module):
         self.transformer = transformer
         self.branch = branch
 
-    def forward(self, model_input, timestep, prompt_embeds, readout, visible) -> torch.Tensor:
+    def forward(self, model_input, timestep, prompt_embeds, readout, visible, mapping=None) -> torch.Tensor:
         dtype = self.transformer.dtype
-        with self.branch.condition(readout.to(dtype), visible):
+        with self.branch.condition(readout.to(dtype), visible, mapping):
             return self.transformer(
                 hidden_states=model_input.to(dtype),
                 timestep=timestep,
@@ -274,7 +282,10 @@ def build_model(config: TrainConfig, backbone: Backbone) -> MemoryFlowModel:
     transformer.requires_grad_(config.stage == "mini")  # mini: the whole transformer trains, from random weights
     if config.stage in ("branch", "mini"):
         layers = config.branch_layers or tuple(range(0, transformer.config.num_layers, 4))
-        branch = MemoryBranch(transformer, MemoryBranchConfig(layers=layers, prediction=config.prediction))
+        branch = MemoryBranch(
+            transformer,
+            MemoryBranchConfig(layers=layers, prediction=config.prediction, refiner_width=config.refiner_width),
+        )
         if config.stage == "mini":
             # from random weights there is no pretrained output to preserve: zero-initialised projections
             # (VACE's fine-tuning choice) would keep the readout out of the gradient until after_proj has grown
@@ -284,6 +295,8 @@ def build_model(config: TrainConfig, backbone: Backbone) -> MemoryFlowModel:
                 # a zero correction: the untrained model's clean estimate is the readout itself (DiT's zero head)
                 nn.init.zeros_(transformer.proj_out.weight)
                 nn.init.zeros_(transformer.proj_out.bias)
+            if config.init_from:
+                init_from_mini(config.init_from, transformer, branch)
     else:
         branch = MemoryBranch.load(Path(config.branch_dir) / BRANCH_FILE, transformer)
         branch.requires_grad_(False)
@@ -350,6 +363,7 @@ def predict_velocity(
         batch.prompt_embeds.to(device),
         batch.readout.to(device),
         batch.visible.to(device),
+        batch.mapping.to(device),
     )
     return prediction, noised
 
@@ -707,6 +721,7 @@ class Trainer:
         height, width = config.size
         training = {
             "recipe": "main.py train --stage mini",
+            "init_from": config.init_from,
             "steps": self.step,
             "batch_size": config.batch_size,
             "lr": config.learning_rate,

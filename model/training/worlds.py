@@ -14,8 +14,8 @@ segment, with the true frames in place of generated ones:
    readout holds what the camera has seen so far.
 
 Everything is computed once per world and cached in ``<cache>/world-<seed>-<key>.safetensors``
-(target latents float32, readouts float16 as the memory stores them, visibility); a sample is one
-file read.
+(target latents float32, readouts float16 as the memory stores them, visibility, the readouts' cell
+mapping float16); a sample is one file read.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from model.memory.masks import DEFAULT_DYNAMIC_THRESHOLD, DEFAULT_SKY_FAR_M, dyn
 from model.training.clips import PROCEDURAL_FOV_Y_DEG, PROCEDURAL_FPS
 from model.training.samples import TrainingSample
 
-WORLD_CACHE_VERSION = 1
+WORLD_CACHE_VERSION = 2  # 2: the readouts' cell mapping
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ def world_segments(
 
     Returns:
         ``latents [S, F, C, h, w]`` float32 targets, ``readout [S, F, C, h, w]`` in the memory's
-        feature dtype, ``visible [S, F, h, w]`` bool, ``w2c [T, 4, 4]`` float64 path and ``K [3, 3]``
+        feature dtype, ``visible [S, F, h, w]`` bool, ``mapping [S, F, 6, h, w]`` float16
+        (:attr:`~model.memory.base.Readout.mapping`), ``w2c [T, 4, 4]`` float64 path and ``K [3, 3]``
         float64 pixel intrinsics, with ``S = spec.segments`` and ``F`` latent frames per segment.
     """
     scene = ProceduralScene(world_config(seed))
@@ -81,7 +82,7 @@ def world_segments(
     memory = LatentSpatialMemory(memory_config or MemoryConfig())
     first = vae.encode(frames_to_tensor(frames[0].numpy(), vae.device))[0].cpu()
     memory.initialize(first, depth[0], K, w2c[0], image=frames[0])
-    stride, latents, readouts, visibles = spec.segment_frames - 1, [], [], []
+    stride, latents, readouts, visibles, mappings = spec.segment_frames - 1, [], [], [], []
     h, w = first.shape[-2:]
     for s in range(spec.segments):
         span = slice(s * stride, s * stride + spec.segment_frames)
@@ -92,6 +93,7 @@ def world_segments(
         latents.append(target)
         readouts.append(readout.latent.cpu())
         visibles.append(readout.visible.cpu())
+        mappings.append(readout.mapping.to(torch.float16).cpu())
         # the pipeline's steps 5-6 with the true latents and exact depth
         written_depth = depth[key[1:]]
         moving = dynamic_mask(target[1:], readout.latent[1:].float().cpu(), readout.visible[1:].cpu())
@@ -104,6 +106,7 @@ def world_segments(
         "latents": torch.stack(latents),
         "readout": torch.stack(readouts),
         "visible": torch.stack(visibles),
+        "mapping": torch.stack(mappings),
         "w2c": w2c,
         "K": K,
     }
@@ -177,6 +180,7 @@ class WorldSampleSet:
             latents=tensors["latents"][segment],
             readout=tensors["readout"][segment].float(),
             visible=tensors["visible"][segment],
+            mapping=tensors["mapping"][segment].float(),
             prompt_embeds=self.prompt_embeds,
             clip_id=f"world-{self.seeds[world]}",
             start=segment * (self.spec.segment_frames - 1),

@@ -350,3 +350,74 @@ def test_prediction_validated_and_saved(transformer, tmp_path):
     branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS, prediction="readout_x0"))
     branch.save(tmp_path / "b.safetensors")
     assert MemoryBranch.load(tmp_path / "b.safetensors", transformer).config.prediction == "readout_x0"
+
+
+def refined_branch(transformer, seed: int = 4) -> MemoryBranch:
+    """A readout_x0 branch with a refiner whose head is random (it changes the prior)."""
+    branch = MemoryBranch(transformer, MemoryBranchConfig(layers=LAYERS, prediction="readout_x0", refiner_width=8))
+    torch.manual_seed(seed)
+    for p in [*branch.refiner.head.parameters(), *branch.refiner.linear.parameters()]:
+        torch.nn.init.normal_(p, std=0.05)
+    return branch
+
+
+def mapping(batch: int = 1, seed: int = 5) -> torch.Tensor:
+    return torch.randn(batch, 6, F, H, W, generator=torch.Generator().manual_seed(seed))
+
+
+def test_an_untrained_refiner_changes_nothing(transformer):
+    kwargs, (readout, visible) = inputs(), condition()
+    readout = readout * visible[:, None]  # a memory readout: zeros where nothing is visible
+    outputs = []
+    for width in (0, 8):
+        branch = MemoryBranch(
+            transformer, MemoryBranchConfig(layers=LAYERS, prediction="readout_x0", refiner_width=width)
+        )
+        perturb(branch)
+        branch.attach(transformer)
+        outputs.append(forward(transformer, kwargs, branch, (readout, visible, mapping())))
+        branch.detach()
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_a_readout_x0_output_corrects_the_refiners_prior(transformer):
+    """x0 = prior + o, with the prior the refiner's resampled readout (o: the backbone's output when the
+    hints are scaled to zero), and the mapping reaches the prior."""
+    raw_kwargs = inputs()
+    raw = forward(transformer, raw_kwargs)
+    branch = refined_branch(transformer)
+    branch.config.scale = 0.0
+    branch.attach(transformer)
+    readout, visible = condition()
+    velocity = forward(transformer, raw_kwargs, branch, (readout, visible, mapping()))
+    sigma = (
+        (raw_kwargs["timestep"] / 1000).view(1, 1, F, H // 2, W // 2).repeat_interleave(2, 3).repeat_interleave(2, 4)
+    )
+    x0 = raw_kwargs["hidden_states"] - sigma * velocity
+    with torch.no_grad():
+        prior = branch.refiner(readout, visible, mapping())
+        other = branch.refiner(readout, visible, mapping(seed=6))
+    noisy = sigma[0, 0, :, 0, 0] > 0
+    torch.testing.assert_close(x0[:, :, noisy], (raw + prior)[:, :, noisy], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(prior, other, atol=1e-3)
+    with pytest.raises(ValueError, match=r"mapping must be \[B, 6, F, h, w\]"):
+        with branch.condition(readout, visible, mapping()[:, :, :2]):
+            pass
+    branch.detach()
+
+
+def test_a_branch_with_a_refiner_saves_and_loads_exactly(transformer, tmp_path):
+    branch = refined_branch(transformer)
+    perturb(branch)
+    branch.attach(transformer)
+    kwargs, cond = inputs(), (*condition(), mapping())
+    expected = forward(transformer, kwargs, branch, cond)
+    branch.save(tmp_path / "refined.safetensors")
+    branch.detach()
+    fresh = tiny_transformer()
+    loaded = MemoryBranch.load(tmp_path / "refined.safetensors", fresh)
+    assert loaded.config.refiner_width == 8
+    loaded.attach(fresh)
+    assert torch.equal(forward(fresh, kwargs, loaded, cond), expected)
+    with pytest.raises(ValueError, match="refiner_width must be >= 0"):
+        MemoryBranchConfig(refiner_width=-1)

@@ -115,3 +115,47 @@ def test_mini_stage_refuses_held_out_seeds_and_other_backends():
         TrainConfig(stage="mini", procedural_seed=4990, procedural_scenes=20)
     with pytest.raises(ValueError, match="--backend tiny"):
         TrainConfig(stage="mini", backend="wan", model_dir="x")
+
+
+def test_a_run_from_a_trained_model_with_a_new_refiner_starts_where_that_model_is(tmp_path):
+    """``--init FOLDER --refiner-width N``: the folder's weights, a refiner whose zero head leaves the
+    model's predictions as they were; the export records the refiner and loads and generates."""
+    cache = str(tmp_path / "cache")
+    train(TrainConfig(out=str(tmp_path / "base"), cache_dir=cache, **COMMON), **QUIET)
+    folder = str(tmp_path / "base" / MINI_MODEL_DIR)
+    plain = Trainer(TrainConfig(out=str(tmp_path / "plain"), cache_dir=cache, init_from=folder, **COMMON), **QUIET)
+    config = TrainConfig(out=str(tmp_path / "refined"), cache_dir=cache, init_from=folder, refiner_width=8, **COMMON)
+    refined = Trainer(config, **QUIET)
+    tensors, _ = read_mini(folder)
+    for name, value in tensors["transformer"].items():
+        assert torch.equal(plain.model.transformer.state_dict()[name], value)
+    batch = plain.batch(0)
+    assert batch.mapping.shape == (1, 6, *batch.visible.shape[1:])
+    before = [predict_velocity(t.model, batch, 1, torch.Generator().manual_seed(0), 1.0)[0] for t in (plain, refined)]
+    torch.testing.assert_close(before[0], before[1], rtol=1e-5, atol=1e-5)
+    refined.close()
+    plain.close()
+
+    train(config, **QUIET)
+    exported, saved = read_mini(tmp_path / "refined" / MINI_MODEL_DIR)
+    assert saved["branch"]["refiner_width"] == 8 and saved["training"]["init_from"] == folder
+    assert any(name.startswith("refiner.") for name in exported["branch"])
+    stack = load_generation_stack(
+        BackboneConfig(backend="mini", model_dir=str(tmp_path / "refined" / MINI_MODEL_DIR), device="cpu"),
+        mode="branch",
+    )
+    assert stack.branch.refiner is not None
+    pipe = MiragePipeline(stack.backbone, PipelineConfig(segment_frames=9, steps=2, mode="branch"), stack.branch)
+    pipe.start(np.full((32, 32, 3), 128, np.uint8), torch.full((32, 32), 3.0), intrinsics_from_fov(55.0, 32, 32))
+    segment = pipe.run_segment(yaw_pan(9, 10.0), lambda frames, poses, K: torch.full((len(frames), 32, 32), 3.0))
+    assert torch.isfinite(segment.latents).all()
+
+    with pytest.raises(ValueError, match="branch layers"):
+        Trainer(
+            TrainConfig(
+                out=str(tmp_path / "x"), cache_dir=cache, init_from=folder, **{**COMMON, "branch_layers": (0, 1)}
+            ),
+            **QUIET,
+        )
+    with pytest.raises(ValueError, match="--refiner-width and --init are for --stage mini"):
+        TrainConfig(stage="branch", init_from=folder)
