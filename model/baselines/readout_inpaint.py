@@ -76,9 +76,16 @@ class ReadoutInpaintPipeline(MiragePipeline):
     """
 
     def _denoise(
-        self, first: torch.Tensor, readout: torch.Tensor, visible: torch.Tensor, on_step, should_cancel
+        self,
+        first: torch.Tensor,
+        readout: torch.Tensor,
+        visible: torch.Tensor,
+        mapping: torch.Tensor | None,
+        on_step,
+        should_cancel,
     ) -> torch.Tensor:
-        """``[F, C, h, w]``: the clean latent frame 0, then the filled readouts of latent frames 1..F-1."""
+        """``[F, C, h, w]``: the clean latent frame 0, then the filled readouts of latent frames 1..F-1
+        (the readout as it is: its cell ``mapping`` is not used)."""
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled(f"segment {self.segments_done} cancelled")
         vae = self.backbone.vae

@@ -128,9 +128,10 @@ MINI = BackendProfile(
     # the best whole-frame PSNR among the multi-step settings whose closed-loop PSNR meets 25 dB; more steps
     # sharpen holes but score lower there (PSNR rewards the conditional mean)
     steps=2,
-    # its trained branch conditions every step; visible tokens follow the readout for the first step, and the last
-    # step is the model's own (it smooths the readout's reprojection error: +0.55 dB visible on validation)
-    inpaint_fraction=0.5,
+    # its trained branch conditions every step and both steps are the model's own: its refiner resamples the readout
+    # with the cell mapping, which tokens following the raw readout would undo (-0.24 dB whole-frame at 0.5 on
+    # validation); --inpaint-fraction 1 pins visible cells to the memory (branch_follow)
+    inpaint_fraction=0.0,
     dtype="float32",
     max_sequence_length=32,
     latent_channels=WAN22_LATENT_CHANNELS,
