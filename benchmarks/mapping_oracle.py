@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['mapped'] - r['nearest']:+.2f} |"
             for r in rows
         ),
-        f"| all | | {overall['nearest']:.2f} | {overall['mapped']:.2f} | {overall['mapped'] - overall['nearest']:+.2f} |",
+        f"| all | | {overall['nearest']:.2f} | {overall['mapped']:.2f} | "
+        f"{overall['mapped'] - overall['nearest']:+.2f} |",
         "",
     ]
     write_text_atomic(stem.with_suffix(".md"), "\n".join(lines))
