@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 memory.initialize(vae.encode(frames_to_tensor(truth.frames[0]))[0], depth[0], world.K, truth.w2c[0])
                 for segment in range(args.segments):
                     ids = torch.arange(32 * segment + 4, 32 * segment + 33, 4)
-                    readout = memory.readout(truth.w2c[ids], world.K, h, w, image_hw=(height, width))
+                    readout = memory.readout(truth.w2c[ids], world.K, h, w, image_hw=(height, width), mapping=True)
                     frames = truth.frames[ids.numpy()].astype(np.float64)
                     for name, latent in (("nearest", readout.latent.float()), ("mapped", resample_patches(readout))):
                         errors.setdefault((name, trajectory, segment), []).extend(

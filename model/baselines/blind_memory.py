@@ -32,10 +32,16 @@ class BlindMemory(LatentSpatialMemory):
     """
 
     def readout(
-        self, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, image_hw: tuple[int, int] | None = None
+        self,
+        w2c: torch.Tensor,
+        K: torch.Tensor,
+        h: int,
+        w: int,
+        image_hw: tuple[int, int] | None = None,
+        mapping: bool = False,
     ) -> Readout:
         """An empty readout of :meth:`LatentSpatialMemory.readout`'s shapes: ``latent [F, C, h, w]`` zeros,
-        ``visible [F, h, w]`` False, ``depth`` 0, ``index`` -1 (``F`` poses in ``w2c``)."""
+        ``visible [F, h, w]`` False, ``depth`` 0, ``index`` -1 (``F`` poses in ``w2c``), no ``mapping``."""
         w2c, K = check_cameras(w2c, K, self.device)
         if h <= 0 or w <= 0:
             raise ValueError(f"readout grid must be positive, got {h}x{w}")

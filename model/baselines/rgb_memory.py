@@ -403,7 +403,13 @@ class RGBPointCloudMemory(PointMemory):
     # ---- reading -------------------------------------------------------------------------
 
     def readout(
-        self, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, image_hw: tuple[int, int] | None = None
+        self,
+        w2c: torch.Tensor,
+        K: torch.Tensor,
+        h: int,
+        w: int,
+        image_hw: tuple[int, int] | None = None,
+        mapping: bool = False,
     ) -> Readout:
         """Rasterise the cloud at each target camera at full resolution and VAE-encode every frame.
 
@@ -412,6 +418,7 @@ class RGBPointCloudMemory(PointMemory):
             K: ``[3, 3]`` or ``[F, 3, 3]`` intrinsics in pixels of ``image_hw = (H, W)``, or of the
                 ``h x w`` grid when ``image_hw`` is None (then ``H, W = h, w`` times the VAE stride).
             h, w: latent grid; must be the VAE's grid of an ``H x W`` image.
+            mapping: ignored: a per-pixel rasterisation has no cell mapping (``Readout.mapping`` None).
 
         Returns:
             :class:`~model.memory.base.Readout`: ``latent [F, C, h, w]`` (encoded renders, zero where not

@@ -441,7 +441,8 @@ class MiragePipeline:
 
         # 1. memory readout at every target latent frame's pose
         with clock("readout"):
-            readout = self.memory.readout(key_poses, self._K, h, w, image_hw=(height, width))
+            refiner = self.config.mode == "branch" and getattr(self.branch, "refiner", None) is not None
+            readout = self.memory.readout(key_poses, self._K, h, w, image_hw=(height, width), mapping=refiner)
             readout_latent = readout.latent.to(torch.float32)
         # 2. clean latent frame 0 from the segment's first RGB frame (a single image)
         with clock("encode"):

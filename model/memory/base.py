@@ -194,7 +194,13 @@ class SpatialMemory(Protocol):
     ) -> MemoryStats: ...
 
     def readout(
-        self, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, image_hw: tuple[int, int] | None = None
+        self,
+        w2c: torch.Tensor,
+        K: torch.Tensor,
+        h: int,
+        w: int,
+        image_hw: tuple[int, int] | None = None,
+        mapping: bool = False,
     ) -> Readout: ...
 
     def stats(self) -> MemoryStats: ...
@@ -444,9 +450,17 @@ class PointMemory(ABC):
 
     @abstractmethod
     def readout(
-        self, w2c: torch.Tensor, K: torch.Tensor, h: int, w: int, image_hw: tuple[int, int] | None = None
+        self,
+        w2c: torch.Tensor,
+        K: torch.Tensor,
+        h: int,
+        w: int,
+        image_hw: tuple[int, int] | None = None,
+        mapping: bool = False,
     ) -> Readout:
-        """What the memory shows at ``F`` cameras on the ``h x w`` latent grid (see :class:`Readout`)."""
+        """What the memory shows at ``F`` cameras on the ``h x w`` latent grid (see :class:`Readout`);
+        with ``mapping``, a memory that pastes whole cells also says where each cell lies in its point's
+        (``Readout.mapping``; None for one whose readout is per pixel, and without ``mapping``)."""
 
     # ---- state ---------------------------------------------------------------------------
 

@@ -313,7 +313,7 @@ class SampleSet:
         memory.initialize(cached.memory_latent, cached.memory_depth, cached.K, cached.w2c[0])
         start = int(cached.starts[window])
         readout = memory.readout(
-            spec.sequence_poses(cached.w2c, start), cached.K, h, w, image_hw=(spec.height, spec.width)
+            spec.sequence_poses(cached.w2c, start), cached.K, h, w, image_hw=(spec.height, spec.width), mapping=True
         )
         return TrainingSample(
             latents=torch.cat([cached.context[window], cached.chunks[window]]),

@@ -87,7 +87,7 @@ def world_segments(
     for s in range(spec.segments):
         span = slice(s * stride, s * stride + spec.segment_frames)
         key = torch.arange(span.start, span.stop, 4)  # RGB frames of the latent frames
-        readout = memory.readout(w2c[key], K, h, w, image_hw=(height, width))
+        readout = memory.readout(w2c[key], K, h, w, image_hw=(height, width), mapping=True)
         target = vae.encode(frames_to_tensor(frames[span].numpy(), vae.device)).float().cpu()
         target[0] = vae.encode(frames_to_tensor(frames[span.start].numpy(), vae.device))[0].float().cpu()
         latents.append(target)

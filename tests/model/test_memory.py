@@ -617,7 +617,8 @@ def test_cell_mapping_is_the_identity_at_the_writing_camera_and_zero_in_holes(K)
     depth[:, : W // 3] = torch.inf  # no surface in the left third: holes
     mem = LatentSpatialMemory()
     mem.initialize(fp16_latents(1)[0], depth, K, pose)
-    out = mem.readout(pose, K, h, w, image_hw=(H, W))
+    assert mem.readout(pose, K, h, w, image_hw=(H, W)).mapping is None  # only computed when asked for
+    out = mem.readout(pose, K, h, w, image_hw=(H, W), mapping=True)
     assert 0.3 < out.visible.float().mean() < 0.9
     mapping, seen = out.mapping[0], out.visible[0]
     identity = torch.tensor(IDENTITY_MAPPING)[:, None]
@@ -642,7 +643,7 @@ def test_cell_mapping_finds_where_each_cell_lies_in_its_points_patch(K, target):
     source = torch.eye(4)[None]
     mem = LatentSpatialMemory()
     mem.update(fp16_latents(1), plane_depth(source, K), source, K)
-    out = mem.readout(target, K, h, w, image_hw=(H, W))
+    out = mem.readout(target, K, h, w, image_hw=(H, W), mapping=True)
     K_grid = scale_intrinsics(K, (H, W), (h, w)).double()
 
     def source_grid(col: torch.Tensor, row: torch.Tensor) -> torch.Tensor:

@@ -145,10 +145,17 @@ def test_a_run_from_a_trained_model_with_a_new_refiner_starts_where_that_model_i
         mode="branch",
     )
     assert stack.branch.refiner is not None
+    mappings = []
+    refine = stack.branch.refiner.forward
+    stack.branch.refiner.forward = lambda readout, visible, mapping: (
+        mappings.append(mapping) or refine(readout, visible, mapping)
+    )
     pipe = MiragePipeline(stack.backbone, PipelineConfig(segment_frames=9, steps=2, mode="branch"), stack.branch)
     pipe.start(np.full((32, 32, 3), 128, np.uint8), torch.full((32, 32), 3.0), intrinsics_from_fov(55.0, 32, 32))
     segment = pipe.run_segment(yaw_pan(9, 10.0), lambda frames, poses, K: torch.full((len(frames), 32, 32), 3.0))
     assert torch.isfinite(segment.latents).all()
+    # the pipeline reads the mapping out for the refiner, once per step: [1, 6, F, h, w]
+    assert len(mappings) == 2 and all(m is not None and m.shape[:2] == (1, 6) for m in mappings)
 
     with pytest.raises(ValueError, match="branch layers"):
         Trainer(
