@@ -85,6 +85,7 @@ PROCEDURAL = "procedural"
 PROMPT = "a room"
 #: Seed of the noise of the held-out evaluation (the same noise at every evaluation).
 HELDOUT_NOISE_SEED = 20261127
+TIMING_SKIP, TIMING_STEPS = 5, 20  # max_minutes: steps left out of, and steps in, the timing
 
 StatusCallback = Callable[[str], None]
 
@@ -144,6 +145,11 @@ class TrainConfig:
     # stage mini: a mini model folder whose weights the run starts from (parts it lacks, e.g. a new refiner,
     # start as at init); None: random initialisation
     init_from: str | None = None
+    cache_workers: int = 1  # stage mini: processes that build missing world-cache files
+    worlds_on_device: bool = False  # stage mini: keep every world sample on the training device (GPU runs)
+    # a wall-clock budget of the run, data preparation included: after timing steps 6-25, ``steps`` is lowered
+    # so the loop ends within it (the cosine schedule then ends there too); None: run to ``steps``
+    max_minutes: float | None = None
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -187,9 +193,12 @@ class TrainConfig:
             "tiny_ffn_dim",
             "eval_every",
             "world_segments",
+            "cache_workers",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise ValueError(f"--max-minutes must be positive, got {self.max_minutes}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"--lr must be positive, got {self.lr}")
         if self.branch_layers is not None:
@@ -238,7 +247,18 @@ class TrainConfig:
 
     def identity(self) -> dict:
         """The settings a resumed run must share with the checkpoint (all but run length / bookkeeping)."""
-        bookkeeping = {"out", "steps", "checkpoint_every", "keep_checkpoints", "device", "cache_dir", "eval_every"}
+        bookkeeping = {
+            "out",
+            "steps",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "device",
+            "cache_dir",
+            "eval_every",
+            "cache_workers",
+            "worlds_on_device",
+            "max_minutes",
+        }
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self) if f.name not in bookkeeping}
 
 
@@ -401,6 +421,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, on_status: StatusCallback | None = None) -> None:
+        self.created = time.perf_counter()  # config.max_minutes counts from here (data preparation included)
         self.config = config
         self.status = on_status or (lambda message: print(message, file=sys.stderr))
         self.out = Path(config.out)
@@ -492,6 +513,8 @@ class Trainer:
                 self.renderer,
                 encoder_id,
                 on_status=self.status,
+                workers=config.cache_workers,
+                device=self.backbone.device if config.worlds_on_device else None,
             )
         self.status(f"{len(samples)} {what} samples from {len(seeds)} worlds (seeds {seeds.start}..{seeds.stop - 1})")
         return samples
@@ -631,11 +654,16 @@ class Trainer:
         """Train from ``self.step`` to ``config.steps``, checkpointing; then write the weights and logs."""
         config, acc = self.config, self.accelerator
         start, started = self.step, time.perf_counter()
-        for _ in range(self.step, config.steps):
+        timed_from = None
+        while self.step < config.steps:
+            if config.max_minutes is not None and self.step == start + TIMING_SKIP:
+                timed_from = time.perf_counter()  # the first steps pay for allocation and kernel selection
             lr = config.learning_rate_at(self.step)
             loss = self.train_step(self.batch(self.step), self.noise(self.step))
             self.step += 1
             self.log.append(self.step, loss, lr)
+            if timed_from is not None and self.step == start + TIMING_SKIP + TIMING_STEPS:
+                self._fit_steps_to_budget((time.perf_counter() - timed_from) / TIMING_STEPS)
             if acc.is_main_process and (self.step % 10 == 0 or self.step == config.steps):
                 self.status(f"step {self.step}/{config.steps} loss {loss:.5f}")
             if self.heldout is not None and (self.step % config.eval_every == 0 or self.step == config.steps):
@@ -653,6 +681,16 @@ class Trainer:
                 write_heldout_csv(self.out / "heldout.csv", self.heldout_log)
         acc.wait_for_everyone()
         return TrainResult(self.out, start, self.step, self.log.losses, list(self.samples.skipped))
+
+    def _fit_steps_to_budget(self, seconds_per_step: float) -> None:
+        """Lower ``config.steps`` so the run (from this trainer's construction) ends its loop within
+        ``config.max_minutes`` at ``seconds_per_step`` (the slowest process's), 3 % kept for evaluations."""
+        acc = self.accelerator
+        rate = float(acc.gather(torch.tensor([seconds_per_step], device=acc.device)).max())
+        left = self.config.max_minutes * 60.0 * 0.97 - (time.perf_counter() - self.created)
+        steps = min(self.config.steps, self.step + max(0, int(left / rate)))
+        self.status(f"{rate * 1000:.1f} ms/step: {steps} steps fit in {self.config.max_minutes:g} min")
+        self.config.steps = steps
 
     @torch.no_grad()
     def evaluate_heldout(self) -> tuple[float, float]:

@@ -166,3 +166,60 @@ def test_a_run_from_a_trained_model_with_a_new_refiner_starts_where_that_model_i
         )
     with pytest.raises(ValueError, match="--refiner-width and --init are for --stage mini"):
         TrainConfig(stage="branch", init_from=folder)
+
+
+def _world_set(folder, **kwargs):
+    from model.eval.scenes import SceneRenderer
+    from model.generation.patch_vae import PatchVAE
+    from model.training.worlds import WorldSampleSet, WorldSpec
+
+    renderer = SceneRenderer()
+    try:
+        spec = WorldSpec(32, 32, segments=2, segment_frames=9)
+        return WorldSampleSet([3, 4, 5], spec, PatchVAE(), torch.zeros(2, 4), folder, renderer, **kwargs)
+    finally:
+        renderer.close()
+
+
+def test_worlds_built_by_worker_processes_and_kept_on_the_device_are_the_sequential_samples(tmp_path):
+    """``cache_workers`` builds the same world files as one process; ``device`` serves the same samples
+    without reading files."""
+    sequential = _world_set(tmp_path / "one")
+    parallel = _world_set(tmp_path / "two", workers=2)
+    resident = _world_set(tmp_path / "two", device="cpu")  # the files are there: loaded, not rebuilt
+    assert len(sequential) == len(parallel) == len(resident) == 6
+    for i in range(6):
+        a, b, c = sequential.sample(i), parallel.sample(i), resident.sample(i)
+        # rendered uint8 frames through the exact patch VAE: identical in any process
+        assert torch.equal(a.latents, b.latents)
+        # readouts: the same memory code on other thread counts (float sums may round differently)
+        assert (a.visible != b.visible).float().mean() < 1e-3
+        both = a.visible & b.visible
+        torch.testing.assert_close(a.readout[:, :, both[0]], b.readout[:, :, both[0]], atol=2e-3, rtol=0)
+        # device-resident samples are copies of the file's tensors: exact
+        for name in ("latents", "readout", "visible", "mapping"):
+            assert torch.equal(getattr(b, name), getattr(c, name))
+    with pytest.raises(ValueError, match="--cache-workers must be >= 1"):
+        TrainConfig(stage="mini", cache_workers=0)
+
+
+def test_max_minutes_lowers_the_steps_and_the_schedule_to_the_budget(tmp_path):
+    """After timing steps 6-25 the run is cut to what fits the budget (here nothing more: 25 steps) and its
+    cosine schedule ends there; a budget that holds every step leaves ``steps`` alone."""
+    from model.training.trainer import TIMING_SKIP, TIMING_STEPS
+
+    cache = str(tmp_path / "cache")
+    settings = {**COMMON, "steps": 400, "warmup_steps": 30, "checkpoint_every": 1000}
+    tight = train(TrainConfig(out=str(tmp_path / "tight"), cache_dir=cache, max_minutes=1e-4, **settings), **QUIET)
+    assert tight.steps == TIMING_SKIP + TIMING_STEPS == len(tight.losses)
+    rows = (tmp_path / "tight" / "loss.csv").read_text().splitlines()[1:]
+    lrs = [float(row.split(",")[2]) for row in rows]
+    # warm-up to step 25 of 30: the schedule of a 25-step run, not of a 400-step one
+    expected = TrainConfig(**{**settings, "steps": 25})
+    assert lrs == pytest.approx([expected.learning_rate_at(s) for s in range(25)])
+    settings["steps"] = 30
+    roomy = train(TrainConfig(out=str(tmp_path / "roomy"), cache_dir=cache, max_minutes=600.0, **settings), **QUIET)
+    assert roomy.steps == 30
+    for bad in (0.0, float("nan"), -1.0):
+        with pytest.raises(ValueError, match="--max-minutes must be positive"):
+            TrainConfig(stage="mini", max_minutes=bad)
