@@ -119,6 +119,27 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="wall-clock budget of the run, data preparation included: after timing the first steps, --steps "
         "(and with it the learning-rate schedule) is lowered so the loop ends in time",
     )
+    parser.add_argument(
+        "--sampler-steps",
+        dest="sampler_steps",
+        type=int,
+        default=0,
+        help="draw a share of the samples at the sigmas the pipeline's scheduler visits with this many steps "
+        "(all noisy frames at one of them; 0: per-frame sigmas only)",
+    )
+    parser.add_argument(
+        "--sampler-share",
+        dest="sampler_share",
+        type=float,
+        default=0.5,
+        help="with --sampler-steps: the share of samples drawn at the sampler's sigmas (default 0.5)",
+    )
+    parser.add_argument(
+        "--rollout",
+        action="store_true",
+        help="with --sampler-steps: a sample at a later sampler sigma starts from the model's own prediction "
+        "one step earlier, as sampling does (one more forward pass for those samples, no gradient)",
+    )
     parser.add_argument("--depth-model", dest="depth_model", help="metric depth model folder for folder clips")
     parser.add_argument("--cache-dir", dest="cache_dir", help="clip cache folder (default OUT/cache)")
     parser.add_argument("--device", help="torch device (default: cuda when available)")
@@ -171,6 +192,9 @@ def run_train(args: argparse.Namespace) -> int:
         "cache_workers",
         "worlds_on_device",
         "max_minutes",
+        "sampler_steps",
+        "sampler_share",
+        "rollout",
     )
     layers = None
     if args.branch_layers:

@@ -54,11 +54,12 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from diffusers import UniPCMultistepScheduler
 from torch import nn
 
 from model.eval.scenes import SceneRenderer
 from model.eval.scenes.world import HELD_OUT_SEED
-from model.generation.backbone import Backbone, BackboneConfig
+from model.generation.backbone import TI2V_SCHEDULER, Backbone, BackboneConfig
 from model.generation.depth import DepthEstimator, PriorDepth, TransformersDepthEstimator
 from model.generation.lora import BRANCH_FILE, LORA_FILE, MANIFEST_FILE, LoraSettings, add_lora, save_memory_weights
 from model.generation.memory_branch import PREDICTIONS, MemoryBranch, MemoryBranchConfig, ReadoutSettings
@@ -70,7 +71,7 @@ from model.io.formats import read_json_object
 from model.memory.latent import LatentSpatialMemory
 from model.training import checkpoint as ckpt
 from model.training.clips import ClipSource, discover_clips, procedural_clips
-from model.training.flow import DEFAULT_SHIFT, NoisedBatch, add_flow_noise, flow_loss
+from model.training.flow import DEFAULT_SHIFT, NoisedBatch, SamplerLevels, add_flow_noise, flow_loss, roll_out
 from model.training.losslog import LossLog, write_heldout_csv
 from model.training.samples import Batch, ClipCache, SampleSet, SampleSpec, collate
 from model.training.worlds import WorldSampleSet, WorldSpec
@@ -150,6 +151,11 @@ class TrainConfig:
     # a wall-clock budget of the run, data preparation included: after timing steps 6-25, ``steps`` is lowered
     # so the loop ends within it (the cosine schedule then ends there too); None: run to ``steps``
     max_minutes: float | None = None
+    # a share (sampler_share) of the samples drawn at the sigmas the pipeline's UniPC visits with this many
+    # steps (flow_shift = shift), all noisy frames at one of them (flow.SamplerLevels); 0: per-frame sigmas only
+    sampler_steps: int = 0
+    sampler_share: float = 0.5
+    rollout: bool = False  # samples at a later sampler sigma start from the model's own earlier prediction
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -197,6 +203,12 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.sampler_steps < 0:
+            raise ValueError(f"--sampler-steps must be >= 0, got {self.sampler_steps}")
+        if self.sampler_steps:
+            self.sampler_levels()  # validates the share and the rollout against the levels
+        elif self.rollout:
+            raise ValueError("--rollout needs --sampler-steps (2 or more)")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise ValueError(f"--max-minutes must be positive, got {self.max_minutes}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -209,6 +221,18 @@ class TrainConfig:
     def loss_weighting(self) -> str:
         """The :func:`~model.training.flow.flow_loss` weighting: ``"x0"`` for an x0-parametrised model."""
         return "x0" if self.prediction == "readout_x0" else "velocity"
+
+    def sampler_levels(self) -> SamplerLevels | None:
+        """The sigmas the pipeline's scheduler visits with ``sampler_steps`` steps (None when 0)."""
+        if not self.sampler_steps:
+            return None
+        scheduler = UniPCMultistepScheduler(**{**TI2V_SCHEDULER, "flow_shift": self.shift})
+        scheduler.set_timesteps(self.sampler_steps)
+        sigmas = tuple(float(s) for s in scheduler.sigmas[:-1])
+        try:
+            return SamplerLevels(sigmas, self.sampler_share, self.rollout)
+        except ValueError as error:
+            raise ValueError(f"--sampler-steps {self.sampler_steps} / --sampler-share / --rollout: {error}") from None
 
     @property
     def learning_rate(self) -> float:
@@ -367,16 +391,25 @@ def predict_velocity(
     clean_frames: int,
     generator: torch.Generator | list[torch.Generator],
     shift: float,
+    levels: SamplerLevels | None = None,
 ) -> tuple[torch.Tensor, NoisedBatch]:
     """Noise ``batch`` (:func:`~model.training.flow.add_flow_noise`) and predict the velocity.
 
+    ``levels``: draw a share of the samples at a sampler's sigmas; with ``levels.rollout`` the samples at a
+    later one first get the model's own earlier prediction (:func:`~model.training.flow.roll_out`).
     Returns ``(prediction [B, C, F, h, w], noised batch)``; ``model`` may be wrapped (DDP / FSDP) or not.
     """
     device = next(p for p in model.parameters()).device
-    transformer = model.module.transformer if hasattr(model, "module") else model.transformer
-    noised = add_flow_noise(
-        batch.latents.to(device), clean_frames, tuple(transformer.config.patch_size), generator, shift
-    )
+    inner = model.module if hasattr(model, "module") else model
+    latents = batch.latents.to(device)
+    noised = add_flow_noise(latents, clean_frames, tuple(inner.transformer.config.patch_size), generator, shift, levels)
+
+    def predict_rows(index: torch.Tensor, model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        rows = index.to(device)
+        conditions = (batch.prompt_embeds, batch.readout, batch.visible, batch.mapping)
+        return inner(model_input, timestep, *(c.to(device)[rows] for c in conditions))
+
+    noised = roll_out(noised, latents, predict_rows)
     prediction = model(
         noised.model_input,
         noised.timestep,
@@ -395,11 +428,12 @@ def training_step(
     generator: torch.Generator | list[torch.Generator],
     shift: float,
     weighting: str = "velocity",
+    levels: SamplerLevels | None = None,
 ) -> tuple[torch.Tensor, NoisedBatch]:
     """Noise ``batch``, predict the velocity, return ``(loss, noised batch)`` (no backward).
 
-    ``weighting``: the :func:`~model.training.flow.flow_loss` weighting."""
-    prediction, noised = predict_velocity(model, batch, clean_frames, generator, shift)
+    ``weighting``: the :func:`~model.training.flow.flow_loss` weighting; ``levels``: as :func:`predict_velocity`."""
+    prediction, noised = predict_velocity(model, batch, clean_frames, generator, shift, levels)
     return flow_loss(prediction, noised, weighting), noised
 
 
@@ -449,6 +483,8 @@ class Trainer:
         self.trainable_names = tuple(trainable_parameters(self.model))
         self.prepared, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         self.generator = torch.Generator("cpu").manual_seed(config.seed * 1_000_003 + self.accelerator.process_index)
+        #: the sampler sigmas a share of the samples is drawn at (None: per-frame sigmas only)
+        self.sampler_levels = config.sampler_levels()
         self.step = 0
         self.log = LossLog()
         #: rows ``[step, held-out loss, held-out PSNR dB]`` (stage mini)
@@ -560,7 +596,9 @@ class Trainer:
             group["lr"] = self.config.learning_rate_at(self.step)
         generator = self.generator if noise is None else noise
         clean_frames, weighting = self.samples.spec.clean_frames, self.config.loss_weighting
-        loss, _ = training_step(self.prepared, batch, clean_frames, generator, self.config.shift, weighting)
+        loss, _ = training_step(
+            self.prepared, batch, clean_frames, generator, self.config.shift, weighting, self.sampler_levels
+        )
         self.accelerator.backward(loss)
         if self.config.grad_clip > 0:
             self.accelerator.clip_grad_norm_(list(trainable_parameters(self.model).values()), self.config.grad_clip)
@@ -765,6 +803,9 @@ class Trainer:
             "lr": config.learning_rate,
             "warmup_steps": config.warmup_steps,
             "shift": config.shift,
+            "sampler_steps": config.sampler_steps,
+            "sampler_share": config.sampler_share if config.sampler_steps else None,
+            "rollout": config.rollout,
             "train_seeds": [config.procedural_seed, config.procedural_seed + config.procedural_scenes - 1],
             "heldout_seeds_from": HELD_OUT_SEED,
             "heldout": self.heldout_log[-1] if self.heldout_log else None,

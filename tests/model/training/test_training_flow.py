@@ -1,10 +1,11 @@
-"""The flow-matching objective: shift, per-frame noising, clean frames, loss support."""
+"""The flow-matching objective: shift, per-frame noising, clean frames, loss support, sampler levels, rollout."""
 
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 
-from model.training.flow import add_flow_noise, flow_loss, shift_sigmas
+from model.generation.backbone import TI2V_SCHEDULER
+from model.training.flow import SamplerLevels, add_flow_noise, flow_loss, roll_out, shift_sigmas
 
 PATCH = (1, 2, 2)
 
@@ -82,3 +83,86 @@ def test_same_generator_state_same_noise():
         add_flow_noise(x0, 5, PATCH, torch.Generator())
     with pytest.raises(ValueError, match="patch size"):
         add_flow_noise(latents(frames=3)[..., :3], 1, PATCH, torch.Generator())
+
+
+def test_sampler_levels_put_every_noisy_frame_of_a_sample_at_one_sampler_sigma():
+    levels = SamplerLevels((1.0, 0.5), share=1.0, rollout=True)
+    noised = add_flow_noise(latents(batch=32, frames=4), 1, PATCH, torch.Generator().manual_seed(2), 1.0, levels)
+    assert (noised.sigmas[:, 0] == 0).all(), "the clean frame stays clean"
+    at = noised.sigmas[:, 1:]
+    assert (at == at[:, :1]).all(), "all noisy frames of a sample share its level"
+    assert set(at[:, 0].tolist()) == {1.0, 0.5}, "both levels are drawn"
+    # rollout: a sample at the second level starts from the first; one at the first has nothing before it
+    assert torch.equal(noised.previous, torch.where(at[:, 0] == 0.5, 1.0, 0.0))
+    half = add_flow_noise(
+        latents(batch=64, frames=4), 1, PATCH, torch.Generator().manual_seed(2), 1.0, SamplerLevels((1.0, 0.5), 0.5)
+    )
+    on_level = torch.isin(half.sigmas[:, 1], torch.tensor([1.0, 0.5])) & (
+        half.sigmas[:, 1:] == half.sigmas[:, 1:2]
+    ).all(1)
+    assert 16 < int(on_level.sum()) < 48, "about half of the samples at a level, the rest per-frame sigmas"
+    assert (half.previous == 0).all(), "no rollout unless asked"
+    for bad, match in (
+        (dict(sigmas=(0.5, 1.0), share=0.5), "descending"),
+        (dict(sigmas=(1.0, 0.0), share=0.5), r"in \(0, 1\]"),
+        (dict(sigmas=(), share=0.5), "descending"),
+        (dict(sigmas=(1.0,), share=0.0), "share"),
+        (dict(sigmas=(1.0,), share=0.5, rollout=True), "at least two"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            SamplerLevels(**bad)
+
+
+def test_rollout_feeds_a_later_level_what_the_unipc_sampler_feeds_it():
+    """From sigma 1, the rolled-out input at the second level is the UniPC scheduler's state after its first
+    step with the same noise and the same model, and the target still scores the clean latents."""
+    scheduler = UniPCMultistepScheduler(**{**TI2V_SCHEDULER, "flow_shift": 1.0})
+    scheduler.set_timesteps(2)
+    levels = SamplerLevels(tuple(float(s) for s in scheduler.sigmas[:-1]), share=1.0, rollout=True)
+    x0 = latents(batch=16, frames=4)
+    noised = add_flow_noise(x0, 1, PATCH, torch.Generator().manual_seed(4), 1.0, levels)
+    weight = torch.linspace(0.2, 0.9, 48)[None, :, None, None, None]
+
+    def velocity(x):  # a fixed "model": any deterministic function of the input will do
+        return weight * x - 0.1
+
+    calls = []
+
+    def predict(index, model_input, timestep):
+        calls.append((index.clone(), timestep.clone()))
+        return velocity(model_input)
+
+    rolled = roll_out(noised, x0, predict)
+    index = calls[0][0]
+    assert len(calls) == 1 and torch.equal(index, torch.nonzero(noised.previous > 0).flatten()) and len(index) > 0
+    tokens = noised.timestep.shape[1] // 4
+    assert (calls[0][1][:, :tokens] == 0).all() and torch.allclose(calls[0][1][:, tokens:], torch.tensor(1000.0))
+    for i in index.tolist():
+        noise = noised.noise[i : i + 1, :, 1:]
+        scheduler.set_timesteps(2)
+        expected = scheduler.step(velocity(noise), scheduler.timesteps[0], noise).prev_sample
+        torch.testing.assert_close(rolled.model_input[i : i + 1, :, 1:], expected, atol=1e-5, rtol=1e-5)
+        assert torch.equal(rolled.model_input[i, :, 0], x0[i, :, 0]), "the clean frame stays clean"
+    implied = rolled.model_input - rolled.sigmas[:, None, :, None, None] * rolled.target
+    torch.testing.assert_close(implied[:, :, 1:], x0[:, :, 1:], atol=1e-5, rtol=1e-5)
+    others = noised.previous == 0
+    assert torch.equal(rolled.model_input[others], noised.model_input[others]), "samples at sigma 1 unchanged"
+    plain = add_flow_noise(x0, 1, PATCH, torch.Generator().manual_seed(4))
+    assert roll_out(plain, x0, predict) is plain and len(calls) == 1, "nothing to roll out: the model is not called"
+
+
+def test_rollout_from_a_level_below_one_is_an_euler_step_of_the_flow():
+    """Three levels: a sample at the third starts from the true latents noised to the second and takes the
+    flow's Euler step to its own sigma (what FlowMatchEulerDiscreteScheduler does from there)."""
+    levels = SamplerLevels((1.0, 0.6, 0.3), share=1.0, rollout=True)
+    x0 = latents(batch=24, frames=3)
+    noised = add_flow_noise(x0, 1, PATCH, torch.Generator().manual_seed(6), 1.0, levels)
+    rolled = roll_out(noised, x0, lambda index, x, t: 0.5 * x + 0.2)
+    third = torch.nonzero(noised.previous == 0.6).flatten().tolist()
+    assert third, "some samples at the third level"
+    for i in third:
+        earlier = 0.4 * x0[i : i + 1, :, 1:] + 0.6 * noised.noise[i : i + 1, :, 1:]
+        euler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+        euler.set_timesteps(sigmas=[0.6, 0.3])
+        expected = euler.step(0.5 * earlier + 0.2, euler.timesteps[0], earlier).prev_sample
+        torch.testing.assert_close(rolled.model_input[i : i + 1, :, 1:], expected, atol=1e-5, rtol=1e-5)

@@ -223,3 +223,40 @@ def test_max_minutes_lowers_the_steps_and_the_schedule_to_the_budget(tmp_path):
     for bad in (0.0, float("nan"), -1.0):
         with pytest.raises(ValueError, match="--max-minutes must be positive"):
             TrainConfig(stage="mini", max_minutes=bad)
+
+
+def test_sampler_steps_train_at_the_pipelines_sigmas_with_rollout_and_are_recorded(tmp_path):
+    """``--sampler-steps 2 --rollout``: the levels are the mini sampler's UniPC sigmas, every step runs the
+    rollout pass for the samples at the second level, and the model folder records the setting."""
+    config = TrainConfig(stage="mini", shift=1.0, sampler_steps=2, sampler_share=0.75, rollout=True)
+    levels = config.sampler_levels()
+    assert levels.sigmas == pytest.approx((1.0, 0.5), abs=1e-3)
+    assert levels.share == 0.75 and levels.rollout
+    assert TrainConfig(stage="mini").sampler_levels() is None
+    for bad, match in (
+        (dict(rollout=True), "--rollout needs --sampler-steps"),
+        (dict(sampler_steps=1, rollout=True), "at least two"),
+        (dict(sampler_steps=2, sampler_share=1.5), "share"),
+        (dict(sampler_steps=-1), "--sampler-steps must be >= 0"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(stage="mini", **bad)
+
+    import model.training.trainer as trainer_module
+
+    rolled = []
+    original = trainer_module.roll_out
+
+    def counting_roll_out(noised, latents, predict):
+        rolled.append(int((noised.previous > 0).sum()))
+        return original(noised, latents, predict)
+
+    settings = {**COMMON, "steps": 2, "batch_size": 4, "shift": 1.0, "sampler_steps": 2, "sampler_share": 1.0}
+    settings["rollout"] = True
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "roll_out", counting_roll_out)
+        result = train(TrainConfig(out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), **settings), **QUIET)
+    assert all(np.isfinite(result.losses)) and len(result.losses) == 2
+    assert len(rolled) >= 2 and sum(rolled) > 0, "training steps rolled some samples out"
+    training = read_mini(tmp_path / "run" / MINI_MODEL_DIR)[1]["training"]
+    assert (training["sampler_steps"], training["sampler_share"], training["rollout"]) == (2, 1.0, True)
