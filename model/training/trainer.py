@@ -15,7 +15,9 @@
   (:mod:`model.generation.mini`).
 
 Objective: :mod:`model.training.flow` (per-frame sigma with shift 5, clean context + target frame 0
-at t = 0, MSE to ``noise - x_0`` on the noisy target frames). Data: :mod:`model.training.samples`.
+at t = 0, MSE to ``noise - x_0`` on the noisy target frames; with ``sampler_steps`` a share of the
+samples at the sigmas the pipeline's scheduler visits, optionally rolled out from the model's own
+earlier prediction). Data: :mod:`model.training.samples`.
 
 The loop runs under ``accelerate.Accelerator`` (``accelerate launch`` for several GPUs; a plain
 ``python`` process on CPU works as is). Batches are a pure function of ``(seed, step)``: step
