@@ -140,6 +140,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --sampler-steps: a sample at a later sampler sigma starts from the model's own prediction "
         "one step earlier, as sampling does (one more forward pass for those samples, no gradient)",
     )
+    parser.add_argument(
+        "--hole-weight",
+        dest="hole_weight",
+        type=float,
+        default=1.0,
+        help="loss weight of a latent cell the memory readout did not cover, relative to a covered one "
+        "(default 1: the plain mean)",
+    )
     parser.add_argument("--depth-model", dest="depth_model", help="metric depth model folder for folder clips")
     parser.add_argument("--cache-dir", dest="cache_dir", help="clip cache folder (default OUT/cache)")
     parser.add_argument("--device", help="torch device (default: cuda when available)")
@@ -195,6 +203,7 @@ def run_train(args: argparse.Namespace) -> int:
         "sampler_steps",
         "sampler_share",
         "rollout",
+        "hole_weight",
     )
     layers = None
     if args.branch_layers:

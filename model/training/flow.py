@@ -27,6 +27,7 @@ with ``L = F * (h / ph) * (w / pw)`` for the patch size ``(1, ph, pw)``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -222,7 +223,13 @@ def roll_out(
 LOSS_WEIGHTINGS = ("velocity", "x0")
 
 
-def flow_loss(prediction: torch.Tensor, batch: NoisedBatch, weighting: str = "velocity") -> torch.Tensor:
+def flow_loss(
+    prediction: torch.Tensor,
+    batch: NoisedBatch,
+    weighting: str = "velocity",
+    visible: torch.Tensor | None = None,
+    hole_weight: float = 1.0,
+) -> torch.Tensor:
     """MSE between the predicted velocity ``[B, C, F, h, w]`` and ``noise - x_0``, noisy frames only.
 
     Args:
@@ -230,6 +237,10 @@ def flow_loss(prediction: torch.Tensor, batch: NoisedBatch, weighting: str = "ve
             by ``sigma**2``, which is the MSE of the implied clean latents ``x_t - sigma * v`` (the same
             objective with its weight moved from low-noise to high-noise frames; the natural loss of an
             ``x0``-parametrised model such as the ``"readout_x0"`` memory branch).
+        visible: ``[B, F, h, w]`` bool, the latent cells the memory readout covered; needed when
+            ``hole_weight != 1``.
+        hole_weight: the weight of a cell the readout did not cover (a visible cell weighs 1); the loss is
+            the weighted mean, so 1 is the plain mean and the loss keeps its scale.
 
     Clean frames (context and target frame 0) do not enter the loss: changing the prediction there
     changes nothing.
@@ -238,7 +249,15 @@ def flow_loss(prediction: torch.Tensor, batch: NoisedBatch, weighting: str = "ve
         raise ValueError(f"prediction {tuple(prediction.shape)} != target {tuple(batch.target.shape)}")
     if weighting not in LOSS_WEIGHTINGS:
         raise ValueError(f"weighting must be one of {LOSS_WEIGHTINGS}, got {weighting!r}")
+    if not (math.isfinite(hole_weight) and hole_weight > 0):
+        raise ValueError(f"hole_weight must be positive, got {hole_weight}")
     error = (prediction[:, :, batch.noisy].float() - batch.target[:, :, batch.noisy]) ** 2
     if weighting == "x0":
         error = error * batch.sigmas[:, None, batch.noisy, None, None] ** 2
-    return error.mean()
+    if hole_weight == 1.0:
+        return error.mean()
+    if visible is None or visible.shape != (error.shape[0], prediction.shape[2], *error.shape[3:]):
+        shape = None if visible is None else list(visible.shape)
+        raise ValueError(f"hole_weight {hole_weight} needs visible [B, F, h, w] of the prediction, got {shape}")
+    cell_weight = torch.where(visible[:, batch.noisy].to(error.device), 1.0, hole_weight)[:, None]
+    return (error * cell_weight).sum() / (cell_weight.sum() * error.shape[1])

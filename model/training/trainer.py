@@ -158,6 +158,8 @@ class TrainConfig:
     sampler_steps: int = 0
     sampler_share: float = 0.5
     rollout: bool = False  # samples at a later sampler sigma start from the model's own earlier prediction
+    # the loss weight of a latent cell the memory readout did not cover (a covered one weighs 1; flow.flow_loss)
+    hole_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -211,6 +213,8 @@ class TrainConfig:
             self.sampler_levels()  # validates the share and the rollout against the levels
         elif self.rollout:
             raise ValueError("--rollout needs --sampler-steps (2 or more)")
+        if not (math.isfinite(self.hole_weight) and self.hole_weight > 0):
+            raise ValueError(f"--hole-weight must be positive, got {self.hole_weight}")
         if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
             raise ValueError(f"--max-minutes must be positive, got {self.max_minutes}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
@@ -431,12 +435,14 @@ def training_step(
     shift: float,
     weighting: str = "velocity",
     levels: SamplerLevels | None = None,
+    hole_weight: float = 1.0,
 ) -> tuple[torch.Tensor, NoisedBatch]:
     """Noise ``batch``, predict the velocity, return ``(loss, noised batch)`` (no backward).
 
-    ``weighting``: the :func:`~model.training.flow.flow_loss` weighting; ``levels``: as :func:`predict_velocity`."""
+    ``weighting``, ``hole_weight``: as :func:`~model.training.flow.flow_loss` (holes: cells ``batch.visible``
+    leaves out); ``levels``: as :func:`predict_velocity`."""
     prediction, noised = predict_velocity(model, batch, clean_frames, generator, shift, levels)
-    return flow_loss(prediction, noised, weighting), noised
+    return flow_loss(prediction, noised, weighting, batch.visible, hole_weight), noised
 
 
 @dataclass
@@ -599,7 +605,14 @@ class Trainer:
         generator = self.generator if noise is None else noise
         clean_frames, weighting = self.samples.spec.clean_frames, self.config.loss_weighting
         loss, _ = training_step(
-            self.prepared, batch, clean_frames, generator, self.config.shift, weighting, self.sampler_levels
+            self.prepared,
+            batch,
+            clean_frames,
+            generator,
+            self.config.shift,
+            weighting,
+            self.sampler_levels,
+            self.config.hole_weight,
         )
         self.accelerator.backward(loss)
         if self.config.grad_clip > 0:
@@ -808,6 +821,7 @@ class Trainer:
             "sampler_steps": config.sampler_steps,
             "sampler_share": config.sampler_share if config.sampler_steps else None,
             "rollout": config.rollout,
+            "hole_weight": config.hole_weight,
             "train_seeds": [config.procedural_seed, config.procedural_seed + config.procedural_scenes - 1],
             "heldout_seeds_from": HELD_OUT_SEED,
             "heldout": self.heldout_log[-1] if self.heldout_log else None,

@@ -93,6 +93,7 @@ def test_two_stages_then_generate_with_the_weights(tmp_path, capsys):
         (["--stage", "branch", "--resume", "nowhere"], "--resume nowhere: no checkpoint"),
         (["--stage", "branch", "--height", "30"], "multiples of 8"),
         (["--stage", "lora", "--branch", "nowhere"], "nowhere/memory_branch.safetensors"),
+        (["--stage", "branch", "--hole-weight", "0"], "--hole-weight must be positive"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, capsys, extra, message):

@@ -1,4 +1,4 @@
-"""The flow-matching objective: shift, per-frame noising, clean frames, loss support, sampler levels, rollout."""
+"""The flow-matching objective: shift, per-frame noising, clean frames, loss support and hole weight, sampler levels, rollout."""
 
 import pytest
 import torch
@@ -70,6 +70,30 @@ def test_x0_weighting_is_the_mse_of_the_implied_clean_latents():
     assert flow_loss(prediction, noised, "x0") < flow_loss(prediction, noised)  # sigma < 1 shrinks every term
     with pytest.raises(ValueError, match="weighting"):
         flow_loss(prediction, noised, "eps")
+
+
+def test_hole_weight_is_a_weighted_mean_over_cells_the_readout_missed():
+    x0 = latents()
+    noised = add_flow_noise(x0, clean_frames=1, patch_size=PATCH, generator=torch.Generator().manual_seed(6))
+    prediction = noised.target.clone()
+    visible = torch.ones(2, 5, 4, 6, dtype=torch.bool)
+    visible[:, :, :, :2] = False  # a third of the cells are holes
+    prediction[:, :, :, :, :2] += 1.0  # off by 1 on the holes only
+    plain = flow_loss(prediction, noised)
+    assert plain.item() == pytest.approx(1 / 3, rel=1e-5)
+    assert flow_loss(prediction, noised, visible=visible, hole_weight=1.0).item() == plain.item()  # same path
+    # weight 3: holes count 3 * (1/3) against 1 * (2/3) -> 1 / (1 + 2/3)
+    assert flow_loss(prediction, noised, visible=visible, hole_weight=3.0).item() == pytest.approx(0.6, rel=1e-5)
+    covered = noised.target.clone()
+    covered[:, :, :, :, 2:] += 1.0  # off by 1 on the covered cells only: weighting holes lowers the loss
+    assert flow_loss(covered, noised, visible=visible, hole_weight=3.0).item() == pytest.approx(0.4, rel=1e-5)
+    assert flow_loss(noised.target, noised, visible=visible, hole_weight=3.0).item() == 0.0  # exact: all-zero error
+    with pytest.raises(ValueError, match="needs visible"):
+        flow_loss(prediction, noised, hole_weight=3.0)
+    with pytest.raises(ValueError, match="needs visible"):
+        flow_loss(prediction, noised, visible=visible[:, :4], hole_weight=3.0)
+    with pytest.raises(ValueError, match="hole_weight must be positive"):
+        flow_loss(prediction, noised, visible=visible, hole_weight=float("nan"))
 
 
 def test_same_generator_state_same_noise():

@@ -260,3 +260,30 @@ def test_sampler_steps_train_at_the_pipelines_sigmas_with_rollout_and_are_record
     assert len(rolled) >= 2 and sum(rolled) > 0, "training steps rolled some samples out"
     training = read_mini(tmp_path / "run" / MINI_MODEL_DIR)[1]["training"]
     assert (training["sampler_steps"], training["sampler_share"], training["rollout"]) == (2, 1.0, True)
+
+
+def test_hole_weight_reaches_the_loss_with_the_batchs_coverage_and_is_recorded(tmp_path):
+    """``--hole-weight 3``: every training step's loss gets the weight and the batch's readout coverage,
+    and the model folder records it."""
+    for bad in (0.0, -2.0, float("inf")):
+        with pytest.raises(ValueError, match="--hole-weight must be positive"):
+            TrainConfig(stage="mini", hole_weight=bad)
+
+    import model.training.trainer as trainer_module
+
+    seen = []
+    original = trainer_module.flow_loss
+
+    def recording_flow_loss(prediction, noised, weighting="velocity", visible=None, hole_weight=1.0):
+        seen.append((hole_weight, None if visible is None else (tuple(visible.shape), visible.dtype)))
+        return original(prediction, noised, weighting, visible, hole_weight)
+
+    settings = {**COMMON, "steps": 2, "eval_every": 10, "batch_size": 2, "hole_weight": 3.0}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "flow_loss", recording_flow_loss)
+        result = train(TrainConfig(out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), **settings), **QUIET)
+    assert all(np.isfinite(result.losses)) and len(result.losses) == 2
+    weighted = [shape for weight, shape in seen if weight == 3.0]
+    assert len(weighted) == 2, "both training steps weight the holes"
+    assert all(shape == ((2, 3, 8, 8), torch.bool) for shape in weighted), weighted  # 3 latent frames of 32x32
+    assert read_mini(tmp_path / "run" / MINI_MODEL_DIR)[1]["training"]["hole_weight"] == 3.0
