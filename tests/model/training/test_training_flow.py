@@ -1,4 +1,5 @@
-"""The flow-matching objective: shift, per-frame noising, clean frames, loss support and hole weight, sampler levels, rollout."""
+"""The flow-matching objective: shift, per-frame noising, clean frames, loss support, hole weight, sampler
+levels, rollout."""
 
 import pytest
 import torch
