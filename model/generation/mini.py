@@ -125,10 +125,13 @@ def init_from_mini(folder: str | os.PathLike, transformer: nn.Module, branch: Me
     """Copy a mini folder's transformer and branch weights into ``transformer`` and ``branch`` (a run that
     continues from a trained model). Branch parts the folder lacks (a refiner added since) keep their
     initial weights, whose zero output leaves the model computing what the folder's model computes.
+    A deeper ``transformer`` (more blocks, the same width) grows: the folder's blocks fill the first ones and
+    each further block starts as the identity (:func:`zero_block_outputs`), so the grown model too computes
+    what the folder's model computes, and training gives the new blocks their job.
 
     Raises:
-        FileNotFoundError / ValueError: as :func:`read_mini`; another transformer size, branch layers or
-            prediction, or tensors that do not fit (the message names the file).
+        FileNotFoundError / ValueError: as :func:`read_mini`; another transformer width, fewer blocks, other
+            branch layers or prediction, or tensors that do not fit (the message names the file).
     """
     parts, config = read_mini(folder)
     path = Path(folder) / WEIGHTS_FILE
@@ -138,9 +141,33 @@ def init_from_mini(folder: str | os.PathLike, transformer: nn.Module, branch: Me
             f"{path}: branch layers {saved.layers} / prediction {saved.prediction!r} differ from this run's "
             f"{branch.config.layers} / {branch.config.prediction!r}"
         )
-    load_state(path, transformer, parts["transformer"], "transformer")
+    saved_blocks = int(config["transformer"]["tiny_num_layers"])
+    if len(transformer.blocks) < saved_blocks:
+        raise ValueError(
+            f"{path}: a {saved_blocks}-block transformer does not fit this run's {len(transformer.blocks)} blocks "
+            "(a run can add blocks to a trained model, not remove them)"
+        )
+    grown = {name: t for name, t in transformer.state_dict().items() if _block_index(name) >= saved_blocks}
+    load_state(path, transformer, {**parts["transformer"], **grown}, "transformer")
+    for block in transformer.blocks[saved_blocks:]:
+        zero_block_outputs(block)
     own = branch.state_dict()
     fresh = {name: t for name, t in own.items() if name not in parts["branch"]}
     if not all(name.startswith("refiner.") for name in fresh):
         raise ValueError(f"{path}: branch tensors missing: {sorted(n for n in fresh if not n.startswith('refiner.'))}")
     load_state(path, branch, {**parts["branch"], **fresh}, "branch")
+
+
+def zero_block_outputs(block: nn.Module) -> None:
+    """Zero the output projections of a Wan transformer block (self-attention, cross-attention, feed-forward):
+    each adds its output to the residual stream, so the block passes its input through unchanged, and the
+    gradient still reaches those projections (their inputs are not zero)."""
+    for linear in (block.attn1.to_out[0], block.attn2.to_out[0], block.ffn.net[-1]):
+        nn.init.zeros_(linear.weight)
+        nn.init.zeros_(linear.bias)
+
+
+def _block_index(name: str) -> int:
+    """The block number of a transformer tensor name ``blocks.N.*``; -1 for the others."""
+    head, _, rest = name.partition(".")
+    return int(rest.partition(".")[0]) if head == "blocks" else -1

@@ -93,7 +93,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init",
         dest="init_from",
-        help="mini: start from this mini model folder's weights (parts it lacks, e.g. a new refiner, start fresh)",
+        help="mini: start from this mini model folder's weights (parts it lacks, e.g. a new refiner, start fresh; "
+        "more --layers than it has: the extra blocks start as the identity)",
     )
     parser.add_argument(
         "--eval-every", dest="eval_every", type=int, default=100, help="mini: steps between held-out evaluations"

@@ -168,6 +168,51 @@ def test_a_run_from_a_trained_model_with_a_new_refiner_starts_where_that_model_i
         TrainConfig(stage="branch", init_from=folder)
 
 
+def test_a_deeper_run_from_a_trained_model_grows_blocks_that_start_as_the_identity(tmp_path):
+    """``--init FOLDER --layers N+2``: the folder's blocks first, two more with zero outputs, so the grown
+    model predicts what the folder's model predicts; it trains and exports with its new depth. Fewer blocks
+    than the folder's are refused, naming the file."""
+    cache = str(tmp_path / "cache")
+    train(TrainConfig(out=str(tmp_path / "base"), cache_dir=cache, **COMMON), **QUIET)
+    folder = str(tmp_path / "base" / MINI_MODEL_DIR)
+    plain = Trainer(TrainConfig(out=str(tmp_path / "plain"), cache_dir=cache, init_from=folder, **COMMON), **QUIET)
+    deeper = dict(COMMON, tiny_num_layers=6)
+    config = TrainConfig(out=str(tmp_path / "grown"), cache_dir=cache, init_from=folder, **deeper)
+    grown = Trainer(config, **QUIET)
+    tensors, _ = read_mini(folder)
+    state = grown.model.transformer.state_dict()
+    assert len(grown.model.transformer.blocks) == 6
+    for name, value in tensors["transformer"].items():
+        assert torch.equal(state[name], value)
+    for block in grown.model.transformer.blocks[4:]:
+        assert not block.ffn.net[-1].weight.any() and not block.attn1.to_out[0].weight.any()
+        assert block.attn1.to_q.weight.abs().sum() > 0  # the rest of a new block starts random, not zero
+    batch = plain.batch(0)
+    before = [predict_velocity(t.model, batch, 1, torch.Generator().manual_seed(0), 1.0)[0] for t in (plain, grown)]
+    assert before[0].abs().max() > 0
+    torch.testing.assert_close(before[0], before[1], rtol=1e-5, atol=1e-5)
+    grown.close()
+    plain.close()
+
+    result = train(config, **QUIET)
+    assert all(np.isfinite(result.losses))
+    exported, saved = read_mini(tmp_path / "grown" / MINI_MODEL_DIR)
+    assert saved["transformer"]["tiny_num_layers"] == 6 and saved["training"]["init_from"] == folder
+    # the new blocks learned something: their outputs are no longer zero
+    assert exported["transformer"]["blocks.5.ffn.net.2.weight"].abs().sum() > 0
+
+    with pytest.raises(ValueError, match=r"model\.safetensors: a 4-block transformer does not fit this run's 3"):
+        Trainer(
+            TrainConfig(
+                out=str(tmp_path / "x"),
+                cache_dir=cache,
+                init_from=folder,
+                **{**COMMON, "tiny_num_layers": 3, "branch_layers": (0, 2)},
+            ),
+            **QUIET,
+        )
+
+
 def _world_set(folder, **kwargs):
     from model.eval.scenes import SceneRenderer
     from model.generation.patch_vae import PatchVAE
