@@ -12,7 +12,13 @@ frames, the shipped sampler) three rows, each scored frame by frame against the 
 * ``mini``: the shipped model as it runs (``eval-world``'s ``mini`` system): its own frames written back.
 
 Segment 1 is the same run in both model rows (nothing written yet; same noise seed), so the rows differ
-only from segment 2 on: that difference is what the model's own history costs. Writes
+only from segment 2 on: that difference is what the model's own history costs.
+
+A second table follows the exact-context run through the model, in latent space (the patch VAE's latents
+are the keyframes' pixels, so latent PSNR is keyframe pixel PSNR): the memory readout, the readout refiner's
+prior of the clean latents, and the generated latents, each against the exact latents of the segment's
+generated keyframes, over the cells the readout covered and the rest (mean squared error pooled over cells).
+It says which stage the covered cells' error is left at. Writes
 ``benchmarks/results/mini-error-budget-<tag>.md`` and ``.json``.
 
     .venv/bin/python benchmarks/mini_error_budget.py --tag cpu   # ~1.5 min on 2 cores
@@ -21,6 +27,8 @@ only from segment 2 on: that difference is what the model's own history costs. W
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -44,6 +52,12 @@ from model.memory.latent import LatentSpatialMemory  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 METRICS = ("psnr", "psnr_visible", "psnr_holes")
+#: The stages of the latent table: what the model is given, what its refiner makes of it, what it generates.
+STAGES = {
+    "readout": "memory readout",
+    "prior": "readout refiner's prior",
+    "output": "generated latents (after the sampler's last step)",
+}
 
 
 class ExactWrites(LatentSpatialMemory):
@@ -58,9 +72,56 @@ class ExactWrites(LatentSpatialMemory):
         return super().update(self.exact.pop(0).to(latents), *args, **kwargs)
 
 
-def generate(pipe: MiragePipeline, world: World, truth, segments: int, exact_context: bool) -> np.ndarray:
+class RefinerProbe:
+    """While entered, records the last call of the branch's readout refiner: ``(readout [1, C, F, h, w],
+    visible [1, F, h, w] bool, prior [1, C, F, h, w])``."""
+
+    def __init__(self, refiner: torch.nn.Module) -> None:
+        self.refiner, self.last = refiner, None
+
+    def __enter__(self) -> RefinerProbe:
+        forward = self.refiner.forward
+
+        def record(readout, visible, mapping):
+            prior = forward(readout, visible, mapping)
+            self.last = (readout.detach(), visible.detach().bool(), prior.detach())
+            return prior
+
+        self.refiner.forward = record
+        return self
+
+    def __exit__(self, *exc) -> None:
+        del self.refiner.forward  # the class's forward again
+
+
+def stage_errors(probe: RefinerProbe, latents: torch.Tensor, exact: torch.Tensor) -> dict[str, list[float]]:
+    """``{stage: [squared error on covered cells, covered cells, on the others, other cells]}`` of the readout,
+    the prior and the generated ``latents`` ``[F, C, h, w]`` against ``exact`` ``[F - 1, C, h, w]`` (frames 1..)."""
+    readout, visible, prior = probe.last
+    target = exact.float().cpu()
+    covered = visible[0, 1:].cpu()  # [F - 1, h, w]
+    out = {}
+    for name, value in (
+        ("readout", readout[0].transpose(0, 1)),
+        ("prior", prior[0].transpose(0, 1)),
+        ("output", latents),
+    ):
+        error = ((value[1:].float().cpu() - target) ** 2).mean(1)  # [F - 1, h, w]
+        out[name] = [
+            float(error[covered].sum()),
+            int(covered.sum()),
+            float(error[~covered].sum()),
+            int((~covered).sum()),
+        ]
+    return out
+
+
+def generate(
+    pipe: MiragePipeline, world: World, truth, segments: int, exact_context: bool, on_segment=None
+) -> np.ndarray:
     """``[N, H, W, 3]`` uint8 frames of ``segments`` segments along ``truth``; with ``exact_context`` every segment
-    after the first starts from the exact render of its first frame (the memory is the caller's)."""
+    after the first starts from the exact render of its first frame (the memory is the caller's).
+    ``on_segment(s, result)``: called after segment ``s``."""
     stride = pipe.config.segment_frames - 1
     pipe.start(world.image, torch.from_numpy(world.depth), world.K, world.start)
     depth, frames = truth.depth_source(), [world.image[None]]
@@ -69,11 +130,18 @@ def generate(pipe: MiragePipeline, world: World, truth, segments: int, exact_con
             pipe.resume(truth.frames[s * stride], world.K, "", pipe.memory, s)
         result = pipe.run_segment(truth.w2c[s * stride : (s + 1) * stride + 1], depth)
         frames.append(result.frames[1:])
+        if on_segment is not None:
+            on_segment(s, result)
     return np.concatenate(frames)
 
 
 def scores(frames: np.ndarray, truth, frame_ids) -> list[dict]:
     return [frame_scores(frames[i], truth.frames[i], truth.visible[i]) for i in frame_ids]
+
+
+def psnr(mse: float) -> float:
+    """PSNR in dB of a mean squared error of values in [-1, 1]."""
+    return 10.0 * math.log10(4.0 / max(mse, 1e-12))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     n_frames = args.segments * stride + 1
     rows: dict[str, list[dict]] = {"vae": [], "exact": [], "mini": []}
     per_segment: dict[str, list[list[dict]]] = {k: [[] for _ in range(args.segments)] for k in ("exact", "mini")}
+    stages = {name: np.zeros(4) for name in STAGES}
     with SceneRenderer() as renderer:
         for seed in seeds:
             world = World(scene_for_seed(seed), renderer, width, height)
@@ -110,8 +179,17 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                     "mini": make_pipeline(system, stack, None, 0),
                 }
+                probe = RefinerProbe(stack.branch.refiner)
+
+                def add_stages(s, result, probe=probe, written=written):
+                    for name, row in stage_errors(probe, result.latents, written[s]).items():
+                        stages[name] += row
+
                 for name, pipe in runs.items():
-                    frames = generate(pipe, world, truth, args.segments, exact_context=name == "exact")
+                    with probe if name == "exact" else contextlib.nullcontext():
+                        frames = generate(
+                            pipe, world, truth, args.segments, name == "exact", add_stages if name == "exact" else None
+                        )
                     for s in range(args.segments):
                         segment = scores(frames, truth, range(s * stride + 1, (s + 1) * stride + 1))
                         per_segment[name][s] += segment
@@ -134,7 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model or "resources/models/mirage-mini",
         "rows": {name: {"label": labels[name], **{k: means[name][k] for k in METRICS}} for name in labels},
         "per_segment": {name: [{k: m[k] for k in METRICS} for m in per] for name, per in segments.items()},
+        "latent_stages": {
+            name: {"label": STAGES[name], "psnr_covered": psnr(row[0] / row[1]), "psnr_other": psnr(row[2] / row[3])}
+            for name, row in stages.items()
+        },
     }
+    covered_share = stages["output"][1] / (stages["output"][1] + stages["output"][3])
+    stage_lines = [
+        f"| {row['label']} | {row['psnr_covered']:.2f} | {row['psnr_other']:.2f} |"
+        for row in result["latent_stages"].values()
+    ]
     lines = [f"| {labels[n]} | " + " | ".join(f"{means[n][k]:.2f}" for k in METRICS) + " |" for n in labels]
     seg_lines = [
         f"| {s + 1} | "
@@ -151,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {machine}; 1-minute load {load:.1f} at the start.\n\n"
         "| row | PSNR | visible | holes |\n|---|---|---|---|\n" + "\n".join(lines) + "\n\n"
         "Per segment, PSNR / visible (segment 1: the same run in both rows, nothing written yet):\n\n"
-        "| segment | mini, exact context | mini |\n|---|---|---|\n" + "\n".join(seg_lines) + "\n"
+        "| segment | mini, exact context | mini |\n|---|---|---|\n" + "\n".join(seg_lines) + "\n\n"
+        "Through the model, exact context, latent space (generated keyframes of every segment; "
+        f"{100 * covered_share:.0f} % of their cells covered by the readout), PSNR in dB:\n\n"
+        "| stage | covered cells | other cells |\n|---|---|---|\n" + "\n".join(stage_lines) + "\n"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     write_json_atomic(RESULTS / f"mini-error-budget-{args.tag}.json", result)
