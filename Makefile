@@ -52,10 +52,11 @@ test: $(STAMP) system-deps
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# Re-train the shipped mirage-mini from random weights (~6.2 h on 2 CPU cores; MODEL_CARD.md): stage 1 trains the
+# Re-train the shipped mirage-mini from random weights (~7.4 h on 2 CPU cores; MODEL_CARD.md): stage 1 trains the
 # transformer and memory branch on 2,400 worlds, stage 2 continues from it with the readout refiner added, stage 3
 # continues on all 5,000 training worlds, stage 4 trains for the shipped 2-step sampler (sampler levels, rollout),
-# stage 5 continues it, stage 6 weights the cells the memory readout missed 3x in the loss.
+# stage 5 continues it, stage 6 weights the cells the memory readout missed 3x in the loss, stage 7 grows the
+# transformer from 4 to 6 blocks (the new ones start as the identity) and trains on.
 MINI_OUT ?= out/mini
 MINI_COMMON := --stage mini --data procedural --batch-size 8 --layers 4 --heads 4 --head-dim 32 --ffn-dim 256 \
                --branch-layers 0,2 --shift 1.0 --heldout-scenes 6 --checkpoint-every 100 --cache-dir $(MINI_OUT)/cache \
@@ -73,7 +74,10 @@ train-mini: $(STAMP) system-deps
 	$(PY) main.py train $(MINI_COMMON) --scenes 5000 --out $(MINI_OUT)/stage6 --steps 1037 --warmup-steps 20 --lr 2e-4 \
 	    --seed 2 --init $(MINI_OUT)/stage5/model --refiner-width 64 --sampler-steps 2 --sampler-share 0.5 --rollout \
 	    --hole-weight 3
-	@echo "mirage-mini: $(MINI_OUT)/stage6/model (ship it: cp $(MINI_OUT)/stage6/model/{model.safetensors,config.json} resources/models/mirage-mini/)"
+	$(PY) main.py train $(MINI_COMMON) --layers 6 --scenes 5000 --out $(MINI_OUT)/stage7 --steps 1057 --warmup-steps 50 \
+	    --lr 3e-4 --seed 4 --init $(MINI_OUT)/stage6/model --refiner-width 64 --sampler-steps 2 --sampler-share 0.5 \
+	    --rollout --hole-weight 3
+	@echo "mirage-mini: $(MINI_OUT)/stage7/model (ship it: cp $(MINI_OUT)/stage7/model/{model.safetensors,config.json} resources/models/mirage-mini/)"
 
 # The same recipe larger, on one CUDA GPU (issue 12's GPU recipe): every training world (seeds 0-4999) built by
 # 16 processes and kept on the GPU, a 5.9 M-parameter model (23.8 MB, under the 25 MB limit), batch 64, the run
