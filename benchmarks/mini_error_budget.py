@@ -173,23 +173,20 @@ def main(argv: list[str] | None = None) -> int:
                 round_trip = ((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
                 rows["vae"] += scores(round_trip, truth, [i for i in range(1, n_frames) if i % 4])
                 written = [exact[s * stride // 4 + 1 : (s + 1) * stride // 4 + 1] for s in range(args.segments)]
-                runs = {
-                    "exact": MiragePipeline(
-                        stack.backbone, config, stack.branch, ExactWrites(config.memory, stack.backbone.device, written)
-                    ),
-                    "mini": make_pipeline(system, stack, None, 0),
-                }
                 probe = RefinerProbe(stack.branch.refiner)
 
                 def add_stages(s, result, probe=probe, written=written):
                     for name, row in stage_errors(probe, result.latents, written[s]).items():
                         stages[name] += row
 
-                for name, pipe in runs.items():
-                    with probe if name == "exact" else contextlib.nullcontext():
-                        frames = generate(
-                            pipe, world, truth, args.segments, name == "exact", add_stages if name == "exact" else None
-                        )
+                exact_writes = ExactWrites(config.memory, stack.backbone.device, written)
+                runs = {  # name: (pipeline, what is recorded while it runs, per-segment callback)
+                    "exact": (MiragePipeline(stack.backbone, config, stack.branch, exact_writes), probe, add_stages),
+                    "mini": (make_pipeline(system, stack, None, 0), contextlib.nullcontext(), None),
+                }
+                for name, (pipe, recording, on_segment) in runs.items():
+                    with recording:
+                        frames = generate(pipe, world, truth, args.segments, name == "exact", on_segment)
                     for s in range(args.segments):
                         segment = scores(frames, truth, range(s * stride + 1, (s + 1) * stride + 1))
                         per_segment[name][s] += segment
